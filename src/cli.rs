@@ -1,0 +1,229 @@
+//! Command-line interface: raw flags (clap derive) and the dispatch to the library.
+//!
+//! Flags are kept raw here; each module validates what it is given and turns it into
+//! settings. Nothing here panics on user input: errors travel up as `anyhow` chains.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Environment variable that points bn-exp at a data folder (same as `--data-dir`).
+pub const DATA_DIR_ENV: &str = "BN_EXP_DATA_DIR";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bn-exp",
+    version,
+    about = "Reproduce Batch Normalization (Ioffe & Szegedy, 2015) on MNIST and CIFAR-10, and test its claims",
+    long_about = "bn-exp trains the networks of Ioffe & Szegedy (2015), 'Batch Normalization: \
+Accelerating Deep Network Training by Reducing Internal Covariate Shift', with and without BN, \
+records convergence and activation distributions, and compares whole studies.\n\n\
+Start with:\n  bn-exp train --config configs/mnist_mlp_sigmoid_bn.json",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train one network from a JSON config and record metrics, activations and a summary.
+    #[command(after_help = "Example:\n  bn-exp train --config configs/mnist_mlp_sigmoid_bn.json\n  \
+bn-exp train --config configs/smoke.json --set optim.lr=0.5 --set seed=3 --quiet")]
+    Train(TrainArgs),
+    /// Run a study (a grid of configs over seeds) or compare finished runs in tables.
+    #[command(after_help = "Examples:\n  bn-exp compare --study configs/studies/paper_fig1.json\n  \
+bn-exp compare results/paper_fig1/placement=none results/paper_fig1/placement=before")]
+    Compare(CompareArgs),
+    /// Draw figures (Figure 1 of the paper, distributions, study plots) from runs and studies.
+    #[command(after_help = "Examples:\n  bn-exp plot results/paper_fig1\n  \
+bn-exp plot --study results/paper_fig1 --format svg")]
+    Plot(PlotArgs),
+    /// Check, describe or download the data sets (MNIST, CIFAR-10).
+    #[command(after_help = "Examples:\n  bn-exp data verify\n  bn-exp data info mnist\n  \
+bn-exp data fetch cifar10 --data-dir ~/bn-data")]
+    Data(DataArgs),
+    /// Time training steps of the paper's MLP and the CIFAR CNN, with and without BN.
+    #[command(after_help = "Example:\n  bn-exp bench --json results/bench.json")]
+    Bench(BenchArgs),
+}
+
+/// Where the data sets live: `--data-dir`, else `$BN_EXP_DATA_DIR`, else `./data`.
+#[derive(Debug, Clone, Args)]
+pub struct DataDirArg {
+    /// Folder holding `mnist/` and `cifar-10-batches-bin/` [env: BN_EXP_DATA_DIR] [default: data]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    /// Resolve the data folder from the flag, the environment, or the default `data`.
+    pub fn resolve(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .or_else(|| std::env::var_os(DATA_DIR_ENV).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("data"))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// JSON config file (see configs/ and docs/config.md).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Override a config field, e.g. `--set optim.lr=0.5` or `--set model.hidden=[50,50]`.
+    /// The value is read as JSON, falling back to a plain string. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Run folder; defaults to `<results-dir>/<study>/<name>` from the config.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Root of run folders when `--out` is not given.
+    #[arg(long, default_value = "results", value_name = "DIR")]
+    pub results_dir: PathBuf,
+    /// Continue an interrupted run from its last checkpoint.
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Delete an existing run in the target folder and start afresh.
+    #[arg(long)]
+    pub force: bool,
+    /// No progress bar; only errors and the final line.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Stop after this many steps this invocation (the run stays resumable). For tests and demos.
+    #[arg(long, hide = true, value_name = "N")]
+    pub stop_after: Option<u64>,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Study file (configs/studies/*.json): runs what is not finished, then compares.
+    #[arg(long, value_name = "FILE", conflicts_with = "dirs")]
+    pub study: Option<PathBuf>,
+    /// Existing run folders (or study folders) to compare instead of running a study.
+    #[arg(value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Runs trained at once, each single-threaded [default: number of cores].
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Group used as the speed-up baseline (a group label as printed in the table).
+    #[arg(long, value_name = "LABEL")]
+    pub baseline: Option<String>,
+    /// Accuracy thresholds for the steps-to-threshold columns, as fractions or percents.
+    #[arg(long, value_delimiter = ',', value_name = "T,...")]
+    pub thresholds: Option<Vec<f64>>,
+    /// Root of run folders.
+    #[arg(long, default_value = "results", value_name = "DIR")]
+    pub results_dir: PathBuf,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImageFormat {
+    Png,
+    Svg,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Run or study folders to draw.
+    #[arg(value_name = "RUN_OR_STUDY_DIR")]
+    pub inputs: Vec<PathBuf>,
+    /// Draw the whole set for one study into `<study>/plots/` with an index.
+    #[arg(long, value_name = "STUDY_DIR", conflicts_with = "inputs")]
+    pub study: Option<PathBuf>,
+    /// Output folder [default: `plots/` inside the single input, else `./plots`].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Image format.
+    #[arg(long, value_enum, default_value = "png")]
+    pub format: ImageFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub command: DataCommand,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatasetName {
+    Mnist,
+    Cifar10,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Check every data set present: magic numbers, sizes and sha256 of the content.
+    Verify,
+    /// Describe a data set: files, counts, classes, pixel statistics.
+    Info {
+        #[arg(value_enum)]
+        dataset: DatasetName,
+    },
+    /// Download a data set from its canonical source, verify it, and move it into place.
+    Fetch {
+        #[arg(value_enum)]
+        dataset: DatasetName,
+        /// Download from this base URL instead of the canonical mirrors (for mirrors and tests).
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+        /// Replace files that are already present and valid.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Timed repetitions per workload (after warm-up); the median is reported.
+    #[arg(long, default_value_t = 50)]
+    pub reps: usize,
+    /// Workloads to run: mlp, mlp-bn, cnn, cnn-bn, fig1 (comma separated) [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub only: Option<Vec<String>>,
+    /// Write the numbers as JSON here too.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also run scripts/pytorch_reference.py (needs PyTorch) and print ratios.
+    #[arg(long)]
+    pub compare_pytorch: bool,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// Parse the process arguments and run the chosen command.
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Train(args) => crate::train::train_command(&args),
+        Command::Compare(args) => crate::compare::compare_command(&args),
+        Command::Plot(args) => crate::plot::plot_command(&args),
+        Command::Data(args) => run_data(&args),
+        Command::Bench(args) => crate::bench::bench_command(&args),
+    }
+}
+
+fn run_data(args: &DataArgs) -> Result<ExitCode> {
+    let dir = args.data.resolve();
+    match &args.command {
+        DataCommand::Verify => crate::data::verify_command(&dir),
+        DataCommand::Info { dataset } => crate::data::info_command(&dir, *dataset),
+        DataCommand::Fetch {
+            dataset,
+            base_url,
+            force,
+        } => crate::fetch::fetch_command(&dir, *dataset, base_url.as_deref(), *force),
+    }
+}
