@@ -177,8 +177,8 @@ pub fn drift(records: &[ActivationRecord], total_steps: u64) -> Option<Drift> {
         let mut sums = [0.0; 3];
         let n = pts.len().saturating_sub(1).max(1) as f64;
         for w in pts.windows(2) {
-            for k in 0..3 {
-                sums[k] += (w[1].1[k] - w[0].1[k]).abs();
+            for (k, sum) in sums.iter_mut().enumerate() {
+                *sum += (w[1].1[k] - w[0].1[k]).abs();
             }
         }
         sums.map(|s| s / n)

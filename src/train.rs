@@ -26,7 +26,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
-use crate::batch_norm::{InferenceStats, PopulationAccumulator, tensor_to_f32, vector_tensor};
+use crate::batch_norm::{InferenceStats, PopulationAccumulator, vector_tensor};
 use crate::cli::TrainArgs;
 use crate::config::{Config, load_config};
 use crate::data::{LoadedData, Split};
@@ -349,7 +349,6 @@ pub fn run(
     let mut order = BatchOrder::new(config.seed, runner.train.len, config.batch_size);
     let mut last_acc = f64::NAN;
     let first_step = state.step;
-    let mut lr = config.optim.lr_at(state.step);
     while state.step < config.steps {
         if opts
             .stop_after
@@ -361,7 +360,7 @@ pub fn run(
             return Ok(Outcome::Stopped(state.step));
         }
         let t0 = Instant::now();
-        lr = config.optim.lr_at(state.step);
+        let lr = config.optim.lr_at(state.step);
         let indices = order.indices(state.step).to_vec();
         let (loss, next) = runner.train_step(net, &mut optim, &indices, state.step, lr)?;
         state.train_s += t0.elapsed().as_secs_f64();
@@ -403,7 +402,6 @@ pub fn run(
     }
     bar.finish_and_clear();
     state.elapsed_s = started.elapsed().as_secs_f64();
-    let _ = lr;
     let summary = runner.finish(&mut net, &state)?;
     save_checkpoint(&net, &optim, &state, run_dir)?;
     Ok(Outcome::Finished(summary))
@@ -736,7 +734,9 @@ fn save_checkpoint(
         std::fs::remove_dir_all(&tmp)?;
     }
     std::fs::create_dir_all(&tmp)?;
-    net.clone()
+    // `valid()` syncs the running statistics: a RunningState's stored value can lag its last
+    // update by one step, and a checkpoint must hold the value the next step will read.
+    net.valid()
         .save_file(tmp.join("model.bpk"))
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .context("cannot save the model checkpoint")?;
@@ -810,23 +810,4 @@ fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
         std::fs::write(&path, kept)?;
     }
     Ok(())
-}
-
-/// Accuracy of a net on a data split, with `stats` (used by tests and the bench).
-pub fn accuracy_of(config: &Config, net: &Net, data: &LoadedData) -> Result<f64> {
-    let device = backend::device();
-    let test = DeviceSplit::upload(&data.test, &device);
-    let eval_net = net.valid();
-    let logits = eval_net.forward(
-        test.range(0, test.len),
-        Mode::Infer(config.bn.inference),
-        None,
-    )?;
-    let pred = tensor_to_f32(logits.argmax(1).float());
-    Ok(pred
-        .iter()
-        .zip(&test.labels)
-        .filter(|(p, l)| **p as u8 == **l)
-        .count() as f64
-        / test.len as f64)
 }

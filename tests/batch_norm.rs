@@ -66,9 +66,17 @@ fn device() -> Device {
     Device::flex().autodiff()
 }
 
-fn tensor<const D: usize>(values: &[f64], shape: [usize; D], dtype: DType, device: &Device) -> Tensor<D> {
+fn tensor<const D: usize>(
+    values: &[f64],
+    shape: [usize; D],
+    dtype: DType,
+    device: &Device,
+) -> Tensor<D> {
     let data = TensorData::new(values.to_vec(), shape);
-    Tensor::from_data(data, TensorCreationOptions::new(device.clone()).with_dtype(dtype))
+    Tensor::from_data(
+        data,
+        TensorCreationOptions::new(device.clone()).with_dtype(dtype),
+    )
 }
 
 /// A BatchNorm with given γ, β, running statistics, all of `dtype`.
@@ -148,9 +156,11 @@ fn check_case(case: &Case, dtype: DType, rtol: f64) {
     // x̂ = ±1 up to ε and they cancel to a residue 1e-3 of their size, which float32 cannot
     // resolve to 1e-5 of itself. So ∂x is judged relative to the larger of its own magnitude and
     // the size of those terms (float64 above is held to 1e-10 of its own magnitude).
-    let dx_scale = case.dx.iter().fold(1e-3f64, |m, v| m.max(v.abs())).max(
-        cancelling_term_scale(case),
-    );
+    let dx_scale = case
+        .dx
+        .iter()
+        .fold(1e-3f64, |m, v| m.max(v.abs()))
+        .max(cancelling_term_scale(case));
     assert_close_at_scale(&what("dx"), &dx, &case.dx, rtol, dx_scale);
     assert_close(&what("dgamma"), &dgamma, &case.dgamma, rtol);
     assert_close(&what("dbeta"), &dbeta, &case.dbeta, rtol);
@@ -190,7 +200,12 @@ fn check_case(case: &Case, dtype: DType, rtol: f64) {
         tensor(&var, [c], dtype, &Device::flex()),
     );
     let y_pop = infer(&eval, case, dtype, InferenceStats::Population);
-    assert_close(&what("population y_eval"), &y_pop, &case.population.y_eval, rtol);
+    assert_close(
+        &what("population y_eval"),
+        &y_pop,
+        &case.population.y_eval,
+        rtol,
+    );
 }
 
 /// max over channels of |γ_c|/√(σ²_c + ε) · max|upstream|: the size of the terms in ∂ℓ/∂x.
@@ -243,11 +258,17 @@ fn infer(bn: &BatchNorm, case: &Case, dtype: DType, stats: InferenceStats) -> Ve
     let n = case.eval_x.len() / s[1..].iter().product::<usize>();
     let mode = BnMode::Inference(stats);
     if s.len() == 2 {
-        tensor_to_f64(bn.forward(tensor(&case.eval_x, [n, s[1]], dtype, &device), mode).unwrap())
+        tensor_to_f64(
+            bn.forward(tensor(&case.eval_x, [n, s[1]], dtype, &device), mode)
+                .unwrap(),
+        )
     } else {
         tensor_to_f64(
-            bn.forward(tensor(&case.eval_x, [n, s[1], s[2], s[3]], dtype, &device), mode)
-                .unwrap(),
+            bn.forward(
+                tensor(&case.eval_x, [n, s[1], s[2], s[3]], dtype, &device),
+                mode,
+            )
+            .unwrap(),
         )
     }
 }
@@ -277,11 +298,19 @@ fn loss_f64(x: &[f64], shape: &[usize], gamma: &[f64], beta: &[f64], upstream: &
         update_running: false,
     };
     let y = if shape.len() == 2 {
-        tensor_to_f64(bn.forward(tensor(x, [shape[0], shape[1]], DType::F64, &device), mode).unwrap())
+        tensor_to_f64(
+            bn.forward(tensor(x, [shape[0], shape[1]], DType::F64, &device), mode)
+                .unwrap(),
+        )
     } else {
         tensor_to_f64(
             bn.forward(
-                tensor(x, [shape[0], shape[1], shape[2], shape[3]], DType::F64, &device),
+                tensor(
+                    x,
+                    [shape[0], shape[1], shape[2], shape[3]],
+                    DType::F64,
+                    &device,
+                ),
                 mode,
             )
             .unwrap(),
@@ -340,7 +369,9 @@ fn finite_difference_check(shape: &[usize]) {
         let s = [shape[0], shape[1], shape[2], shape[3]];
         let xt = tensor(&x, s, DType::F64, &device).require_grad();
         let y = bn.forward(xt.clone(), mode).unwrap();
-        let g = (y * tensor(&upstream, s, DType::F64, &device)).sum().backward();
+        let g = (y * tensor(&upstream, s, DType::F64, &device))
+            .sum()
+            .backward();
         (
             tensor_to_f64(xt.grad(&g).unwrap()),
             tensor_to_f64(bn.gamma.val().grad(&g).unwrap()),
@@ -352,9 +383,24 @@ fn finite_difference_check(shape: &[usize]) {
     let fg = numeric_grad(&gamma, |v| loss_f64(&x, shape, v, &beta, &upstream));
     let fb = numeric_grad(&beta, |v| loss_f64(&x, shape, &gamma, v, &upstream));
     // Central differences with h = 1e-6 in float64 are good to about 1e-8 here.
-    assert_close(&format!("{shape:?} dx vs finite differences"), &dx, &fx, 1e-6);
-    assert_close(&format!("{shape:?} dgamma vs finite differences"), &dgamma, &fg, 1e-6);
-    assert_close(&format!("{shape:?} dbeta vs finite differences"), &dbeta, &fb, 1e-6);
+    assert_close(
+        &format!("{shape:?} dx vs finite differences"),
+        &dx,
+        &fx,
+        1e-6,
+    );
+    assert_close(
+        &format!("{shape:?} dgamma vs finite differences"),
+        &dgamma,
+        &fg,
+        1e-6,
+    );
+    assert_close(
+        &format!("{shape:?} dbeta vs finite differences"),
+        &dbeta,
+        &fb,
+        1e-6,
+    );
 }
 
 #[test]
@@ -425,7 +471,10 @@ fn two_samples_give_plus_minus_gamma_plus_beta() {
         )
         .unwrap(),
     );
-    assert!((y[0] - 2.0).abs() < 1e-6 && (y[1] + 1.0).abs() < 1e-6, "{y:?}");
+    assert!(
+        (y[0] - 2.0).abs() < 1e-6 && (y[1] + 1.0).abs() < 1e-6,
+        "{y:?}"
+    );
 }
 
 #[test]
@@ -537,7 +586,10 @@ fn bad_inputs_are_errors_not_panics_or_nans() {
         BnError::SingleValue { .. }
     ));
     // A single image with several positions per channel is a valid conv batch.
-    assert!(bn.forward(Tensor::<4>::ones([1, 3, 2, 2], &device), train).is_ok());
+    assert!(
+        bn.forward(Tensor::<4>::ones([1, 3, 2, 2], &device), train)
+            .is_ok()
+    );
     // Inference with one sample is fine: it uses fixed statistics.
     let y = tensor_to_f64(
         bn.forward(single, BnMode::Inference(InferenceStats::Moving))

@@ -1,0 +1,357 @@
+//! `bn-exp train` end to end, through the real binary, on the embedded MNIST.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bn_exp::batch_norm::tensor_to_f64;
+use bn_exp::config::{Config, config_from_value};
+use bn_exp::model::{Mode, build_net};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `bn-exp train --config configs/smoke.json --out DIR` plus extra arguments.
+fn train(out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+        .arg("train")
+        .arg("--config")
+        .arg(repo().join("configs/smoke.json"))
+        .arg("--data-dir")
+        .arg(repo().join("data"))
+        .arg("--out")
+        .arg(out)
+        .arg("--quiet")
+        .args(extra)
+        .output()
+        .expect("bn-exp runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn read_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+/// Rows without wall-clock fields, which legitimately differ between runs.
+fn without_timing(mut rows: Vec<Value>) -> Vec<Value> {
+    for r in &mut rows {
+        r.as_object_mut().unwrap().remove("elapsed_s");
+    }
+    rows
+}
+
+#[test]
+fn smoke_run_writes_every_file_with_consistent_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = train(&out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [
+        "config.json",
+        "metrics.jsonl",
+        "activations.jsonl",
+        "summary.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    assert!(out.join("checkpoint/model.bpk").is_file());
+
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    // The resolved config has every default filled in.
+    assert_eq!(config["bn"]["eps"], 1e-5);
+    assert_eq!(config["probe"]["unit"], 0);
+
+    let metrics = read_lines(&out.join("metrics.jsonl"));
+    let steps: Vec<u64> = metrics
+        .iter()
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![0, 100, 200, 300]);
+    assert!(metrics[0]["train_loss"].is_null());
+    for m in &metrics[1..] {
+        let acc = m["test_acc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        assert!(m["train_loss"].as_f64().unwrap() > 0.0);
+    }
+    // The smoke net learns: well above chance after 300 steps.
+    assert!(
+        metrics[3]["test_acc"].as_f64().unwrap() > 0.8,
+        "{:?}",
+        metrics[3]
+    );
+
+    let acts = read_lines(&out.join("activations.jsonl"));
+    assert_eq!(acts.len(), metrics.len());
+    for a in &acts {
+        let t = &a["tracked"];
+        let (p15, p50, p85) = (
+            t["p15"].as_f64().unwrap(),
+            t["p50"].as_f64().unwrap(),
+            t["p85"].as_f64().unwrap(),
+        );
+        assert!(p15 <= p50 && p50 <= p85, "{t}");
+        assert_eq!(
+            t["layer"], 1,
+            "default tracked layer is the last hidden one"
+        );
+        let layers = a["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 2);
+        let h = &layers[0]["hist"];
+        let counted: u64 = h["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .sum::<u64>()
+            + h["below"].as_u64().unwrap()
+            + h["above"].as_u64().unwrap();
+        assert_eq!(
+            counted,
+            200 * 32,
+            "every probe value lands in the histogram once"
+        );
+    }
+
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "finished");
+    assert_eq!(summary["steps"], 300);
+    let best = metrics
+        .iter()
+        .map(|m| m["test_acc"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(summary["best_test_acc"].as_f64().unwrap(), best);
+    assert_eq!(summary["final_test_acc"], metrics[3]["test_acc"]);
+    // steps_to agrees with the first evaluation at or above each threshold.
+    for (t, v) in summary["steps_to"].as_object().unwrap() {
+        let t: f64 = t.parse().unwrap();
+        let first = metrics
+            .iter()
+            .find(|m| m["test_acc"].as_f64().unwrap() >= t)
+            .map(|m| m["step"].clone());
+        assert_eq!(v, &first.unwrap_or(Value::Null), "threshold {t}");
+    }
+    let pop = &summary["population"];
+    assert_eq!(pop["batches"], 10);
+    assert!(pop["test_acc"].as_f64().unwrap() > 0.8);
+    assert!(summary["drift"]["all"].as_array().unwrap().len() == 3);
+    assert_eq!(summary["backend"], "flex");
+}
+
+#[test]
+fn stopped_and_resumed_run_matches_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    let resumed = dir.path().join("resumed");
+    // Dropout exercises the seeded masks; 150 is between checkpoints and evaluations.
+    let set = ["--set", "model.dropout=0.2"];
+    assert!(train(&straight, &set).status.success());
+    let first = train(&resumed, &[&set[..], &["--stop-after", "150"]].concat());
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        !resumed.join("summary.json").exists(),
+        "a stopped run has no summary"
+    );
+    let refused = train(&resumed, &set);
+    assert!(
+        !refused.status.success(),
+        "an existing run must not be overwritten silently"
+    );
+    assert!(
+        stderr(&refused).contains("--resume"),
+        "{}",
+        stderr(&refused)
+    );
+    let second = train(&resumed, &[&set[..], &["--resume"]].concat());
+    assert!(second.status.success(), "{}", stderr(&second));
+    for f in ["metrics.jsonl", "activations.jsonl"] {
+        assert_eq!(
+            without_timing(read_lines(&straight.join(f))),
+            without_timing(read_lines(&resumed.join(f))),
+            "{f} differs after resume"
+        );
+    }
+    // Resuming a finished run does nothing and succeeds.
+    let again = train(&resumed, &[&set[..], &["--resume"]].concat());
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already finished"));
+}
+
+#[test]
+fn killed_run_resumes_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    let killed = dir.path().join("killed");
+    let set = [
+        "--set",
+        "steps=4000",
+        "--set",
+        "eval_every=200",
+        "--set",
+        "checkpoint_every=1000",
+    ];
+    assert!(train(&straight, &set).status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+        .args(["train", "--quiet", "--config"])
+        .arg(repo().join("configs/smoke.json"))
+        .arg("--data-dir")
+        .arg(repo().join("data"))
+        .arg("--out")
+        .arg(&killed)
+        .args(set)
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL: no chance to clean up) once the first checkpoint is on disk.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !killed.join("checkpoint/state.json").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !killed.join("summary.json").exists(),
+        "the run finished before it could be killed; the test proves nothing"
+    );
+    let o = train(&killed, &[&set[..], &["--resume"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        without_timing(read_lines(&straight.join("metrics.jsonl"))),
+        without_timing(read_lines(&killed.join("metrics.jsonl")))
+    );
+}
+
+#[test]
+fn diverging_run_is_marked_diverged_with_its_own_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // tanh without BN at lr 1e38: the output weights reach ~1e37 after one step, and the logits
+    // overflow float32 at step 2.
+    let o = train(
+        &out,
+        &[
+            "--set",
+            "bn.placement=none",
+            "--set",
+            "model.activation=tanh",
+            "--set",
+            "optim.lr=1e38",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "diverged");
+    assert_eq!(summary["diverged_at"], 2);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("DIVERGED at step 2"));
+}
+
+#[test]
+fn each_bad_config_gets_its_own_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--set", "optim.lr=-0.1"],
+            "optim.lr must be a positive finite number",
+        ),
+        (&["--set", "batch_size=0"], "batch_size must be at least 1"),
+        (&["--set", "batch_size=1"], "no variance"),
+        (
+            &["--set", "model.activation=swish"],
+            "unknown variant `swish`",
+        ),
+        (
+            &["--set", "optim.learning_rate=0.1"],
+            "unknown field `learning_rate`",
+        ),
+        (
+            &["--set", "bn.placement=sideways"],
+            "unknown variant `sideways`",
+        ),
+        (&["--set", "steps=0"], "steps must be at least 1"),
+        (&["--set", "nonsense"], "key.path=value"),
+    ];
+    for (i, (extra, needle)) in cases.iter().enumerate() {
+        let o = train(&dir.path().join(format!("r{i}")), extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}");
+        let err = stderr(&o);
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(!err.contains("panicked"), "{extra:?}: {err}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+        .args(["train", "--config", "/no/such/config.json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read config file /no/such/config.json"));
+}
+
+fn smoke_config() -> Config {
+    let text = std::fs::read_to_string(repo().join("configs/smoke.json")).unwrap();
+    config_from_value(serde_json::from_str(&text).unwrap()).unwrap()
+}
+
+fn running_stats(net: &bn_exp::model::Net) -> Vec<Vec<f64>> {
+    net.norms
+        .iter()
+        .flat_map(|n| {
+            [
+                tensor_to_f64(n.running_mean.value_sync()),
+                tensor_to_f64(n.running_var.value_sync()),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn evaluation_and_probes_do_not_change_running_statistics() {
+    use burn::module::Module;
+    let config = smoke_config();
+    let device = Device::flex().autodiff();
+    let net = build_net(&config, &device);
+    let mut r = bn_exp::rng::Rng::new(5);
+    let x: Vec<f32> = (0..16 * 784).map(|_| r.uniform() as f32).collect();
+    let x = Tensor::<2>::from_data(TensorData::new(x, [16, 784]), &device);
+    let train = Mode::Train {
+        update_running: true,
+        dropout_seed: None,
+    };
+    net.forward(x.clone(), train, None).unwrap();
+    let before = running_stats(&net);
+    let probe = Mode::Train {
+        update_running: false,
+        dropout_seed: None,
+    };
+    let mut trace = bn_exp::model::Trace::default();
+    net.forward(x.clone(), probe, Some(&mut trace)).unwrap();
+    net.valid().forward(x.clone().inner(), probe, None).unwrap();
+    for stats in [
+        bn_exp::config::InferenceStats::Moving,
+        bn_exp::config::InferenceStats::Batch,
+        bn_exp::config::InferenceStats::Population,
+    ] {
+        net.valid()
+            .forward(x.clone().inner(), Mode::Infer(stats), None)
+            .unwrap();
+    }
+    assert_eq!(before, running_stats(&net));
+    assert_eq!(trace.pre_activations.len(), 2);
+    assert_eq!(trace.bn_stats.len(), 2);
+    // A training step does move them, so the comparison above can fail.
+    net.forward(x, train, None).unwrap();
+    assert_ne!(before, running_stats(&net));
+}
