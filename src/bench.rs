@@ -1,12 +1,301 @@
-//! TODO: filled in by its issue.
+//! `bn-exp bench`: time the training step of each workload and the Figure 1 study.
+//!
+//! Each step workload runs in a child process of its own (`bn-exp bench --worker W`), so that
+//! its peak memory (VmHWM) is its own and one workload's allocations do not warm the next.
+//! Inputs are random tensors of the real shapes: a step's cost does not depend on pixel values,
+//! and the bench then needs no data set. Reported: the median of `reps` timed steps after
+//! warm-up, with min and max, because this machine is shared and noisy.
 
-use std::process::ExitCode;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use burn::optim::GradientsParams;
+use burn::tensor::loss::cross_entropy_with_logits;
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 
+use crate::backend;
 use crate::cli::BenchArgs;
+use crate::config::{Config, config_from_value};
+use crate::model::{CLASSES, Mode, build_net};
+use crate::rng::Rng;
+
+/// The step workloads, in the order they run.
+pub const STEP_WORKLOADS: [&str; 4] = ["mlp", "mlp-bn", "cnn", "cnn-bn"];
+
+/// One workload's numbers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepResult {
+    pub workload: String,
+    pub batch_size: usize,
+    pub reps: usize,
+    pub median_us: f64,
+    pub min_us: f64,
+    pub max_us: f64,
+    pub steps_per_s: f64,
+    pub peak_rss_mb: f64,
+    pub threads: usize,
+}
+
+/// The Figure 1 study: both MLPs, 50,000 steps each, run side by side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fig1Result {
+    pub projected_s: Option<f64>,
+    pub measured_s: f64,
+    pub steps: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub backend: String,
+    pub steps: Vec<StepResult>,
+    pub fig1: Option<Fig1Result>,
+    pub pytorch: Option<serde_json::Value>,
+}
+
+/// The config a step workload trains (the shipped configs' shapes, init and optimiser).
+pub fn workload_config(name: &str) -> Result<Config> {
+    let (base, bn) = match name {
+        "mlp" => (include_str!("../configs/mnist_mlp_sigmoid_nobn.json"), false),
+        "mlp-bn" => (include_str!("../configs/mnist_mlp_sigmoid_bn.json"), true),
+        "cnn" => (include_str!("../configs/cifar10_cnn_relu_nobn.json"), false),
+        "cnn-bn" => (include_str!("../configs/cifar10_cnn_relu_bn.json"), true),
+        other => bail!("unknown workload {other:?}; choose from mlp, mlp-bn, cnn, cnn-bn, fig1"),
+    };
+    let config = config_from_value(serde_json::from_str(base)?)?;
+    ensure!(config.has_bn() == bn, "workload {name} config has the wrong BN placement");
+    Ok(config)
+}
 
 /// Entry point of `bn-exp bench`.
-pub fn bench_command(_args: &BenchArgs) -> Result<ExitCode> {
-    bail!("`bn-exp bench` is not built yet")
+pub fn bench_command(args: &BenchArgs) -> Result<ExitCode> {
+    if let Some(worker) = &args.worker {
+        let result = time_steps(worker, args.reps)?;
+        println!("{}", serde_json::to_string(&result)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let wanted: Vec<String> = args.only.clone().unwrap_or_else(|| {
+        STEP_WORKLOADS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["fig1".to_string()])
+            .collect()
+    });
+    let mut report = BenchReport {
+        backend: backend::BACKEND_NAME.into(),
+        steps: Vec::new(),
+        fig1: None,
+        pytorch: None,
+    };
+    println!("bn-exp bench on {} ({} threads)", backend::BACKEND_NAME, backend::threads());
+    println!(
+        "{:<8} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10}",
+        "workload", "batch", "median µs", "min µs", "max µs", "steps/s", "peak MB"
+    );
+    for w in wanted.iter().filter(|w| w.as_str() != "fig1") {
+        let r = run_worker(w, args.reps)?;
+        println!(
+            "{:<8} {:>6} {:>12.0} {:>12.0} {:>12.0} {:>10.1} {:>10.1}",
+            r.workload, r.batch_size, r.median_us, r.min_us, r.max_us, r.steps_per_s, r.peak_rss_mb
+        );
+        report.steps.push(r);
+    }
+    if wanted.iter().any(|w| w == "fig1") {
+        let fig1 = time_fig1(&report.steps, &args.data.resolve())?;
+        if let Some(p) = fig1.projected_s {
+            println!("fig1: projected {p:.1} s from the step medians (two nets in parallel)");
+        }
+        println!(
+            "fig1: measured {:.1} s wall for both nets, {} steps each, run side by side",
+            fig1.measured_s, fig1.steps
+        );
+        report.fig1 = Some(fig1);
+    }
+    if args.compare_pytorch {
+        report.pytorch = compare_pytorch(&report, args.reps)?;
+    }
+    if let Some(path) = &args.json {
+        crate::metrics::write_json_atomic(path, &report)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run one workload in a child process and read its JSON line.
+fn run_worker(workload: &str, reps: usize) -> Result<StepResult> {
+    let exe = std::env::current_exe().context("cannot find the bn-exp executable")?;
+    let out = Command::new(exe)
+        .args(["bench", "--worker", workload, "--reps", &reps.to_string()])
+        .output()
+        .context("cannot start a bench worker")?;
+    ensure!(
+        out.status.success(),
+        "bench worker {workload} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim()).context("bench worker printed no result")
+}
+
+/// Time `reps` training steps (after warm-up) of one workload in this process.
+pub fn time_steps(workload: &str, reps: usize) -> Result<StepResult> {
+    ensure!(reps > 0, "--reps must be at least 1");
+    let config = workload_config(workload)?;
+    let device = backend::device();
+    let train_device = backend::train_device();
+    let (c, side) = match config.dataset {
+        crate::data::Dataset::Mnist => (1, 28),
+        crate::data::Dataset::Cifar10 => (3, 32),
+    };
+    let features = c * side * side;
+    let b = config.batch_size;
+    // A pool of random examples to gather batches from, as training does.
+    let pool = 1024.max(b);
+    let mut rng = Rng::new(1);
+    let images: Vec<f32> = (0..pool * features).map(|_| rng.normal() as f32).collect();
+    let labels: Vec<u8> = (0..pool).map(|_| rng.below(CLASSES) as u8).collect();
+    let split = crate::train::DeviceSplit {
+        images: Tensor::from_data(TensorData::new(images, [pool, features]), &device),
+        labels,
+        len: pool,
+        features,
+    };
+    let mut net = build_net(&config, &train_device);
+    let mut optim = crate::train::build_optimizer(&config);
+    let warmup = (reps / 5).clamp(2, 20);
+    let mut times = Vec::with_capacity(reps);
+    for i in 0..warmup + reps {
+        let idx: Vec<usize> = (0..b).map(|_| rng.below(pool)).collect();
+        let t0 = Instant::now();
+        let (x, y) = split.batch(&idx, &device);
+        let mode = Mode::Train {
+            update_running: true,
+            dropout_seed: None,
+        };
+        let logits = net.forward(x.autodiff(), mode, None)?;
+        let loss = cross_entropy_with_logits(logits, y.autodiff());
+        let value: f32 = loss.clone().into_scalar();
+        ensure!(value.is_finite(), "bench loss is not finite");
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(config.optim.lr, net, grads);
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    Ok(StepResult {
+        workload: workload.into(),
+        batch_size: b,
+        reps,
+        median_us: median,
+        min_us: times[0],
+        max_us: times[times.len() - 1],
+        steps_per_s: 1e6 / median,
+        peak_rss_mb: peak_rss_mb(),
+        threads: backend::threads(),
+    })
+}
+
+/// Peak resident memory of this process (Linux VmHWM), in MB; 0 where unknown.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Train both Figure 1 nets (full length) side by side, one thread each, and time the wall.
+fn time_fig1(steps: &[StepResult], data_dir: &Path) -> Result<Fig1Result> {
+    let exe = std::env::current_exe()?;
+    let tmp = std::env::temp_dir().join(format!("bn-exp-bench-fig1-{}", std::process::id()));
+    let configs = ["mnist_mlp_sigmoid_bn", "mnist_mlp_sigmoid_nobn"];
+    let bn = workload_config("mlp-bn")?;
+    let t0 = Instant::now();
+    let children: Vec<_> = configs
+        .iter()
+        .map(|name| {
+            let text = match *name {
+                "mnist_mlp_sigmoid_bn" => include_str!("../configs/mnist_mlp_sigmoid_bn.json"),
+                _ => include_str!("../configs/mnist_mlp_sigmoid_nobn.json"),
+            };
+            let cfg_path = tmp.join(format!("{name}.json"));
+            std::fs::create_dir_all(&tmp)?;
+            std::fs::write(&cfg_path, text)?;
+            Command::new(&exe)
+                .args(["train", "--quiet", "--force", "--config"])
+                .arg(&cfg_path)
+                .arg("--out")
+                .arg(tmp.join(name))
+                .arg("--data-dir")
+                .arg(data_dir)
+                .env("RAYON_NUM_THREADS", "1")
+                .output()
+                .context("cannot start a Figure 1 run")
+        })
+        .collect::<Result<_>>()
+        .map(|v: Vec<_>| v)?;
+    let measured_s = t0.elapsed().as_secs_f64();
+    for (name, out) in configs.iter().zip(&children) {
+        ensure!(
+            out.status.success(),
+            "Figure 1 run {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    let step_of = |w: &str| steps.iter().find(|s| s.workload == w).map(|s| s.median_us);
+    let projected_s = match (step_of("mlp"), step_of("mlp-bn")) {
+        (Some(a), Some(b)) => Some(a.max(b) * bn.steps as f64 / 1e6),
+        _ => None,
+    };
+    Ok(Fig1Result {
+        projected_s,
+        measured_s,
+        steps: bn.steps,
+    })
+}
+
+/// Run `scripts/pytorch_reference.py` (needs PyTorch) and print our time over theirs.
+fn compare_pytorch(report: &BenchReport, reps: usize) -> Result<Option<serde_json::Value>> {
+    let script = Path::new("scripts/pytorch_reference.py");
+    if !script.exists() {
+        eprintln!("--compare-pytorch: {} not found (run from the repository root)", script.display());
+        return Ok(None);
+    }
+    let python = std::env::var("BN_EXP_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .arg(script)
+        .args(["--reps", &reps.to_string(), "--threads", &backend::threads().to_string()])
+        .output()
+        .with_context(|| format!("cannot run {python} {}", script.display()))?;
+    if !out.status.success() {
+        eprintln!(
+            "--compare-pytorch: the PyTorch reference failed (is torch installed for {python}?):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return Ok(None);
+    }
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .context("the PyTorch reference printed no JSON")?;
+    println!("{:<8} {:>14} {:>14} {:>10}", "workload", "bn-exp µs", "PyTorch µs", "ratio");
+    for s in &report.steps {
+        if let Some(t) = theirs["steps"][&s.workload]["median_us"].as_f64() {
+            println!(
+                "{:<8} {:>14.0} {:>14.0} {:>9.2}x",
+                s.workload,
+                s.median_us,
+                t,
+                s.median_us / t
+            );
+        }
+    }
+    Ok(Some(theirs))
 }
