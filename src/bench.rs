@@ -58,14 +58,20 @@ pub struct BenchReport {
 /// The config a step workload trains (the shipped configs' shapes, init and optimiser).
 pub fn workload_config(name: &str) -> Result<Config> {
     let (base, bn) = match name {
-        "mlp" => (include_str!("../configs/mnist_mlp_sigmoid_nobn.json"), false),
+        "mlp" => (
+            include_str!("../configs/mnist_mlp_sigmoid_nobn.json"),
+            false,
+        ),
         "mlp-bn" => (include_str!("../configs/mnist_mlp_sigmoid_bn.json"), true),
         "cnn" => (include_str!("../configs/cifar10_cnn_relu_nobn.json"), false),
         "cnn-bn" => (include_str!("../configs/cifar10_cnn_relu_bn.json"), true),
         other => bail!("unknown workload {other:?}; choose from mlp, mlp-bn, cnn, cnn-bn, fig1"),
     };
     let config = config_from_value(serde_json::from_str(base)?)?;
-    ensure!(config.has_bn() == bn, "workload {name} config has the wrong BN placement");
+    ensure!(
+        config.has_bn() == bn,
+        "workload {name} config has the wrong BN placement"
+    );
     Ok(config)
 }
 
@@ -89,7 +95,11 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode> {
         fig1: None,
         pytorch: None,
     };
-    println!("bn-exp bench on {} ({} threads)", backend::BACKEND_NAME, backend::threads());
+    println!(
+        "bn-exp bench on {} ({} threads)",
+        backend::BACKEND_NAME,
+        backend::threads()
+    );
     println!(
         "{:<8} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10}",
         "workload", "batch", "median µs", "min µs", "max µs", "steps/s", "peak MB"
@@ -267,13 +277,21 @@ fn time_fig1(steps: &[StepResult], data_dir: &Path) -> Result<Fig1Result> {
 fn compare_pytorch(report: &BenchReport, reps: usize) -> Result<Option<serde_json::Value>> {
     let script = Path::new("scripts/pytorch_reference.py");
     if !script.exists() {
-        eprintln!("--compare-pytorch: {} not found (run from the repository root)", script.display());
+        eprintln!(
+            "--compare-pytorch: {} not found (run from the repository root)",
+            script.display()
+        );
         return Ok(None);
     }
     let python = std::env::var("BN_EXP_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
         .arg(script)
-        .args(["--reps", &reps.to_string(), "--threads", &backend::threads().to_string()])
+        .args([
+            "--reps",
+            &reps.to_string(),
+            "--threads",
+            &backend::threads().to_string(),
+        ])
         .output()
         .with_context(|| format!("cannot run {python} {}", script.display()))?;
     if !out.status.success() {
@@ -283,9 +301,12 @@ fn compare_pytorch(report: &BenchReport, reps: usize) -> Result<Option<serde_jso
         );
         return Ok(None);
     }
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .context("the PyTorch reference printed no JSON")?;
-    println!("{:<8} {:>14} {:>14} {:>10}", "workload", "bn-exp µs", "PyTorch µs", "ratio");
+    let theirs: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("the PyTorch reference printed no JSON")?;
+    println!(
+        "{:<8} {:>14} {:>14} {:>10}",
+        "workload", "bn-exp µs", "PyTorch µs", "ratio"
+    );
     for s in &report.steps {
         if let Some(t) = theirs["steps"][&s.workload]["median_us"].as_f64() {
             println!(

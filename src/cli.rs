@@ -205,6 +205,9 @@ pub struct BenchArgs {
     /// Also run scripts/pytorch_reference.py (needs PyTorch) and print ratios.
     #[arg(long)]
     pub compare_pytorch: bool,
+    /// Internal: time one workload in this process and print its JSON line.
+    #[arg(long, hide = true, value_name = "WORKLOAD")]
+    pub worker: Option<String>,
     #[command(flatten)]
     pub data: DataDirArg,
 }

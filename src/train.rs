@@ -424,7 +424,7 @@ fn progress_bar(config: &Config, quiet: bool, position: u64) -> ProgressBar {
     bar
 }
 
-fn build_optimizer(config: &Config) -> ModuleOptimizer {
+pub fn build_optimizer(config: &Config) -> ModuleOptimizer {
     let o = &config.optim;
     let mut sgd = SgdConfig::new();
     if o.momentum > 0.0 {

@@ -1,0 +1,418 @@
+//! `bn-exp data fetch` against a tiny HTTP server on 127.0.0.1: good downloads land and verify;
+//! corrupt, truncated and missing ones fail with the check that caught them and leave nothing
+//! behind. No address other than the loopback one is ever contacted.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bn_exp::data::{self, DataError, Dataset, DatasetState};
+use bn_exp::fetch::{self, FetchOptions};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use tempfile::TempDir;
+
+/// What the server answers for one path.
+#[derive(Clone)]
+enum Reply {
+    /// 200 with the whole body.
+    Body(Arc<Vec<u8>>),
+    /// 200 announcing the whole body's length, then only `sent` bytes and a closed connection.
+    CutShort { body: Arc<Vec<u8>>, sent: usize },
+    /// 404.
+    NotFound,
+}
+
+/// A bounded HTTP/1.1 server on 127.0.0.1: one request per connection, at most
+/// `max_requests`, and never longer than a minute, so a failing test cannot hang.
+struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Vec<String>>>,
+}
+
+impl Server {
+    fn start(routes: HashMap<String, Reply>, max_requests: usize) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut requested = Vec::new();
+            while requested.len() < max_requests
+                && !stop_flag.load(Ordering::SeqCst)
+                && Instant::now() < deadline
+            {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Some(path) = serve_one(stream, &routes) {
+                            requested.push(path);
+                        }
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            requested
+        });
+        Server {
+            addr,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop the server and return the paths it was asked for, in order.
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Read one request and answer it; returns the requested path.
+fn serve_one(stream: TcpStream, routes: &HashMap<String, Reply>) -> Option<String> {
+    stream.set_nonblocking(false).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 || header == "\r\n" {
+            break;
+        }
+    }
+    let path = request_line.split_whitespace().nth(1)?.to_string();
+    let mut stream = stream;
+    let reply = routes.get(&path).cloned().unwrap_or(Reply::NotFound);
+    // The client may hang up first (that is what some tests provoke): ignore write errors.
+    let _ = match reply {
+        Reply::Body(body) => write_response(&mut stream, &body, body.len()),
+        Reply::CutShort { body, sent } => write_response(&mut stream, &body[..sent], body.len()),
+        Reply::NotFound => stream.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
+        ),
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    Some(path)
+}
+
+fn write_response(stream: &mut TcpStream, body: &[u8], announced: usize) -> std::io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: \
+         {announced}\r\nConnection: close\r\n\r\n"
+    )?;
+    stream.write_all(body)?;
+    stream.flush()
+}
+
+/// The four embedded MNIST `.gz` files, as a mirror serves them.
+fn mnist_routes() -> HashMap<String, Reply> {
+    common::MNIST_FILES
+        .iter()
+        .map(|name| {
+            (
+                format!("/{name}.gz"),
+                Reply::Body(Arc::new(common::mnist_gz(name))),
+            )
+        })
+        .collect()
+}
+
+fn options(server: &Server) -> FetchOptions {
+    FetchOptions {
+        base_url: Some(server.base_url()),
+        force: false,
+        progress: false,
+    }
+}
+
+/// Run the fetch through the library and return its error.
+fn fetch_error(data_dir: &Path, dataset: Dataset, server: &Server) -> anyhow::Error {
+    match fetch::fetch(data_dir, dataset, &options(server)) {
+        Ok(outcome) => panic!("fetch succeeded: {outcome:?}"),
+        Err(err) => err,
+    }
+}
+
+fn data_error(err: &anyhow::Error) -> Option<&DataError> {
+    err.chain().find_map(|e| e.downcast_ref::<DataError>())
+}
+
+const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+
+#[test]
+fn fetch_mnist_through_the_binary_then_skip_then_force() {
+    let tmp = TempDir::new().unwrap();
+    let data_dir = tmp.path().join("data");
+    let server = Server::start(mnist_routes(), 8);
+    let fetch_args = |extra: &[&str]| {
+        let mut args = vec![
+            "data".to_string(),
+            "fetch".into(),
+            "mnist".into(),
+            "--base-url".into(),
+            server.base_url(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+
+    let output = common::bn_exp().args(fetch_args(&[])).output().unwrap();
+    let text = common::all_output(&output);
+    assert!(output.status.success(), "{text}");
+    assert_eq!(
+        data::verify_dataset(&data_dir, Dataset::Mnist).state(),
+        DatasetState::Valid
+    );
+    assert_eq!(common::list_dir(&data_dir), ["mnist"]);
+    let expected: Vec<String> = common::MNIST_FILES
+        .iter()
+        .map(|n| format!("{n}.gz"))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(common::list_dir(&data_dir.join("mnist")), expected);
+
+    // Present and valid: nothing is downloaded.
+    let output = common::bn_exp().args(fetch_args(&[])).output().unwrap();
+    assert!(output.status.success(), "{}", common::all_output(&output));
+    assert!(common::all_output(&output).contains("already present and valid"));
+
+    // --force downloads again.
+    let output = common::bn_exp()
+        .args(fetch_args(&["--force"]))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", common::all_output(&output));
+
+    let requested = server.finish();
+    assert_eq!(requested.len(), 8, "{requested:?}");
+    assert_eq!(common::list_dir(&data_dir), ["mnist"]);
+}
+
+#[test]
+fn fetch_replaces_only_the_damaged_file() {
+    let tmp = TempDir::new().unwrap();
+    let mnist = common::copy_mnist(tmp.path());
+    fs::write(mnist.join(format!("{TRAIN_IMAGES}.gz")), b"not gzip at all").unwrap();
+    let server = Server::start(mnist_routes(), 4);
+    let outcome = fetch::fetch(tmp.path(), Dataset::Mnist, &options(&server)).unwrap();
+    assert_eq!(outcome.fetched, [mnist.join(format!("{TRAIN_IMAGES}.gz"))]);
+    assert_eq!(outcome.kept.len(), 3);
+    assert_eq!(server.finish(), [format!("/{TRAIN_IMAGES}.gz")]);
+    assert_eq!(
+        data::verify_dataset(tmp.path(), Dataset::Mnist).state(),
+        DatasetState::Valid
+    );
+    assert_eq!(common::list_dir(tmp.path()), ["mnist"]);
+}
+
+#[test]
+fn corrupt_download_fails_its_checksum_and_leaves_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let mut routes = mnist_routes();
+    let mut content = common::mnist_content(TRAIN_IMAGES);
+    content[16 + 5000] ^= 0x04;
+    routes.insert(
+        format!("/{TRAIN_IMAGES}.gz"),
+        Reply::Body(Arc::new(common::gzip(&content))),
+    );
+    let server = Server::start(routes, 4);
+
+    let err = fetch_error(tmp.path(), Dataset::Mnist, &server);
+    assert!(
+        matches!(data_error(&err), Some(DataError::ChecksumMismatch { .. })),
+        "{err:#}"
+    );
+    assert!(format!("{err:#}").contains(TRAIN_IMAGES), "{err:#}");
+    assert_eq!(common::list_tree(tmp.path()), Vec::<String>::new());
+
+    // The same through the binary: non-zero exit, the check named, nothing left.
+    let output = common::bn_exp()
+        .args([
+            "data",
+            "fetch",
+            "mnist",
+            "--base-url",
+            &server.base_url(),
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let text = common::all_output(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("checksum mismatch"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(common::list_tree(tmp.path()), Vec::<String>::new());
+    drop(server);
+}
+
+#[test]
+fn download_cut_short_of_its_content_length_is_truncated_and_leaves_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let data_dir = tmp.path().join("new-data");
+    let mut routes = mnist_routes();
+    let body = Arc::new(common::mnist_gz(TRAIN_IMAGES));
+    let sent = body.len() / 3;
+    routes.insert(
+        format!("/{TRAIN_IMAGES}.gz"),
+        Reply::CutShort { body, sent },
+    );
+    let server = Server::start(routes, 4);
+
+    let err = fetch_error(&data_dir, Dataset::Mnist, &server);
+    let message = format!("{err:#}");
+    assert!(message.contains("truncated"), "{message}");
+    assert!(message.contains(TRAIN_IMAGES), "{message}");
+    // Not even the data folder the fetch had to create is left.
+    assert_eq!(common::list_tree(tmp.path()), Vec::<String>::new());
+}
+
+#[test]
+fn truncated_file_served_whole_fails_the_content_check_and_leaves_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let mut routes = mnist_routes();
+    let gz = common::mnist_gz(TRAIN_IMAGES);
+    routes.insert(
+        format!("/{TRAIN_IMAGES}.gz"),
+        Reply::Body(Arc::new(gz[..gz.len() - 1000].to_vec())),
+    );
+    let server = Server::start(routes, 4);
+    let err = fetch_error(tmp.path(), Dataset::Mnist, &server);
+    assert!(
+        matches!(data_error(&err), Some(DataError::Truncated { .. })),
+        "{err:#}"
+    );
+    assert_eq!(common::list_tree(tmp.path()), Vec::<String>::new());
+}
+
+#[test]
+fn missing_file_on_the_server_is_a_clear_404_and_leaves_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let mut routes = mnist_routes();
+    routes.remove("/t10k-labels-idx1-ubyte.gz");
+    let server = Server::start(routes, 4);
+
+    let output = common::bn_exp()
+        .args([
+            "data",
+            "fetch",
+            "mnist",
+            "--base-url",
+            &server.base_url(),
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let text = common::all_output(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("404"), "{text}");
+    assert!(text.contains("t10k-labels-idx1-ubyte.gz"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(common::list_tree(tmp.path()), Vec::<String>::new());
+}
+
+#[test]
+fn base_url_must_be_http() {
+    let tmp = TempDir::new().unwrap();
+    let options = FetchOptions {
+        base_url: Some("ftp://127.0.0.1/mnist".into()),
+        ..FetchOptions::default()
+    };
+    let err = fetch::fetch(tmp.path(), Dataset::Mnist, &options).unwrap_err();
+    assert!(err.to_string().contains("http://"), "{err:#}");
+    assert_eq!(common::list_tree(tmp.path()), Vec::<String>::new());
+}
+
+/// `cifar-10-binary.tar.gz` as Toronto publishes it (members under `cifar-10-batches-bin/`,
+/// plus a readme bn-exp ignores), built once from the shared copy.
+fn cifar_archive() -> Arc<Vec<u8>> {
+    static ARCHIVE: OnceLock<Arc<Vec<u8>>> = OnceLock::new();
+    Arc::clone(ARCHIVE.get_or_init(|| {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join(fetch::CIFAR_ARCHIVE);
+        let encoder = GzEncoder::new(File::create(&path).unwrap(), Compression::fast());
+        let mut tar = tar::Builder::new(encoder);
+        let source = common::shared_data().join("cifar-10-batches-bin");
+        for name in common::CIFAR_FILES {
+            tar.append_path_with_name(source.join(name), format!("cifar-10-batches-bin/{name}"))
+                .unwrap();
+        }
+        let readme = b"<html>CIFAR-10</html>";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(readme.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "cifar-10-batches-bin/readme.html", &readme[..])
+            .unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+        Arc::new(fs::read(&path).unwrap())
+    }))
+}
+
+fn cifar_routes(archive: Reply) -> HashMap<String, Reply> {
+    HashMap::from([(format!("/{}", fetch::CIFAR_ARCHIVE), archive)])
+}
+
+#[test]
+fn fetch_cifar_archive_extracts_and_verifies() {
+    let tmp = TempDir::new().unwrap();
+    let server = Server::start(cifar_routes(Reply::Body(cifar_archive())), 1);
+    let outcome = fetch::fetch(tmp.path(), Dataset::Cifar10, &options(&server)).unwrap();
+    assert_eq!(outcome.fetched.len(), 7);
+    assert_eq!(
+        data::verify_dataset(tmp.path(), Dataset::Cifar10).state(),
+        DatasetState::Valid
+    );
+    assert_eq!(common::list_dir(tmp.path()), ["cifar-10-batches-bin"]);
+    let mut expected: Vec<String> = common::CIFAR_FILES.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(
+        common::list_dir(&tmp.path().join("cifar-10-batches-bin")),
+        expected
+    );
+    assert_eq!(server.finish().len(), 1);
+}
+
+#[test]
+fn truncated_cifar_archive_fails_and_leaves_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let archive = cifar_archive();
+    // Served whole but cut at 60%: the gzip stream ends early and members are missing.
+    let cut = Arc::new(archive[..archive.len() * 6 / 10].to_vec());
+    let server = Server::start(cifar_routes(Reply::Body(cut)), 1);
+    let err = fetch_error(tmp.path(), Dataset::Cifar10, &server);
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("truncated") || data_error(&err).is_some(),
+        "{message}"
+    );
+    assert_eq!(common::list_tree(tmp.path()), Vec::<String>::new());
+}
