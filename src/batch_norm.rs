@@ -46,13 +46,15 @@
 //! value per channel (m = 1), where the variance, and so the gradient, is undefined (PyTorch
 //! raises the same error). It does not panic.
 //!
-//! The backward pass is Burn's single `batch_norm_train` autodiff node, which applies the paper's
-//! closed-form gradients (∂ℓ/∂x̂, ∂ℓ/∂σ²_B and ∂ℓ/∂μ_B folded into one expression) instead of
-//! differentiating through the reductions one op at a time.
+//! The training path is one fused kernel with a hand-written backward ([`crate::bn_kernel`]): the
+//! paper's closed-form gradients (∂ℓ/∂x̂, ∂ℓ/∂σ²_B and ∂ℓ/∂μ_B folded into one expression),
+//! computed channel by channel in place, instead of differentiating through the reductions one op
+//! at a time.
 
 use burn::module::{Module, Param, RunningState};
-use burn::tensor::module::batch_norm_train;
 use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::bn_kernel::batch_norm_train_fused;
 
 pub use crate::config::InferenceStats;
 
@@ -175,7 +177,7 @@ impl BatchNorm {
                         shape: x.dims().to_vec(),
                     });
                 }
-                let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.eps);
+                let out = batch_norm_train_fused(x, self.gamma.val(), self.beta.val(), self.eps);
                 let stats = BatchStats {
                     mean: out.mean.detach(),
                     biased_var: out.variance.detach(),
@@ -193,7 +195,7 @@ impl BatchNorm {
                         shape: x.dims().to_vec(),
                     });
                 }
-                let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.eps);
+                let out = batch_norm_train_fused(x, self.gamma.val(), self.beta.val(), self.eps);
                 Ok((out.output, None))
             }
             BnMode::Inference(stats) => {

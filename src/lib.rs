@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod batch_norm;
 pub mod bench;
+pub mod bn_kernel;
 pub mod cli;
 pub mod compare;
 pub mod config;
