@@ -31,20 +31,26 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train one network from a JSON config and record metrics, activations and a summary.
-    #[command(after_help = "Example:\n  bn-exp train --config configs/mnist_mlp_sigmoid_bn.json\n  \
-bn-exp train --config configs/smoke.json --set optim.lr=0.5 --set seed=3 --quiet")]
+    #[command(
+        after_help = "Example:\n  bn-exp train --config configs/mnist_mlp_sigmoid_bn.json\n  \
+bn-exp train --config configs/smoke.json --set optim.lr=0.5 --set seed=3 --quiet"
+    )]
     Train(TrainArgs),
     /// Run a study (a grid of configs over seeds) or compare finished runs in tables.
-    #[command(after_help = "Examples:\n  bn-exp compare --study configs/studies/paper_fig1.json\n  \
-bn-exp compare results/paper_fig1/placement=none results/paper_fig1/placement=before")]
+    #[command(
+        after_help = "Examples:\n  bn-exp compare --study configs/studies/paper_fig1.json\n  \
+bn-exp compare results/paper_fig1/placement=none results/paper_fig1/placement=before"
+    )]
     Compare(CompareArgs),
     /// Draw figures (Figure 1 of the paper, distributions, study plots) from runs and studies.
     #[command(after_help = "Examples:\n  bn-exp plot results/paper_fig1\n  \
 bn-exp plot --study results/paper_fig1 --format svg")]
     Plot(PlotArgs),
     /// Check, describe or download the data sets (MNIST, CIFAR-10).
-    #[command(after_help = "Examples:\n  bn-exp data verify\n  bn-exp data info mnist\n  \
-bn-exp data fetch cifar10 --data-dir ~/bn-data")]
+    #[command(
+        after_help = "Examples:\n  bn-exp data verify\n  bn-exp data info mnist\n  \
+bn-exp data fetch cifar10 --data-dir ~/bn-data"
+    )]
     Data(DataArgs),
     /// Time training steps of the paper's MLP and the CIFAR CNN, with and without BN.
     #[command(after_help = "Example:\n  bn-exp bench --json results/bench.json")]

@@ -14,4 +14,5 @@ pub mod fetch;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod rng;
 pub mod train;

@@ -1,1 +1,346 @@
-//! TODO
+//! The networks: the paper's sigmoid MLP and a small CNN, each with BN before or after the
+//! nonlinearity, or none.
+//!
+//! MLP hidden layer i, by placement:
+//! - `none`:   a = g(W u + b)
+//! - `before`: a = g(BN(W u))       (the paper; β replaces the bias b)
+//! - `after`:  a = BN(g(W u + b))
+//!
+//! CNN block i: conv 3x3 (padding 1), then the same three patterns with per-channel BN, then
+//! max-pool 2x2; after the last block, a linear classifier. Dropout (if any) follows each hidden
+//! layer's output, with masks from bn-exp's own seeded generator so runs and resumes repeat
+//! exactly.
+//!
+//! The "pre-activation" of a hidden layer is always the input to its nonlinearity g: what the
+//! paper's Figure 1 (b, c) tracks.
+//!
+//! Weights are drawn from bn-exp's own generator ([`crate::rng`]), biases start at 0.
+
+use anyhow::Result;
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, PaddingConfig2d};
+use burn::tensor::activation::{relu, sigmoid, tanh};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::batch_norm::{BatchNorm, BatchStats, BnMode, InferenceStats, tensor_to_f32};
+use crate::config::{Activation, Arch, Config, Init, Placement};
+use crate::data::Dataset;
+use crate::rng::Rng;
+
+/// How a forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch statistics (Algorithm 1). `update_running` only for real training steps;
+    /// `dropout_seed` is `Some` when dropout is active (its masks derive from it).
+    Train {
+        update_running: bool,
+        dropout_seed: Option<u64>,
+    },
+    /// Inference (Algorithm 2) with the chosen statistics; no dropout.
+    Infer(InferenceStats),
+}
+
+impl Mode {
+    fn bn_mode(self) -> BnMode {
+        match self {
+            Mode::Train { update_running, .. } => BnMode::Train { update_running },
+            Mode::Infer(stats) => BnMode::Inference(stats),
+        }
+    }
+}
+
+/// A hidden layer's pre-activations copied to the host, with their shape
+/// (`[N, units]` for the MLP, `[N, C, H, W]` for the CNN).
+#[derive(Debug, Clone)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+impl HostTensor {
+    /// All values of unit (MLP) or channel (CNN) `unit`, across the batch (and positions).
+    pub fn unit_values(&self, unit: usize) -> Vec<f32> {
+        let n = self.shape[0];
+        let c = self.shape[1];
+        let inner: usize = self.shape[2..].iter().product();
+        let mut out = Vec::with_capacity(n * inner);
+        for i in 0..n {
+            let start = (i * c + unit) * inner;
+            out.extend_from_slice(&self.values[start..start + inner]);
+        }
+        out
+    }
+}
+
+/// What a traced forward pass records: pre-activations and BN batch statistics per hidden layer.
+#[derive(Debug, Default)]
+pub struct Trace {
+    pub pre_activations: Vec<HostTensor>,
+    pub bn_stats: Vec<BatchStats>,
+}
+
+/// The parts of the config that shape the forward pass.
+#[derive(Debug, Clone)]
+pub struct NetSpec {
+    pub arch: Arch,
+    pub activation: Activation,
+    pub placement: Placement,
+    pub dropout: f64,
+    pub in_channels: usize,
+    pub side: usize,
+}
+
+/// A classifier: MLP (`linears`) or CNN (`convs`), BN layers (`norms`, one per hidden layer or
+/// none), and the output layer.
+#[derive(Module, Debug)]
+pub struct Net {
+    pub linears: Vec<Linear>,
+    pub convs: Vec<Conv2d>,
+    pub norms: Vec<BatchNorm>,
+    pub pool: MaxPool2d,
+    pub output: Linear,
+    #[module(skip)]
+    pub spec: NetSpec,
+}
+
+/// Number of classes of both data sets.
+pub const CLASSES: usize = 10;
+
+/// Build the net a config describes, on `device`, with weights from `seed`.
+pub fn build_net(config: &Config, device: &Device) -> Net {
+    let (in_channels, side) = match config.dataset {
+        Dataset::Mnist => (1, 28),
+        Dataset::Cifar10 => (3, 32),
+    };
+    let m = &config.model;
+    let spec = NetSpec {
+        arch: m.arch,
+        activation: m.activation,
+        placement: config.bn.placement,
+        dropout: m.dropout,
+        in_channels,
+        side,
+    };
+    let mut rng = Rng::stream(config.seed, 0x1A17, 0);
+    let init = WeightInit {
+        kind: m.init,
+        std: m.init_std,
+    };
+    // The layer feeding a BN placed before g has no bias: β subsumes it.
+    let hidden_bias = config.bn.placement != Placement::Before;
+    let widths: &[usize] = match m.arch {
+        Arch::Mlp => &m.hidden,
+        Arch::Cnn => &m.channels,
+    };
+    let norms = match config.bn.placement {
+        Placement::None => Vec::new(),
+        _ => widths
+            .iter()
+            .map(|&w| BatchNorm::new(w, config.bn.eps, config.bn.momentum, device))
+            .collect(),
+    };
+    let mut linears = Vec::new();
+    let mut convs = Vec::new();
+    let classifier_in = match m.arch {
+        Arch::Mlp => {
+            let mut fan_in = in_channels * side * side;
+            for &w in &m.hidden {
+                linears.push(init.linear(fan_in, w, hidden_bias, &mut rng, device));
+                fan_in = w;
+            }
+            fan_in
+        }
+        Arch::Cnn => {
+            let mut ch = in_channels;
+            let mut s = side;
+            for &w in &m.channels {
+                convs.push(init.conv3x3(ch, w, hidden_bias, &mut rng, device));
+                ch = w;
+                s /= 2;
+            }
+            ch * s * s
+        }
+    };
+    let output = init.linear(classifier_in, CLASSES, true, &mut rng, device);
+    Net {
+        linears,
+        convs,
+        norms,
+        pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+        output,
+        spec,
+    }
+}
+
+/// Weight initialisation from bn-exp's generator.
+struct WeightInit {
+    kind: Init,
+    std: f64,
+}
+
+impl WeightInit {
+    fn std_for(&self, fan_in: usize, fan_out: usize) -> f64 {
+        match self.kind {
+            Init::Gaussian => self.std,
+            Init::Xavier => (2.0 / (fan_in + fan_out) as f64).sqrt(),
+            Init::He => (2.0 / fan_in as f64).sqrt(),
+        }
+    }
+
+    fn normal_tensor<const D: usize>(
+        &self,
+        shape: [usize; D],
+        std: f64,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Tensor<D> {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    fn linear(
+        &self,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Linear {
+        let std = self.std_for(d_in, d_out);
+        Linear {
+            weight: Param::from_tensor(self.normal_tensor([d_in, d_out], std, rng, device)),
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+        }
+    }
+
+    fn conv3x3(
+        &self,
+        c_in: usize,
+        c_out: usize,
+        bias: bool,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Conv2d {
+        let mut conv = Conv2dConfig::new([c_in, c_out], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(bias)
+            .init(device);
+        let std = self.std_for(c_in * 9, c_out * 9);
+        conv.weight = Param::from_tensor(self.normal_tensor([c_out, c_in, 3, 3], std, rng, device));
+        conv.bias = bias.then(|| Param::from_tensor(Tensor::zeros([c_out], device)));
+        conv
+    }
+}
+
+impl Net {
+    /// Logits `[N, 10]` for flattened inputs `[N, C·H·W]`. With `trace`, also records each
+    /// hidden layer's pre-activations and BN batch statistics (slow: copies to the host).
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        mode: Mode,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Tensor<2>> {
+        let h = match self.spec.arch {
+            Arch::Mlp => {
+                let mut h = x;
+                for (i, linear) in self.linears.iter().enumerate() {
+                    let z = linear.forward(h);
+                    h = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
+                }
+                h
+            }
+            Arch::Cnn => {
+                let [n, _] = x.dims();
+                let s = self.spec.side;
+                let mut h: Tensor<4> = x.reshape([n, self.spec.in_channels, s, s]);
+                for (i, conv) in self.convs.iter().enumerate() {
+                    let z = conv.forward(h);
+                    let a = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
+                    h = self.pool.forward(a);
+                }
+                h.flatten(1, 3)
+            }
+        };
+        Ok(self.output.forward(h))
+    }
+
+    /// Normalisation, nonlinearity and dropout of hidden layer `i`, given its linear output `z`.
+    fn hidden_block<const D: usize>(
+        &self,
+        i: usize,
+        z: Tensor<D>,
+        mode: Mode,
+        trace: Option<&mut Trace>,
+    ) -> Result<Tensor<D>> {
+        let bn = |t: Tensor<D>| -> Result<(Tensor<D>, Option<BatchStats>)> {
+            Ok(self.norms[i].forward_with_stats(t, mode.bn_mode())?)
+        };
+        let (pre, a, stats) = match self.spec.placement {
+            Placement::None => {
+                let a = self.activate(z.clone());
+                (z, a, None)
+            }
+            Placement::Before => {
+                let (pre, stats) = bn(z)?;
+                let a = self.activate(pre.clone());
+                (pre, a, stats)
+            }
+            Placement::After => {
+                let a = self.activate(z.clone());
+                let (a, stats) = bn(a)?;
+                (z, a, stats)
+            }
+        };
+        if let Some(trace) = trace {
+            trace.pre_activations.push(HostTensor {
+                shape: pre.dims().to_vec(),
+                values: tensor_to_f32(pre.detach()),
+            });
+            if let Some(stats) = stats {
+                trace.bn_stats.push(stats);
+            }
+        }
+        Ok(self.dropout(i, a, mode))
+    }
+
+    fn activate<const D: usize>(&self, z: Tensor<D>) -> Tensor<D> {
+        match self.spec.activation {
+            Activation::Sigmoid => sigmoid(z),
+            Activation::Relu => relu(z),
+            Activation::Tanh => tanh(z),
+        }
+    }
+
+    /// Inverted dropout: keep with probability 1 − p and scale by 1/(1 − p).
+    fn dropout<const D: usize>(&self, layer: usize, a: Tensor<D>, mode: Mode) -> Tensor<D> {
+        let p = self.spec.dropout;
+        let Mode::Train {
+            dropout_seed: Some(seed),
+            ..
+        } = mode
+        else {
+            return a;
+        };
+        if p <= 0.0 {
+            return a;
+        }
+        let dims = a.dims();
+        let n: usize = dims.iter().product();
+        let mut rng = Rng::stream(seed, 0xD20F, layer as u64);
+        let keep = (1.0 / (1.0 - p)) as f32;
+        let mask: Vec<f32> = (0..n)
+            .map(|_| if rng.uniform() >= p { keep } else { 0.0 })
+            .collect();
+        let mask = Tensor::from_data(TensorData::new(mask, dims), &a.device());
+        a.mul(mask)
+    }
+
+    /// True when the net has BN layers.
+    pub fn has_bn(&self) -> bool {
+        !self.norms.is_empty()
+    }
+}

@@ -1,12 +1,832 @@
-//! TODO: filled in by its issue.
+//! `bn-exp train`: one run, from config to summary.
+//!
+//! The loop counts SGD steps, as the paper does. Step s uses mini-batch s of a stream of epochs,
+//! each a fresh permutation of the training set drawn from (seed, epoch); a partial batch at the
+//! end of an epoch is dropped so every batch has exactly `batch_size` images. Because every random
+//! choice derives from (seed, purpose, index), a resumed run repeats the uninterrupted one
+//! exactly.
+//!
+//! Every `eval_every` steps (and at step 0 and the last step) the run evaluates the full test
+//! set with BN in inference mode, and probes the pre-activations of every hidden layer on a fixed
+//! batch of training images in training mode (the paper's Figure 1 b, c), without touching the
+//! running statistics.
 
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use burn::module::Module;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig};
+use burn::tensor::loss::cross_entropy_with_logits;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
 
+use crate::backend;
+use crate::batch_norm::{InferenceStats, PopulationAccumulator, tensor_to_f32, vector_tensor};
 use crate::cli::TrainArgs;
+use crate::config::{Config, load_config};
+use crate::data::{LoadedData, Split};
+use crate::metrics::{
+    ActivationRecord, EvalRecord, JsonlWriter, LayerStats, PopulationResult, Summary, TrackedUnit,
+    drift, histogram, mean_std, percentiles_15_50_85, read_jsonl, steps_to_threshold,
+    threshold_key, write_json_atomic,
+};
+use crate::model::{CLASSES, Mode, Net, Trace, build_net};
+use crate::rng::Rng;
+
+/// Exit code of a run that diverged (so sweeps can tell it from an error, which exits 2).
+pub const EXIT_DIVERGED: u8 = 3;
+
+/// Stream identifiers for [`Rng::stream`].
+const STREAM_DATA: u64 = 1;
+const STREAM_PROBE: u64 = 2;
+const STREAM_DROPOUT: u64 = 3;
+const STREAM_POPULATION: u64 = 4;
+
+/// Settings of one invocation that are not part of the run's config.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    pub quiet: bool,
+    /// Stop (resumably) once this many steps have been done in this invocation.
+    pub stop_after: Option<u64>,
+}
+
+/// How a call to [`run`] ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Finished(Summary),
+    Diverged(Summary),
+    /// Stopped by `stop_after` at this step; resumable.
+    Stopped(u64),
+}
 
 /// Entry point of `bn-exp train`.
-pub fn train_command(_args: &TrainArgs) -> Result<ExitCode> {
-    bail!("`bn-exp train` is not built yet")
+pub fn train_command(args: &TrainArgs) -> Result<ExitCode> {
+    let config = load_config(&args.config, &args.overrides)?;
+    let run_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.results_dir.join(&config.study).join(&config.name));
+    let resume = prepare_run_dir(&run_dir, &config, args.resume, args.force)?;
+    if let Some(summary) = resume.as_ref().and_then(|r| r.finished.clone()) {
+        println!(
+            "{} already finished ({}); nothing to do",
+            run_dir.display(),
+            summary.status
+        );
+        return Ok(exit_code_for(&summary));
+    }
+    let data_dir = args.data.resolve();
+    let data = crate::data::load(&data_dir, config.dataset, config.preprocess)?;
+    let opts = TrainOptions {
+        quiet: args.quiet,
+        stop_after: args.stop_after,
+    };
+    match run(&config, &data, &run_dir, &opts)? {
+        Outcome::Finished(s) | Outcome::Diverged(s) => {
+            println!("{}", summary_line(&s, &run_dir));
+            Ok(exit_code_for(&s))
+        }
+        Outcome::Stopped(step) => {
+            println!(
+                "stopped at step {step} of {}; continue with --resume ({})",
+                config.steps,
+                run_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn exit_code_for(summary: &Summary) -> ExitCode {
+    if summary.status == "diverged" {
+        ExitCode::from(EXIT_DIVERGED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// One line a person reads at the end of a run.
+fn summary_line(s: &Summary, run_dir: &Path) -> String {
+    let pct = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{:.2}%", 100.0 * v));
+    let mut line = if s.status == "diverged" {
+        format!(
+            "{}: DIVERGED at step {} (loss not finite)",
+            s.name,
+            s.diverged_at.unwrap_or(0)
+        )
+    } else {
+        format!(
+            "{}: test accuracy {} ({} statistics), best {} at step {}",
+            s.name,
+            pct(s.final_test_acc),
+            s.final_inference,
+            pct(s.best_test_acc),
+            s.best_step.unwrap_or(0)
+        )
+    };
+    let reached: Vec<String> = s
+        .steps_to
+        .iter()
+        .filter_map(|(t, step)| step.map(|st| format!("{t} at {st}")))
+        .collect();
+    if !reached.is_empty() {
+        line += &format!("; reached {}", reached.join(", "));
+    }
+    line + &format!(
+        "; {:.1} s, {:.0} steps/s -> {}",
+        s.wall_s,
+        s.steps_per_s,
+        run_dir.display()
+    )
+}
+
+/// What a run folder already holds.
+struct ExistingRun {
+    finished: Option<Summary>,
+}
+
+/// Make the run folder ready: refuse to overwrite a run unless `--force` or `--resume`.
+/// Returns what `--resume` found.
+fn prepare_run_dir(
+    dir: &Path,
+    config: &Config,
+    resume: bool,
+    force: bool,
+) -> Result<Option<ExistingRun>> {
+    let has_run = dir.join("config.json").exists() || dir.join("metrics.jsonl").exists();
+    if has_run && force {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot remove the old run in {}", dir.display()))?;
+    } else if has_run && !resume {
+        bail!(
+            "{} already holds a run; pass --resume to continue it or --force to start afresh",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if !(has_run && resume) {
+        write_json_atomic(&dir.join("config.json"), config)?;
+        return Ok(None);
+    }
+    let saved: Config = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("config.json"))
+            .with_context(|| format!("cannot read {}/config.json", dir.display()))?,
+    )
+    .with_context(|| format!("{}/config.json is not a valid config", dir.display()))?;
+    ensure!(
+        &saved == config,
+        "the config differs from the one {} was started with; resume with the same config and \
+         --set overrides, or pass --force to start afresh",
+        dir.display()
+    );
+    let summary_path = dir.join("summary.json");
+    let finished = if summary_path.exists() {
+        Some(
+            serde_json::from_str(&std::fs::read_to_string(&summary_path)?)
+                .with_context(|| format!("{} is not a valid summary", summary_path.display()))?,
+        )
+    } else {
+        None
+    };
+    Ok(Some(ExistingRun { finished }))
+}
+
+/// Loop state saved in every checkpoint beside the model and optimiser.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct LoopState {
+    step: u64,
+    loss_sum: f64,
+    loss_count: u64,
+    elapsed_s: f64,
+    train_s: f64,
+}
+
+/// A data split uploaded once; mini-batches are gathered from it by index.
+pub struct DeviceSplit {
+    pub images: Tensor<2>,
+    pub labels: Vec<u8>,
+    pub len: usize,
+    pub features: usize,
+}
+
+impl DeviceSplit {
+    pub fn upload(split: &Split, device: &Device) -> Self {
+        let features = split.feature_len();
+        let images = Tensor::from_data(
+            TensorData::new(split.images.clone(), [split.len, features]),
+            device,
+        );
+        Self {
+            images,
+            labels: split.labels.clone(),
+            len: split.len,
+            features,
+        }
+    }
+
+    /// Images `[n, features]` at `indices`, and their one-hot labels `[n, 10]`.
+    pub fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<2>, Tensor<2>) {
+        let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [indices.len()]), device);
+        let x = self.images.clone().select(0, idx);
+        (x, self.one_hot(indices, device))
+    }
+
+    /// Images `[end - start, features]` of a contiguous range (evaluation).
+    pub fn range(&self, start: usize, end: usize) -> Tensor<2> {
+        self.images.clone().slice([start..end, 0..self.features])
+    }
+
+    pub fn one_hot(&self, indices: &[usize], device: &Device) -> Tensor<2> {
+        let mut v = vec![0f32; indices.len() * CLASSES];
+        for (row, &i) in indices.iter().enumerate() {
+            v[row * CLASSES + self.labels[i] as usize] = 1.0;
+        }
+        Tensor::from_data(TensorData::new(v, [indices.len(), CLASSES]), device)
+    }
+}
+
+/// Mini-batch indices for each step: epochs of permutations drawn from the seed.
+struct BatchOrder {
+    seed: u64,
+    n: usize,
+    batch: usize,
+    epoch: u64,
+    perm: Vec<usize>,
+}
+
+impl BatchOrder {
+    fn new(seed: u64, n: usize, batch: usize) -> Self {
+        Self {
+            seed,
+            n,
+            batch,
+            epoch: u64::MAX,
+            perm: Vec::new(),
+        }
+    }
+
+    /// Indices of the mini-batch used by step `step` (0-based).
+    fn indices(&mut self, step: u64) -> &[usize] {
+        let per_epoch = (self.n / self.batch) as u64;
+        let epoch = step / per_epoch;
+        if epoch != self.epoch {
+            self.perm = Rng::stream(self.seed, STREAM_DATA, epoch).permutation(self.n);
+            self.epoch = epoch;
+        }
+        let start = (step % per_epoch) as usize * self.batch;
+        &self.perm[start..start + self.batch]
+    }
+}
+
+/// Everything a run needs while it trains.
+struct Runner<'a> {
+    config: &'a Config,
+    run_dir: &'a Path,
+    device: Device,
+    train_device: Device,
+    train: DeviceSplit,
+    test: DeviceSplit,
+    probe_indices: Vec<usize>,
+    metrics: JsonlWriter,
+    activations: JsonlWriter,
+}
+
+/// Train (or resume) the run described by `config` into `run_dir`.
+///
+/// `run_dir` must exist and hold `config.json`; a `checkpoint/` in it is resumed from.
+pub fn run(
+    config: &Config,
+    data: &LoadedData,
+    run_dir: &Path,
+    opts: &TrainOptions,
+) -> Result<Outcome> {
+    ensure!(
+        data.train.len >= config.batch_size,
+        "batch_size {} exceeds the {} training images",
+        config.batch_size,
+        data.train.len
+    );
+    let device = backend::device();
+    let train_device = backend::train_device();
+    let (mut net, mut optim, mut state) = match load_checkpoint(config, run_dir, &train_device)? {
+        Some(restored) => restored,
+        None => (
+            build_net(config, &train_device),
+            build_optimizer(config),
+            LoopState::default(),
+        ),
+    };
+    truncate_records_after(run_dir, state.step)?;
+
+    let probe_indices = Rng::stream(config.seed, STREAM_PROBE, 0)
+        .permutation(data.train.len)
+        .into_iter()
+        .take(config.probe.batch_size.min(data.train.len))
+        .collect();
+    let mut runner = Runner {
+        config,
+        run_dir,
+        train: DeviceSplit::upload(&data.train, &device),
+        test: DeviceSplit::upload(&data.test, &device),
+        device,
+        train_device,
+        probe_indices,
+        metrics: JsonlWriter::append(&run_dir.join("metrics.jsonl"))?,
+        activations: JsonlWriter::append(&run_dir.join("activations.jsonl"))?,
+    };
+
+    let started = Instant::now() - std::time::Duration::from_secs_f64(state.elapsed_s);
+    if state.step == 0 {
+        runner.evaluate_and_record(&net, &state, 0.0, started)?;
+    }
+    let bar = progress_bar(config, opts.quiet, state.step);
+    let mut order = BatchOrder::new(config.seed, runner.train.len, config.batch_size);
+    let mut last_acc = f64::NAN;
+    let first_step = state.step;
+    let mut lr = config.optim.lr_at(state.step);
+    while state.step < config.steps {
+        if opts
+            .stop_after
+            .is_some_and(|n| state.step - first_step >= n)
+        {
+            state.elapsed_s = started.elapsed().as_secs_f64();
+            save_checkpoint(&net, &optim, &state, run_dir)?;
+            bar.finish_and_clear();
+            return Ok(Outcome::Stopped(state.step));
+        }
+        let t0 = Instant::now();
+        lr = config.optim.lr_at(state.step);
+        let indices = order.indices(state.step).to_vec();
+        let (loss, next) = runner.train_step(net, &mut optim, &indices, state.step, lr)?;
+        state.train_s += t0.elapsed().as_secs_f64();
+        let Some(next) = next else {
+            bar.finish_and_clear();
+            state.elapsed_s = started.elapsed().as_secs_f64();
+            let summary = runner.finish_diverged(state.step + 1, &state)?;
+            return Ok(Outcome::Diverged(summary));
+        };
+        net = next;
+        state.step += 1;
+        state.loss_sum += loss;
+        state.loss_count += 1;
+        let is_eval = state.step % config.eval_every == 0 || state.step == config.steps;
+        if is_eval {
+            let train_loss = state.loss_sum / state.loss_count as f64;
+            last_acc = runner
+                .evaluate_and_record(&net, &state, lr, started)?
+                .test_acc;
+            let _ = train_loss;
+            state.loss_sum = 0.0;
+            state.loss_count = 0;
+        }
+        if config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0 {
+            state.elapsed_s = started.elapsed().as_secs_f64();
+            save_checkpoint(&net, &optim, &state, run_dir)?;
+        }
+        if state.step % 25 == 0 || is_eval {
+            bar.set_position(state.step);
+            bar.set_message(format!(
+                "loss {loss:.4}  test acc {}",
+                if last_acc.is_nan() {
+                    "-".to_string()
+                } else {
+                    format!("{:.2}%", 100.0 * last_acc)
+                }
+            ));
+        }
+    }
+    bar.finish_and_clear();
+    state.elapsed_s = started.elapsed().as_secs_f64();
+    let _ = lr;
+    let summary = runner.finish(&mut net, &state)?;
+    save_checkpoint(&net, &optim, &state, run_dir)?;
+    Ok(Outcome::Finished(summary))
+}
+
+fn progress_bar(config: &Config, quiet: bool, position: u64) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(config.steps), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}",
+        )
+        .expect("valid progress template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(config.name.clone());
+    bar.set_position(position);
+    bar
+}
+
+fn build_optimizer(config: &Config) -> ModuleOptimizer {
+    let o = &config.optim;
+    let mut sgd = SgdConfig::new();
+    if o.momentum > 0.0 {
+        sgd = sgd.with_momentum(Some(
+            MomentumConfig::new()
+                .with_momentum(o.momentum)
+                .with_dampening(0.0),
+        ));
+    }
+    if o.weight_decay > 0.0 {
+        sgd = sgd.with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay as f32)));
+    }
+    sgd.init()
+}
+
+impl Runner<'_> {
+    /// One SGD step. Returns the mini-batch loss and the updated net, or None for the net if
+    /// the loss was not finite (the run diverged; the net is left as it was).
+    fn train_step(
+        &self,
+        net: Net,
+        optim: &mut ModuleOptimizer,
+        indices: &[usize],
+        step: u64,
+        lr: f64,
+    ) -> Result<(f64, Option<Net>)> {
+        let (x, y) = self.train.batch(indices, &self.device);
+        let dropout_seed = (self.config.model.dropout > 0.0)
+            .then(|| Rng::stream(self.config.seed, STREAM_DROPOUT, step).next_u64());
+        let mode = Mode::Train {
+            update_running: true,
+            dropout_seed,
+        };
+        let logits = net.forward(x.autodiff(), mode, None)?;
+        let loss = cross_entropy_with_logits(logits, y.autodiff());
+        let value = f64::from(loss.clone().into_scalar::<f32>());
+        if !value.is_finite() {
+            return Ok((value, None));
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        Ok((value, Some(optim.step(lr, net, grads))))
+    }
+
+    /// Test loss and accuracy on the full test set with `stats`.
+    fn evaluate(&self, net: &Net, stats: InferenceStats) -> Result<(f64, f64)> {
+        let eval_net = net.valid();
+        let n = self.test.len;
+        let bs = self.config.eval_batch_size;
+        let mut loss_sum = 0.0;
+        let mut correct = 0usize;
+        for start in (0..n).step_by(bs) {
+            let end = (start + bs).min(n);
+            let indices: Vec<usize> = (start..end).collect();
+            let x = self.test.range(start, end);
+            let y = self.test.one_hot(&indices, &self.device);
+            let logits = eval_net.forward(x, Mode::Infer(stats), None)?;
+            let loss = cross_entropy_with_logits(logits.clone(), y);
+            loss_sum += f64::from(loss.into_scalar::<f32>()) * (end - start) as f64;
+            let pred = logits.argmax(1).into_data().convert::<i64>();
+            let pred = pred
+                .as_slice::<i64>()
+                .expect("argmax gives i64 after convert");
+            correct += pred
+                .iter()
+                .zip(&self.test.labels[start..end])
+                .filter(|(p, l)| **p == i64::from(**l))
+                .count();
+        }
+        Ok((loss_sum / n as f64, correct as f64 / n as f64))
+    }
+
+    /// BN statistics used by evaluations during training.
+    fn training_eval_stats(&self) -> InferenceStats {
+        match self.config.bn.inference {
+            InferenceStats::Batch => InferenceStats::Batch,
+            _ => InferenceStats::Moving,
+        }
+    }
+
+    /// Evaluate, probe, and append one line to `metrics.jsonl` and `activations.jsonl`.
+    fn evaluate_and_record(
+        &mut self,
+        net: &Net,
+        state: &LoopState,
+        lr: f64,
+        started: Instant,
+    ) -> Result<EvalRecord> {
+        let (test_loss, test_acc) = self.evaluate(net, self.training_eval_stats())?;
+        let record = EvalRecord {
+            step: state.step,
+            train_loss: (state.loss_count > 0).then(|| state.loss_sum / state.loss_count as f64),
+            test_loss,
+            test_acc,
+            lr,
+            elapsed_s: started.elapsed().as_secs_f64(),
+        };
+        self.metrics.write(&record)?;
+        let activations = self.probe(net, state.step)?;
+        self.activations.write(&activations)?;
+        Ok(record)
+    }
+
+    /// Pre-activation statistics of every hidden layer on the probe batch, in training mode
+    /// (batch statistics, as the paper's Figure 1) without updating running statistics.
+    fn probe(&self, net: &Net, step: u64) -> Result<ActivationRecord> {
+        let eval_net = net.valid();
+        let (x, _) = self.train.batch(&self.probe_indices, &self.device);
+        let mut trace = Trace::default();
+        let mode = Mode::Train {
+            update_running: false,
+            dropout_seed: None,
+        };
+        eval_net.forward(x, mode, Some(&mut trace))?;
+        let p = &self.config.probe;
+        let layer = self.config.probe_layer();
+        let mut unit = trace.pre_activations[layer].unit_values(p.unit);
+        let [p15, p50, p85] = percentiles_15_50_85(&mut unit);
+        let layers = trace
+            .pre_activations
+            .iter()
+            .enumerate()
+            .map(|(i, pre)| {
+                let mut values = pre.values.clone();
+                let (mean, std) = mean_std(&values);
+                let hist = histogram(&values, p.bins, p.lo, p.hi);
+                let [p15, p50, p85] = percentiles_15_50_85(&mut values);
+                LayerStats {
+                    layer: i,
+                    units: pre.shape[1],
+                    p15,
+                    p50,
+                    p85,
+                    mean,
+                    std,
+                    hist,
+                }
+            })
+            .collect();
+        Ok(ActivationRecord {
+            step,
+            tracked: TrackedUnit {
+                layer,
+                unit: p.unit,
+                p15,
+                p50,
+                p85,
+            },
+            layers,
+        })
+    }
+
+    /// The paper's Algorithm 2 population pass: average μ_B and σ²_B of every BN layer over K
+    /// training mini-batches (drawn from the seed), and store E[x] and m/(m−1)·E[σ²_B].
+    fn population_pass(&self, net: &Net) -> Result<usize> {
+        let eval_net = net.valid();
+        let k = self.config.bn.population_batches;
+        let mut order = BatchOrder::new(
+            self.config.seed ^ STREAM_POPULATION,
+            self.train.len,
+            self.config.batch_size,
+        );
+        let mut accs = vec![PopulationAccumulator::default(); net.norms.len()];
+        let mode = Mode::Train {
+            update_running: false,
+            dropout_seed: None,
+        };
+        for b in 0..k as u64 {
+            let (x, _) = self.train.batch(order.indices(b), &self.device);
+            let mut trace = Trace::default();
+            eval_net.forward(x, mode, Some(&mut trace))?;
+            for (acc, stats) in accs.iter_mut().zip(&trace.bn_stats) {
+                acc.add(stats);
+            }
+        }
+        for (norm, acc) in net.norms.iter().zip(&accs) {
+            let (mean, var) = acc.finish().context("population pass saw no batch")?;
+            norm.set_population(
+                vector_tensor(&mean, &self.train_device),
+                vector_tensor(&var, &self.train_device),
+            );
+        }
+        Ok(k)
+    }
+
+    /// Population pass (if asked), summary, and the final line of output.
+    fn finish(&mut self, net: &mut Net, state: &LoopState) -> Result<Summary> {
+        let records: Vec<EvalRecord> = read_jsonl(&self.run_dir.join("metrics.jsonl"))?;
+        let last = records.last().context("the run recorded no evaluation")?;
+        let mut final_acc = last.test_acc;
+        let mut final_loss = last.test_loss;
+        let mut final_inference = if net.has_bn() {
+            stats_name(self.training_eval_stats())
+        } else {
+            "none"
+        };
+        let mut population = None;
+        if net.has_bn() && self.config.bn.population_pass {
+            let batches = self.population_pass(net)?;
+            let (loss, acc) = self.evaluate(net, InferenceStats::Population)?;
+            population = Some(PopulationResult {
+                test_acc: acc,
+                test_loss: loss,
+                batches,
+            });
+            if self.config.bn.inference == InferenceStats::Population {
+                final_acc = acc;
+                final_loss = loss;
+                final_inference = "population";
+            }
+        }
+        let summary = self.summary(
+            state,
+            "finished",
+            None,
+            &records,
+            Some((final_acc, final_loss)),
+            final_inference,
+            population,
+        )?;
+        write_json_atomic(&self.run_dir.join("summary.json"), &summary)?;
+        Ok(summary)
+    }
+
+    /// Summary of a run whose loss stopped being finite at step `at`.
+    fn finish_diverged(&mut self, at: u64, state: &LoopState) -> Result<Summary> {
+        let records: Vec<EvalRecord> = read_jsonl(&self.run_dir.join("metrics.jsonl"))?;
+        let last = records.last().map(|r| (r.test_acc, r.test_loss));
+        let summary = self.summary(state, "diverged", Some(at), &records, last, "none", None)?;
+        write_json_atomic(&self.run_dir.join("summary.json"), &summary)?;
+        Ok(summary)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn summary(
+        &self,
+        state: &LoopState,
+        status: &str,
+        diverged_at: Option<u64>,
+        records: &[EvalRecord],
+        final_metrics: Option<(f64, f64)>,
+        final_inference: &str,
+        population: Option<PopulationResult>,
+    ) -> Result<Summary> {
+        let best = records
+            .iter()
+            .fold(None::<&EvalRecord>, |best, r| match best {
+                Some(b) if b.test_acc >= r.test_acc => Some(b),
+                _ => Some(r),
+            });
+        let steps_to = self
+            .config
+            .thresholds
+            .iter()
+            .map(|&t| (threshold_key(t), steps_to_threshold(records, t)))
+            .collect();
+        let activations: Vec<ActivationRecord> =
+            read_jsonl(&self.run_dir.join("activations.jsonl"))?;
+        Ok(Summary {
+            name: self.config.name.clone(),
+            study: self.config.study.clone(),
+            status: status.to_string(),
+            diverged_at,
+            steps: state.step,
+            final_test_acc: final_metrics.map(|m| m.0),
+            final_test_loss: final_metrics.map(|m| m.1),
+            final_inference: final_inference.to_string(),
+            best_test_acc: best.map(|b| b.test_acc),
+            best_step: best.map(|b| b.step),
+            steps_to,
+            population,
+            drift: drift(&activations, self.config.steps),
+            wall_s: state.elapsed_s,
+            steps_per_s: if state.train_s > 0.0 {
+                state.step as f64 / state.train_s
+            } else {
+                0.0
+            },
+            backend: backend::BACKEND_NAME.to_string(),
+            threads: backend::threads(),
+        })
+    }
+}
+
+fn stats_name(stats: InferenceStats) -> &'static str {
+    match stats {
+        InferenceStats::Moving => "moving",
+        InferenceStats::Population => "population",
+        InferenceStats::Batch => "batch",
+    }
+}
+
+fn checkpoint_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoint")
+}
+
+/// Save model, optimiser and loop state. Written to a fresh folder and renamed into place, so a
+/// crash mid-save leaves the previous checkpoint intact.
+fn save_checkpoint(
+    net: &Net,
+    optim: &ModuleOptimizer,
+    state: &LoopState,
+    run_dir: &Path,
+) -> Result<()> {
+    let dir = checkpoint_dir(run_dir);
+    let tmp = run_dir.join("checkpoint.tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    net.clone()
+        .save_file(tmp.join("model.bpk"))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .context("cannot save the model checkpoint")?;
+    optim
+        .save(tmp.join("optim.bpk"))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .context("cannot save the optimiser checkpoint")?;
+    write_json_atomic(&tmp.join("state.json"), state)?;
+    let old = run_dir.join("checkpoint.old");
+    if dir.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
+        std::fs::rename(&dir, &old)?;
+    }
+    std::fs::rename(&tmp, &dir).context("cannot move the checkpoint into place")?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
+
+fn load_checkpoint(
+    config: &Config,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<Option<(Net, ModuleOptimizer, LoopState)>> {
+    let mut dir = checkpoint_dir(run_dir);
+    if !dir.join("state.json").exists() {
+        // A crash between the two renames of save_checkpoint leaves the previous one here.
+        dir = run_dir.join("checkpoint.old");
+        if !dir.join("state.json").exists() {
+            return Ok(None);
+        }
+    }
+    let state: LoopState = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json"))?)
+        .context("checkpoint state.json is damaged")?;
+    let net = build_net(config, device)
+        .try_load_file(dir.join("model.bpk"))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .context("cannot load the model checkpoint")?;
+    let optim = build_optimizer(config)
+        .load(dir.join("optim.bpk"))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .context("cannot load the optimiser checkpoint")?;
+    Ok(Some((net, optim, state)))
+}
+
+/// Drop records after `step` (written after the checkpoint a resume starts from), so the
+/// resumed run's files read as if it had never stopped.
+fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
+    for name in ["metrics.jsonl", "activations.jsonl"] {
+        let path = run_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let mut kept = String::new();
+        for line in text.lines() {
+            let row: serde_json::Value = match serde_json::from_str(line) {
+                Ok(v) => v,
+                Err(_) => break, // a torn last line
+            };
+            let s = row.get("step").and_then(|s| s.as_u64()).unwrap_or(u64::MAX);
+            if s > step || (step == 0 && s == 0) {
+                break;
+            }
+            kept.push_str(line);
+            kept.push('\n');
+        }
+        std::fs::write(&path, kept)?;
+    }
+    Ok(())
+}
+
+/// Accuracy of a net on a data split, with `stats` (used by tests and the bench).
+pub fn accuracy_of(config: &Config, net: &Net, data: &LoadedData) -> Result<f64> {
+    let device = backend::device();
+    let test = DeviceSplit::upload(&data.test, &device);
+    let eval_net = net.valid();
+    let logits = eval_net.forward(
+        test.range(0, test.len),
+        Mode::Infer(config.bn.inference),
+        None,
+    )?;
+    let pred = tensor_to_f32(logits.argmax(1).float());
+    Ok(pred
+        .iter()
+        .zip(&test.labels)
+        .filter(|(p, l)| **p as u8 == **l)
+        .count() as f64
+        / test.len as f64)
 }

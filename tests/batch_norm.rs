@@ -1,0 +1,552 @@
+//! bn-exp's BatchNorm against independent references:
+//! - vectors computed by PyTorch's own BatchNorm1d/2d in float64 (`../shared/reference`),
+//!   checked in float32 and float64;
+//! - central finite differences of ∂x, ∂γ, ∂β in float64, for both input ranks;
+//! - closed forms: constant input gives β, two samples give ±γ·d/√(d²+ε) + β, inference is the
+//!   affine map of Algorithm 2;
+//! - the switch between training and inference, and the errors.
+
+use std::path::PathBuf;
+
+use bn_exp::batch_norm::{
+    BatchNorm, BnError, BnMode, InferenceStats, PopulationAccumulator, tensor_to_f64,
+};
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Stats {
+    mean: Vec<f64>,
+    var: Vec<f64>,
+}
+
+#[derive(Deserialize)]
+struct Population {
+    mean: Vec<f64>,
+    var: Vec<f64>,
+    y_eval: Vec<f64>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    shape: Vec<usize>,
+    eps: f64,
+    momentum: f64,
+    gamma: Vec<f64>,
+    beta: Vec<f64>,
+    batches: Vec<Vec<f64>>,
+    upstream: Vec<f64>,
+    y_train: Vec<f64>,
+    dx: Vec<f64>,
+    dgamma: Vec<f64>,
+    dbeta: Vec<f64>,
+    running_after_each_batch: Vec<Stats>,
+    running_init: Stats,
+    eval_x: Vec<f64>,
+    y_eval_running: Vec<f64>,
+    population: Population,
+}
+
+fn reference() -> Reference {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference/batch_norm_pytorch.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("reference JSON parses")
+}
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+fn tensor<const D: usize>(values: &[f64], shape: [usize; D], dtype: DType, device: &Device) -> Tensor<D> {
+    let data = TensorData::new(values.to_vec(), shape);
+    Tensor::from_data(data, TensorCreationOptions::new(device.clone()).with_dtype(dtype))
+}
+
+/// A BatchNorm with given γ, β, running statistics, all of `dtype`.
+fn layer(case: &Case, dtype: DType, device: &Device) -> BatchNorm {
+    let c = case.gamma.len();
+    let mut bn = BatchNorm::new(c, case.eps, case.momentum, device);
+    bn.gamma = Param::from_tensor(tensor(&case.gamma, [c], dtype, device));
+    bn.beta = Param::from_tensor(tensor(&case.beta, [c], dtype, device));
+    bn.running_mean = RunningState::new(tensor(&case.running_init.mean, [c], dtype, device));
+    bn.running_var = RunningState::new(tensor(&case.running_init.var, [c], dtype, device));
+    bn.population_mean = RunningState::new(tensor(&vec![0.0; c], [c], dtype, device));
+    bn.population_var = RunningState::new(tensor(&vec![1.0; c], [c], dtype, device));
+    bn
+}
+
+/// Max |a − b| over the tensor, relative to the largest |b| (at least 1e-3, so that outputs that
+/// are exactly zero in theory, like ∂x for m = 2, are judged against their own scale).
+fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64) {
+    let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+    assert_close_at_scale(what, got, want, rtol, scale);
+}
+
+/// Max |a − b| relative to a given scale.
+fn assert_close_at_scale(what: &str, got: &[f64], want: &[f64], rtol: f64, scale: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs() / scale;
+        assert!(
+            err <= rtol,
+            "{what}[{i}]: got {g}, PyTorch {w} (relative error {err:.2e} > {rtol:.0e})"
+        );
+    }
+}
+
+/// Run one reference case end to end at `dtype`, with relative tolerance `rtol`.
+fn check_case(case: &Case, dtype: DType, rtol: f64) {
+    let device = device();
+    let what = |s: &str| format!("{} {:?} {s}", case.name, dtype);
+    let bn = layer(case, dtype, &device);
+    let train = BnMode::Train {
+        update_running: true,
+    };
+
+    // Training forward and backward on batch 0, via the rank-generic entry point.
+    let (y, dx, dgamma, dbeta) = match case.shape.len() {
+        2 => {
+            let shape = [case.shape[0], case.shape[1]];
+            let x = tensor(&case.batches[0], shape, dtype, &device).require_grad();
+            let y = bn.forward(x.clone(), train).unwrap();
+            let loss = (y.clone() * tensor(&case.upstream, shape, dtype, &device)).sum();
+            let grads = loss.backward();
+            (
+                tensor_to_f64(y),
+                tensor_to_f64(x.grad(&grads).unwrap()),
+                tensor_to_f64(bn.gamma.val().grad(&grads).unwrap()),
+                tensor_to_f64(bn.beta.val().grad(&grads).unwrap()),
+            )
+        }
+        4 => {
+            let s = &case.shape;
+            let shape = [s[0], s[1], s[2], s[3]];
+            let x = tensor(&case.batches[0], shape, dtype, &device).require_grad();
+            let y = bn.forward(x.clone(), train).unwrap();
+            let loss = (y.clone() * tensor(&case.upstream, shape, dtype, &device)).sum();
+            let grads = loss.backward();
+            (
+                tensor_to_f64(y),
+                tensor_to_f64(x.grad(&grads).unwrap()),
+                tensor_to_f64(bn.gamma.val().grad(&grads).unwrap()),
+                tensor_to_f64(bn.beta.val().grad(&grads).unwrap()),
+            )
+        }
+        r => panic!("unexpected rank {r}"),
+    };
+    assert_close(&what("y_train"), &y, &case.y_train, rtol);
+    // ∂ℓ/∂x = γ/σ·(g − mean(g) − x̂·mean(g·x̂)) subtracts terms of size γ/σ·|g|. With m = 2,
+    // x̂ = ±1 up to ε and they cancel to a residue 1e-3 of their size, which float32 cannot
+    // resolve to 1e-5 of itself. So ∂x is judged relative to the larger of its own magnitude and
+    // the size of those terms (float64 above is held to 1e-10 of its own magnitude).
+    let dx_scale = case.dx.iter().fold(1e-3f64, |m, v| m.max(v.abs())).max(
+        cancelling_term_scale(case),
+    );
+    assert_close_at_scale(&what("dx"), &dx, &case.dx, rtol, dx_scale);
+    assert_close(&what("dgamma"), &dgamma, &case.dgamma, rtol);
+    assert_close(&what("dbeta"), &dbeta, &case.dbeta, rtol);
+
+    // Running statistics after each training batch (batch 0 already seen), and the population
+    // accumulator fed from the same batches.
+    let mut population = PopulationAccumulator::default();
+    for (b, expected) in case.running_after_each_batch.iter().enumerate() {
+        let stats = forward_stats(&bn, case, b, dtype, &device);
+        population.add(&stats);
+        assert_close(
+            &what(&format!("running mean after batch {b}")),
+            &tensor_to_f64(bn.running_mean.value_sync()),
+            &expected.mean,
+            rtol,
+        );
+        assert_close(
+            &what(&format!("running var after batch {b}")),
+            &tensor_to_f64(bn.running_var.value_sync()),
+            &expected.var,
+            rtol,
+        );
+    }
+
+    // Inference with the moving averages (on the inference device, as evaluation runs).
+    let eval = bn.valid();
+    let y_eval = infer(&eval, case, dtype, InferenceStats::Moving);
+    assert_close(&what("y_eval_running"), &y_eval, &case.y_eval_running, rtol);
+
+    // Algorithm 2's population statistics and the inference they give.
+    let (mean, var) = population.finish().unwrap();
+    assert_close(&what("population mean"), &mean, &case.population.mean, rtol);
+    assert_close(&what("population var"), &var, &case.population.var, rtol);
+    let c = case.gamma.len();
+    eval.set_population(
+        tensor(&mean, [c], dtype, &Device::flex()),
+        tensor(&var, [c], dtype, &Device::flex()),
+    );
+    let y_pop = infer(&eval, case, dtype, InferenceStats::Population);
+    assert_close(&what("population y_eval"), &y_pop, &case.population.y_eval, rtol);
+}
+
+/// max over channels of |γ_c|/√(σ²_c + ε) · max|upstream|: the size of the terms in ∂ℓ/∂x.
+fn cancelling_term_scale(case: &Case) -> f64 {
+    let c = case.gamma.len();
+    let inner: usize = case.shape[2..].iter().product();
+    let n = case.shape[0];
+    let g_max = case.upstream.iter().fold(0f64, |m, v| m.max(v.abs()));
+    (0..c)
+        .map(|ch| {
+            let vals: Vec<f64> = (0..n)
+                .flat_map(|i| (0..inner).map(move |j| (i * c + ch) * inner + j))
+                .map(|k| case.batches[0][k])
+                .collect();
+            let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+            let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+            case.gamma[ch].abs() / (var + case.eps).sqrt() * g_max
+        })
+        .fold(0f64, f64::max)
+}
+
+/// Training-mode forward of reference batch `b` (updating running statistics), returning its stats.
+fn forward_stats(
+    bn: &BatchNorm,
+    case: &Case,
+    b: usize,
+    dtype: DType,
+    device: &Device,
+) -> bn_exp::batch_norm::BatchStats {
+    let mode = BnMode::Train {
+        update_running: b > 0, // batch 0 already updated them in the gradient pass
+    };
+    let x = &case.batches[b];
+    let s = &case.shape;
+    let stats = if s.len() == 2 {
+        bn.forward_with_stats(tensor(x, [s[0], s[1]], dtype, device), mode)
+            .unwrap()
+            .1
+    } else {
+        bn.forward_with_stats(tensor(x, [s[0], s[1], s[2], s[3]], dtype, device), mode)
+            .unwrap()
+            .1
+    };
+    stats.expect("training mode returns statistics")
+}
+
+fn infer(bn: &BatchNorm, case: &Case, dtype: DType, stats: InferenceStats) -> Vec<f64> {
+    let device = Device::flex();
+    let s = &case.shape;
+    let n = case.eval_x.len() / s[1..].iter().product::<usize>();
+    let mode = BnMode::Inference(stats);
+    if s.len() == 2 {
+        tensor_to_f64(bn.forward(tensor(&case.eval_x, [n, s[1]], dtype, &device), mode).unwrap())
+    } else {
+        tensor_to_f64(
+            bn.forward(tensor(&case.eval_x, [n, s[1], s[2], s[3]], dtype, &device), mode)
+                .unwrap(),
+        )
+    }
+}
+
+#[test]
+fn matches_pytorch_in_float32_within_1e5_relative() {
+    for case in &reference().cases {
+        check_case(case, DType::F32, 1e-5);
+    }
+}
+
+#[test]
+fn matches_pytorch_in_float64_within_1e10_relative() {
+    for case in &reference().cases {
+        check_case(case, DType::F64, 1e-10);
+    }
+}
+
+/// Loss sum(BN(x) · u) in float64 for given x, γ, β (a fresh layer each time).
+fn loss_f64(x: &[f64], shape: &[usize], gamma: &[f64], beta: &[f64], upstream: &[f64]) -> f64 {
+    let device = Device::flex().autodiff();
+    let c = gamma.len();
+    let mut bn = BatchNorm::new(c, 1e-5, 0.1, &device);
+    bn.gamma = Param::from_tensor(tensor(gamma, [c], DType::F64, &device));
+    bn.beta = Param::from_tensor(tensor(beta, [c], DType::F64, &device));
+    let mode = BnMode::Train {
+        update_running: false,
+    };
+    let y = if shape.len() == 2 {
+        tensor_to_f64(bn.forward(tensor(x, [shape[0], shape[1]], DType::F64, &device), mode).unwrap())
+    } else {
+        tensor_to_f64(
+            bn.forward(
+                tensor(x, [shape[0], shape[1], shape[2], shape[3]], DType::F64, &device),
+                mode,
+            )
+            .unwrap(),
+        )
+    };
+    y.iter().zip(upstream).map(|(a, b)| a * b).sum()
+}
+
+/// Central differences of the loss w.r.t. every entry of `v` (one of x, γ, β).
+fn numeric_grad(v: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let h = 1e-6;
+    (0..v.len())
+        .map(|i| {
+            let mut plus = v.to_vec();
+            let mut minus = v.to_vec();
+            plus[i] += h;
+            minus[i] -= h;
+            (f(&plus) - f(&minus)) / (2.0 * h)
+        })
+        .collect()
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<f64> {
+    let mut r = bn_exp::rng::Rng::new(seed);
+    (0..n).map(|_| r.normal() * 1.5 + 0.3).collect()
+}
+
+fn finite_difference_check(shape: &[usize]) {
+    let n: usize = shape.iter().product();
+    let c = shape[1];
+    let x = pseudo_random(n, 1);
+    let upstream = pseudo_random(n, 2);
+    let gamma: Vec<f64> = pseudo_random(c, 3).iter().map(|g| g.abs() + 0.5).collect();
+    let beta = pseudo_random(c, 4);
+
+    // Analytic gradients from the autodiff node.
+    let device = Device::flex().autodiff();
+    let mut bn = BatchNorm::new(c, 1e-5, 0.1, &device);
+    bn.gamma = Param::from_tensor(tensor(&gamma, [c], DType::F64, &device));
+    bn.beta = Param::from_tensor(tensor(&beta, [c], DType::F64, &device));
+    let mode = BnMode::Train {
+        update_running: false,
+    };
+    let (dx, dgamma, dbeta) = if shape.len() == 2 {
+        let xt = tensor(&x, [shape[0], shape[1]], DType::F64, &device).require_grad();
+        let y = bn.forward(xt.clone(), mode).unwrap();
+        let g = (y * tensor(&upstream, [shape[0], shape[1]], DType::F64, &device))
+            .sum()
+            .backward();
+        (
+            tensor_to_f64(xt.grad(&g).unwrap()),
+            tensor_to_f64(bn.gamma.val().grad(&g).unwrap()),
+            tensor_to_f64(bn.beta.val().grad(&g).unwrap()),
+        )
+    } else {
+        let s = [shape[0], shape[1], shape[2], shape[3]];
+        let xt = tensor(&x, s, DType::F64, &device).require_grad();
+        let y = bn.forward(xt.clone(), mode).unwrap();
+        let g = (y * tensor(&upstream, s, DType::F64, &device)).sum().backward();
+        (
+            tensor_to_f64(xt.grad(&g).unwrap()),
+            tensor_to_f64(bn.gamma.val().grad(&g).unwrap()),
+            tensor_to_f64(bn.beta.val().grad(&g).unwrap()),
+        )
+    };
+
+    let fx = numeric_grad(&x, |v| loss_f64(v, shape, &gamma, &beta, &upstream));
+    let fg = numeric_grad(&gamma, |v| loss_f64(&x, shape, v, &beta, &upstream));
+    let fb = numeric_grad(&beta, |v| loss_f64(&x, shape, &gamma, v, &upstream));
+    // Central differences with h = 1e-6 in float64 are good to about 1e-8 here.
+    assert_close(&format!("{shape:?} dx vs finite differences"), &dx, &fx, 1e-6);
+    assert_close(&format!("{shape:?} dgamma vs finite differences"), &dgamma, &fg, 1e-6);
+    assert_close(&format!("{shape:?} dbeta vs finite differences"), &dbeta, &fb, 1e-6);
+}
+
+#[test]
+fn gradients_match_finite_differences_for_dense_inputs() {
+    finite_difference_check(&[6, 3]);
+}
+
+#[test]
+fn gradients_match_finite_differences_for_conv_inputs() {
+    finite_difference_check(&[3, 2, 2, 3]);
+}
+
+#[test]
+fn constant_input_gives_beta() {
+    let device = Device::flex();
+    let mut bn = BatchNorm::new(2, 1e-5, 0.1, &device);
+    bn.gamma = Param::from_tensor(Tensor::from_floats([2.0, -3.0], &device));
+    bn.beta = Param::from_tensor(Tensor::from_floats([0.25, -0.5], &device));
+    let x = Tensor::<2>::from_floats([[7.0, -1.0], [7.0, -1.0], [7.0, -1.0]], &device);
+    let y = tensor_to_f64(
+        bn.forward(
+            x,
+            BnMode::Train {
+                update_running: false,
+            },
+        )
+        .unwrap(),
+    );
+    assert_eq!(y, vec![0.25, -0.5, 0.25, -0.5, 0.25, -0.5]);
+}
+
+#[test]
+fn two_samples_give_plus_minus_gamma_plus_beta() {
+    // x = μ ± d: x̂ = ±d/√(d² + ε) exactly, so y = β ± γ·d/√(d² + ε).
+    let device = Device::flex();
+    let eps = 1e-5;
+    let mut bn = BatchNorm::new(1, eps, 0.1, &device);
+    bn.gamma = Param::from_tensor(Tensor::from_floats([1.5], &device));
+    bn.beta = Param::from_tensor(Tensor::from_floats([0.5], &device));
+    let (mu, d) = (3.0f64, 0.002f64);
+    let x = tensor(&[mu + d, mu - d], [2, 1], DType::F64, &device);
+    let bn64 = {
+        let mut b = bn.clone();
+        b.gamma = Param::from_tensor(tensor(&[1.5], [1], DType::F64, &device));
+        b.beta = Param::from_tensor(tensor(&[0.5], [1], DType::F64, &device));
+        b
+    };
+    let y = tensor_to_f64(
+        bn64.forward(
+            x,
+            BnMode::Train {
+                update_running: false,
+            },
+        )
+        .unwrap(),
+    );
+    let s = d / (d * d + eps).sqrt(); // 0.5345..., far from 1: ε matters at this scale
+    assert!((y[0] - (0.5 + 1.5 * s)).abs() < 1e-12, "{y:?}");
+    assert!((y[1] - (0.5 - 1.5 * s)).abs() < 1e-12, "{y:?}");
+    // With a large gap, ε is negligible and the outputs are ±γ + β.
+    let x = Tensor::<2>::from_floats([[10.0], [-10.0]], &device);
+    let y = tensor_to_f64(
+        bn.forward(
+            x,
+            BnMode::Train {
+                update_running: false,
+            },
+        )
+        .unwrap(),
+    );
+    assert!((y[0] - 2.0).abs() < 1e-6 && (y[1] + 1.0).abs() < 1e-6, "{y:?}");
+}
+
+#[test]
+fn inference_equals_the_affine_map_of_algorithm_2() {
+    let device = Device::flex().autodiff();
+    let bn = BatchNorm::new(3, 1e-3, 0.3, &device);
+    // Move γ, β and the running statistics away from their initial values.
+    let mut bn = bn;
+    bn.gamma = Param::from_tensor(Tensor::from_floats([0.5, 2.0, -1.0], &device));
+    bn.beta = Param::from_tensor(Tensor::from_floats([0.1, -0.2, 0.3], &device));
+    for seed in 0..4 {
+        let x = tensor(&pseudo_random(24, seed), [8, 3], DType::F32, &device);
+        bn.forward(
+            x,
+            BnMode::Train {
+                update_running: true,
+            },
+        )
+        .unwrap();
+    }
+    let eval = bn.valid();
+    let x = tensor(&pseudo_random(30, 9), [10, 3], DType::F32, &Device::flex());
+    let y = tensor_to_f64(
+        eval.forward(x.clone(), BnMode::Inference(InferenceStats::Moving))
+            .unwrap(),
+    );
+    let (scale, shift) = eval.inference_affine(InferenceStats::Moving);
+    let (scale, shift) = (tensor_to_f64(scale), tensor_to_f64(shift));
+    let (mean, var) = eval.inference_stats(InferenceStats::Moving);
+    let (mean, var) = (tensor_to_f64(mean), tensor_to_f64(var));
+    let xs = tensor_to_f64(x);
+    for (i, (&xi, &yi)) in xs.iter().zip(&y).enumerate() {
+        let c = i % 3;
+        let affine = scale[c] * xi + shift[c];
+        assert!((yi - affine).abs() < 1e-5, "affine {i}: {yi} vs {affine}");
+        // And the same map written from the statistics, independently of inference_affine.
+        let gamma = [0.5, 2.0, -1.0][c];
+        let beta = [0.1, -0.2, 0.3][c];
+        let direct = gamma * (xi - mean[c]) / (var[c] + 1e-3).sqrt() + beta;
+        assert!((yi - direct).abs() < 1e-5, "direct {i}: {yi} vs {direct}");
+    }
+}
+
+#[test]
+fn evaluation_leaves_running_statistics_untouched() {
+    let device = Device::flex().autodiff();
+    let bn = BatchNorm::new(4, 1e-5, 0.1, &device);
+    bn.forward(
+        tensor(&pseudo_random(32, 1), [8, 4], DType::F32, &device),
+        BnMode::Train {
+            update_running: true,
+        },
+    )
+    .unwrap();
+    let before = (
+        tensor_to_f64(bn.running_mean.value_sync()),
+        tensor_to_f64(bn.running_var.value_sync()),
+    );
+    let x = tensor(&pseudo_random(32, 2), [8, 4], DType::F32, &device);
+    for mode in [
+        BnMode::Inference(InferenceStats::Moving),
+        BnMode::Inference(InferenceStats::Batch),
+        BnMode::Inference(InferenceStats::Population),
+        BnMode::Train {
+            update_running: false,
+        },
+    ] {
+        bn.forward(x.clone(), mode).unwrap();
+        bn.valid().forward(x.clone().inner(), mode).unwrap();
+    }
+    let after = (
+        tensor_to_f64(bn.running_mean.value_sync()),
+        tensor_to_f64(bn.running_var.value_sync()),
+    );
+    assert_eq!(before, after);
+    // And a training step does change them (the check above can fail).
+    bn.forward(
+        x,
+        BnMode::Train {
+            update_running: true,
+        },
+    )
+    .unwrap();
+    assert_ne!(before.0, tensor_to_f64(bn.running_mean.value_sync()));
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics_or_nans() {
+    let device = Device::flex();
+    let bn = BatchNorm::new(3, 1e-5, 0.1, &device);
+    let train = BnMode::Train {
+        update_running: true,
+    };
+    let wrong = Tensor::<2>::zeros([4, 5], &device);
+    assert_eq!(
+        bn.forward(wrong, train).unwrap_err(),
+        BnError::Channels {
+            expected: 3,
+            got: 5
+        }
+    );
+    let single = Tensor::<2>::ones([1, 3], &device);
+    let err = bn.forward(single.clone(), train).unwrap_err();
+    assert!(matches!(err, BnError::SingleValue { .. }));
+    assert!(err.to_string().contains("more than one value per channel"));
+    let single_pixel = Tensor::<4>::ones([1, 3, 1, 1], &device);
+    assert!(matches!(
+        bn.forward(single_pixel, train).unwrap_err(),
+        BnError::SingleValue { .. }
+    ));
+    // A single image with several positions per channel is a valid conv batch.
+    assert!(bn.forward(Tensor::<4>::ones([1, 3, 2, 2], &device), train).is_ok());
+    // Inference with one sample is fine: it uses fixed statistics.
+    let y = tensor_to_f64(
+        bn.forward(single, BnMode::Inference(InferenceStats::Moving))
+            .unwrap(),
+    );
+    assert!(y.iter().all(|v| v.is_finite()));
+    assert_eq!(
+        bn.forward(Tensor::<3>::zeros([2, 3, 4], &device), train)
+            .unwrap_err(),
+        BnError::Rank(3)
+    );
+}
