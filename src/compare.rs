@@ -144,24 +144,33 @@ fn default_jobs() -> usize {
 /// resume (started), or start. Refuses, before anything is trained, runs whose folder holds a
 /// run of a different config: reusing it would put wrong numbers in the table.
 fn plan_study(study: &Study, study_dir: &Path) -> Result<Vec<TrainJob>> {
+    let mut stale = Vec::new();
+    for run in &study.runs {
+        let run_dir = study_dir.join(&run.name);
+        if run_progress(&run_dir) != RunProgress::Fresh
+            && let Some(difference) = config_difference(&run_dir, run)?
+        {
+            stale.push(format!("  {}: {difference}", run_dir.display()));
+        }
+    }
+    if !stale.is_empty() {
+        bail!(
+            "these run folders hold runs of a different config than the study now asks for:\n{}\n\
+delete them to train them again, or pass another --results-dir",
+            stale.join("\n")
+        );
+    }
+
     let configs_dir = study_dir.join(CONFIGS_DIR);
     std::fs::create_dir_all(&configs_dir)
         .with_context(|| format!("cannot create {}", configs_dir.display()))?;
     write_json(&study_dir.join(STUDY_RECORD_FILE), &study.record())?;
-
-    let mut stale = Vec::new();
     let mut jobs = Vec::new();
     for run in &study.runs {
         let run_dir = study_dir.join(&run.name);
-        let progress = run_progress(&run_dir);
-        if progress != RunProgress::Fresh
-            && let Some(difference) = config_difference(&run_dir, run)?
-        {
-            stale.push(format!("  {}: {difference}", run_dir.display()));
-            continue;
-        }
         let config_file = configs_dir.join(format!("{}.json", run.name));
         write_json(&config_file, &run.config)?;
+        let progress = run_progress(&run_dir);
         if progress == RunProgress::Done {
             continue;
         }
@@ -173,13 +182,6 @@ fn plan_study(study: &Study, study_dir: &Path) -> Result<Vec<TrainJob>> {
             steps: run.config.get("steps").and_then(Value::as_u64),
         });
     }
-    if !stale.is_empty() {
-        bail!(
-            "these run folders hold runs of a different config than the study now asks for:\n{}\n\
-delete them to train them again, or pass another --results-dir",
-            stale.join("\n")
-        );
-    }
     Ok(jobs)
 }
 
@@ -190,8 +192,16 @@ fn config_difference(run_dir: &Path, run: &PlannedRun) -> Result<Option<String>>
     for (path, wanted) in flatten_leaves(&run.config) {
         match get_path(&existing, &path) {
             Some(have) if json_equal(have, &wanted) => {}
-            Some(have) => return Ok(Some(format!("{path} is {have} there, {wanted} in the study"))),
-            None => return Ok(Some(format!("{path} is not set there, {wanted} in the study"))),
+            Some(have) => {
+                return Ok(Some(format!(
+                    "{path} is {have} there, {wanted} in the study"
+                )));
+            }
+            None => {
+                return Ok(Some(format!(
+                    "{path} is not set there, {wanted} in the study"
+                )));
+            }
         }
     }
     Ok(None)

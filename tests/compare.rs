@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::time::SystemTime;
 
 use bn_exp::compare::runs::{find_runs, load_run};
-use bn_exp::compare::study::{Study, load_study, parse_study};
+use bn_exp::compare::study::{Study, check_run_configs, load_study, parse_study};
 use bn_exp::compare::table::{
     Baseline, CompareOptions, Comparison, GroupRow, compare_runs, normalize_thresholds,
 };
@@ -152,7 +152,11 @@ fn write_fixture_study(root: &Path, runs: &[Fixture]) -> PathBuf {
 
 fn compare_fixture_dirs(dirs: &[PathBuf], baseline: Baseline) -> Comparison {
     let found = find_runs(dirs).unwrap();
-    let records: Vec<_> = found.done.iter().map(|dir| load_run(dir).unwrap()).collect();
+    let records: Vec<_> = found
+        .done
+        .iter()
+        .map(|dir| load_run(dir).unwrap())
+        .collect();
     let options = CompareOptions {
         thresholds: THRESHOLDS.to_vec(),
         baseline,
@@ -314,15 +318,24 @@ fn speedup_is_baseline_steps_to_its_mean_best_over_group_steps() {
     let before = group(&cmp, "placement=before");
     let before_steps = steps_to_target("before");
     let speedup = before.speedup.unwrap();
-    assert!(close(speedup.factor.unwrap(), base_steps / mean(&before_steps)));
-    assert!(speedup.factor.unwrap() > 1.0, "BN reaches the target sooner");
+    assert!(close(
+        speedup.factor.unwrap(),
+        base_steps / mean(&before_steps)
+    ));
+    assert!(
+        speedup.factor.unwrap() > 1.0,
+        "BN reaches the target sooner"
+    );
     // One "before" run meets the target at exactly the baseline mean: it must count.
     assert_eq!(speedup.reached, before_steps.len());
     assert_eq!(speedup.reached, 2);
 
     let none = group(&cmp, "placement=none").speedup.unwrap();
     assert!(close(none.factor.unwrap(), 1.0));
-    assert!(none.reached < none.of, "a seed below the mean best misses the target");
+    assert!(
+        none.reached < none.of,
+        "a seed below the mean best misses the target"
+    );
 
     let after = group(&cmp, "placement=after").speedup.unwrap();
     assert!(steps_to_target("after").is_empty());
@@ -350,7 +363,11 @@ fn diverged_runs_are_counted_and_left_out_of_statistics() {
         assert_eq!(row.finished, all.len() - diverged);
     }
     let before = group(&cmp, "placement=before");
-    let diverged_run = before.runs.iter().find(|r| r.diverged_at.is_some()).unwrap();
+    let diverged_run = before
+        .runs
+        .iter()
+        .find(|r| r.diverged_at.is_some())
+        .unwrap();
     assert_eq!(diverged_run.diverged_at, Some(250));
 }
 
@@ -426,10 +443,7 @@ fn metrics_lines_repeated_by_a_resume_replace_the_earlier_ones() {
     std::fs::write(dir.join("metrics.jsonl"), text).unwrap();
     let run = load_run(&dir).unwrap();
     let seen: Vec<(u64, Option<f64>)> = run.evals.iter().map(|e| (e.step, e.test_acc)).collect();
-    assert_eq!(
-        seen,
-        [(0, Some(0.1)), (100, Some(0.55)), (200, Some(0.65))]
-    );
+    assert_eq!(seen, [(0, Some(0.1)), (100, Some(0.55)), (200, Some(0.65))]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -496,7 +510,10 @@ fn zip_keys_vary_together() {
                                 {"bn.placement": ["none", "before"], "bn.eps": [0.1, 0.2]}]}"#,
     )
     .unwrap();
-    assert_eq!(study.name, "inline-study", "the study name defaults to the file name");
+    assert_eq!(
+        study.name, "inline-study",
+        "the study name defaults to the file name"
+    );
     assert_eq!(study.runs.len(), 4);
 }
 
@@ -540,7 +557,10 @@ fn study_file_errors_say_what_is_wrong() {
             r#"{"base": "configs/no_such_config.json", "grid": {"seed": [0]}}"#,
             "base config `configs/no_such_config.json` not found",
         ),
-        (r#"{"base": 3, "grid": {"seed": [0]}}"#, "`base` is a number"),
+        (
+            r#"{"base": 3, "grid": {"seed": [0]}}"#,
+            "`base` is a number",
+        ),
         (r#"{"base": {}, "grid": {}}"#, "empty grid"),
         (r#"{"base": {}}"#, "empty grid"),
         (
@@ -557,15 +577,14 @@ fn study_file_errors_say_what_is_wrong() {
             "equally long",
         ),
         (
-            r#"{"base": {}, "grid": {"bn_placement": ["none"]}}"#,
-            "unknown config key `bn_placement`",
-        ),
-        (
             r#"{"base": {}, "set": {"seed": 1}, "grid": {"seed": [0]}}"#,
             "given twice",
         ),
         (r#"{"base": {}, "grid": {"name": ["a"]}}"#, "cannot be set"),
-        (r#"{"base": {}, "grid": {"bn..eps": [1]}}"#, "not a key path"),
+        (
+            r#"{"base": {}, "grid": {"bn..eps": [1]}}"#,
+            "not a key path",
+        ),
         (
             r#"{"base": {}, "grids": {"seed": [0]}}"#,
             "unknown field `grids`",
@@ -594,7 +613,30 @@ fn study_file_errors_say_what_is_wrong() {
     ];
     for (text, needle) in cases {
         let err = study_error(text);
-        assert!(err.contains(needle), "{text}\n  gave: {err}\n  wanted: {needle}");
+        assert!(
+            err.contains(needle),
+            "{text}\n  gave: {err}\n  wanted: {needle}"
+        );
+    }
+}
+
+#[test]
+fn run_configs_are_checked_with_trains_own_parser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (json!({"bn_placement": ["none", "before"]}), "bn_placement"),
+        (json!({"optim.lr": [0.1, -1.0]}), "optim.lr"),
+        (json!({"model.activation": ["sigmoid", "swish"]}), "swish"),
+    ];
+    for (grid, needle) in cases {
+        let file = tmp.path().join("bad.json");
+        let study = json!({"study": "bad", "base": {}, "grid": grid});
+        std::fs::write(&file, study.to_string()).unwrap();
+        let err = format!("{:#}", load_study(&file).unwrap_err());
+        assert!(
+            err.contains(needle) && err.contains("would be refused by train"),
+            "{grid}: {err}"
+        );
     }
 }
 
@@ -628,11 +670,18 @@ fn shipped_studies_are_valid() {
             !raw["description"].as_str().unwrap_or("").is_empty(),
             "{name} needs a description"
         );
-        // Validate against an inline base: the shipped base configs may not exist yet.
-        let mut inline = raw.clone();
-        inline["base"] = json!({});
-        let study = parse_study(&inline.to_string(), &path)
-            .unwrap_or_else(|err| panic!("{}: {err:#}", path.display()));
+        // With its real base config where it exists (cwd is the repository root here), else
+        // against train's defaults; either way every run must pass train's own checks.
+        let base = raw["base"].as_str().unwrap();
+        let study = if repo().join(base).is_file() {
+            load_study(&path)
+        } else {
+            let mut inline = raw.clone();
+            inline["base"] = json!({});
+            parse_study(&inline.to_string(), &path)
+                .and_then(|study| check_run_configs(&study).map(|()| study))
+        }
+        .unwrap_or_else(|err| panic!("{}: {err:#}", path.display()));
         assert!(study.runs.len() > 1, "{name}");
         seen.push(name);
     }
@@ -744,6 +793,31 @@ fn compare_dirs_prints_and_writes_into_the_one_study_folder() {
     assert!(text(&output.stderr).contains("is not a folder"));
 }
 
+#[test]
+fn a_changed_study_refuses_runs_made_with_the_old_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let old = results.join("changed").join("seed-0");
+    std::fs::create_dir_all(&old).unwrap();
+    let config = json!({"name": "seed-0", "study": "changed", "seed": 0, "steps": 300});
+    std::fs::write(old.join("config.json"), config.to_string()).unwrap();
+    let study = write_study(
+        tmp.path(),
+        json!({"study": "changed", "base": {"steps": 200}, "grid": {"seed": [0, 1]}}),
+    );
+    let output = run_study(&study, &results, true);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("seed-0: steps is 300 there, 200 in the study"),
+        "{stderr}"
+    );
+    assert!(
+        !results.join("changed").join("seed-1").exists(),
+        "nothing is trained when a run is stale"
+    );
+}
+
 // End to end: these train for real with configs/smoke.json and MNIST from `<repo>/data`.
 
 fn write_study(dir: &Path, study: Value) -> PathBuf {
@@ -758,6 +832,10 @@ fn smoke() -> String {
 }
 
 fn run_study(study: &Path, results: &Path, quiet: bool) -> Output {
+    run_study_with_data(study, results, quiet, &repo().join("data"))
+}
+
+fn run_study_with_data(study: &Path, results: &Path, quiet: bool, data: &Path) -> Output {
     let mut command = bn_exp();
     command
         .arg("compare")
@@ -766,7 +844,7 @@ fn run_study(study: &Path, results: &Path, quiet: bool) -> Output {
         .arg("--results-dir")
         .arg(results)
         .args(["--jobs", "2", "--data-dir"])
-        .arg(repo().join("data"));
+        .arg(data);
     if quiet {
         command.arg("--quiet");
     }
@@ -824,10 +902,9 @@ fn study_trains_then_reuses_then_resumes_an_interrupted_run() {
     for file in ["comparison.md", "comparison.csv", "comparison.json"] {
         assert!(study_dir.join(file).is_file(), "{file}");
     }
-    let cmp: Value = serde_json::from_str(
-        &std::fs::read_to_string(study_dir.join("comparison.json")).unwrap(),
-    )
-    .unwrap();
+    let cmp: Value =
+        serde_json::from_str(&std::fs::read_to_string(study_dir.join("comparison.json")).unwrap())
+            .unwrap();
     assert_eq!(cmp["baseline"]["label"], "placement=none");
     for group in cmp["groups"].as_array().unwrap() {
         assert_eq!(group["n"], 2);
@@ -858,7 +935,11 @@ fn study_trains_then_reuses_then_resumes_an_interrupted_run() {
     let output = bn_exp()
         .arg("train")
         .arg("--config")
-        .arg(study_dir.join(".configs").join(format!("{}.json", names[3])))
+        .arg(
+            study_dir
+                .join(".configs")
+                .join(format!("{}.json", names[3])),
+        )
         .arg("--out")
         .arg(&victim)
         .args(["--stop-after", "100", "--quiet", "--data-dir"])
@@ -916,21 +997,26 @@ fn diverged_runs_are_counted_and_the_study_succeeds() {
 fn a_failing_run_is_reported_and_the_others_still_compared() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
+    // A data folder with MNIST but no CIFAR-10: the cifar10 run passes every config check and
+    // then fails in train when it loads its data (exit 2).
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(repo().join("data/mnist"), data.join("mnist")).unwrap();
     let study = write_study(
         tmp.path(),
         json!({"study": "broken", "base": smoke(),
-               "grid": {"model.activation": ["sigmoid", "swish"]}}),
+               "grid": {"dataset": ["mnist", "cifar10"]}}),
     );
-    let output = run_study(&study, &results, true);
+    let output = run_study_with_data(&study, &results, true, &data);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stderr = text(&output.stderr);
+    assert!(stderr.contains("run dataset-cifar10 failed"), "{stderr}");
     assert!(
-        stderr.contains("run activation-swish failed"),
+        stderr.contains("exited with 2") && stderr.contains("last lines of"),
         "{stderr}"
     );
-    assert!(stderr.contains("last lines of"), "{stderr}");
     assert!(
-        results.join("broken/activation-swish/train.log").is_file(),
+        results.join("broken/dataset-cifar10/train.log").is_file(),
         "{stderr}"
     );
     assert!(

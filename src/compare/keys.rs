@@ -77,7 +77,9 @@ pub fn get_path<'a>(config: &'a Value, path: &str) -> Option<&'a Value> {
 pub fn set_path(config: &mut Value, path: &str, value: Value) -> Result<()> {
     check_key_path(path)?;
     let segments: Vec<&str> = path.split('.').collect();
-    let (last, parents) = segments.split_last().expect("a checked key path has a segment");
+    let (last, parents) = segments
+        .split_last()
+        .expect("a checked key path has a segment");
     let mut node = config;
     let mut walked = String::new();
     for segment in parents {

@@ -92,11 +92,9 @@ pub fn train_all(jobs: Vec<TrainJob>, settings: &TrainSettings) -> Vec<JobResult
         {
             match spawn_train(&job, settings, parallel) {
                 Ok(child) => {
-                    progress.event(&format!(
-                        "{} {}",
-                        if job.resume { "resuming" } else { "starting" },
-                        job.name
-                    ));
+                    if job.resume {
+                        progress.event(&format!("resuming {}", job.name));
+                    }
                     let steps = job.steps;
                     running.push(Running { job, child, steps });
                 }
@@ -190,7 +188,10 @@ fn judge_exit(job: &TrainJob, status: ExitStatus) -> JobResult {
         Some(0) if has_summary => TrainOutcome::Finished,
         Some(EXIT_DIVERGED) if has_summary => TrainOutcome::Diverged,
         Some(code @ (0 | EXIT_DIVERGED)) => {
-            return failed(job, format!("exited with {code} but wrote no {SUMMARY_FILE}"));
+            return failed(
+                job,
+                format!("exited with {code} but wrote no {SUMMARY_FILE}"),
+            );
         }
         Some(code) => return failed(job, format!("exited with {code}")),
         None => return failed(job, "was killed by a signal".to_string()),
@@ -272,7 +273,11 @@ impl Progress {
 
     fn finished(&self, result: &JobResult) {
         match &result.outcome {
-            TrainOutcome::Finished => self.event(&format!("finished {}", result.name)),
+            TrainOutcome::Finished => self.event(&format!(
+                "finished {}{}",
+                result.name,
+                final_accuracy_note(&result.run_dir)
+            )),
             TrainOutcome::Diverged => self.event(&format!("diverged {}", result.name)),
             TrainOutcome::Failed(_) => self.failure(result),
         }
@@ -316,6 +321,15 @@ impl Progress {
     fn done(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// ` (test accuracy 97.81%)` from a finished run's summary, or nothing if it is not there.
+fn final_accuracy_note(run_dir: &Path) -> String {
+    read_json(&run_dir.join(SUMMARY_FILE))
+        .ok()
+        .and_then(|summary| summary.get("final_test_acc")?.as_f64())
+        .map(|acc| format!(" (test accuracy {:.2}%)", acc * 100.0))
+        .unwrap_or_default()
 }
 
 /// `steps` from the config train wrote into the run folder.

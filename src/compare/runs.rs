@@ -129,8 +129,9 @@ pub fn read_evals(path: &Path) -> Result<Vec<Eval>> {
         if line.trim().is_empty() {
             continue;
         }
-        let eval: Eval = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}: not a metrics line", path.display(), index + 1))?;
+        let eval: Eval = serde_json::from_str(line).with_context(|| {
+            format!("{} line {}: not a metrics line", path.display(), index + 1)
+        })?;
         if let Some(acc) = eval.test_acc {
             ensure!(
                 acc.is_finite(),

@@ -155,18 +155,23 @@ pub fn final_acc(evals: &[Eval]) -> Option<f64> {
 
 /// Highest test accuracy and the first step it was reached at.
 pub fn best_acc(evals: &[Eval]) -> Option<(f64, u64)> {
-    evals.iter().fold(None, |best, eval| match (best, eval.test_acc) {
-        (Some((acc, _)), Some(now)) if now > acc => Some((now, eval.step)),
-        (None, Some(now)) => Some((now, eval.step)),
-        (best, _) => best,
-    })
+    evals
+        .iter()
+        .fold(None, |best, eval| match (best, eval.test_acc) {
+            (Some((acc, _)), Some(now)) if now > acc => Some((now, eval.step)),
+            (None, Some(now)) => Some((now, eval.step)),
+            (best, _) => best,
+        })
 }
 
 /// First evaluated step whose test accuracy reached `target`.
 pub fn first_step_reaching(evals: &[Eval], target: f64) -> Option<u64> {
     evals
         .iter()
-        .find(|eval| eval.test_acc.is_some_and(|acc| acc >= target - ACC_TOLERANCE))
+        .find(|eval| {
+            eval.test_acc
+                .is_some_and(|acc| acc >= target - ACC_TOLERANCE)
+        })
         .map(|eval| eval.step)
 }
 
