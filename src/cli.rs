@@ -126,6 +126,10 @@ pub struct CompareArgs {
     /// Root of run folders.
     #[arg(long, default_value = "results", value_name = "DIR")]
     pub results_dir: PathBuf,
+    /// Folder for comparison.md/.csv/.json [default: the study folder; with DIR arguments, the
+    /// one study folder given, else the table is only printed].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,

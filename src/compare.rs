@@ -1,12 +1,334 @@
-//! TODO: filled in by its issue.
+//! `bn-exp compare`: run a study (a grid of configs over seeds) and compare its runs in tables,
+//! or compare run folders that already exist.
+//!
+//! - [`study`]: study files, grid expansion and run names.
+//! - [`runner`]: training the unfinished runs as child processes, N at a time.
+//! - [`runs`]: reading run folders.
+//! - [`table`]: grouping runs by condition and computing each column.
+//! - [`render`]: the terminal table and `comparison.{md,csv,json}`.
+//!
+//! See docs/studies.md for the study format and how each number can be recomputed by hand.
 
+pub mod keys;
+pub mod render;
+pub mod runner;
+pub mod runs;
+pub mod study;
+pub mod table;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
 use crate::cli::CompareArgs;
+use keys::{flatten_leaves, get_path, json_equal};
+use render::{Heading, render_text, write_comparison};
+use runner::{JobResult, TrainJob, TrainOutcome, TrainSettings, train_all};
+use runs::{
+    CONFIG_FILE, CONFIGS_DIR, RunProgress, RunRecord, STUDY_RECORD_FILE, find_runs, load_run,
+    read_json, run_progress,
+};
+use study::{PlannedRun, Study, StudyRecord, load_study};
+use table::{Baseline, CompareOptions, DEFAULT_THRESHOLDS, compare_runs, normalize_thresholds};
+
+/// Exit status when the comparison was made but some runs failed to train.
+const EXIT_RUNS_FAILED: u8 = 1;
 
 /// Entry point of `bn-exp compare`.
-pub fn compare_command(_args: &CompareArgs) -> Result<ExitCode> {
-    bail!("`bn-exp compare` is not built yet")
+pub fn compare_command(args: &CompareArgs) -> Result<ExitCode> {
+    let thresholds = args
+        .thresholds
+        .as_deref()
+        .map(normalize_thresholds)
+        .transpose()
+        .context("bad --thresholds")?;
+    if let Some(jobs) = args.jobs {
+        anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
+    }
+    match &args.study {
+        Some(file) => run_study_command(file, args, thresholds),
+        None if !args.dirs.is_empty() => compare_dirs_command(args, thresholds),
+        None => bail!(
+            "nothing to compare: give a study file (--study configs/studies/paper_fig1.json) \
+or run folders (results/paper_fig1)"
+        ),
+    }
+}
+
+/// `compare --study FILE`: train what is not finished, then compare the study's runs.
+fn run_study_command(
+    file: &Path,
+    args: &CompareArgs,
+    thresholds: Option<Vec<f64>>,
+) -> Result<ExitCode> {
+    let study = load_study(file)?;
+    let study_dir = args.results_dir.join(&study.name);
+    let jobs = plan_study(&study, &study_dir)?;
+    let parallel = args.jobs.unwrap_or_else(default_jobs);
+    if !args.quiet {
+        eprintln!(
+            "study {}: {} runs, {} already done, {} to train ({} at a time) in {}",
+            study.name,
+            study.runs.len(),
+            study.runs.len() - jobs.len(),
+            jobs.len(),
+            parallel.min(jobs.len()).max(1),
+            study_dir.display()
+        );
+    }
+    let settings = TrainSettings {
+        exe: std::env::current_exe().context("cannot find the bn-exp executable")?,
+        jobs: parallel,
+        data_dir: args.data.data_dir.clone(),
+        quiet: args.quiet,
+    };
+    let results = train_all(jobs, &settings);
+    let (records, load_failures) = load_study_runs(&study, &study_dir);
+    for failure in &load_failures {
+        eprintln!("{failure:#}");
+    }
+    let failed: Vec<&JobResult> = results
+        .iter()
+        .filter(|result| matches!(result.outcome, TrainOutcome::Failed(_)))
+        .collect();
+    if !args.quiet {
+        let diverged = results
+            .iter()
+            .filter(|result| result.outcome == TrainOutcome::Diverged)
+            .count();
+        eprintln!(
+            "trained {} runs: {} diverged, {} failed",
+            results.len(),
+            diverged,
+            failed.len()
+        );
+    }
+
+    let options = CompareOptions {
+        thresholds: thresholds
+            .or_else(|| study.thresholds.clone())
+            .unwrap_or_else(|| DEFAULT_THRESHOLDS.to_vec()),
+        baseline: pick_baseline_choice(args, study.baseline.clone()),
+    };
+    let heading = Heading {
+        title: format!("Study {}", study.name),
+        description: study.description.clone(),
+    };
+    let out_dir = args.out.clone().unwrap_or(study_dir);
+    if records.is_empty() {
+        eprintln!("no finished runs to compare");
+    } else {
+        report(&records, &options, &heading, Some(&out_dir), args.quiet)?;
+    }
+    if !failed.is_empty() || !load_failures.is_empty() {
+        let names: Vec<&str> = failed.iter().map(|result| result.name.as_str()).collect();
+        eprintln!(
+            "{} run(s) failed{}{}; rerun the same command to retry them",
+            failed.len() + load_failures.len(),
+            if names.is_empty() { "" } else { ": " },
+            names.join(", ")
+        );
+        return Ok(ExitCode::from(EXIT_RUNS_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Default `--jobs`: one run per available core.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Write the study's record and every run's config, and decide for each run: reuse (done),
+/// resume (started), or start. Refuses, before anything is trained, runs whose folder holds a
+/// run of a different config: reusing it would put wrong numbers in the table.
+fn plan_study(study: &Study, study_dir: &Path) -> Result<Vec<TrainJob>> {
+    let mut stale = Vec::new();
+    for run in &study.runs {
+        let run_dir = study_dir.join(&run.name);
+        if run_progress(&run_dir) != RunProgress::Fresh
+            && let Some(difference) = config_difference(&run_dir, run)?
+        {
+            stale.push(format!("  {}: {difference}", run_dir.display()));
+        }
+    }
+    if !stale.is_empty() {
+        bail!(
+            "these run folders hold runs of a different config than the study now asks for:\n{}\n\
+delete them to train them again, or pass another --results-dir",
+            stale.join("\n")
+        );
+    }
+
+    let configs_dir = study_dir.join(CONFIGS_DIR);
+    std::fs::create_dir_all(&configs_dir)
+        .with_context(|| format!("cannot create {}", configs_dir.display()))?;
+    write_json(&study_dir.join(STUDY_RECORD_FILE), &study.record())?;
+    let mut jobs = Vec::new();
+    for run in &study.runs {
+        let run_dir = study_dir.join(&run.name);
+        let config_file = configs_dir.join(format!("{}.json", run.name));
+        write_json(&config_file, &run.config)?;
+        let progress = run_progress(&run_dir);
+        if progress == RunProgress::Done {
+            continue;
+        }
+        jobs.push(TrainJob {
+            name: run.name.clone(),
+            run_dir,
+            config_file,
+            resume: progress == RunProgress::Started,
+            steps: run.config.get("steps").and_then(Value::as_u64),
+        });
+    }
+    Ok(jobs)
+}
+
+/// The first setting where a run folder's `config.json` disagrees with the planned config,
+/// if any. Only keys the plan sets are checked: train adds defaults for the rest.
+fn config_difference(run_dir: &Path, run: &PlannedRun) -> Result<Option<String>> {
+    let existing = read_json(&run_dir.join(CONFIG_FILE))?;
+    for (path, wanted) in flatten_leaves(&run.config) {
+        match get_path(&existing, &path) {
+            Some(have) if json_equal(have, &wanted) => {}
+            Some(have) => {
+                return Ok(Some(format!(
+                    "{path} is {have} there, {wanted} in the study"
+                )));
+            }
+            None => {
+                return Ok(Some(format!(
+                    "{path} is not set there, {wanted} in the study"
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).context("cannot encode JSON")?;
+    text.push('\n');
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The study's done runs, in study order; runs that could not be read are returned as errors.
+fn load_study_runs(study: &Study, study_dir: &Path) -> (Vec<RunRecord>, Vec<anyhow::Error>) {
+    let mut records = Vec::new();
+    let mut failures = Vec::new();
+    for run in &study.runs {
+        let dir = study_dir.join(&run.name);
+        if run_progress(&dir) != RunProgress::Done {
+            continue;
+        }
+        match load_run(&dir) {
+            Ok(record) => records.push(record),
+            Err(err) => failures.push(err.context(format!("cannot read run {}", dir.display()))),
+        }
+    }
+    (records, failures)
+}
+
+/// `compare DIR...`: compare existing runs without training.
+fn compare_dirs_command(args: &CompareArgs, thresholds: Option<Vec<f64>>) -> Result<ExitCode> {
+    let found = find_runs(&args.dirs)?;
+    for dir in &found.unfinished {
+        eprintln!("skipping {} (unfinished: no summary.json)", dir.display());
+    }
+    let single_study = match (args.dirs.as_slice(), found.study_dirs.as_slice()) {
+        ([only], [study]) if only == study => Some(study.clone()),
+        _ => None,
+    };
+    let record = match &single_study {
+        Some(dir) => read_study_record(dir)?,
+        None => None,
+    };
+    let mut done = found.done.clone();
+    if let Some(record) = &record {
+        order_as_in_study(&mut done, &record.runs);
+    }
+    let records = done
+        .iter()
+        .map(|dir| load_run(dir).with_context(|| format!("cannot read run {}", dir.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let study_thresholds = record.as_ref().and_then(|r| r.thresholds.clone());
+    let study_baseline = record
+        .as_ref()
+        .and_then(|r| r.baseline.clone())
+        .map(|spec| spec.into_iter().collect());
+    let options = CompareOptions {
+        thresholds: thresholds
+            .or(study_thresholds)
+            .unwrap_or_else(|| DEFAULT_THRESHOLDS.to_vec()),
+        baseline: pick_baseline_choice(args, study_baseline),
+    };
+    let heading = match (&record, &single_study) {
+        (Some(record), _) => Heading {
+            title: format!("Study {}", record.study),
+            description: record.description.clone(),
+        },
+        (None, Some(dir)) => Heading {
+            title: format!("Runs in {}", dir.display()),
+            description: String::new(),
+        },
+        (None, None) => Heading::default(),
+    };
+    let out_dir = args.out.clone().or(single_study);
+    report(&records, &options, &heading, out_dir.as_deref(), args.quiet)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Put a study's runs back in the study's own order (grid order), which sets the order of the
+/// groups; runs the study does not list keep their place after them, in name order.
+fn order_as_in_study(dirs: &mut [PathBuf], study_runs: &[String]) {
+    dirs.sort_by_key(|dir| {
+        let name = runs::folder_name(dir);
+        study_runs
+            .iter()
+            .position(|run| *run == name)
+            .unwrap_or(usize::MAX)
+    });
+}
+
+/// `study.json` of a study folder, if compare wrote one there.
+fn read_study_record(dir: &Path) -> Result<Option<StudyRecord>> {
+    let path = dir.join(STUDY_RECORD_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let value = read_json(&path)?;
+    let record = serde_json::from_value(value)
+        .with_context(|| format!("unexpected content in {}", path.display()))?;
+    Ok(Some(record))
+}
+
+/// `--baseline` wins over the study's `baseline`; without either, the first group.
+fn pick_baseline_choice(args: &CompareArgs, study: Option<Vec<(String, Value)>>) -> Baseline {
+    match (&args.baseline, study) {
+        (Some(label), _) => Baseline::Label(label.clone()),
+        (None, Some(spec)) => Baseline::Spec(spec),
+        (None, None) => Baseline::FirstGroup,
+    }
+}
+
+/// Compute the comparison, print it to stdout, and write the files into `out_dir` if given.
+fn report(
+    records: &[RunRecord],
+    options: &CompareOptions,
+    heading: &Heading,
+    out_dir: Option<&Path>,
+    quiet: bool,
+) -> Result<Vec<PathBuf>> {
+    let comparison = compare_runs(records, options)?;
+    print!("{}", render_text(heading, &comparison));
+    let Some(dir) = out_dir else {
+        return Ok(Vec::new());
+    };
+    let written = write_comparison(dir, heading, &comparison)?;
+    if !quiet {
+        let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+        eprintln!("wrote {}", names.join(", "));
+    }
+    Ok(written)
 }

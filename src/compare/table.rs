@@ -1,0 +1,506 @@
+//! The comparison: runs grouped by condition (equal configs up to `seed`, `name`, `study`),
+//! and per group the statistics the paper argues with: accuracy, steps to thresholds, and the
+//! speed-up over a baseline.
+//!
+//! Every number is computed from `metrics.jsonl` (not copied from `summary.json`), so that it
+//! can be recomputed by hand from the raw evaluations. Timings come from `summary.json`, the only
+//! place they are recorded.
+
+use anyhow::{Result, bail, ensure};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::keys::{
+    condition_of, display_value, flatten_leaves, has_suffix, json_equal, short_names,
+};
+use super::runs::{Eval, RunRecord, RunStatus};
+use super::study::{describe_spec, matches_spec};
+
+/// Accuracy thresholds used when neither `--thresholds` nor the study gives any.
+pub const DEFAULT_THRESHOLDS: [f64; 4] = [0.9, 0.95, 0.97, 0.98];
+
+/// Slack when testing `test_acc >= target`. Accuracies are multiples of 1/10000 (MNIST and
+/// CIFAR-10 have 10000 test images), but the speed-up target is a *mean* of accuracies, whose
+/// float sum can land a hair above the very value a run reached. 1e-9 is far below 1/10000.
+const ACC_TOLERANCE: f64 = 1e-9;
+
+/// Label of the only group when nothing differs between runs but the seed.
+const SINGLE_GROUP_LABEL: &str = "all";
+
+/// Accept thresholds as fractions (0.97) or percents (97); return fractions in (0, 1].
+pub fn normalize_thresholds(values: &[f64]) -> Result<Vec<f64>> {
+    ensure!(!values.is_empty(), "no thresholds given");
+    values
+        .iter()
+        .map(|&value| {
+            ensure!(
+                value.is_finite() && value > 0.0 && value <= 100.0,
+                "threshold {value} is not an accuracy: give fractions (0.97) or percents (97)"
+            );
+            Ok(if value > 1.0 { value / 100.0 } else { value })
+        })
+        .collect()
+}
+
+/// Which group the speed-up is measured against.
+#[derive(Debug, Clone)]
+pub enum Baseline {
+    /// The first group in run order (what a study lists first, usually the "none" condition).
+    FirstGroup,
+    /// A group label as printed (`placement=none, lr=0.1`), or some of its `key=value` parts.
+    Label(String),
+    /// Config key paths and values, as a study file's `baseline`.
+    Spec(Vec<(String, Value)>),
+}
+
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    pub thresholds: Vec<f64>,
+    pub baseline: Baseline,
+}
+
+/// The whole comparison, as written to `comparison.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub thresholds: Vec<f64>,
+    /// `None` when the baseline group has no finished run to take a target from.
+    pub baseline: Option<BaselineTarget>,
+    pub groups: Vec<GroupRow>,
+}
+
+/// What the speed-up column is measured against.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineTarget {
+    pub label: String,
+    /// Mean over the baseline's finished runs of their best test accuracy.
+    pub target_acc: f64,
+    /// Mean steps the baseline's runs needed to reach `target_acc` (over those that did).
+    pub mean_steps: f64,
+    pub reached: usize,
+    pub of: usize,
+}
+
+/// One row of the table: the runs of one condition.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRow {
+    pub label: String,
+    /// The settings that tell this group from the others, `key.path → value`.
+    pub settings: Map<String, Value>,
+    pub is_baseline: bool,
+    /// Runs in the group, finished or diverged.
+    pub n: usize,
+    pub finished: usize,
+    pub diverged: usize,
+    /// Accuracy statistics are over finished runs only: a diverged run has no final model.
+    pub final_acc: Option<MeanStd>,
+    pub best_acc: Option<MeanStd>,
+    pub steps_to: Vec<StepsTo>,
+    pub speedup: Option<SpeedUp>,
+    pub mean_wall_s: Option<f64>,
+    pub mean_steps_per_s: Option<f64>,
+    pub runs: Vec<RunRow>,
+}
+
+/// Mean and sample standard deviation (n − 1); `std` is `None` for a single value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MeanStd {
+    pub mean: f64,
+    pub std: Option<f64>,
+    pub n: usize,
+}
+
+/// Steps to reach an accuracy: mean over the runs that reached it, `reached` of `of`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StepsTo {
+    pub threshold: f64,
+    pub mean_steps: Option<f64>,
+    pub reached: usize,
+    pub of: usize,
+}
+
+/// Baseline steps to the target over this group's steps to the same target.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SpeedUp {
+    pub factor: Option<f64>,
+    /// This group's steps to the baseline's target (mean over runs that reached it).
+    pub mean_steps: Option<f64>,
+    pub reached: usize,
+    pub of: usize,
+}
+
+/// Per-run numbers, so each group statistic can be checked against its runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub name: String,
+    pub dir: String,
+    pub seed: Option<Value>,
+    pub status: RunStatus,
+    pub diverged_at: Option<u64>,
+    pub last_step: Option<u64>,
+    pub final_acc: Option<f64>,
+    pub best_acc: Option<f64>,
+    pub best_step: Option<u64>,
+    /// First evaluated step with `test_acc >= threshold`, per threshold.
+    pub steps_to: Vec<Option<u64>>,
+    /// First evaluated step reaching the baseline's target accuracy.
+    pub steps_to_target: Option<u64>,
+    pub wall_s: Option<f64>,
+    pub steps_per_s: Option<f64>,
+}
+
+/// Accuracy of the last evaluation that has one: the final model's test accuracy.
+pub fn final_acc(evals: &[Eval]) -> Option<f64> {
+    evals.iter().rev().find_map(|eval| eval.test_acc)
+}
+
+/// Highest test accuracy and the first step it was reached at.
+pub fn best_acc(evals: &[Eval]) -> Option<(f64, u64)> {
+    evals
+        .iter()
+        .fold(None, |best, eval| match (best, eval.test_acc) {
+            (Some((acc, _)), Some(now)) if now > acc => Some((now, eval.step)),
+            (None, Some(now)) => Some((now, eval.step)),
+            (best, _) => best,
+        })
+}
+
+/// First evaluated step whose test accuracy reached `target`.
+pub fn first_step_reaching(evals: &[Eval], target: f64) -> Option<u64> {
+    evals
+        .iter()
+        .find(|eval| {
+            eval.test_acc
+                .is_some_and(|acc| acc >= target - ACC_TOLERANCE)
+        })
+        .map(|eval| eval.step)
+}
+
+/// Mean and sample standard deviation of the values; `None` when there are none.
+pub fn mean_std(values: &[f64]) -> Option<MeanStd> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len();
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let std = (n > 1).then(|| {
+        let square_sum: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
+        (square_sum / (n - 1) as f64).sqrt()
+    });
+    Some(MeanStd { mean, std, n })
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    mean_std(values).map(|stats| stats.mean)
+}
+
+/// Mean of the steps runs needed, over the runs that got there at all.
+fn mean_of_reached(steps: &[Option<u64>]) -> (Option<f64>, usize) {
+    let reached: Vec<f64> = steps.iter().flatten().map(|&s| s as f64).collect();
+    (mean(&reached), reached.len())
+}
+
+/// Group the runs by condition, label the groups, and compute every column.
+pub fn compare_runs(runs: &[RunRecord], options: &CompareOptions) -> Result<Comparison> {
+    ensure!(!runs.is_empty(), "no finished runs to compare");
+    let groups = group_by_condition(runs);
+    let labels = group_labels(&groups);
+    let baseline_index = pick_baseline(&groups, &labels, &options.baseline)?;
+
+    let target = baseline_target(&groups[baseline_index]);
+    let mut rows: Vec<GroupRow> = groups
+        .iter()
+        .zip(labels)
+        .enumerate()
+        .map(|(index, (group, (label, settings)))| {
+            let mut row = group_row(group, label, settings, &options.thresholds, target);
+            row.is_baseline = index == baseline_index;
+            row
+        })
+        .collect();
+
+    let baseline = target.and_then(|target| {
+        let base = &rows[baseline_index];
+        let speedup = base.speedup?;
+        Some(BaselineTarget {
+            label: base.label.clone(),
+            target_acc: target,
+            mean_steps: speedup.mean_steps?,
+            reached: speedup.reached,
+            of: speedup.of,
+        })
+    });
+    if let Some(base) = &baseline {
+        for row in &mut rows {
+            if let Some(speedup) = &mut row.speedup {
+                speedup.factor = speedup
+                    .mean_steps
+                    .filter(|&steps| steps > 0.0)
+                    .map(|steps| base.mean_steps / steps);
+            }
+        }
+    }
+    Ok(Comparison {
+        thresholds: options.thresholds.clone(),
+        baseline,
+        groups: rows,
+    })
+}
+
+/// Runs whose configs are equal up to `seed`, `name` and `study`, in order of first appearance.
+fn group_by_condition(runs: &[RunRecord]) -> Vec<Vec<&RunRecord>> {
+    let mut groups: Vec<(Value, Vec<&RunRecord>)> = Vec::new();
+    for run in runs {
+        let condition = condition_of(&run.config);
+        match groups.iter_mut().find(|(c, _)| json_equal(c, &condition)) {
+            Some((_, members)) => members.push(run),
+            None => groups.push((condition, vec![run])),
+        }
+    }
+    groups.into_iter().map(|(_, members)| members).collect()
+}
+
+/// A label per group from the config leaves that differ between groups (`placement=none,
+/// lr=0.5`), plus those settings by full key path.
+fn group_labels(groups: &[Vec<&RunRecord>]) -> Vec<(String, Map<String, Value>)> {
+    let leaves: Vec<Map<String, Value>> = groups
+        .iter()
+        .map(|group| {
+            flatten_leaves(&condition_of(&group[0].config))
+                .into_iter()
+                .collect()
+        })
+        .collect();
+    let mut paths: Vec<String> = leaves.iter().flat_map(|l| l.keys().cloned()).collect();
+    paths.sort();
+    paths.dedup();
+    let varying: Vec<String> = paths
+        .into_iter()
+        .filter(|path| {
+            let first = leaves[0].get(path);
+            leaves.iter().any(|l| match (l.get(path), first) {
+                (Some(a), Some(b)) => !json_equal(a, b),
+                (a, b) => a.is_some() != b.is_some(),
+            })
+        })
+        .collect();
+    let short = short_names(&varying);
+    leaves
+        .iter()
+        .map(|leaf| {
+            let mut settings = Map::new();
+            let mut parts = Vec::new();
+            for (path, name) in varying.iter().zip(&short) {
+                let value = leaf.get(path).cloned().unwrap_or(Value::Null);
+                parts.push(format!("{name}={}", display_value(&value)));
+                settings.insert(path.clone(), value);
+            }
+            let label = if parts.is_empty() {
+                SINGLE_GROUP_LABEL.to_string()
+            } else {
+                parts.join(", ")
+            };
+            (label, settings)
+        })
+        .collect()
+}
+
+/// Index of the baseline group.
+fn pick_baseline(
+    groups: &[Vec<&RunRecord>],
+    labels: &[(String, Map<String, Value>)],
+    choice: &Baseline,
+) -> Result<usize> {
+    let matching: Vec<usize> = match choice {
+        Baseline::FirstGroup => return Ok(0),
+        Baseline::Spec(spec) => (0..groups.len())
+            .filter(|&i| matches_spec(&groups[i][0].config, spec))
+            .collect(),
+        Baseline::Label(label) => match_label(groups, labels, label),
+    };
+    let wanted = match choice {
+        Baseline::Spec(spec) => describe_spec(spec),
+        Baseline::Label(label) => format!("`{label}`"),
+        Baseline::FirstGroup => unreachable!("returned above"),
+    };
+    let all: Vec<&str> = labels.iter().map(|(label, _)| label.as_str()).collect();
+    match matching.as_slice() {
+        [one] => Ok(*one),
+        [] => bail!(
+            "baseline {wanted} matches no group; the groups are:\n  {}",
+            all.join("\n  ")
+        ),
+        many => {
+            let names: Vec<&str> = many.iter().map(|&i| labels[i].0.as_str()).collect();
+            bail!(
+                "baseline {wanted} matches {} groups:\n  {}\nname more settings to pick one",
+                many.len(),
+                names.join("\n  ")
+            )
+        }
+    }
+}
+
+/// Groups a `--baseline` label picks: the exact label (spaces ignored), or else every group
+/// whose config has all the `key=value` parts given (`placement=none`, `bn.placement=none`).
+fn match_label(
+    groups: &[Vec<&RunRecord>],
+    labels: &[(String, Map<String, Value>)],
+    label: &str,
+) -> Vec<usize> {
+    let squash = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let exact: Vec<usize> = (0..labels.len())
+        .filter(|&i| squash(&labels[i].0) == squash(label))
+        .collect();
+    if !exact.is_empty() {
+        return exact;
+    }
+    let Some(conditions) = parse_label_conditions(label) else {
+        return Vec::new();
+    };
+    (0..groups.len())
+        .filter(|&i| {
+            let leaves = flatten_leaves(&groups[i][0].config);
+            conditions.iter().all(|(key, text)| {
+                leaves
+                    .iter()
+                    .any(|(path, value)| has_suffix(path, key) && value_matches_text(value, text))
+            })
+        })
+        .collect()
+}
+
+/// Split `placement=none, hidden=[100,100]` into `key=value` pairs; commas inside values stay.
+fn parse_label_conditions(label: &str) -> Option<Vec<(String, String)>> {
+    let starts_pair = |piece: &str| {
+        piece.split_once('=').is_some_and(|(key, _)| {
+            let key = key.trim();
+            !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        })
+    };
+    let mut pieces: Vec<String> = Vec::new();
+    for piece in label.split(',') {
+        match pieces.last_mut() {
+            Some(last) if !starts_pair(piece) => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => pieces.push(piece.to_string()),
+        }
+    }
+    pieces
+        .iter()
+        .map(|piece| {
+            let (key, value) = piece.split_once('=')?;
+            Some((key.trim().to_string(), value.trim().to_string()))
+        })
+        .collect()
+}
+
+fn value_matches_text(value: &Value, text: &str) -> bool {
+    display_value(value) == text
+        || serde_json::from_str::<Value>(text).is_ok_and(|parsed| json_equal(&parsed, value))
+}
+
+/// The speed-up target: the baseline's best test accuracy, averaged over its finished runs.
+fn baseline_target(group: &[&RunRecord]) -> Option<f64> {
+    let bests: Vec<f64> = finished(group)
+        .filter_map(|run| best_acc(&run.evals).map(|(acc, _)| acc))
+        .collect();
+    mean(&bests)
+}
+
+fn finished<'a>(group: &'a [&'a RunRecord]) -> impl Iterator<Item = &'a RunRecord> + 'a {
+    group
+        .iter()
+        .copied()
+        .filter(|run| run.status == RunStatus::Finished)
+}
+
+/// Every column for one group; the speed-up factor is filled in once the baseline's steps are
+/// known.
+fn group_row(
+    group: &[&RunRecord],
+    label: String,
+    settings: Map<String, Value>,
+    thresholds: &[f64],
+    target: Option<f64>,
+) -> GroupRow {
+    let runs: Vec<RunRow> = group
+        .iter()
+        .map(|run| run_row(run, thresholds, target))
+        .collect();
+    let ok: Vec<&RunRow> = runs
+        .iter()
+        .filter(|run| run.status == RunStatus::Finished)
+        .collect();
+    let column = |pick: &dyn Fn(&RunRow) -> Option<f64>| -> Vec<f64> {
+        ok.iter().filter_map(|run| pick(run)).collect()
+    };
+    let steps_to = thresholds
+        .iter()
+        .enumerate()
+        .map(|(i, &threshold)| {
+            let steps: Vec<Option<u64>> = ok.iter().map(|run| run.steps_to[i]).collect();
+            let (mean_steps, reached) = mean_of_reached(&steps);
+            StepsTo {
+                threshold,
+                mean_steps,
+                reached,
+                of: ok.len(),
+            }
+        })
+        .collect();
+    let speedup = target.map(|_| {
+        let steps: Vec<Option<u64>> = ok.iter().map(|run| run.steps_to_target).collect();
+        let (mean_steps, reached) = mean_of_reached(&steps);
+        SpeedUp {
+            factor: None,
+            mean_steps,
+            reached,
+            of: ok.len(),
+        }
+    });
+    GroupRow {
+        label,
+        settings,
+        is_baseline: false,
+        n: runs.len(),
+        finished: ok.len(),
+        diverged: runs
+            .iter()
+            .filter(|run| run.status == RunStatus::Diverged)
+            .count(),
+        final_acc: mean_std(&column(&|run| run.final_acc)),
+        best_acc: mean_std(&column(&|run| run.best_acc)),
+        steps_to,
+        speedup,
+        mean_wall_s: mean(&column(&|run| run.wall_s)),
+        mean_steps_per_s: mean(&column(&|run| run.steps_per_s)),
+        runs,
+    }
+}
+
+fn run_row(run: &RunRecord, thresholds: &[f64], target: Option<f64>) -> RunRow {
+    let best = best_acc(&run.evals);
+    RunRow {
+        name: run.name.clone(),
+        dir: run.dir.display().to_string(),
+        seed: run.config.get("seed").cloned(),
+        status: run.status,
+        diverged_at: run.diverged_at,
+        last_step: run.evals.last().map(|eval| eval.step),
+        final_acc: final_acc(&run.evals),
+        best_acc: best.map(|(acc, _)| acc),
+        best_step: best.map(|(_, step)| step),
+        steps_to: thresholds
+            .iter()
+            .map(|&t| first_step_reaching(&run.evals, t))
+            .collect(),
+        steps_to_target: target.and_then(|t| first_step_reaching(&run.evals, t)),
+        wall_s: run.wall_s,
+        steps_per_s: run.steps_per_s,
+    }
+}

@@ -1,0 +1,1027 @@
+//! Tests of `bn-exp compare`: table maths on hand-made run folders (every expected number is
+//! recomputed here from the fixture data), study files and grid expansion, and the whole command
+//! end to end through the real binary (which trains with `configs/smoke.json`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::SystemTime;
+
+use bn_exp::compare::runs::{find_runs, load_run};
+use bn_exp::compare::study::{Study, check_run_configs, load_study, parse_study};
+use bn_exp::compare::table::{
+    Baseline, CompareOptions, Comparison, GroupRow, compare_runs, normalize_thresholds,
+};
+use serde_json::{Value, json};
+
+const THRESHOLDS: [f64; 4] = [0.9, 0.95, 0.97, 0.98];
+/// The slack compare allows when testing `acc >= target` (docs/studies.md).
+const TOLERANCE: f64 = 1e-9;
+
+// ---------------------------------------------------------------------------------------------
+// Fixture run folders, written as docs/formats.md describes them.
+
+/// One hand-made run: its test accuracies at steps 0, 100, 200, ...
+struct Fixture {
+    name: &'static str,
+    placement: &'static str,
+    lr: f64,
+    seed: u64,
+    accs: Vec<Option<f64>>,
+    diverged_at: Option<u64>,
+    wall_s: f64,
+    steps_per_s: f64,
+}
+
+impl Fixture {
+    fn evals(&self) -> Vec<(u64, Option<f64>)> {
+        self.accs
+            .iter()
+            .enumerate()
+            .map(|(i, &acc)| (i as u64 * 100, acc))
+            .collect()
+    }
+
+    fn finished(&self) -> bool {
+        self.diverged_at.is_none()
+    }
+}
+
+fn fixture(name: &'static str, placement: &'static str, seed: u64, accs: &[f64]) -> Fixture {
+    Fixture {
+        name,
+        placement,
+        lr: 1.0,
+        seed,
+        accs: accs.iter().map(|&a| Some(a)).collect(),
+        diverged_at: None,
+        wall_s: 10.0 + seed as f64,
+        steps_per_s: 500.0 + 10.0 * seed as f64,
+    }
+}
+
+/// Three conditions: "none" (3 seeds), "before" (2 finished seeds and 1 diverged) and "after"
+/// (1 seed that never gets far). Accuracies are chosen so that thresholds are reached by all,
+/// some (partial) or none of a group's runs, and one run meets the speed-up target exactly.
+fn fixtures() -> Vec<Fixture> {
+    let mut diverged = fixture("placement-before_seed-2", "before", 2, &[]);
+    diverged.accs = vec![Some(0.1), Some(0.5), None];
+    diverged.diverged_at = Some(250);
+    vec![
+        fixture(
+            "placement-none_seed-0",
+            "none",
+            0,
+            &[0.1, 0.85, 0.91, 0.95, 0.96, 0.955],
+        ),
+        fixture(
+            "placement-none_seed-1",
+            "none",
+            1,
+            &[0.1, 0.80, 0.90, 0.93, 0.97, 0.965],
+        ),
+        fixture(
+            "placement-none_seed-2",
+            "none",
+            2,
+            &[0.1, 0.70, 0.88, 0.92, 0.94, 0.95],
+        ),
+        fixture(
+            "placement-before_seed-0",
+            "before",
+            0,
+            &[0.1, 0.95, 0.97, 0.98, 0.985, 0.99],
+        ),
+        fixture(
+            "placement-before_seed-1",
+            "before",
+            1,
+            &[0.1, 0.96, 0.975, 0.98, 0.98, 0.981],
+        ),
+        diverged,
+        fixture(
+            "placement-after_seed-0",
+            "after",
+            0,
+            &[0.1, 0.5, 0.6, 0.7, 0.8, 0.85],
+        ),
+    ]
+}
+
+fn write_fixture(study_dir: &Path, run: &Fixture) -> PathBuf {
+    let dir = study_dir.join(run.name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = json!({
+        "name": run.name, "study": "fixture", "seed": run.seed, "dataset": "mnist",
+        "model": {"arch": "mlp", "hidden": [100, 100, 100], "activation": "sigmoid"},
+        "bn": {"placement": run.placement, "eps": 1e-5},
+        "optim": {"lr": run.lr, "momentum": 0.0},
+        "batch_size": 60, "steps": 500, "eval_every": 100,
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let metrics: String = run
+        .evals()
+        .iter()
+        .map(|(step, acc)| {
+            format!(
+                "{}\n",
+                json!({"step": step, "train_loss": null, "test_loss": 0.3, "test_acc": acc,
+                       "lr": run.lr, "elapsed_s": *step as f64 / 100.0})
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("metrics.jsonl"), metrics).unwrap();
+    let summary = json!({
+        "name": run.name, "study": "fixture",
+        "status": if run.finished() { "finished" } else { "diverged" },
+        "diverged_at": run.diverged_at, "steps": 500,
+        "final_test_acc": 0.5, "best_test_acc": 0.5, "best_step": 0, "steps_to": {},
+        "population": null, "drift": null,
+        "wall_s": run.wall_s, "steps_per_s": run.steps_per_s, "backend": "flex", "threads": 1,
+    });
+    std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+    dir
+}
+
+fn write_fixture_study(root: &Path, runs: &[Fixture]) -> PathBuf {
+    let study_dir = root.join("fixture");
+    for run in runs {
+        write_fixture(&study_dir, run);
+    }
+    study_dir
+}
+
+fn compare_fixture_dirs(dirs: &[PathBuf], baseline: Baseline) -> Comparison {
+    let found = find_runs(dirs).unwrap();
+    let records: Vec<_> = found
+        .done
+        .iter()
+        .map(|dir| load_run(dir).unwrap())
+        .collect();
+    let options = CompareOptions {
+        thresholds: THRESHOLDS.to_vec(),
+        baseline,
+    };
+    compare_runs(&records, &options).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Independent recomputation of the documented definitions.
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+fn sample_std(values: &[f64]) -> f64 {
+    let m = mean(values);
+    (values.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (values.len() - 1) as f64).sqrt()
+}
+
+fn accs_of(run: &Fixture) -> Vec<f64> {
+    run.accs.iter().flatten().copied().collect()
+}
+
+fn best_of(run: &Fixture) -> f64 {
+    accs_of(run).into_iter().fold(f64::MIN, f64::max)
+}
+
+fn last_of(run: &Fixture) -> f64 {
+    *accs_of(run).last().unwrap()
+}
+
+fn first_reaching(run: &Fixture, target: f64) -> Option<u64> {
+    run.evals()
+        .into_iter()
+        .find(|(_, acc)| acc.is_some_and(|a| a >= target - TOLERANCE))
+        .map(|(step, _)| step)
+}
+
+fn finished_in<'a>(runs: &'a [Fixture], placement: &str) -> Vec<&'a Fixture> {
+    runs.iter()
+        .filter(|run| run.placement == placement && run.finished())
+        .collect()
+}
+
+fn group<'a>(cmp: &'a Comparison, label: &str) -> &'a GroupRow {
+    cmp.groups
+        .iter()
+        .find(|group| group.label == label)
+        .unwrap_or_else(|| panic!("no group {label}"))
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+// ---------------------------------------------------------------------------------------------
+// Table maths.
+
+#[test]
+fn accuracy_columns_are_mean_and_sample_std_of_finished_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = fixtures();
+    let study = write_fixture_study(tmp.path(), &runs);
+    let cmp = compare_fixture_dirs(&[study], Baseline::FirstGroup);
+
+    let labels: Vec<&str> = cmp.groups.iter().map(|g| g.label.as_str()).collect();
+    // No study.json in the fixture folder: runs, and so groups, come in folder-name order.
+    assert_eq!(
+        labels,
+        ["placement=after", "placement=before", "placement=none"]
+    );
+    for placement in ["none", "before", "after"] {
+        let row = group(&cmp, &format!("placement={placement}"));
+        let ok = finished_in(&runs, placement);
+        let finals: Vec<f64> = ok.iter().map(|run| last_of(run)).collect();
+        let bests: Vec<f64> = ok.iter().map(|run| best_of(run)).collect();
+        let final_acc = row.final_acc.unwrap();
+        let best_acc = row.best_acc.unwrap();
+        assert!(close(final_acc.mean, mean(&finals)), "{placement}");
+        assert!(close(best_acc.mean, mean(&bests)), "{placement}");
+        assert_eq!(final_acc.n, ok.len());
+        if ok.len() > 1 {
+            assert!(close(final_acc.std.unwrap(), sample_std(&finals)));
+            assert!(close(best_acc.std.unwrap(), sample_std(&bests)));
+        } else {
+            assert_eq!(final_acc.std, None, "a single run has no spread");
+        }
+        let walls: Vec<f64> = ok.iter().map(|run| run.wall_s).collect();
+        let rates: Vec<f64> = ok.iter().map(|run| run.steps_per_s).collect();
+        assert!(close(row.mean_wall_s.unwrap(), mean(&walls)));
+        assert!(close(row.mean_steps_per_s.unwrap(), mean(&rates)));
+    }
+}
+
+#[test]
+fn steps_to_threshold_counts_partial_and_never() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = fixtures();
+    let study = write_fixture_study(tmp.path(), &runs);
+    let cmp = compare_fixture_dirs(&[study], Baseline::FirstGroup);
+
+    let mut seen_partial = false;
+    let mut seen_never = false;
+    for placement in ["none", "before", "after"] {
+        let row = group(&cmp, &format!("placement={placement}"));
+        let ok = finished_in(&runs, placement);
+        for (i, &threshold) in THRESHOLDS.iter().enumerate() {
+            let reached: Vec<f64> = ok
+                .iter()
+                .filter_map(|run| first_reaching(run, threshold))
+                .map(|step| step as f64)
+                .collect();
+            let cell = row.steps_to[i];
+            assert_eq!(cell.reached, reached.len(), "{placement} {threshold}");
+            assert_eq!(cell.of, ok.len());
+            if reached.is_empty() {
+                assert_eq!(cell.mean_steps, None);
+                seen_never = true;
+            } else {
+                assert!(close(cell.mean_steps.unwrap(), mean(&reached)));
+                seen_partial |= reached.len() < ok.len();
+            }
+        }
+    }
+    assert!(seen_partial && seen_never, "the fixture covers both cases");
+
+    let text = bn_exp::compare::render::render_text(&Default::default(), &cmp);
+    let none_line = text
+        .lines()
+        .find(|line| line.starts_with("placement=none"))
+        .unwrap();
+    assert!(none_line.contains("400 (1/3)"), "{none_line}");
+    assert!(none_line.contains("never"), "{none_line}");
+}
+
+#[test]
+fn speedup_is_baseline_steps_to_its_mean_best_over_group_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = fixtures();
+    let study = write_fixture_study(tmp.path(), &runs);
+    let spec = Baseline::Spec(vec![("bn.placement".into(), json!("none"))]);
+    let cmp = compare_fixture_dirs(&[study], spec);
+
+    let base_runs = finished_in(&runs, "none");
+    let target = mean(&base_runs.iter().map(|r| best_of(r)).collect::<Vec<_>>());
+    let steps_to_target = |placement: &str| -> Vec<f64> {
+        finished_in(&runs, placement)
+            .iter()
+            .filter_map(|run| first_reaching(run, target))
+            .map(|s| s as f64)
+            .collect()
+    };
+    let base_steps = mean(&steps_to_target("none"));
+    let baseline = cmp.baseline.as_ref().unwrap();
+    assert_eq!(baseline.label, "placement=none");
+    assert!(close(baseline.target_acc, target));
+    assert!(close(baseline.mean_steps, base_steps));
+
+    let before = group(&cmp, "placement=before");
+    let before_steps = steps_to_target("before");
+    let speedup = before.speedup.unwrap();
+    assert!(close(
+        speedup.factor.unwrap(),
+        base_steps / mean(&before_steps)
+    ));
+    assert!(
+        speedup.factor.unwrap() > 1.0,
+        "BN reaches the target sooner"
+    );
+    // One "before" run meets the target at exactly the baseline mean: it must count.
+    assert_eq!(speedup.reached, before_steps.len());
+    assert_eq!(speedup.reached, 2);
+
+    let none = group(&cmp, "placement=none").speedup.unwrap();
+    assert!(close(none.factor.unwrap(), 1.0));
+    assert!(
+        none.reached < none.of,
+        "a seed below the mean best misses the target"
+    );
+
+    let after = group(&cmp, "placement=after").speedup.unwrap();
+    assert!(steps_to_target("after").is_empty());
+    assert_eq!((after.factor, after.reached), (None, 0));
+    let text = bn_exp::compare::render::render_text(&Default::default(), &cmp);
+    let after_line = text
+        .lines()
+        .find(|l| l.starts_with("placement=after"))
+        .unwrap();
+    assert!(after_line.contains("never"), "{after_line}");
+}
+
+#[test]
+fn diverged_runs_are_counted_and_left_out_of_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = fixtures();
+    let study = write_fixture_study(tmp.path(), &runs);
+    let cmp = compare_fixture_dirs(&[study], Baseline::FirstGroup);
+    for placement in ["none", "before", "after"] {
+        let row = group(&cmp, &format!("placement={placement}"));
+        let all: Vec<&Fixture> = runs.iter().filter(|r| r.placement == placement).collect();
+        let diverged = all.iter().filter(|r| !r.finished()).count();
+        assert_eq!(row.n, all.len());
+        assert_eq!(row.diverged, diverged);
+        assert_eq!(row.finished, all.len() - diverged);
+    }
+    let before = group(&cmp, "placement=before");
+    let diverged_run = before
+        .runs
+        .iter()
+        .find(|r| r.diverged_at.is_some())
+        .unwrap();
+    assert_eq!(diverged_run.diverged_at, Some(250));
+}
+
+#[test]
+fn baseline_label_picks_a_group_and_bad_labels_list_the_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut runs = fixtures();
+    let mut fast = fixture("placement-none_lr-5", "none", 0, &[0.1, 0.9, 0.95]);
+    fast.lr = 5.0;
+    runs.push(fast);
+    let study = write_fixture_study(tmp.path(), &runs);
+    let found = find_runs(std::slice::from_ref(&study)).unwrap();
+    let records: Vec<_> = found.done.iter().map(|d| load_run(d).unwrap()).collect();
+    let with = |baseline: Baseline| {
+        compare_runs(
+            &records,
+            &CompareOptions {
+                thresholds: THRESHOLDS.to_vec(),
+                baseline,
+            },
+        )
+    };
+
+    let cmp = with(Baseline::Label("placement=before,lr=1.0".into())).unwrap();
+    assert_eq!(cmp.baseline.unwrap().label, "placement=before, lr=1.0");
+    let labels: Vec<&str> = cmp.groups.iter().map(|g| g.label.as_str()).collect();
+    assert!(labels.contains(&"placement=none, lr=5.0"), "{labels:?}");
+    // Part of a label, or a full key path, is enough when it picks one group; numbers compare
+    // by value.
+    let cmp = with(Baseline::Label("optim.lr=5".into())).unwrap();
+    assert_eq!(cmp.baseline.unwrap().label, "placement=none, lr=5.0");
+    let cmp = with(Baseline::Label("placement=before, lr=1".into())).unwrap();
+    assert_eq!(cmp.baseline.unwrap().label, "placement=before, lr=1.0");
+
+    let err = format!(
+        "{:#}",
+        with(Baseline::Label("placement=none".into())).unwrap_err()
+    );
+    assert!(err.contains("matches 2 groups"), "{err}");
+    let err = format!(
+        "{:#}",
+        with(Baseline::Label("placement=sideways".into())).unwrap_err()
+    );
+    assert!(
+        err.contains("matches no group") && err.contains("placement=after, lr=1.0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn thresholds_take_fractions_or_percents() {
+    assert_eq!(
+        normalize_thresholds(&[90.0, 0.95, 97.5]).unwrap(),
+        [0.9, 0.95, 0.975]
+    );
+    assert!(normalize_thresholds(&[0.0]).is_err());
+    assert!(normalize_thresholds(&[101.0]).is_err());
+    assert!(normalize_thresholds(&[]).is_err());
+}
+
+#[test]
+fn metrics_lines_repeated_by_a_resume_replace_the_earlier_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = write_fixture(tmp.path(), &fixture("run", "none", 0, &[0.1, 0.5, 0.6]));
+    let lines = [
+        json!({"step": 0, "test_acc": 0.1}),
+        json!({"step": 100, "test_acc": 0.5}),
+        json!({"step": 200, "test_acc": 0.6}),
+        json!({"step": 100, "test_acc": 0.55}),
+        json!({"step": 200, "test_acc": 0.65}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.join("metrics.jsonl"), text).unwrap();
+    let run = load_run(&dir).unwrap();
+    let seen: Vec<(u64, Option<f64>)> = run.evals.iter().map(|e| (e.step, e.test_acc)).collect();
+    assert_eq!(seen, [(0, Some(0.1)), (100, Some(0.55)), (200, Some(0.65))]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Study files.
+
+fn study_from(text: &str) -> anyhow::Result<Study> {
+    parse_study(text, Path::new("inline-study.json"))
+}
+
+fn study_error(text: &str) -> String {
+    format!("{:#}", study_from(text).unwrap_err())
+}
+
+fn names(study: &Study) -> Vec<&str> {
+    study.runs.iter().map(|r| r.name.as_str()).collect()
+}
+
+#[test]
+fn grid_expands_to_the_product_first_key_slowest() {
+    let study = study_from(
+        r#"{"study": "t", "base": {"steps": 10, "bn": {"placement": "before", "eps": 1e-5}},
+            "set": {"optim.lr": 0.5},
+            "grid": {"bn.placement": ["none", "before"], "seed": [0, 1, 2]}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        names(&study),
+        [
+            "placement-none_seed-0",
+            "placement-none_seed-1",
+            "placement-none_seed-2",
+            "placement-before_seed-0",
+            "placement-before_seed-1",
+            "placement-before_seed-2",
+        ]
+    );
+    let run = &study.runs[4];
+    assert_eq!(run.config["bn"]["placement"], "before");
+    assert_eq!(run.config["bn"]["eps"], 1e-5, "base values are kept");
+    assert_eq!(run.config["seed"], 1);
+    assert_eq!(run.config["optim"]["lr"], 0.5, "`set` applies to every run");
+    assert_eq!(run.config["study"], "t");
+    assert_eq!(run.config["name"], "placement-before_seed-1");
+}
+
+#[test]
+fn zip_keys_vary_together() {
+    let study = study_from(
+        r#"{"study": "bs", "base": {},
+            "zip": {"batch_size": [2, 60, 120], "optim.lr": [0.05, 1.5, 3.0]},
+            "grid": {"seed": [0, 1]}}"#,
+    )
+    .unwrap();
+    assert_eq!(study.runs.len(), 6);
+    assert_eq!(study.runs[0].name, "batch_size-2_lr-0.05_seed-0");
+    for run in &study.runs {
+        let batch = run.config["batch_size"].as_f64().unwrap();
+        let lr = run.config["optim"]["lr"].as_f64().unwrap();
+        assert!((lr - batch * 1.5 / 60.0).abs() < 1e-12, "{}", run.name);
+    }
+    // Several zip sets multiply with each other.
+    let study = study_from(
+        r#"{"base": {}, "zip": [{"batch_size": [2, 4], "optim.lr": [0.1, 0.2]},
+                                {"bn.placement": ["none", "before"], "bn.eps": [0.1, 0.2]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        study.name, "inline-study",
+        "the study name defaults to the file name"
+    );
+    assert_eq!(study.runs.len(), 4);
+}
+
+#[test]
+fn run_names_use_varying_keys_and_stay_unique() {
+    let study = study_from(
+        r#"{"base": {}, "grid": {"bn.momentum": [0.1, 0.2], "optim.momentum": [0, 0.9],
+            "optim.lr": [0.5], "model.hidden": [[100, 100]]}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        names(&study),
+        [
+            "bn.momentum-0.1_optim.momentum-0",
+            "bn.momentum-0.1_optim.momentum-0.9",
+            "bn.momentum-0.2_optim.momentum-0",
+            "bn.momentum-0.2_optim.momentum-0.9",
+        ],
+        "keys with one value are left out; shared last segments keep their parent"
+    );
+    let study = study_from(
+        r#"{"base": {}, "grid": {"model.hidden": [[100, 100], [50]], "probe.unit": ["a b", "a/b"]}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        names(&study),
+        [
+            "hidden-100x100_unit-a_b",
+            "hidden-100x100_unit-a_b-2",
+            "hidden-50_unit-a_b",
+            "hidden-50_unit-a_b-2",
+        ]
+    );
+}
+
+#[test]
+fn study_file_errors_say_what_is_wrong() {
+    let cases = [
+        (r#"{"grid": {"seed": [0, 1]}}"#, "no `base`"),
+        (
+            r#"{"base": "configs/no_such_config.json", "grid": {"seed": [0]}}"#,
+            "base config `configs/no_such_config.json` not found",
+        ),
+        (
+            r#"{"base": 3, "grid": {"seed": [0]}}"#,
+            "`base` is a number",
+        ),
+        (r#"{"base": {}, "grid": {}}"#, "empty grid"),
+        (r#"{"base": {}}"#, "empty grid"),
+        (
+            r#"{"base": {}, "grid": {"seed": 3}}"#,
+            "`grid` key `seed` must be a list of values, not a number",
+        ),
+        (
+            r#"{"base": {}, "grid": {"seed": {"a": 1}}}"#,
+            "must be a list of values, not an object",
+        ),
+        (r#"{"base": {}, "grid": {"seed": []}}"#, "empty list"),
+        (
+            r#"{"base": {}, "zip": {"batch_size": [1, 2], "optim.lr": [1]}}"#,
+            "equally long",
+        ),
+        (
+            r#"{"base": {}, "set": {"seed": 1}, "grid": {"seed": [0]}}"#,
+            "given twice",
+        ),
+        (r#"{"base": {}, "grid": {"name": ["a"]}}"#, "cannot be set"),
+        (
+            r#"{"base": {}, "grid": {"bn..eps": [1]}}"#,
+            "not a key path",
+        ),
+        (
+            r#"{"base": {}, "grids": {"seed": [0]}}"#,
+            "unknown field `grids`",
+        ),
+        (
+            r#"{"study": "a/b", "base": {}, "grid": {"seed": [0]}}"#,
+            "bad `study` name",
+        ),
+        (
+            r#"{"base": {}, "grid": {"bn.placement": ["none"]}, "baseline": {"bn.placement": "before"}}"#,
+            "matches no run",
+        ),
+        (
+            r#"{"base": {}, "grid": {"bn.placement": ["none"], "optim.lr": [1, 2]},
+                "baseline": {"bn.placement": "none"}}"#,
+            "matches 2 groups",
+        ),
+        (
+            r#"{"base": {}, "grid": {"seed": [0]}, "thresholds": [150]}"#,
+            "bad `thresholds`",
+        ),
+        (
+            r#"{"base": {"model": 3}, "grid": {"model.hidden": [[1]]}}"#,
+            "not an object",
+        ),
+    ];
+    for (text, needle) in cases {
+        let err = study_error(text);
+        assert!(
+            err.contains(needle),
+            "{text}\n  gave: {err}\n  wanted: {needle}"
+        );
+    }
+}
+
+#[test]
+fn run_configs_are_checked_with_trains_own_parser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (json!({"bn_placement": ["none", "before"]}), "bn_placement"),
+        (json!({"optim.lr": [0.1, -1.0]}), "optim.lr"),
+        (json!({"model.activation": ["sigmoid", "swish"]}), "swish"),
+    ];
+    for (grid, needle) in cases {
+        let file = tmp.path().join("bad.json");
+        let study = json!({"study": "bad", "base": {}, "grid": grid});
+        std::fs::write(&file, study.to_string()).unwrap();
+        let err = format!("{:#}", load_study(&file).unwrap_err());
+        assert!(
+            err.contains(needle) && err.contains("would be refused by train"),
+            "{grid}: {err}"
+        );
+    }
+}
+
+#[test]
+fn base_path_is_found_from_the_study_file_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let configs = tmp.path().join("configs");
+    std::fs::create_dir_all(configs.join("studies")).unwrap();
+    std::fs::write(configs.join("base.json"), r#"{"steps": 7}"#).unwrap();
+    let file = configs.join("studies").join("s.json");
+    std::fs::write(
+        &file,
+        r#"{"base": "configs/base.json", "grid": {"seed": [0, 1]}}"#,
+    )
+    .unwrap();
+    let study = load_study(&file).unwrap();
+    assert_eq!(study.runs[1].config["steps"], 7);
+    assert_eq!(study.name, "s");
+}
+
+#[test]
+fn shipped_studies_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/studies");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let raw: Value = serde_json::from_str(&text).unwrap();
+        let name = raw["study"].as_str().unwrap().to_string();
+        assert!(
+            !raw["description"].as_str().unwrap_or("").is_empty(),
+            "{name} needs a description"
+        );
+        // With its real base config where it exists (cwd is the repository root here), else
+        // against train's defaults; either way every run must pass train's own checks.
+        let base = raw["base"].as_str().unwrap();
+        let study = if repo().join(base).is_file() {
+            load_study(&path)
+        } else {
+            let mut inline = raw.clone();
+            inline["base"] = json!({});
+            parse_study(&inline.to_string(), &path)
+                .and_then(|study| check_run_configs(&study).map(|()| study))
+        }
+        .unwrap_or_else(|err| panic!("{}: {err:#}", path.display()));
+        assert!(study.runs.len() > 1, "{name}");
+        seen.push(name);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "batch_size",
+            "cifar_cnn",
+            "dropout",
+            "lr_multipliers",
+            "paper_fig1",
+            "placement"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary.
+
+fn bn_exp() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    )
+}
+
+#[test]
+fn compare_dirs_prints_and_writes_into_the_one_study_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = fixtures();
+    let study = write_fixture_study(tmp.path(), &runs);
+    // An unfinished run is skipped, and hidden folders are not runs.
+    let unfinished = study.join("placement-after_seed-1");
+    std::fs::create_dir_all(&unfinished).unwrap();
+    std::fs::copy(
+        study.join("placement-after_seed-0/config.json"),
+        unfinished.join("config.json"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(study.join(".configs")).unwrap();
+
+    let output = bn_exp()
+        .arg("compare")
+        .arg(&study)
+        .args(["--thresholds", "90,95"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("placement=none"), "{stdout}");
+    assert!(stdout.contains("steps to 95%"), "{stdout}");
+    assert!(!stdout.contains("steps to 97%"), "{stdout}");
+    assert!(
+        text(&output.stderr).contains("skipping"),
+        "{}",
+        describe(&output)
+    );
+
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(study.join("comparison.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["groups"].as_array().unwrap().len(), 3);
+    assert_eq!(json["thresholds"], json!([0.9, 0.95]));
+    let csv = std::fs::read_to_string(study.join("comparison.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.starts_with("group,baseline,n,"), "{csv}");
+    let md = std::fs::read_to_string(study.join("comparison.md")).unwrap();
+    assert!(md.contains("| placement=before |"), "{md}");
+    assert!(md.contains("## Runs"), "{md}");
+
+    // Two run folders: printed, no files unless --out.
+    let out = tmp.path().join("out");
+    let output = bn_exp()
+        .arg("compare")
+        .arg(study.join("placement-none_seed-0"))
+        .arg(study.join("placement-before_seed-0"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(out.join("comparison.md").is_file());
+
+    let output = bn_exp().arg("compare").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("nothing to compare"));
+    let output = bn_exp()
+        .arg("compare")
+        .arg(tmp.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("is not a folder"));
+}
+
+#[test]
+fn a_changed_study_refuses_runs_made_with_the_old_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let old = results.join("changed").join("seed-0");
+    std::fs::create_dir_all(&old).unwrap();
+    let config = json!({"name": "seed-0", "study": "changed", "seed": 0, "steps": 300});
+    std::fs::write(old.join("config.json"), config.to_string()).unwrap();
+    let study = write_study(
+        tmp.path(),
+        json!({"study": "changed", "base": {"steps": 200}, "grid": {"seed": [0, 1]}}),
+    );
+    let output = run_study(&study, &results, true);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("seed-0: steps is 300 there, 200 in the study"),
+        "{stderr}"
+    );
+    assert!(
+        !results.join("changed").join("seed-1").exists(),
+        "nothing is trained when a run is stale"
+    );
+}
+
+// End to end: these train for real with configs/smoke.json and MNIST from `<repo>/data`.
+
+fn write_study(dir: &Path, study: Value) -> PathBuf {
+    let name = study["study"].as_str().unwrap();
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&study).unwrap()).unwrap();
+    path
+}
+
+fn smoke() -> String {
+    repo().join("configs/smoke.json").display().to_string()
+}
+
+fn run_study(study: &Path, results: &Path, quiet: bool) -> Output {
+    run_study_with_data(study, results, quiet, &repo().join("data"))
+}
+
+fn run_study_with_data(study: &Path, results: &Path, quiet: bool, data: &Path) -> Output {
+    let mut command = bn_exp();
+    command
+        .arg("compare")
+        .arg("--study")
+        .arg(study)
+        .arg("--results-dir")
+        .arg(results)
+        .args(["--jobs", "2", "--data-dir"])
+        .arg(data);
+    if quiet {
+        command.arg("--quiet");
+    }
+    command.output().unwrap()
+}
+
+fn summary_mtimes(study_dir: &Path, names: &[&str]) -> Vec<SystemTime> {
+    names
+        .iter()
+        .map(|name| {
+            std::fs::metadata(study_dir.join(name).join("summary.json"))
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|err| panic!("{name}: {err}"))
+        })
+        .collect()
+}
+
+fn metrics_of(run_dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            (v["step"].as_u64().unwrap(), v["test_acc"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn study_trains_then_reuses_then_resumes_an_interrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let study = write_study(
+        tmp.path(),
+        json!({"study": "e2e", "description": "smoke: BN or not",
+               "base": smoke(),
+               "grid": {"bn.placement": ["none", "before"], "seed": [0, 1]},
+               "baseline": {"bn.placement": "none"}}),
+    );
+    let names = [
+        "placement-none_seed-0",
+        "placement-none_seed-1",
+        "placement-before_seed-0",
+        "placement-before_seed-1",
+    ];
+    let study_dir = results.join("e2e");
+
+    let output = run_study(&study, &results, true);
+    assert!(output.status.success(), "{}", describe(&output));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("placement=none") && stdout.contains("placement=before"),
+        "{stdout}"
+    );
+    for file in ["comparison.md", "comparison.csv", "comparison.json"] {
+        assert!(study_dir.join(file).is_file(), "{file}");
+    }
+    let cmp: Value =
+        serde_json::from_str(&std::fs::read_to_string(study_dir.join("comparison.json")).unwrap())
+            .unwrap();
+    assert_eq!(cmp["baseline"]["label"], "placement=none");
+    for group in cmp["groups"].as_array().unwrap() {
+        assert_eq!(group["n"], 2);
+        for run in group["runs"].as_array().unwrap() {
+            let dir = study_dir.join(run["name"].as_str().unwrap());
+            let best = metrics_of(&dir)
+                .iter()
+                .map(|(_, acc)| *acc)
+                .fold(f64::MIN, f64::max);
+            assert_eq!(run["best_acc"].as_f64().unwrap(), best, "{dir:?}");
+        }
+    }
+    let before = summary_mtimes(&study_dir, &names);
+
+    // Second invocation: everything is done, nothing is trained again.
+    let output = run_study(&study, &results, false);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        text(&output.stderr).contains("4 already done, 0 to train"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(summary_mtimes(&study_dir, &names), before);
+
+    // Interrupt one run: train it again but stop it after 100 steps, as a Ctrl-C would.
+    let victim = study_dir.join(names[3]);
+    std::fs::remove_dir_all(&victim).unwrap();
+    let output = bn_exp()
+        .arg("train")
+        .arg("--config")
+        .arg(
+            study_dir
+                .join(".configs")
+                .join(format!("{}.json", names[3])),
+        )
+        .arg("--out")
+        .arg(&victim)
+        .args(["--stop-after", "100", "--quiet", "--data-dir"])
+        .arg(repo().join("data"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(!victim.join("summary.json").exists());
+
+    let output = run_study(&study, &results, false);
+    assert!(output.status.success(), "{}", describe(&output));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("3 already done, 1 to train"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("resuming {}", names[3])),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read_to_string(victim.join("train.log"))
+            .unwrap()
+            .contains("--resume")
+    );
+    assert!(victim.join("summary.json").is_file());
+    let steps: Vec<u64> = metrics_of(&victim).iter().map(|(s, _)| *s).collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    assert_eq!(summary_mtimes(&study_dir, &names[..3]), before[..3]);
+}
+
+#[test]
+fn diverged_runs_are_counted_and_the_study_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let study = write_study(
+        tmp.path(),
+        json!({"study": "unstable", "description": "a learning rate no net survives",
+               "base": smoke(),
+               "set": {"bn.placement": "none", "model.activation": "relu",
+                       "model.init": "he", "steps": 100, "eval_every": 50},
+               "grid": {"optim.lr": [0.1, 1e6]}}),
+    );
+    let output = run_study(&study, &results, true);
+    assert!(output.status.success(), "{}", describe(&output));
+    let cmp: Value = serde_json::from_str(
+        &std::fs::read_to_string(results.join("unstable/comparison.json")).unwrap(),
+    )
+    .unwrap();
+    let groups = cmp["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0]["diverged"], 0, "{cmp:#}");
+    assert_eq!(groups[1]["diverged"], 1, "{cmp:#}");
+    assert_eq!(groups[1]["label"], "lr=1000000.0");
+}
+
+#[test]
+fn a_failing_run_is_reported_and_the_others_still_compared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    // A data folder with MNIST but no CIFAR-10: the cifar10 run passes every config check and
+    // then fails in train when it loads its data (exit 2).
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(repo().join("data/mnist"), data.join("mnist")).unwrap();
+    let study = write_study(
+        tmp.path(),
+        json!({"study": "broken", "base": smoke(),
+               "grid": {"dataset": ["mnist", "cifar10"]}}),
+    );
+    let output = run_study_with_data(&study, &results, true, &data);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("run dataset-cifar10 failed"), "{stderr}");
+    assert!(
+        stderr.contains("exited with 2") && stderr.contains("last lines of"),
+        "{stderr}"
+    );
+    assert!(
+        results.join("broken/dataset-cifar10/train.log").is_file(),
+        "{stderr}"
+    );
+    assert!(
+        results.join("broken/comparison.md").is_file(),
+        "the finished run is still compared: {}",
+        describe(&output)
+    );
+}
