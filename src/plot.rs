@@ -1,12 +1,374 @@
-//! TODO: filled in by its issue.
+//! `bn-exp plot`: draw the paper's Figure 1, activation distributions and study sweeps from
+//! run folders, reading nothing but the files each run writes (docs/formats.md).
+//!
+//! The work splits in four steps, one submodule each:
+//! [`load`] reads run folders forgivingly (damage becomes warnings, never a panic),
+//! [`groups`] gathers seeds of one configuration and gives each group a label and a colour,
+//! [`figures`], [`distributions`] and [`study`] turn the groups into figures, and [`style`] owns the look (bundled
+//! font, Okabe–Ito palette, text sizes) and writes PNG or SVG.
+//!
+//! What each figure shows and how to read it is in docs/plots.md.
 
+pub mod distributions;
+pub mod figures;
+pub mod groups;
+pub mod load;
+pub mod study;
+pub mod style;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use plotters::coord::Shift;
+use plotters::prelude::{DrawingArea, DrawingBackend};
+use serde_json::Value;
 
-use crate::cli::PlotArgs;
+use crate::cli::{ImageFormat, PlotArgs};
+use groups::{FlatConfig, Group, flatten_config, format_value, group_runs};
+use load::{Run, discover_runs, load_run};
+use style::{Figure, extension, render};
+
+/// Warnings collected while plotting; each is printed to stderr as it happens (when `echo`)
+/// and kept so that callers and tests can inspect them.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    pub warnings: Vec<String>,
+    echo: bool,
+}
+
+impl Diagnostics {
+    /// Collect warnings; print them to stderr too when `echo`.
+    pub fn new(echo: bool) -> Self {
+        Self {
+            warnings: Vec::new(),
+            echo,
+        }
+    }
+
+    pub fn warn(&mut self, message: impl Into<String>) {
+        let message = message.into();
+        if self.echo {
+            eprintln!("warning: {message}");
+        }
+        self.warnings.push(message);
+    }
+}
+
+/// What to plot, where, and how: the command line resolved.
+#[derive(Debug, Clone)]
+pub struct PlotRequest {
+    pub inputs: Vec<PathBuf>,
+    pub out: PathBuf,
+    pub format: ImageFormat,
+    /// Also write `index.md` listing the figures (the `--study` mode).
+    pub write_index: bool,
+    /// Print warnings to stderr as they happen.
+    pub echo_warnings: bool,
+}
+
+impl PlotRequest {
+    /// Resolve `bn-exp plot` flags: `--study DIR` plots DIR into `DIR/plots/` with an index;
+    /// otherwise the inputs go to `--out`, or `<input>/plots/` for a single input, or `./plots`.
+    pub fn from_args(args: &PlotArgs) -> Result<Self> {
+        let (inputs, write_index) = match &args.study {
+            Some(study) => (vec![study.clone()], true),
+            None => (args.inputs.clone(), false),
+        };
+        if inputs.is_empty() {
+            bail!(
+                "nothing to plot: give one or more run or study folders, e.g. `bn-exp plot results/paper_fig1`, or `--study DIR`"
+            );
+        }
+        let out = args.out.clone().unwrap_or_else(|| match inputs.as_slice() {
+            [single] => single.join("plots"),
+            _ => PathBuf::from("plots"),
+        });
+        Ok(Self {
+            inputs,
+            out,
+            format: args.format,
+            write_index,
+            echo_warnings: true,
+        })
+    }
+}
+
+/// One figure written to disk.
+#[derive(Debug, Clone)]
+pub struct WrittenFigure {
+    pub path: PathBuf,
+    /// One line saying what the figure shows (also used in index.md).
+    pub caption: String,
+}
+
+/// A group as plotted: its label and its colour in every figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupColour {
+    pub label: String,
+    pub rgb: (u8, u8, u8),
+    /// Run folders of the group, first seed first.
+    pub runs: Vec<PathBuf>,
+}
+
+/// What `make_plots` did.
+#[derive(Debug, Clone)]
+pub struct PlotReport {
+    pub figures: Vec<WrittenFigure>,
+    pub index: Option<PathBuf>,
+    pub warnings: Vec<String>,
+    pub groups: Vec<GroupColour>,
+}
 
 /// Entry point of `bn-exp plot`.
-pub fn plot_command(_args: &PlotArgs) -> Result<ExitCode> {
-    bail!("`bn-exp plot` is not built yet")
+pub fn plot_command(args: &PlotArgs) -> Result<ExitCode> {
+    let request = PlotRequest::from_args(args)?;
+    let report = make_plots(&request)?;
+    for figure in &report.figures {
+        println!("wrote {}", figure.path.display());
+    }
+    if let Some(index) = &report.index {
+        println!("wrote {}", index.display());
+    }
+    let warned = match report.warnings.len() {
+        0 => String::new(),
+        n => format!(", {n} warning(s) above"),
+    };
+    println!(
+        "{} figure(s) in {}{warned}",
+        report.figures.len(),
+        request.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Read the runs, draw every figure the data allows, and write them into `request.out`.
+/// Fails only when there is no run at all, nothing drawable, or a file cannot be written.
+pub fn make_plots(request: &PlotRequest) -> Result<PlotReport> {
+    let mut diag = Diagnostics::new(request.echo_warnings);
+    let dirs = discover_runs(&request.inputs, &mut diag)?;
+    if dirs.is_empty() {
+        bail!(
+            "nothing to plot: no run folders (folders holding metrics.jsonl) in {}",
+            list_paths(&request.inputs)
+        );
+    }
+    let runs: Vec<Run> = dirs.iter().map(|d| load_run(d, &mut diag)).collect();
+    let set = PlotSet::new(runs);
+    let planned = plan_figures(&set, &mut diag);
+    if planned.is_empty() {
+        bail!(
+            "nothing could be drawn from {} run(s) in {}: no evaluation with a test accuracy, \
+             test loss or activation statistics (see the warnings above)",
+            set.runs.len(),
+            list_paths(&request.inputs)
+        );
+    }
+    fs::create_dir_all(&request.out)
+        .with_context(|| format!("cannot create output folder {}", request.out.display()))?;
+    let mut figures = Vec::with_capacity(planned.len());
+    for plan in planned {
+        let path = request
+            .out
+            .join(format!("{}.{}", plan.stem, extension(request.format)));
+        render(&plan.figure, &path, request.format)?;
+        figures.push(WrittenFigure {
+            path,
+            caption: plan.caption,
+        });
+    }
+    let index = if request.write_index {
+        Some(write_index(request, &set, &figures)?)
+    } else {
+        None
+    };
+    Ok(PlotReport {
+        figures,
+        index,
+        warnings: diag.warnings,
+        groups: set.group_colours(),
+    })
+}
+
+fn list_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The runs being plotted, grouped; what every figure builder starts from.
+pub struct PlotSet {
+    pub runs: Vec<Run>,
+    pub groups: Vec<Group>,
+}
+
+impl PlotSet {
+    pub fn new(runs: Vec<Run>) -> Self {
+        let groups = group_runs(&runs);
+        Self { runs, groups }
+    }
+
+    /// The runs of a group, first seed first.
+    pub fn runs_of<'a>(&'a self, group: &'a Group) -> impl Iterator<Item = &'a Run> + 'a {
+        group.runs.iter().map(|&i| &self.runs[i])
+    }
+
+    /// The value of `key` when every run agrees on it, for subtitles ("mnist, mlp, sigmoid").
+    pub fn common_value(&self, key: &str) -> Option<String> {
+        let flats: Vec<FlatConfig> = self
+            .runs
+            .iter()
+            .map(|r| flatten_config(&r.config))
+            .collect();
+        let first = flats.first()?.get(key)?;
+        if flats.iter().all(|f| f.get(key) == Some(first)) && !first.is_null() {
+            Some(format_value(Some(first)))
+        } else {
+            None
+        }
+    }
+
+    /// "mnist, mlp, sigmoid": what all runs share, to say in a subtitle.
+    pub fn context(&self) -> String {
+        ["dataset", "model.arch", "model.activation"]
+            .iter()
+            .filter_map(|k| self.common_value(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn group_colours(&self) -> Vec<GroupColour> {
+        self.groups
+            .iter()
+            .map(|g| GroupColour {
+                label: g.label.clone(),
+                rgb: (g.colour.0, g.colour.1, g.colour.2),
+                runs: self.runs_of(g).map(|r| r.dir.clone()).collect(),
+            })
+            .collect()
+    }
+}
+
+/// A figure to write: file stem, caption, and the figure itself.
+struct PlannedFigure {
+    stem: String,
+    caption: String,
+    figure: AnyFigure,
+}
+
+/// Every kind of figure, so that the list of figures can be one `Vec`.
+enum AnyFigure {
+    Convergence(figures::ConvergenceFigure),
+    Percentiles(figures::PercentileFigure),
+    Distribution(distributions::DistributionFigure),
+    Sweep(study::SweepFigure),
+}
+
+impl Figure for AnyFigure {
+    fn size(&self) -> (u32, u32) {
+        match self {
+            Self::Convergence(f) => f.size(),
+            Self::Percentiles(f) => f.size(),
+            Self::Distribution(f) => f.size(),
+            Self::Sweep(f) => f.size(),
+        }
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        match self {
+            Self::Convergence(f) => f.draw(root),
+            Self::Percentiles(f) => f.draw(root),
+            Self::Distribution(f) => f.draw(root),
+            Self::Sweep(f) => f.draw(root),
+        }
+    }
+}
+
+/// Decide which figures the data supports, in the order they are listed in the index.
+fn plan_figures(set: &PlotSet, diag: &mut Diagnostics) -> Vec<PlannedFigure> {
+    let mut planned = Vec::new();
+    let mut add = |stem: String, caption: String, figure: AnyFigure| {
+        planned.push(PlannedFigure {
+            stem,
+            caption,
+            figure,
+        })
+    };
+    if let Some((fig, caption)) = figures::convergence_figure(set, diag) {
+        add(
+            "fig1a_accuracy".into(),
+            caption,
+            AnyFigure::Convergence(fig),
+        );
+    }
+    if let Some((fig, caption)) = figures::percentile_figure(set, diag) {
+        add(
+            "fig1bc_percentiles".into(),
+            caption,
+            AnyFigure::Percentiles(fig),
+        );
+    }
+    for (stem, fig, caption) in distributions::distribution_figures(set, diag) {
+        add(stem, caption, AnyFigure::Distribution(fig));
+    }
+    for (stem, fig, caption) in study::sweep_figures(set, diag) {
+        add(stem, caption, AnyFigure::Sweep(fig));
+    }
+    planned
+}
+
+/// Write `index.md`: every figure as a markdown image with its one-line caption.
+fn write_index(request: &PlotRequest, set: &PlotSet, figures: &[WrittenFigure]) -> Result<PathBuf> {
+    let study = request
+        .inputs
+        .first()
+        .and_then(|p| study_name(p, set))
+        .unwrap_or_else(|| "runs".to_string());
+    let mut md = format!(
+        "# Figures for study `{study}`\n\n{} run(s) in {} group(s){}. \
+         Made by `bn-exp plot --study`; see docs/plots.md for how to read each figure.\n\n",
+        set.runs.len(),
+        set.groups.len(),
+        match set.context() {
+            c if c.is_empty() => String::new(),
+            c => format!(" ({c})"),
+        }
+    );
+    for figure in figures {
+        let file = figure
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _ = write!(
+            md,
+            "## {file}\n\n![{caption}]({file})\n\n{caption}\n\n",
+            caption = figure.caption
+        );
+    }
+    let path = request.out.join("index.md");
+    fs::write(&path, md).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// The study's name: the folder name, else the runs' common `study` key.
+fn study_name(dir: &Path, set: &PlotSet) -> Option<String> {
+    let from_runs = || {
+        let first = set.runs.first()?.config.get("study")?.as_str()?;
+        set.runs
+            .iter()
+            .all(|r| r.config.get("study").and_then(Value::as_str) == Some(first))
+            .then(|| first.to_string())
+    };
+    fs::canonicalize(dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(from_runs)
 }

@@ -1,0 +1,563 @@
+//! `bn-exp plot` on small synthetic runs written per docs/formats.md: every figure is written
+//! and decodes, is not blank, has readable text, keeps one colour per group, and damaged or
+//! missing inputs give warnings or clear errors instead of panics.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bn_exp::cli::{ImageFormat, PlotArgs};
+use bn_exp::plot::{PlotReport, PlotRequest, make_plots};
+use image::RgbImage;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const BLUE: (u8, u8, u8) = (0, 114, 178); // Okabe–Ito, first group (no BN)
+const VERMILLION: (u8, u8, u8) = (213, 94, 0); // second group
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+/// Settings that make one synthetic run.
+struct Spec<'a> {
+    placement: &'a str,
+    lr: f64,
+    seed: u64,
+    evals: u64,
+    diverge_at: Option<u64>,
+}
+
+fn config(spec: &Spec) -> Value {
+    let name = format!("mnist_{}_lr{}_s{}", spec.placement, spec.lr, spec.seed);
+    json!({
+        "name": name, "study": "fixture", "seed": spec.seed, "dataset": "mnist",
+        "model": {"arch": "mlp", "hidden": [100, 100, 100], "activation": "sigmoid", "dropout": 0.0},
+        "bn": {"placement": spec.placement, "eps": 1e-5},
+        "optim": {"kind": "sgd", "lr": spec.lr},
+        "batch_size": 60, "steps": (spec.evals - 1) * 100, "eval_every": 100,
+        "thresholds": [0.9, 0.95, 0.97, 0.98]
+    })
+}
+
+/// Deterministic wiggle in [-1, 1] so seeds differ without a random number generator.
+fn wiggle(seed: u64, i: u64) -> f64 {
+    ((seed as f64 * 12.9898 + i as f64 * 78.233).sin() * 43758.5453).fract()
+}
+
+fn accuracy(spec: &Spec, step: u64) -> f64 {
+    let speed = if spec.placement == "none" {
+        600.0
+    } else {
+        200.0
+    } / spec.lr.sqrt();
+    let acc = 0.1 + 0.88 * (1.0 - (-(step as f64) / speed).exp());
+    (acc + 0.004 * wiggle(spec.seed, step)).min(0.995)
+}
+
+fn metrics_lines(spec: &Spec) -> Vec<Value> {
+    (0..spec.evals)
+        .map(|i| {
+            let step = i * 100;
+            if spec.diverge_at.is_some_and(|d| step >= d) {
+                return json!({"step": step, "train_loss": null, "test_loss": null,
+                              "test_acc": 0.098, "lr": spec.lr, "elapsed_s": i as f64 * 0.1});
+            }
+            let acc = accuracy(spec, step);
+            json!({"step": step, "train_loss": if i == 0 { Value::Null } else { json!(2.0 * (1.0 - acc)) },
+                   "test_loss": 2.3 * (1.0 - acc) + 0.01, "test_acc": acc, "lr": spec.lr,
+                   "elapsed_s": i as f64 * 0.1})
+        })
+        .collect()
+}
+
+/// A layer histogram of a normal(mu, sigma) sample of 1000 values over 20 bins in [-4, 4).
+fn histogram(mu: f64, sigma: f64) -> Value {
+    let (lo, hi, bins, n) = (-4.0, 4.0, 20, 1000.0);
+    let width = (hi - lo) / bins as f64;
+    let pdf = |x: f64| (-(x - mu).powi(2) / (2.0 * sigma * sigma)).exp() / (sigma * 2.5066);
+    let counts: Vec<u64> = (0..bins)
+        .map(|b| (n * width * pdf(lo + (b as f64 + 0.5) * width)).round() as u64)
+        .collect();
+    let inside: u64 = counts.iter().sum();
+    let outside = (n as u64).saturating_sub(inside);
+    json!({"lo": lo, "hi": hi, "counts": counts, "below": outside / 2, "above": outside - outside / 2})
+}
+
+fn activation_lines(spec: &Spec) -> Vec<Value> {
+    let bn = spec.placement != "none";
+    (0..spec.evals)
+        .map(|i| {
+            let t = i as f64 / spec.evals as f64;
+            // Without BN the tracked input drifts and widens; with BN it stays put.
+            let (mu, sigma) = if bn { (0.0, 1.0) } else { (1.5 * t, 0.5 + 1.5 * t) };
+            let layers: Vec<Value> = (0..3)
+                .map(|l| {
+                    let m = mu * (l as f64 + 1.0) / 3.0;
+                    json!({"layer": l, "units": 100, "p15": m - sigma, "p50": m, "p85": m + sigma,
+                           "mean": m, "std": sigma, "hist": histogram(m, sigma)})
+                })
+                .collect();
+            json!({"step": i * 100,
+                   "tracked": {"layer": 2, "unit": 0, "p15": mu - sigma, "p50": mu, "p85": mu + sigma},
+                   "layers": layers})
+        })
+        .collect()
+}
+
+fn summary(spec: &Spec, metrics: &[Value]) -> Value {
+    let last = metrics.last().unwrap();
+    let steps_to = |t: f64| {
+        metrics
+            .iter()
+            .find(|m| m["test_loss"].is_number() && m["test_acc"].as_f64().unwrap() >= t)
+            .map(|m| m["step"].clone())
+            .unwrap_or(Value::Null)
+    };
+    json!({"name": config(spec)["name"], "study": "fixture",
+           "status": if spec.diverge_at.is_some() { "diverged" } else { "finished" },
+           "diverged_at": spec.diverge_at, "steps": last["step"],
+           "final_test_acc": last["test_acc"], "final_test_loss": last["test_loss"],
+           "steps_to": {"0.9": steps_to(0.9), "0.95": steps_to(0.95), "0.97": steps_to(0.97),
+                        "0.98": steps_to(0.98)},
+           "population": null, "wall_s": 1.0, "steps_per_s": 100.0})
+}
+
+fn write_lines(path: &Path, lines: &[Value]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    fs::write(path, text).unwrap();
+}
+
+/// Write a complete, well-formed run folder and return it.
+fn write_run(study: &Path, spec: &Spec) -> PathBuf {
+    let cfg = config(spec);
+    let dir = study.join(cfg["name"].as_str().unwrap());
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let metrics = metrics_lines(spec);
+    write_lines(&dir.join("metrics.jsonl"), &metrics);
+    write_lines(&dir.join("activations.jsonl"), &activation_lines(spec));
+    fs::write(
+        dir.join("summary.json"),
+        summary(spec, &metrics).to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+/// Two groups (no BN / BN before) × two seeds, 20 evaluations each.
+fn placement_study(root: &Path) -> PathBuf {
+    let study = root.join("placement");
+    for placement in ["none", "before"] {
+        for seed in [0, 1] {
+            let spec = Spec {
+                placement,
+                lr: 1.0,
+                seed,
+                evals: 20,
+                diverge_at: None,
+            };
+            write_run(&study, &spec);
+        }
+    }
+    study
+}
+
+/// Learning-rate sweep: two placements × three rates × two seeds; no BN at the top rate
+/// diverges in one seed.
+fn lr_sweep_study(root: &Path) -> PathBuf {
+    let study = root.join("lr_sweep");
+    for placement in ["none", "before"] {
+        for lr in [0.1, 0.5, 2.0] {
+            for seed in [0, 1] {
+                let diverge_at = (placement == "none" && lr == 2.0 && seed == 1).then_some(400);
+                write_run(
+                    &study,
+                    &Spec {
+                        placement,
+                        lr,
+                        seed,
+                        evals: 12,
+                        diverge_at,
+                    },
+                );
+            }
+        }
+    }
+    study
+}
+
+/// A run with every kind of damage: last metrics line cut mid-JSON, a `null` and a bare `NaN`,
+/// no activations.jsonl, no summary.json.
+fn damaged_run(root: &Path) -> PathBuf {
+    let spec = Spec {
+        placement: "none",
+        lr: 1.0,
+        seed: 0,
+        evals: 20,
+        diverge_at: None,
+    };
+    let dir = write_run(&root.join("damaged"), &spec);
+    fs::remove_file(dir.join("activations.jsonl")).unwrap();
+    fs::remove_file(dir.join("summary.json")).unwrap();
+    let mut text = fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    text = text.replacen("\"test_loss\":", "\"test_loss\":null,\"was\":", 1);
+    text.push_str("{\"step\": 2000, \"test_loss\": NaN, \"test_acc\": 0.5}\n");
+    text.push_str("{\"step\": 2100, \"train_loss\": 0.1, \"test_lo");
+    fs::write(dir.join("metrics.jsonl"), text).unwrap();
+    dir
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn request(inputs: Vec<PathBuf>, out: &Path, format: ImageFormat) -> PlotRequest {
+    PlotRequest {
+        inputs,
+        out: out.to_path_buf(),
+        format,
+        write_index: false,
+        echo_warnings: false,
+    }
+}
+
+fn plot(inputs: Vec<PathBuf>, out: &Path) -> PlotReport {
+    make_plots(&request(inputs, out, ImageFormat::Png)).expect("plotting failed")
+}
+
+fn png(path: &Path) -> RgbImage {
+    image::open(path)
+        .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()))
+        .to_rgb8()
+}
+
+/// Pixels of exactly `colour` within the fractional box `[x0, x1) × [y0, y1)` of the image.
+fn count_colour(img: &RgbImage, colour: (u8, u8, u8), bx: (f64, f64), by: (f64, f64)) -> usize {
+    let (w, h) = (img.width() as f64, img.height() as f64);
+    let mut n = 0;
+    for y in (by.0 * h) as u32..(by.1 * h) as u32 {
+        for x in (bx.0 * w) as u32..(bx.1 * w) as u32 {
+            let p = img.get_pixel(x, y).0;
+            n += usize::from((p[0], p[1], p[2]) == colour);
+        }
+    }
+    n
+}
+
+fn bn_exp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+        .args(args)
+        .output()
+        .expect("cannot run bn-exp")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn placement_study_writes_every_figure_as_a_decodable_png() {
+    let tmp = TempDir::new().unwrap();
+    let study = placement_study(tmp.path());
+    let out = tmp.path().join("out");
+    let report = plot(vec![study], &out);
+    let expected = [
+        "fig1a_accuracy.png",
+        "fig1bc_percentiles.png",
+        "distributions_bn.placement=none.png",
+        "distributions_bn.placement=before.png",
+    ];
+    let written: Vec<String> = report
+        .figures
+        .iter()
+        .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        written, expected,
+        "no study plots without an lr or batch-size sweep"
+    );
+    for name in expected {
+        let img = png(&out.join(name));
+        let (w, h) = img.dimensions();
+        assert!((1200..=1600).contains(&w), "{name}: width {w}");
+        assert!((700..=1100).contains(&h), "{name}: height {h}");
+    }
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+}
+
+#[test]
+fn figures_are_not_blank_and_titles_render() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out");
+    plot(vec![placement_study(tmp.path())], &out);
+    let fig1a = png(&out.join("fig1a_accuracy.png"));
+    // Inside the accuracy panel (left half, below the title, above the legend).
+    for colour in [BLUE, VERMILLION] {
+        let n = count_colour(&fig1a, colour, (0.08, 0.48), (0.15, 0.75));
+        assert!(n > 100, "fig1a accuracy panel has {n} pixels of {colour:?}");
+        let n = count_colour(&fig1a, colour, (0.58, 0.98), (0.15, 0.75));
+        assert!(n > 100, "fig1a loss panel has {n} pixels of {colour:?}");
+    }
+    for name in [
+        "fig1a_accuracy.png",
+        "fig1bc_percentiles.png",
+        "distributions_bn.placement=none.png",
+    ] {
+        let img = png(&out.join(name));
+        let dark = (0..50)
+            .flat_map(|y| (0..img.width()).map(move |x| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y).0.iter().all(|c| *c < 80))
+            .count();
+        assert!(dark > 200, "{name}: title area has only {dark} dark pixels");
+    }
+}
+
+#[test]
+fn each_group_keeps_its_colour_in_every_figure() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out");
+    let report = plot(vec![placement_study(tmp.path())], &out);
+    let labels: Vec<(&str, (u8, u8, u8))> = report
+        .groups
+        .iter()
+        .map(|g| (g.label.as_str(), g.rgb))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("bn.placement=none", BLUE),
+            ("bn.placement=before", VERMILLION)
+        ]
+    );
+
+    let panels = png(&out.join("fig1bc_percentiles.png"));
+    let (left, right, rows) = ((0.0, 0.5), (0.5, 1.0), (0.1, 0.8));
+    assert!(count_colour(&panels, BLUE, left, rows) > 100);
+    assert_eq!(count_colour(&panels, VERMILLION, left, rows), 0);
+    assert!(count_colour(&panels, VERMILLION, right, rows) > 100);
+    assert_eq!(count_colour(&panels, BLUE, right, rows), 0);
+
+    for (file, own, other) in [
+        ("distributions_bn.placement=none.png", BLUE, VERMILLION),
+        ("distributions_bn.placement=before.png", VERMILLION, BLUE),
+    ] {
+        let img = png(&out.join(file));
+        assert!(
+            count_colour(&img, own, (0.0, 1.0), (0.0, 1.0)) > 500,
+            "{file}"
+        );
+        assert_eq!(
+            count_colour(&img, other, (0.0, 1.0), (0.0, 1.0)),
+            0,
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn svg_output_holds_svg_and_title_text() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("svg");
+    let report = make_plots(&request(
+        vec![placement_study(tmp.path())],
+        &out,
+        ImageFormat::Svg,
+    ))
+    .unwrap();
+    assert_eq!(report.figures.len(), 4);
+    for figure in &report.figures {
+        assert_eq!(figure.path.extension().unwrap(), "svg");
+        let svg = fs::read_to_string(&figure.path).unwrap();
+        assert!(svg.contains("<svg"), "{}", figure.path.display());
+    }
+    let fig1a = fs::read_to_string(out.join("fig1a_accuracy.svg")).unwrap();
+    assert!(fig1a.contains("Figure 1(a)"));
+    assert!(fig1a.contains("test accuracy (%)"));
+    let fig1bc = fs::read_to_string(out.join("fig1bc_percentiles.svg")).unwrap();
+    assert!(fig1bc.contains("Figure 1(b, c)"));
+}
+
+#[test]
+fn lr_sweep_draws_study_plots_and_marks_the_diverged_run() {
+    let tmp = TempDir::new().unwrap();
+    let study = lr_sweep_study(tmp.path());
+    let out = tmp.path().join("out");
+    let report = plot(vec![study.clone()], &out);
+    for name in ["study_final_acc_vs_lr.png", "study_steps_to_0.97_vs_lr.png"] {
+        let img = png(&out.join(name));
+        assert!(img.width() >= 1000 && img.height() >= 700, "{name}");
+        for colour in [BLUE, VERMILLION] {
+            let n = count_colour(&img, colour, (0.08, 0.97), (0.12, 0.8));
+            assert!(n > 100, "{name}: {n} pixels of {colour:?}");
+        }
+    }
+    assert!(!out.join("study_final_acc_vs_batch_size.png").exists());
+    assert_eq!(report.groups.len(), 6);
+    assert_eq!(report.groups[0].label, "bn.placement=none, optim.lr=0.1");
+
+    let svg_out = tmp.path().join("svg");
+    make_plots(&request(vec![study], &svg_out, ImageFormat::Svg)).unwrap();
+    let svg = fs::read_to_string(svg_out.join("study_final_acc_vs_lr.svg")).unwrap();
+    assert!(svg.contains("diverged"), "legend lacks the diverged entry");
+    assert!(svg.contains("bn.placement=none") && svg.contains("bn.placement=before"));
+}
+
+#[test]
+fn study_mode_writes_index_into_study_plots() {
+    let tmp = TempDir::new().unwrap();
+    let study = lr_sweep_study(tmp.path());
+    let args = PlotArgs {
+        inputs: vec![],
+        study: Some(study.clone()),
+        out: None,
+        format: ImageFormat::Png,
+    };
+    let mut req = PlotRequest::from_args(&args).unwrap();
+    req.echo_warnings = false;
+    assert_eq!(req.out, study.join("plots"));
+    let report = make_plots(&req).unwrap();
+    let index = fs::read_to_string(study.join("plots/index.md")).unwrap();
+    assert_eq!(report.index, Some(study.join("plots/index.md")));
+    for figure in &report.figures {
+        let file = figure
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(index.contains(&format!("]({file})")), "index lacks {file}");
+        assert!(index.contains(&figure.caption));
+    }
+    // Plotting again does not take its own output folder for a run.
+    let again = make_plots(&req).unwrap();
+    assert_eq!(again.figures.len(), report.figures.len());
+}
+
+#[test]
+fn damaged_run_is_plotted_for_what_is_there_with_warnings() {
+    let tmp = TempDir::new().unwrap();
+    let damaged = damaged_run(tmp.path());
+    let healthy = write_run(
+        &tmp.path().join("damaged"),
+        &Spec {
+            placement: "before",
+            lr: 1.0,
+            seed: 0,
+            evals: 20,
+            diverge_at: None,
+        },
+    );
+    let out = tmp.path().join("out");
+    let report = plot(vec![damaged.parent().unwrap().to_path_buf()], &out);
+    assert!(out.join("fig1a_accuracy.png").exists());
+    assert!(
+        out.join("fig1bc_percentiles.png").exists(),
+        "the healthy run still has percentiles"
+    );
+    assert!(out.join("distributions_bn.placement=before.png").exists());
+    assert!(!out.join("distributions_bn.placement=none.png").exists());
+    let warned = |needle: &str| report.warnings.iter().any(|w| w.contains(needle));
+    assert!(warned("not valid JSON"), "{:?}", report.warnings);
+    assert!(
+        warned("activations.jsonl: missing"),
+        "{:?}",
+        report.warnings
+    );
+    assert!(warned("no summary.json"), "{:?}", report.warnings);
+    assert!(warned("test_loss"), "{:?}", report.warnings);
+    assert!(
+        !report
+            .warnings
+            .iter()
+            .any(|w| w.contains(&*healthy.to_string_lossy()))
+    );
+}
+
+#[test]
+fn binary_on_a_damaged_run_exits_zero_with_warnings() {
+    let tmp = TempDir::new().unwrap();
+    let run = damaged_run(tmp.path());
+    let output = bn_exp(&["plot", run.to_str().unwrap()]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "exit {:?}\n{stderr}",
+        output.status
+    );
+    assert!(stderr.contains("warning:"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stdout.contains("wrote"), "{stdout}");
+    assert!(run.join("plots/fig1a_accuracy.png").exists());
+}
+
+#[test]
+fn missing_or_empty_inputs_fail_with_a_clear_message() {
+    let tmp = TempDir::new().unwrap();
+    let empty = tmp.path().join("empty_study");
+    fs::create_dir_all(empty.join("not_a_run")).unwrap();
+    let unreadable = tmp.path().join("nothing_drawable/run");
+    fs::create_dir_all(&unreadable).unwrap();
+    fs::write(unreadable.join("metrics.jsonl"), "{\"step\": 0, \"test_a").unwrap();
+    let missing = tmp.path().join("does_not_exist");
+    let cases: [(Vec<&str>, &str); 4] = [
+        (vec!["plot", missing.to_str().unwrap()], "does not exist"),
+        (vec!["plot", empty.to_str().unwrap()], "no run folders"),
+        (
+            vec!["plot", unreadable.to_str().unwrap()],
+            "nothing could be drawn",
+        ),
+        (vec!["plot"], "nothing to plot"),
+    ];
+    for (args, message) in cases {
+        let output = bn_exp(&args);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn extreme_and_out_of_contract_values_neither_panic_nor_hang() {
+    // Spans near f64::MAX once sent plotters' tick search into an endless loop.
+    let tmp = TempDir::new().unwrap();
+    let run = tmp.path().join("extreme");
+    fs::create_dir_all(&run).unwrap();
+    fs::write(
+        run.join("config.json"),
+        r#"{"name": "x", "seed": 0, "optim": {"lr": 1e300}}"#,
+    )
+    .unwrap();
+    let metrics = [
+        r#"{"step": 0, "test_loss": 1e-300, "test_acc": 5.0}"#,
+        r#"{"step": 10, "test_loss": 1e300, "test_acc": -3}"#,
+        r#"{"step": 20, "test_loss": 0.5, "test_acc": 0.5}"#,
+        r#"{"step": 18446744073709551615, "test_loss": 1.0, "test_acc": 0.9}"#,
+    ];
+    fs::write(run.join("metrics.jsonl"), metrics.join("\n")).unwrap();
+    let activations = [
+        r#"{"step": 0, "tracked": {"p15": -1e308, "p50": 0, "p85": 1e308},
+            "layers": [{"layer": 0, "hist": {"lo": -1e308, "hi": 1e308, "counts": [1, 2]}}]}"#,
+        r#"{"step": 20, "tracked": {"p15": 1, "p50": 2, "p85": 3},
+            "layers": [{"layer": 0, "hist": {"lo": 0, "hi": 1e-300, "counts": [1e300]}},
+                       {"layer": 1, "hist": {"lo": -1, "hi": 1, "counts": [3, "x"], "below": -5}}]}"#,
+    ];
+    let activations: Vec<String> = activations.iter().map(|l| l.replace('\n', " ")).collect();
+    fs::write(run.join("activations.jsonl"), activations.join("\n")).unwrap();
+    fs::write(
+        run.join("summary.json"),
+        r#"{"status": "diverged", "diverged_at": "x"}"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let report = plot(vec![run], &out);
+    assert!(out.join("fig1a_accuracy.png").exists());
+    assert!(out.join("fig1bc_percentiles.png").exists());
+    assert!(
+        report.warnings.iter().any(|w| w.contains("out of range")),
+        "{:?}",
+        report.warnings
+    );
+}
