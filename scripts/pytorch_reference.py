@@ -5,7 +5,7 @@ Same shapes, init, optimiser and step as `bn-exp bench` (see src/bench.rs and co
   mlp, mlp-bn : 784-100-100-100-10 sigmoid MLP, batch 60, N(0, 0.01^2) init, SGD lr 1.0,
                 BN before the sigmoid (no bias before BN) in mlp-bn;
   cnn, cnn-bn : conv3x3 3->32, [BN], ReLU, maxpool2; conv3x3 32->64, [BN], ReLU, maxpool2;
-                linear 4096->10; batch 128; He init; SGD lr 0.05, momentum 0.9, wd 5e-4.
+                linear 4096->10; batch 128; He init; SGD lr 0.01, momentum 0.9, wd 5e-4.
 A step = gather a batch by index from a pool of random inputs, forward, cross-entropy,
 backward, SGD update, and read the loss (as bn-exp does, to detect divergence).
 
@@ -69,8 +69,8 @@ def cnn(bn: bool) -> nn.Module:
 WORKLOADS = {
     "mlp": dict(make=lambda: mlp(False), shape=(784,), batch=60, lr=1.0, momentum=0.0, wd=0.0),
     "mlp-bn": dict(make=lambda: mlp(True), shape=(784,), batch=60, lr=1.0, momentum=0.0, wd=0.0),
-    "cnn": dict(make=lambda: cnn(False), shape=(3, 32, 32), batch=128, lr=0.05, momentum=0.9, wd=5e-4),
-    "cnn-bn": dict(make=lambda: cnn(True), shape=(3, 32, 32), batch=128, lr=0.05, momentum=0.9, wd=5e-4),
+    "cnn": dict(make=lambda: cnn(False), shape=(3, 32, 32), batch=128, lr=0.01, momentum=0.9, wd=5e-4),
+    "cnn-bn": dict(make=lambda: cnn(True), shape=(3, 32, 32), batch=128, lr=0.01, momentum=0.9, wd=5e-4),
 }
 
 
