@@ -67,13 +67,23 @@ pub fn batch_norm_train_fused<const D: usize>(
     }
 }
 
-/// A float the kernels run in.
-trait Real: Copy + bytemuck::Pod + burn::tensor::Element {
+/// A float the kernels run in: f32 in training, f64 in the reference tests.
+trait Real:
+    Copy
+    + bytemuck::Pod
+    + burn::tensor::Element
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::AddAssign
+{
+    const ZERO: Self;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
 }
 
 impl Real for f32 {
+    const ZERO: Self = 0.0;
     fn to_f64(self) -> f64 {
         self as f64
     }
@@ -83,6 +93,7 @@ impl Real for f32 {
 }
 
 impl Real for f64 {
+    const ZERO: Self = 0.0;
     fn to_f64(self) -> f64 {
         self
     }
@@ -113,36 +124,82 @@ fn tensor_from<T: Real>(v: Vec<T>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, shape))
 }
 
-/// Per-channel sums over N and the inner positions, accumulated in f64.
+/// Per-channel sums of `f(x, ...)` over N and the inner positions. For `[N, C]` the rows are
+/// added as vectors (channels contiguous, so the loop vectorises); for `[N, C, H, W]` each
+/// channel's contiguous H·W run is summed in `T` and the runs are accumulated in f64.
 fn channel_sums<T: Real>(
-    x: &[T],
     n: usize,
     c: usize,
     inner: usize,
-    mut f: impl FnMut(usize, T) -> f64,
+    f: impl Fn(usize, usize) -> T, // (flat index, channel) -> term
 ) -> Vec<f64> {
-    let mut sums = vec![0.0f64; c];
     if inner == 1 {
-        // [N, C]: walk rows, channels contiguous.
+        let mut acc = vec![T::ZERO; c];
         for i in 0..n {
-            let row = &x[i * c..(i + 1) * c];
-            for (ch, &v) in row.iter().enumerate() {
-                sums[ch] += f(ch, v);
+            let base = i * c;
+            for (ch, a) in acc.iter_mut().enumerate() {
+                *a += f(base + ch, ch);
+            }
+        }
+        acc.into_iter().map(Real::to_f64).collect()
+    } else {
+        let mut sums = vec![0.0f64; c];
+        for i in 0..n {
+            for (ch, sum) in sums.iter_mut().enumerate() {
+                let start = (i * c + ch) * inner;
+                let mut s = T::ZERO;
+                for k in start..start + inner {
+                    s += f(k, ch);
+                }
+                *sum += s.to_f64();
+            }
+        }
+        sums
+    }
+}
+
+/// Per-channel coefficients of [`per_channel_affine2`].
+struct Coefficients<T> {
+    a: Vec<T>,
+    b: Vec<T>,
+    mu: Vec<T>,
+    d: Vec<T>,
+}
+
+/// out[k] = a[ch]·u[k] + b[ch]·(v[k] − μ[ch]) + d[ch] for every element k of channel ch: the one
+/// loop both passes need (forward: a = 0, b = γ/σ, v = x, d = β; backward: the expanded ∂x).
+/// Centring v before scaling keeps float32 exact where σ is tiny next to μ (a constant input).
+fn per_channel_affine2<T: Real>(
+    u: &[T],
+    v: &[T],
+    coef: &Coefficients<T>,
+    n: usize,
+    c: usize,
+    inner: usize,
+) -> Vec<T> {
+    let Coefficients { a, b, mu, d } = coef;
+    let mut out = vec![T::ZERO; u.len()];
+    if inner == 1 {
+        for i in 0..n {
+            let r = i * c..(i + 1) * c;
+            let (o, u, v) = (&mut out[r.clone()], &u[r.clone()], &v[r]);
+            for ch in 0..c {
+                o[ch] = a[ch] * u[ch] + b[ch] * (v[ch] - mu[ch]) + d[ch];
             }
         }
     } else {
         for i in 0..n {
-            for (ch, sum) in sums.iter_mut().enumerate() {
-                let start = (i * c + ch) * inner;
-                let mut s = 0.0f64;
-                for &v in &x[start..start + inner] {
-                    s += f(ch, v);
+            for ch in 0..c {
+                let r = (i * c + ch) * inner..(i * c + ch + 1) * inner;
+                let (o, u, v) = (&mut out[r.clone()], &u[r.clone()], &v[r]);
+                let (a, b, mu, d) = (a[ch], b[ch], mu[ch], d[ch]);
+                for k in 0..inner {
+                    o[k] = a * u[k] + b * (v[k] - mu) + d;
                 }
-                *sum += s;
             }
         }
     }
-    sums
+    out
 }
 
 /// Forward: (y, mean, biased var) as flat vectors.
@@ -155,46 +212,33 @@ fn forward<T: Real>(
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (n, c, inner) = split_shape(dims);
     let m = (n * inner) as f64;
-    let mean: Vec<f64> = channel_sums(x, n, c, inner, |_, v| v.to_f64())
+    let mean: Vec<f64> = channel_sums(n, c, inner, |k, _| x[k])
         .into_iter()
         .map(|s| s / m)
         .collect();
-    let var: Vec<f64> = channel_sums(x, n, c, inner, |ch, v| {
-        let d = v.to_f64() - mean[ch];
+    let mean_t: Vec<T> = mean.iter().map(|&v| T::from_f64(v)).collect();
+    // Two passes: the variance of (x − μ) loses nothing to cancellation.
+    let var: Vec<f64> = channel_sums(n, c, inner, |k, ch| {
+        let d = x[k] - mean_t[ch];
         d * d
     })
     .into_iter()
     .map(|s| s / m)
     .collect();
-    // y = scale·x + shift, scale = γ/√(σ²+ε), shift = β − scale·μ
-    let scale: Vec<f64> = (0..c)
-        .map(|ch| gamma[ch].to_f64() / (var[ch] + eps).sqrt())
-        .collect();
-    let shift: Vec<f64> = (0..c)
-        .map(|ch| beta[ch].to_f64() - scale[ch] * mean[ch])
-        .collect();
-    let mut y = vec![T::from_f64(0.0); x.len()];
-    for i in 0..n {
-        for ch in 0..c {
-            let (s, b) = (scale[ch], shift[ch]);
-            let start = (i * c + ch) * inner;
-            for (out, &v) in y[start..start + inner]
-                .iter_mut()
-                .zip(&x[start..start + inner])
-            {
-                *out = T::from_f64(s * v.to_f64() + b);
-            }
-        }
-    }
-    (
-        y,
-        mean.into_iter().map(T::from_f64).collect(),
-        var.into_iter().map(T::from_f64).collect(),
-    )
+    // y = γ/√(σ²+ε)·(x − μ) + β
+    let coef = Coefficients {
+        a: vec![T::ZERO; c],
+        b: (0..c)
+            .map(|ch| T::from_f64(gamma[ch].to_f64() / (var[ch] + eps).sqrt()))
+            .collect(),
+        mu: mean_t,
+        d: beta.to_vec(),
+    };
+    let y = per_channel_affine2(x, x, &coef, n, c, inner);
+    (y, coef.mu, var.into_iter().map(T::from_f64).collect())
 }
 
 /// Backward: (∂x, ∂γ, ∂β) from the upstream gradient `g`.
-#[allow(clippy::too_many_arguments)]
 fn backward<T: Real>(
     x: &[T],
     g: &[T],
@@ -210,40 +254,27 @@ fn backward<T: Real>(
         .iter()
         .map(|v| 1.0 / (v.to_f64() + eps).sqrt())
         .collect();
-    let mean: Vec<f64> = mean.iter().map(|v| v.to_f64()).collect();
-    let mut dbeta = vec![0.0f64; c];
-    let mut dgamma = vec![0.0f64; c];
-    for i in 0..n {
-        for ch in 0..c {
-            let start = (i * c + ch) * inner;
-            let (mu, is) = (mean[ch], inv_std[ch]);
-            let (mut sb, mut sg) = (0.0f64, 0.0f64);
-            for (&gv, &xv) in g[start..start + inner].iter().zip(&x[start..start + inner]) {
-                let gv = gv.to_f64();
-                sb += gv;
-                sg += gv * (xv.to_f64() - mu) * is;
-            }
-            dbeta[ch] += sb;
-            dgamma[ch] += sg;
-        }
-    }
-    let mut dx = vec![T::from_f64(0.0); x.len()];
-    for i in 0..n {
-        for ch in 0..c {
-            let start = (i * c + ch) * inner;
-            let (mu, is) = (mean[ch], inv_std[ch]);
-            let k = gamma[ch].to_f64() * is;
-            let (mb, mg) = (dbeta[ch] / m, dgamma[ch] / m);
-            for ((out, &gv), &xv) in dx[start..start + inner]
-                .iter_mut()
-                .zip(&g[start..start + inner])
-                .zip(&x[start..start + inner])
-            {
-                let xhat = (xv.to_f64() - mu) * is;
-                *out = T::from_f64(k * (gv.to_f64() - mb - xhat * mg));
-            }
-        }
-    }
+    let dbeta = channel_sums(n, c, inner, |k, _| g[k]);
+    // ∂γ = Σ g·x̂ = Σ g·(x − μ) / σ
+    let dgamma: Vec<f64> = channel_sums(n, c, inner, |k, ch| g[k] * (x[k] - mean[ch]))
+        .into_iter()
+        .zip(&inv_std)
+        .map(|(s, is)| s * is)
+        .collect();
+    // ∂x = k·(g − ∂β/m − x̂·∂γ/m) with k = γ/σ and x̂ = (x − μ)/σ,
+    // i.e. k·g + (−k·∂γ/(m·σ))·(x − μ) + (−k·∂β/m).
+    let k: Vec<f64> = (0..c).map(|ch| gamma[ch].to_f64() * inv_std[ch]).collect();
+    let coef = Coefficients {
+        a: k.iter().map(|&k| T::from_f64(k)).collect(),
+        b: (0..c)
+            .map(|ch| T::from_f64(-k[ch] * dgamma[ch] / m * inv_std[ch]))
+            .collect(),
+        mu: mean.to_vec(),
+        d: (0..c)
+            .map(|ch| T::from_f64(-k[ch] * dbeta[ch] / m))
+            .collect(),
+    };
+    let dx = per_channel_affine2(g, x, &coef, n, c, inner);
     (
         dx,
         dgamma.into_iter().map(T::from_f64).collect(),
