@@ -3,7 +3,7 @@
 
 use anyhow::{Result, bail};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Tolerance when comparing numbers read back from JSON: `1` and `1.0` are the same learning
 /// rate, and a value that went through a float print/parse round trip may differ in the last bit.
@@ -73,32 +73,11 @@ pub fn get_path<'a>(config: &'a Value, path: &str) -> Option<&'a Value> {
         .try_fold(config, |node, segment| node.as_object()?.get(segment))
 }
 
-/// Set `path` in `config` to `value`, creating the objects on the way, as `train --set` does.
+/// Set `path` in `config` to `value`, creating the objects on the way: `train --set`'s own code,
+/// after the stricter key-path check studies make.
 pub fn set_path(config: &mut Value, path: &str, value: Value) -> Result<()> {
     check_key_path(path)?;
-    let segments: Vec<&str> = path.split('.').collect();
-    let (last, parents) = segments
-        .split_last()
-        .expect("a checked key path has a segment");
-    let mut node = config;
-    let mut walked = String::new();
-    for segment in parents {
-        if !walked.is_empty() {
-            walked.push('.');
-        }
-        walked.push_str(segment);
-        let Some(object) = node.as_object_mut() else {
-            bail!("cannot set `{path}`: the config above `{walked}` is not an object");
-        };
-        node = object
-            .entry(segment.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
-    }
-    let Some(object) = node.as_object_mut() else {
-        bail!("cannot set `{path}`: `{walked}` is not an object in the config");
-    };
-    object.insert(last.to_string(), value);
-    Ok(())
+    crate::config::set_path(config, path, value)
 }
 
 /// Equality of JSON values where numbers compare by value (`1` equals `1.0`).
