@@ -46,7 +46,7 @@
 //! value per channel (m = 1), where the variance, and so the gradient, is undefined (PyTorch
 //! raises the same error). It does not panic.
 //!
-//! The training path is one fused kernel with a hand-written backward ([`crate::bn_kernel`]): the
+//! The training path is one fused kernel with a hand-written backward ([`crate::kernels`]): the
 //! paper's closed-form gradients (∂ℓ/∂x̂, ∂ℓ/∂σ²_B and ∂ℓ/∂μ_B folded into one expression),
 //! computed channel by channel in place, instead of differentiating through the reductions one op
 //! at a time.
@@ -54,7 +54,7 @@
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::bn_kernel::batch_norm_train_fused;
+use crate::kernels::batch_norm_train_fused;
 
 pub use crate::config::InferenceStats;
 

@@ -6,12 +6,12 @@
 pub mod backend;
 pub mod batch_norm;
 pub mod bench;
-pub mod bn_kernel;
 pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod data;
 pub mod fetch;
+pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod plot;

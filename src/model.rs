@@ -21,7 +21,7 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
-use burn::tensor::activation::{relu, sigmoid, tanh};
+use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::batch_norm::{BatchNorm, BatchStats, BnMode, InferenceStats, tensor_to_f32};
@@ -309,7 +309,7 @@ impl Net {
 
     fn activate<const D: usize>(&self, z: Tensor<D>) -> Tensor<D> {
         match self.spec.activation {
-            Activation::Sigmoid => sigmoid(z),
+            Activation::Sigmoid => crate::kernels::sigmoid(z),
             Activation::Relu => relu(z),
             Activation::Tanh => tanh(z),
         }
