@@ -584,8 +584,8 @@ mod tests {
             Tensor::<2>::from_floats([[-3.0, -0.5, 0.0], [0.25, 2.0, 9.0]], &device).require_grad();
         let y = sigmoid(x.clone());
         let grads = (y.clone() * y.clone()).sum().backward();
-        let g: Vec<f32> = x.grad(&grads).unwrap().into_data().to_vec().unwrap();
-        let yv: Vec<f32> = y.into_data().to_vec().unwrap();
+        let g: Vec<f32> = x.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
+        let yv: Vec<f32> = y.into_data().try_to_vec().unwrap();
         for (gi, yi) in g.iter().zip(&yv) {
             // d/dx y² = 2y·y(1 − y)
             let want = 2.0 * yi * yi * (1.0 - yi);
