@@ -120,11 +120,14 @@ fn summary_line(s: &Summary, run_dir: &Path) -> String {
             s.diverged_at.unwrap_or(0)
         )
     } else {
+        let stats = match s.final_inference.as_str() {
+            "none" => String::new(),
+            name => format!(" (BN with {name} statistics)"),
+        };
         format!(
-            "{}: test accuracy {} ({} statistics), best {} at step {}",
+            "{}: test accuracy {}{stats}, best {} at step {}",
             s.name,
             pct(s.final_test_acc),
-            s.final_inference,
             pct(s.best_test_acc),
             s.best_step.unwrap_or(0)
         )
