@@ -101,10 +101,7 @@ fn flex_sigmoid(x: &FlexTensor) -> FlexTensor {
                 .collect();
             tensor_from(y, dims)
         }
-        other => {
-            let x32 = FlexTensor::from_data(x.clone().into_data().convert_dtype(DType::F32));
-            FlexTensor::from_data(flex_sigmoid(&x32).into_data().convert_dtype(other))
-        }
+        other => as_dtype(flex_sigmoid(&as_f32(x)), other),
     }
 }
 
@@ -413,14 +410,24 @@ fn flex_forward(
         DType::F64 => run!(f64),
         DType::F32 => run!(f32),
         other => {
-            let cast = |t: &FlexTensor| {
-                FlexTensor::from_data(t.clone().into_data().convert_dtype(DType::F32))
-            };
-            let (y, mean, var) = flex_forward(&cast(x), &cast(gamma), &cast(beta), eps);
-            let back = |t: FlexTensor| FlexTensor::from_data(t.into_data().convert_dtype(other));
-            (back(y), back(mean), back(var))
+            let (y, mean, var) = flex_forward(&as_f32(x), &as_f32(gamma), &as_f32(beta), eps);
+            (
+                as_dtype(y, other),
+                as_dtype(mean, other),
+                as_dtype(var, other),
+            )
         }
     }
+}
+
+/// A float32 copy, for dtypes the kernels do not run natively (f16, bf16).
+fn as_f32(t: &FlexTensor) -> FlexTensor {
+    FlexTensor::from_data(t.clone().into_data().convert_dtype(DType::F32))
+}
+
+/// `t` converted back to `dtype`.
+fn as_dtype(t: FlexTensor, dtype: DType) -> FlexTensor {
+    FlexTensor::from_data(t.into_data().convert_dtype(dtype))
 }
 
 fn flex_backward(
@@ -453,31 +460,21 @@ fn flex_backward(
     }
     match x.dtype() {
         DType::F64 => run!(f64),
-        _ => {
-            let cast = |t: &FlexTensor| {
-                FlexTensor::from_data(t.clone().into_data().convert_dtype(DType::F32))
-            };
-            let dtype = x.dtype();
-            let (dx, dgamma, dbeta) = if dtype == DType::F32 {
-                run!(f32)
-            } else {
-                flex_backward(
-                    &cast(x),
-                    &cast(g),
-                    &cast(gamma),
-                    &cast(mean),
-                    &cast(var),
-                    eps,
-                )
-            };
-            let back = |t: FlexTensor| {
-                if dtype == DType::F32 {
-                    t
-                } else {
-                    FlexTensor::from_data(t.into_data().convert_dtype(dtype))
-                }
-            };
-            (back(dx), back(dgamma), back(dbeta))
+        DType::F32 => run!(f32),
+        other => {
+            let (dx, dgamma, dbeta) = flex_backward(
+                &as_f32(x),
+                &as_f32(g),
+                &as_f32(gamma),
+                &as_f32(mean),
+                &as_f32(var),
+                eps,
+            );
+            (
+                as_dtype(dx, other),
+                as_dtype(dgamma, other),
+                as_dtype(dbeta, other),
+            )
         }
     }
 }
