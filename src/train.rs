@@ -394,7 +394,8 @@ pub fn run(
         if state.step % 25 == 0 || is_eval {
             bar.set_position(state.step);
             bar.set_message(format!(
-                "loss {loss:.4}  test acc {}",
+                "{:.0} steps/s  loss {loss:.4}  test acc {}",
+                bar.per_sec(),
                 if last_acc.is_nan() {
                     "-".to_string()
                 } else {
@@ -416,11 +417,9 @@ fn progress_bar(config: &Config, quiet: bool, position: u64) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(config.steps), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}",
-        )
-        .expect("valid progress template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}")
+            .expect("valid progress template")
+            .progress_chars("=> "),
     );
     bar.set_prefix(config.name.clone());
     bar.set_position(position);
