@@ -86,7 +86,7 @@ pub fn train_command(args: &TrainArgs) -> Result<ExitCode> {
         quiet: args.quiet,
         stop_after: args.stop_after,
     };
-    match run(&config, &data, &run_dir, &opts)? {
+    match run(&config, data, &run_dir, &opts)? {
         Outcome::Finished(s) | Outcome::Diverged(s) => {
             println!("{}", summary_line(&s, &run_dir));
             Ok(exit_code_for(&s))
@@ -218,15 +218,14 @@ pub struct DeviceSplit {
 }
 
 impl DeviceSplit {
-    pub fn upload(split: &Split, device: &Device) -> Self {
+    /// Move a split onto the device (no copy of the images on the CPU backend).
+    pub fn upload(split: Split, device: &Device) -> Self {
         let features = split.feature_len();
-        let images = Tensor::from_data(
-            TensorData::new(split.images.clone(), [split.len, features]),
-            device,
-        );
+        let images =
+            Tensor::from_data(TensorData::new(split.images, [split.len, features]), device);
         Self {
             images,
-            labels: split.labels.clone(),
+            labels: split.labels,
             len: split.len,
             features,
         }
@@ -305,7 +304,7 @@ struct Runner<'a> {
 /// `run_dir` must exist and hold `config.json`; a `checkpoint/` in it is resumed from.
 pub fn run(
     config: &Config,
-    data: &LoadedData,
+    data: LoadedData,
     run_dir: &Path,
     opts: &TrainOptions,
 ) -> Result<Outcome> {
@@ -335,8 +334,8 @@ pub fn run(
     let mut runner = Runner {
         config,
         run_dir,
-        train: DeviceSplit::upload(&data.train, &device),
-        test: DeviceSplit::upload(&data.test, &device),
+        train: DeviceSplit::upload(data.train, &device),
+        test: DeviceSplit::upload(data.test, &device),
         device,
         train_device,
         probe_indices,
