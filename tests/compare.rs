@@ -130,12 +130,16 @@ fn write_fixture(study_dir: &Path, run: &Fixture) -> PathBuf {
         })
         .collect();
     std::fs::write(dir.join("metrics.jsonl"), metrics).unwrap();
+    let population = match population_acc_of(run) {
+        Some(acc) => json!({"test_acc": acc, "test_loss": 0.3, "batches": 10}),
+        None => Value::Null,
+    };
     let summary = json!({
         "name": run.name, "study": "fixture",
         "status": if run.finished() { "finished" } else { "diverged" },
         "diverged_at": run.diverged_at, "steps": 500,
         "final_test_acc": 0.5, "best_test_acc": 0.5, "best_step": 0, "steps_to": {},
-        "population": null, "drift": null,
+        "population": population, "drift": null,
         "wall_s": run.wall_s, "steps_per_s": run.steps_per_s, "backend": "flex", "threads": 1,
     });
     std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
@@ -186,6 +190,12 @@ fn best_of(run: &Fixture) -> f64 {
 
 fn last_of(run: &Fixture) -> f64 {
     *accs_of(run).last().unwrap()
+}
+
+/// What train would put in `summary.population` for a fixture: BN runs that finished get a
+/// population-statistics accuracy (made distinct from the last evaluation); others `null`.
+fn population_acc_of(run: &Fixture) -> Option<f64> {
+    (run.placement != "none" && run.finished()).then(|| last_of(run) - 0.002 * run.seed as f64)
 }
 
 fn first_reaching(run: &Fixture, target: f64) -> Option<u64> {
@@ -243,6 +253,14 @@ fn accuracy_columns_are_mean_and_sample_std_of_finished_runs() {
             assert!(close(best_acc.std.unwrap(), sample_std(&bests)));
         } else {
             assert_eq!(final_acc.std, None, "a single run has no spread");
+        }
+        let pops: Vec<f64> = ok.iter().filter_map(|run| population_acc_of(run)).collect();
+        match row.population_acc {
+            Some(pop) => {
+                assert!(close(pop.mean, mean(&pops)), "{placement}");
+                assert_eq!(pop.n, pops.len());
+            }
+            None => assert!(pops.is_empty(), "{placement}: population accuracy missing"),
         }
         let walls: Vec<f64> = ok.iter().map(|run| run.wall_s).collect();
         let rates: Vec<f64> = ok.iter().map(|run| run.steps_per_s).collect();

@@ -158,6 +158,8 @@ pub fn render_csv(cmp: &Comparison) -> String {
         "final_acc_std",
         "best_acc_mean",
         "best_acc_std",
+        "population_acc_mean",
+        "population_acc_std",
     ]
     .map(String::from)
     .to_vec();
@@ -189,6 +191,8 @@ pub fn render_csv(cmp: &Comparison) -> String {
             num(group.final_acc.and_then(|s| s.std)),
             num(group.best_acc.map(|s| s.mean)),
             num(group.best_acc.and_then(|s| s.std)),
+            num(group.population_acc.map(|s| s.mean)),
+            num(group.population_acc.and_then(|s| s.std)),
         ];
         for steps in &group.steps_to {
             row.push(num(steps.mean_steps));
@@ -242,7 +246,7 @@ fn baseline_sentence(cmp: &Comparison) -> String {
 
 /// Header and cells of the group table, shared by the terminal and Markdown.
 fn table_cells(cmp: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut header: Vec<String> = ["group", "n", "final acc %", "best acc %"]
+    let mut header: Vec<String> = ["group", "n", "final acc %", "best acc %", "pop. acc %"]
         .map(String::from)
         .to_vec();
     header.extend(
@@ -269,6 +273,7 @@ fn group_cells(cmp: &Comparison, group: &GroupRow) -> Vec<String> {
         group.n.to_string(),
         acc_cell(group.final_acc),
         acc_cell(group.best_acc),
+        acc_cell(group.population_acc),
     ];
     cells.extend(group.steps_to.iter().map(steps_cell));
     cells.push(speedup_cell(
@@ -298,6 +303,7 @@ fn run_cells(cmp: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
         "last step",
         "final acc %",
         "best acc % (step)",
+        "pop. acc %",
     ]
     .map(String::from)
     .to_vec();
@@ -336,6 +342,8 @@ fn run_row_cells(group: &GroupRow, run: &RunRow) -> Vec<String> {
             (Some(acc), Some(at)) => format!("{:.2} ({at})", acc * 100.0),
             _ => NO_VALUE.into(),
         },
+        run.population_acc
+            .map_or(NO_VALUE.into(), |a| format!("{:.2}", a * 100.0)),
     ];
     cells.extend(run.steps_to.iter().map(|&s| step(s)));
     cells.push(step(run.steps_to_target));

@@ -70,6 +70,8 @@ pub struct RunRecord {
     pub evals: Vec<Eval>,
     pub wall_s: Option<f64>,
     pub steps_per_s: Option<f64>,
+    /// Test accuracy with the paper's population statistics (BN runs with the pass on).
+    pub population_acc: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +83,14 @@ struct SummaryFile {
     wall_s: Option<f64>,
     #[serde(default)]
     steps_per_s: Option<f64>,
+    #[serde(default)]
+    population: Option<PopulationField>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PopulationField {
+    #[serde(default)]
+    test_acc: Option<f64>,
 }
 
 /// Load a done run folder (one holding `summary.json`).
@@ -107,6 +117,7 @@ pub fn load_run(dir: &Path) -> Result<RunRecord> {
         evals,
         wall_s: summary.wall_s,
         steps_per_s: summary.steps_per_s,
+        population_acc: summary.population.and_then(|p| p.test_acc),
     })
 }
 

@@ -94,6 +94,8 @@ pub struct GroupRow {
     /// Accuracy statistics are over finished runs only: a diverged run has no final model.
     pub final_acc: Option<MeanStd>,
     pub best_acc: Option<MeanStd>,
+    /// Final test accuracy with the population statistics of Algorithm 2 (`summary.json`).
+    pub population_acc: Option<MeanStd>,
     pub steps_to: Vec<StepsTo>,
     pub speedup: Option<SpeedUp>,
     pub mean_wall_s: Option<f64>,
@@ -140,6 +142,7 @@ pub struct RunRow {
     pub final_acc: Option<f64>,
     pub best_acc: Option<f64>,
     pub best_step: Option<u64>,
+    pub population_acc: Option<f64>,
     /// First evaluated step with `test_acc >= threshold`, per threshold.
     pub steps_to: Vec<Option<u64>>,
     /// First evaluated step reaching the baseline's target accuracy.
@@ -475,6 +478,7 @@ fn group_row(
             .count(),
         final_acc: mean_std(&column(&|run| run.final_acc)),
         best_acc: mean_std(&column(&|run| run.best_acc)),
+        population_acc: mean_std(&column(&|run| run.population_acc)),
         steps_to,
         speedup,
         mean_wall_s: mean(&column(&|run| run.wall_s)),
@@ -495,6 +499,7 @@ fn run_row(run: &RunRecord, thresholds: &[f64], target: Option<f64>) -> RunRow {
         final_acc: final_acc(&run.evals),
         best_acc: best.map(|(acc, _)| acc),
         best_step: best.map(|(_, step)| step),
+        population_acc: run.population_acc,
         steps_to: thresholds
             .iter()
             .map(|&t| first_step_reaching(&run.evals, t))
