@@ -7,7 +7,7 @@
 //! warm-up, with min and max, because this machine is shared and noisy.
 
 use std::path::Path;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -55,16 +55,19 @@ pub struct BenchReport {
     pub pytorch: Option<serde_json::Value>,
 }
 
+/// The shipped config behind each workload, embedded so the bench needs no file.
+const MLP_BN: &str = include_str!("../configs/mnist_mlp_sigmoid_bn.json");
+const MLP_NOBN: &str = include_str!("../configs/mnist_mlp_sigmoid_nobn.json");
+const CNN_BN: &str = include_str!("../configs/cifar10_cnn_relu_bn.json");
+const CNN_NOBN: &str = include_str!("../configs/cifar10_cnn_relu_nobn.json");
+
 /// The config a step workload trains (the shipped configs' shapes, init and optimiser).
 pub fn workload_config(name: &str) -> Result<Config> {
     let (base, bn) = match name {
-        "mlp" => (
-            include_str!("../configs/mnist_mlp_sigmoid_nobn.json"),
-            false,
-        ),
-        "mlp-bn" => (include_str!("../configs/mnist_mlp_sigmoid_bn.json"), true),
-        "cnn" => (include_str!("../configs/cifar10_cnn_relu_nobn.json"), false),
-        "cnn-bn" => (include_str!("../configs/cifar10_cnn_relu_bn.json"), true),
+        "mlp" => (MLP_NOBN, false),
+        "mlp-bn" => (MLP_BN, true),
+        "cnn" => (CNN_NOBN, false),
+        "cnn-bn" => (CNN_BN, true),
         other => bail!("unknown workload {other:?}; choose from mlp, mlp-bn, cnn, cnn-bn, fig1"),
     };
     let config = config_from_value(serde_json::from_str(base)?)?;
@@ -226,34 +229,39 @@ fn peak_rss_mb() -> f64 {
 fn time_fig1(steps: &[StepResult], data_dir: &Path) -> Result<Fig1Result> {
     let exe = std::env::current_exe()?;
     let tmp = std::env::temp_dir().join(format!("bn-exp-bench-fig1-{}", std::process::id()));
-    let configs = ["mnist_mlp_sigmoid_bn", "mnist_mlp_sigmoid_nobn"];
+    std::fs::create_dir_all(&tmp)?;
+    let nets = [
+        ("mnist_mlp_sigmoid_bn", MLP_BN),
+        ("mnist_mlp_sigmoid_nobn", MLP_NOBN),
+    ];
     let bn = workload_config("mlp-bn")?;
     let t0 = Instant::now();
-    let children: Vec<_> = configs
-        .iter()
-        .map(|name| {
-            let text = match *name {
-                "mnist_mlp_sigmoid_bn" => include_str!("../configs/mnist_mlp_sigmoid_bn.json"),
-                _ => include_str!("../configs/mnist_mlp_sigmoid_nobn.json"),
-            };
-            let cfg_path = tmp.join(format!("{name}.json"));
-            std::fs::create_dir_all(&tmp)?;
-            std::fs::write(&cfg_path, text)?;
-            Command::new(&exe)
-                .args(["train", "--quiet", "--force", "--config"])
-                .arg(&cfg_path)
-                .arg("--out")
-                .arg(tmp.join(name))
-                .arg("--data-dir")
-                .arg(data_dir)
-                .env("RAYON_NUM_THREADS", "1")
-                .output()
-                .context("cannot start a Figure 1 run")
-        })
-        .collect::<Result<_>>()
-        .map(|v: Vec<_>| v)?;
+    // Start both before waiting for either: `output()` would run them one after the other.
+    let mut children = Vec::new();
+    for (name, text) in nets {
+        let cfg_path = tmp.join(format!("{name}.json"));
+        std::fs::write(&cfg_path, text)?;
+        let child = Command::new(&exe)
+            .args(["train", "--quiet", "--force", "--config"])
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(tmp.join(name))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RAYON_NUM_THREADS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start a Figure 1 run")?;
+        children.push((name, child));
+    }
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|(name, child)| (name, child.wait_with_output()))
+        .collect();
     let measured_s = t0.elapsed().as_secs_f64();
-    for (name, out) in configs.iter().zip(&children) {
+    for (name, out) in outputs {
+        let out = out.with_context(|| format!("Figure 1 run {name} did not finish"))?;
         ensure!(
             out.status.success(),
             "Figure 1 run {name} failed: {}",
