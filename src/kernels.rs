@@ -394,17 +394,13 @@ fn flex_forward(
     eps: f64,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
     let dims = x.layout().shape().to_vec();
-    let c = dims[1];
     macro_rules! run {
-        ($t:ty) => {{
-            let (y, mean, var) =
-                forward::<$t>(&values(x), &values(gamma), &values(beta), &dims, eps);
-            (
-                tensor_from(y, dims.clone()),
-                tensor_from(mean, vec![c]),
-                tensor_from(var, vec![c]),
+        ($t:ty) => {
+            full_and_per_channel(
+                forward::<$t>(&values(x), &values(gamma), &values(beta), &dims, eps),
+                &dims,
             )
-        }};
+        };
     }
     match x.dtype() {
         DType::F64 => run!(f64),
@@ -418,6 +414,20 @@ fn flex_forward(
             )
         }
     }
+}
+
+/// Tensors of a kernel's (full-shape, per-channel, per-channel) outputs: (y, μ, σ²) forward,
+/// (∂x, ∂γ, ∂β) backward.
+fn full_and_per_channel<T: Real>(
+    (full, a, b): (Vec<T>, Vec<T>, Vec<T>),
+    dims: &[usize],
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let c = vec![dims[1]];
+    (
+        tensor_from(full, dims.to_vec()),
+        tensor_from(a, c.clone()),
+        tensor_from(b, c),
+    )
 }
 
 /// A float32 copy, for dtypes the kernels do not run natively (f16, bf16).
@@ -439,24 +449,21 @@ fn flex_backward(
     eps: f64,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
     let dims = x.layout().shape().to_vec();
-    let c = dims[1];
     macro_rules! run {
-        ($t:ty) => {{
-            let (dx, dgamma, dbeta) = backward::<$t>(
-                &values(x),
-                &values(g),
-                &values(gamma),
-                &values(mean),
-                &values(var),
+        ($t:ty) => {
+            full_and_per_channel(
+                backward::<$t>(
+                    &values(x),
+                    &values(g),
+                    &values(gamma),
+                    &values(mean),
+                    &values(var),
+                    &dims,
+                    eps,
+                ),
                 &dims,
-                eps,
-            );
-            (
-                tensor_from(dx, dims.clone()),
-                tensor_from(dgamma, vec![c]),
-                tensor_from(dbeta, vec![c]),
             )
-        }};
+        };
     }
     match x.dtype() {
         DType::F64 => run!(f64),
