@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use bn_exp::batch_norm::{
-    BatchNorm, BnError, BnMode, InferenceStats, PopulationAccumulator, tensor_to_f64,
+    BatchNorm, BatchStats, BnError, BnMode, InferenceStats, PopulationAccumulator, tensor_to_f64,
 };
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
@@ -111,6 +111,80 @@ fn assert_close_at_scale(what: &str, got: &[f64], want: &[f64], rtol: f64, scale
     }
 }
 
+/// Forward of `x` (flat, with `shape` of rank 2 or 4): output and, in training, batch stats.
+fn forward_any(
+    bn: &BatchNorm,
+    x: &[f64],
+    shape: &[usize],
+    dtype: DType,
+    device: &Device,
+    mode: BnMode,
+) -> (Vec<f64>, Option<BatchStats>) {
+    fn at_rank<const D: usize>(
+        bn: &BatchNorm,
+        x: &[f64],
+        shape: [usize; D],
+        dtype: DType,
+        device: &Device,
+        mode: BnMode,
+    ) -> (Vec<f64>, Option<BatchStats>) {
+        let (y, stats) = bn
+            .forward_with_stats(tensor(x, shape, dtype, device), mode)
+            .unwrap();
+        (tensor_to_f64(y), stats)
+    }
+    match *shape {
+        [n, c] => at_rank(bn, x, [n, c], dtype, device, mode),
+        [n, c, h, w] => at_rank(bn, x, [n, c, h, w], dtype, device, mode),
+        _ => panic!("unexpected shape {shape:?}"),
+    }
+}
+
+/// Output and autodiff gradients (∂x, ∂γ, ∂β) of the loss sum(BN(x)·upstream).
+struct Gradients {
+    y: Vec<f64>,
+    dx: Vec<f64>,
+    dgamma: Vec<f64>,
+    dbeta: Vec<f64>,
+}
+
+fn forward_backward_any(
+    bn: &BatchNorm,
+    x: &[f64],
+    upstream: &[f64],
+    shape: &[usize],
+    dtype: DType,
+    device: &Device,
+    mode: BnMode,
+) -> Gradients {
+    fn at_rank<const D: usize>(
+        bn: &BatchNorm,
+        x: &[f64],
+        upstream: &[f64],
+        shape: [usize; D],
+        dtype: DType,
+        device: &Device,
+        mode: BnMode,
+    ) -> Gradients {
+        let x = tensor(x, shape, dtype, device).require_grad();
+        let y = bn.forward(x.clone(), mode).unwrap();
+        let grads = (y.clone() * tensor(upstream, shape, dtype, device))
+            .sum()
+            .backward();
+        Gradients {
+            y: tensor_to_f64(y),
+            dx: tensor_to_f64(x.grad(&grads).unwrap()),
+            dgamma: tensor_to_f64(bn.gamma.val().grad(&grads).unwrap()),
+            dbeta: tensor_to_f64(bn.beta.val().grad(&grads).unwrap()),
+        }
+    }
+    match *shape {
+        [n, c] => at_rank(bn, x, upstream, [n, c], dtype, device, mode),
+        [n, c, h, w] => at_rank(bn, x, upstream, [n, c, h, w], dtype, device, mode),
+        _ => panic!("unexpected shape {shape:?}"),
+    }
+}
+
 /// Run one reference case end to end at `dtype`, with relative tolerance `rtol`.
 fn check_case(case: &Case, dtype: DType, rtol: f64) {
     let device = device();
@@ -120,37 +194,21 @@ fn check_case(case: &Case, dtype: DType, rtol: f64) {
         update_running: true,
     };
 
-    // Training forward and backward on batch 0, via the rank-generic entry point.
-    let (y, dx, dgamma, dbeta) = match case.shape.len() {
-        2 => {
-            let shape = [case.shape[0], case.shape[1]];
-            let x = tensor(&case.batches[0], shape, dtype, &device).require_grad();
-            let y = bn.forward(x.clone(), train).unwrap();
-            let loss = (y.clone() * tensor(&case.upstream, shape, dtype, &device)).sum();
-            let grads = loss.backward();
-            (
-                tensor_to_f64(y),
-                tensor_to_f64(x.grad(&grads).unwrap()),
-                tensor_to_f64(bn.gamma.val().grad(&grads).unwrap()),
-                tensor_to_f64(bn.beta.val().grad(&grads).unwrap()),
-            )
-        }
-        4 => {
-            let s = &case.shape;
-            let shape = [s[0], s[1], s[2], s[3]];
-            let x = tensor(&case.batches[0], shape, dtype, &device).require_grad();
-            let y = bn.forward(x.clone(), train).unwrap();
-            let loss = (y.clone() * tensor(&case.upstream, shape, dtype, &device)).sum();
-            let grads = loss.backward();
-            (
-                tensor_to_f64(y),
-                tensor_to_f64(x.grad(&grads).unwrap()),
-                tensor_to_f64(bn.gamma.val().grad(&grads).unwrap()),
-                tensor_to_f64(bn.beta.val().grad(&grads).unwrap()),
-            )
-        }
-        r => panic!("unexpected rank {r}"),
-    };
+    // Training forward and backward on batch 0.
+    let Gradients {
+        y,
+        dx,
+        dgamma,
+        dbeta,
+    } = forward_backward_any(
+        &bn,
+        &case.batches[0],
+        &case.upstream,
+        &case.shape,
+        dtype,
+        &device,
+        train,
+    );
     assert_close(&what("y_train"), &y, &case.y_train, rtol);
     // ∂ℓ/∂x = γ/σ·(g − mean(g) − x̂·mean(g·x̂)) subtracts terms of size γ/σ·|g|. With m = 2,
     // x̂ = ±1 up to ε and they cancel to a residue 1e-3 of their size, which float32 cannot
@@ -234,43 +292,20 @@ fn forward_stats(
     b: usize,
     dtype: DType,
     device: &Device,
-) -> bn_exp::batch_norm::BatchStats {
+) -> BatchStats {
     let mode = BnMode::Train {
         update_running: b > 0, // batch 0 already updated them in the gradient pass
     };
-    let x = &case.batches[b];
-    let s = &case.shape;
-    let stats = if s.len() == 2 {
-        bn.forward_with_stats(tensor(x, [s[0], s[1]], dtype, device), mode)
-            .unwrap()
-            .1
-    } else {
-        bn.forward_with_stats(tensor(x, [s[0], s[1], s[2], s[3]], dtype, device), mode)
-            .unwrap()
-            .1
-    };
-    stats.expect("training mode returns statistics")
+    forward_any(bn, &case.batches[b], &case.shape, dtype, device, mode)
+        .1
+        .expect("training mode returns statistics")
 }
 
 fn infer(bn: &BatchNorm, case: &Case, dtype: DType, stats: InferenceStats) -> Vec<f64> {
-    let device = Device::flex();
-    let s = &case.shape;
-    let n = case.eval_x.len() / s[1..].iter().product::<usize>();
+    let mut shape = case.shape.clone();
+    shape[0] = case.eval_x.len() / shape[1..].iter().product::<usize>();
     let mode = BnMode::Inference(stats);
-    if s.len() == 2 {
-        tensor_to_f64(
-            bn.forward(tensor(&case.eval_x, [n, s[1]], dtype, &device), mode)
-                .unwrap(),
-        )
-    } else {
-        tensor_to_f64(
-            bn.forward(
-                tensor(&case.eval_x, [n, s[1], s[2], s[3]], dtype, &device),
-                mode,
-            )
-            .unwrap(),
-        )
-    }
+    forward_any(bn, &case.eval_x, &shape, dtype, &Device::flex(), mode).0
 }
 
 #[test]
@@ -287,35 +322,24 @@ fn matches_pytorch_in_float64_within_1e10_relative() {
     }
 }
 
+/// A float64 layer with given γ and β.
+fn layer_f64(gamma: &[f64], beta: &[f64], device: &Device) -> BatchNorm {
+    let c = gamma.len();
+    let mut bn = BatchNorm::new(c, 1e-5, 0.1, device);
+    bn.gamma = Param::from_tensor(tensor(gamma, [c], DType::F64, device));
+    bn.beta = Param::from_tensor(tensor(beta, [c], DType::F64, device));
+    bn
+}
+
+const NO_UPDATE: BnMode = BnMode::Train {
+    update_running: false,
+};
+
 /// Loss sum(BN(x) · u) in float64 for given x, γ, β (a fresh layer each time).
 fn loss_f64(x: &[f64], shape: &[usize], gamma: &[f64], beta: &[f64], upstream: &[f64]) -> f64 {
     let device = Device::flex().autodiff();
-    let c = gamma.len();
-    let mut bn = BatchNorm::new(c, 1e-5, 0.1, &device);
-    bn.gamma = Param::from_tensor(tensor(gamma, [c], DType::F64, &device));
-    bn.beta = Param::from_tensor(tensor(beta, [c], DType::F64, &device));
-    let mode = BnMode::Train {
-        update_running: false,
-    };
-    let y = if shape.len() == 2 {
-        tensor_to_f64(
-            bn.forward(tensor(x, [shape[0], shape[1]], DType::F64, &device), mode)
-                .unwrap(),
-        )
-    } else {
-        tensor_to_f64(
-            bn.forward(
-                tensor(
-                    x,
-                    [shape[0], shape[1], shape[2], shape[3]],
-                    DType::F64,
-                    &device,
-                ),
-                mode,
-            )
-            .unwrap(),
-        )
-    };
+    let bn = layer_f64(gamma, beta, &device);
+    let (y, _) = forward_any(&bn, x, shape, DType::F64, &device, NO_UPDATE);
     y.iter().zip(upstream).map(|(a, b)| a * b).sum()
 }
 
@@ -348,36 +372,10 @@ fn finite_difference_check(shape: &[usize]) {
 
     // Analytic gradients from the autodiff node.
     let device = Device::flex().autodiff();
-    let mut bn = BatchNorm::new(c, 1e-5, 0.1, &device);
-    bn.gamma = Param::from_tensor(tensor(&gamma, [c], DType::F64, &device));
-    bn.beta = Param::from_tensor(tensor(&beta, [c], DType::F64, &device));
-    let mode = BnMode::Train {
-        update_running: false,
-    };
-    let (dx, dgamma, dbeta) = if shape.len() == 2 {
-        let xt = tensor(&x, [shape[0], shape[1]], DType::F64, &device).require_grad();
-        let y = bn.forward(xt.clone(), mode).unwrap();
-        let g = (y * tensor(&upstream, [shape[0], shape[1]], DType::F64, &device))
-            .sum()
-            .backward();
-        (
-            tensor_to_f64(xt.grad(&g).unwrap()),
-            tensor_to_f64(bn.gamma.val().grad(&g).unwrap()),
-            tensor_to_f64(bn.beta.val().grad(&g).unwrap()),
-        )
-    } else {
-        let s = [shape[0], shape[1], shape[2], shape[3]];
-        let xt = tensor(&x, s, DType::F64, &device).require_grad();
-        let y = bn.forward(xt.clone(), mode).unwrap();
-        let g = (y * tensor(&upstream, s, DType::F64, &device))
-            .sum()
-            .backward();
-        (
-            tensor_to_f64(xt.grad(&g).unwrap()),
-            tensor_to_f64(bn.gamma.val().grad(&g).unwrap()),
-            tensor_to_f64(bn.beta.val().grad(&g).unwrap()),
-        )
-    };
+    let bn = layer_f64(&gamma, &beta, &device);
+    let Gradients {
+        dx, dgamma, dbeta, ..
+    } = forward_backward_any(&bn, &x, &upstream, shape, DType::F64, &device, NO_UPDATE);
 
     let fx = numeric_grad(&x, |v| loss_f64(v, shape, &gamma, &beta, &upstream));
     let fg = numeric_grad(&gamma, |v| loss_f64(&x, shape, v, &beta, &upstream));
