@@ -10,6 +10,7 @@
 
 use anyhow::Result;
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -39,6 +40,14 @@ pub struct GroupCurves {
     pub loss: Vec<StepStat>,
     /// Where a seed diverged: `(step, its last accuracy %, its last loss)` before divergence.
     pub divergences: Vec<(f64, Option<f64>, Option<f64>)>,
+}
+
+/// Title, axis label and y range of one convergence panel.
+struct Panel {
+    title: &'static str,
+    y_desc: &'static str,
+    lo: f64,
+    hi: f64,
 }
 
 /// Figure 1 (a): accuracy and loss against steps.
@@ -157,48 +166,13 @@ impl ConvergenceFigure {
         DB::ErrorType: 'static,
     {
         let (lo, hi) = accuracy_range(self.curves.iter().flat_map(|c| &c.accuracy));
-        let mut chart = ChartBuilder::on(area)
-            .caption("test accuracy", (FONT, PANEL_TITLE_SIZE))
-            .margin(14)
-            .margin_right(28)
-            .x_label_area_size(56)
-            .y_label_area_size(72)
-            .build_cartesian_2d(0.0..self.max_step(), lo..hi)?;
-        chart
-            .configure_mesh()
-            .x_desc("training steps")
-            .y_desc("test accuracy (%)")
-            .x_labels(6)
-            .y_labels(8)
-            .x_label_formatter(&|x| format_steps(*x))
-            .y_label_formatter(&|y| format_tick(*y))
-            .label_style((FONT, TICK_SIZE))
-            .axis_desc_style((FONT, AXIS_DESC_SIZE))
-            .draw()?;
-        for c in &self.curves {
-            if let Some(band) = std_band(&c.accuracy, lo, hi) {
-                chart.draw_series(std::iter::once(Polygon::new(
-                    band,
-                    c.colour.mix(0.2).filled(),
-                )))?;
-            }
-        }
-        for c in &self.curves {
-            let points = c.accuracy.iter().map(|s| (s.step, s.mean.clamp(lo, hi)));
-            chart.draw_series(LineSeries::new(points.clone(), c.colour.stroke_width(3)))?;
-            if c.accuracy.len() == 1 {
-                chart.draw_series(points.map(|p| Circle::new(p, 5, c.colour.filled())))?;
-            }
-            let marks = c.divergences.iter().filter_map(|(step, acc, _)| {
-                Some(Cross::new(
-                    (*step, acc.as_ref()?.clamp(lo, hi)),
-                    8,
-                    c.colour.stroke_width(3),
-                ))
-            });
-            chart.draw_series(marks)?;
-        }
-        Ok(())
+        let panel = Panel {
+            title: "test accuracy",
+            y_desc: "test accuracy (%)",
+            lo,
+            hi,
+        };
+        self.draw_panel(area, &panel, lo..hi, |c| &c.accuracy, |d| d.1)
     }
 
     fn draw_loss<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>
@@ -208,17 +182,43 @@ impl ConvergenceFigure {
         let Some((lo, hi)) = log_range(self.curves.iter().flat_map(|c| &c.loss)) else {
             return draw_note(area, "no test loss recorded");
         };
+        let panel = Panel {
+            title: "test loss (log scale)",
+            y_desc: "test loss (cross-entropy, nats)",
+            lo,
+            hi,
+        };
+        self.draw_panel(area, &panel, (lo..hi).log_scale(), |c| &c.loss, |d| d.2)
+    }
+
+    /// One convergence panel: axes, then per group a ±1 std band, the mean line, and a cross
+    /// where a seed diverged. `stats` picks the curve, `mark` the divergence's value on it.
+    fn draw_panel<DB, Y>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        panel: &Panel,
+        y_range: Y,
+        stats: impl Fn(&GroupCurves) -> &[StepStat],
+        mark: impl Fn(&(f64, Option<f64>, Option<f64>)) -> Option<f64>,
+    ) -> Result<()>
+    where
+        DB: DrawingBackend,
+        DB::ErrorType: 'static,
+        Y: AsRangedCoord<Value = f64>,
+        Y::CoordDescType: ValueFormatter<f64>,
+    {
+        let (lo, hi) = (panel.lo, panel.hi);
         let mut chart = ChartBuilder::on(area)
-            .caption("test loss (log scale)", (FONT, PANEL_TITLE_SIZE))
+            .caption(panel.title, (FONT, PANEL_TITLE_SIZE))
             .margin(14)
             .margin_right(28)
             .x_label_area_size(56)
             .y_label_area_size(72)
-            .build_cartesian_2d(0.0..self.max_step(), (lo..hi).log_scale())?;
+            .build_cartesian_2d(0.0..self.max_step(), y_range)?;
         chart
             .configure_mesh()
             .x_desc("training steps")
-            .y_desc("test loss (cross-entropy, nats)")
+            .y_desc(panel.y_desc)
             .x_labels(6)
             .y_labels(8)
             .x_label_formatter(&|x| format_steps(*x))
@@ -227,7 +227,7 @@ impl ConvergenceFigure {
             .axis_desc_style((FONT, AXIS_DESC_SIZE))
             .draw()?;
         for c in &self.curves {
-            if let Some(band) = std_band(&c.loss, lo, hi) {
+            if let Some(band) = std_band(stats(c), lo, hi) {
                 chart.draw_series(std::iter::once(Polygon::new(
                     band,
                     c.colour.mix(0.2).filled(),
@@ -235,14 +235,15 @@ impl ConvergenceFigure {
             }
         }
         for c in &self.curves {
-            let points = c.loss.iter().map(|s| (s.step, s.mean.clamp(lo, hi)));
+            let curve = stats(c);
+            let points = curve.iter().map(|s| (s.step, s.mean.clamp(lo, hi)));
             chart.draw_series(LineSeries::new(points.clone(), c.colour.stroke_width(3)))?;
-            if c.loss.len() == 1 {
+            if curve.len() == 1 {
                 chart.draw_series(points.map(|p| Circle::new(p, 5, c.colour.filled())))?;
             }
-            let marks = c.divergences.iter().filter_map(|(step, _, loss)| {
+            let marks = c.divergences.iter().filter_map(|d| {
                 Some(Cross::new(
-                    (*step, loss.as_ref()?.clamp(lo, hi)),
+                    (d.0, mark(d)?.clamp(lo, hi)),
                     8,
                     c.colour.stroke_width(3),
                 ))
