@@ -244,6 +244,43 @@ impl BatchNorm {
         self.population_var.value_sync();
     }
 
+    /// Check a training-mode input of shape `dims` as [`BatchNorm::forward`] does; return m.
+    /// For callers that compute the normalisation in a fused op ([`crate::kernels::dense`]).
+    pub fn check_train_batch(&self, dims: &[usize]) -> Result<usize, BnError> {
+        let count = self.check_input(dims)?;
+        if count < 2 {
+            return Err(BnError::SingleValue {
+                shape: dims.to_vec(),
+            });
+        }
+        Ok(count)
+    }
+
+    /// Take the batch statistics a fused op computed with this layer's γ and β, exactly as
+    /// [`BatchNorm::forward_with_stats`] does with its own: the moving averages absorb them
+    /// when `mode` is `Train { update_running: true }`.
+    pub fn absorb_batch(
+        &self,
+        mean: Tensor<1>,
+        biased_var: Tensor<1>,
+        count: usize,
+        mode: BnMode,
+    ) -> BatchStats {
+        let stats = BatchStats {
+            mean: mean.detach(),
+            biased_var: biased_var.detach(),
+            count,
+        };
+        if mode
+            == (BnMode::Train {
+                update_running: true,
+            })
+        {
+            self.update_running(&stats);
+        }
+        stats
+    }
+
     /// Fold one training batch into the moving averages (PyTorch's convention, unbiased var).
     fn update_running(&self, stats: &BatchStats) {
         let m = self.momentum;

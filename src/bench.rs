@@ -98,17 +98,17 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode> {
         fig1: None,
         pytorch: None,
     };
+    let threads = args.threads.map_or_else(backend::threads, |t| t as usize);
     println!(
-        "bn-exp bench on {} ({} threads)",
-        backend::BACKEND_NAME,
-        backend::threads()
+        "bn-exp bench on {} ({threads} threads)",
+        backend::BACKEND_NAME
     );
     println!(
         "{:<8} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10}",
         "workload", "batch", "median µs", "min µs", "max µs", "steps/s", "peak MB"
     );
     for w in wanted.iter().filter(|w| w.as_str() != "fig1") {
-        let r = run_worker(w, args.reps)?;
+        let r = run_worker(w, args.reps, threads)?;
         println!(
             "{:<8} {:>6} {:>12.0} {:>12.0} {:>12.0} {:>10.1} {:>10.1}",
             r.workload, r.batch_size, r.median_us, r.min_us, r.max_us, r.steps_per_s, r.peak_rss_mb
@@ -127,7 +127,7 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode> {
         report.fig1 = Some(fig1);
     }
     if args.compare_pytorch {
-        report.pytorch = compare_pytorch(&report, args.reps)?;
+        report.pytorch = compare_pytorch(&report, args.reps, threads)?;
     }
     if let Some(path) = &args.json {
         crate::metrics::write_json_atomic(path, &report)?;
@@ -137,10 +137,11 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode> {
 }
 
 /// Run one workload in a child process and read its JSON line.
-fn run_worker(workload: &str, reps: usize) -> Result<StepResult> {
+fn run_worker(workload: &str, reps: usize, threads: usize) -> Result<StepResult> {
     let exe = std::env::current_exe().context("cannot find the bn-exp executable")?;
     let out = Command::new(exe)
         .args(["bench", "--worker", workload, "--reps", &reps.to_string()])
+        .env("RAYON_NUM_THREADS", threads.to_string())
         .output()
         .context("cannot start a bench worker")?;
     ensure!(
@@ -282,7 +283,11 @@ fn time_fig1(steps: &[StepResult], data_dir: &Path) -> Result<Fig1Result> {
 }
 
 /// Run `scripts/pytorch_reference.py` (needs PyTorch) and print our time over theirs.
-fn compare_pytorch(report: &BenchReport, reps: usize) -> Result<Option<serde_json::Value>> {
+fn compare_pytorch(
+    report: &BenchReport,
+    reps: usize,
+    threads: usize,
+) -> Result<Option<serde_json::Value>> {
     let script = Path::new("scripts/pytorch_reference.py");
     if !script.exists() {
         eprintln!(
@@ -298,7 +303,7 @@ fn compare_pytorch(report: &BenchReport, reps: usize) -> Result<Option<serde_jso
             "--reps",
             &reps.to_string(),
             "--threads",
-            &backend::threads().to_string(),
+            &threads.to_string(),
         ])
         .output()
         .with_context(|| format!("cannot run {python} {}", script.display()))?;

@@ -209,6 +209,10 @@ pub struct BenchArgs {
     /// Also run scripts/pytorch_reference.py (needs PyTorch) and print ratios.
     #[arg(long)]
     pub compare_pytorch: bool,
+    /// Threads for each step workload, bn-exp's and PyTorch's alike [default: $RAYON_NUM_THREADS,
+    /// else one per core]. The Figure 1 runs always use one thread each.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
     /// Internal: time one workload in this process and print its JSON line.
     #[arg(long, hide = true, value_name = "WORKLOAD")]
     pub worker: Option<String>,

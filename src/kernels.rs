@@ -32,6 +32,14 @@ use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+mod conv;
+mod dense;
+mod pool;
+pub use conv::{FusedConv, conv3x3};
+pub use dense::{Act, DenseOutput, DenseSpec, FusedDense, PARALLEL_MIN_MACS, dense};
+pub use pool::{FusedMaxPool, max_pool2x2};
 
 /// Fused BN training forward: returns (output, batch mean, biased batch variance).
 #[backend_extension(Autodiff, Flex)]
@@ -59,7 +67,9 @@ pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// e^(−|x|) in float32, branch-free: x = n·ln2 + r with |r| ≤ ln2/2, e^r by a degree-6 polynomial
-/// (the Cephes coefficients), 2^n by building the float's exponent bits.
+/// (the Cephes coefficients), 2^n by building the float's exponent bits. No float-to-int cast
+/// (Rust's saturating `as i32` would not vectorise): adding 1.5·2²³ leaves n in the low mantissa
+/// bits, read back as an integer.
 #[inline(always)]
 fn exp_neg_abs(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -67,7 +77,8 @@ fn exp_neg_abs(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting it rounds to an integer
     let a = (-x.abs()).max(-87.0); // e^-87 is near f32's smallest normal
-    let n = (a * LOG2E + ROUND) - ROUND;
+    let t = a * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = a - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4_f32;
     let p = p * r + 1.398_199_9e-3;
@@ -76,18 +87,50 @@ fn exp_neg_abs(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5e-1;
     let er = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    er * scale
+    // n ∈ [−126, 0]: t's bits are ROUND's plus n, so the biased exponent is that difference + 127.
+    let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    er * f32::from_bits(biased << 23)
+}
+
+/// σ in place, float32. The loop is compiled three times (AVX-512, AVX2 + FMA, baseline) and
+/// the widest the CPU has is chosen at run time: bn-exp is built for any x86-64, whose baseline
+/// (SSE2) runs this loop at a quarter of AVX-512's width.
+pub(crate) fn sigmoid_in_place_f32(v: &mut [f32]) {
+    #[inline(always)]
+    fn body(v: &mut [f32]) {
+        for x in v.iter_mut() {
+            let e = exp_neg_abs(*x);
+            let s = 1.0 / (1.0 + e);
+            *x = if *x >= 0.0 { s } else { e * s };
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(v: &mut [f32]) {
+            body(v)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(v: &mut [f32]) {
+            body(v)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { avx512(v) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return unsafe { avx2(v) };
+        }
+    }
+    body(v)
 }
 
 fn sigmoid_f32(xs: &[f32]) -> Vec<f32> {
-    xs.iter()
-        .map(|&x| {
-            let e = exp_neg_abs(x);
-            let s = 1.0 / (1.0 + e);
-            if x >= 0.0 { s } else { e * s }
-        })
-        .collect()
+    let mut v = xs.to_vec();
+    sigmoid_in_place_f32(&mut v);
+    v
 }
 
 fn flex_sigmoid(x: &FlexTensor) -> FlexTensor {
@@ -181,6 +224,10 @@ trait Real:
     + std::ops::Sub<Output = Self>
     + std::ops::Mul<Output = Self>
     + std::ops::AddAssign
+    + dense::SigmoidInPlace
+    + Send
+    + Sync
+    + 'static
 {
     const ZERO: Self;
     fn to_f64(self) -> f64;
@@ -236,7 +283,7 @@ fn channel_sums<T: Real>(
     n: usize,
     c: usize,
     inner: usize,
-    f: impl Fn(usize, usize) -> T, // (flat index, channel) -> term
+    f: impl Fn(usize, usize) -> T + Sync, // (flat index, channel) -> term
 ) -> Vec<f64> {
     if inner == 1 {
         let mut acc = vec![T::ZERO; c];
@@ -248,20 +295,31 @@ fn channel_sums<T: Real>(
         }
         acc.into_iter().map(Real::to_f64).collect()
     } else {
-        let mut sums = vec![0.0f64; c];
-        for i in 0..n {
-            for (ch, sum) in sums.iter_mut().enumerate() {
+        // One task per channel (each sums its runs in the same order as a single thread would,
+        // so the result does not depend on the thread count).
+        let channel = |ch: usize| {
+            let mut sum = 0.0f64;
+            for i in 0..n {
                 let start = (i * c + ch) * inner;
                 let mut s = T::ZERO;
                 for k in start..start + inner {
                     s += f(k, ch);
                 }
-                *sum += s.to_f64();
+                sum += s.to_f64();
             }
+            sum
+        };
+        if n * c * inner >= PARALLEL_MIN_ELEMENTS {
+            (0..c).into_par_iter().map(channel).collect()
+        } else {
+            (0..c).map(channel).collect()
         }
-        sums
     }
 }
+
+/// Conv-layer BN passes over at least this many values are spread over rayon's threads (the
+/// CIFAR CNN's are 10⁶ and 4·10⁶); the MLP's `[60, 100]` stay on the calling thread.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
 
 /// Per-channel coefficients of [`per_channel_affine2`].
 struct Coefficients<T> {
@@ -293,15 +351,20 @@ fn per_channel_affine2<T: Real>(
             }
         }
     } else {
-        for i in 0..n {
-            for ch in 0..c {
-                let r = (i * c + ch) * inner..(i * c + ch + 1) * inner;
-                let (o, u, v) = (&mut out[r.clone()], &u[r.clone()], &v[r]);
-                let (a, b, mu, d) = (a[ch], b[ch], mu[ch], d[ch]);
-                for k in 0..inner {
-                    o[k] = a * u[k] + b * (v[k] - mu) + d;
-                }
+        // One run of `inner` values per (image, channel), each independent of the others.
+        let run = |(idx, o): (usize, &mut [T])| {
+            let ch = idx % c;
+            let r = idx * inner..(idx + 1) * inner;
+            let (u, v) = (&u[r.clone()], &v[r]);
+            let (a, b, mu, d) = (a[ch], b[ch], mu[ch], d[ch]);
+            for k in 0..inner {
+                o[k] = a * u[k] + b * (v[k] - mu) + d;
             }
+        };
+        if n * c * inner >= PARALLEL_MIN_ELEMENTS {
+            out.par_chunks_mut(inner).enumerate().for_each(run);
+        } else {
+            out.chunks_mut(inner).enumerate().for_each(run);
         }
     }
     out

@@ -19,7 +19,6 @@
 use anyhow::Result;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -27,6 +26,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::batch_norm::{BatchNorm, BatchStats, BnMode, InferenceStats, tensor_to_f32};
 use crate::config::{Activation, Arch, Config, Init, Placement};
 use crate::data::Dataset;
+use crate::kernels::{Act, conv3x3, dense, max_pool2x2};
 use crate::rng::Rng;
 
 /// How a forward pass runs.
@@ -99,7 +99,6 @@ pub struct Net {
     pub linears: Vec<Linear>,
     pub convs: Vec<Conv2d>,
     pub norms: Vec<BatchNorm>,
-    pub pool: MaxPool2d,
     pub output: Linear,
     #[module(skip)]
     pub spec: NetSpec,
@@ -168,7 +167,6 @@ pub fn build_net(config: &Config, device: &Device) -> Net {
         linears,
         convs,
         norms,
-        pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
         output,
         spec,
     }
@@ -245,6 +243,15 @@ impl Net {
         mut trace: Option<&mut Trace>,
     ) -> Result<Tensor<2>> {
         let h = match self.spec.arch {
+            Arch::Mlp if matches!(mode, Mode::Train { .. }) => {
+                let mut h = x;
+                for i in 0..self.linears.len() {
+                    h = self.dense_block_train(i, h, mode, trace.as_deref_mut())?;
+                }
+                let out = &self.output;
+                let bias = out.bias.as_ref().map(|b| b.val());
+                return Ok(dense(h, out.weight.val(), bias, None, Act::Identity).output);
+            }
             Arch::Mlp => {
                 let mut h = x;
                 for (i, linear) in self.linears.iter().enumerate() {
@@ -258,9 +265,10 @@ impl Net {
                 let s = self.spec.side;
                 let mut h: Tensor<4> = x.reshape([n, self.spec.in_channels, s, s]);
                 for (i, conv) in self.convs.iter().enumerate() {
-                    let z = conv.forward(h);
+                    let bias = conv.bias.as_ref().map(|b| b.val());
+                    let z = conv3x3(h, conv.weight.val(), bias);
                     let a = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
-                    h = self.pool.forward(a);
+                    h = max_pool2x2(a);
                 }
                 h.flatten(1, 3)
             }
@@ -295,6 +303,54 @@ impl Net {
                 (z, a, stats)
             }
         };
+        self.finish_block(i, pre, a, stats, mode, trace)
+    }
+
+    /// MLP hidden layer `i` in training mode as one fused op ([`dense`]): the linear map, BN
+    /// with batch statistics where it sits before g, and g. Numerically the same computation as
+    /// [`Net::hidden_block`] after `Linear::forward`, in fewer graph nodes.
+    fn dense_block_train(
+        &self,
+        i: usize,
+        x: Tensor<2>,
+        mode: Mode,
+        trace: Option<&mut Trace>,
+    ) -> Result<Tensor<2>> {
+        let linear = &self.linears[i];
+        let (w, b) = (linear.weight.val(), linear.bias.as_ref().map(|b| b.val()));
+        let act = self.kernel_act();
+        let (pre, a, stats) = match self.spec.placement {
+            Placement::None => {
+                let out = dense(x, w, b, None, act);
+                (out.pre, out.output, None)
+            }
+            Placement::Before => {
+                let norm = &self.norms[i];
+                let count = norm.check_train_batch(&[x.dims()[0], w.dims()[1]])?;
+                let bn = (norm.gamma.val(), norm.beta.val(), norm.eps);
+                let out = dense(x, w, b, Some(bn), act);
+                let stats = norm.absorb_batch(out.mean, out.variance, count, mode.bn_mode());
+                (out.pre, out.output, Some(stats))
+            }
+            Placement::After => {
+                let out = dense(x, w, b, None, act);
+                let (a, stats) = self.norms[i].forward_with_stats(out.output, mode.bn_mode())?;
+                (out.pre, a, stats)
+            }
+        };
+        self.finish_block(i, pre, a, stats, mode, trace)
+    }
+
+    /// Record the trace (if any) and apply dropout to a hidden layer's output.
+    fn finish_block<const D: usize>(
+        &self,
+        i: usize,
+        pre: Tensor<D>,
+        a: Tensor<D>,
+        stats: Option<BatchStats>,
+        mode: Mode,
+        trace: Option<&mut Trace>,
+    ) -> Result<Tensor<D>> {
         if let Some(trace) = trace {
             trace.pre_activations.push(HostTensor {
                 shape: pre.dims().to_vec(),
@@ -305,6 +361,14 @@ impl Net {
             }
         }
         Ok(self.dropout(i, a, mode))
+    }
+
+    fn kernel_act(&self) -> Act {
+        match self.spec.activation {
+            Activation::Sigmoid => Act::Sigmoid,
+            Activation::Relu => Act::Relu,
+            Activation::Tanh => Act::Tanh,
+        }
     }
 
     fn activate<const D: usize>(&self, z: Tensor<D>) -> Tensor<D> {

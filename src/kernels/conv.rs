@@ -1,0 +1,403 @@
+//! The CNN's 3×3 convolution (stride 1, padding 1) plus bias, as one op with a hand-written
+//! backward, parallel over the images of the batch.
+//!
+//! ```text
+//! z[n] = W · col(x[n]) + b          W: [C_out, C·9] (Burn's [C_out, C, 3, 3], row-major)
+//!                                   col(x[n]): [C·9, H·W], row (c, ky, kx) = x[n, c] shifted
+//! ∂b   = Σ_n Σ_hw ∂z[n]
+//! ∂W   = Σ_n ∂z[n] · col(x[n])ᵀ
+//! ∂x[n] = col⁻¹(Wᵀ · ∂z[n])         col⁻¹ adds each row back to where it was read from
+//! ```
+//!
+//! Why: Flex's convolution builds the im2col matrix of the whole batch, runs its products in
+//! rayon closures per output block, and its backward goes through a transposed convolution with
+//! layout copies; on the CIFAR CNN that took most of a step. Here each image's column matrix
+//! (at most 288 × 1,024 floats) is built, used and dropped while it is in cache, the output is
+//! written in NCHW directly, and the images are spread over rayon's threads in fixed chunks.
+//! The chunks (not the threads) decide the order in which ∂W and ∂b are summed, so results do
+//! not depend on the thread count and a resumed run repeats exactly.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{DType, Tensor, TensorCreationOptions};
+use rayon::prelude::*;
+
+use super::dense::{Operand, gemm_into};
+use super::{Real, as_dtype, as_f32, tensor_from, values};
+
+/// Images per parallel task: small enough to balance two threads over a batch of 128, large
+/// enough that a task's ∂W partial sum is worth its memory.
+const IMAGES_PER_TASK: usize = 8;
+
+#[backend_extension(Autodiff, Flex)]
+pub trait FusedConv: Backend {
+    /// `[N, C, H, W]` ⋆ `[C_out, C, 3, 3]` (+ `[C_out]` when `has_bias`) → `[N, C_out, H, W]`.
+    fn conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        has_bias: bool,
+    ) -> FloatTensor<Self>;
+}
+
+/// 3×3 convolution with stride 1 and zero padding 1 (the output has the input's H and W), plus
+/// the bias if given. Panics if the weight is not `[C_out, C, 3, 3]` for the input's C.
+pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    let has_bias = bias.is_some();
+    // A placeholder in x's dtype (the kernel reads all inputs as one type).
+    let options = TensorCreationOptions::new(x.device()).with_dtype(x.dtype());
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([0], options));
+    Tensor::from_dispatch(<Dispatch as FusedConv>::conv3x3(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        has_bias,
+    ))
+}
+
+/// Shapes of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+}
+
+impl Dims {
+    fn of(x: &FlexTensor, weight: &FlexTensor) -> Self {
+        let xd = x.layout().shape().to_vec();
+        let wd = weight.layout().shape().to_vec();
+        assert!(
+            xd.len() == 4 && wd.len() == 4 && wd[1] == xd[1] && wd[2] == 3 && wd[3] == 3,
+            "conv3x3: input {xd:?} and weight {wd:?} do not fit (weight must be [C_out, C, 3, 3])"
+        );
+        Dims {
+            n: xd[0],
+            c: xd[1],
+            h: xd[2],
+            w: xd[3],
+            c_out: wd[0],
+        }
+    }
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+    fn k(&self) -> usize {
+        self.c * 9
+    }
+}
+
+/// The column matrix `[C·9, H·W]` of one image `[C, H, W]`: row (c, ky, kx) holds the image
+/// shifted by (ky − 1, kx − 1), zero where that reads outside it.
+fn im2col<T: Real>(img: &[T], d: Dims, col: &mut [T]) {
+    let (h, w, hw) = (d.h, d.w, d.hw());
+    for c in 0..d.c {
+        let plane = &img[c * hw..(c + 1) * hw];
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let row = &mut col[(c * 9 + ky * 3 + kx) * hw..][..hw];
+                for y in 0..h {
+                    let dst = &mut row[y * w..(y + 1) * w];
+                    let sy = y as isize + ky as isize - 1;
+                    if sy < 0 || sy >= h as isize {
+                        dst.fill(T::ZERO);
+                        continue;
+                    }
+                    let src = &plane[sy as usize * w..(sy as usize + 1) * w];
+                    shifted_copy(dst, src, kx);
+                }
+            }
+        }
+    }
+}
+
+/// dst[x] = src[x + kx − 1], zero outside src.
+#[inline]
+fn shifted_copy<T: Real>(dst: &mut [T], src: &[T], kx: usize) {
+    let w = dst.len();
+    match kx {
+        0 => {
+            dst[0] = T::ZERO;
+            dst[1..].copy_from_slice(&src[..w - 1]);
+        }
+        1 => dst.copy_from_slice(src),
+        _ => {
+            dst[..w - 1].copy_from_slice(&src[1..]);
+            dst[w - 1] = T::ZERO;
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each column-matrix row back onto the image `[C, H, W]`.
+fn col2im_add<T: Real>(col: &[T], d: Dims, img: &mut [T]) {
+    let (h, w, hw) = (d.h, d.w, d.hw());
+    for c in 0..d.c {
+        let plane = &mut img[c * hw..(c + 1) * hw];
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let row = &col[(c * 9 + ky * 3 + kx) * hw..][..hw];
+                for y in 0..h {
+                    let sy = y as isize + ky as isize - 1;
+                    if sy < 0 || sy >= h as isize {
+                        continue;
+                    }
+                    let src = &row[y * w..(y + 1) * w];
+                    let dst = &mut plane[sy as usize * w..(sy as usize + 1) * w];
+                    // dst[x + kx − 1] += src[x]
+                    let (d_range, s_range) = match kx {
+                        0 => (0..w - 1, 1..w),
+                        1 => (0..w, 0..w),
+                        _ => (1..w, 0..w - 1),
+                    };
+                    for (o, &v) in dst[d_range].iter_mut().zip(&src[s_range]) {
+                        *o += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The weight as the `[C_out, C·9]` left operand.
+fn weight_op<T>(w: &[T], d: Dims) -> Operand<'_, T> {
+    Operand {
+        data: w,
+        rs: d.k() as isize,
+        cs: 1,
+    }
+}
+
+fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
+    let (hw, k) = (d.hw(), d.k());
+    let img_len = d.c * hw;
+    let out_len = d.c_out * hw;
+    let mut z = vec![T::ZERO; d.n * out_len];
+    z.par_chunks_mut(out_len * IMAGES_PER_TASK)
+        .zip(x.par_chunks(img_len * IMAGES_PER_TASK))
+        .for_each(|(z_chunk, x_chunk)| {
+            let mut col = vec![T::ZERO; k * hw];
+            for (zi, xi) in z_chunk.chunks_mut(out_len).zip(x_chunk.chunks(img_len)) {
+                im2col(xi, d, &mut col);
+                if let Some(b) = bias {
+                    for (row, &bv) in zi.chunks_mut(hw).zip(b) {
+                        row.fill(bv);
+                    }
+                }
+                let col_op = Operand {
+                    data: &col,
+                    rs: hw as isize,
+                    cs: 1,
+                };
+                gemm_into(
+                    (d.c_out, hw, k),
+                    zi,
+                    weight_op(wt, d),
+                    col_op,
+                    bias.is_some(),
+                );
+            }
+        });
+    z
+}
+
+/// One task's images, upstream gradients and (if wanted) ∂x, as chunks of the batch.
+type ChunkInputs<'a, T> = (&'a [T], (&'a [T], Option<&'a mut [T]>));
+
+/// (∂x if wanted, ∂W, ∂b) from the upstream gradient `gz`.
+fn backward<T: Real>(
+    x: &[T],
+    wt: &[T],
+    gz: &[T],
+    d: Dims,
+    want_dx: bool,
+) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+    let (hw, k) = (d.hw(), d.k());
+    let img_len = d.c * hw;
+    let out_len = d.c_out * hw;
+    let mut dx = want_dx.then(|| vec![T::ZERO; d.n * img_len]);
+    let chunks = d.n.div_ceil(IMAGES_PER_TASK);
+    // Each task's partial (∂W, ∂b), summed in chunk order below.
+    let task = |(x_chunk, (gz_chunk, dx_chunk)): ChunkInputs<T>| {
+        let mut col = vec![T::ZERO; k * hw];
+        let mut dcol = vec![T::ZERO; if want_dx { k * hw } else { 0 }];
+        let mut dw = vec![T::ZERO; d.c_out * k];
+        let mut db = vec![0.0f64; d.c_out];
+        let mut dx_images = dx_chunk.map(|c| c.chunks_mut(img_len));
+        for (xi, gi) in x_chunk.chunks(img_len).zip(gz_chunk.chunks(out_len)) {
+            for (sum, row) in db.iter_mut().zip(gi.chunks(hw)) {
+                *sum += row.iter().fold(T::ZERO, |a, &v| a + v).to_f64();
+            }
+            im2col(xi, d, &mut col);
+            let g_op = Operand {
+                data: gi,
+                rs: hw as isize,
+                cs: 1,
+            };
+            // ∂W += ∂z[n] · colᵀ (col read with swapped strides)
+            let col_t = Operand {
+                data: &col,
+                rs: 1,
+                cs: hw as isize,
+            };
+            gemm_into((d.c_out, k, hw), &mut dw, g_op, col_t, true);
+            if let Some(dxi) = dx_images.as_mut().and_then(Iterator::next) {
+                // ∂col = Wᵀ · ∂z[n], then scattered back onto the image.
+                let w_t = Operand {
+                    data: wt,
+                    rs: 1,
+                    cs: k as isize,
+                };
+                let g_op = Operand {
+                    data: gi,
+                    rs: hw as isize,
+                    cs: 1,
+                };
+                gemm_into((k, hw, d.c_out), &mut dcol, w_t, g_op, false);
+                col2im_add(&dcol, d, dxi);
+            }
+        }
+        (dw, db)
+    };
+    let x_chunks = x.par_chunks(img_len * IMAGES_PER_TASK);
+    let gz_chunks = gz.par_chunks(out_len * IMAGES_PER_TASK);
+    let partials: Vec<(Vec<T>, Vec<f64>)> = match dx.as_mut() {
+        Some(dx) => x_chunks
+            .zip(gz_chunks.zip(dx.par_chunks_mut(img_len * IMAGES_PER_TASK).map(Some)))
+            .map(task)
+            .collect(),
+        None => x_chunks
+            .zip(gz_chunks.map(|g| (g, None)))
+            .map(task)
+            .collect(),
+    };
+    debug_assert_eq!(partials.len(), chunks);
+    let mut dw = vec![T::ZERO; d.c_out * k];
+    let mut db = vec![0.0f64; d.c_out];
+    for (pw, pb) in partials {
+        dw.iter_mut().zip(&pw).for_each(|(a, &b)| *a += b);
+        db.iter_mut().zip(&pb).for_each(|(a, &b)| *a += b);
+    }
+    (dx, dw, db.into_iter().map(T::from_f64).collect())
+}
+
+fn flex_forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, has_bias: bool) -> FlexTensor {
+    let d = Dims::of(x, w);
+    let shape = vec![d.n, d.c_out, d.h, d.w];
+    macro_rules! run {
+        ($t:ty) => {{
+            let bv = values::<$t>(b);
+            let z = forward::<$t>(&values(x), &values(w), has_bias.then_some(&bv[..]), d);
+            tensor_from(z, shape)
+        }};
+    }
+    match x.dtype() {
+        DType::F64 => run!(f64),
+        DType::F32 => run!(f32),
+        other => as_dtype(
+            flex_forward(&as_f32(x), &as_f32(w), &as_f32(b), has_bias),
+            other,
+        ),
+    }
+}
+
+/// (∂x, ∂W, ∂b) as tensors; ∂x only when `want_dx`.
+fn flex_backward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    gz: &FlexTensor,
+    want_dx: bool,
+) -> (Option<FlexTensor>, FlexTensor, FlexTensor) {
+    let d = Dims::of(x, w);
+    macro_rules! run {
+        ($t:ty) => {{
+            let (dx, dw, db) = backward::<$t>(&values(x), &values(w), &values(gz), d, want_dx);
+            (
+                dx.map(|v| tensor_from(v, vec![d.n, d.c, d.h, d.w])),
+                tensor_from(dw, vec![d.c_out, d.c, 3, 3]),
+                tensor_from(db, vec![d.c_out]),
+            )
+        }};
+    }
+    match x.dtype() {
+        DType::F64 => run!(f64),
+        DType::F32 => run!(f32),
+        other => {
+            let (dx, dw, db) = flex_backward(&as_f32(x), &as_f32(w), &as_f32(gz), want_dx);
+            (
+                dx.map(|t| as_dtype(t, other)),
+                as_dtype(dw, other),
+                as_dtype(db, other),
+            )
+        }
+    }
+}
+
+impl FusedConv for Flex {
+    fn conv3x3(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, has_bias: bool) -> FlexTensor {
+        flex_forward(&x, &weight, &bias, has_bias)
+    }
+}
+
+#[derive(Debug)]
+struct Conv3x3Backward;
+
+impl Backward<Flex, 3> for Conv3x3Backward {
+    /// The input and the weight.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let gz = grads.consume::<Flex>(&ops.node);
+        let (x, w) = ops.state;
+        let (dx, dw, db) = flex_backward(&x, &w, &gz, node_x.is_some());
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let Some(node) = node_w {
+            grads.register::<Flex>(node.id, dw);
+        }
+        if let Some(node) = node_b {
+            grads.register::<Flex>(node.id, db);
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FusedConv for Autodiff<Flex, C> {
+    fn conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        has_bias: bool,
+    ) -> FloatTensor<Self> {
+        let z = flex_forward(
+            x.primitive(),
+            weight.primitive(),
+            bias.primitive(),
+            has_bias,
+        );
+        match Conv3x3Backward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = (x.into_primitive(), weight.into_primitive());
+                prep.finish(state, z)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(z),
+        }
+    }
+}

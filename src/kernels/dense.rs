@@ -1,0 +1,607 @@
+//! One fully connected layer as one op: `z = x·W + b`, then (optionally) training-mode BN, then
+//! the nonlinearity, with a hand-written backward.
+//!
+//! ```text
+//! z   = x·W + b               x: [N, K], W: [K, M] (Burn's Linear layout), b: [M] or none
+//! pre = BN(z) or z            BN with the batch's statistics (Algorithm 1), see `super`
+//! a   = g(pre)                g: identity, sigmoid, ReLU or tanh
+//!
+//! backward, from ∂a:
+//! ∂pre = ∂a · g'(pre)         from the saved a: σ' = a(1 − a), tanh' = 1 − a², ReLU' = [a > 0]
+//! ∂z, ∂γ, ∂β                  BN's closed form (`super::backward`), or ∂z = ∂pre without BN
+//! ∂b = Σ_rows ∂z      ∂W = xᵀ·∂z      ∂x = ∂z·Wᵀ (only when x needs it)
+//! ```
+//!
+//! Why: built from Burn's ops, one MLP layer is a matmul, a broadcast bias add, BN and the
+//! sigmoid: four autodiff nodes, each with its own output buffer, and a backward that walks them
+//! one by one. For the paper's net (batch 60) that bookkeeping cost as much as the arithmetic.
+//! Here the bias is added by the matrix product itself (its output starts as the broadcast bias),
+//! the nonlinearity's derivative is folded into the first backward pass, and the products call
+//! `gemm` directly, threaded only where a product is big enough to repay it (see
+//! [`PARALLEL_MIN_MACS`]).
+//!
+//! The op also returns `pre` (the input to g, which Figure 1 tracks) and BN's batch mean and
+//! biased variance, as constants outside the graph: they feed the trace and the running averages.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{DType, Tensor, TensorCreationOptions};
+
+use super::{Real, as_dtype, as_f32, channel_sums, tensor_from, values};
+
+/// The nonlinearity a [`dense`] layer applies after its affine map (and BN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Identity,
+    Sigmoid,
+    Relu,
+    Tanh,
+}
+
+/// What a [`dense`] call computes besides `x·W`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DenseSpec {
+    pub act: Act,
+    pub bias: bool,
+    /// `Some(ε)` for training-mode BN between the affine map and the nonlinearity.
+    pub bn_eps: Option<f64>,
+}
+
+/// Products with at least this many multiply-adds run on all of rayon's threads; smaller ones
+/// on the calling thread. Measured with `bn-exp bench` on the paper's MLP (batch 60): threading
+/// its 60×784×100 products (4.7·10⁶ multiply-adds, about 100 µs on one core) made the step
+/// slower, 410 → 655 µs, because waking the second thread twice a step costs more in this VM
+/// than half a product saves. Larger batches (the batch-size study) cross the threshold.
+pub const PARALLEL_MIN_MACS: usize = 8_000_000;
+
+#[backend_extension(Autodiff, Flex)]
+pub trait FusedDense: Backend {
+    /// Returns (a, pre, batch mean, biased batch variance); the last two are empty without BN.
+    /// `bias`, `gamma` and `beta` are ignored (pass empty tensors) where `spec` does not use them.
+    fn fused_dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        spec: DenseSpec,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
+}
+
+/// Outputs of [`dense`].
+pub struct DenseOutput {
+    /// g(pre), `[N, M]`: the only output gradients flow through.
+    pub output: Tensor<2>,
+    /// The input to g, `[N, M]`, detached.
+    pub pre: Tensor<2>,
+    /// BN's μ_B and biased σ²_B, `[M]`, detached (empty without BN).
+    pub mean: Tensor<1>,
+    pub variance: Tensor<1>,
+}
+
+/// `g(BN(x·W + b))` as one op. `bn` is `(γ, β, ε)`; `None` skips BN.
+pub fn dense(
+    x: Tensor<2>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    bn: Option<(Tensor<1>, Tensor<1>, f64)>,
+    act: Act,
+) -> DenseOutput {
+    // Placeholders for the unused inputs, in x's dtype (the kernel reads all inputs as one type).
+    let options = TensorCreationOptions::new(x.device()).with_dtype(x.dtype());
+    let empty = || Tensor::<1>::zeros([0], options.clone());
+    let spec = DenseSpec {
+        act,
+        bias: bias.is_some(),
+        bn_eps: bn.as_ref().map(|b| b.2),
+    };
+    let (gamma, beta) = match bn {
+        Some((g, b, _)) => (g, b),
+        None => (empty(), empty()),
+    };
+    let (output, pre, mean, variance) = <Dispatch as FusedDense>::fused_dense(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.unwrap_or_else(empty).into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        spec,
+    );
+    DenseOutput {
+        output: Tensor::from_dispatch(output),
+        pre: Tensor::from_dispatch(pre),
+        mean: Tensor::from_dispatch(mean),
+        variance: Tensor::from_dispatch(variance),
+    }
+}
+
+/// A row-major matrix operand: its values and (row stride, column stride).
+pub(super) struct Operand<'a, T> {
+    pub(super) data: &'a [T],
+    pub(super) rs: isize,
+    pub(super) cs: isize,
+}
+
+/// `dst[m×n] (+)= lhs[m×k]·rhs[k×n]`, dst row-major and contiguous. With `accumulate`, the
+/// product is added to what `dst` holds (used to add the bias for free).
+pub(super) fn gemm_into<T: Real>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [T],
+    lhs: Operand<T>,
+    rhs: Operand<T>,
+    accumulate: bool,
+) {
+    assert_eq!(dst.len(), m * n, "gemm output size");
+    // The last element each operand's strides reach must lie inside its slice.
+    let last = |op: &Operand<T>, rows: usize, cols: usize| {
+        rows.saturating_sub(1) as isize * op.rs + cols.saturating_sub(1) as isize * op.cs
+    };
+    if m * n * k == 0 {
+        if !accumulate {
+            dst.fill(T::ZERO);
+        }
+        return;
+    }
+    assert!(
+        (last(&lhs, m, k) as usize) < lhs.data.len(),
+        "gemm lhs bounds"
+    );
+    assert!(
+        (last(&rhs, k, n) as usize) < rhs.data.len(),
+        "gemm rhs bounds"
+    );
+    let parallelism = if m * n * k >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above keep every index the strides produce inside the slices, and
+    // `dst` is a distinct, exclusively borrowed buffer of m·n elements with strides (n, 1).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs,
+            lhs.rs,
+            rhs.data.as_ptr(),
+            rhs.cs,
+            rhs.rs,
+            T::from_f64(1.0),
+            T::from_f64(1.0),
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// g(v) elementwise. Float32 sigmoid uses the vectorisable `exp_neg_abs` (as `super::sigmoid`).
+fn activate<T: Real>(v: &mut [T], act: Act) {
+    match act {
+        Act::Identity => {}
+        // As Burn's relu: values ≤ 0 become 0, a NaN stays NaN (so divergence is still seen).
+        Act::Relu => v.iter_mut().for_each(|x| {
+            if x.to_f64() <= 0.0 {
+                *x = T::ZERO;
+            }
+        }),
+        Act::Tanh => v
+            .iter_mut()
+            .for_each(|x| *x = T::from_f64(x.to_f64().tanh())),
+        Act::Sigmoid => T::sigmoid_in_place(v),
+    }
+}
+
+/// ∂pre = ∂a · g'(pre), from the saved output a = g(pre).
+fn activation_backward<T: Real>(a: &[T], ga: &[T], act: Act) -> Vec<T> {
+    let one = T::from_f64(1.0);
+    match act {
+        Act::Identity => ga.to_vec(),
+        Act::Sigmoid => a
+            .iter()
+            .zip(ga)
+            .map(|(&a, &g)| g * (a * (one - a)))
+            .collect(),
+        Act::Tanh => a.iter().zip(ga).map(|(&a, &g)| g * (one - a * a)).collect(),
+        Act::Relu => a
+            .iter()
+            .zip(ga)
+            .map(|(&a, &g)| if a.to_f64() > 0.0 { g } else { T::ZERO })
+            .collect(),
+    }
+}
+
+/// Forward results as flat vectors; `z` is kept only when BN's backward needs it.
+struct Forward<T> {
+    a: Vec<T>,
+    pre: Vec<T>,
+    z: Vec<T>,
+    mean: Vec<T>,
+    var: Vec<T>,
+}
+
+fn forward<T: Real>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    bn: Option<(&[T], &[T], f64)>,
+    (n, k, m): (usize, usize, usize),
+    act: Act,
+) -> Forward<T> {
+    let mut z = match bias {
+        Some(b) => b.repeat(n),
+        None => vec![T::ZERO; n * m],
+    };
+    let x_op = Operand {
+        data: x,
+        rs: k as isize,
+        cs: 1,
+    };
+    let w_op = Operand {
+        data: w,
+        rs: m as isize,
+        cs: 1,
+    };
+    gemm_into((n, m, k), &mut z, x_op, w_op, bias.is_some());
+    let (pre, z, mean, var) = match bn {
+        Some((gamma, beta, eps)) => {
+            let (y, mean, var) = super::forward(&z, gamma, beta, &[n, m], eps);
+            (y, z, mean, var)
+        }
+        None => (z, Vec::new(), Vec::new(), Vec::new()),
+    };
+    let mut a = pre.clone();
+    activate(&mut a, act);
+    Forward {
+        a,
+        pre,
+        z,
+        mean,
+        var,
+    }
+}
+
+/// What the backward reads: the forward's inputs and outputs it needs.
+struct Saved<'a, T> {
+    x: &'a [T],
+    w: &'a [T],
+    a: &'a [T],
+    z: &'a [T],
+    gamma: &'a [T],
+    mean: &'a [T],
+    var: &'a [T],
+}
+
+/// Gradients; each is computed only when `want` asks for it.
+struct Grads<T> {
+    dx: Option<Vec<T>>,
+    dw: Option<Vec<T>>,
+    db: Option<Vec<T>>,
+    dgamma: Option<Vec<T>>,
+    dbeta: Option<Vec<T>>,
+}
+
+/// Which of (x, W, b, γ, β) need a gradient.
+type Wanted = [bool; 5];
+
+fn backward<T: Real>(
+    s: &Saved<T>,
+    ga: &[T],
+    (n, k, m): (usize, usize, usize),
+    spec: DenseSpec,
+    want: Wanted,
+) -> Grads<T> {
+    let gpre = activation_backward(s.a, ga, spec.act);
+    let (gz, dgamma, dbeta) = match spec.bn_eps {
+        Some(eps) => {
+            let (gz, dgamma, dbeta) =
+                super::backward(s.z, &gpre, s.gamma, s.mean, s.var, &[n, m], eps);
+            (gz, Some(dgamma), Some(dbeta))
+        }
+        None => (gpre, None, None),
+    };
+    let db = (want[2] && spec.bias).then(|| {
+        channel_sums(n, m, 1, |i, _| gz[i])
+            .into_iter()
+            .map(T::from_f64)
+            .collect()
+    });
+    let dw = want[1].then(|| {
+        // ∂W[k×m] = xᵀ·∂z: xᵀ is x read with swapped strides.
+        let mut dw = vec![T::ZERO; k * m];
+        let xt = Operand {
+            data: s.x,
+            rs: 1,
+            cs: k as isize,
+        };
+        let gz_op = Operand {
+            data: &gz,
+            rs: m as isize,
+            cs: 1,
+        };
+        gemm_into((k, m, n), &mut dw, xt, gz_op, false);
+        dw
+    });
+    let dx = want[0].then(|| {
+        // ∂x[n×k] = ∂z·Wᵀ.
+        let mut dx = vec![T::ZERO; n * k];
+        let gz_op = Operand {
+            data: &gz,
+            rs: m as isize,
+            cs: 1,
+        };
+        let wt = Operand {
+            data: s.w,
+            rs: 1,
+            cs: m as isize,
+        };
+        gemm_into((n, k, m), &mut dx, gz_op, wt, false);
+        dx
+    });
+    Grads {
+        dx,
+        dw,
+        db,
+        dgamma: dgamma.filter(|_| want[3]),
+        dbeta: dbeta.filter(|_| want[4]),
+    }
+}
+
+/// Flex tensors of one forward: (a, pre, z, mean, var).
+type FlexForward = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor);
+
+/// (N, K, M) of a layer, from x `[N, K]` and W `[K, M]`.
+fn layer_dims(x: &FlexTensor, w: &FlexTensor) -> (usize, usize, usize) {
+    let xd = x.layout().shape();
+    let wd = w.layout().shape();
+    assert!(
+        xd.num_dims() == 2 && wd.num_dims() == 2 && xd[1] == wd[0],
+        "dense: x {:?} and W {:?} do not chain",
+        xd.to_vec(),
+        wd.to_vec()
+    );
+    (xd[0], xd[1], wd[1])
+}
+
+fn flex_forward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    b: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    spec: DenseSpec,
+) -> FlexForward {
+    let dims = layer_dims(x, w);
+    let (n, _, m) = dims;
+    macro_rules! run {
+        ($t:ty) => {{
+            let (xv, wv, bv) = (values::<$t>(x), values::<$t>(w), values::<$t>(b));
+            let (gv, betav) = (values::<$t>(gamma), values::<$t>(beta));
+            let bias = spec.bias.then_some(&bv[..]);
+            let bn = spec.bn_eps.map(|eps| (&gv[..], &betav[..], eps));
+            let f = forward::<$t>(&xv, &wv, bias, bn, dims, spec.act);
+            let per_channel = |v: Vec<$t>| {
+                let len = v.len();
+                tensor_from(v, vec![len])
+            };
+            let zlen = f.z.len();
+            (
+                tensor_from(f.a, vec![n, m]),
+                tensor_from(f.pre, vec![n, m]),
+                tensor_from(f.z, if zlen == 0 { vec![0] } else { vec![n, m] }),
+                per_channel(f.mean),
+                per_channel(f.var),
+            )
+        }};
+    }
+    match x.dtype() {
+        DType::F64 => run!(f64),
+        DType::F32 => run!(f32),
+        other => {
+            let (a, pre, z, mean, var) = flex_forward(
+                &as_f32(x),
+                &as_f32(w),
+                &as_f32(b),
+                &as_f32(gamma),
+                &as_f32(beta),
+                spec,
+            );
+            (
+                as_dtype(a, other),
+                as_dtype(pre, other),
+                as_dtype(z, other),
+                as_dtype(mean, other),
+                as_dtype(var, other),
+            )
+        }
+    }
+}
+
+/// What the autodiff node keeps: x, W, γ, a, z, mean, var.
+type FlexSaved = [FlexTensor; 7];
+
+fn flex_backward(
+    saved: &FlexSaved,
+    ga: &FlexTensor,
+    spec: DenseSpec,
+    want: Wanted,
+) -> [Option<FlexTensor>; 5] {
+    let [x, w, gamma, a, z, mean, var] = saved;
+    let dims = layer_dims(x, w);
+    let (n, k, m) = dims;
+    let dtype = x.dtype();
+    macro_rules! run {
+        ($t:ty) => {{
+            let (xv, wv, gv, av) = (
+                values::<$t>(x),
+                values::<$t>(w),
+                values::<$t>(gamma),
+                values::<$t>(a),
+            );
+            let (zv, mv, vv, gav) = (
+                values::<$t>(z),
+                values::<$t>(mean),
+                values::<$t>(var),
+                values::<$t>(ga),
+            );
+            let s = Saved {
+                x: &xv,
+                w: &wv,
+                a: &av,
+                z: &zv,
+                gamma: &gv,
+                mean: &mv,
+                var: &vv,
+            };
+            let g = backward::<$t>(&s, &gav, dims, spec, want);
+            [
+                g.dx.map(|v| tensor_from(v, vec![n, k])),
+                g.dw.map(|v| tensor_from(v, vec![k, m])),
+                g.db.map(|v| tensor_from(v, vec![m])),
+                g.dgamma.map(|v| tensor_from(v, vec![m])),
+                g.dbeta.map(|v| tensor_from(v, vec![m])),
+            ]
+        }};
+    }
+    match dtype {
+        DType::F64 => run!(f64),
+        DType::F32 => run!(f32),
+        other => {
+            let saved32 = saved.each_ref().map(as_f32);
+            flex_backward(&saved32, &as_f32(ga), spec, want).map(|g| g.map(|g| as_dtype(g, other)))
+        }
+    }
+}
+
+impl FusedDense for Flex {
+    fn fused_dense(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        spec: DenseSpec,
+    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
+        let (a, pre, _z, mean, var) = flex_forward(&x, &weight, &bias, &gamma, &beta, spec);
+        (a, pre, mean, var)
+    }
+}
+
+#[derive(Debug)]
+struct FusedDenseBackward {
+    spec: DenseSpec,
+}
+
+impl Backward<Flex, 5> for FusedDenseBackward {
+    type State = FlexSaved;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 5>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let ga = grads.consume::<Flex>(&ops.node);
+        let want = ops.parents.each_ref().map(Option::is_some);
+        let results = flex_backward(&ops.state, &ga, self.spec, want);
+        for (parent, grad) in ops.parents.into_iter().zip(results) {
+            if let (Some(node), Some(grad)) = (parent, grad) {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FusedDense for Autodiff<Flex, C> {
+    fn fused_dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        spec: DenseSpec,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let (a, pre, z, mean, var) = flex_forward(
+            x.primitive(),
+            weight.primitive(),
+            bias.primitive(),
+            gamma.primitive(),
+            beta.primitive(),
+            spec,
+        );
+        // pre and the statistics leave the graph as constants.
+        let constants = (
+            FloatTensor::<Self>::new(pre),
+            FloatTensor::<Self>::new(mean.clone()),
+            FloatTensor::<Self>::new(var.clone()),
+        );
+        let prep = FusedDenseBackward { spec }
+            .prepare::<C>([
+                x.node(),
+                weight.node(),
+                bias.node(),
+                gamma.node(),
+                beta.node(),
+            ])
+            .compute_bound()
+            .stateful();
+        let output = match prep {
+            OpsKind::Tracked(prep) => {
+                let state = [
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    gamma.into_primitive(),
+                    a.clone(),
+                    z,
+                    mean,
+                    var,
+                ];
+                prep.finish(state, a)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(a),
+        };
+        (output, constants.0, constants.1, constants.2)
+    }
+}
+
+/// `sigmoid_in_place` for each float the kernels run in.
+pub(super) trait SigmoidInPlace: Sized {
+    fn sigmoid_in_place(v: &mut [Self]);
+}
+
+impl SigmoidInPlace for f32 {
+    fn sigmoid_in_place(v: &mut [f32]) {
+        super::sigmoid_in_place_f32(v)
+    }
+}
+
+impl SigmoidInPlace for f64 {
+    fn sigmoid_in_place(v: &mut [f64]) {
+        for x in v.iter_mut() {
+            *x = 1.0 / (1.0 + (-*x).exp());
+        }
+    }
+}
