@@ -12,13 +12,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use burn::optim::GradientsParams;
-use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
 use crate::cli::BenchArgs;
 use crate::config::{Config, config_from_value};
+use crate::kernels::cross_entropy;
 use crate::model::{CLASSES, Mode, build_net};
 use crate::rng::Rng;
 
@@ -189,7 +189,7 @@ pub fn time_steps(workload: &str, reps: usize) -> Result<StepResult> {
             dropout_seed: None,
         };
         let logits = net.forward(x.autodiff(), mode, None)?;
-        let loss = cross_entropy_with_logits(logits, y.autodiff());
+        let loss = cross_entropy(logits, y.autodiff());
         let value: f32 = loss.clone().into_scalar();
         ensure!(value.is_finite(), "bench loss is not finite");
         let grads = GradientsParams::from_grads(loss.backward(), &net);

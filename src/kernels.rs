@@ -36,9 +36,12 @@ use rayon::prelude::*;
 
 mod conv;
 mod dense;
+mod gemm;
+mod loss;
 mod pool;
 pub use conv::{FusedConv, conv3x3};
-pub use dense::{Act, DenseOutput, DenseSpec, FusedDense, PARALLEL_MIN_MACS, dense};
+pub use dense::{Act, DenseOutput, DenseSpec, FusedDense, dense};
+pub use loss::{FusedCrossEntropy, cross_entropy};
 pub use pool::{FusedMaxPool, max_pool2x2};
 
 /// Fused BN training forward: returns (output, batch mean, biased batch variance).

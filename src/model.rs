@@ -252,6 +252,23 @@ impl Net {
                 let bias = out.bias.as_ref().map(|b| b.val());
                 return Ok(dense(h, out.weight.val(), bias, None, Act::Identity).output);
             }
+            Arch::Mlp
+                if matches!(
+                    mode,
+                    Mode::Infer(InferenceStats::Moving | InferenceStats::Population)
+                ) && self.spec.placement != Placement::After =>
+            {
+                let Mode::Infer(stats) = mode else {
+                    unreachable!("matched above")
+                };
+                let mut h = x;
+                for i in 0..self.linears.len() {
+                    h = self.dense_block_infer(i, h, stats, trace.as_deref_mut());
+                }
+                let out = &self.output;
+                let bias = out.bias.as_ref().map(|b| b.val());
+                return Ok(dense(h, out.weight.val(), bias, None, Act::Identity).output);
+            }
             Arch::Mlp => {
                 let mut h = x;
                 for (i, linear) in self.linears.iter().enumerate() {
@@ -339,6 +356,36 @@ impl Net {
             }
         };
         self.finish_block(i, pre, a, stats, mode, trace)
+    }
+
+    /// MLP hidden layer `i` in inference with fixed BN statistics, as one fused op. BN before g
+    /// is then the affine map scale·z + shift (Algorithm 2), which the paper notes can be
+    /// composed with the linear map before it: g(x·(W·diag(scale)) + shift). That is the same
+    /// function as [`Net::hidden_block`] computes op by op, with different float rounding.
+    fn dense_block_infer(
+        &self,
+        i: usize,
+        x: Tensor<2>,
+        stats: InferenceStats,
+        trace: Option<&mut Trace>,
+    ) -> Tensor<2> {
+        let linear = &self.linears[i];
+        let (w, b) = (linear.weight.val(), linear.bias.as_ref().map(|b| b.val()));
+        let (w, b) = match self.spec.placement {
+            Placement::Before => {
+                let (scale, shift) = self.norms[i].inference_affine(stats);
+                (w * scale.unsqueeze::<2>(), Some(shift))
+            }
+            _ => (w, b),
+        };
+        let out = dense(x, w, b, None, self.kernel_act());
+        if let Some(trace) = trace {
+            trace.pre_activations.push(HostTensor {
+                shape: out.pre.dims().to_vec(),
+                values: tensor_to_f32(out.pre),
+            });
+        }
+        out.output
     }
 
     /// Record the trace (if any) and apply dropout to a hidden layer's output.

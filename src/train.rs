@@ -20,7 +20,6 @@ use anyhow::{Context, Result, bail, ensure};
 use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig};
-use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -30,6 +29,7 @@ use crate::batch_norm::{InferenceStats, PopulationAccumulator, vector_tensor};
 use crate::cli::TrainArgs;
 use crate::config::{Config, load_config};
 use crate::data::{LoadedData, Split};
+use crate::kernels::cross_entropy;
 use crate::metrics::{
     ActivationRecord, EvalRecord, JsonlWriter, LayerStats, PopulationResult, Summary, TrackedUnit,
     drift, histogram, mean_std, percentiles_15_50_85, read_jsonl, steps_to_threshold,
@@ -460,7 +460,7 @@ impl Runner<'_> {
             dropout_seed,
         };
         let logits = net.forward(x.autodiff(), mode, None)?;
-        let loss = cross_entropy_with_logits(logits, y.autodiff());
+        let loss = cross_entropy(logits, y.autodiff());
         let value = f64::from(loss.clone().into_scalar::<f32>());
         if !value.is_finite() {
             return Ok((value, None));
@@ -482,7 +482,7 @@ impl Runner<'_> {
             let x = self.test.range(start, end);
             let y = self.test.one_hot(&indices, &self.device);
             let logits = eval_net.forward(x, Mode::Infer(stats), None)?;
-            let loss = cross_entropy_with_logits(logits.clone(), y);
+            let loss = cross_entropy(logits.clone(), y);
             loss_sum += f64::from(loss.into_scalar::<f32>()) * (end - start) as f64;
             let pred = logits.argmax(1).into_data().convert::<i64>();
             let pred = pred

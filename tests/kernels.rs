@@ -5,14 +5,17 @@
 //! - `conv3x3` against Burn's `conv2d` (stride 1, padding 1), output and ∂x, ∂W, ∂b, on odd,
 //!   non-square images and a batch that spans several of the kernel's parallel chunks;
 //! - `max_pool2x2` against Burn's `max_pool2d`, output and ∂x, including odd sizes;
+//! - `cross_entropy` against Burn's `cross_entropy_with_logits`, loss and ∂logits, for one-hot
+//!   and soft targets and logits large enough to overflow a naive softmax;
 //! - `dense` against central finite differences, as a check that does not lean on Burn.
 //!
 //! Tolerance: 1e-10 relative to the largest reference value (float64; the two sides sum in
 //! different orders). The MLP's float32 path runs the same code and is exercised by the training
 //! tests; float32 results differ from these by rounding only.
 
-use bn_exp::kernels::{Act, conv3x3, dense, max_pool2x2};
+use bn_exp::kernels::{Act, conv3x3, cross_entropy, dense, max_pool2x2};
 use burn::tensor::activation::{relu, sigmoid, tanh};
+use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
@@ -187,6 +190,19 @@ fn dense_matches_burns_ops_for_every_activation_bias_and_bn() {
 }
 
 #[test]
+fn dense_products_split_over_two_threads_give_the_same_result() {
+    // 64·256·128 = 2.1·10⁶ multiply-adds: above the size from which a product is split between
+    // the caller and bn-exp's helper thread (when rayon may use more than one thread). The
+    // forward and ∂x split their output columns, ∂W its rows.
+    let case = DenseCase::new(64, 256, 128);
+    let got = dense_fused(&case, true, true, Act::Sigmoid);
+    let want = dense_reference(&case, true, true, Act::Sigmoid);
+    for (part, (g, w)) in PARTS.iter().zip(got.iter().zip(&want)) {
+        assert_close(&format!("split product {part}"), g, w);
+    }
+}
+
+#[test]
 fn dense_gradients_match_central_finite_differences() {
     // Sigmoid with BN: every part of the backward is on the path.
     let case = DenseCase::new(6, 5, 4);
@@ -310,4 +326,47 @@ fn max_pool2x2_lets_a_nan_through() {
         y[0].is_nan(),
         "max of a window with a NaN must be NaN, got {y:?}"
     );
+}
+
+fn loss_case(fused: bool, logits: &[f64], targets: &[f64], n: usize, c: usize) -> [Vec<f64>; 2] {
+    let z = tensor(logits, [n, c]);
+    let y = Tensor::<2>::from_data(
+        TensorData::new(targets.to_vec(), [n, c]),
+        TensorCreationOptions::new(device()).with_dtype(DType::F64),
+    );
+    let loss = if fused {
+        cross_entropy(z.clone(), y)
+    } else {
+        cross_entropy_with_logits(z.clone(), y)
+    };
+    // A weight on the loss, so the upstream gradient is not 1.
+    let grads = (loss.clone() * 0.75).sum().backward();
+    [flat(loss), flat(z.grad(&grads).expect("dlogits"))]
+}
+
+#[test]
+fn cross_entropy_matches_burns_for_one_hot_and_soft_targets() {
+    let (n, c) = (7, 10);
+    let logits: Vec<f64> = values(n * c, 31).iter().map(|v| v * 6.0).collect();
+    let one_hot: Vec<f64> = (0..n * c)
+        .map(|i| if i % c == (i / c * 3) % c { 1.0 } else { 0.0 })
+        .collect();
+    let soft: Vec<f64> = values(n * c, 32).iter().map(|v| (v + 1.0) / 20.0).collect();
+    for (name, targets) in [("one-hot", &one_hot), ("soft", &soft)] {
+        let got = loss_case(true, &logits, targets, n, c);
+        let want = loss_case(false, &logits, targets, n, c);
+        assert_close(&format!("{name} loss"), &got[0], &want[0]);
+        assert_close(&format!("{name} dlogits"), &got[1], &want[1]);
+    }
+}
+
+#[test]
+fn cross_entropy_is_finite_for_huge_logits_and_matches_the_closed_form() {
+    // Logits 1000 apart: the loss of the right class is 0, of the wrong one 1000.
+    let logits = [1000.0, 0.0, 0.0, 1000.0];
+    let targets = [1.0, 0.0, 1.0, 0.0];
+    let [loss, grad] = loss_case(true, &logits, &targets, 2, 2);
+    assert_close("loss", &loss, &[500.0]);
+    // ∂/∂z = 0.75 · (softmax − y) / 2
+    assert_close("dlogits", &grad, &[0.0, 0.0, -0.375, 0.375]);
 }

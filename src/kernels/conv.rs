@@ -28,7 +28,7 @@ use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Tensor, TensorCreationOptions};
 use rayon::prelude::*;
 
-use super::dense::{Operand, gemm_into};
+use super::gemm::{Operand, gemm_into};
 use super::{Real, as_dtype, as_f32, tensor_from, values};
 
 /// Images per parallel task: small enough to balance two threads over a batch of 128, large

@@ -17,8 +17,7 @@
 //! one by one. For the paper's net (batch 60) that bookkeeping cost as much as the arithmetic.
 //! Here the bias is added by the matrix product itself (its output starts as the broadcast bias),
 //! the nonlinearity's derivative is folded into the first backward pass, and the products call
-//! `gemm` directly, threaded only where a product is big enough to repay it (see
-//! [`PARALLEL_MIN_MACS`]).
+//! `gemm` directly (see `super::gemm` for how the big ones use a second thread).
 //!
 //! The op also returns `pre` (the input to g, which Figure 1 tracks) and BN's batch mean and
 //! biased variance, as constants outside the graph: they feed the trace and the running averages.
@@ -33,6 +32,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Tensor, TensorCreationOptions};
 
+use super::gemm::{Operand, gemm_into};
 use super::{Real, as_dtype, as_f32, channel_sums, tensor_from, values};
 
 /// The nonlinearity a [`dense`] layer applies after its affine map (and BN).
@@ -52,13 +52,6 @@ pub struct DenseSpec {
     /// `Some(ε)` for training-mode BN between the affine map and the nonlinearity.
     pub bn_eps: Option<f64>,
 }
-
-/// Products with at least this many multiply-adds run on all of rayon's threads; smaller ones
-/// on the calling thread. Measured with `bn-exp bench` on the paper's MLP (batch 60): threading
-/// its 60×784×100 products (4.7·10⁶ multiply-adds, about 100 µs on one core) made the step
-/// slower, 410 → 655 µs, because waking the second thread twice a step costs more in this VM
-/// than half a product saves. Larger batches (the batch-size study) cross the threshold.
-pub const PARALLEL_MIN_MACS: usize = 8_000_000;
 
 #[backend_extension(Autodiff, Flex)]
 pub trait FusedDense: Backend {
@@ -123,73 +116,6 @@ pub fn dense(
         pre: Tensor::from_dispatch(pre),
         mean: Tensor::from_dispatch(mean),
         variance: Tensor::from_dispatch(variance),
-    }
-}
-
-/// A row-major matrix operand: its values and (row stride, column stride).
-pub(super) struct Operand<'a, T> {
-    pub(super) data: &'a [T],
-    pub(super) rs: isize,
-    pub(super) cs: isize,
-}
-
-/// `dst[m×n] (+)= lhs[m×k]·rhs[k×n]`, dst row-major and contiguous. With `accumulate`, the
-/// product is added to what `dst` holds (used to add the bias for free).
-pub(super) fn gemm_into<T: Real>(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [T],
-    lhs: Operand<T>,
-    rhs: Operand<T>,
-    accumulate: bool,
-) {
-    assert_eq!(dst.len(), m * n, "gemm output size");
-    // The last element each operand's strides reach must lie inside its slice.
-    let last = |op: &Operand<T>, rows: usize, cols: usize| {
-        rows.saturating_sub(1) as isize * op.rs + cols.saturating_sub(1) as isize * op.cs
-    };
-    if m * n * k == 0 {
-        if !accumulate {
-            dst.fill(T::ZERO);
-        }
-        return;
-    }
-    assert!(
-        (last(&lhs, m, k) as usize) < lhs.data.len(),
-        "gemm lhs bounds"
-    );
-    assert!(
-        (last(&rhs, k, n) as usize) < rhs.data.len(),
-        "gemm rhs bounds"
-    );
-    let parallelism = if m * n * k >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the asserts above keep every index the strides produce inside the slices, and
-    // `dst` is a distinct, exclusively borrowed buffer of m·n elements with strides (n, 1).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs,
-            lhs.rs,
-            rhs.data.as_ptr(),
-            rhs.cs,
-            rhs.rs,
-            T::from_f64(1.0),
-            T::from_f64(1.0),
-            false,
-            false,
-            false,
-            parallelism,
-        );
     }
 }
 
