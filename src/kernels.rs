@@ -42,7 +42,7 @@ mod pool;
 pub use conv::{FusedConv, conv3x3};
 pub use dense::{Act, DenseOutput, DenseSpec, FusedDense, dense};
 pub use loss::{FusedCrossEntropy, cross_entropy};
-pub use pool::{FusedMaxPool, max_pool2x2};
+pub use pool::{FusedMaxPool, max_pool2x2, max_pool2x2_then};
 
 /// Fused BN training forward: returns (output, batch mean, biased batch variance).
 #[backend_extension(Autodiff, Flex)]

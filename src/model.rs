@@ -26,7 +26,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::batch_norm::{BatchNorm, BatchStats, BnMode, InferenceStats, tensor_to_f32};
 use crate::config::{Activation, Arch, Config, Init, Placement};
 use crate::data::Dataset;
-use crate::kernels::{Act, conv3x3, dense, max_pool2x2};
+use crate::kernels::{Act, conv3x3, dense, max_pool2x2, max_pool2x2_then};
 use crate::rng::Rng;
 
 /// How a forward pass runs.
@@ -284,8 +284,12 @@ impl Net {
                 for (i, conv) in self.convs.iter().enumerate() {
                     let bias = conv.bias.as_ref().map(|b| b.val());
                     let z = conv3x3(h, conv.weight.val(), bias);
-                    let a = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
-                    h = max_pool2x2(a);
+                    h = if self.spec.placement == Placement::After || self.dropout_active(mode) {
+                        let a = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
+                        max_pool2x2(a)
+                    } else {
+                        self.conv_block_pool_first(i, z, mode, trace.as_deref_mut())?
+                    };
                 }
                 h.flatten(1, 3)
             }
@@ -380,12 +384,42 @@ impl Net {
         };
         let out = dense(x, w, b, None, self.kernel_act());
         if let Some(trace) = trace {
-            trace.pre_activations.push(HostTensor {
-                shape: out.pre.dims().to_vec(),
-                values: tensor_to_f32(out.pre),
-            });
+            record_trace(trace, &out.pre, None);
         }
         out.output
+    }
+
+    /// CNN block `i` after its convolution, for BN before g (or no BN) and no dropout: BN, then
+    /// max-pooling with g applied after it. Pooling commutes with every g bn-exp offers (all are
+    /// non-decreasing), so this is the same function as g, then pooling, on a quarter of the
+    /// values ([`crate::kernels::max_pool2x2_then`]).
+    fn conv_block_pool_first(
+        &self,
+        i: usize,
+        z: Tensor<4>,
+        mode: Mode,
+        trace: Option<&mut Trace>,
+    ) -> Result<Tensor<4>> {
+        let (pre, stats) = match self.spec.placement {
+            Placement::Before => self.norms[i].forward_with_stats(z, mode.bn_mode())?,
+            _ => (z, None),
+        };
+        if let Some(trace) = trace {
+            record_trace(trace, &pre, stats);
+        }
+        Ok(max_pool2x2_then(pre, self.kernel_act()))
+    }
+
+    /// True when this forward pass drops units (training with dropout).
+    fn dropout_active(&self, mode: Mode) -> bool {
+        self.spec.dropout > 0.0
+            && matches!(
+                mode,
+                Mode::Train {
+                    dropout_seed: Some(_),
+                    ..
+                }
+            )
     }
 
     /// Record the trace (if any) and apply dropout to a hidden layer's output.
@@ -399,13 +433,7 @@ impl Net {
         trace: Option<&mut Trace>,
     ) -> Result<Tensor<D>> {
         if let Some(trace) = trace {
-            trace.pre_activations.push(HostTensor {
-                shape: pre.dims().to_vec(),
-                values: tensor_to_f32(pre.detach()),
-            });
-            if let Some(stats) = stats {
-                trace.bn_stats.push(stats);
-            }
+            record_trace(trace, &pre, stats);
         }
         Ok(self.dropout(i, a, mode))
     }
@@ -453,5 +481,16 @@ impl Net {
     /// True when the net has BN layers.
     pub fn has_bn(&self) -> bool {
         !self.norms.is_empty()
+    }
+}
+
+/// Copy a hidden layer's pre-activations (and BN batch statistics, if any) into the trace.
+fn record_trace<const D: usize>(trace: &mut Trace, pre: &Tensor<D>, stats: Option<BatchStats>) {
+    trace.pre_activations.push(HostTensor {
+        shape: pre.dims().to_vec(),
+        values: tensor_to_f32(pre.clone().detach()),
+    });
+    if let Some(stats) = stats {
+        trace.bn_stats.push(stats);
     }
 }

@@ -13,7 +13,7 @@
 //! different orders). The MLP's float32 path runs the same code and is exercised by the training
 //! tests; float32 results differ from these by rounding only.
 
-use bn_exp::kernels::{Act, conv3x3, cross_entropy, dense, max_pool2x2};
+use bn_exp::kernels::{Act, conv3x3, cross_entropy, dense, max_pool2x2, max_pool2x2_then};
 use burn::tensor::activation::{relu, sigmoid, tanh};
 use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::module::{conv2d, max_pool2d};
@@ -312,6 +312,39 @@ fn max_pool2x2_matches_burns_max_pool2d_including_odd_sizes() {
         let want = pool_case(false, shape);
         assert_eq!(got[0], want[0], "{shape:?} output");
         assert_eq!(got[1], want[1], "{shape:?} dx");
+    }
+}
+
+#[test]
+fn pooling_then_activation_equals_activation_then_pooling() {
+    // The CNN pools before g: same values and gradients as Burn's g followed by max_pool2d.
+    let shape = [2, 3, 6, 8];
+    let n: usize = shape.iter().product();
+    for act in [Act::Sigmoid, Act::Relu, Act::Tanh] {
+        let run = |fused: bool| -> [Vec<f64>; 2] {
+            let x = tensor(&values(n, 23), shape);
+            let out = if fused {
+                max_pool2x2_then(x.clone(), act)
+            } else {
+                let a = match act {
+                    Act::Sigmoid => sigmoid(x.clone()),
+                    Act::Relu => relu(x.clone()),
+                    Act::Tanh => tanh(x.clone()),
+                    Act::Identity => x.clone(),
+                };
+                max_pool2d(a, MaxPoolOptions::new([2, 2]))
+            };
+            let dims = out.dims();
+            let upstream = Tensor::<4>::from_data(
+                TensorData::new(values(dims.iter().product(), 24), dims),
+                TensorCreationOptions::new(device()).with_dtype(DType::F64),
+            );
+            let grads = (out.clone() * upstream).sum().backward();
+            [flat(out), flat(x.grad(&grads).expect("dx"))]
+        };
+        let (got, want) = (run(true), run(false));
+        assert_close(&format!("{act:?} pooled"), &got[0], &want[0]);
+        assert_close(&format!("{act:?} dx"), &got[1], &want[1]);
     }
 }
 

@@ -120,7 +120,7 @@ pub fn dense(
 }
 
 /// g(v) elementwise. Float32 sigmoid uses the vectorisable `exp_neg_abs` (as `super::sigmoid`).
-fn activate<T: Real>(v: &mut [T], act: Act) {
+pub(super) fn activate<T: Real>(v: &mut [T], act: Act) {
     match act {
         Act::Identity => {}
         // As Burn's relu: values ≤ 0 become 0, a NaN stays NaN (so divergence is still seen).
@@ -137,7 +137,7 @@ fn activate<T: Real>(v: &mut [T], act: Act) {
 }
 
 /// ∂pre = ∂a · g'(pre), from the saved output a = g(pre).
-fn activation_backward<T: Real>(a: &[T], ga: &[T], act: Act) -> Vec<T> {
+pub(super) fn activation_backward<T: Real>(a: &[T], ga: &[T], act: Act) -> Vec<T> {
     let one = T::from_f64(1.0);
     match act {
         Act::Identity => ga.to_vec(),
