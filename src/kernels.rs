@@ -1,5 +1,15 @@
-//! Hand-written CPU kernels that Burn's `flex` backend runs slower op by op: the training-mode
-//! BatchNorm as one fused kernel with a hand-written backward, and a vectorisable sigmoid.
+//! Hand-written CPU kernels for what Burn's `flex` backend runs slower op by op. Each is
+//! registered through Burn's backend-extension mechanism as one autodiff node with a
+//! hand-written backward, and tested against Burn's own ops or PyTorch (`tests/kernels.rs`,
+//! `tests/batch_norm.rs`):
+//! - here: training-mode BatchNorm, and a vectorised sigmoid;
+//! - [`dense`]: a whole MLP layer, `g(BN(x·W + b))`;
+//! - `conv`: the CNN's 3×3 convolution, parallel over images;
+//! - `pool`: 2×2 max-pooling, optionally followed by the nonlinearity;
+//! - `loss`: softmax cross-entropy;
+//! - `gemm`: the matrix products they share, with a spinning second thread for the big ones.
+//!
+//! Numbers before and after each: `docs/performance.md`.
 //!
 //! # BatchNorm
 //!
