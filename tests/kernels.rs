@@ -296,9 +296,14 @@ fn pool_case(fused: bool, shape: [usize; 4]) -> [Vec<f64>; 2] {
     } else {
         max_pool2d(x.clone(), MaxPoolOptions::new([2, 2]))
     };
+    output_and_dx(out, &x, 22)
+}
+
+/// The values of `out` and ∂x of Σ upstream·out, with upstream drawn from `seed`.
+fn output_and_dx(out: Tensor<4>, x: &Tensor<4>, seed: u64) -> [Vec<f64>; 2] {
     let dims = out.dims();
     let upstream = Tensor::<4>::from_data(
-        TensorData::new(values(dims.iter().product(), 22), dims),
+        TensorData::new(values(dims.iter().product(), seed), dims),
         TensorCreationOptions::new(device()).with_dtype(DType::F64),
     );
     let grads = (out.clone() * upstream).sum().backward();
@@ -334,13 +339,7 @@ fn pooling_then_activation_equals_activation_then_pooling() {
                 };
                 max_pool2d(a, MaxPoolOptions::new([2, 2]))
             };
-            let dims = out.dims();
-            let upstream = Tensor::<4>::from_data(
-                TensorData::new(values(dims.iter().product(), 24), dims),
-                TensorCreationOptions::new(device()).with_dtype(DType::F64),
-            );
-            let grads = (out.clone() * upstream).sum().backward();
-            [flat(out), flat(x.grad(&grads).expect("dx"))]
+            output_and_dx(out, &x, 24)
         };
         let (got, want) = (run(true), run(false));
         assert_close(&format!("{act:?} pooled"), &got[0], &want[0]);
