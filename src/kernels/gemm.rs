@@ -175,6 +175,17 @@ struct Helper {
     thread: Thread,
 }
 
+/// Spins until the helper has set `done`, when dropped.
+struct WaitForHelper<'a>(&'a AtomicBool);
+
+impl Drop for WaitForHelper<'_> {
+    fn drop(&mut self) {
+        while !self.0.load(Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// A borrowed closure handed to the helper; `Helper::join` keeps it alive until it has run.
 struct Job(*const (dyn Fn() + Sync));
 
@@ -235,9 +246,11 @@ impl Helper {
         if self.sleeping.load(Ordering::SeqCst) {
             self.thread.unpark();
         }
-        b();
-        while !self.done.load(Ordering::Acquire) {
-            std::hint::spin_loop();
+        {
+            // Waits for the helper when dropped: also if `b` panics, so that `a` (borrowed from
+            // the caller's frame) is never run after that frame has unwound.
+            let _wait = WaitForHelper(&self.done);
+            b();
         }
         assert!(
             !self.panicked.swap(false, Ordering::SeqCst),
