@@ -167,11 +167,26 @@ impl FastSigmoid for Flex {
     }
 }
 
-#[derive(Debug)]
-struct FastSigmoidBackward;
+/// The backward of an op with one differentiable input, whose gradient is `grad(state, ∂out)`.
+/// One type for the sigmoid, the max-pool and the loss, whose nodes differ only in that function.
+struct OneInputBackward<S> {
+    grad: fn(S, FlexTensor) -> FlexTensor,
+}
 
-impl Backward<Flex, 1> for FastSigmoidBackward {
-    type State = FlexTensor;
+impl<S> OneInputBackward<S> {
+    fn new(grad: fn(S, FlexTensor) -> FlexTensor) -> Self {
+        Self { grad }
+    }
+}
+
+impl<S> std::fmt::Debug for OneInputBackward<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OneInputBackward")
+    }
+}
+
+impl<S: Clone + Send + std::fmt::Debug + 'static> Backward<Flex, 1> for OneInputBackward<S> {
+    type State = S;
 
     fn backward(
         self,
@@ -182,7 +197,7 @@ impl Backward<Flex, 1> for FastSigmoidBackward {
         let [node] = ops.parents;
         let g = grads.consume::<Flex>(&ops.node);
         if let Some(node) = node {
-            grads.register::<Flex>(node.id, Flex::sigmoid_backward(ops.state, g));
+            grads.register::<Flex>(node.id, (self.grad)(ops.state, g));
         }
     }
 }
@@ -190,7 +205,7 @@ impl Backward<Flex, 1> for FastSigmoidBackward {
 impl<C: CheckpointStrategy> FastSigmoid for Autodiff<Flex, C> {
     fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let y = flex_sigmoid(x.primitive());
-        match FastSigmoidBackward
+        match OneInputBackward::new(|y: FlexTensor, g| Flex::sigmoid_backward(y, g))
             .prepare::<C>([x.node()])
             .compute_bound()
             .stateful()

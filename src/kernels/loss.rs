@@ -11,16 +11,14 @@
 //! overflow) and keeps the softmax, from which the backward is one more pass.
 
 use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Tensor};
 
-use super::{Real, as_dtype, as_f32, tensor_from, values};
+use super::{OneInputBackward, Real, as_dtype, as_f32, tensor_from, values};
 
 #[backend_extension(Autodiff, Flex)]
 pub trait FusedCrossEntropy: Backend {
@@ -131,32 +129,13 @@ impl FusedCrossEntropy for Flex {
     }
 }
 
-#[derive(Debug)]
-struct CrossEntropyBackward;
-
-impl Backward<Flex, 1> for CrossEntropyBackward {
-    /// The softmax and the targets.
-    type State = (FlexTensor, FlexTensor);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 1>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let [node] = ops.parents;
-        let g = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = node {
-            let (softmax, targets) = &ops.state;
-            grads.register::<Flex>(node.id, flex_backward(softmax, targets, &g));
-        }
-    }
-}
-
 impl<C: CheckpointStrategy> FusedCrossEntropy for Autodiff<Flex, C> {
     fn cross_entropy(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
         let (loss, softmax) = flex_forward(logits.primitive(), targets.primitive());
-        match CrossEntropyBackward
+        // State: the softmax and the targets.
+        let grad =
+            |(softmax, targets): (FlexTensor, FlexTensor), g| flex_backward(&softmax, &targets, &g);
+        match OneInputBackward::new(grad)
             .prepare::<C>([logits.node()])
             .compute_bound()
             .stateful()

@@ -19,10 +19,8 @@
 use std::sync::Arc;
 
 use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
@@ -30,7 +28,7 @@ use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::dense::{Act, activate, activation_backward};
-use super::{Real, as_dtype, as_f32, tensor_from, values};
+use super::{OneInputBackward, Real, as_dtype, as_f32, tensor_from, values};
 
 #[backend_extension(Autodiff, Flex)]
 pub trait FusedMaxPool: Backend {
@@ -195,30 +193,10 @@ impl FusedMaxPool for Flex {
     }
 }
 
-#[derive(Debug)]
-struct MaxPoolBackward;
-
-impl Backward<Flex, 1> for MaxPoolBackward {
-    type State = Winners;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 1>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let [node] = ops.parents;
-        let g = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = node {
-            grads.register::<Flex>(node.id, flex_backward(&g, &ops.state));
-        }
-    }
-}
-
 impl<C: CheckpointStrategy> FusedMaxPool for Autodiff<Flex, C> {
     fn max_pool2x2(x: FloatTensor<Self>, act: Act) -> FloatTensor<Self> {
         let (y, winners) = flex_forward(x.primitive(), act);
-        match MaxPoolBackward
+        match OneInputBackward::new(|winners: Winners, g| flex_backward(&g, &winners))
             .prepare::<C>([x.node()])
             .compute_bound()
             .stateful()
