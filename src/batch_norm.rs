@@ -169,36 +169,21 @@ impl BatchNorm {
         x: Tensor<D>,
         mode: BnMode,
     ) -> Result<(Tensor<D>, Option<BatchStats>), BnError> {
-        let count = self.check_input(&x.dims())?;
         match mode {
-            BnMode::Train { update_running } => {
-                if count < 2 {
-                    return Err(BnError::SingleValue {
-                        shape: x.dims().to_vec(),
-                    });
-                }
+            BnMode::Train { .. } => {
+                let count = self.check_train_batch(&x.dims())?;
                 let out = batch_norm_train_fused(x, self.gamma.val(), self.beta.val(), self.eps);
-                let stats = BatchStats {
-                    mean: out.mean.detach(),
-                    biased_var: out.variance.detach(),
-                    count,
-                };
-                if update_running {
-                    self.update_running(&stats);
-                }
+                let stats = self.absorb_batch(out.mean, out.variance, count, mode);
                 Ok((out.output, Some(stats)))
             }
             BnMode::Inference(InferenceStats::Batch) => {
                 // Batch statistics without gradients or running updates: the pitfall mode.
-                if count < 2 {
-                    return Err(BnError::SingleValue {
-                        shape: x.dims().to_vec(),
-                    });
-                }
+                self.check_train_batch(&x.dims())?;
                 let out = batch_norm_train_fused(x, self.gamma.val(), self.beta.val(), self.eps);
                 Ok((out.output, None))
             }
             BnMode::Inference(stats) => {
+                self.check_input(&x.dims())?;
                 let (mean, var) = self.inference_stats(stats);
                 let device = x.device();
                 let (scale, shift) = affine_from_stats(
@@ -244,8 +229,8 @@ impl BatchNorm {
         self.population_var.value_sync();
     }
 
-    /// Check a training-mode input of shape `dims` as [`BatchNorm::forward`] does; return m.
-    /// For callers that compute the normalisation in a fused op ([`crate::kernels::dense`]).
+    /// Check an input of shape `dims` for normalising with its own batch statistics: rank,
+    /// channels, and more than one value per channel. Returns m, the values per channel.
     pub fn check_train_batch(&self, dims: &[usize]) -> Result<usize, BnError> {
         let count = self.check_input(dims)?;
         if count < 2 {

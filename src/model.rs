@@ -248,9 +248,7 @@ impl Net {
                 for i in 0..self.linears.len() {
                     h = self.dense_block_train(i, h, mode, trace.as_deref_mut())?;
                 }
-                let out = &self.output;
-                let bias = out.bias.as_ref().map(|b| b.val());
-                return Ok(dense(h, out.weight.val(), bias, None, Act::Identity).output);
+                return Ok(self.classify_fused(h));
             }
             Arch::Mlp
                 if matches!(
@@ -265,9 +263,7 @@ impl Net {
                 for i in 0..self.linears.len() {
                     h = self.dense_block_infer(i, h, stats, trace.as_deref_mut());
                 }
-                let out = &self.output;
-                let bias = out.bias.as_ref().map(|b| b.val());
-                return Ok(dense(h, out.weight.val(), bias, None, Act::Identity).output);
+                return Ok(self.classify_fused(h));
             }
             Arch::Mlp => {
                 let mut h = x;
@@ -284,7 +280,9 @@ impl Net {
                 for (i, conv) in self.convs.iter().enumerate() {
                     let bias = conv.bias.as_ref().map(|b| b.val());
                     let z = conv3x3(h, conv.weight.val(), bias);
-                    h = if self.spec.placement == Placement::After || self.dropout_active(mode) {
+                    h = if self.spec.placement == Placement::After
+                        || self.dropout_seed(mode).is_some()
+                    {
                         let a = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
                         max_pool2x2(a)
                     } else {
@@ -325,6 +323,13 @@ impl Net {
             }
         };
         self.finish_block(i, pre, a, stats, mode, trace)
+    }
+
+    /// The output layer's logits through the fused dense op (no BN, no nonlinearity).
+    fn classify_fused(&self, h: Tensor<2>) -> Tensor<2> {
+        let out = &self.output;
+        let bias = out.bias.as_ref().map(|b| b.val());
+        dense(h, out.weight.val(), bias, None, Act::Identity).output
     }
 
     /// MLP hidden layer `i` in training mode as one fused op ([`dense`]): the linear map, BN
@@ -410,16 +415,16 @@ impl Net {
         Ok(max_pool2x2_then(pre, self.kernel_act()))
     }
 
-    /// True when this forward pass drops units (training with dropout).
-    fn dropout_active(&self, mode: Mode) -> bool {
-        self.spec.dropout > 0.0
-            && matches!(
-                mode,
-                Mode::Train {
-                    dropout_seed: Some(_),
-                    ..
-                }
-            )
+    /// The seed of this forward pass's dropout masks, when it drops units (training with
+    /// dropout); None otherwise.
+    fn dropout_seed(&self, mode: Mode) -> Option<u64> {
+        match mode {
+            Mode::Train {
+                dropout_seed: Some(seed),
+                ..
+            } if self.spec.dropout > 0.0 => Some(seed),
+            _ => None,
+        }
     }
 
     /// Record the trace (if any) and apply dropout to a hidden layer's output.
@@ -456,17 +461,10 @@ impl Net {
 
     /// Inverted dropout: keep with probability 1 − p and scale by 1/(1 − p).
     fn dropout<const D: usize>(&self, layer: usize, a: Tensor<D>, mode: Mode) -> Tensor<D> {
-        let p = self.spec.dropout;
-        let Mode::Train {
-            dropout_seed: Some(seed),
-            ..
-        } = mode
-        else {
+        let Some(seed) = self.dropout_seed(mode) else {
             return a;
         };
-        if p <= 0.0 {
-            return a;
-        }
+        let p = self.spec.dropout;
         let dims = a.dims();
         let n: usize = dims.iter().product();
         let mut rng = Rng::stream(seed, 0xD20F, layer as u64);
