@@ -8,10 +8,15 @@
 //! takes tens of µs in this VM. So bn-exp keeps one helper thread of its own that spins for a
 //! millisecond after each job (yielding the core to anything else runnable) before it sleeps:
 //! during training the next big product arrives well within that, and the hand-over costs well
-//! under a µs. A product is split into two halves of its output rows or columns; each output
-//! element is still one dot product over the full inner dimension, so the result is bit for bit
-//! what one thread computes. The helper is used only when rayon may use more than one thread
+//! under a µs. The helper is used only when rayon may use more than one thread
 //! (`RAYON_NUM_THREADS` unset or above 1) and the caller is not itself a rayon worker.
+//!
+//! A big product is split into two halves of its output rows or columns *whatever the thread
+//! count*: with no helper the caller computes both halves itself. Each output element is one
+//! dot product over the full inner dimension either way, but `gemm` chooses its blocking of
+//! that dimension from the shape it is given, so the whole product and its halves can round
+//! differently (they did: the MLP's losses differed in the seventh digit between one and two
+//! threads). Splitting always makes a run's numbers independent of how many threads it has.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -34,13 +39,27 @@ pub(super) struct Operand<'a, T> {
 }
 
 /// `dst[m×n] (+)= lhs[m×k]·rhs[k×n]`, dst row-major and contiguous. With `accumulate`, the
-/// product is added to what `dst` holds (used to add the bias for free).
+/// product is added to what `dst` holds (used to add the bias for free). Products of at least
+/// [`SPLIT_MIN_MACS`] are computed as two halves, one of them on the helper thread when one
+/// may be used.
 pub(super) fn gemm_into<T: Real>(
+    dims: (usize, usize, usize),
+    dst: &mut [T],
+    lhs: Operand<T>,
+    rhs: Operand<T>,
+    accumulate: bool,
+) {
+    gemm_into_on(dims, dst, lhs, rhs, accumulate, Helper::available);
+}
+
+/// [`gemm_into`] with the helper given by `helper` (asked for only when the product is split).
+fn gemm_into_on<T: Real>(
     (m, n, k): (usize, usize, usize),
     dst: &mut [T],
     lhs: Operand<T>,
     rhs: Operand<T>,
     accumulate: bool,
+    helper: impl FnOnce() -> Option<&'static Helper>,
 ) {
     assert_eq!(dst.len(), m * n, "gemm output size");
     if m * n * k == 0 {
@@ -75,13 +94,18 @@ pub(super) fn gemm_into<T: Real>(
         rhs: (rhs.data.as_ptr(), rhs.rs, rhs.cs),
         accumulate,
     };
-    if m * n * k >= SPLIT_MIN_MACS
-        && let Some(helper) = Helper::available()
-    {
+    if m * n * k >= SPLIT_MIN_MACS {
         let (first, second) = raw.halves();
         // SAFETY: the halves cover disjoint parts of `dst` and read inside `lhs` and `rhs`
         // (checked above); both finish before this function returns.
-        helper.join(&|| unsafe { first.run() }, || unsafe { second.run() });
+        let (first, second) = (|| unsafe { first.run() }, || unsafe { second.run() });
+        match helper() {
+            Some(helper) => helper.join(&first, second),
+            None => {
+                first();
+                second();
+            }
+        }
     } else {
         // SAFETY: checked above; `dst` is exclusively borrowed.
         unsafe { raw.run() }
@@ -292,5 +316,118 @@ impl Helper {
                 idle_since = Instant::now();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values<T: Real>(n: usize, seed: u64) -> Vec<T> {
+        let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                T::from_f64(((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
+            })
+            .collect()
+    }
+
+    /// `dst` after `dst (+)= lhs·rhs`, with `lhs` read transposed when `lhs_t` (the layout of
+    /// the ∂W = xᵀ·∂z products), on the given helper or on this thread alone.
+    fn product<T: Real>(
+        (m, n, k): (usize, usize, usize),
+        lhs_t: bool,
+        accumulate: bool,
+        helper: Option<&'static Helper>,
+    ) -> Vec<T> {
+        let lhs_values = values::<T>(m * k, 1);
+        let rhs_values = values::<T>(k * n, 2);
+        let mut dst = values::<T>(m * n, 3);
+        let (rs, cs) = if lhs_t {
+            (1, m as isize)
+        } else {
+            (k as isize, 1)
+        };
+        let lhs = Operand {
+            data: &lhs_values,
+            rs,
+            cs,
+        };
+        let rhs = Operand {
+            data: &rhs_values,
+            rs: n as isize,
+            cs: 1,
+        };
+        gemm_into_on((m, n, k), &mut dst, lhs, rhs, accumulate, || helper);
+        dst
+    }
+
+    fn bits<T: Real>(v: &[T]) -> Vec<u64> {
+        v.iter().map(|x| x.to_f64().to_bits()).collect()
+    }
+
+    /// The helper is forced: a helper of the test's own, or none. So the test depends neither
+    /// on the thread count nor on whether the shared helper is busy.
+    fn split_equals_one_thread<T: Real>(tolerance: f64) {
+        let helper = Helper::start();
+        // Wider than tall (split by columns), taller than wide (split by rows), odd sizes, the
+        // MLP's first layer (60×784×100, forward and ∂W layouts), and one below the split size.
+        for dims in [
+            (64, 256, 128),
+            (257, 33, 129),
+            (60, 100, 784),
+            (784, 100, 60),
+            (60, 32, 784),
+        ] {
+            for (lhs_t, accumulate) in [(false, false), (false, true), (true, false)] {
+                let what = format!("{dims:?} lhs_t={lhs_t} accumulate={accumulate}");
+                let alone = product::<T>(dims, lhs_t, accumulate, None);
+                let split = product::<T>(dims, lhs_t, accumulate, Some(helper));
+                assert_eq!(
+                    bits(&alone),
+                    bits(&split),
+                    "{what}: the helper changed the result"
+                );
+                // And both are the product: every element against a plain triple loop.
+                let (m, n, k) = dims;
+                let (l, r, d0) = (
+                    values::<T>(m * k, 1),
+                    values::<T>(k * n, 2),
+                    values::<T>(m * n, 3),
+                );
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut want = if accumulate {
+                            d0[i * n + j].to_f64()
+                        } else {
+                            0.0
+                        };
+                        for p in 0..k {
+                            let a = if lhs_t { l[p * m + i] } else { l[i * k + p] };
+                            want += a.to_f64() * r[p * n + j].to_f64();
+                        }
+                        let got = split[i * n + j].to_f64();
+                        assert!(
+                            (got - want).abs() <= tolerance * (1.0 + want.abs()),
+                            "{what} [{i},{j}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_product_is_bit_identical_to_one_thread_f32() {
+        split_equals_one_thread::<f32>(1e-4);
+    }
+
+    #[test]
+    fn split_product_is_bit_identical_to_one_thread_f64() {
+        split_equals_one_thread::<f64>(1e-12);
     }
 }
