@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
+
+use crate::data::{CATALOGUE_ENV, Catalogue};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Environment variable that points bn-exp at a data folder (same as `--data-dir`).
@@ -73,6 +75,15 @@ impl DataDirArg {
             .or_else(|| std::env::var_os(DATA_DIR_ENV).map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("data"))
     }
+
+    /// What the data files must be: the published checksums, unless `BN_EXP_DATA_CATALOGUE`
+    /// names a catalogue file (the test suite's small CIFAR-format set; see
+    /// `bn_exp::data::Catalogue`). An environment variable rather than a flag, so that the
+    /// runs `compare` starts inherit it.
+    pub fn catalogue(&self) -> Result<Catalogue> {
+        let path = std::env::var_os(CATALOGUE_ENV).map(PathBuf::from);
+        Catalogue::published_or(path.as_deref())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +113,10 @@ pub struct TrainArgs {
     /// Stop after this many steps this invocation (the run stays resumable). For tests and demos.
     #[arg(long, hide = true, value_name = "N")]
     pub stop_after: Option<u64>,
+    /// After this many steps this invocation, print "holding at step N" and sleep until killed,
+    /// saving nothing. For the crash-recovery tests.
+    #[arg(long, hide = true, value_name = "N", conflicts_with = "stop_after")]
+    pub hold_after: Option<u64>,
     #[command(flatten)]
     pub data: DataDirArg,
 }
@@ -234,13 +249,14 @@ pub fn run() -> Result<ExitCode> {
 
 fn run_data(args: &DataArgs) -> Result<ExitCode> {
     let dir = args.data.resolve();
+    let catalogue = args.data.catalogue()?;
     match &args.command {
-        DataCommand::Verify => crate::data::verify_command(&dir),
-        DataCommand::Info { dataset } => crate::data::info_command(&dir, *dataset),
+        DataCommand::Verify => crate::data::verify_command(&dir, &catalogue),
+        DataCommand::Info { dataset } => crate::data::info_command(&dir, *dataset, &catalogue),
         DataCommand::Fetch {
             dataset,
             base_url,
             force,
-        } => crate::fetch::fetch_command(&dir, *dataset, base_url.as_deref(), *force),
+        } => crate::fetch::fetch_command(&dir, *dataset, base_url.as_deref(), *force, catalogue),
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -112,14 +112,6 @@ impl Dataset {
         data_dir.join(self.dir_name())
     }
 
-    /// The files that make up the data set, each with what it must be.
-    pub fn files(self) -> &'static [FileSpec] {
-        match self {
-            Dataset::Mnist => &MNIST_FILES,
-            Dataset::Cifar10 => &CIFAR_FILES,
-        }
-    }
-
     /// Credit and terms, shown by `bn-exp data info`.
     pub fn source(self) -> &'static str {
         match self {
@@ -200,8 +192,9 @@ pub enum FileFormat {
     IdxImages { records: usize },
     /// IDX unsigned-byte labels 0..9, this many of them.
     IdxLabels { records: usize },
-    /// CIFAR-10 binary batch: 10,000 records of 1 label byte then 3072 pixel bytes (CHW).
-    CifarBatch,
+    /// CIFAR-10 binary batch: this many records (10,000 in the published set) of 1 label byte
+    /// then 3072 pixel bytes (CHW).
+    CifarBatch { records: usize },
     /// CIFAR-10 `batches.meta.txt`: the class names, one a line.
     CifarMeta,
 }
@@ -214,96 +207,268 @@ impl FileFormat {
                 Some(IDX_IMAGES_HEADER + records * MNIST_SIDE * MNIST_SIDE)
             }
             FileFormat::IdxLabels { records } => Some(IDX_LABELS_HEADER + records),
-            FileFormat::CifarBatch => Some(CIFAR_RECORDS_PER_BATCH * CIFAR_RECORD_BYTES),
+            FileFormat::CifarBatch { records } => Some(records * CIFAR_RECORD_BYTES),
             FileFormat::CifarMeta => None,
         }
     }
 }
 
 /// One file of a data set: its name, the sha256 of its decompressed content and its layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSpec {
     /// File name, uncompressed (MNIST may also be stored as `<name>.gz`).
     pub name: &'static str,
     /// sha256 of the decompressed content, lower-case hex; `None` for the class-name list,
     /// which is checked by content instead (repackagings differ in trailing newlines).
-    pub sha256: Option<&'static str>,
+    pub sha256: Option<String>,
     pub format: FileFormat,
 }
 
+/// What every file of every data set must be: names, layouts, record counts and checksums.
+///
+/// [`Catalogue::published`] is MNIST and CIFAR-10 as their publishers distribute them, and is
+/// what bn-exp uses unless told otherwise. A catalogue read from a file
+/// ([`Catalogue::from_file`], the hidden `--data-catalogue` flag or `BN_EXP_DATA_CATALOGUE`)
+/// describes a set in the same formats under the same file names but with its own record
+/// counts and checksums: the small CIFAR-format set the test suite writes for itself, so that
+/// the reader, `data verify`, `data fetch` and training are tested through exactly the code
+/// paths the real files take. Its JSON:
+///
+/// ```text
+/// {"cifar10": {"records_per_batch": 30, "sha256": {"data_batch_1.bin": "<hex>", ...}},
+///  "mnist": {"train_records": 600, "test_records": 100, "sha256": {"train-images-idx3-ubyte": "<hex>", ...}}}
+/// ```
+///
+/// A data set the file leaves out keeps its published description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalogue {
+    mnist: Vec<FileSpec>,
+    cifar10: Vec<FileSpec>,
+    /// Where a non-published catalogue came from, for messages; `None` for the published one.
+    source: Option<PathBuf>,
+}
+
+/// Environment variable naming a catalogue file (see [`Catalogue`]).
+pub const CATALOGUE_ENV: &str = "BN_EXP_DATA_CATALOGUE";
+
+impl Catalogue {
+    /// MNIST and CIFAR-10 as published (checksums in data/README.md).
+    pub fn published() -> Catalogue {
+        Catalogue {
+            mnist: mnist_files(MNIST_TRAIN_RECORDS, MNIST_TEST_RECORDS, &MNIST_SHA256),
+            cifar10: cifar_files(CIFAR_RECORDS_PER_BATCH, &CIFAR_SHA256),
+            source: None,
+        }
+    }
+
+    /// The catalogue in `path`, or the published one when `path` is `None`.
+    pub fn published_or(path: Option<&Path>) -> Result<Catalogue> {
+        path.map_or_else(|| Ok(Catalogue::published()), Catalogue::from_file)
+    }
+
+    /// Read a catalogue file (format in the type's documentation).
+    pub fn from_file(path: &Path) -> Result<Catalogue> {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read the data catalogue {}", path.display()))?;
+        let file: CatalogueFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid data catalogue", path.display()))?;
+        let mut catalogue = Catalogue::published();
+        let context = |dataset: &str| format!("data catalogue {}: {dataset}", path.display());
+        if let Some(mnist) = file.mnist {
+            let sha = checksums_in_order(&MNIST_SHA256, &mnist.sha256).context(context("mnist"))?;
+            ensure_records(mnist.train_records, "mnist.train_records")?;
+            ensure_records(mnist.test_records, "mnist.test_records")?;
+            catalogue.mnist = mnist_files(mnist.train_records, mnist.test_records, &sha);
+        }
+        if let Some(cifar) = file.cifar10 {
+            let sha =
+                checksums_in_order(&CIFAR_SHA256, &cifar.sha256).context(context("cifar10"))?;
+            ensure_records(cifar.records_per_batch, "cifar10.records_per_batch")?;
+            catalogue.cifar10 = cifar_files(cifar.records_per_batch, &sha);
+        }
+        catalogue.source = Some(path.to_path_buf());
+        Ok(catalogue)
+    }
+
+    /// The files that make up `dataset`, each with what it must be, in a fixed order.
+    pub fn files(&self, dataset: Dataset) -> &[FileSpec] {
+        match dataset {
+            Dataset::Mnist => &self.mnist,
+            Dataset::Cifar10 => &self.cifar10,
+        }
+    }
+
+    /// The catalogue file this came from; `None` for the published catalogue.
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+
+    /// Where the checksums come from, as `verify` and `info` say it.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            None => "the published sha256 of each file".to_string(),
+            Some(path) => format!(
+                "the data catalogue {} (not the published checksums)",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// The JSON form of a catalogue file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogueFile {
+    mnist: Option<MnistEntry>,
+    cifar10: Option<CifarEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MnistEntry {
+    train_records: usize,
+    test_records: usize,
+    sha256: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CifarEntry {
+    records_per_batch: usize,
+    sha256: std::collections::BTreeMap<String, String>,
+}
+
+/// Record counts are bounded so that a catalogue cannot ask for absurd allocations.
+fn ensure_records(records: usize, key: &str) -> Result<()> {
+    anyhow::ensure!(
+        (1..=MNIST_TRAIN_RECORDS).contains(&records),
+        "{key} must be between 1 and {MNIST_TRAIN_RECORDS}, got {records}"
+    );
+    Ok(())
+}
+
+/// The checksums of `given`, in the order of the published `(name, sha256)` list: every
+/// published name must be there, as 64 lower-case hex digits, and no other.
+fn checksums_in_order(
+    published: &[(&'static str, &'static str)],
+    given: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(&'static str, String)>> {
+    if let Some(extra) = given
+        .keys()
+        .find(|k| !published.iter().any(|(name, _)| name == k))
+    {
+        let names: Vec<&str> = published.iter().map(|(name, _)| *name).collect();
+        bail!(
+            "sha256 names the unknown file {extra:?}; the files are {}",
+            names.join(", ")
+        );
+    }
+    published
+        .iter()
+        .map(|(name, _)| {
+            let sha = given
+                .get(*name)
+                .with_context(|| format!("sha256 has no entry for {name}"))?;
+            anyhow::ensure!(
+                sha.len() == 64
+                    && sha
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "sha256 of {name} must be 64 lower-case hex digits, got {sha:?}"
+            );
+            Ok((*name, sha.clone()))
+        })
+        .collect()
+}
+
+fn mnist_files(
+    train: usize,
+    test: usize,
+    sha: &[(&'static str, impl AsRef<str>)],
+) -> Vec<FileSpec> {
+    let records = [train, train, test, test];
+    sha.iter()
+        .zip(records)
+        .map(|((name, sha), records)| FileSpec {
+            name,
+            sha256: Some(sha.as_ref().to_string()),
+            format: if name.contains("images") {
+                FileFormat::IdxImages { records }
+            } else {
+                FileFormat::IdxLabels { records }
+            },
+        })
+        .collect()
+}
+
+fn cifar_files(records: usize, sha: &[(&'static str, impl AsRef<str>)]) -> Vec<FileSpec> {
+    sha.iter()
+        .map(|(name, sha)| FileSpec {
+            name,
+            sha256: Some(sha.as_ref().to_string()),
+            format: FileFormat::CifarBatch { records },
+        })
+        .chain(std::iter::once(FileSpec {
+            name: CIFAR_META_FILE,
+            sha256: None,
+            format: FileFormat::CifarMeta,
+        }))
+        .collect()
+}
+
+/// The class-name list of CIFAR-10, checked by content.
+const CIFAR_META_FILE: &str = "batches.meta.txt";
+
 // Checksums of the decompressed content, as published in data/README.md (which gives the
-// sources: the publishers' own md5 lists and independent copies).
-const MNIST_FILES: [FileSpec; 4] = [
-    FileSpec {
-        name: "train-images-idx3-ubyte",
-        sha256: Some("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-        format: FileFormat::IdxImages {
-            records: MNIST_TRAIN_RECORDS,
-        },
-    },
-    FileSpec {
-        name: "train-labels-idx1-ubyte",
-        sha256: Some("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-        format: FileFormat::IdxLabels {
-            records: MNIST_TRAIN_RECORDS,
-        },
-    },
-    FileSpec {
-        name: "t10k-images-idx3-ubyte",
-        sha256: Some("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-        format: FileFormat::IdxImages {
-            records: MNIST_TEST_RECORDS,
-        },
-    },
-    FileSpec {
-        name: "t10k-labels-idx1-ubyte",
-        sha256: Some("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
-        format: FileFormat::IdxLabels {
-            records: MNIST_TEST_RECORDS,
-        },
-    },
+// sources: the publishers' own md5 lists and independent copies). Order: train images, train
+// labels, test images, test labels.
+const MNIST_SHA256: [(&str, &str); 4] = [
+    (
+        "train-images-idx3-ubyte",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
 ];
 
-// sha256 of the CIFAR-10 binary batches, as published in data/README.md.
-const CIFAR_FILES: [FileSpec; 7] = [
-    cifar_batch(
+// sha256 of the CIFAR-10 binary batches, as published in data/README.md; five training
+// batches, then the test batch.
+const CIFAR_SHA256: [(&str, &str); 6] = [
+    (
         "data_batch_1.bin",
         "cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5",
     ),
-    cifar_batch(
+    (
         "data_batch_2.bin",
         "a591ca11fa1708a91ee40f54b3da4784ccd871ecf2137de63f51ada8b3fa57ed",
     ),
-    cifar_batch(
+    (
         "data_batch_3.bin",
         "bbe8596564c0f86427f876058170b84dac6670ddf06d79402899d93ceea26f67",
     ),
-    cifar_batch(
+    (
         "data_batch_4.bin",
         "014e562d6e23c72197cc727519169a60359f5eccd8945ad5a09d710285ff4e48",
     ),
-    cifar_batch(
+    (
         "data_batch_5.bin",
         "755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add",
     ),
-    cifar_batch(
+    (
         "test_batch.bin",
         "8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf480273f65b",
     ),
-    FileSpec {
-        name: "batches.meta.txt",
-        sha256: None,
-        format: FileFormat::CifarMeta,
-    },
 ];
-
-const fn cifar_batch(name: &'static str, sha256: &'static str) -> FileSpec {
-    FileSpec {
-        name,
-        sha256: Some(sha256),
-        format: FileFormat::CifarBatch,
-    }
-}
 
 /// What is wrong with a data file. Each kind says what to do about it; `load` and `verify`
 /// return it wrapped in `anyhow`, so callers can `downcast_ref::<DataError>()` to tell kinds
@@ -630,17 +795,17 @@ fn check_content(
                 records,
             },
         )?,
-        FileFormat::CifarBatch => ctx.check_cifar_batch_len(content)?,
+        FileFormat::CifarBatch { records } => ctx.check_cifar_batch_len(content, records)?,
         FileFormat::CifarMeta => ctx.check_cifar_meta(content)?,
     };
-    if let Some(expected) = spec.sha256 {
+    if let Some(expected) = &spec.sha256 {
         ctx.check_sha256(content, expected)?;
     }
     match spec.format {
         FileFormat::IdxLabels { .. } => {
             ctx.check_labels(content[IDX_LABELS_HEADER..].iter().copied())?
         }
-        FileFormat::CifarBatch => ctx.check_labels(
+        FileFormat::CifarBatch { .. } => ctx.check_labels(
             content
                 .chunks_exact(CIFAR_RECORD_BYTES)
                 .map(|record| record[0]),
@@ -726,16 +891,16 @@ impl CheckContext<'_> {
     }
 
     /// A CIFAR-10 batch has no header: its length is its only structure.
-    fn check_cifar_batch_len(&self, content: &[u8]) -> Result<usize, DataError> {
-        let full_len = CIFAR_RECORDS_PER_BATCH * CIFAR_RECORD_BYTES;
+    fn check_cifar_batch_len(&self, content: &[u8], records: usize) -> Result<usize, DataError> {
+        let full_len = records * CIFAR_RECORD_BYTES;
         match content.len().cmp(&full_len) {
             std::cmp::Ordering::Less => Err(self.truncated(full_len, content.len())),
             std::cmp::Ordering::Greater => Err(self.malformed(format!(
-                "it is {} bytes, {full_len} expected ({CIFAR_RECORDS_PER_BATCH} records of \
+                "it is {} bytes, {full_len} expected ({records} records of \
                  {CIFAR_RECORD_BYTES} bytes)",
                 content.len()
             ))),
-            std::cmp::Ordering::Equal => Ok(CIFAR_RECORDS_PER_BATCH),
+            std::cmp::Ordering::Equal => Ok(records),
         }
     }
 
@@ -814,12 +979,16 @@ pub fn sha256_hex(content: &[u8]) -> String {
 }
 
 /// Read and check every file of a data set, one thread per file: hashing and decompressing
-/// dominate loading, and the files are independent. Results come in `dataset.files()` order.
-fn read_all_checked(data_dir: &Path, dataset: Dataset) -> Vec<Result<CheckedFile, DataError>> {
+/// dominate loading, and the files are independent. Results come in `catalogue.files()` order.
+fn read_all_checked(
+    data_dir: &Path,
+    dataset: Dataset,
+    catalogue: &Catalogue,
+) -> Vec<Result<CheckedFile, DataError>> {
     let dataset_dir = dataset.dir(data_dir);
     thread::scope(|scope| {
-        let handles: Vec<_> = dataset
-            .files()
+        let handles: Vec<_> = catalogue
+            .files(dataset)
             .iter()
             .map(|spec| {
                 let dataset_dir = &dataset_dir;
@@ -931,13 +1100,14 @@ pub struct RawData {
     pub train: RawSplit,
     pub test: RawSplit,
     pub classes: Vec<String>,
-    /// Every file read, in `dataset.files()` order.
+    /// Every file read, in `catalogue.files()` order.
     pub files: Vec<FileInfo>,
 }
 
-/// Read and check every file of a data set in `data_dir`, keeping pixels as bytes.
-pub fn load_raw(data_dir: &Path, dataset: Dataset) -> Result<RawData> {
-    let files = read_all_checked(data_dir, dataset)
+/// Read and check every file of a data set in `data_dir` against `catalogue`, keeping pixels
+/// as bytes.
+pub fn load_raw(data_dir: &Path, dataset: Dataset, catalogue: &Catalogue) -> Result<RawData> {
+    let files = read_all_checked(data_dir, dataset, catalogue)
         .into_iter()
         .collect::<Result<Vec<_>, DataError>>()?;
     let infos = files.iter().map(|f| f.info.clone()).collect();
@@ -996,7 +1166,10 @@ fn assemble_cifar(files: Vec<CheckedFile>) -> Result<Assembled> {
 
 /// Split CIFAR records (label byte, then CHW pixels) into labels and pixels.
 fn cifar_split(batches: &[CheckedFile]) -> RawSplit {
-    let len = batches.len() * CIFAR_RECORDS_PER_BATCH;
+    let len = batches
+        .iter()
+        .map(|b| b.content.len() / CIFAR_RECORD_BYTES)
+        .sum();
     let mut pixels = Vec::with_capacity(len * CIFAR_IMAGE_BYTES);
     let mut labels = Vec::with_capacity(len);
     for record in batches
@@ -1055,9 +1228,15 @@ pub struct LoadedData {
 }
 
 /// Load a data set from `data_dir` (which holds `mnist/` and/or `cifar-10-batches-bin/`),
-/// checking every file, and preprocess it. Errors are [`DataError`]s inside `anyhow`.
-pub fn load(data_dir: &Path, dataset: Dataset, preprocess: Preprocess) -> Result<LoadedData> {
-    let raw = load_raw(data_dir, dataset)?;
+/// checking every file against `catalogue`, and preprocess it. Errors are [`DataError`]s
+/// inside `anyhow`.
+pub fn load(
+    data_dir: &Path,
+    dataset: Dataset,
+    preprocess: Preprocess,
+    catalogue: &Catalogue,
+) -> Result<LoadedData> {
+    let raw = load_raw(data_dir, dataset, catalogue)?;
     let stats = raw.train.channel_stats();
     let tables = pixel_tables(preprocess, &stats);
     Ok(LoadedData {
@@ -1181,13 +1360,14 @@ impl DatasetReport {
     }
 }
 
-/// Check every file of `dataset` in `data_dir`; never fails, problems are in the report.
-pub fn verify_dataset(data_dir: &Path, dataset: Dataset) -> DatasetReport {
+/// Check every file of `dataset` in `data_dir` against `catalogue`; never fails, problems are
+/// in the report.
+pub fn verify_dataset(data_dir: &Path, dataset: Dataset, catalogue: &Catalogue) -> DatasetReport {
     let dir = dataset.dir(data_dir);
-    let files = dataset
-        .files()
+    let files = catalogue
+        .files(dataset)
         .iter()
-        .zip(read_all_checked(data_dir, dataset))
+        .zip(read_all_checked(data_dir, dataset, catalogue))
         .map(|(spec, result)| file_report(spec, result))
         .collect();
     DatasetReport {
@@ -1212,12 +1392,13 @@ fn file_report(spec: &FileSpec, result: Result<CheckedFile, DataError>) -> FileR
 
 /// Entry point of `bn-exp data verify`: a table of every data set and file. Exit code 0 when
 /// at least one data set is present and every present one is valid, 1 otherwise.
-pub fn verify_command(dir: &Path) -> Result<ExitCode> {
+pub fn verify_command(dir: &Path, catalogue: &Catalogue) -> Result<ExitCode> {
     let reports: Vec<DatasetReport> = Dataset::ALL
         .iter()
-        .map(|&dataset| verify_dataset(dir, dataset))
+        .map(|&dataset| verify_dataset(dir, dataset, catalogue))
         .collect();
     println!("Data folder: {}", dir.display());
+    println!("Checked against {}", catalogue.describe());
     for report in &reports {
         println!();
         print!("{}", render_dataset_report(report));
@@ -1341,15 +1522,15 @@ pub fn human_size(bytes: u64) -> String {
 }
 
 /// Entry point of `bn-exp data info`.
-pub fn info_command(dir: &Path, dataset: DatasetName) -> Result<ExitCode> {
+pub fn info_command(dir: &Path, dataset: DatasetName, catalogue: &Catalogue) -> Result<ExitCode> {
     let dataset = Dataset::from(dataset);
-    let raw = load_raw(dir, dataset)
+    let raw = load_raw(dir, dataset, catalogue)
         .with_context(|| format!("cannot describe {dataset} in {}", dir.display()))?;
-    print!("{}", render_info(&raw, &dataset.dir(dir)));
+    print!("{}", render_info(&raw, &dataset.dir(dir), catalogue));
     Ok(ExitCode::SUCCESS)
 }
 
-fn render_info(raw: &RawData, dataset_dir: &Path) -> String {
+fn render_info(raw: &RawData, dataset_dir: &Path, catalogue: &Catalogue) -> String {
     use std::fmt::Write as _;
     let dataset = raw.dataset;
     let mut out = String::new();
@@ -1359,7 +1540,8 @@ fn render_info(raw: &RawData, dataset_dir: &Path) -> String {
     let _ = writeln!(out, "source: {}", dataset.source());
     let _ = writeln!(
         out,
-        "\nfiles (all checked, sha256 of the content as published):"
+        "\nfiles (all checked against {}):",
+        catalogue.describe()
     );
     for file in &raw.files {
         let name = file

@@ -18,7 +18,7 @@ use flate2::read::MultiGzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::DatasetName;
-use crate::data::{self, Dataset, DatasetState, FileSpec, FileStatus};
+use crate::data::{self, Catalogue, Dataset, DatasetState, FileSpec, FileStatus};
 
 /// Official MNIST mirrors, tried in this order. They serve `<name>.gz`; their gzip bytes differ
 /// from bn-exp's embedded copy, which is why bn-exp checks the decompressed content.
@@ -43,14 +43,29 @@ const CIFAR_MAX_DOWNLOAD: u64 = 512 << 20;
 const CIFAR_MAX_MEMBER: u64 = 64 << 20;
 
 /// How to fetch.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FetchOptions {
+    /// What the downloaded files must be (the published checksums, unless a test says
+    /// otherwise).
+    pub catalogue: Catalogue,
     /// Download from this one base URL instead of the canonical sources.
     pub base_url: Option<String>,
     /// Download again even files that are present and valid.
     pub force: bool,
     /// Show progress bars (only sensible on a terminal).
     pub progress: bool,
+}
+
+impl Default for FetchOptions {
+    /// The canonical sources and the published checksums, files already valid kept, no bars.
+    fn default() -> Self {
+        FetchOptions {
+            catalogue: Catalogue::published(),
+            base_url: None,
+            force: false,
+            progress: false,
+        }
+    }
 }
 
 /// What a fetch did.
@@ -68,9 +83,11 @@ pub fn fetch_command(
     dataset: DatasetName,
     base_url: Option<&str>,
     force: bool,
+    catalogue: Catalogue,
 ) -> Result<ExitCode> {
     let dataset = Dataset::from(dataset);
     let options = FetchOptions {
+        catalogue,
         base_url: base_url.map(str::to_string),
         force,
         progress: io::stderr().is_terminal(),
@@ -84,9 +101,9 @@ pub fn fetch_command(
         );
     } else {
         println!(
-            "{dataset}: {} file(s) downloaded, checked against the published sha256 and moved \
-             into {}.",
+            "{dataset}: {} file(s) downloaded, checked against {} and moved into {}.",
             outcome.fetched.len(),
+            options.catalogue.describe(),
             dataset_dir.display()
         );
     }
@@ -97,7 +114,7 @@ pub fn fetch_command(
 /// On failure nothing new is left in `data_dir`.
 pub fn fetch(data_dir: &Path, dataset: Dataset, options: &FetchOptions) -> Result<FetchOutcome> {
     let bases = source_bases(dataset, options.base_url.as_deref())?;
-    let (needed, kept) = files_to_fetch(data_dir, dataset, options.force);
+    let (needed, kept) = files_to_fetch(data_dir, dataset, options);
     if needed.is_empty() {
         return Ok(FetchOutcome {
             fetched: Vec::new(),
@@ -132,19 +149,20 @@ fn source_bases(dataset: Dataset, base_url: Option<&str>) -> Result<Vec<String>>
 }
 
 /// Split the data set's files into those to download and those already present and valid.
-fn files_to_fetch(
+fn files_to_fetch<'a>(
     data_dir: &Path,
     dataset: Dataset,
-    force: bool,
-) -> (Vec<&'static FileSpec>, Vec<PathBuf>) {
-    let report = data::verify_dataset(data_dir, dataset);
+    options: &'a FetchOptions,
+) -> (Vec<&'a FileSpec>, Vec<PathBuf>) {
+    let force = options.force;
+    let report = data::verify_dataset(data_dir, dataset, &options.catalogue);
     if report.state() == DatasetState::Valid && !force {
         let kept = report.files.into_iter().map(|f| f.path).collect();
         return (Vec::new(), kept);
     }
     let mut needed = Vec::new();
     let mut kept = Vec::new();
-    for (spec, file) in dataset.files().iter().zip(report.files) {
+    for (spec, file) in options.catalogue.files(dataset).iter().zip(report.files) {
         match file.status {
             FileStatus::Valid(_) if !force => kept.push(file.path),
             _ => needed.push(spec),
@@ -299,7 +317,7 @@ fn stage_mnist(
     agent: &ureq::Agent,
     staging: &Staging,
     bases: &[String],
-    needed: &[&'static FileSpec],
+    needed: &[&FileSpec],
     progress: bool,
 ) -> Result<Vec<StagedFile>> {
     let mut staged = Vec::new();
@@ -357,7 +375,7 @@ fn stage_cifar(
     agent: &ureq::Agent,
     staging: &Staging,
     bases: &[String],
-    needed: &[&'static FileSpec],
+    needed: &[&FileSpec],
     progress: bool,
 ) -> Result<Vec<StagedFile>> {
     let archive = staging.dir.join(CIFAR_ARCHIVE);
@@ -393,7 +411,7 @@ fn stage_cifar(
 fn extract_cifar_members(
     archive: &Path,
     dest: &Path,
-    needed: &[&'static FileSpec],
+    needed: &[&FileSpec],
     url: &str,
 ) -> Result<()> {
     fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
@@ -462,7 +480,7 @@ fn archive_error(url: &str, err: io::Error) -> anyhow::Error {
 fn check_cifar_members(
     members_dir: &Path,
     dataset_dir: &Path,
-    needed: &[&'static FileSpec],
+    needed: &[&FileSpec],
     url: &str,
 ) -> Result<()> {
     for spec in needed {

@@ -104,6 +104,19 @@ pub struct Summary {
     pub steps_per_s: f64,
     pub backend: String,
     pub threads: usize,
+    /// Identifies the invocation that wrote this summary (host-independent: process id and
+    /// start time in nanoseconds). A summary left as it was keeps its id; one a later
+    /// invocation rewrote gets a new one, however coarse the file system's clock.
+    #[serde(default)]
+    pub run_id: String,
+}
+
+/// A fresh [`Summary::run_id`] for this process.
+pub fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
 }
 
 /// Percentile `q` in [0, 100] of sorted data, by linear interpolation between order statistics

@@ -236,35 +236,63 @@ impl WeightInit {
 impl Net {
     /// Logits `[N, 10]` for flattened inputs `[N, C·H·W]`. With `trace`, also records each
     /// hidden layer's pre-activations and BN batch statistics (slow: copies to the host).
+    ///
+    /// Takes a fast path where one applies, and otherwise [`Net::forward_reference`]; each fast
+    /// path computes the same function as the reference, with different float rounding (the
+    /// tests hold them to 1e-10 in float64):
+    /// - MLP in training: each hidden layer as one fused op ([`Net::dense_block_train`]);
+    /// - MLP in inference with fixed statistics and BN before g (or none): BN folded into the
+    ///   weights ([`Net::dense_block_infer`]);
+    /// - CNN with BN before g (or none) and no dropout: max-pooling before g
+    ///   ([`Net::conv_block_pool_first`]).
     pub fn forward(
         &self,
         x: Tensor<2>,
         mode: Mode,
         mut trace: Option<&mut Trace>,
     ) -> Result<Tensor<2>> {
-        let h = match self.spec.arch {
+        match self.spec.arch {
             Arch::Mlp if matches!(mode, Mode::Train { .. }) => {
                 let mut h = x;
                 for i in 0..self.linears.len() {
                     h = self.dense_block_train(i, h, mode, trace.as_deref_mut())?;
                 }
-                return Ok(self.classify_fused(h));
+                Ok(self.classify_fused(h))
             }
-            Arch::Mlp
-                if matches!(
-                    mode,
-                    Mode::Infer(InferenceStats::Moving | InferenceStats::Population)
-                ) && self.spec.placement != Placement::After =>
-            {
-                let Mode::Infer(stats) = mode else {
-                    unreachable!("matched above")
-                };
-                let mut h = x;
-                for i in 0..self.linears.len() {
-                    h = self.dense_block_infer(i, h, stats, trace.as_deref_mut());
+            Arch::Mlp => match foldable_stats(mode) {
+                Some(stats) if self.spec.placement != Placement::After => {
+                    let mut h = x;
+                    for i in 0..self.linears.len() {
+                        h = self.dense_block_infer(i, h, stats, trace.as_deref_mut());
+                    }
+                    Ok(self.classify_fused(h))
                 }
-                return Ok(self.classify_fused(h));
+                _ => self.forward_reference(x, mode, trace),
+            },
+            Arch::Cnn
+                if self.spec.placement != Placement::After && self.dropout_seed(mode).is_none() =>
+            {
+                let mut h = self.image_batch(x);
+                for (i, conv) in self.convs.iter().enumerate() {
+                    let z = self.conv(conv, h);
+                    h = self.conv_block_pool_first(i, z, mode, trace.as_deref_mut())?;
+                }
+                Ok(self.output.forward(h.flatten(1, 3)))
             }
+            Arch::Cnn => self.forward_reference(x, mode, trace),
+        }
+    }
+
+    /// The same function as [`Net::forward`], op by op, with no shortcut: each layer's linear
+    /// map, then BN through [`BatchNorm::forward_with_stats`], then g, then (CNN) max-pooling,
+    /// then the output layer through Burn's `Linear`. The fast paths are tested against it.
+    pub fn forward_reference(
+        &self,
+        x: Tensor<2>,
+        mode: Mode,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Tensor<2>> {
+        let h = match self.spec.arch {
             Arch::Mlp => {
                 let mut h = x;
                 for (i, linear) in self.linears.iter().enumerate() {
@@ -274,25 +302,29 @@ impl Net {
                 h
             }
             Arch::Cnn => {
-                let [n, _] = x.dims();
-                let s = self.spec.side;
-                let mut h: Tensor<4> = x.reshape([n, self.spec.in_channels, s, s]);
+                let mut h = self.image_batch(x);
                 for (i, conv) in self.convs.iter().enumerate() {
-                    let bias = conv.bias.as_ref().map(|b| b.val());
-                    let z = conv3x3(h, conv.weight.val(), bias);
-                    h = if self.spec.placement == Placement::After
-                        || self.dropout_seed(mode).is_some()
-                    {
-                        let a = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
-                        max_pool2x2(a)
-                    } else {
-                        self.conv_block_pool_first(i, z, mode, trace.as_deref_mut())?
-                    };
+                    let z = self.conv(conv, h);
+                    let a = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
+                    h = max_pool2x2(a);
                 }
                 h.flatten(1, 3)
             }
         };
         Ok(self.output.forward(h))
+    }
+
+    /// Flattened images `[N, C·H·W]` as `[N, C, H, W]`.
+    fn image_batch(&self, x: Tensor<2>) -> Tensor<4> {
+        let [n, _] = x.dims();
+        let s = self.spec.side;
+        x.reshape([n, self.spec.in_channels, s, s])
+    }
+
+    /// A 3×3 convolution (padding 1) with its bias, if any.
+    fn conv(&self, conv: &Conv2d, h: Tensor<4>) -> Tensor<4> {
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        conv3x3(h, conv.weight.val(), bias)
     }
 
     /// Normalisation, nonlinearity and dropout of hidden layer `i`, given its linear output `z`.
@@ -479,6 +511,15 @@ impl Net {
     /// True when the net has BN layers.
     pub fn has_bn(&self) -> bool {
         !self.norms.is_empty()
+    }
+}
+
+/// The fixed statistics an inference pass uses, when BN can be folded into the weights with
+/// them (moving or population; not each test batch's own).
+fn foldable_stats(mode: Mode) -> Option<InferenceStats> {
+    match mode {
+        Mode::Infer(stats @ (InferenceStats::Moving | InferenceStats::Population)) => Some(stats),
+        _ => None,
     }
 }
 

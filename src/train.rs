@@ -32,7 +32,7 @@ use crate::data::{LoadedData, Split};
 use crate::kernels::cross_entropy;
 use crate::metrics::{
     ActivationRecord, EvalRecord, JsonlWriter, LayerStats, PopulationResult, Summary, TrackedUnit,
-    drift, histogram, mean_std, percentiles_15_50_85, read_jsonl, steps_to_threshold,
+    drift, histogram, mean_std, new_run_id, percentiles_15_50_85, read_jsonl, steps_to_threshold,
     threshold_key, write_json_atomic,
 };
 use crate::model::{CLASSES, Mode, Net, Trace, build_net};
@@ -53,6 +53,10 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Stop (resumably) once this many steps have been done in this invocation.
     pub stop_after: Option<u64>,
+    /// Once this many steps have been done in this invocation, say so on stderr and sleep
+    /// until killed, saving nothing: the files are exactly what a kill at that step finds.
+    /// Lets a test place a real SIGKILL at a chosen step instead of racing the run.
+    pub hold_after: Option<u64>,
 }
 
 /// How a call to [`run`] ended.
@@ -81,10 +85,12 @@ pub fn train_command(args: &TrainArgs) -> Result<ExitCode> {
         return Ok(exit_code_for(&summary));
     }
     let data_dir = args.data.resolve();
-    let data = crate::data::load(&data_dir, config.dataset, config.preprocess)?;
+    let catalogue = args.data.catalogue()?;
+    let data = crate::data::load(&data_dir, config.dataset, config.preprocess, &catalogue)?;
     let opts = TrainOptions {
         quiet: args.quiet,
         stop_after: args.stop_after,
+        hold_after: args.hold_after,
     };
     match run(&config, data, &run_dir, &opts)? {
         Outcome::Finished(s) | Outcome::Diverged(s) => {
@@ -99,6 +105,14 @@ pub fn train_command(args: &TrainArgs) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Sleep until the process is killed (see [`TrainOptions::hold_after`]).
+fn hold_until_killed(step: u64) -> ! {
+    eprintln!("holding at step {step} until killed");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }
 
@@ -360,6 +374,13 @@ pub fn run(
             save_checkpoint(&net, &optim, &state, run_dir)?;
             bar.finish_and_clear();
             return Ok(Outcome::Stopped(state.step));
+        }
+        if opts
+            .hold_after
+            .is_some_and(|n| state.step - first_step >= n)
+        {
+            bar.finish_and_clear();
+            hold_until_killed(state.step);
         }
         let t0 = Instant::now();
         let lr = config.optim.lr_at(state.step);
@@ -705,6 +726,7 @@ impl Runner<'_> {
             },
             backend: backend::BACKEND_NAME.to_string(),
             threads: backend::threads(),
+            run_id: new_run_id(),
         })
     }
 }

@@ -1,66 +1,20 @@
 //! bn-exp's BatchNorm against independent references:
-//! - vectors computed by PyTorch's own BatchNorm1d/2d in float64 (`../shared/reference`),
+//! - vectors computed by PyTorch's own BatchNorm1d/2d in float64
+//!   (`tests/fixtures/batch_norm_pytorch.json`, remade by `scripts/make_reference_vectors.py`),
 //!   checked in float32 and float64;
 //! - central finite differences of ∂x, ∂γ, ∂β in float64, for both input ranks;
 //! - closed forms: constant input gives β, two samples give ±γ·d/√(d²+ε) + β, inference is the
 //!   affine map of Algorithm 2;
 //! - the switch between training and inference, and the errors.
 
-use std::path::PathBuf;
+mod reference;
 
 use bn_exp::batch_norm::{
     BatchNorm, BatchStats, BnError, BnMode, InferenceStats, PopulationAccumulator, tensor_to_f64,
 };
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Reference {
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Stats {
-    mean: Vec<f64>,
-    var: Vec<f64>,
-}
-
-#[derive(Deserialize)]
-struct Population {
-    mean: Vec<f64>,
-    var: Vec<f64>,
-    y_eval: Vec<f64>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    name: String,
-    shape: Vec<usize>,
-    eps: f64,
-    momentum: f64,
-    gamma: Vec<f64>,
-    beta: Vec<f64>,
-    batches: Vec<Vec<f64>>,
-    upstream: Vec<f64>,
-    y_train: Vec<f64>,
-    dx: Vec<f64>,
-    dgamma: Vec<f64>,
-    dbeta: Vec<f64>,
-    running_after_each_batch: Vec<Stats>,
-    running_init: Stats,
-    eval_x: Vec<f64>,
-    y_eval_running: Vec<f64>,
-    population: Population,
-}
-
-fn reference() -> Reference {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/batch_norm_pytorch.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).expect("reference JSON parses")
-}
+use reference::{Case, reference};
 
 fn device() -> Device {
     Device::flex().autodiff()

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::SystemTime;
 
 use bn_exp::compare::runs::{find_runs, load_run};
 use bn_exp::compare::study::{Study, check_run_configs, load_study, parse_study};
@@ -869,13 +868,17 @@ fn run_study_with_data(study: &Path, results: &Path, quiet: bool, data: &Path) -
     command.output().unwrap()
 }
 
-fn summary_mtimes(study_dir: &Path, names: &[&str]) -> Vec<SystemTime> {
+/// The `run_id` of each run's summary: it changes only when an invocation rewrites the summary.
+fn summary_ids(study_dir: &Path, names: &[&str]) -> Vec<String> {
     names
         .iter()
         .map(|name| {
-            std::fs::metadata(study_dir.join(name).join("summary.json"))
-                .and_then(|m| m.modified())
-                .unwrap_or_else(|err| panic!("{name}: {err}"))
+            let path = study_dir.join(name).join("summary.json");
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{name}: {err}"));
+            let summary: Value = serde_json::from_str(&text).unwrap();
+            let id = summary["run_id"].as_str().unwrap_or_default().to_string();
+            assert!(!id.is_empty(), "{name}: summary without a run_id");
+            id
         })
         .collect()
 }
@@ -935,7 +938,7 @@ fn study_trains_then_reuses_then_resumes_an_interrupted_run() {
             assert_eq!(run["best_acc"].as_f64().unwrap(), best, "{dir:?}");
         }
     }
-    let before = summary_mtimes(&study_dir, &names);
+    let before = summary_ids(&study_dir, &names);
 
     // Second invocation: everything is done, nothing is trained again.
     let output = run_study(&study, &results, false);
@@ -945,7 +948,7 @@ fn study_trains_then_reuses_then_resumes_an_interrupted_run() {
         "{}",
         describe(&output)
     );
-    assert_eq!(summary_mtimes(&study_dir, &names), before);
+    assert_eq!(summary_ids(&study_dir, &names), before);
 
     // Interrupt one run: train it again but stop it after 100 steps, as a Ctrl-C would.
     let victim = study_dir.join(names[3]);
@@ -983,7 +986,8 @@ fn study_trains_then_reuses_then_resumes_an_interrupted_run() {
     assert!(victim.join("summary.json").is_file());
     let steps: Vec<u64> = metrics_of(&victim).iter().map(|(s, _)| *s).collect();
     assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
-    assert_eq!(summary_mtimes(&study_dir, &names[..3]), before[..3]);
+    assert_eq!(summary_ids(&study_dir, &names[..3]), before[..3]);
+    assert_ne!(summary_ids(&study_dir, &names[3..]), before[3..]);
 }
 
 #[test]

@@ -1,17 +1,26 @@
 //! Damaged and missing data: each kind of problem gives its own error, naming the file and what
 //! to do, through the library and through `bn-exp data verify` / `info`, without panicking.
+//!
+//! MNIST cases damage copies of the embedded MNIST (checked against the published checksums);
+//! CIFAR-10 cases damage the small CIFAR-format set the tests write (checked against its own
+//! catalogue, through the same code). The checks on the real CIFAR-10 are in `data_real.rs`.
 
 mod common;
 
 use std::fs;
 use std::path::Path;
 
-use bn_exp::data::{self, DataError, Dataset, DatasetState, FileStatus, Preprocess};
+use bn_exp::data::{self, Catalogue, DataError, Dataset, DatasetState, FileStatus, Preprocess};
 use tempfile::TempDir;
 
-/// Load and return the `DataError` it fails with (panics if it loads, or fails otherwise).
+/// Load with the published catalogue and return the `DataError` it fails with (panics if it
+/// loads, or fails otherwise).
 fn load_error(dir: &Path, dataset: Dataset) -> DataError {
-    match data::load(dir, dataset, Preprocess::Scale) {
+    load_error_with(dir, dataset, &Catalogue::published())
+}
+
+fn load_error_with(dir: &Path, dataset: Dataset, catalogue: &Catalogue) -> DataError {
+    match data::load(dir, dataset, Preprocess::Scale, catalogue) {
         Ok(_) => panic!("{dataset} in {} loaded, but it is damaged", dir.display()),
         Err(err) => err
             .downcast_ref::<DataError>()
@@ -40,10 +49,10 @@ const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
 #[test]
 fn embedded_mnist_loads_and_a_copy_verifies() {
     let tmp = mnist_copy();
-    let report = data::verify_dataset(tmp.path(), Dataset::Mnist);
+    let report = data::verify_dataset(tmp.path(), Dataset::Mnist, &Catalogue::published());
     assert_eq!(report.state(), DatasetState::Valid);
     assert_eq!(
-        data::verify_dataset(tmp.path(), Dataset::Cifar10).state(),
+        data::verify_dataset(tmp.path(), Dataset::Cifar10, &Catalogue::published()).state(),
         DatasetState::Absent
     );
 }
@@ -213,7 +222,7 @@ fn uncompressed_files_and_gzip_under_a_plain_name_are_accepted() {
         mnist.join(TRAIN_LABELS),
     )
     .unwrap();
-    let raw = data::load_raw(tmp.path(), Dataset::Mnist).unwrap();
+    let raw = data::load_raw(tmp.path(), Dataset::Mnist, &Catalogue::published()).unwrap();
     assert_eq!(raw.train.len, 60_000);
     assert!(!raw.files[0].gzipped && raw.files[1].gzipped);
 }
@@ -236,36 +245,66 @@ fn corrupt_gzip_stream_is_damage_not_a_panic() {
 }
 
 #[test]
+fn small_cifar_set_loads_with_its_labels_and_pixels() {
+    let tmp = TempDir::new().unwrap();
+    let set = common::write_small_cifar(tmp.path());
+    let raw = data::load_raw(&set.data_dir, Dataset::Cifar10, &set.catalogue).unwrap();
+    let n = common::SMALL_CIFAR_RECORDS;
+    assert_eq!((raw.train.len, raw.test.len), (5 * n, n));
+    assert_eq!(
+        (raw.train.channels, raw.train.height, raw.train.width),
+        (3, 32, 32)
+    );
+    assert_eq!(raw.classes, data::CIFAR_CLASSES);
+    // Record 7 of data_batch_2.bin is training image n + 7; pixel 1500 is in the green plane.
+    let image = n + 7;
+    assert_eq!(raw.train.labels[image], common::small_cifar_label(7));
+    assert_eq!(
+        raw.train.pixels[image * 3072 + 1500],
+        common::small_cifar_pixel(1, 7, 1500)
+    );
+    assert_eq!(
+        raw.test.pixels[3 * 3072],
+        common::small_cifar_pixel(5, 3, 0)
+    );
+    assert_eq!(raw.train.class_counts(), [15; 10]);
+    // The published catalogue rejects the same files: the checks really are the catalogue's.
+    let err = load_error(&set.data_dir, Dataset::Cifar10);
+    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
+}
+
+#[test]
 fn cifar_changed_byte_truncation_and_bad_label_are_reported() {
     let tmp = TempDir::new().unwrap();
-    let dir = common::link_cifar(tmp.path(), &["data_batch_3.bin"]);
-    let mut batch =
-        fs::read(common::shared_data().join("cifar-10-batches-bin/data_batch_3.bin")).unwrap();
-    let target = dir.join("data_batch_3.bin");
+    let set = common::write_small_cifar(tmp.path());
+    let target = set.dir.join("data_batch_3.bin");
+    let mut batch = fs::read(&target).unwrap();
+    let full_len = (common::SMALL_CIFAR_RECORDS * 3073) as u64;
 
     batch[3073 * 7 + 500] ^= 0x80;
     fs::write(&target, &batch).unwrap();
-    let err = load_error(tmp.path(), Dataset::Cifar10);
+    let err = load_error_with(&set.data_dir, Dataset::Cifar10, &set.catalogue);
     assert!(matches!(err, DataError::ChecksumMismatch { .. }), "{err:?}");
     assert!(err.to_string().contains("data_batch_3.bin"), "{err}");
     assert!(
         err.to_string().contains("bn-exp data fetch cifar10"),
         "{err}"
     );
+    batch[3073 * 7 + 500] ^= 0x80;
 
     fs::write(&target, &batch[..batch.len() - 3073]).unwrap();
-    let err = load_error(tmp.path(), Dataset::Cifar10);
+    let err = load_error_with(&set.data_dir, Dataset::Cifar10, &set.catalogue);
     assert_eq!(
         err,
         DataError::Truncated {
             dataset: Dataset::Cifar10,
             path: target.clone(),
-            expected: 30_730_000,
-            actual: 30_730_000 - 3073,
+            expected: full_len,
+            actual: full_len - 3073,
         }
     );
 
-    let report = data::verify_dataset(tmp.path(), Dataset::Cifar10);
+    let report = data::verify_dataset(&set.data_dir, Dataset::Cifar10, &set.catalogue);
     assert_eq!(report.state(), DatasetState::Damaged);
     let damaged: Vec<&str> = report
         .files
@@ -277,13 +316,73 @@ fn cifar_changed_byte_truncation_and_bad_label_are_reported() {
 }
 
 #[test]
+fn cifar_label_out_of_range_is_malformed_after_the_checksum() {
+    // A catalogue that vouches for a file with label 10: the checksum passes, the label check
+    // must still refuse it.
+    let tmp = TempDir::new().unwrap();
+    let set = common::write_small_cifar(tmp.path());
+    let target = set.dir.join("test_batch.bin");
+    let mut batch = fs::read(&target).unwrap();
+    batch[3073 * 4] = 10;
+    fs::write(&target, &batch).unwrap();
+    let text = fs::read_to_string(&set.catalogue_path).unwrap();
+    let old = data::sha256_hex(&common::small_cifar_batch(5));
+    let patched = text.replace(&old, &data::sha256_hex(&batch));
+    fs::write(&set.catalogue_path, patched).unwrap();
+    let catalogue = Catalogue::from_file(&set.catalogue_path).unwrap();
+    let err = load_error_with(&set.data_dir, Dataset::Cifar10, &catalogue);
+    assert!(matches!(err, DataError::Malformed { .. }), "{err:?}");
+    assert!(err.to_string().contains("record 4 has label 10"), "{err}");
+}
+
+#[test]
 fn cifar_wrong_class_list_is_malformed() {
     let tmp = TempDir::new().unwrap();
-    let dir = common::link_cifar(tmp.path(), &["batches.meta.txt"]);
-    fs::write(dir.join("batches.meta.txt"), "airplane\ncar\n").unwrap();
-    let err = load_error(tmp.path(), Dataset::Cifar10);
+    let set = common::write_small_cifar(tmp.path());
+    fs::write(set.dir.join("batches.meta.txt"), "airplane\ncar\n").unwrap();
+    let err = load_error_with(&set.data_dir, Dataset::Cifar10, &set.catalogue);
     assert!(matches!(err, DataError::Malformed { .. }), "{err:?}");
     assert!(err.to_string().contains("batches.meta.txt"), "{err}");
+}
+
+#[test]
+fn bad_catalogue_files_are_named_errors() {
+    let tmp = TempDir::new().unwrap();
+    let path = tmp.path().join("catalogue.json");
+    let cases = [
+        (
+            r#"{"cifar10": {"records_per_batch": 3, "sha256": {}}}"#,
+            "no entry for data_batch_1.bin",
+        ),
+        (
+            r#"{"cifar10": {"records_per_batch": 0, "sha256": {}}}"#,
+            "no entry for",
+        ),
+        (r#"{"cifar": {}}"#, "unknown field"),
+        (
+            r#"{"cifar10": {"records_per_batch": 3, "sha256": {"x.bin": "00"}}}"#,
+            "unknown file \"x.bin\"",
+        ),
+        ("not json", "not a valid data catalogue"),
+    ];
+    for (text, needle) in cases {
+        fs::write(&path, text).unwrap();
+        let err = format!("{:#}", Catalogue::from_file(&path).unwrap_err());
+        assert!(err.contains(needle), "{text}: {err}");
+        assert!(err.contains("catalogue"), "{text}: {err}");
+    }
+    let set = common::write_small_cifar(tmp.path());
+    let text = fs::read_to_string(&set.catalogue_path).unwrap();
+    fs::write(
+        &path,
+        text.replace("\"records_per_batch\": 30", "\"records_per_batch\": 0"),
+    )
+    .unwrap();
+    let err = format!("{:#}", Catalogue::from_file(&path).unwrap_err());
+    assert!(
+        err.contains("cifar10.records_per_batch must be between 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -361,25 +460,37 @@ fn info_describes_embedded_mnist() {
 }
 
 #[test]
-fn verify_on_the_shared_data_exits_zero_and_lists_both_sets_valid() {
-    let shared = common::shared_data();
-    let output = common::run_bn_exp(&["data", "verify", "--data-dir", shared.to_str().unwrap()]);
+fn verify_on_the_small_cifar_set_exits_zero_and_lists_both_sets_valid() {
+    let tmp = TempDir::new().unwrap();
+    let set = common::write_small_cifar(tmp.path());
+    common::copy_mnist(&set.data_dir);
+    let output = common::bn_exp()
+        .args(["data", "verify", "--data-dir"])
+        .arg(&set.data_dir)
+        .env(data::CATALOGUE_ENV, &set.catalogue_path)
+        .output()
+        .unwrap();
     let text = common::all_output(&output);
     assert_eq!(output.status.code(), Some(0), "{text}");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    for dataset in ["MNIST", "CIFAR-10"] {
-        assert!(
-            stdout
-                .lines()
-                .any(|l| l.starts_with(&format!("{dataset} (")) && l.ends_with(": valid")),
-            "{dataset} not listed as valid in {stdout}"
-        );
-    }
-    assert_eq!(
-        stdout
-            .lines()
-            .filter(|l| l.trim_start().starts_with("ok "))
-            .count(),
-        11
+    assert!(
+        stdout.contains("catalogue.json (not the published checksums)"),
+        "{stdout}"
+    );
+    assert_eq!(common::verified_ok_lines(&stdout), 11, "{stdout}");
+    assert!(common::lists_valid(&stdout, "MNIST") && common::lists_valid(&stdout, "CIFAR-10"));
+
+    // The same folder without the catalogue: CIFAR-10 is damaged (wrong size), exit 1.
+    let output = common::run_bn_exp(&[
+        "data",
+        "verify",
+        "--data-dir",
+        set.data_dir.to_str().unwrap(),
+    ]);
+    let text = common::all_output(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("CIFAR-10") && text.contains("truncated"),
+        "{text}"
     );
 }

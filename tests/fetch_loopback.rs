@@ -5,16 +5,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bn_exp::data::{self, DataError, Dataset, DatasetState};
+use bn_exp::data::{self, Catalogue, DataError, Dataset, DatasetState};
 use bn_exp::fetch::{self, FetchOptions};
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -144,8 +144,7 @@ fn mnist_routes() -> HashMap<String, Reply> {
 fn options(server: &Server) -> FetchOptions {
     FetchOptions {
         base_url: Some(server.base_url()),
-        force: false,
-        progress: false,
+        ..FetchOptions::default()
     }
 }
 
@@ -186,7 +185,7 @@ fn fetch_mnist_through_the_binary_then_skip_then_force() {
     let text = common::all_output(&output);
     assert!(output.status.success(), "{text}");
     assert_eq!(
-        data::verify_dataset(&data_dir, Dataset::Mnist).state(),
+        data::verify_dataset(&data_dir, Dataset::Mnist, &Catalogue::published()).state(),
         DatasetState::Valid
     );
     assert_eq!(common::list_dir(&data_dir), ["mnist"]);
@@ -226,7 +225,7 @@ fn fetch_replaces_only_the_damaged_file() {
     assert_eq!(outcome.kept.len(), 3);
     assert_eq!(server.finish(), [format!("/{TRAIN_IMAGES}.gz")]);
     assert_eq!(
-        data::verify_dataset(tmp.path(), Dataset::Mnist).state(),
+        data::verify_dataset(tmp.path(), Dataset::Mnist, &Catalogue::published()).state(),
         DatasetState::Valid
     );
     assert_eq!(common::list_dir(tmp.path()), ["mnist"]);
@@ -352,29 +351,22 @@ fn base_url_must_be_http() {
 }
 
 /// `cifar-10-binary.tar.gz` as Toronto publishes it (members under `cifar-10-batches-bin/`,
-/// plus a readme bn-exp ignores), built once from the shared copy.
-fn cifar_archive() -> Arc<Vec<u8>> {
-    static ARCHIVE: OnceLock<Arc<Vec<u8>>> = OnceLock::new();
-    Arc::clone(ARCHIVE.get_or_init(|| {
-        let dir = TempDir::new().unwrap();
-        let path = dir.path().join(fetch::CIFAR_ARCHIVE);
-        let encoder = GzEncoder::new(File::create(&path).unwrap(), Compression::fast());
-        let mut tar = tar::Builder::new(encoder);
-        let source = common::shared_data().join("cifar-10-batches-bin");
-        for name in common::CIFAR_FILES {
-            tar.append_path_with_name(source.join(name), format!("cifar-10-batches-bin/{name}"))
-                .unwrap();
-        }
-        let readme = b"<html>CIFAR-10</html>";
-        let mut header = tar::Header::new_gnu();
-        header.set_size(readme.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, "cifar-10-batches-bin/readme.html", &readme[..])
+/// plus a readme bn-exp ignores), built from the small CIFAR-format set in `set`.
+fn cifar_archive(set: &common::SmallCifar) -> Arc<Vec<u8>> {
+    let encoder = GzEncoder::new(Vec::new(), Compression::fast());
+    let mut tar = tar::Builder::new(encoder);
+    for name in common::CIFAR_FILES {
+        tar.append_path_with_name(set.dir.join(name), format!("cifar-10-batches-bin/{name}"))
             .unwrap();
-        tar.into_inner().unwrap().finish().unwrap();
-        Arc::new(fs::read(&path).unwrap())
-    }))
+    }
+    let readme = b"<html>CIFAR-10</html>";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(readme.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "cifar-10-batches-bin/readme.html", &readme[..])
+        .unwrap();
+    Arc::new(tar.into_inner().unwrap().finish().unwrap())
 }
 
 fn cifar_routes(archive: Reply) -> HashMap<String, Reply> {
@@ -382,37 +374,88 @@ fn cifar_routes(archive: Reply) -> HashMap<String, Reply> {
 }
 
 #[test]
-fn fetch_cifar_archive_extracts_and_verifies() {
+fn fetch_cifar_archive_through_the_binary_extracts_and_verifies() {
     let tmp = TempDir::new().unwrap();
-    let server = Server::start(cifar_routes(Reply::Body(cifar_archive())), 1);
-    let outcome = fetch::fetch(tmp.path(), Dataset::Cifar10, &options(&server)).unwrap();
-    assert_eq!(outcome.fetched.len(), 7);
+    let set = common::write_small_cifar(&tmp.path().join("source"));
+    let data_dir = tmp.path().join("data");
+    let server = Server::start(cifar_routes(Reply::Body(cifar_archive(&set))), 1);
+    let output = common::bn_exp()
+        .args([
+            "data",
+            "fetch",
+            "cifar10",
+            "--base-url",
+            &server.base_url(),
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .env(data::CATALOGUE_ENV, &set.catalogue_path)
+        .output()
+        .unwrap();
+    let text = common::all_output(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("7 file(s) downloaded"), "{text}");
     assert_eq!(
-        data::verify_dataset(tmp.path(), Dataset::Cifar10).state(),
+        data::verify_dataset(&data_dir, Dataset::Cifar10, &set.catalogue).state(),
         DatasetState::Valid
     );
-    assert_eq!(common::list_dir(tmp.path()), ["cifar-10-batches-bin"]);
+    assert_eq!(common::list_dir(&data_dir), ["cifar-10-batches-bin"]);
     let mut expected: Vec<String> = common::CIFAR_FILES.iter().map(|s| s.to_string()).collect();
     expected.sort();
     assert_eq!(
-        common::list_dir(&tmp.path().join("cifar-10-batches-bin")),
+        common::list_dir(&data_dir.join("cifar-10-batches-bin")),
         expected
     );
+    for name in common::CIFAR_FILES {
+        assert_eq!(
+            fs::read(data_dir.join("cifar-10-batches-bin").join(name)).unwrap(),
+            fs::read(set.dir.join(name)).unwrap(),
+            "{name}"
+        );
+    }
     assert_eq!(server.finish().len(), 1);
+}
+
+#[test]
+fn cifar_archive_with_a_changed_byte_fails_its_checksum_and_leaves_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let set = common::write_small_cifar(&tmp.path().join("source"));
+    let mut batch = fs::read(set.dir.join("data_batch_4.bin")).unwrap();
+    batch[3073 * 2 + 100] ^= 0x01;
+    fs::write(set.dir.join("data_batch_4.bin"), &batch).unwrap();
+    let data_dir = tmp.path().join("data");
+    let server = Server::start(cifar_routes(Reply::Body(cifar_archive(&set))), 1);
+    let options = FetchOptions {
+        catalogue: set.catalogue.clone(),
+        ..options(&server)
+    };
+    let err = fetch::fetch(&data_dir, Dataset::Cifar10, &options).unwrap_err();
+    assert!(
+        matches!(data_error(&err), Some(DataError::ChecksumMismatch { .. })),
+        "{err:#}"
+    );
+    assert!(format!("{err:#}").contains("data_batch_4.bin"), "{err:#}");
+    assert!(!data_dir.exists() || common::list_tree(&data_dir).is_empty());
 }
 
 #[test]
 fn truncated_cifar_archive_fails_and_leaves_nothing() {
     let tmp = TempDir::new().unwrap();
-    let archive = cifar_archive();
+    let set = common::write_small_cifar(&tmp.path().join("source"));
+    let data_dir = tmp.path().join("data");
+    let archive = cifar_archive(&set);
     // Served whole but cut at 60%: the gzip stream ends early and members are missing.
     let cut = Arc::new(archive[..archive.len() * 6 / 10].to_vec());
     let server = Server::start(cifar_routes(Reply::Body(cut)), 1);
-    let err = fetch_error(tmp.path(), Dataset::Cifar10, &server);
+    let options = FetchOptions {
+        catalogue: set.catalogue.clone(),
+        ..options(&server)
+    };
+    let err = fetch::fetch(&data_dir, Dataset::Cifar10, &options).unwrap_err();
     let message = format!("{err:#}");
     assert!(
         message.contains("truncated") || data_error(&err).is_some(),
         "{message}"
     );
-    assert_eq!(common::list_tree(tmp.path()), Vec::<String>::new());
+    assert!(!data_dir.exists() || common::list_tree(&data_dir).is_empty());
 }

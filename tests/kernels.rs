@@ -7,13 +7,20 @@
 //! - `max_pool2x2` against Burn's `max_pool2d`, output and ∂x, including odd sizes;
 //! - `cross_entropy` against Burn's `cross_entropy_with_logits`, loss and ∂logits, for one-hot
 //!   and soft targets and logits large enough to overflow a naive softmax;
-//! - `dense` against central finite differences, as a check that does not lean on Burn.
+//! - `dense` against central finite differences, as a check that does not lean on Burn;
+//! - `dense` with BN, the path the MLP trains with, against PyTorch's BatchNorm1d vectors
+//!   (`tests/fixtures/batch_norm_pytorch.json`): output, ∂x, ∂γ, ∂β and, through
+//!   `BatchNorm::absorb_batch`, the running statistics after each batch.
 //!
 //! Tolerance: 1e-10 relative to the largest reference value (float64; the two sides sum in
 //! different orders). The MLP's float32 path runs the same code and is exercised by the training
 //! tests; float32 results differ from these by rounding only.
 
+mod reference;
+
+use bn_exp::batch_norm::{BatchNorm, BnMode, tensor_to_f64};
 use bn_exp::kernels::{Act, conv3x3, cross_entropy, dense, max_pool2x2, max_pool2x2_then};
+use burn::module::RunningState;
 use burn::tensor::activation::{relu, sigmoid, tanh};
 use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::module::{conv2d, max_pool2d};
@@ -401,4 +408,97 @@ fn cross_entropy_is_finite_for_huge_logits_and_matches_the_closed_form() {
     assert_close("loss", &loss, &[500.0]);
     // ∂/∂z = 0.75 · (softmax − y) / 2
     assert_close("dlogits", &grad, &[0.0, 0.0, -0.375, 0.375]);
+}
+
+/// The dense op with W = I and no bias is BN alone (x·I = x exactly in float64), so PyTorch's
+/// BatchNorm1d vectors check the fused layer's BN: its output, its three gradients, and the
+/// batch statistics it hands to the running averages.
+#[test]
+fn dense_training_bn_matches_pytorch_batch_norm_vectors() {
+    let cases: Vec<reference::Case> = reference::reference()
+        .cases
+        .into_iter()
+        .filter(|c| c.shape.len() == 2)
+        .collect();
+    assert_eq!(cases.len(), 2, "the MLP-shaped cases: 60x100 and 2x4");
+    for case in &cases {
+        let (n, c) = (case.shape[0], case.shape[1]);
+        let identity: Vec<f64> = (0..c * c)
+            .map(|i| if i / c == i % c { 1.0 } else { 0.0 })
+            .collect();
+        let x = tensor(&case.batches[0], [n, c]);
+        let (gamma, beta) = (tensor(&case.gamma, [c]), tensor(&case.beta, [c]));
+        let out = dense(
+            x.clone(),
+            tensor(&identity, [c, c]),
+            None,
+            Some((gamma.clone(), beta.clone(), case.eps)),
+            Act::Identity,
+        );
+        let upstream = tensor(&case.upstream, [n, c]);
+        let grads = (out.output.clone() * upstream).sum().backward();
+        let what = |part: &str| format!("{} {part}", case.name);
+        assert_close(&what("output"), &flat(out.output.clone()), &case.y_train);
+        assert_close(&what("dx"), &flat(x.grad(&grads).unwrap()), &case.dx);
+        assert_close(
+            &what("dgamma"),
+            &flat(gamma.grad(&grads).unwrap()),
+            &case.dgamma,
+        );
+        assert_close(
+            &what("dbeta"),
+            &flat(beta.grad(&grads).unwrap()),
+            &case.dbeta,
+        );
+
+        // The running averages the MLP's training step keeps, batch after batch.
+        let device = device();
+        let mut bn = BatchNorm::new(c, case.eps, case.momentum, &device);
+        assert_eq!(
+            (
+                tensor_to_f64(bn.running_mean.value_sync()),
+                tensor_to_f64(bn.running_var.value_sync())
+            ),
+            (
+                case.running_init.mean.clone(),
+                case.running_init.var.clone()
+            ),
+            "bn-exp and PyTorch start the running averages at the same (0, 1)"
+        );
+        // The same start in float64, where the running averages are kept in that dtype.
+        let f64_state = |v: &[f64]| RunningState::new(tensor(v, [c]).detach());
+        bn.running_mean = f64_state(&case.running_init.mean);
+        bn.running_var = f64_state(&case.running_init.var);
+        for (k, batch) in case.batches.iter().enumerate() {
+            let out = dense(
+                tensor(batch, [n, c]),
+                tensor(&identity, [c, c]),
+                None,
+                Some((gamma.clone(), beta.clone(), case.eps)),
+                Act::Identity,
+            );
+            let count = bn.check_train_batch(&[n, c]).unwrap();
+            bn.absorb_batch(
+                out.mean,
+                out.variance,
+                count,
+                BnMode::Train {
+                    update_running: true,
+                },
+            );
+            let want = &case.running_after_each_batch[k];
+            let got_mean = tensor_to_f64(bn.running_mean.value_sync());
+            let got_var = tensor_to_f64(bn.running_var.value_sync());
+            assert_close(
+                &what(&format!("running mean after batch {k}")),
+                &got_mean,
+                &want.mean,
+            );
+            assert_close(
+                &what(&format!("running var after batch {k}")),
+                &got_var,
+                &want.var,
+            );
+        }
+    }
 }

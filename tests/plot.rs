@@ -552,12 +552,43 @@ fn extreme_and_out_of_contract_values_neither_panic_nor_hang() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let report = plot(vec![run], &out);
+    // In a child process with a deadline: a hang fails the test instead of stalling the suite.
+    let output = bn_exp_within(
+        &[
+            "plot",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        std::time::Duration::from_secs(120),
+    );
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.join("fig1a_accuracy.png").exists());
     assert!(out.join("fig1bc_percentiles.png").exists());
-    assert!(
-        report.warnings.iter().any(|w| w.contains("out of range")),
-        "{:?}",
-        report.warnings
-    );
+    assert!(stderr.contains("out of range"), "{stderr}");
+}
+
+/// Run bn-exp and wait at most `limit`; past it, kill the child and fail the test.
+fn bn_exp_within(args: &[&str], limit: std::time::Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run bn-exp");
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "bn-exp {args:?} still running after {limit:?}: it hangs. stderr: {}",
+                text(&output.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }

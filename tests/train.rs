@@ -1,4 +1,7 @@
-//! `bn-exp train` end to end, through the real binary, on the embedded MNIST.
+//! `bn-exp train` end to end, through the real binary, on the embedded MNIST and on the small
+//! CIFAR-format set the tests write.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -201,37 +204,124 @@ fn killed_run_resumes_identically() {
         "checkpoint_every=1000",
     ];
     assert!(train(&straight, &set).status.success());
+    // Step 1500: after the checkpoint at 1000 and the evaluations at 1200 and 1400, which the
+    // resume must replay from the checkpoint. The run holds there (saving nothing) until the
+    // SIGKILL, so the kill point does not depend on how fast this machine is.
     let mut child = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
-        .args(["train", "--quiet", "--config"])
+        .args(["train", "--quiet", "--hold-after", "1500", "--config"])
         .arg(repo().join("configs/smoke.json"))
         .arg("--data-dir")
         .arg(repo().join("data"))
         .arg("--out")
         .arg(&killed)
         .args(set)
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Kill it (SIGKILL: no chance to clean up) once the first checkpoint is on disk.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !killed.join("checkpoint/state.json").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
+    let child_err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in std::io::BufRead::lines(child_err) {
+        let line = line.unwrap();
+        let holding = line.contains("holding at step 1500");
+        seen.push(line);
+        if holding {
+            break;
+        }
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
     assert!(
-        !killed.join("summary.json").exists(),
-        "the run finished before it could be killed; the test proves nothing"
+        seen.last()
+            .is_some_and(|l| l.contains("holding at step 1500")),
+        "the run never reached step 1500: {seen:?}"
     );
+    assert!(killed.join("checkpoint/state.json").exists());
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    assert!(!killed.join("summary.json").exists());
     let o = train(&killed, &[&set[..], &["--resume"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        without_timing(read_lines(&straight.join("metrics.jsonl"))),
-        without_timing(read_lines(&killed.join("metrics.jsonl")))
-    );
+    for f in ["metrics.jsonl", "activations.jsonl"] {
+        assert_eq!(
+            without_timing(read_lines(&straight.join(f))),
+            without_timing(read_lines(&killed.join(f))),
+            "{f} differs after the kill and resume"
+        );
+    }
+}
+
+/// Test loss of each evaluation in a run folder's `metrics.jsonl`, by step.
+fn test_losses(run: &Path) -> Vec<(u64, f64)> {
+    read_lines(&run.join("metrics.jsonl"))
+        .iter()
+        .map(|m| {
+            (
+                m["step"].as_u64().unwrap(),
+                m["test_loss"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cnn_trains_on_the_small_cifar_set_with_and_without_bn() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = common::write_small_cifar(&dir.path().join("cifar"));
+    for placement in ["before", "none"] {
+        let out = dir.path().join(placement);
+        let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+            .args(["train", "--quiet", "--config"])
+            .arg(repo().join("configs/cifar10_cnn_relu_bn.json"))
+            .arg("--data-dir")
+            .arg(&set.data_dir)
+            .arg("--out")
+            .arg(&out)
+            .env(bn_exp::data::CATALOGUE_ENV, &set.catalogue_path)
+            .args(["--set", &format!("bn.placement={placement}")])
+            .args(["--set", "model.channels=[8,16]", "--set", "batch_size=25"])
+            .args([
+                "--set",
+                "steps=60",
+                "--set",
+                "eval_every=20",
+                "--set",
+                "eval_batch_size=30",
+            ])
+            .args([
+                "--set",
+                "probe.batch_size=50",
+                "--set",
+                "bn.population_batches=5",
+            ])
+            .args(["--set", "checkpoint_every=30"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{placement}: {}", stderr(&o));
+        for file in [
+            "config.json",
+            "metrics.jsonl",
+            "activations.jsonl",
+            "summary.json",
+        ] {
+            assert!(out.join(file).is_file(), "{placement}: no {file}");
+        }
+        assert!(out.join("checkpoint/state.json").is_file(), "{placement}");
+        let losses = test_losses(&out);
+        let steps: Vec<u64> = losses.iter().map(|l| l.0).collect();
+        assert_eq!(steps, [0, 20, 40, 60], "{placement}");
+        let (first, last) = (losses[0].1, losses[3].1);
+        eprintln!("{placement}: test loss {losses:?}");
+        assert!(
+            last < 0.7 * first,
+            "{placement}: the test loss did not fall: {losses:?}"
+        );
+        let summary: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["status"], "finished", "{placement}");
+        assert_eq!(summary["steps"], 60, "{placement}");
+        let activations = read_lines(&out.join("activations.jsonl"));
+        assert_eq!(activations.len(), 4, "{placement}");
+        assert_eq!(activations[0]["layers"].as_array().unwrap().len(), 2);
+    }
 }
 
 #[test]

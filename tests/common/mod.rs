@@ -1,5 +1,6 @@
-//! Helpers shared by the data-layer tests: where the real data lives, and copies of it to
-//! damage in temporary folders.
+//! Helpers shared by the data-layer tests: the embedded MNIST, a small CIFAR-10-format set the
+//! tests write themselves, copies of both to damage in temporary folders, and where the real
+//! data sets live for the ignored real-data group.
 
 // Each test file uses its own subset of these helpers.
 #![allow(dead_code)]
@@ -12,6 +13,8 @@ use std::process::{Command, Output};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
+
+use bn_exp::data::{self, Catalogue};
 
 /// The four MNIST files as bn-exp names them (uncompressed names).
 pub const MNIST_FILES: [&str; 4] = [
@@ -37,9 +40,105 @@ pub fn embedded_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
 }
 
-/// The shared offline copies of MNIST and CIFAR-10 beside the repository root.
-pub fn shared_data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+/// Why the real-data tests are ignored by default; `cargo test --release -- --ignored` with
+/// `BN_EXP_DATA_DIR` set runs them.
+pub const NEEDS_REAL_DATA: &str = "needs the real data sets: set BN_EXP_DATA_DIR";
+
+/// The folder holding the real MNIST and CIFAR-10, from `BN_EXP_DATA_DIR`. Panics (so the test
+/// fails, never passes silently) with instructions when it is unset or lacks either data set.
+pub fn real_data() -> PathBuf {
+    let how = "Set BN_EXP_DATA_DIR to a folder holding mnist/ and cifar-10-batches-bin/; get \
+               them with `bn-exp data fetch mnist --data-dir DIR` and `bn-exp data fetch cifar10 \
+               --data-dir DIR` (see README, \"Tests\")";
+    let Some(dir) = std::env::var_os("BN_EXP_DATA_DIR").map(PathBuf::from) else {
+        panic!("this real-data test needs BN_EXP_DATA_DIR, which is not set. {how}");
+    };
+    for sub in ["mnist", "cifar-10-batches-bin"] {
+        assert!(
+            dir.join(sub).is_dir(),
+            "BN_EXP_DATA_DIR={} has no {sub}/ folder. {how}",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// Records in each batch file of the small CIFAR-format set: 3 per class.
+pub const SMALL_CIFAR_RECORDS: usize = 30;
+
+/// A small CIFAR-10-format set written by [`write_small_cifar`]: the real file names and
+/// layout, `SMALL_CIFAR_RECORDS` records per batch file, and a catalogue with its checksums.
+pub struct SmallCifar {
+    /// The data folder (holds `cifar-10-batches-bin/`).
+    pub data_dir: PathBuf,
+    /// `<data_dir>/cifar-10-batches-bin`.
+    pub dir: PathBuf,
+    /// The catalogue file with this set's record count and sha256s (outside `data_dir`).
+    pub catalogue_path: PathBuf,
+    pub catalogue: Catalogue,
+}
+
+/// Label of record `i` of any small batch file: the classes in turn.
+pub fn small_cifar_label(i: usize) -> u8 {
+    (i % 10) as u8
+}
+
+/// Pixel `p` (0..3072, CHW) of record `i` of batch file `file`: the class's own colour plus
+/// a deterministic ±32 texture, so that the classes are learnable from few images and every
+/// record differs from every other.
+pub fn small_cifar_pixel(file: usize, i: usize, p: usize) -> u8 {
+    let label = usize::from(small_cifar_label(i));
+    let channel = p / 1024;
+    let colour = [(label * 53) % 200, (label * 97) % 200, (label * 151) % 200][channel] + 28;
+    let mut h = (file * 1_000_003 + i * 7919 + p) as u64;
+    h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= h >> 29;
+    (colour + (h % 64) as usize - 32) as u8
+}
+
+/// One batch file of the small set: `SMALL_CIFAR_RECORDS` records of label then CHW pixels.
+pub fn small_cifar_batch(file: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SMALL_CIFAR_RECORDS * 3073);
+    for i in 0..SMALL_CIFAR_RECORDS {
+        out.push(small_cifar_label(i));
+        out.extend((0..3072).map(|p| small_cifar_pixel(file, i, p)));
+    }
+    out
+}
+
+/// Write the small CIFAR-format set into `<root>/data/cifar-10-batches-bin/` and its catalogue
+/// into `<root>/catalogue.json`.
+pub fn write_small_cifar(root: &Path) -> SmallCifar {
+    let data_dir = root.join("data");
+    let dir = data_dir.join("cifar-10-batches-bin");
+    fs::create_dir_all(&dir).unwrap();
+    let mut sha = serde_json::Map::new();
+    for (file, name) in CIFAR_FILES[..6].iter().enumerate() {
+        let bytes = small_cifar_batch(file);
+        fs::write(dir.join(name), &bytes).unwrap();
+        sha.insert(name.to_string(), data::sha256_hex(&bytes).into());
+    }
+    fs::write(
+        dir.join("batches.meta.txt"),
+        data::CIFAR_CLASSES.join("\n") + "\n",
+    )
+    .unwrap();
+    let catalogue_path = root.join("catalogue.json");
+    let json = serde_json::json!({
+        "cifar10": {"records_per_batch": SMALL_CIFAR_RECORDS, "sha256": sha}
+    });
+    fs::write(
+        &catalogue_path,
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
+    let catalogue = Catalogue::from_file(&catalogue_path).unwrap();
+    SmallCifar {
+        data_dir,
+        dir,
+        catalogue_path,
+        catalogue,
+    }
 }
 
 /// The bn-exp binary cargo built for these tests.
@@ -47,11 +146,13 @@ pub fn bn_exp() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bn-exp"))
 }
 
-/// Run bn-exp with `args`, without `BN_EXP_DATA_DIR` leaking in from the caller.
+/// Run bn-exp with `args`, without `BN_EXP_DATA_DIR` or a data catalogue leaking in from the
+/// caller.
 pub fn run_bn_exp(args: &[&str]) -> Output {
     bn_exp()
         .args(args)
         .env_remove("BN_EXP_DATA_DIR")
+        .env_remove(data::CATALOGUE_ENV)
         .output()
         .expect("bn-exp binary runs")
 }
@@ -101,25 +202,6 @@ pub fn copy_mnist(data_dir: &Path) -> PathBuf {
     dir
 }
 
-/// Make `<data_dir>/cifar-10-batches-bin/` hold links to the shared CIFAR-10 files (copying
-/// 180 MB per test would be slow), except the files in `except`.
-pub fn link_cifar(data_dir: &Path, except: &[&str]) -> PathBuf {
-    let dir = data_dir.join("cifar-10-batches-bin");
-    fs::create_dir_all(&dir).unwrap();
-    let source = shared_data().join("cifar-10-batches-bin");
-    for name in CIFAR_FILES.iter().filter(|n| !except.contains(n)) {
-        link_or_copy(&source.join(name), &dir.join(name));
-    }
-    dir
-}
-
-fn link_or_copy(from: &Path, to: &Path) {
-    #[cfg(unix)]
-    std::os::unix::fs::symlink(fs::canonicalize(from).unwrap(), to).unwrap();
-    #[cfg(not(unix))]
-    fs::copy(from, to).map(|_| ()).unwrap();
-}
-
 /// Names in a folder, sorted (empty if the folder does not exist).
 pub fn list_dir(dir: &Path) -> Vec<String> {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -151,4 +233,19 @@ fn collect_tree(root: &Path, dir: &Path, out: &mut Vec<String>) {
             collect_tree(root, &path, out);
         }
     }
+}
+
+/// The `ok` rows of `bn-exp data verify`'s table.
+pub fn verified_ok_lines(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("ok "))
+        .count()
+}
+
+/// Whether `bn-exp data verify` listed `dataset` ("MNIST", "CIFAR-10") as valid.
+pub fn lists_valid(stdout: &str, dataset: &str) -> bool {
+    stdout
+        .lines()
+        .any(|l| l.starts_with(&format!("{dataset} (")) && l.ends_with(": valid"))
 }

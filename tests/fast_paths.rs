@@ -1,0 +1,252 @@
+//! The network's fast paths against its op-by-op reference (`Net::forward_reference`), on whole
+//! nets in float64, within 1e-10 relative to the largest reference value:
+//! - the MLP's inference with BN folded into W and b, for every placement, activation and kind
+//!   of fixed statistics, logits and traced pre-activations;
+//! - the MLP's fused training layers, logits and the gradients of every parameter;
+//! - the CNN's max-pool-before-g, in training and inference, logits and every gradient.
+//!
+//! Every parameter and BN statistic is perturbed away from its initial value first, so that
+//! γ ≠ 1, β ≠ 0 and the running statistics are not (0, 1): a folding that dropped any of them
+//! would still agree on a freshly built net.
+
+use bn_exp::batch_norm::InferenceStats;
+use bn_exp::config::{Config, config_from_value};
+use bn_exp::model::{Mode, Net, Trace, build_net};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
+use serde_json::json;
+
+const TOL: f64 = 1e-10;
+const ACTIVATIONS: [&str; 3] = ["sigmoid", "relu", "tanh"];
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn tensor<const D: usize>(v: Vec<f64>, shape: [usize; D]) -> Tensor<D> {
+    Tensor::from_data(
+        TensorData::new(v, shape),
+        TensorCreationOptions::new(device()).with_dtype(DType::F64),
+    )
+}
+
+fn flat<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data()
+        .convert_dtype(DType::F64)
+        .try_to_vec::<f64>()
+        .expect("f64 values")
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs() / scale;
+        assert!(
+            err <= TOL,
+            "{what}[{i}]: fast {g}, reference {w} (relative error {err:.2e} > {TOL:.0e})"
+        );
+    }
+}
+
+/// Casts every float parameter and buffer to f64 and moves it off its initial value:
+/// x · (1 + 0.5·u) + 0.2·v with u, v in [-1, 1), which keeps variances positive.
+struct PerturbToF64 {
+    seed: u64,
+}
+
+impl ModuleMapper for PerturbToF64 {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        self.seed += 2;
+        let seed = self.seed;
+        param.map(|t| {
+            let shape: [usize; D] = t.dims();
+            let n = shape.iter().product();
+            let t = t.cast(DType::F64).detach();
+            let scale = tensor(
+                values(n, seed).iter().map(|u| 1.0 + 0.5 * u).collect(),
+                shape,
+            );
+            let shift = tensor(values(n, seed + 1).iter().map(|v| 0.2 * v).collect(), shape);
+            (t * scale + shift).require_grad()
+        })
+    }
+}
+
+fn config(arch: &str, placement: &str, activation: &str) -> Config {
+    let (dataset, model) = match arch {
+        "mlp" => (
+            "mnist",
+            json!({"arch": "mlp", "hidden": [7, 5], "activation": activation, "init": "xavier"}),
+        ),
+        _ => (
+            "cifar10",
+            json!({"arch": "cnn", "channels": [3, 4], "activation": activation, "init": "he"}),
+        ),
+    };
+    config_from_value(json!({
+        "dataset": dataset, "model": model, "bn": {"placement": placement}, "seed": 5,
+        "batch_size": 6, "probe": {"batch_size": 6}
+    }))
+    .unwrap()
+}
+
+fn net(config: &Config) -> Net {
+    build_net(config, &device()).map(&mut PerturbToF64 { seed: 11 })
+}
+
+fn input(config: &Config, n: usize) -> Tensor<2> {
+    let features = match config.dataset {
+        bn_exp::data::Dataset::Mnist => 784,
+        bn_exp::data::Dataset::Cifar10 => 3 * 32 * 32,
+    };
+    tensor(values(n * features, 3), [n, features])
+}
+
+/// Logits and traced pre-activations of one pass, fast or reference.
+fn pass(net: &Net, x: Tensor<2>, mode: Mode, reference: bool) -> (Vec<f64>, Vec<Vec<f32>>) {
+    let mut trace = Trace::default();
+    let logits = if reference {
+        net.forward_reference(x, mode, Some(&mut trace))
+    } else {
+        net.forward(x, mode, Some(&mut trace))
+    }
+    .unwrap();
+    let pre = trace
+        .pre_activations
+        .into_iter()
+        .map(|p| p.values)
+        .collect();
+    (flat(logits), pre)
+}
+
+/// Every parameter's gradient under the loss Σ upstream · logits, in module order.
+fn gradients(net: &Net, x: Tensor<2>, mode: Mode, reference: bool) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let logits = if reference {
+        net.forward_reference(x, mode, None)
+    } else {
+        net.forward(x, mode, None)
+    }
+    .unwrap();
+    let [n, k] = logits.dims();
+    let upstream = tensor(values(n * k, 9), [n, k]);
+    let out = flat(logits.clone());
+    let grads = (logits * upstream).sum().backward();
+    struct Collect<'a> {
+        grads: &'a burn::tensor::Gradients,
+        out: Vec<Vec<f64>>,
+    }
+    impl burn::module::ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = param.val().grad(self.grads) {
+                self.out.push(flat(g));
+            }
+        }
+    }
+    let mut collect = Collect {
+        grads: &grads,
+        out: Vec::new(),
+    };
+    net.visit(&mut collect);
+    (out, collect.out)
+}
+
+fn train_mode() -> Mode {
+    Mode::Train {
+        update_running: false,
+        dropout_seed: None,
+    }
+}
+
+#[test]
+fn mlp_folded_inference_equals_op_by_op_inference() {
+    for placement in ["none", "before", "after"] {
+        for activation in ACTIVATIONS {
+            let config = config("mlp", placement, activation);
+            let net = net(&config);
+            for stats in [InferenceStats::Moving, InferenceStats::Population] {
+                let what = format!("{placement}/{activation}/{stats:?}");
+                let mode = Mode::Infer(stats);
+                let (fast, fast_pre) = pass(&net, input(&config, 6), mode, false);
+                let (slow, slow_pre) = pass(&net, input(&config, 6), mode, true);
+                assert_close(&format!("{what} logits"), &fast, &slow);
+                assert_eq!(fast_pre.len(), 2, "{what}: one trace per hidden layer");
+                for (layer, (f, s)) in fast_pre.iter().zip(&slow_pre).enumerate() {
+                    // Traces are copied to the host as f32.
+                    let f: Vec<f64> = f.iter().map(|&v| f64::from(v)).collect();
+                    let s: Vec<f64> = s.iter().map(|&v| f64::from(v)).collect();
+                    let scale = s.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+                    for (a, b) in f.iter().zip(&s) {
+                        assert!(
+                            (a - b).abs() / scale < 1e-6,
+                            "{what} layer {layer} pre-activation {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mlp_fused_training_layers_equal_op_by_op_training() {
+    for placement in ["none", "before", "after"] {
+        for activation in ACTIVATIONS {
+            let what = format!("{placement}/{activation}");
+            let config = config("mlp", placement, activation);
+            let net = net(&config);
+            let (fast, fast_grads) = gradients(&net, input(&config, 6), train_mode(), false);
+            let (slow, slow_grads) = gradients(&net, input(&config, 6), train_mode(), true);
+            assert_close(&format!("{what} logits"), &fast, &slow);
+            assert_eq!(fast_grads.len(), slow_grads.len(), "{what}");
+            assert!(
+                fast_grads.len() >= 5,
+                "{what}: {} gradients",
+                fast_grads.len()
+            );
+            for (k, (f, s)) in fast_grads.iter().zip(&slow_grads).enumerate() {
+                assert_close(&format!("{what} gradient {k}"), f, s);
+            }
+        }
+    }
+}
+
+#[test]
+fn cnn_pool_before_activation_equals_activation_then_pool_on_a_whole_net() {
+    for placement in ["none", "before"] {
+        for activation in ACTIVATIONS {
+            let config = config("cnn", placement, activation);
+            let net = net(&config);
+            for mode in [train_mode(), Mode::Infer(InferenceStats::Moving)] {
+                let what = format!("{placement}/{activation}/{mode:?}");
+                let (fast, fast_pre) = pass(&net, input(&config, 3), mode, false);
+                let (slow, slow_pre) = pass(&net, input(&config, 3), mode, true);
+                assert_close(&format!("{what} logits"), &fast, &slow);
+                assert_eq!(
+                    fast_pre, slow_pre,
+                    "{what}: pre-activations are the same values"
+                );
+            }
+            let what = format!("{placement}/{activation}");
+            let (_, fast_grads) = gradients(&net, input(&config, 3), train_mode(), false);
+            let (_, slow_grads) = gradients(&net, input(&config, 3), train_mode(), true);
+            assert_eq!(fast_grads.len(), slow_grads.len(), "{what}");
+            for (k, (f, s)) in fast_grads.iter().zip(&slow_grads).enumerate() {
+                assert_close(&format!("{what} gradient {k}"), f, s);
+            }
+        }
+    }
+}
