@@ -325,6 +325,41 @@ fn cnn_trains_on_the_small_cifar_set_with_and_without_bn() {
 }
 
 #[test]
+fn results_do_not_depend_on_the_thread_count() {
+    // Hidden layers of 100 make the first layer's products (60×784×100) big enough to be split
+    // over the helper thread; with one thread they are computed as the same two halves.
+    let dir = tempfile::tempdir().unwrap();
+    let runs: Vec<PathBuf> = ["1", "2"]
+        .iter()
+        .map(|threads| {
+            let out = dir.path().join(format!("threads-{threads}"));
+            let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+                .args(["train", "--quiet", "--config"])
+                .arg(repo().join("configs/smoke.json"))
+                .arg("--data-dir")
+                .arg(repo().join("data"))
+                .arg("--out")
+                .arg(&out)
+                .args(["--set", "model.hidden=[100,100]", "--set", "steps=200"])
+                .env("RAYON_NUM_THREADS", threads)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{threads} threads: {}", stderr(&o));
+            out
+        })
+        .collect();
+    for f in ["metrics.jsonl", "activations.jsonl"] {
+        let [one, two] = [&runs[0], &runs[1]].map(|r| {
+            without_timing(read_lines(&r.join(f)))
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(one, two, "{f}: one and two threads differ");
+    }
+}
+
+#[test]
 fn diverging_run_is_marked_diverged_with_its_own_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
