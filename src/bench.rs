@@ -6,8 +6,8 @@
 //! and the bench then needs no data set. Reported: the median of `reps` timed steps after
 //! warm-up, with min and max, because this machine is shared and noisy.
 
-use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -16,7 +16,6 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
-use crate::cli::BenchArgs;
 use crate::config::{Config, config_from_value};
 use crate::kernels::cross_entropy;
 use crate::model::{CLASSES, Mode, build_net};
@@ -78,13 +77,25 @@ pub fn workload_config(name: &str) -> Result<Config> {
     Ok(config)
 }
 
-/// Entry point of `bn-exp bench`.
-pub fn bench_command(args: &BenchArgs) -> Result<ExitCode> {
-    if let Some(worker) = &args.worker {
-        let result = time_steps(worker, args.reps)?;
-        println!("{}", serde_json::to_string(&result)?);
-        return Ok(ExitCode::SUCCESS);
-    }
+/// One `bn-exp bench`, resolved from its flags.
+#[derive(Debug, Clone)]
+pub struct BenchRequest {
+    /// Timed steps per workload (after warm-up).
+    pub reps: usize,
+    /// Workloads to run (`mlp`, `mlp-bn`, `cnn`, `cnn-bn`, `fig1`); `None`: all of them.
+    pub only: Option<Vec<String>>,
+    /// Also write the report as JSON here.
+    pub json: Option<PathBuf>,
+    /// Also time the same workloads in PyTorch and print the ratios.
+    pub compare_pytorch: bool,
+    /// Threads for each step workload; `None`: `$RAYON_NUM_THREADS`, else every core.
+    pub threads: Option<usize>,
+    /// The data folder for the Figure 1 study (MNIST).
+    pub data_dir: PathBuf,
+}
+
+/// Run the bench, printing each figure as it is measured, and return them all.
+pub fn bench(args: &BenchRequest) -> Result<BenchReport> {
     let wanted: Vec<String> = args.only.clone().unwrap_or_else(|| {
         STEP_WORKLOADS
             .iter()
@@ -98,7 +109,7 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode> {
         fig1: None,
         pytorch: None,
     };
-    let threads = args.threads.map_or_else(backend::threads, |t| t as usize);
+    let threads = args.threads.unwrap_or_else(backend::threads);
     println!(
         "bn-exp bench on {} ({threads} threads)",
         backend::BACKEND_NAME
@@ -116,7 +127,7 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode> {
         report.steps.push(r);
     }
     if wanted.iter().any(|w| w == "fig1") {
-        let fig1 = time_fig1(&report.steps, &args.data.resolve())?;
+        let fig1 = time_fig1(&report.steps, &args.data_dir)?;
         if let Some(p) = fig1.projected_s {
             println!("fig1: projected {p:.1} s from the step medians (two nets in parallel)");
         }
@@ -133,7 +144,7 @@ pub fn bench_command(args: &BenchArgs) -> Result<ExitCode> {
         crate::metrics::write_json_atomic(path, &report)?;
         println!("wrote {}", path.display());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
 }
 
 /// Run one workload in a child process and read its JSON line.

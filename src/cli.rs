@@ -3,16 +3,26 @@
 //! Flags are kept raw here; each module validates what it is given and turns it into
 //! settings. Nothing here panics on user input: errors travel up as `anyhow` chains.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
+use bn_exp::bench::{self, BenchRequest};
+use bn_exp::compare::{self, CompareRequest, CompareTarget};
+use bn_exp::config::load_config;
+use bn_exp::data::{CATALOGUE_ENV, Catalogue, DATA_DIR_ENV, DataSource, Dataset};
+use bn_exp::fetch::{self, FetchOptions};
+use bn_exp::plot::{self, ImageFormat, PlotRequest};
+use bn_exp::train::{self, Outcome, TrainOptions, TrainRequest};
 
-use crate::data::{CATALOGUE_ENV, Catalogue};
+/// Exit status of `compare` when the comparison was made but some runs failed to train.
+const EXIT_RUNS_FAILED: u8 = 1;
+/// Exit status of `data verify` when a data set is damaged or incomplete, or none is there.
+const EXIT_DATA_DAMAGED: u8 = 1;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Environment variable that points bn-exp at a data folder (same as `--data-dir`).
-pub const DATA_DIR_ENV: &str = "BN_EXP_DATA_DIR";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,6 +84,14 @@ impl DataDirArg {
             .clone()
             .or_else(|| std::env::var_os(DATA_DIR_ENV).map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("data"))
+    }
+
+    /// The data folder and what its files must be.
+    pub fn source(&self) -> Result<DataSource> {
+        Ok(DataSource {
+            dir: self.resolve(),
+            catalogue: self.catalogue()?,
+        })
     }
 
     /// What the data files must be: the published checksums, unless `BN_EXP_DATA_CATALOGUE`
@@ -152,8 +170,9 @@ pub struct CompareArgs {
     pub data: DataDirArg,
 }
 
+/// `--format`, mapped onto the library's [`ImageFormat`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ImageFormat {
+pub enum ImageFormatArg {
     Png,
     Svg,
 }
@@ -171,7 +190,7 @@ pub struct PlotArgs {
     pub out: Option<PathBuf>,
     /// Image format.
     #[arg(long, value_enum, default_value = "png")]
-    pub format: ImageFormat,
+    pub format: ImageFormatArg,
 }
 
 #[derive(Debug, Args)]
@@ -235,28 +254,190 @@ pub struct BenchArgs {
     pub data: DataDirArg,
 }
 
-/// Parse the process arguments and run the chosen command.
+/// Parse the process arguments, run the chosen command, print what it produced, and return
+/// the exit status: 0 ok, 2 error (from `main`), 3 a diverged run, 1 a study whose runs partly
+/// failed or a damaged data folder.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Train(args) => crate::train::train_command(&args),
-        Command::Compare(args) => crate::compare::compare_command(&args),
-        Command::Plot(args) => crate::plot::plot_command(&args),
+        Command::Train(args) => run_train(&args),
+        Command::Compare(args) => run_compare(args),
+        Command::Plot(args) => run_plot(args),
         Command::Data(args) => run_data(&args),
-        Command::Bench(args) => crate::bench::bench_command(&args),
+        Command::Bench(args) => run_bench(&args),
     }
 }
 
+fn run_train(args: &TrainArgs) -> Result<ExitCode> {
+    let config = load_config(&args.config, &args.overrides)?;
+    let run_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| train::default_run_dir(&args.results_dir, &config));
+    let request = TrainRequest {
+        run_dir: run_dir.clone(),
+        resume: args.resume,
+        force: args.force,
+        data: args.data.source()?,
+        options: TrainOptions {
+            quiet: args.quiet,
+            stop_after: args.stop_after,
+            hold_after: args.hold_after,
+        },
+        config,
+    };
+    let code = match train::train(&request)? {
+        Outcome::Finished(summary) | Outcome::Diverged(summary) => {
+            println!("{}", train::summary_line(&summary, &run_dir));
+            train::exit_status(&summary)
+        }
+        Outcome::AlreadyDone(summary) => {
+            println!(
+                "{} already finished ({}); nothing to do",
+                run_dir.display(),
+                summary.status
+            );
+            train::exit_status(&summary)
+        }
+        Outcome::Stopped(step) => {
+            println!(
+                "stopped at step {step} of {}; continue with --resume ({})",
+                request.config.steps,
+                run_dir.display()
+            );
+            0
+        }
+    };
+    Ok(ExitCode::from(code))
+}
+
+fn run_compare(args: CompareArgs) -> Result<ExitCode> {
+    let target = match args.study {
+        Some(file) => CompareTarget::Study(file),
+        None => CompareTarget::Dirs(args.dirs),
+    };
+    let request = CompareRequest {
+        target,
+        jobs: args.jobs,
+        baseline: args.baseline,
+        thresholds: args.thresholds,
+        results_dir: args.results_dir,
+        out: args.out,
+        quiet: args.quiet,
+        data_dir: args.data.data_dir,
+    };
+    let outcome = compare::compare(&request)?;
+    if outcome.comparison.is_some() {
+        print!("{}", outcome.text);
+    } else {
+        eprintln!("no finished runs to compare");
+    }
+    if !request.quiet && !outcome.written.is_empty() {
+        let names: Vec<String> = outcome
+            .written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        eprintln!("wrote {}", names.join(", "));
+    }
+    if outcome.failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for failure in &outcome.failures {
+        eprintln!("failed: {failure}");
+    }
+    eprintln!(
+        "{} run(s) failed; rerun the same command to retry them",
+        outcome.failures.len()
+    );
+    Ok(ExitCode::from(EXIT_RUNS_FAILED))
+}
+
+fn run_plot(args: PlotArgs) -> Result<ExitCode> {
+    let format = match args.format {
+        ImageFormatArg::Png => ImageFormat::Png,
+        ImageFormatArg::Svg => ImageFormat::Svg,
+    };
+    let mut request = match args.study {
+        Some(study) => PlotRequest::study(study),
+        None if args.inputs.is_empty() => bail!(
+            "nothing to plot: give one or more run or study folders, e.g. `bn-exp plot \
+             results/paper_fig1`, or `--study DIR`"
+        ),
+        None => {
+            let out = PlotRequest::default_out(&args.inputs);
+            PlotRequest::new(args.inputs, out)
+        }
+    };
+    if let Some(out) = args.out {
+        request.out = out;
+    }
+    request.format = format;
+    let report = plot::make_plots(&request)?;
+    print!("{}", report.describe(&request.out));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_data(args: &DataArgs) -> Result<ExitCode> {
-    let dir = args.data.resolve();
-    let catalogue = args.data.catalogue()?;
+    let data = args.data.source()?;
     match &args.command {
-        DataCommand::Verify => crate::data::verify_command(&dir, &catalogue),
-        DataCommand::Info { dataset } => crate::data::info_command(&dir, *dataset, &catalogue),
+        DataCommand::Verify => {
+            let outcome = bn_exp::data::verify_all(&data);
+            print!("{}", outcome.render());
+            println!();
+            if outcome.ok {
+                println!("{}", outcome.verdict);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("error: {}", outcome.verdict);
+                Ok(ExitCode::from(EXIT_DATA_DAMAGED))
+            }
+        }
+        DataCommand::Info { dataset } => {
+            print!("{}", bn_exp::data::describe(&data, dataset.into())?);
+            Ok(ExitCode::SUCCESS)
+        }
         DataCommand::Fetch {
             dataset,
             base_url,
             force,
-        } => crate::fetch::fetch_command(&dir, *dataset, base_url.as_deref(), *force, catalogue),
+        } => {
+            let dataset = Dataset::from(dataset);
+            let options = FetchOptions {
+                catalogue: data.catalogue.clone(),
+                base_url: base_url.clone(),
+                force: *force,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let outcome = fetch::fetch(&data.dir, dataset, &options)?;
+            println!("{}", outcome.describe(&data.dir, dataset, &options));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run_bench(args: &BenchArgs) -> Result<ExitCode> {
+    if let Some(worker) = &args.worker {
+        let result = bench::time_steps(worker, args.reps)?;
+        println!("{}", serde_json::to_string(&result)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    bench::bench(&BenchRequest {
+        reps: args.reps,
+        only: args.only.clone(),
+        json: args.json.clone(),
+        compare_pytorch: args.compare_pytorch,
+        threads: args.threads.map(|t| t as usize),
+        data_dir: args.data.resolve(),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+impl From<&DatasetName> for Dataset {
+    fn from(name: &DatasetName) -> Self {
+        match name {
+            DatasetName::Mnist => Dataset::Mnist,
+            DatasetName::Cifar10 => Dataset::Cifar10,
+        }
     }
 }

@@ -17,12 +17,10 @@ pub mod study;
 pub mod table;
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::cli::CompareArgs;
 use keys::{flatten_leaves, get_path, json_equal};
 use render::{Heading, render_text, write_comparison};
 use runner::{JobResult, TrainJob, TrainOutcome, TrainSettings, train_all};
@@ -31,26 +29,67 @@ use runs::{
     read_json, run_progress,
 };
 use study::{PlannedRun, Study, StudyRecord, load_study};
-use table::{Baseline, CompareOptions, DEFAULT_THRESHOLDS, compare_runs, normalize_thresholds};
+use table::{
+    Baseline, CompareOptions, Comparison, DEFAULT_THRESHOLDS, compare_runs, normalize_thresholds,
+};
 
-/// Exit status when the comparison was made but some runs failed to train.
-const EXIT_RUNS_FAILED: u8 = 1;
+/// One `bn-exp compare`, resolved from its flags.
+#[derive(Debug, Clone)]
+pub struct CompareRequest {
+    pub target: CompareTarget,
+    /// Runs trained at once (`--jobs`); `None`: one per core.
+    pub jobs: Option<usize>,
+    /// The group to measure speed-ups against, by its label.
+    pub baseline: Option<String>,
+    /// Accuracy thresholds (fractions or percents); `None`: the study's, else the defaults.
+    pub thresholds: Option<Vec<f64>>,
+    /// Where a study's runs go: `<results_dir>/<study>/`.
+    pub results_dir: PathBuf,
+    /// Where the comparison files go, instead of the study folder.
+    pub out: Option<PathBuf>,
+    /// No progress lines or bar.
+    pub quiet: bool,
+    /// The data folder handed to the runs a study trains (`None`: their own default).
+    pub data_dir: Option<PathBuf>,
+}
 
-/// Entry point of `bn-exp compare`.
-pub fn compare_command(args: &CompareArgs) -> Result<ExitCode> {
-    let thresholds = args
+/// What to compare.
+#[derive(Debug, Clone)]
+pub enum CompareTarget {
+    /// Train what a study file asks for that is not done, then compare its runs.
+    Study(PathBuf),
+    /// Compare run folders (or folders of runs) that already exist.
+    Dirs(Vec<PathBuf>),
+}
+
+/// What a comparison produced.
+#[derive(Debug)]
+pub struct CompareOutcome {
+    /// The comparison, when there were finished runs to compare.
+    pub comparison: Option<Comparison>,
+    /// The table as the terminal shows it (empty without a comparison).
+    pub text: String,
+    /// `comparison.{md,csv,json}`, when written.
+    pub written: Vec<PathBuf>,
+    /// Runs of the study that failed to train or could not be read, with why.
+    pub failures: Vec<String>,
+}
+
+/// Run a comparison: train a study's missing runs first when the target is a study.
+pub fn compare(request: &CompareRequest) -> Result<CompareOutcome> {
+    let thresholds = request
         .thresholds
         .as_deref()
         .map(normalize_thresholds)
         .transpose()
         .context("bad --thresholds")?;
-    if let Some(jobs) = args.jobs {
+    if let Some(jobs) = request.jobs {
         anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
     }
-    match &args.study {
-        Some(file) => run_study_command(file, args, thresholds),
-        None if !args.dirs.is_empty() => compare_dirs_command(args, thresholds),
-        None => bail!(
+    match &request.target {
+        CompareTarget::Study(file) => run_study(file, request, thresholds),
+        CompareTarget::Dirs(dirs) if !dirs.is_empty() => compare_dirs(dirs, request, thresholds),
+        CompareTarget::Dirs(_) => bail!(
             "nothing to compare: give a study file (--study configs/studies/paper_fig1.json) \
 or run folders (results/paper_fig1)"
         ),
@@ -58,16 +97,16 @@ or run folders (results/paper_fig1)"
 }
 
 /// `compare --study FILE`: train what is not finished, then compare the study's runs.
-fn run_study_command(
+fn run_study(
     file: &Path,
-    args: &CompareArgs,
+    request: &CompareRequest,
     thresholds: Option<Vec<f64>>,
-) -> Result<ExitCode> {
+) -> Result<CompareOutcome> {
     let study = load_study(file)?;
-    let study_dir = args.results_dir.join(&study.name);
+    let study_dir = request.results_dir.join(&study.name);
     let jobs = plan_study(&study, &study_dir)?;
-    let parallel = args.jobs.unwrap_or_else(default_jobs);
-    if !args.quiet {
+    let parallel = request.jobs.unwrap_or_else(default_jobs);
+    if !request.quiet {
         eprintln!(
             "study {}: {} runs, {} already done, {} to train ({} at a time) in {}",
             study.name,
@@ -81,19 +120,16 @@ fn run_study_command(
     let settings = TrainSettings {
         exe: std::env::current_exe().context("cannot find the bn-exp executable")?,
         jobs: parallel,
-        data_dir: args.data.data_dir.clone(),
-        quiet: args.quiet,
+        data_dir: request.data_dir.clone(),
+        quiet: request.quiet,
     };
     let results = train_all(jobs, &settings);
     let (records, load_failures) = load_study_runs(&study, &study_dir);
-    for failure in &load_failures {
-        eprintln!("{failure:#}");
-    }
     let failed: Vec<&JobResult> = results
         .iter()
         .filter(|result| matches!(result.outcome, TrainOutcome::Failed(_)))
         .collect();
-    if !args.quiet {
+    if !request.quiet {
         let diverged = results
             .iter()
             .filter(|result| result.outcome == TrainOutcome::Diverged)
@@ -105,34 +141,38 @@ fn run_study_command(
             failed.len()
         );
     }
+    let failures = failed
+        .iter()
+        .map(|result| match &result.outcome {
+            TrainOutcome::Failed(why) => format!("{}: {why}", result.name),
+            _ => result.name.clone(),
+        })
+        .chain(load_failures.iter().map(|err| format!("{err:#}")))
+        .collect();
 
     let options = CompareOptions {
         thresholds: thresholds
             .or_else(|| study.thresholds.clone())
             .unwrap_or_else(|| DEFAULT_THRESHOLDS.to_vec()),
-        baseline: pick_baseline_choice(args, study.baseline.clone()),
+        baseline: pick_baseline_choice(request, study.baseline.clone()),
     };
     let heading = Heading {
         title: format!("Study {}", study.name),
         description: study.description.clone(),
     };
-    let out_dir = args.out.clone().unwrap_or(study_dir);
-    if records.is_empty() {
-        eprintln!("no finished runs to compare");
+    let out_dir = request.out.clone().unwrap_or(study_dir);
+    let mut outcome = if records.is_empty() {
+        CompareOutcome {
+            comparison: None,
+            text: String::new(),
+            written: Vec::new(),
+            failures: Vec::new(),
+        }
     } else {
-        report(&records, &options, &heading, Some(&out_dir), args.quiet)?;
-    }
-    if !failed.is_empty() || !load_failures.is_empty() {
-        let names: Vec<&str> = failed.iter().map(|result| result.name.as_str()).collect();
-        eprintln!(
-            "{} run(s) failed{}{}; rerun the same command to retry them",
-            failed.len() + load_failures.len(),
-            if names.is_empty() { "" } else { ": " },
-            names.join(", ")
-        );
-        return Ok(ExitCode::from(EXIT_RUNS_FAILED));
-    }
-    Ok(ExitCode::SUCCESS)
+        report(&records, &options, &heading, Some(&out_dir))?
+    };
+    outcome.failures = failures;
+    Ok(outcome)
 }
 
 /// Default `--jobs`: one run per available core.
@@ -231,12 +271,18 @@ fn load_study_runs(study: &Study, study_dir: &Path) -> (Vec<RunRecord>, Vec<anyh
 }
 
 /// `compare DIR...`: compare existing runs without training.
-fn compare_dirs_command(args: &CompareArgs, thresholds: Option<Vec<f64>>) -> Result<ExitCode> {
-    let found = find_runs(&args.dirs)?;
-    for dir in &found.unfinished {
-        eprintln!("skipping {} (unfinished: no summary.json)", dir.display());
+fn compare_dirs(
+    dirs: &[PathBuf],
+    request: &CompareRequest,
+    thresholds: Option<Vec<f64>>,
+) -> Result<CompareOutcome> {
+    let found = find_runs(dirs)?;
+    if !request.quiet {
+        for dir in &found.unfinished {
+            eprintln!("skipping {} (unfinished: no summary.json)", dir.display());
+        }
     }
-    let single_study = match (args.dirs.as_slice(), found.study_dirs.as_slice()) {
+    let single_study = match (dirs, found.study_dirs.as_slice()) {
         ([only], [study]) if only == study => Some(study.clone()),
         _ => None,
     };
@@ -261,7 +307,7 @@ fn compare_dirs_command(args: &CompareArgs, thresholds: Option<Vec<f64>>) -> Res
         thresholds: thresholds
             .or(study_thresholds)
             .unwrap_or_else(|| DEFAULT_THRESHOLDS.to_vec()),
-        baseline: pick_baseline_choice(args, study_baseline),
+        baseline: pick_baseline_choice(request, study_baseline),
     };
     let heading = match (&record, &single_study) {
         (Some(record), _) => Heading {
@@ -274,9 +320,8 @@ fn compare_dirs_command(args: &CompareArgs, thresholds: Option<Vec<f64>>) -> Res
         },
         (None, None) => Heading::default(),
     };
-    let out_dir = args.out.clone().or(single_study);
-    report(&records, &options, &heading, out_dir.as_deref(), args.quiet)?;
-    Ok(ExitCode::SUCCESS)
+    let out_dir = request.out.clone().or(single_study);
+    report(&records, &options, &heading, out_dir.as_deref())
 }
 
 /// Put a study's runs back in the study's own order (grid order), which sets the order of the
@@ -304,31 +349,31 @@ fn read_study_record(dir: &Path) -> Result<Option<StudyRecord>> {
 }
 
 /// `--baseline` wins over the study's `baseline`; without either, the first group.
-fn pick_baseline_choice(args: &CompareArgs, study: Option<Vec<(String, Value)>>) -> Baseline {
-    match (&args.baseline, study) {
+fn pick_baseline_choice(request: &CompareRequest, study: Option<Vec<(String, Value)>>) -> Baseline {
+    match (&request.baseline, study) {
         (Some(label), _) => Baseline::Label(label.clone()),
         (None, Some(spec)) => Baseline::Spec(spec),
         (None, None) => Baseline::FirstGroup,
     }
 }
 
-/// Compute the comparison, print it to stdout, and write the files into `out_dir` if given.
+/// Compute the comparison, render it, and write the files into `out_dir` if given.
 fn report(
     records: &[RunRecord],
     options: &CompareOptions,
     heading: &Heading,
     out_dir: Option<&Path>,
-    quiet: bool,
-) -> Result<Vec<PathBuf>> {
+) -> Result<CompareOutcome> {
     let comparison = compare_runs(records, options)?;
-    print!("{}", render_text(heading, &comparison));
-    let Some(dir) = out_dir else {
-        return Ok(Vec::new());
+    let text = render_text(heading, &comparison);
+    let written = match out_dir {
+        Some(dir) => write_comparison(dir, heading, &comparison)?,
+        None => Vec::new(),
     };
-    let written = write_comparison(dir, heading, &comparison)?;
-    if !quiet {
-        let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
-        eprintln!("wrote {}", names.join(", "));
-    }
-    Ok(written)
+    Ok(CompareOutcome {
+        comparison: Some(comparison),
+        text,
+        written,
+        failures: Vec::new(),
+    })
 }

@@ -11,7 +11,6 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::thread;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -19,7 +18,8 @@ use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cli::{DATA_DIR_ENV, DatasetName};
+/// Environment variable naming the data folder when `--data-dir` is not given.
+pub const DATA_DIR_ENV: &str = "BN_EXP_DATA_DIR";
 
 /// Magic number of an IDX file of unsigned-byte images with 3 dimensions (count, rows, cols).
 pub const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -62,15 +62,6 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 pub enum Dataset {
     Mnist,
     Cifar10,
-}
-
-impl From<DatasetName> for Dataset {
-    fn from(name: DatasetName) -> Self {
-        match name {
-            DatasetName::Mnist => Dataset::Mnist,
-            DatasetName::Cifar10 => Dataset::Cifar10,
-        }
-    }
 }
 
 impl fmt::Display for Dataset {
@@ -246,6 +237,35 @@ pub struct Catalogue {
     cifar10: Vec<FileSpec>,
     /// Where a non-published catalogue came from, for messages; `None` for the published one.
     source: Option<PathBuf>,
+}
+
+/// Where the data sets are and what their files must be: what every command that reads data
+/// is given.
+#[derive(Debug, Clone)]
+pub struct DataSource {
+    /// Folder holding `mnist/` and/or `cifar-10-batches-bin/`.
+    pub dir: PathBuf,
+    pub catalogue: Catalogue,
+}
+
+impl DataSource {
+    /// The published data sets in `dir`.
+    pub fn published(dir: impl Into<PathBuf>) -> DataSource {
+        DataSource {
+            dir: dir.into(),
+            catalogue: Catalogue::published(),
+        }
+    }
+
+    /// Load `dataset`, checking every file, and preprocess it ([`load`]).
+    pub fn load(&self, dataset: Dataset, preprocess: Preprocess) -> Result<LoadedData> {
+        load(&self.dir, dataset, preprocess, &self.catalogue)
+    }
+
+    /// Read and check `dataset`, keeping pixels as bytes ([`load_raw`]).
+    pub fn load_raw(&self, dataset: Dataset) -> Result<RawData> {
+        load_raw(&self.dir, dataset, &self.catalogue)
+    }
 }
 
 /// Environment variable naming a catalogue file (see [`Catalogue`]).
@@ -1390,27 +1410,48 @@ fn file_report(spec: &FileSpec, result: Result<CheckedFile, DataError>) -> FileR
     }
 }
 
-/// Entry point of `bn-exp data verify`: a table of every data set and file. Exit code 0 when
-/// at least one data set is present and every present one is valid, 1 otherwise.
-pub fn verify_command(dir: &Path, catalogue: &Catalogue) -> Result<ExitCode> {
+/// What `bn-exp data verify` found: every data set in a folder, checked.
+#[derive(Debug, Clone)]
+pub struct VerifyOutcome {
+    pub dir: PathBuf,
+    /// Where the checksums came from, as a person reads it.
+    pub checked_against: String,
+    pub reports: Vec<DatasetReport>,
+    /// True when at least one data set is present and every present one is valid.
+    pub ok: bool,
+    /// The last line: the verdict, with the commands that repair what is wrong.
+    pub verdict: String,
+}
+
+impl VerifyOutcome {
+    /// The table `bn-exp data verify` prints, one block per data set, without the verdict.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "Data folder: {}\nChecked against {}\n",
+            self.dir.display(),
+            self.checked_against
+        );
+        for report in &self.reports {
+            out.push('\n');
+            out.push_str(&render_dataset_report(report));
+        }
+        out
+    }
+}
+
+/// Check every data set bn-exp knows in `data.dir`.
+pub fn verify_all(data: &DataSource) -> VerifyOutcome {
     let reports: Vec<DatasetReport> = Dataset::ALL
         .iter()
-        .map(|&dataset| verify_dataset(dir, dataset, catalogue))
+        .map(|&dataset| verify_dataset(&data.dir, dataset, &data.catalogue))
         .collect();
-    println!("Data folder: {}", dir.display());
-    println!("Checked against {}", catalogue.describe());
-    for report in &reports {
-        println!();
-        print!("{}", render_dataset_report(report));
-    }
-    println!();
-    let (ok, verdict) = verify_verdict(dir, &reports);
-    if ok {
-        println!("{verdict}");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("error: {verdict}");
-        Ok(ExitCode::from(1))
+    let (ok, verdict) = verify_verdict(&data.dir, &reports);
+    VerifyOutcome {
+        dir: data.dir.clone(),
+        checked_against: data.catalogue.describe(),
+        reports,
+        ok,
+        verdict,
     }
 }
 
@@ -1521,13 +1562,13 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
-/// Entry point of `bn-exp data info`.
-pub fn info_command(dir: &Path, dataset: DatasetName, catalogue: &Catalogue) -> Result<ExitCode> {
-    let dataset = Dataset::from(dataset);
-    let raw = load_raw(dir, dataset, catalogue)
-        .with_context(|| format!("cannot describe {dataset} in {}", dir.display()))?;
-    print!("{}", render_info(&raw, &dataset.dir(dir), catalogue));
-    Ok(ExitCode::SUCCESS)
+/// What `bn-exp data info` prints about `dataset` in `data.dir`: files, classes and pixel
+/// statistics, every file checked first.
+pub fn describe(data: &DataSource, dataset: Dataset) -> Result<String> {
+    let raw = data
+        .load_raw(dataset)
+        .with_context(|| format!("cannot describe {dataset} in {}", data.dir.display()))?;
+    Ok(render_info(&raw, &dataset.dir(&data.dir), &data.catalogue))
 }
 
 fn render_info(raw: &RawData, dataset_dir: &Path, catalogue: &Catalogue) -> String {

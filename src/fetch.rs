@@ -8,16 +8,14 @@
 //! to trip over.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, IsTerminal, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use flate2::read::MultiGzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::DatasetName;
 use crate::data::{self, Catalogue, Dataset, DatasetState, FileSpec, FileStatus};
 
 /// Official MNIST mirrors, tried in this order. They serve `<name>.gz`; their gzip bytes differ
@@ -77,37 +75,24 @@ pub struct FetchOutcome {
     pub kept: Vec<PathBuf>,
 }
 
-/// Entry point of `bn-exp data fetch`.
-pub fn fetch_command(
-    dir: &Path,
-    dataset: DatasetName,
-    base_url: Option<&str>,
-    force: bool,
-    catalogue: Catalogue,
-) -> Result<ExitCode> {
-    let dataset = Dataset::from(dataset);
-    let options = FetchOptions {
-        catalogue,
-        base_url: base_url.map(str::to_string),
-        force,
-        progress: io::stderr().is_terminal(),
-    };
-    let outcome = fetch(dir, dataset, &options)?;
-    let dataset_dir = dataset.dir(dir);
-    if outcome.fetched.is_empty() {
-        println!(
-            "{dataset} is already present and valid in {} (use --force to download it again).",
-            dataset_dir.display()
-        );
-    } else {
-        println!(
-            "{dataset}: {} file(s) downloaded, checked against {} and moved into {}.",
-            outcome.fetched.len(),
-            options.catalogue.describe(),
-            dataset_dir.display()
-        );
+impl FetchOutcome {
+    /// The line `bn-exp data fetch` ends with.
+    pub fn describe(&self, data_dir: &Path, dataset: Dataset, options: &FetchOptions) -> String {
+        let dataset_dir = dataset.dir(data_dir);
+        if self.fetched.is_empty() {
+            format!(
+                "{dataset} is already present and valid in {} (use --force to download it again).",
+                dataset_dir.display()
+            )
+        } else {
+            format!(
+                "{dataset}: {} file(s) downloaded, checked against {} and moved into {}.",
+                self.fetched.len(),
+                options.catalogue.describe(),
+                dataset_dir.display()
+            )
+        }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Download `dataset` into `data_dir`: every file not present and valid (all with `force`).

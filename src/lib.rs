@@ -1,12 +1,15 @@
 //! bn-exp: reproduce Ioffe & Szegedy (2015), *Batch Normalization*, on MNIST and CIFAR-10,
 //! and test the claims made about it.
 //!
-//! The library holds everything; `src/main.rs` is a thin shell around [`cli::run`].
+//! The library holds everything but the command line: each command is a function that takes a
+//! typed request and returns a typed outcome ([`train::train`], [`compare::compare`],
+//! [`plot::make_plots`], [`data::verify_all`], [`fetch::fetch`], [`bench::bench`]). The binary
+//! (`src/main.rs`, `src/cli.rs`) turns flags into requests, prints outcomes and picks exit codes.
+//! `docs/architecture.md` maps the modules.
 
 pub mod backend;
 pub mod batch_norm;
 pub mod bench;
-pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod data;

@@ -1,4 +1,9 @@
 //! The `bn-exp` binary: parse the command line, run, print the error chain once.
+//!
+//! Everything that knows about flags, printing and exit codes is here and in [`cli`]; the
+//! library (`bn_exp`) takes typed requests and returns typed outcomes.
+
+mod cli;
 
 use std::process::ExitCode;
 
@@ -21,7 +26,7 @@ fn keep_freed_memory_mapped() {
 
 fn main() -> ExitCode {
     keep_freed_memory_mapped();
-    match bn_exp::cli::run() {
+    match cli::run() {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");

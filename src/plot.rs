@@ -19,16 +19,15 @@ pub mod style;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use plotters::coord::Shift;
 use plotters::prelude::{DrawingArea, DrawingBackend};
 use serde_json::Value;
 
-use crate::cli::{ImageFormat, PlotArgs};
 use groups::{FlatConfig, Group, flatten_config, format_value, group_runs};
 use load::{Run, discover_runs, load_run};
+pub use style::ImageFormat;
 use style::{Figure, extension, render};
 
 /// Warnings collected while plotting; each is printed to stderr as it happens (when `echo`)
@@ -70,29 +69,55 @@ pub struct PlotRequest {
 }
 
 impl PlotRequest {
-    /// Resolve `bn-exp plot` flags: `--study DIR` plots DIR into `DIR/plots/` with an index;
-    /// otherwise the inputs go to `--out`, or `<input>/plots/` for a single input, or `./plots`.
-    pub fn from_args(args: &PlotArgs) -> Result<Self> {
-        let (inputs, write_index) = match &args.study {
-            Some(study) => (vec![study.clone()], true),
-            None => (args.inputs.clone(), false),
-        };
-        if inputs.is_empty() {
-            bail!(
-                "nothing to plot: give one or more run or study folders, e.g. `bn-exp plot results/paper_fig1`, or `--study DIR`"
-            );
-        }
-        let out = args.out.clone().unwrap_or_else(|| match inputs.as_slice() {
-            [single] => single.join("plots"),
-            _ => PathBuf::from("plots"),
-        });
-        Ok(Self {
+    /// Plot `inputs` into `out` as PNG, warnings echoed: what `bn-exp plot DIR... --out OUT`
+    /// asks for.
+    pub fn new(inputs: Vec<PathBuf>, out: PathBuf) -> Self {
+        Self {
             inputs,
             out,
-            format: args.format,
-            write_index,
+            format: ImageFormat::Png,
+            write_index: false,
             echo_warnings: true,
-        })
+        }
+    }
+
+    /// `bn-exp plot --study DIR`: the study's figures into `DIR/plots/`, with an index.
+    pub fn study(dir: PathBuf) -> Self {
+        let out = dir.join("plots");
+        Self {
+            write_index: true,
+            ..Self::new(vec![dir], out)
+        }
+    }
+
+    /// Where `bn-exp plot` writes without `--out`: `<input>/plots/` for a single input, else
+    /// `./plots`.
+    pub fn default_out(inputs: &[PathBuf]) -> PathBuf {
+        match inputs {
+            [single] => single.join("plots"),
+            _ => PathBuf::from("plots"),
+        }
+    }
+}
+
+impl PlotReport {
+    /// The lines `bn-exp plot` ends with: every file written, then a count.
+    pub fn describe(&self, out: &Path) -> String {
+        let mut text = String::new();
+        for path in self.figures.iter().map(|f| &f.path).chain(&self.index) {
+            let _ = writeln!(text, "wrote {}", path.display());
+        }
+        let warned = match self.warnings.len() {
+            0 => String::new(),
+            n => format!(", {n} warning(s) above"),
+        };
+        let _ = writeln!(
+            text,
+            "{} figure(s) in {}{warned}",
+            self.figures.len(),
+            out.display()
+        );
+        text
     }
 }
 
@@ -120,28 +145,6 @@ pub struct PlotReport {
     pub index: Option<PathBuf>,
     pub warnings: Vec<String>,
     pub groups: Vec<GroupColour>,
-}
-
-/// Entry point of `bn-exp plot`.
-pub fn plot_command(args: &PlotArgs) -> Result<ExitCode> {
-    let request = PlotRequest::from_args(args)?;
-    let report = make_plots(&request)?;
-    for figure in &report.figures {
-        println!("wrote {}", figure.path.display());
-    }
-    if let Some(index) = &report.index {
-        println!("wrote {}", index.display());
-    }
-    let warned = match report.warnings.len() {
-        0 => String::new(),
-        n => format!(", {n} warning(s) above"),
-    };
-    println!(
-        "{} figure(s) in {}{warned}",
-        report.figures.len(),
-        request.out.display()
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Read the runs, draw every figure the data allows, and write them into `request.out`.

@@ -13,7 +13,6 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -26,9 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend;
 use crate::batch_norm::{InferenceStats, PopulationAccumulator, vector_tensor};
-use crate::cli::TrainArgs;
-use crate::config::{Config, load_config};
-use crate::data::{LoadedData, Split};
+use crate::config::Config;
+use crate::data::{DataSource, LoadedData, Split};
 use crate::kernels::cross_entropy;
 use crate::metrics::{
     ActivationRecord, EvalRecord, JsonlWriter, LayerStats, PopulationResult, Summary, TrackedUnit,
@@ -59,52 +57,54 @@ pub struct TrainOptions {
     pub hold_after: Option<u64>,
 }
 
-/// How a call to [`run`] ended.
+/// How a training request ended.
 #[derive(Debug)]
 pub enum Outcome {
     Finished(Summary),
     Diverged(Summary),
     /// Stopped by `stop_after` at this step; resumable.
     Stopped(u64),
+    /// `--resume` found the run already finished (or diverged); nothing was trained.
+    AlreadyDone(Summary),
 }
 
-/// Entry point of `bn-exp train`.
-pub fn train_command(args: &TrainArgs) -> Result<ExitCode> {
-    let config = load_config(&args.config, &args.overrides)?;
-    let run_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.results_dir.join(&config.study).join(&config.name));
-    let resume = prepare_run_dir(&run_dir, &config, args.resume, args.force)?;
-    if let Some(summary) = resume.as_ref().and_then(|r| r.finished.clone()) {
-        println!(
-            "{} already finished ({}); nothing to do",
-            run_dir.display(),
-            summary.status
-        );
-        return Ok(exit_code_for(&summary));
+/// One `bn-exp train`, resolved: the config, its run folder, what to do with a run already
+/// there, and where the data is.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    pub config: Config,
+    pub run_dir: PathBuf,
+    /// Continue the run in `run_dir` (refused if its config differs).
+    pub resume: bool,
+    /// Delete the run in `run_dir` and start afresh.
+    pub force: bool,
+    pub data: DataSource,
+    pub options: TrainOptions,
+}
+
+/// Where a run goes without `--out`: `<results_dir>/<study>/<name>`.
+pub fn default_run_dir(results_dir: &Path, config: &Config) -> PathBuf {
+    results_dir.join(&config.study).join(&config.name)
+}
+
+/// Train (or resume) the run a request describes. Prepares the run folder, loads the data,
+/// and trains; a finished run asked to resume is returned as it is.
+pub fn train(request: &TrainRequest) -> Result<Outcome> {
+    let (config, run_dir) = (&request.config, &request.run_dir);
+    let resume = prepare_run_dir(run_dir, config, request.resume, request.force)?;
+    if let Some(summary) = resume.and_then(|r| r.finished) {
+        return Ok(Outcome::AlreadyDone(summary));
     }
-    let data_dir = args.data.resolve();
-    let catalogue = args.data.catalogue()?;
-    let data = crate::data::load(&data_dir, config.dataset, config.preprocess, &catalogue)?;
-    let opts = TrainOptions {
-        quiet: args.quiet,
-        stop_after: args.stop_after,
-        hold_after: args.hold_after,
-    };
-    match run(&config, data, &run_dir, &opts)? {
-        Outcome::Finished(s) | Outcome::Diverged(s) => {
-            println!("{}", summary_line(&s, &run_dir));
-            Ok(exit_code_for(&s))
-        }
-        Outcome::Stopped(step) => {
-            println!(
-                "stopped at step {step} of {}; continue with --resume ({})",
-                config.steps,
-                run_dir.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+    let data = request.data.load(config.dataset, config.preprocess)?;
+    run(config, data, run_dir, &request.options)
+}
+
+/// The exit status of a finished or diverged run: 0, or [`EXIT_DIVERGED`].
+pub fn exit_status(summary: &Summary) -> u8 {
+    if summary.status == "diverged" {
+        EXIT_DIVERGED
+    } else {
+        0
     }
 }
 
@@ -116,16 +116,8 @@ fn hold_until_killed(step: u64) -> ! {
     }
 }
 
-fn exit_code_for(summary: &Summary) -> ExitCode {
-    if summary.status == "diverged" {
-        ExitCode::from(EXIT_DIVERGED)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
 /// One line a person reads at the end of a run.
-fn summary_line(s: &Summary, run_dir: &Path) -> String {
+pub fn summary_line(s: &Summary, run_dir: &Path) -> String {
     let pct = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{:.2}%", 100.0 * v));
     let mut line = if s.status == "diverged" {
         format!(

@@ -6,8 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bn_exp::cli::{ImageFormat, PlotArgs};
-use bn_exp::plot::{PlotReport, PlotRequest, make_plots};
+use bn_exp::plot::{ImageFormat, PlotReport, PlotRequest, make_plots};
 use image::RgbImage;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -408,13 +407,7 @@ fn lr_sweep_draws_study_plots_and_marks_the_diverged_run() {
 fn study_mode_writes_index_into_study_plots() {
     let tmp = TempDir::new().unwrap();
     let study = lr_sweep_study(tmp.path());
-    let args = PlotArgs {
-        inputs: vec![],
-        study: Some(study.clone()),
-        out: None,
-        format: ImageFormat::Png,
-    };
-    let mut req = PlotRequest::from_args(&args).unwrap();
+    let mut req = PlotRequest::study(study.clone());
     req.echo_warnings = false;
     assert_eq!(req.out, study.join("plots"));
     let report = make_plots(&req).unwrap();

@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::runs::{LOG_FILE, SUMMARY_FILE, last_evaluated_step, read_json};
 
 /// train's exit status for a run that diverged (summary written, status "diverged").
-const EXIT_DIVERGED: i32 = 3;
+const EXIT_DIVERGED: i32 = crate::train::EXIT_DIVERGED as i32;
 /// How often children are polled for exit.
 const POLL_EVERY: Duration = Duration::from_millis(100);
 /// How often running children's `metrics.jsonl` are read to move the progress bar.

@@ -15,8 +15,6 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 
-use crate::cli::ImageFormat;
-
 /// DejaVu Sans, see assets/fonts/LICENSE.
 static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
@@ -92,6 +90,16 @@ pub trait Figure {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
     where
         DB::ErrorType: 'static;
+}
+
+/// The image format figures are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageFormat {
+    /// Bitmaps, for viewing and slides.
+    #[default]
+    Png,
+    /// Vector graphics, for papers.
+    Svg,
 }
 
 /// The file extension of an image format.

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Do two versions of bn-exp train exactly the same? Runs the shipped configs with one thread under
+# each version and compares metrics.jsonl and activations.jsonl byte for byte, apart from
+# elapsed_s (wall time):
+#   mnist_mlp_sigmoid_bn and mnist_mlp_sigmoid_nobn, 5,000 steps;
+#   cifar10_cnn_relu_bn, 300 steps, evaluation every 100 (needs CIFAR-10: --data-dir or
+#   BN_EXP_DATA_DIR; skipped with a note when neither is given).
+#
+# Usage:
+#   scripts/same_behaviour.sh REV_A REV_B      # two commits, each built in a git worktree
+#   scripts/same_behaviour.sh BIN_A BIN_B      # two bn-exp binaries
+# Options: --data-dir DIR (CIFAR-10), --keep (leave the runs in the work folder).
+# Exit status 0 when every file is identical, 1 when one differs, 2 on a usage or build error.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+data_dir=${BN_EXP_DATA_DIR:-}
+keep=0
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --data-dir) data_dir=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+[ ${#args[@]} -eq 2 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/bn-exp-same.XXXXXX")
+cleanup() {
+  for wt in "$work"/src-*; do [ -d "$wt" ] && git -C "$repo" worktree remove --force "$wt" >/dev/null 2>&1; done
+  [ "$keep" = 1 ] && echo "runs kept in $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A bn-exp binary for a file path or a git revision (built with the repository's target folder,
+# so only bn-exp itself is compiled again).
+binary_for() {
+  local what=$1 tag=$2
+  if [ -x "$what" ] && [ -f "$what" ]; then echo "$what"; return; fi
+  local wt="$work/src-$tag"
+  git -C "$repo" worktree add --detach "$wt" "$what" >/dev/null 2>&1 \
+    || { echo "not a binary or a git revision: $what" >&2; exit 2; }
+  CARGO_TARGET_DIR="$repo/target" cargo build --release --quiet --manifest-path "$wt/Cargo.toml" >&2 \
+    || { echo "cannot build $what" >&2; exit 2; }
+  cp "$repo/target/release/bn-exp" "$work/bn-exp-$tag"
+  echo "$work/bn-exp-$tag"
+}
+
+bin_a=$(binary_for "${args[0]}" a)
+bin_b=$(binary_for "${args[1]}" b)
+
+runs=("mnist_mlp_sigmoid_bn --set steps=5000" "mnist_mlp_sigmoid_nobn --set steps=5000")
+if [ -n "$data_dir" ]; then
+  runs+=("cifar10_cnn_relu_bn --set steps=300 --set eval_every=100")
+else
+  echo "note: no CIFAR-10 (give --data-dir or BN_EXP_DATA_DIR); cifar10_cnn_relu_bn is not compared"
+fi
+
+status=0
+for run in "${runs[@]}"; do
+  read -r name sets <<<"$run"
+  for side in a b; do
+    bin=$bin_a; [ $side = b ] && bin=$bin_b
+    # shellcheck disable=SC2086
+    RAYON_NUM_THREADS=1 "$bin" train --quiet --config "$repo/configs/$name.json" $sets \
+      --data-dir "${data_dir:-$repo/data}" --out "$work/$side/$name" >/dev/null
+  done
+  for file in metrics.jsonl activations.jsonl; do
+    strip() { sed -E 's/"elapsed_s":[^,}]*//' "$1"; }
+    if cmp -s <(strip "$work/a/$name/$file") <(strip "$work/b/$name/$file"); then
+      echo "same       $name/$file ($(wc -l <"$work/a/$name/$file") lines)"
+    else
+      echo "DIFFERENT  $name/$file"
+      status=1
+    fi
+  done
+done
+exit $status
