@@ -141,7 +141,7 @@ pub fn bench(args: &BenchRequest) -> Result<BenchReport> {
         report.pytorch = compare_pytorch(&report, args.reps, threads)?;
     }
     if let Some(path) = &args.json {
-        crate::metrics::write_json_atomic(path, &report)?;
+        crate::run::write_json_atomic(path, &report)?;
         println!("wrote {}", path.display());
     }
     Ok(report)

@@ -19,4 +19,5 @@ pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod rng;
+pub mod run;
 pub mod train;

@@ -28,13 +28,14 @@ use crate::batch_norm::{InferenceStats, PopulationAccumulator, vector_tensor};
 use crate::config::Config;
 use crate::data::{DataSource, LoadedData, Split};
 use crate::kernels::cross_entropy;
-use crate::metrics::{
-    ActivationRecord, EvalRecord, JsonlWriter, LayerStats, PopulationResult, Summary, TrackedUnit,
-    drift, histogram, mean_std, new_run_id, percentiles_15_50_85, read_jsonl, steps_to_threshold,
-    threshold_key, write_json_atomic,
-};
+use crate::metrics::{histogram, percentiles_15_50_85, values_mean_std};
 use crate::model::{CLASSES, Mode, Net, Trace, build_net};
 use crate::rng::Rng;
+use crate::run::{
+    ACTIVATIONS_FILE, ActivationRecord, CHECKPOINT_DIR, CONFIG_FILE, EvalRecord, JsonlWriter,
+    LayerStats, METRICS_FILE, MetricPoint, PopulationResult, Run, SUMMARY_FILE, Summary,
+    TrackedUnit, best_acc, first_step_reaching, new_run_id, threshold_key, write_json_atomic,
+};
 
 /// Exit code of a run that diverged (so sweeps can tell it from an error, which exits 2).
 pub const EXIT_DIVERGED: u8 = 3;
@@ -167,7 +168,7 @@ fn prepare_run_dir(
     resume: bool,
     force: bool,
 ) -> Result<Option<ExistingRun>> {
-    let has_run = dir.join("config.json").exists() || dir.join("metrics.jsonl").exists();
+    let has_run = dir.join(CONFIG_FILE).exists() || dir.join(METRICS_FILE).exists();
     if has_run && force {
         std::fs::remove_dir_all(dir)
             .with_context(|| format!("cannot remove the old run in {}", dir.display()))?;
@@ -179,11 +180,11 @@ fn prepare_run_dir(
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if !(has_run && resume) {
-        write_json_atomic(&dir.join("config.json"), config)?;
+        write_json_atomic(&dir.join(CONFIG_FILE), config)?;
         return Ok(None);
     }
     let saved: Config = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("config.json"))
+        &std::fs::read_to_string(dir.join(CONFIG_FILE))
             .with_context(|| format!("cannot read {}/config.json", dir.display()))?,
     )
     .with_context(|| format!("{}/config.json is not a valid config", dir.display()))?;
@@ -193,7 +194,7 @@ fn prepare_run_dir(
          --set overrides, or pass --force to start afresh",
         dir.display()
     );
-    let summary_path = dir.join("summary.json");
+    let summary_path = dir.join(SUMMARY_FILE);
     let finished = if summary_path.exists() {
         Some(
             serde_json::from_str(&std::fs::read_to_string(&summary_path)?)
@@ -345,8 +346,8 @@ pub fn run(
         device,
         train_device,
         probe_indices,
-        metrics: JsonlWriter::append(&run_dir.join("metrics.jsonl"))?,
-        activations: JsonlWriter::append(&run_dir.join("activations.jsonl"))?,
+        metrics: JsonlWriter::append(&run_dir.join(METRICS_FILE))?,
+        activations: JsonlWriter::append(&run_dir.join(ACTIVATIONS_FILE))?,
     };
 
     let started = Instant::now() - std::time::Duration::from_secs_f64(state.elapsed_s);
@@ -562,7 +563,7 @@ impl Runner<'_> {
             .enumerate()
             .map(|(i, pre)| {
                 let mut values = pre.values.clone();
-                let (mean, std) = mean_std(&values);
+                let (mean, std) = values_mean_std(&values);
                 let hist = histogram(&values, p.bins, p.lo, p.hi);
                 let [p15, p50, p85] = percentiles_15_50_85(&mut values);
                 LayerStats {
@@ -625,10 +626,12 @@ impl Runner<'_> {
 
     /// Population pass (if asked), summary, and the final line of output.
     fn finish(&mut self, net: &mut Net, state: &LoopState) -> Result<Summary> {
-        let records: Vec<EvalRecord> = read_jsonl(&self.run_dir.join("metrics.jsonl"))?;
-        let last = records.last().context("the run recorded no evaluation")?;
-        let mut final_acc = last.test_acc;
-        let mut final_loss = last.test_loss;
+        let run = Run::read(self.run_dir);
+        let last = run
+            .metrics
+            .last()
+            .context("the run recorded no evaluation")?;
+        let mut final_metrics = (last.test_acc, last.test_loss);
         let mut final_inference = if net.has_bn() {
             stats_name(self.training_eval_stats())
         } else {
@@ -644,72 +647,57 @@ impl Runner<'_> {
                 batches,
             });
             if self.config.bn.inference == InferenceStats::Population {
-                final_acc = acc;
-                final_loss = loss;
+                final_metrics = (Some(acc), Some(loss));
                 final_inference = "population";
             }
         }
-        let summary = self.summary(
-            state,
-            "finished",
-            None,
-            &records,
-            Some((final_acc, final_loss)),
-            final_inference,
+        let summary = Summary {
+            status: "finished".to_string(),
+            final_test_acc: final_metrics.0,
+            final_test_loss: final_metrics.1,
+            final_inference: final_inference.to_string(),
             population,
-        )?;
-        write_json_atomic(&self.run_dir.join("summary.json"), &summary)?;
+            ..self.summary(state, &run)
+        };
+        write_json_atomic(&self.run_dir.join(SUMMARY_FILE), &summary)?;
         Ok(summary)
     }
 
     /// Summary of a run whose loss stopped being finite at step `at`.
     fn finish_diverged(&mut self, at: u64, state: &LoopState) -> Result<Summary> {
-        let records: Vec<EvalRecord> = read_jsonl(&self.run_dir.join("metrics.jsonl"))?;
-        let last = records.last().map(|r| (r.test_acc, r.test_loss));
-        let summary = self.summary(state, "diverged", Some(at), &records, last, "none", None)?;
-        write_json_atomic(&self.run_dir.join("summary.json"), &summary)?;
+        let run = Run::read(self.run_dir);
+        let last = run.metrics.last();
+        let summary = Summary {
+            status: "diverged".to_string(),
+            diverged_at: Some(at),
+            final_test_acc: last.and_then(|m| m.test_acc),
+            final_test_loss: last.and_then(|m| m.test_loss),
+            final_inference: "none".to_string(),
+            ..self.summary(state, &run)
+        };
+        write_json_atomic(&self.run_dir.join(SUMMARY_FILE), &summary)?;
         Ok(summary)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn summary(
-        &self,
-        state: &LoopState,
-        status: &str,
-        diverged_at: Option<u64>,
-        records: &[EvalRecord],
-        final_metrics: Option<(f64, f64)>,
-        final_inference: &str,
-        population: Option<PopulationResult>,
-    ) -> Result<Summary> {
-        let best = records
-            .iter()
-            .fold(None::<&EvalRecord>, |best, r| match best {
-                Some(b) if b.test_acc >= r.test_acc => Some(b),
-                _ => Some(r),
-            });
+    /// What every summary holds, from the run's own files as the run module reads them: best
+    /// accuracy, steps to each threshold, drift, timings. The caller sets status and finals.
+    fn summary(&self, state: &LoopState, run: &Run) -> Summary {
+        let metrics: &[MetricPoint] = &run.metrics;
+        let best = best_acc(metrics);
         let steps_to = self
             .config
             .thresholds
             .iter()
-            .map(|&t| (threshold_key(t), steps_to_threshold(records, t)))
+            .map(|&t| (threshold_key(t), first_step_reaching(metrics, t)))
             .collect();
-        let activations: Vec<ActivationRecord> =
-            read_jsonl(&self.run_dir.join("activations.jsonl"))?;
-        Ok(Summary {
+        Summary {
             name: self.config.name.clone(),
             study: self.config.study.clone(),
-            status: status.to_string(),
-            diverged_at,
             steps: state.step,
-            final_test_acc: final_metrics.map(|m| m.0),
-            final_test_loss: final_metrics.map(|m| m.1),
-            final_inference: final_inference.to_string(),
-            best_test_acc: best.map(|b| b.test_acc),
-            best_step: best.map(|b| b.step),
+            best_test_acc: best.map(|b| b.0),
+            best_step: best.map(|b| b.1),
             steps_to,
-            population,
-            drift: drift(&activations, self.config.steps),
+            drift: run.drift(self.config.steps),
             wall_s: state.elapsed_s,
             steps_per_s: if state.train_s > 0.0 {
                 state.step as f64 / state.train_s
@@ -719,7 +707,8 @@ impl Runner<'_> {
             backend: backend::BACKEND_NAME.to_string(),
             threads: backend::threads(),
             run_id: new_run_id(),
-        })
+            ..Summary::default()
+        }
     }
 }
 
@@ -732,7 +721,7 @@ fn stats_name(stats: InferenceStats) -> &'static str {
 }
 
 fn checkpoint_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join("checkpoint")
+    run_dir.join(CHECKPOINT_DIR)
 }
 
 /// Save model, optimiser and loop state. Written to a fresh folder and renamed into place, so a
@@ -803,7 +792,7 @@ fn load_checkpoint(
 /// Drop records after `step` (written after the checkpoint a resume starts from), so the
 /// resumed run's files read as if it had never stopped.
 fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
-    for name in ["metrics.jsonl", "activations.jsonl"] {
+    for name in [METRICS_FILE, ACTIVATIONS_FILE] {
         let path = run_dir.join(name);
         if !path.exists() {
             continue;

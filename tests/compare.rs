@@ -868,6 +868,24 @@ fn run_study_with_data(study: &Path, results: &Path, quiet: bool, data: &Path) -
     command.output().unwrap()
 }
 
+/// Mean absolute change of the tracked unit's p15, p50 and p85 between consecutive lines of a
+/// run's activations.jsonl.
+fn tracked_drift(run_dir: &Path) -> [f64; 3] {
+    let lines: Vec<Value> = std::fs::read_to_string(run_dir.join("activations.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut sums = [0.0; 3];
+    for pair in lines.windows(2) {
+        for (k, key) in ["p15", "p50", "p85"].iter().enumerate() {
+            let (a, b) = (&pair[0]["tracked"][key], &pair[1]["tracked"][key]);
+            sums[k] += (b.as_f64().unwrap() - a.as_f64().unwrap()).abs();
+        }
+    }
+    sums.map(|s| s / (lines.len() - 1) as f64)
+}
+
 /// The `run_id` of each run's summary: it changes only when an invocation rewrites the summary.
 fn summary_ids(study_dir: &Path, names: &[&str]) -> Vec<String> {
     names
@@ -938,6 +956,22 @@ fn study_trains_then_reuses_then_resumes_an_interrupted_run() {
             assert_eq!(run["best_acc"].as_f64().unwrap(), best, "{dir:?}");
         }
     }
+    // The drift column, by hand from each run's activations.jsonl: the mean absolute change of
+    // the tracked unit's percentiles between consecutive probes, averaged over the group.
+    for group in cmp["groups"].as_array().unwrap() {
+        let per_run: Vec<[f64; 3]> = group["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| tracked_drift(&study_dir.join(run["name"].as_str().unwrap())))
+            .collect();
+        for (k, key) in ["p15", "p50", "p85"].iter().enumerate() {
+            let want = per_run.iter().map(|d| d[k]).sum::<f64>() / per_run.len() as f64;
+            let got = group["drift"][k]["mean"].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-12, "drift {key}: {got} vs {want}");
+        }
+    }
+    assert!(stdout.contains("drift p15/p50/p85"), "{stdout}");
     let before = summary_ids(&study_dir, &names);
 
     // Second invocation: everything is done, nothing is trained again.

@@ -160,6 +160,9 @@ pub fn render_csv(cmp: &Comparison) -> String {
         "best_acc_std",
         "population_acc_mean",
         "population_acc_std",
+        "drift_p15_mean",
+        "drift_p50_mean",
+        "drift_p85_mean",
     ]
     .map(String::from)
     .to_vec();
@@ -194,6 +197,7 @@ pub fn render_csv(cmp: &Comparison) -> String {
             num(group.population_acc.map(|s| s.mean)),
             num(group.population_acc.and_then(|s| s.std)),
         ];
+        row.extend((0..3).map(|k| num(group.drift.map(|d| d[k].mean))));
         for steps in &group.steps_to {
             row.push(num(steps.mean_steps));
             row.push(steps.reached.to_string());
@@ -255,9 +259,15 @@ fn table_cells(cmp: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
             .map(|&t| format!("steps to {}", percent_label(t))),
     );
     header.extend(
-        ["speed-up", "diverged", "wall s", "steps/s"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "drift p15/p50/p85",
+            "speed-up",
+            "diverged",
+            "wall s",
+            "steps/s",
+        ]
+        .map(String::from)
+        .to_vec(),
     );
     let rows = cmp
         .groups
@@ -276,6 +286,7 @@ fn group_cells(cmp: &Comparison, group: &GroupRow) -> Vec<String> {
         acc_cell(group.population_acc),
     ];
     cells.extend(group.steps_to.iter().map(steps_cell));
+    cells.push(drift_cell(group.drift));
     cells.push(speedup_cell(
         group.speedup.filter(|_| cmp.baseline.is_some()),
         group.is_baseline,
@@ -352,6 +363,7 @@ fn run_row_cells(group: &GroupRow, run: &RunRow) -> Vec<String> {
 }
 
 /// `98.12 ± 0.05` (percent), or just `98.12` for a single run.
+/// An accuracy in percent, mean ± sample std over runs; a single run's std is "–".
 fn acc_cell(stats: Option<MeanStd>) -> String {
     match stats {
         None => NO_VALUE.to_string(),
@@ -360,8 +372,15 @@ fn acc_cell(stats: Option<MeanStd>) -> String {
             std: Some(std),
             ..
         }) => format!("{:.2} ± {:.2}", mean * 100.0, std * 100.0),
-        Some(MeanStd { mean, .. }) => format!("{:.2}", mean * 100.0),
+        Some(MeanStd { mean, .. }) => format!("{:.2} ± –", mean * 100.0),
     }
+}
+
+/// The mean drift of the tracked unit's three percentiles, `0.193 / 0.136 / 0.127`.
+fn drift_cell(drift: Option<[MeanStd; 3]>) -> String {
+    drift.map_or(NO_VALUE.to_string(), |d| {
+        format!("{:.3} / {:.3} / {:.3}", d[0].mean, d[1].mean, d[2].mean)
+    })
 }
 
 /// `4500`, `4500 (2/3)` when only some runs got there, `never` when none did.

@@ -13,16 +13,12 @@ use serde_json::{Map, Value};
 use super::keys::{
     condition_of, display_value, flatten_leaves, has_suffix, json_equal, short_names,
 };
-use super::runs::{Eval, RunRecord, RunStatus};
+use super::runs::{RunRecord, RunStatus};
 use super::study::{describe_spec, matches_spec};
+pub use crate::run::{MeanStd, best_acc, final_acc, first_step_reaching, mean_std};
 
 /// Accuracy thresholds used when neither `--thresholds` nor the study gives any.
 pub const DEFAULT_THRESHOLDS: [f64; 4] = [0.9, 0.95, 0.97, 0.98];
-
-/// Slack when testing `test_acc >= target`. Accuracies are multiples of 1/10000 (MNIST and
-/// CIFAR-10 have 10000 test images), but the speed-up target is a *mean* of accuracies, whose
-/// float sum can land a hair above the very value a run reached. 1e-9 is far below 1/10000.
-const ACC_TOLERANCE: f64 = 1e-9;
 
 /// Label of the only group when nothing differs between runs but the seed.
 const SINGLE_GROUP_LABEL: &str = "all";
@@ -96,19 +92,14 @@ pub struct GroupRow {
     pub best_acc: Option<MeanStd>,
     /// Final test accuracy with the population statistics of Algorithm 2 (`summary.json`).
     pub population_acc: Option<MeanStd>,
+    /// Drift of the tracked unit's 15th, 50th and 85th percentiles over the whole run (the
+    /// paper's Figure 1 b, c; [`crate::run::drift`]), over finished runs.
+    pub drift: Option<[MeanStd; 3]>,
     pub steps_to: Vec<StepsTo>,
     pub speedup: Option<SpeedUp>,
     pub mean_wall_s: Option<f64>,
     pub mean_steps_per_s: Option<f64>,
     pub runs: Vec<RunRow>,
-}
-
-/// Mean and sample standard deviation (n − 1); `std` is `None` for a single value.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct MeanStd {
-    pub mean: f64,
-    pub std: Option<f64>,
-    pub n: usize,
 }
 
 /// Steps to reach an accuracy: mean over the runs that reached it, `reached` of `of`.
@@ -143,53 +134,14 @@ pub struct RunRow {
     pub best_acc: Option<f64>,
     pub best_step: Option<u64>,
     pub population_acc: Option<f64>,
+    /// Drift of the tracked unit's percentiles, [p15, p50, p85], over the whole run.
+    pub drift: Option<[f64; 3]>,
     /// First evaluated step with `test_acc >= threshold`, per threshold.
     pub steps_to: Vec<Option<u64>>,
     /// First evaluated step reaching the baseline's target accuracy.
     pub steps_to_target: Option<u64>,
     pub wall_s: Option<f64>,
     pub steps_per_s: Option<f64>,
-}
-
-/// Accuracy of the last evaluation that has one: the final model's test accuracy.
-pub fn final_acc(evals: &[Eval]) -> Option<f64> {
-    evals.iter().rev().find_map(|eval| eval.test_acc)
-}
-
-/// Highest test accuracy and the first step it was reached at.
-pub fn best_acc(evals: &[Eval]) -> Option<(f64, u64)> {
-    evals
-        .iter()
-        .fold(None, |best, eval| match (best, eval.test_acc) {
-            (Some((acc, _)), Some(now)) if now > acc => Some((now, eval.step)),
-            (None, Some(now)) => Some((now, eval.step)),
-            (best, _) => best,
-        })
-}
-
-/// First evaluated step whose test accuracy reached `target`.
-pub fn first_step_reaching(evals: &[Eval], target: f64) -> Option<u64> {
-    evals
-        .iter()
-        .find(|eval| {
-            eval.test_acc
-                .is_some_and(|acc| acc >= target - ACC_TOLERANCE)
-        })
-        .map(|eval| eval.step)
-}
-
-/// Mean and sample standard deviation of the values; `None` when there are none.
-pub fn mean_std(values: &[f64]) -> Option<MeanStd> {
-    if values.is_empty() {
-        return None;
-    }
-    let n = values.len();
-    let mean = values.iter().sum::<f64>() / n as f64;
-    let std = (n > 1).then(|| {
-        let square_sum: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
-        (square_sum / (n - 1) as f64).sqrt()
-    });
-    Some(MeanStd { mean, std, n })
 }
 
 fn mean(values: &[f64]) -> Option<f64> {
@@ -479,12 +431,21 @@ fn group_row(
         final_acc: mean_std(&column(&|run| run.final_acc)),
         best_acc: mean_std(&column(&|run| run.best_acc)),
         population_acc: mean_std(&column(&|run| run.population_acc)),
+        drift: drift_over(&ok),
         steps_to,
         speedup,
         mean_wall_s: mean(&column(&|run| run.wall_s)),
         mean_steps_per_s: mean(&column(&|run| run.steps_per_s)),
         runs,
     }
+}
+
+/// Mean ± std of each percentile's drift over the runs that have one.
+fn drift_over(runs: &[&RunRow]) -> Option<[MeanStd; 3]> {
+    let per_run: Vec<[f64; 3]> = runs.iter().filter_map(|run| run.drift).collect();
+    let [p15, p50, p85] =
+        [0, 1, 2].map(|k| mean_std(&per_run.iter().map(|d| d[k]).collect::<Vec<_>>()));
+    Some([p15?, p50?, p85?])
 }
 
 fn run_row(run: &RunRecord, thresholds: &[f64], target: Option<f64>) -> RunRow {
@@ -500,6 +461,7 @@ fn run_row(run: &RunRecord, thresholds: &[f64], target: Option<f64>) -> RunRow {
         best_acc: best.map(|(acc, _)| acc),
         best_step: best.map(|(_, step)| step),
         population_acc: run.population_acc,
+        drift: run.drift.map(|d| d.all),
         steps_to: thresholds
             .iter()
             .map(|&t| first_step_reaching(&run.evals, t))

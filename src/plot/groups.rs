@@ -244,20 +244,11 @@ pub fn file_slug(label: &str) -> String {
     }
 }
 
-/// Mean and sample standard deviation (0 for a single value) of the finite values.
+/// Mean and sample standard deviation of the finite values ([`crate::run::mean_std`], the
+/// definition the tables use). A single run has no spread: it is drawn without a band or bar,
+/// which is what the 0 here means.
 pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
-    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    if finite.is_empty() {
-        return None;
-    }
-    let n = finite.len() as f64;
-    let mean = finite.iter().sum::<f64>() / n;
-    let std = if finite.len() > 1 {
-        (finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    Some((mean, std))
+    crate::run::mean_std(values).map(|s| (s.mean, s.std.unwrap_or(0.0)))
 }
 
 /// Mean ± std of one quantity across seeds at one step.
@@ -345,6 +336,7 @@ mod tests {
             metrics: Vec::new(),
             activations: Vec::new(),
             summary: None,
+            notes: Vec::new(),
         }
     }
 

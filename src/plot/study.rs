@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::groups::{
     FlatConfig, compare_on_keys, format_float, label_for, mean_std, run_identity, varying_keys,
 };
-use super::load::{Run, finite, fraction};
+use super::load::{Run, finite};
 use super::style::{
     AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, TICK_SIZE,
     draw_legend, format_steps, format_tick, legend_height, palette_colour, titled,
@@ -239,34 +239,16 @@ fn metric_value(run: &Run, metric: SweepMetric) -> Option<f64> {
     }
 }
 
-/// `final_test_acc` from summary.json, or for an unfinished run its last evaluation.
+/// The run's final accuracy, as the comparison table reports it ([`Run::final_acc`]: the last
+/// evaluation, with BN's moving averages).
 pub fn final_accuracy(run: &Run) -> Option<f64> {
-    run.summary
-        .as_ref()
-        .and_then(|s| fraction(s.get("final_test_acc")))
-        .or_else(|| run.metrics.iter().rev().find_map(|m| m.test_acc))
+    run.final_acc()
 }
 
-/// The first evaluated step at which test accuracy reached `threshold`: summary.json's
-/// `steps_to` when it lists the threshold, else computed from metrics.jsonl the same way.
+/// The first evaluated step at which test accuracy reached `threshold`, from metrics.jsonl
+/// ([`crate::run::first_step_reaching`], the comparison table's definition).
 pub fn steps_to(run: &Run, threshold: f64) -> Option<u64> {
-    let listed = run
-        .summary
-        .as_ref()
-        .and_then(|s| s.get("steps_to"))
-        .and_then(Value::as_object)
-        .and_then(|m| {
-            m.iter()
-                .find(|(k, _)| k.parse::<f64>().is_ok_and(|t| (t - threshold).abs() < 1e-9))
-        });
-    match listed {
-        Some((_, v)) => v.as_u64(),
-        None => run
-            .metrics
-            .iter()
-            .find(|m| m.test_acc.is_some_and(|a| a >= threshold - 1e-12))
-            .map(|m| m.step),
-    }
+    crate::run::first_step_reaching(&run.metrics, threshold)
 }
 
 /// Thresholds named by the configs (`thresholds`) or the summaries (`steps_to` keys).
@@ -282,11 +264,8 @@ fn known_thresholds(runs: &[Run]) -> Vec<f64> {
             .filter_map(Value::as_f64);
         let from_summary = run
             .summary
-            .as_ref()
-            .and_then(|s| s.get("steps_to"))
-            .and_then(Value::as_object)
-            .into_iter()
-            .flat_map(|m| m.keys().filter_map(|k| k.parse::<f64>().ok()));
+            .iter()
+            .flat_map(|s| s.steps_to.keys().filter_map(|k| k.parse::<f64>().ok()));
         thresholds.extend(from_config.chain(from_summary).filter(|t| t.is_finite()));
     }
     thresholds.sort_by(f64::total_cmp);

@@ -1,0 +1,928 @@
+//! The run folder: what `bn-exp train` writes into it, and the one reader that `train`,
+//! `compare` and `plot` use to read it back. Formats: `docs/formats.md`.
+//!
+//! A run folder holds `config.json` (the resolved config), `metrics.jsonl` (one line per
+//! evaluation), `activations.jsonl` (one line per probe), `summary.json` (once the run has
+//! finished or diverged) and `checkpoint/`. [`Run::read`] reads all of it and never gives up on
+//! damage: plots and tables are most wanted exactly when a run diverged, was killed mid-write or
+//! is still going. A line cut mid-JSON, a `null`, a stray `NaN` or an accuracy outside [0, 1]
+//! each become a note in [`Run::notes`] and the rest is kept.
+//!
+//! It also gives the one definition of each number that tables and figures report about a
+//! run: the final accuracy ([`Run::final_acc`], the last evaluation, with the moving averages
+//! during training), the population accuracy ([`Run::population_acc`], Algorithm 2 after
+//! training), the steps to a threshold ([`first_step_reaching`]), the drift of the tracked
+//! unit ([`drift`]), and mean ± sample standard deviation over runs ([`mean_std`]).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The resolved config the run was started with.
+pub const CONFIG_FILE: &str = "config.json";
+/// One line per evaluation.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// One line per probe of the hidden layers' pre-activations.
+pub const ACTIVATIONS_FILE: &str = "activations.jsonl";
+/// Written once the run has finished or diverged.
+pub const SUMMARY_FILE: &str = "summary.json";
+/// The resumable checkpoint.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+/// Where `compare` sends a child run's stdout and stderr.
+pub const LOG_FILE: &str = "train.log";
+
+/// Slack when testing `test_acc >= threshold`. Accuracies are multiples of 1/10000 (MNIST and
+/// CIFAR-10 have 10000 test images), but a target can be a *mean* of accuracies, whose float
+/// sum can land a hair above the very value a run reached. 1e-9 is far below 1/10000.
+const ACC_TOLERANCE: f64 = 1e-9;
+
+// ---------------------------------------------------------------------------------------------
+// What train writes
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    pub step: u64,
+    /// Mean mini-batch loss since the previous evaluation; None at step 0.
+    pub train_loss: Option<f64>,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    pub lr: f64,
+    pub elapsed_s: f64,
+}
+
+/// Percentiles of the tracked unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackedUnit {
+    pub layer: usize,
+    pub unit: usize,
+    pub p15: f64,
+    pub p50: f64,
+    pub p85: f64,
+}
+
+/// Fixed-bin histogram over [lo, hi).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub lo: f64,
+    pub hi: f64,
+    pub counts: Vec<u64>,
+    pub below: u64,
+    pub above: u64,
+}
+
+/// Pooled statistics of one hidden layer's pre-activations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerStats {
+    pub layer: usize,
+    pub units: usize,
+    pub p15: f64,
+    pub p50: f64,
+    pub p85: f64,
+    pub mean: f64,
+    pub std: f64,
+    pub hist: Histogram,
+}
+
+/// One line of `activations.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivationRecord {
+    pub step: u64,
+    pub tracked: TrackedUnit,
+    pub layers: Vec<LayerStats>,
+}
+
+/// Test metrics from the population pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PopulationResult {
+    pub test_acc: f64,
+    pub test_loss: f64,
+    pub batches: usize,
+}
+
+/// Mean absolute change of each tracked percentile between consecutive evaluations.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    /// Over the whole run: [p15, p50, p85].
+    pub all: [f64; 3],
+    /// Over evaluations after the first 10% of the steps: [p15, p50, p85].
+    pub after_10pct: [f64; 3],
+    /// Width p85 − p15 of the tracked unit at the first and last evaluation after step 0.
+    pub spread_first: f64,
+    pub spread_last: f64,
+}
+
+/// `summary.json`. Reading fills a missing field with its default, so summaries written by
+/// earlier versions of bn-exp (or by hand) still read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    pub name: String,
+    pub study: String,
+    /// "finished" or "diverged".
+    pub status: String,
+    pub diverged_at: Option<u64>,
+    pub steps: u64,
+    pub final_test_acc: Option<f64>,
+    pub final_test_loss: Option<f64>,
+    /// Which BN statistics gave the final numbers ("moving", "population", "batch", or "none").
+    pub final_inference: String,
+    pub best_test_acc: Option<f64>,
+    pub best_step: Option<u64>,
+    /// Threshold (as written, e.g. "0.97") → first evaluated step reaching it.
+    pub steps_to: std::collections::BTreeMap<String, Option<u64>>,
+    pub population: Option<PopulationResult>,
+    pub drift: Option<Drift>,
+    pub wall_s: f64,
+    pub steps_per_s: f64,
+    pub backend: String,
+    pub threads: usize,
+    /// Identifies the invocation that wrote this summary (host-independent: process id and
+    /// start time in nanoseconds). A summary left as it was keeps its id; one a later
+    /// invocation rewrote gets a new one, however coarse the file system's clock.
+    pub run_id: String,
+}
+
+/// A fresh [`Summary::run_id`] for this process.
+pub fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+/// Appends JSON lines to a file, flushing each line so a reader (or a crash) sees whole lines.
+pub struct JsonlWriter {
+    file: File,
+    path: PathBuf,
+}
+
+impl JsonlWriter {
+    /// Open for appending, creating the file if needed.
+    pub fn append(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {} for writing", path.display()))?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn write<T: Serialize>(&mut self, row: &T) -> Result<()> {
+        let mut line = serde_json::to_string(row)?;
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|_| self.file.flush())
+            .with_context(|| format!("cannot write to {}", self.path.display()))
+    }
+}
+
+/// Read every whole, parseable line of a JSON Lines file. A torn last line (a crash mid-write)
+/// is skipped; any other bad line is an error.
+pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rows = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(row) => rows.push(row),
+            Err(_) if i + 1 == lines.len() => break,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("{} line {} is not valid", path.display(), i + 1));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Write JSON to `path` atomically (a temporary file beside it, then rename), pretty-printed, so a
+/// reader or a crash never sees half a file.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // Temporary files are created owner-only; results are for everyone who can read the folder.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reader
+
+/// One evaluation from `metrics.jsonl`; a missing, `null` or non-finite value is `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    pub step: u64,
+    pub test_acc: Option<f64>,
+    pub test_loss: Option<f64>,
+}
+
+/// The tracked unit's 15th, 50th and 85th percentiles at one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percentiles {
+    pub p15: f64,
+    pub p50: f64,
+    pub p85: f64,
+}
+
+/// A pooled histogram of one hidden layer's inputs to the nonlinearity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramCounts {
+    pub lo: f64,
+    pub hi: f64,
+    pub counts: Vec<f64>,
+    pub below: f64,
+    pub above: f64,
+}
+
+impl HistogramCounts {
+    /// Every probe value counted, including those outside `[lo, hi)`.
+    pub fn total(&self) -> f64 {
+        self.counts.iter().sum::<f64>() + self.below + self.above
+    }
+}
+
+/// One line of `activations.jsonl`, reduced to what the figures draw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivationPoint {
+    pub step: u64,
+    /// `(layer, unit)` of the tracked unit, when the file says.
+    pub tracked_unit: Option<(u64, u64)>,
+    pub tracked: Option<Percentiles>,
+    /// `(layer index, histogram)` for each hidden layer with a usable histogram.
+    pub layers: Vec<(u64, HistogramCounts)>,
+}
+
+/// Everything read from one run folder.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub dir: PathBuf,
+    pub name: String,
+    /// The resolved config, or `Value::Null` when `config.json` is missing or damaged.
+    pub config: Value,
+    pub seed: Option<i64>,
+    pub metrics: Vec<MetricPoint>,
+    pub activations: Vec<ActivationPoint>,
+    /// `summary.json`, absent for an unfinished run (or one whose summary is damaged).
+    pub summary: Option<Summary>,
+    /// What was left out while reading, and why (damaged lines, missing files, bad values).
+    pub notes: Vec<String>,
+}
+
+impl Run {
+    /// True when `summary.json` says the loss became NaN or infinite.
+    pub fn diverged(&self) -> bool {
+        self.summary
+            .as_ref()
+            .is_some_and(|s| s.status == "diverged")
+    }
+
+    /// For a diverged run, the step at which its loss went non-finite (summary.json's
+    /// `diverged_at`, else the first evaluation without a test loss). Evaluations from there on
+    /// show a broken network, not training progress, so figures cut the run there.
+    pub fn diverged_at(&self) -> Option<u64> {
+        if !self.diverged() {
+            return None;
+        }
+        self.summary
+            .as_ref()
+            .and_then(|s| s.diverged_at)
+            .or_else(|| {
+                self.metrics
+                    .iter()
+                    .find(|m| m.step > 0 && m.test_loss.is_none())
+                    .map(|m| m.step)
+            })
+    }
+
+    /// Evaluations before divergence (all of them for a run that did not diverge).
+    pub fn healthy_metrics(&self) -> impl Iterator<Item = &MetricPoint> + '_ {
+        let cut = self.diverged_at();
+        self.metrics
+            .iter()
+            .filter(move |m| cut.is_none_or(|c| m.step < c))
+    }
+}
+
+impl Run {
+    /// Read one run folder. Never fails on content: whatever cannot be used is left out and
+    /// said in [`Run::notes`].
+    pub fn read(dir: &Path) -> Run {
+        let mut notes = Vec::new();
+        let config =
+            read_json_object(&dir.join(CONFIG_FILE), &mut notes, true).unwrap_or(Value::Null);
+        let summary_path = dir.join(SUMMARY_FILE);
+        let summary = read_json_object(&summary_path, &mut notes, false).and_then(|value| {
+            match serde_json::from_value::<Summary>(value) {
+                Ok(summary) => Some(summary),
+                Err(err) => {
+                    notes.push(format!(
+                        "{}: not a summary ({err}); ignored",
+                        summary_path.display()
+                    ));
+                    None
+                }
+            }
+        });
+        if !summary_path.exists() {
+            notes.push(format!(
+                "{}: no summary.json (run unfinished or interrupted); its last evaluation stands in for the final one",
+                dir.display()
+            ));
+        }
+        let name = run_name(dir, &config, summary.as_ref());
+        let seed = config.get("seed").and_then(Value::as_i64);
+        let metrics = read_metrics(&dir.join(METRICS_FILE), &mut notes);
+        let activations = read_activations(&dir.join(ACTIVATIONS_FILE), &mut notes);
+        Run {
+            dir: dir.to_path_buf(),
+            name,
+            config,
+            seed,
+            metrics,
+            activations,
+            summary,
+            notes,
+        }
+    }
+}
+
+fn run_name(dir: &Path, config: &Value, summary: Option<&Summary>) -> String {
+    config
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| summary.map(|s| s.name.clone()).filter(|n| !n.is_empty()))
+        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dir.display().to_string())
+}
+
+/// Read a whole-file JSON object; `None` (with a warning unless merely absent and optional).
+fn read_json_object(path: &Path, notes: &mut Vec<String>, warn_if_missing: bool) -> Option<Value> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            if warn_if_missing {
+                notes.push(format!(
+                    "{}: missing; the run is plotted under its folder name",
+                    path.display()
+                ));
+            }
+            return None;
+        }
+        Err(err) => {
+            notes.push(format!("{}: cannot read ({err}); ignored", path.display()));
+            return None;
+        }
+    };
+    match parse_json_lenient(&text) {
+        Some(v @ Value::Object(_)) => Some(v),
+        _ => {
+            notes.push(format!(
+                "{}: not a valid JSON object (damaged?); ignored",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// Parse JSON, and if that fails, once more with bare `NaN` / `Infinity` read as `null`.
+///
+/// Our writer never emits them (docs/formats.md), but files edited or produced by Python's
+/// `json` module do, and one such token should not cost a whole evaluation.
+fn parse_json_lenient(text: &str) -> Option<Value> {
+    serde_json::from_str(text).ok().or_else(|| {
+        let patched = text
+            .replace("-Infinity", "null")
+            .replace("Infinity", "null")
+            .replace("NaN", "null");
+        serde_json::from_str(&patched).ok()
+    })
+}
+
+/// The non-empty lines of a JSON Lines file as `(line number, value)`; bad lines are warned
+/// about once per file (with the first bad line number) and skipped.
+fn read_json_lines(
+    path: &Path,
+    notes: &mut Vec<String>,
+    missing_note: &str,
+) -> Vec<(usize, Value)> {
+    let text = match fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            notes.push(format!("{}: missing; {missing_note}", path.display()));
+            return Vec::new();
+        }
+        Err(err) => {
+            notes.push(format!("{}: cannot read ({err}); ignored", path.display()));
+            return Vec::new();
+        }
+    };
+    let mut values = Vec::new();
+    let mut bad: Vec<usize> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_json_lenient(line) {
+            Some(v @ Value::Object(_)) => values.push((i + 1, v)),
+            _ => bad.push(i + 1),
+        }
+    }
+    if let Some(first) = bad.first() {
+        notes.push(format!(
+            "{}: {} line(s) not valid JSON (cut short?), first at line {first}; skipped",
+            path.display(),
+            bad.len()
+        ));
+    }
+    values
+}
+
+/// Largest magnitude drawn. Beyond it a value means a blown-up network, not a measurement,
+/// and plotters' axis arithmetic overflows (a span near `f64::MAX` hangs its tick search).
+pub const PLOTTABLE_LIMIT: f64 = 1e100;
+
+/// A finite, plottable number, or `None` for missing, `null`, non-numeric or absurd values.
+pub fn finite(v: Option<&Value>) -> Option<f64> {
+    v.and_then(Value::as_f64)
+        .filter(|x| x.is_finite() && x.abs() <= PLOTTABLE_LIMIT)
+}
+
+/// An accuracy: a finite fraction in [0, 1] (docs/formats.md), else `None`.
+pub fn fraction(v: Option<&Value>) -> Option<f64> {
+    finite(v).filter(|x| (0.0..=1.0).contains(x))
+}
+
+/// Steps beyond this are damage, not training (and would overflow axis arithmetic).
+const MAX_STEP: u64 = 1 << 53;
+
+fn step_of(v: &Value) -> Option<u64> {
+    let step = v.get("step")?;
+    step.as_u64()
+        .or_else(|| {
+            step.as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| s as u64)
+        })
+        .filter(|s| *s <= MAX_STEP)
+}
+
+fn read_metrics(path: &Path, notes: &mut Vec<String>) -> Vec<MetricPoint> {
+    let lines = read_json_lines(path, notes, "no convergence curves for this run");
+    let mut points = Vec::with_capacity(lines.len());
+    let (mut no_step, mut no_acc, mut no_loss) = (0, 0, 0);
+    for (_, v) in &lines {
+        let Some(step) = step_of(v) else {
+            no_step += 1;
+            continue;
+        };
+        let test_acc = fraction(v.get("test_acc"));
+        let test_loss = finite(v.get("test_loss"));
+        no_acc += usize::from(test_acc.is_none());
+        no_loss += usize::from(test_loss.is_none());
+        points.push(MetricPoint {
+            step,
+            test_acc,
+            test_loss,
+        });
+    }
+    report_gaps(
+        path,
+        notes,
+        &[
+            (no_step, "step"),
+            (no_acc, "test_acc"),
+            (no_loss, "test_loss"),
+        ],
+    );
+    keep_latest_by_step(&mut points, |p| p.step);
+    if points.is_empty() && !lines.is_empty() {
+        notes.push(format!("{}: no usable evaluation", path.display()));
+    }
+    points
+}
+
+fn read_activations(path: &Path, notes: &mut Vec<String>) -> Vec<ActivationPoint> {
+    let lines = read_json_lines(
+        path,
+        notes,
+        "no percentile or distribution plots for this run",
+    );
+    let mut points = Vec::with_capacity(lines.len());
+    let (mut no_step, mut no_tracked, mut bad_hist) = (0, 0, 0);
+    for (_, v) in &lines {
+        let Some(step) = step_of(v) else {
+            no_step += 1;
+            continue;
+        };
+        let tracked = v.get("tracked").and_then(parse_percentiles);
+        no_tracked += usize::from(tracked.is_none());
+        let tracked_unit = v.get("tracked").and_then(|t| {
+            Some((
+                t.get("layer").and_then(Value::as_u64)?,
+                t.get("unit").and_then(Value::as_u64)?,
+            ))
+        });
+        let mut layers = Vec::new();
+        for (i, layer) in v
+            .get("layers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let index = layer
+                .get("layer")
+                .and_then(Value::as_u64)
+                .unwrap_or(i as u64);
+            match layer.get("hist").and_then(parse_histogram) {
+                Some(hist) => layers.push((index, hist)),
+                None => bad_hist += 1,
+            }
+        }
+        points.push(ActivationPoint {
+            step,
+            tracked_unit,
+            tracked,
+            layers,
+        });
+    }
+    report_gaps(
+        path,
+        notes,
+        &[
+            (no_step, "step"),
+            (no_tracked, "tracked percentiles"),
+            (bad_hist, "layer histogram"),
+        ],
+    );
+    keep_latest_by_step(&mut points, |p| p.step);
+    points
+}
+
+fn report_gaps(path: &Path, notes: &mut Vec<String>, gaps: &[(usize, &str)]) {
+    for (count, what) in gaps {
+        if *count > 0 {
+            notes.push(format!(
+                "{}: {count} entr{} without a usable {what} (null, NaN, missing or out of range); left out",
+                path.display(),
+                if *count == 1 { "y" } else { "ies" }
+            ));
+        }
+    }
+}
+
+/// Keep the lines that describe the training that led to the final model: a later line
+/// replaces every earlier one from its step on. A run resumed from a checkpoint at step c
+/// writes again the evaluations after c, and the earlier ones after c belong to the abandoned
+/// continuation. The result is in increasing step order.
+fn keep_latest_by_step<T>(items: &mut Vec<T>, step: impl Fn(&T) -> u64) {
+    let mut kept: Vec<T> = Vec::with_capacity(items.len());
+    for item in items.drain(..) {
+        let s = step(&item);
+        kept.retain(|earlier| step(earlier) < s);
+        kept.push(item);
+    }
+    *items = kept;
+}
+
+fn parse_percentiles(t: &Value) -> Option<Percentiles> {
+    Some(Percentiles {
+        p15: finite(t.get("p15"))?,
+        p50: finite(t.get("p50"))?,
+        p85: finite(t.get("p85"))?,
+    })
+}
+
+fn parse_histogram(h: &Value) -> Option<HistogramCounts> {
+    let lo = finite(h.get("lo"))?;
+    let hi = finite(h.get("hi"))?;
+    // A histogram narrower than this (relative to where it sits) has no drawable bins.
+    if hi - lo <= 1e-9 * hi.abs().max(lo.abs()).max(1.0) {
+        return None;
+    }
+    let counts: Vec<f64> = h
+        .get("counts")?
+        .as_array()?
+        .iter()
+        .map(|c| finite(Some(c)).unwrap_or(0.0).max(0.0))
+        .collect();
+    if counts.is_empty() {
+        return None;
+    }
+    let outside = |key| finite(h.get(key)).unwrap_or(0.0).max(0.0);
+    Some(HistogramCounts {
+        lo,
+        hi,
+        below: outside("below"),
+        above: outside("above"),
+        counts,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Definitions of what is reported about a run
+
+impl Run {
+    /// The final accuracy: the last evaluation's, with the statistics evaluations use during
+    /// training (BN's moving averages). `None` without any evaluation.
+    pub fn final_acc(&self) -> Option<f64> {
+        final_acc(&self.metrics)
+    }
+
+    /// Test accuracy with the paper's population statistics (Algorithm 2), for BN runs whose
+    /// population pass ran.
+    pub fn population_acc(&self) -> Option<f64> {
+        self.summary
+            .as_ref()
+            .and_then(|s| s.population.as_ref())
+            .map(|p| p.test_acc)
+            .filter(|acc| (0.0..=1.0).contains(acc))
+    }
+
+    /// The tracked unit's drift ([`drift`]) over `total_steps` (the run's configured length).
+    pub fn drift(&self, total_steps: u64) -> Option<Drift> {
+        let points: Vec<(u64, [f64; 3])> = self
+            .activations
+            .iter()
+            .filter_map(|a| a.tracked.map(|p| (a.step, [p.p15, p.p50, p.p85])))
+            .collect();
+        drift(&points, total_steps)
+    }
+}
+
+/// The last evaluation's accuracy (see [`Run::final_acc`]).
+pub fn final_acc(metrics: &[MetricPoint]) -> Option<f64> {
+    metrics.iter().rev().find_map(|m| m.test_acc)
+}
+
+/// The best accuracy and the first step that reached it.
+pub fn best_acc(metrics: &[MetricPoint]) -> Option<(f64, u64)> {
+    metrics
+        .iter()
+        .fold(None, |best, m| match (best, m.test_acc) {
+            (Some((acc, _)), Some(now)) if now > acc => Some((now, m.step)),
+            (None, Some(now)) => Some((now, m.step)),
+            (best, _) => best,
+        })
+}
+
+/// The first evaluated step whose test accuracy reached `threshold` (within 1e-9), if any.
+pub fn first_step_reaching(metrics: &[MetricPoint], threshold: f64) -> Option<u64> {
+    metrics
+        .iter()
+        .find(|m| {
+            m.test_acc
+                .is_some_and(|acc| acc >= threshold - ACC_TOLERANCE)
+        })
+        .map(|m| m.step)
+}
+
+/// Key used for a threshold in `summary.steps_to`: the shortest decimal, e.g. "0.97".
+pub fn threshold_key(t: f64) -> String {
+    format!("{t}")
+}
+
+/// How much the tracked unit's 15th, 50th and 85th percentiles move: the mean absolute change
+/// between consecutive evaluations, over the whole run and over the evaluations from 10% of
+/// `total_steps` on, and the 15–85 spread at the first evaluation after step 0 and at the last.
+/// `points` are `(step, [p15, p50, p85])` in step order; `None` with fewer than two.
+pub fn drift(points: &[(u64, [f64; 3])], total_steps: u64) -> Option<Drift> {
+    if points.len() < 2 {
+        return None;
+    }
+    let mean_abs_change = |pts: &[(u64, [f64; 3])]| -> [f64; 3] {
+        let mut sums = [0.0; 3];
+        let n = pts.len().saturating_sub(1).max(1) as f64;
+        for w in pts.windows(2) {
+            for (k, sum) in sums.iter_mut().enumerate() {
+                *sum += (w[1].1[k] - w[0].1[k]).abs();
+            }
+        }
+        sums.map(|s| s / n)
+    };
+    let cutoff = total_steps / 10;
+    let late: Vec<_> = points
+        .iter()
+        .copied()
+        .filter(|(s, _)| *s >= cutoff)
+        .collect();
+    let first = points.iter().find(|(s, _)| *s > 0).unwrap_or(&points[0]).1;
+    let last = points[points.len() - 1].1;
+    Some(Drift {
+        all: mean_abs_change(points),
+        after_10pct: mean_abs_change(&late),
+        spread_first: first[2] - first[0],
+        spread_last: last[2] - last[0],
+    })
+}
+
+/// Mean and sample standard deviation (n − 1) of one quantity over runs; `std` is `None` for a
+/// single run (shown as "–"), since one run says nothing about the spread.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MeanStd {
+    pub mean: f64,
+    pub std: Option<f64>,
+    pub n: usize,
+}
+
+/// [`MeanStd`] of the finite values; `None` when there are none.
+pub fn mean_std(values: &[f64]) -> Option<MeanStd> {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        return None;
+    }
+    let n = finite.len();
+    let mean = finite.iter().sum::<f64>() / n as f64;
+    let std = (n > 1).then(|| {
+        let square_sum: f64 = finite.iter().map(|v| (v - mean).powi(2)).sum();
+        (square_sum / (n - 1) as f64).sqrt()
+    });
+    Some(MeanStd { mean, std, n })
+}
+
+/// Where a run folder stands, from which files it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunProgress {
+    /// Nothing trained yet: no run file.
+    Fresh,
+    /// Started but not done (running or interrupted): no `summary.json` yet.
+    Started,
+    /// Done, finished or diverged: `summary.json` is there.
+    Done,
+}
+
+/// Where a run folder stands.
+pub fn run_progress(dir: &Path) -> RunProgress {
+    if dir.join(SUMMARY_FILE).is_file() {
+        RunProgress::Done
+    } else if is_run_folder(dir) {
+        RunProgress::Started
+    } else {
+        RunProgress::Fresh
+    }
+}
+
+/// A folder holds a run when train has written any of its files into it.
+pub fn is_run_folder(dir: &Path) -> bool {
+    [CONFIG_FILE, METRICS_FILE, SUMMARY_FILE]
+        .iter()
+        .any(|file| dir.join(file).is_file())
+}
+
+/// The run folders directly inside `dir` (not hidden ones, not our own `plots/`), in name
+/// order.
+pub fn run_subfolders(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let mut runs = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !hidden && path.is_dir() && is_run_folder(&path) {
+            runs.push(path);
+        }
+    }
+    runs.sort();
+    Ok(runs)
+}
+
+/// A folder's last path component, used as a run's name.
+pub fn folder_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenient_parse_reads_nan_as_null() {
+        let v = parse_json_lenient(r#"{"step": 3, "test_loss": NaN, "x": -Infinity}"#).unwrap();
+        assert_eq!(v["test_loss"], Value::Null);
+        assert_eq!(v["x"], Value::Null);
+        assert!(parse_json_lenient(r#"{"step": 3, "test_lo"#).is_none());
+    }
+
+    #[test]
+    fn a_later_line_replaces_the_earlier_ones_from_its_step_on() {
+        // 0, 5, 10 written, then a resume from step 5 writes 5 again: the old 10 belonged to
+        // the abandoned continuation.
+        let mut items = vec![(0, 'a'), (5, 'b'), (10, 'c'), (5, 'd')];
+        keep_latest_by_step(&mut items, |i| i.0);
+        assert_eq!(items, vec![(0, 'a'), (5, 'd')]);
+        let mut items = vec![(0, 'a'), (5, 'b'), (5, 'd'), (10, 'e')];
+        keep_latest_by_step(&mut items, |i| i.0);
+        assert_eq!(items, vec![(0, 'a'), (5, 'd'), (10, 'e')]);
+    }
+
+    #[test]
+    fn histogram_rejects_empty_or_inverted_ranges() {
+        let ok = serde_json::json!({"lo": -1.0, "hi": 1.0, "counts": [1, 2, null], "below": 1});
+        let h = parse_histogram(&ok).unwrap();
+        assert_eq!(h.counts, vec![1.0, 2.0, 0.0]);
+        assert_eq!(h.total(), 4.0);
+        let bad = serde_json::json!({"lo": 1.0, "hi": 1.0, "counts": [1]});
+        assert!(parse_histogram(&bad).is_none());
+    }
+
+    #[test]
+    fn drift_is_mean_absolute_change() {
+        let points = [
+            (0, [0.0, 0.0, 0.0]),
+            (10, [-1.0, 0.0, 1.0]),
+            (20, [-1.0, 0.5, 2.0]),
+        ];
+        let d = drift(&points, 100).unwrap();
+        assert_eq!(d.all, [0.5, 0.25, 1.0]);
+        // After 10% of 100 steps: the evaluations at 10 and 20 only.
+        assert_eq!(d.after_10pct, [0.0, 0.5, 1.0]);
+        assert_eq!(d.spread_first, 2.0);
+        assert_eq!(d.spread_last, 3.0);
+        assert!(drift(&points[..1], 100).is_none());
+    }
+
+    #[test]
+    fn mean_std_is_the_sample_std_and_none_for_one_run() {
+        let s = mean_std(&[1.0, 2.0, 3.0, f64::NAN]).unwrap();
+        assert_eq!((s.mean, s.std, s.n), (2.0, Some(1.0), 3));
+        let one = mean_std(&[0.97]).unwrap();
+        assert_eq!((one.mean, one.std, one.n), (0.97, None, 1));
+        assert!(mean_std(&[]).is_none());
+    }
+
+    #[test]
+    fn torn_last_line_is_skipped_but_bad_middle_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let rows: Vec<serde_json::Value> = read_jsonl(&p).unwrap();
+        assert_eq!(rows.len(), 2);
+        std::fs::write(&p, "{\"a\":1}\nxx\n{\"a\":3}\n").unwrap();
+        assert!(read_jsonl::<serde_json::Value>(&p).is_err());
+    }
+
+    #[test]
+    fn a_nan_test_loss_keeps_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = JsonlWriter::append(&dir.path().join(METRICS_FILE)).unwrap();
+        for (step, loss) in [(0, 2.3), (100, f64::NAN), (200, f64::INFINITY)] {
+            writer
+                .write(&EvalRecord {
+                    step,
+                    train_loss: None,
+                    test_loss: loss,
+                    test_acc: 0.1,
+                    lr: 1.0,
+                    elapsed_s: 0.0,
+                })
+                .unwrap();
+        }
+        let run = Run::read(dir.path());
+        let steps: Vec<u64> = run.metrics.iter().map(|m| m.step).collect();
+        assert_eq!(steps, [0, 100, 200], "{:?}", run.notes);
+        assert_eq!(run.metrics[0].test_loss, Some(2.3));
+        assert_eq!(
+            (run.metrics[1].test_loss, run.metrics[2].test_loss),
+            (None, None)
+        );
+        assert_eq!(run.final_acc(), Some(0.1));
+    }
+}
