@@ -71,7 +71,7 @@ pub fn workload_config(name: &str) -> Result<Config> {
     };
     let config = config_from_value(serde_json::from_str(base)?)?;
     ensure!(
-        config.has_bn() == bn,
+        config.has_norm() == bn,
         "workload {name} config has the wrong BN placement"
     );
     Ok(config)

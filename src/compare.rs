@@ -228,7 +228,14 @@ delete them to train them again, or pass another --results-dir",
 /// The first setting where a run folder's `config.json` disagrees with the planned config,
 /// if any. Only keys the plan sets are checked: train adds defaults for the rest.
 fn config_difference(run_dir: &Path, run: &PlannedRun) -> Result<Option<String>> {
-    let existing = read_json(&run_dir.join(CONFIG_FILE))?;
+    let mut existing = read_json(&run_dir.join(CONFIG_FILE))?;
+    // A run folder written before normalisation had its own key says `bn`.
+    crate::config::resolve_legacy_bn(&mut existing).with_context(|| {
+        format!(
+            "{} is not a valid config",
+            run_dir.join(CONFIG_FILE).display()
+        )
+    })?;
     for (path, wanted) in flatten_leaves(&run.config) {
         match get_path(&existing, &path) {
             Some(have) if json_equal(have, &wanted) => {}

@@ -31,7 +31,9 @@ pub struct Config {
     pub dataset: Dataset,
     pub preprocess: Preprocess,
     pub model: ModelConfig,
-    pub bn: BnConfig,
+    /// The normalisation layer and where it sits. The key `bn` of earlier configs is still
+    /// read, and resolved into this one ([`resolve_legacy_bn`]).
+    pub norm: NormConfig,
     pub optim: OptimConfig,
     /// Mini-batch size m.
     pub batch_size: usize,
@@ -90,15 +92,23 @@ pub struct ModelConfig {
     pub dropout: f64,
 }
 
-/// Where BN sits relative to the nonlinearity.
+/// Which normalisation layer each hidden layer has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// No normalisation; linear and conv layers keep their bias.
+    None,
+    /// Batch Normalization (Ioffe & Szegedy 2015, Algorithms 1 and 2).
+    Batch,
+}
+
+/// Where the normalisation layer sits relative to the nonlinearity g.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Placement {
-    /// No normalisation; linear and conv layers keep their bias.
-    None,
-    /// g(BN(Wu)), as in the paper; the layer before BN has no bias (β subsumes it).
+    /// g(N(Wu)), as in the paper; the layer before N has no bias (β subsumes it).
     Before,
-    /// BN(g(Wu + b)).
+    /// N(g(Wu + b)).
     After,
 }
 
@@ -116,7 +126,9 @@ pub enum InferenceStats {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct BnConfig {
+pub struct NormConfig {
+    pub kind: NormKind,
+    /// Where the layer sits (ignored when `kind` is `none`).
     pub placement: Placement,
     /// ε, added to the variance inside the square root.
     pub eps: f64,
@@ -187,7 +199,7 @@ impl Default for Config {
             dataset: Dataset::Mnist,
             preprocess: Preprocess::Scale,
             model: ModelConfig::default(),
-            bn: BnConfig::default(),
+            norm: NormConfig::default(),
             optim: OptimConfig::default(),
             batch_size: 60,
             steps: 50_000,
@@ -214,9 +226,10 @@ impl Default for ModelConfig {
     }
 }
 
-impl Default for BnConfig {
+impl Default for NormConfig {
     fn default() -> Self {
         Self {
+            kind: NormKind::Batch,
             placement: Placement::Before,
             eps: 1e-5,
             momentum: 0.1,
@@ -290,9 +303,14 @@ impl Config {
             .unwrap_or_else(|| self.hidden_layers().saturating_sub(1))
     }
 
-    /// True when the net has BN layers.
-    pub fn has_bn(&self) -> bool {
-        self.bn.placement != Placement::None
+    /// True when the net has normalisation layers.
+    pub fn has_norm(&self) -> bool {
+        self.norm.kind != NormKind::None
+    }
+
+    /// Where the normalisation layers sit; `None` when the net has none.
+    pub fn norm_placement(&self) -> Option<Placement> {
+        self.has_norm().then_some(self.norm.placement)
     }
 
     /// Check every constraint that serde's types cannot express. Each failure names the key.
@@ -321,11 +339,10 @@ impl Config {
         ensure!(o.step_every > 0, "optim.step_every must be at least 1");
         ensure!(self.batch_size > 0, "batch_size must be at least 1, got 0");
         ensure!(
-            !(self.has_bn() && self.batch_size < 2),
-            "batch_size 1 with BN (bn.placement = {:?}): a batch of one value per feature has no \
-             variance, so BN's training statistics are undefined; use batch_size >= 2 or \
-             bn.placement = \"none\"",
-            self.bn.placement
+            !(self.has_norm() && self.batch_size < 2),
+            "batch_size 1 with BN (norm.kind = \"batch\"): a batch of one value per feature has \
+             no variance, so BN's training statistics are undefined; use batch_size >= 2 or \
+             norm.kind = \"none\""
         );
         ensure!(self.steps > 0, "steps must be at least 1");
         ensure!(self.eval_every > 0, "eval_every must be at least 1");
@@ -333,24 +350,26 @@ impl Config {
             self.eval_batch_size > 0,
             "eval_batch_size must be at least 1"
         );
-        let bn = &self.bn;
+        let norm = &self.norm;
         ensure!(
-            bn.eps.is_finite() && bn.eps > 0.0,
-            "bn.eps must be a positive finite number, got {}",
-            bn.eps
+            norm.eps.is_finite() && norm.eps > 0.0,
+            "norm.eps must be a positive finite number, got {}",
+            norm.eps
         );
         ensure!(
-            bn.momentum.is_finite() && (0.0..=1.0).contains(&bn.momentum),
-            "bn.momentum must be in [0, 1], got {}",
-            bn.momentum
+            norm.momentum.is_finite() && (0.0..=1.0).contains(&norm.momentum),
+            "norm.momentum must be in [0, 1], got {}",
+            norm.momentum
         );
         ensure!(
-            bn.population_batches > 0,
-            "bn.population_batches must be at least 1"
+            norm.population_batches > 0,
+            "norm.population_batches must be at least 1"
         );
         ensure!(
-            !(bn.inference == InferenceStats::Population && !bn.population_pass && self.has_bn()),
-            "bn.inference = \"population\" needs bn.population_pass = true"
+            !(norm.inference == InferenceStats::Population
+                && !norm.population_pass
+                && self.has_norm()),
+            "norm.inference = \"population\" needs norm.population_pass = true"
         );
         let m = &self.model;
         ensure!(
@@ -473,8 +492,59 @@ pub fn set_path(config: &mut Value, key: &str, value: Value) -> Result<()> {
     unreachable!("the loop returns at the last segment")
 }
 
-/// Parse and validate a raw JSON config.
-pub fn config_from_value(value: Value) -> Result<Config> {
+/// Resolve the `bn` key of configs written before normalisation had its own seam into `norm`:
+/// `bn.placement: "none"` becomes `norm.kind: "none"`, `"before"`/`"after"` become
+/// `norm.kind: "batch"` with that placement, and every other `bn.*` key moves to `norm.*`
+/// unchanged. A config may have both keys as long as they agree; a setting given different
+/// values under both names is an error that names both.
+pub fn resolve_legacy_bn(value: &mut Value) -> Result<()> {
+    let Some(map) = value.as_object_mut() else {
+        return Ok(());
+    };
+    let Some(bn) = map.remove("bn") else {
+        return Ok(());
+    };
+    let Value::Object(mut bn) = bn else {
+        bail!("bn must be an object (it is read as norm), got {bn}");
+    };
+    if let Some(placement) = bn.remove("placement") {
+        match placement.as_str() {
+            Some("none") => {
+                bn.insert("kind".into(), "none".into());
+            }
+            Some("before" | "after") => {
+                bn.insert("kind".into(), "batch".into());
+                bn.insert("placement".into(), placement);
+            }
+            _ => bail!(
+                "bn.placement must be \"none\", \"before\" or \"after\", got {placement} (it \
+                 is read as norm.kind and norm.placement)"
+            ),
+        }
+    }
+    let norm = map
+        .entry("norm")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Value::Object(norm) = norm else {
+        bail!("norm must be an object, got {norm}");
+    };
+    for (key, value) in bn {
+        match norm.get(&key) {
+            Some(existing) if *existing != value => bail!(
+                "norm.{key} is set twice: to {existing} as norm.{key}, and to {value} through \
+                 bn (the older name of norm); keep one of them"
+            ),
+            _ => {
+                norm.insert(key, value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parse and validate a raw JSON config (the `bn` key of earlier configs resolved into `norm`).
+pub fn config_from_value(mut value: Value) -> Result<Config> {
+    resolve_legacy_bn(&mut value).context("invalid config")?;
     let config: Config = serde_json::from_value(value).context("invalid config")?;
     config.validate().context("invalid config")?;
     Ok(config)
@@ -504,7 +574,8 @@ mod tests {
         assert_eq!(c.model.activation, Activation::Sigmoid);
         assert_eq!(c.batch_size, 60);
         assert_eq!(c.steps, 50_000);
-        assert_eq!(c.bn.placement, Placement::Before);
+        assert_eq!(c.norm.kind, NormKind::Batch);
+        assert_eq!(c.norm.placement, Placement::Before);
         assert_eq!(c.probe_layer(), 2);
     }
 
@@ -522,7 +593,7 @@ mod tests {
         apply_override(&mut v, "model.hidden=[50,50]").unwrap();
         let c = config_from_value(v).unwrap();
         assert_eq!(c.optim.lr, 0.5);
-        assert_eq!(c.bn.placement, Placement::None);
+        assert_eq!(c.norm.kind, NormKind::None);
         assert_eq!(c.model.hidden, vec![50, 50]);
         assert!(apply_override(&mut serde_json::json!({}), "no-equals").is_err());
     }
@@ -534,7 +605,10 @@ mod tests {
             (r#"{"batch_size": 0}"#, "batch_size must be at least 1"),
             (r#"{"batch_size": 1}"#, "no variance"),
             (r#"{"model": {"activation": "swish"}}"#, "swish"),
-            (r#"{"bn": {"momentum": 2}}"#, "bn.momentum"),
+            (r#"{"norm": {"momentum": 2}}"#, "norm.momentum"),
+            (r#"{"bn": {"momentum": 2}}"#, "norm.momentum"),
+            (r#"{"norm": {"kind": "layer"}}"#, "layer"),
+            (r#"{"bn": {"placement": "middle"}}"#, "bn.placement"),
             (r#"{"probe": {"unit": 100}}"#, "probe.unit"),
             (r#"{"model": {"dropout": 1.0}}"#, "model.dropout"),
             (r#"{"thresholds": [97]}"#, "thresholds"),
@@ -544,7 +618,30 @@ mod tests {
             assert!(err.contains(needle), "{json}: {err}");
         }
         // batch size 1 is fine without BN.
-        parse(r#"{"batch_size": 1, "bn": {"placement": "none"}}"#).unwrap();
+        parse(r#"{"batch_size": 1, "norm": {"kind": "none"}}"#).unwrap();
+    }
+
+    #[test]
+    fn the_legacy_bn_key_resolves_into_norm() {
+        let old = parse(r#"{"bn": {"placement": "after", "eps": 0.001}}"#).unwrap();
+        assert_eq!(
+            (old.norm.kind, old.norm.placement, old.norm.eps),
+            (NormKind::Batch, Placement::After, 0.001)
+        );
+        let none = parse(r#"{"bn": {"placement": "none", "momentum": 0.2}}"#).unwrap();
+        assert_eq!((none.norm.kind, none.norm.momentum), (NormKind::None, 0.2));
+        // Both names may be used while they agree; a disagreement names both keys.
+        let both = parse(r#"{"norm": {"eps": 0.01}, "bn": {"placement": "none"}}"#).unwrap();
+        assert_eq!((both.norm.kind, both.norm.eps), (NormKind::None, 0.01));
+        let err = parse(r#"{"norm": {"kind": "batch"}, "bn": {"placement": "none"}}"#).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("norm.kind is set twice") && err.contains("bn"),
+            "{err}"
+        );
+        // The resolved config is written in the new form only.
+        let written = serde_json::to_value(&old).unwrap();
+        assert!(written.get("bn").is_none() && written["norm"]["kind"] == "batch");
     }
 
     #[test]

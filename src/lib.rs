@@ -8,7 +8,6 @@
 //! `docs/architecture.md` maps the modules.
 
 pub mod backend;
-pub mod batch_norm;
 pub mod bench;
 pub mod compare;
 pub mod config;
@@ -17,6 +16,7 @@ pub mod fetch;
 pub mod kernels;
 pub mod metrics;
 pub mod model;
+pub mod norm;
 pub mod plot;
 pub mod rng;
 pub mod run;

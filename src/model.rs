@@ -23,10 +23,11 @@ use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::batch_norm::{BatchNorm, BatchStats, BnMode, InferenceStats, tensor_to_f32};
 use crate::config::{Activation, Arch, Config, Init, Placement};
 use crate::data::Dataset;
 use crate::kernels::{Act, conv3x3, dense, max_pool2x2, max_pool2x2_then};
+use crate::norm::batch::tensor_to_f32;
+use crate::norm::{BatchStats, BnMode, InferenceStats, Norm};
 use crate::rng::Rng;
 
 /// How a forward pass runs.
@@ -86,7 +87,8 @@ pub struct Trace {
 pub struct NetSpec {
     pub arch: Arch,
     pub activation: Activation,
-    pub placement: Placement,
+    /// Where the normalisation layers sit; `None` when the net has none.
+    pub placement: Option<Placement>,
     pub dropout: f64,
     pub in_channels: usize,
     pub side: usize,
@@ -98,7 +100,7 @@ pub struct NetSpec {
 pub struct Net {
     pub linears: Vec<Linear>,
     pub convs: Vec<Conv2d>,
-    pub norms: Vec<BatchNorm>,
+    pub norms: Vec<Norm>,
     pub output: Linear,
     #[module(skip)]
     pub spec: NetSpec,
@@ -117,7 +119,7 @@ pub fn build_net(config: &Config, device: &Device) -> Net {
     let spec = NetSpec {
         arch: m.arch,
         activation: m.activation,
-        placement: config.bn.placement,
+        placement: config.norm_placement(),
         dropout: m.dropout,
         in_channels,
         side,
@@ -127,19 +129,16 @@ pub fn build_net(config: &Config, device: &Device) -> Net {
         kind: m.init,
         std: m.init_std,
     };
-    // The layer feeding a BN placed before g has no bias: β subsumes it.
-    let hidden_bias = config.bn.placement != Placement::Before;
+    // The layer feeding a normalisation placed before g has no bias: β subsumes it.
+    let hidden_bias = config.norm_placement() != Some(Placement::Before);
     let widths: &[usize] = match m.arch {
         Arch::Mlp => &m.hidden,
         Arch::Cnn => &m.channels,
     };
-    let norms = match config.bn.placement {
-        Placement::None => Vec::new(),
-        _ => widths
-            .iter()
-            .map(|&w| BatchNorm::new(w, config.bn.eps, config.bn.momentum, device))
-            .collect(),
-    };
+    let norms = widths
+        .iter()
+        .filter_map(|&w| Norm::new(&config.norm, w, device))
+        .collect();
     let mut linears = Vec::new();
     let mut convs = Vec::new();
     let classifier_in = match m.arch {
@@ -260,7 +259,7 @@ impl Net {
                 Ok(self.classify_fused(h))
             }
             Arch::Mlp => match foldable_stats(mode) {
-                Some(stats) if self.spec.placement != Placement::After => {
+                Some(stats) if self.folds_in_inference(stats) => {
                     let mut h = x;
                     for i in 0..self.linears.len() {
                         h = self.dense_block_infer(i, h, stats, trace.as_deref_mut());
@@ -270,7 +269,8 @@ impl Net {
                 _ => self.forward_reference(x, mode, trace),
             },
             Arch::Cnn
-                if self.spec.placement != Placement::After && self.dropout_seed(mode).is_none() =>
+                if self.spec.placement != Some(Placement::After)
+                    && self.dropout_seed(mode).is_none() =>
             {
                 let mut h = self.image_batch(x);
                 for (i, conv) in self.convs.iter().enumerate() {
@@ -284,7 +284,7 @@ impl Net {
     }
 
     /// The same function as [`Net::forward`], op by op, with no shortcut: each layer's linear
-    /// map, then BN through [`BatchNorm::forward_with_stats`], then g, then (CNN) max-pooling,
+    /// map, then the normalisation through [`Norm::forward_with_stats`], then g, then (CNN) max-pooling,
     /// then the output layer through Burn's `Linear`. The fast paths are tested against it.
     pub fn forward_reference(
         &self,
@@ -335,22 +335,22 @@ impl Net {
         mode: Mode,
         trace: Option<&mut Trace>,
     ) -> Result<Tensor<D>> {
-        let bn = |t: Tensor<D>| -> Result<(Tensor<D>, Option<BatchStats>)> {
+        let norm = |t: Tensor<D>| -> Result<(Tensor<D>, Option<BatchStats>)> {
             Ok(self.norms[i].forward_with_stats(t, mode.bn_mode())?)
         };
         let (pre, a, stats) = match self.spec.placement {
-            Placement::None => {
+            None => {
                 let a = self.activate(z.clone());
                 (z, a, None)
             }
-            Placement::Before => {
-                let (pre, stats) = bn(z)?;
+            Some(Placement::Before) => {
+                let (pre, stats) = norm(z)?;
                 let a = self.activate(pre.clone());
                 (pre, a, stats)
             }
-            Placement::After => {
+            Some(Placement::After) => {
                 let a = self.activate(z.clone());
-                let (a, stats) = bn(a)?;
+                let (a, stats) = norm(a)?;
                 (z, a, stats)
             }
         };
@@ -364,8 +364,9 @@ impl Net {
         dense(h, out.weight.val(), bias, None, Act::Identity).output
     }
 
-    /// MLP hidden layer `i` in training mode as one fused op ([`dense`]): the linear map, BN
-    /// with batch statistics where it sits before g, and g. Numerically the same computation as
+    /// MLP hidden layer `i` in training mode as one fused op ([`dense`]): the linear map, the
+    /// normalisation where it sits before g and the kernel can apply it (BN with batch
+    /// statistics, [`Norm::fused_dense_parts`]), and g. Numerically the same computation as
     /// [`Net::hidden_block`] after `Linear::forward`, in fewer graph nodes.
     fn dense_block_train(
         &self,
@@ -378,19 +379,22 @@ impl Net {
         let (w, b) = (linear.weight.val(), linear.bias.as_ref().map(|b| b.val()));
         let act = self.kernel_act();
         let (pre, a, stats) = match self.spec.placement {
-            Placement::None => {
+            None => {
                 let out = dense(x, w, b, None, act);
                 (out.pre, out.output, None)
             }
-            Placement::Before => {
+            Some(Placement::Before) => {
                 let norm = &self.norms[i];
+                let Some(parts) = norm.fused_dense_parts() else {
+                    let z = dense(x, w, b, None, Act::Identity).output;
+                    return self.hidden_block(i, z, mode, trace);
+                };
                 let count = norm.check_train_batch(&[x.dims()[0], w.dims()[1]])?;
-                let bn = (norm.gamma.val(), norm.beta.val(), norm.eps);
-                let out = dense(x, w, b, Some(bn), act);
+                let out = dense(x, w, b, Some(parts), act);
                 let stats = norm.absorb_batch(out.mean, out.variance, count, mode.bn_mode());
                 (out.pre, out.output, Some(stats))
             }
-            Placement::After => {
+            Some(Placement::After) => {
                 let out = dense(x, w, b, None, act);
                 let (a, stats) = self.norms[i].forward_with_stats(out.output, mode.bn_mode())?;
                 (out.pre, a, stats)
@@ -399,10 +403,11 @@ impl Net {
         self.finish_block(i, pre, a, stats, mode, trace)
     }
 
-    /// MLP hidden layer `i` in inference with fixed BN statistics, as one fused op. BN before g
-    /// is then the affine map scale·z + shift (Algorithm 2), which the paper notes can be
-    /// composed with the linear map before it: g(x·(W·diag(scale)) + shift). That is the same
-    /// function as [`Net::hidden_block`] computes op by op, with different float rounding.
+    /// MLP hidden layer `i` in inference with fixed statistics, as one fused op. A
+    /// normalisation before g that is then an affine map scale·z + shift (BN, Algorithm 2) is
+    /// composed with the linear map before it, as the paper notes: g(x·(W·diag(scale)) +
+    /// shift). That is the same function as [`Net::hidden_block`] computes op by op, with
+    /// different float rounding. Only called when [`Net::folds_in_inference`] holds.
     fn dense_block_infer(
         &self,
         i: usize,
@@ -412,12 +417,13 @@ impl Net {
     ) -> Tensor<2> {
         let linear = &self.linears[i];
         let (w, b) = (linear.weight.val(), linear.bias.as_ref().map(|b| b.val()));
-        let (w, b) = match self.spec.placement {
-            Placement::Before => {
-                let (scale, shift) = self.norms[i].inference_affine(stats);
-                (w * scale.unsqueeze::<2>(), Some(shift))
-            }
-            _ => (w, b),
+        let affine = match self.spec.placement {
+            Some(Placement::Before) => self.norms[i].inference_affine(stats),
+            _ => None,
+        };
+        let (w, b) = match affine {
+            Some((scale, shift)) => (w * scale.unsqueeze::<2>(), Some(shift)),
+            None => (w, b),
         };
         let out = dense(x, w, b, None, self.kernel_act());
         if let Some(trace) = trace {
@@ -438,7 +444,7 @@ impl Net {
         trace: Option<&mut Trace>,
     ) -> Result<Tensor<4>> {
         let (pre, stats) = match self.spec.placement {
-            Placement::Before => self.norms[i].forward_with_stats(z, mode.bn_mode())?,
+            Some(Placement::Before) => self.norms[i].forward_with_stats(z, mode.bn_mode())?,
             _ => (z, None),
         };
         if let Some(trace) = trace {
@@ -508,9 +514,22 @@ impl Net {
         a.mul(mask)
     }
 
-    /// True when the net has BN layers.
-    pub fn has_bn(&self) -> bool {
+    /// True when the net has normalisation layers.
+    pub fn has_norm(&self) -> bool {
         !self.norms.is_empty()
+    }
+
+    /// Whether inference with `stats` can fold every normalisation into the linear map before
+    /// it: none at all, or each one before g and an affine map in inference.
+    fn folds_in_inference(&self, stats: InferenceStats) -> bool {
+        match self.spec.placement {
+            None => true,
+            Some(Placement::After) => false,
+            Some(Placement::Before) => self
+                .norms
+                .iter()
+                .all(|norm| norm.is_affine_in_inference(stats)),
+        }
     }
 }
 

@@ -24,12 +24,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
-use crate::batch_norm::{InferenceStats, PopulationAccumulator, vector_tensor};
 use crate::config::Config;
 use crate::data::{DataSource, LoadedData, Split};
 use crate::kernels::cross_entropy;
 use crate::metrics::{histogram, percentiles_15_50_85, values_mean_std};
 use crate::model::{CLASSES, Mode, Net, Trace, build_net};
+use crate::norm::batch::{InferenceStats, PopulationAccumulator, vector_tensor};
 use crate::rng::Rng;
 use crate::run::{
     ACTIVATIONS_FILE, ActivationRecord, CHECKPOINT_DIR, CONFIG_FILE, EvalRecord, JsonlWriter,
@@ -183,11 +183,14 @@ fn prepare_run_dir(
         write_json_atomic(&dir.join(CONFIG_FILE), config)?;
         return Ok(None);
     }
-    let saved: Config = serde_json::from_str(
+    // Through the config parser, so that a run folder written with the older `bn` key resumes.
+    let saved_value: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join(CONFIG_FILE))
             .with_context(|| format!("cannot read {}/config.json", dir.display()))?,
     )
-    .with_context(|| format!("{}/config.json is not a valid config", dir.display()))?;
+    .with_context(|| format!("{}/config.json is not valid JSON", dir.display()))?;
+    let saved = crate::config::config_from_value(saved_value)
+        .with_context(|| format!("{}/config.json is not a valid config", dir.display()))?;
     ensure!(
         &saved == config,
         "the config differs from the one {} was started with; resume with the same config and \
@@ -513,7 +516,7 @@ impl Runner<'_> {
 
     /// BN statistics used by evaluations during training.
     fn training_eval_stats(&self) -> InferenceStats {
-        match self.config.bn.inference {
+        match self.config.norm.inference {
             InferenceStats::Batch => InferenceStats::Batch,
             _ => InferenceStats::Moving,
         }
@@ -595,7 +598,7 @@ impl Runner<'_> {
     /// training mini-batches (drawn from the seed), and store E[x] and m/(m−1)·E[σ²_B].
     fn population_pass(&self, net: &Net) -> Result<usize> {
         let eval_net = net.valid();
-        let k = self.config.bn.population_batches;
+        let k = self.config.norm.population_batches;
         let mut order = BatchOrder::new(
             self.config.seed ^ STREAM_POPULATION,
             self.train.len,
@@ -632,13 +635,13 @@ impl Runner<'_> {
             .last()
             .context("the run recorded no evaluation")?;
         let mut final_metrics = (last.test_acc, last.test_loss);
-        let mut final_inference = if net.has_bn() {
+        let mut final_inference = if net.has_norm() {
             stats_name(self.training_eval_stats())
         } else {
             "none"
         };
         let mut population = None;
-        if net.has_bn() && self.config.bn.population_pass {
+        if net.has_norm() && self.config.norm.population_pass {
             let batches = self.population_pass(net)?;
             let (loss, acc) = self.evaluate(net, InferenceStats::Population)?;
             population = Some(PopulationResult {
@@ -646,7 +649,7 @@ impl Runner<'_> {
                 test_loss: loss,
                 batches,
             });
-            if self.config.bn.inference == InferenceStats::Population {
+            if self.config.norm.inference == InferenceStats::Population {
                 final_metrics = (Some(acc), Some(loss));
                 final_inference = "population";
             }

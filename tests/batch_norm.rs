@@ -9,7 +9,7 @@
 
 mod reference;
 
-use bn_exp::batch_norm::{
+use bn_exp::norm::batch::{
     BatchNorm, BatchStats, BnError, BnMode, InferenceStats, PopulationAccumulator, tensor_to_f64,
 };
 use burn::module::{Module, Param, RunningState};

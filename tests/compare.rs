@@ -498,8 +498,12 @@ fn grid_expands_to_the_product_first_key_slowest() {
         ]
     );
     let run = &study.runs[4];
-    assert_eq!(run.config["bn"]["placement"], "before");
-    assert_eq!(run.config["bn"]["eps"], 1e-5, "base values are kept");
+    // The legacy `bn` key is resolved into `norm`, as train reads it.
+    assert_eq!(run.config["norm"]["kind"], "batch");
+    assert_eq!(run.config["norm"]["placement"], "before");
+    assert_eq!(run.config["norm"]["eps"], 1e-5, "base values are kept");
+    assert!(run.config.get("bn").is_none());
+    assert_eq!(study.runs[0].config["norm"]["kind"], "none");
     assert_eq!(run.config["seed"], 1);
     assert_eq!(run.config["optim"]["lr"], 0.5, "`set` applies to every run");
     assert_eq!(run.config["study"], "t");
@@ -920,22 +924,23 @@ fn study_trains_then_reuses_then_resumes_an_interrupted_run() {
         tmp.path(),
         json!({"study": "e2e", "description": "smoke: BN or not",
                "base": smoke(),
-               "grid": {"bn.placement": ["none", "before"], "seed": [0, 1]},
-               "baseline": {"bn.placement": "none"}}),
+               "grid": {"norm.kind": ["none", "batch"], "seed": [0, 1]},
+               "baseline": {"norm.kind": "none"}}),
     );
     let names = [
-        "placement-none_seed-0",
-        "placement-none_seed-1",
-        "placement-before_seed-0",
-        "placement-before_seed-1",
+        "kind-none_seed-0",
+        "kind-none_seed-1",
+        "kind-batch_seed-0",
+        "kind-batch_seed-1",
     ];
     let study_dir = results.join("e2e");
 
     let output = run_study(&study, &results, true);
     assert!(output.status.success(), "{}", describe(&output));
     let stdout = text(&output.stdout);
+    // Groups are labelled by what differs in the runs' resolved configs: the norm kind.
     assert!(
-        stdout.contains("placement=none") && stdout.contains("placement=before"),
+        stdout.contains("kind=none") && stdout.contains("kind=batch"),
         "{stdout}"
     );
     for file in ["comparison.md", "comparison.csv", "comparison.json"] {
@@ -944,7 +949,7 @@ fn study_trains_then_reuses_then_resumes_an_interrupted_run() {
     let cmp: Value =
         serde_json::from_str(&std::fs::read_to_string(study_dir.join("comparison.json")).unwrap())
             .unwrap();
-    assert_eq!(cmp["baseline"]["label"], "placement=none");
+    assert_eq!(cmp["baseline"]["label"], "kind=none");
     for group in cmp["groups"].as_array().unwrap() {
         assert_eq!(group["n"], 2);
         for run in group["runs"].as_array().unwrap() {
@@ -1032,7 +1037,7 @@ fn diverged_runs_are_counted_and_the_study_succeeds() {
         tmp.path(),
         json!({"study": "unstable", "description": "a learning rate no net survives",
                "base": smoke(),
-               "set": {"bn.placement": "none", "model.activation": "relu",
+               "set": {"norm.kind": "none", "model.activation": "relu",
                        "model.init": "he", "steps": 100, "eval_every": 50},
                "grid": {"optim.lr": [0.1, 1e6]}}),
     );

@@ -9,9 +9,9 @@
 //! γ ≠ 1, β ≠ 0 and the running statistics are not (0, 1): a folding that dropped any of them
 //! would still agree on a freshly built net.
 
-use bn_exp::batch_norm::InferenceStats;
 use bn_exp::config::{Config, config_from_value};
 use bn_exp::model::{Mode, Net, Trace, build_net};
+use bn_exp::norm::batch::InferenceStats;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
 use serde_json::json;

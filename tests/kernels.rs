@@ -18,8 +18,8 @@
 
 mod reference;
 
-use bn_exp::batch_norm::{BatchNorm, BnMode, tensor_to_f64};
 use bn_exp::kernels::{Act, conv3x3, cross_entropy, dense, max_pool2x2, max_pool2x2_then};
+use bn_exp::norm::batch::{BatchNorm, BnMode, tensor_to_f64};
 use burn::module::RunningState;
 use burn::tensor::activation::{relu, sigmoid, tanh};
 use burn::tensor::loss::cross_entropy_with_logits;

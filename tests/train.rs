@@ -6,9 +6,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bn_exp::batch_norm::tensor_to_f64;
 use bn_exp::config::{Config, config_from_value};
 use bn_exp::model::{Mode, build_net};
+use bn_exp::norm::batch::tensor_to_f64;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 
@@ -71,7 +71,8 @@ fn smoke_run_writes_every_file_with_consistent_content() {
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     // The resolved config has every default filled in.
-    assert_eq!(config["bn"]["eps"], 1e-5);
+    assert_eq!(config["norm"]["eps"], 1e-5);
+    assert_eq!(config["norm"]["kind"], "batch");
     assert_eq!(config["probe"]["unit"], 0);
 
     let metrics = read_lines(&out.join("metrics.jsonl"));
@@ -190,6 +191,50 @@ fn stopped_and_resumed_run_matches_an_uninterrupted_one() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("already finished"));
 }
 
+/// A run folder written before normalisation had its own config key says `bn` in its
+/// config.json; bn-exp resumes it, from a config file in the old form too.
+#[test]
+fn a_run_folder_written_with_the_older_bn_key_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    let old = dir.path().join("old");
+    assert!(train(&straight, &[]).status.success());
+    assert!(train(&old, &["--stop-after", "150"]).status.success());
+    // Rewrite the folder's config.json, and the config file, as earlier versions wrote them.
+    let to_legacy = |mut config: Value| -> Value {
+        let mut norm = config.as_object_mut().unwrap().remove("norm").unwrap();
+        let norm = norm.as_object_mut().unwrap();
+        assert_eq!(norm.remove("kind").unwrap(), "batch");
+        config["bn"] = Value::Object(norm.clone());
+        config
+    };
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(old.join("config.json")).unwrap()).unwrap();
+    std::fs::write(old.join("config.json"), to_legacy(saved).to_string()).unwrap();
+    let shipped: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("configs/smoke.json")).unwrap())
+            .unwrap();
+    let legacy_config = dir.path().join("smoke-legacy.json");
+    std::fs::write(&legacy_config, to_legacy(shipped).to_string()).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+        .args(["train", "--quiet", "--resume", "--config"])
+        .arg(&legacy_config)
+        .arg("--data-dir")
+        .arg(repo().join("data"))
+        .arg("--out")
+        .arg(&old)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["metrics.jsonl", "activations.jsonl"] {
+        assert_eq!(
+            without_timing(read_lines(&straight.join(f))),
+            without_timing(read_lines(&old.join(f))),
+            "{f}"
+        );
+    }
+}
+
 #[test]
 fn killed_run_resumes_identically() {
     let dir = tempfile::tempdir().unwrap();
@@ -265,7 +310,8 @@ fn test_losses(run: &Path) -> Vec<(u64, f64)> {
 fn cnn_trains_on_the_small_cifar_set_with_and_without_bn() {
     let dir = tempfile::tempdir().unwrap();
     let set = common::write_small_cifar(&dir.path().join("cifar"));
-    for placement in ["before", "none"] {
+    for kind in ["batch", "none"] {
+        let placement = kind;
         let out = dir.path().join(placement);
         let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
             .args(["train", "--quiet", "--config"])
@@ -275,7 +321,7 @@ fn cnn_trains_on_the_small_cifar_set_with_and_without_bn() {
             .arg("--out")
             .arg(&out)
             .env(bn_exp::data::CATALOGUE_ENV, &set.catalogue_path)
-            .args(["--set", &format!("bn.placement={placement}")])
+            .args(["--set", &format!("norm.kind={kind}")])
             .args(["--set", "model.channels=[8,16]", "--set", "batch_size=25"])
             .args([
                 "--set",
@@ -289,7 +335,7 @@ fn cnn_trains_on_the_small_cifar_set_with_and_without_bn() {
                 "--set",
                 "probe.batch_size=50",
                 "--set",
-                "bn.population_batches=5",
+                "norm.population_batches=5",
             ])
             .args(["--set", "checkpoint_every=30"])
             .output()
@@ -370,7 +416,7 @@ fn diverging_run_is_marked_diverged_with_its_own_exit_code() {
         &out,
         &[
             "--set",
-            "bn.placement=none",
+            "norm.kind=none",
             "--set",
             "model.activation=tanh",
             "--set",
@@ -406,8 +452,13 @@ fn each_bad_config_gets_its_own_clear_error() {
         ),
         (
             &["--set", "bn.placement=sideways"],
+            "bn.placement must be \"none\", \"before\" or \"after\"",
+        ),
+        (
+            &["--set", "norm.placement=sideways"],
             "unknown variant `sideways`",
         ),
+        (&["--set", "norm.kind=layer"], "unknown variant `layer`"),
         (&["--set", "steps=0"], "steps must be at least 1"),
         (&["--set", "nonsense"], "key.path=value"),
     ];
@@ -435,9 +486,10 @@ fn running_stats(net: &bn_exp::model::Net) -> Vec<Vec<f64>> {
     net.norms
         .iter()
         .flat_map(|n| {
+            let bn = n.as_batch().expect("the smoke net has BatchNorm layers");
             [
-                tensor_to_f64(n.running_mean.value_sync()),
-                tensor_to_f64(n.running_var.value_sync()),
+                tensor_to_f64(bn.running_mean.value_sync()),
+                tensor_to_f64(bn.running_var.value_sync()),
             ]
         })
         .collect()

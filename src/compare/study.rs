@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::keys::{
-    OrderedMap, check_key_path, condition_of, display_value, get_path, json_equal, set_path,
-    short_names, type_name,
+    OrderedMap, check_key_path, condition_of, display_value, flatten_leaves, get_path, json_equal,
+    set_path, short_names, type_name,
 };
 use super::table::normalize_thresholds;
+use crate::config::resolve_legacy_bn;
 
 /// Keys compare writes itself into every run's config.
 const RESERVED_KEYS: &[&str] = &["name", "study"];
@@ -193,7 +194,16 @@ pub fn parse_study(text: &str, path: &Path) -> Result<Study> {
         }
     }
 
-    let runs = plan_runs(&name, &base, &set, &axes)?;
+    let mut runs = plan_runs(&name, &base, &set, &axes)?;
+    // Studies may use the `bn` key of earlier configs: resolve it the way train does, so that
+    // the planned configs, the baseline and the run folders all speak of `norm`.
+    for run in &mut runs {
+        resolve_legacy_bn(&mut run.config).with_context(|| format!("run {}", run.name))?;
+    }
+    let baseline = baseline
+        .map(resolve_legacy_spec)
+        .transpose()
+        .context("bad `baseline`")?;
     if let Some(spec) = &baseline {
         check_baseline_picks_one_group(spec, &runs)?;
     }
@@ -518,6 +528,22 @@ fn check_baseline_picks_one_group(spec: &[(String, Value)], runs: &[PlannedRun])
             )
         }
     }
+}
+
+/// A `(key.path, value)` spec with `bn.*` keys resolved into `norm.*` as in a config.
+fn resolve_legacy_spec(spec: Vec<(String, Value)>) -> Result<Vec<(String, Value)>> {
+    if !spec
+        .iter()
+        .any(|(key, _)| key == "bn" || key.starts_with("bn."))
+    {
+        return Ok(spec);
+    }
+    let mut value = Value::Object(Default::default());
+    for (key, v) in &spec {
+        set_path(&mut value, key, v.clone())?;
+    }
+    resolve_legacy_bn(&mut value)?;
+    Ok(flatten_leaves(&value))
 }
 
 /// Whether a config has every `(key.path, value)` of a spec.

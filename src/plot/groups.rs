@@ -1,8 +1,8 @@
 //! Runs that differ only by seed form a group; groups get short labels and stable colours.
 //!
-//! A group's identity is its config flattened to dotted keys (`bn.placement`, `optim.lr`) with
+//! A group's identity is its config flattened to dotted keys (`norm.kind`, `optim.lr`) with
 //! `seed`, `name` and `study` removed. Labels name only the keys that vary across the groups
-//! being plotted, so a placement study reads `bn.placement=none` / `bn.placement=before` rather
+//! being plotted, so a study of BN against none reads `norm.kind=none` / `norm.kind=batch` rather
 //! than a wall of settings. Groups are ordered with no-BN first and numbers in numeric order,
 //! and colours are handed out in that order, so one group has one colour in every figure.
 
@@ -17,8 +17,9 @@ use super::style::{Colour, palette_colour};
 /// Config keys that tell runs of one configuration apart without changing the configuration.
 const NOT_IDENTITY: [&str; 3] = ["seed", "name", "study"];
 
-/// The key whose value leads the order of groups, so "without BN" comes first everywhere.
-const PRIMARY_KEY: &str = "bn.placement";
+/// The keys whose values lead the order of groups, so "without BN" comes first everywhere:
+/// `norm.kind`, and `bn.placement` in run folders written before normalisation had its own key.
+const PRIMARY_KEYS: [&str; 2] = ["norm.kind", "bn.placement"];
 
 /// The only key of the identity of a run without a readable config (its folder name). Not a
 /// dotted name, so it cannot clash with a real config key.
@@ -99,7 +100,7 @@ pub fn varying_keys<'a>(configs: impl IntoIterator<Item = &'a FlatConfig> + Clon
 }
 
 fn key_rank(key: &str) -> u8 {
-    u8::from(key != PRIMARY_KEY)
+    u8::from(!PRIMARY_KEYS.contains(&key))
 }
 
 /// A config value as it should read in a label: strings bare, integers without `.0`.
