@@ -7,8 +7,10 @@
 #   BN_EXP_DATA_DIR; skipped with a note when neither is given).
 #
 # Usage:
-#   scripts/same_behaviour.sh REV_A REV_B      # two commits, each built in a git worktree
-#   scripts/same_behaviour.sh BIN_A BIN_B      # two bn-exp binaries
+#   scripts/same_behaviour.sh REV_A REV_B      # two commits, each built in a git worktree and run
+#                                              # with the configs of its own commit
+#   scripts/same_behaviour.sh BIN_A BIN_B      # two bn-exp binaries, both run with this checkout's
+#                                              # configs
 # Options: --data-dir DIR (CIFAR-10), --keep (leave the runs in the work folder).
 # Exit status 0 when every file is identical, 1 when one differs, 2 on a usage or build error.
 set -euo pipefail
@@ -26,28 +28,37 @@ while [ $# -gt 0 ]; do
 done
 [ ${#args[@]} -eq 2 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/bn-exp-same.XXXXXX")
+# Building a revision writes its binary to target/release/bn-exp; put this checkout's back.
+[ -f "$repo/target/release/bn-exp" ] && cp -p "$repo/target/release/bn-exp" "$work/bn-exp-checkout"
 cleanup() {
+  [ -f "$work/bn-exp-checkout" ] && cp -p "$work/bn-exp-checkout" "$repo/target/release/bn-exp"
   for wt in "$work"/src-*; do [ -d "$wt" ] && git -C "$repo" worktree remove --force "$wt" >/dev/null 2>&1; done
   [ "$keep" = 1 ] && echo "runs kept in $work" || rm -rf "$work"
 }
 trap cleanup EXIT
 
-# A bn-exp binary for a file path or a git revision (built with the repository's target folder,
-# so only bn-exp itself is compiled again).
-binary_for() {
+# Sets bin_<tag> and configs_<tag> for a file path or a git revision. A revision is built with
+# the repository's target folder, so only bn-exp itself is compiled again, and runs with the
+# configs of that revision (their format may differ between versions).
+prepare() {
   local what=$1 tag=$2
-  if [ -x "$what" ] && [ -f "$what" ]; then echo "$what"; return; fi
+  if [ -x "$what" ] && [ -f "$what" ]; then
+    printf -v "bin_$tag" '%s' "$what"
+    printf -v "configs_$tag" '%s' "$repo/configs"
+    return
+  fi
   local wt="$work/src-$tag"
   git -C "$repo" worktree add --detach "$wt" "$what" >/dev/null 2>&1 \
     || { echo "not a binary or a git revision: $what" >&2; exit 2; }
   CARGO_TARGET_DIR="$repo/target" cargo build --release --quiet --manifest-path "$wt/Cargo.toml" >&2 \
     || { echo "cannot build $what" >&2; exit 2; }
   cp "$repo/target/release/bn-exp" "$work/bn-exp-$tag"
-  echo "$work/bn-exp-$tag"
+  printf -v "bin_$tag" '%s' "$work/bn-exp-$tag"
+  printf -v "configs_$tag" '%s' "$wt/configs"
 }
 
-bin_a=$(binary_for "${args[0]}" a)
-bin_b=$(binary_for "${args[1]}" b)
+prepare "${args[0]}" a
+prepare "${args[1]}" b
 
 runs=("mnist_mlp_sigmoid_bn --set steps=5000" "mnist_mlp_sigmoid_nobn --set steps=5000")
 if [ -n "$data_dir" ]; then
@@ -60,9 +71,10 @@ status=0
 for run in "${runs[@]}"; do
   read -r name sets <<<"$run"
   for side in a b; do
-    bin=$bin_a; [ $side = b ] && bin=$bin_b
+    bin=$bin_a configs=$configs_a
+    [ $side = b ] && bin=$bin_b configs=$configs_b
     # shellcheck disable=SC2086
-    RAYON_NUM_THREADS=1 "$bin" train --quiet --config "$repo/configs/$name.json" $sets \
+    RAYON_NUM_THREADS=1 "$bin" train --quiet --config "$configs/$name.json" $sets \
       --data-dir "${data_dir:-$repo/data}" --out "$work/$side/$name" >/dev/null
   done
   for file in metrics.jsonl activations.jsonl; do
