@@ -3,7 +3,23 @@
 //! bn-exp runs on Burn's `flex` backend: pure Rust, builds offline, and measured here at about
 //! 1.3 ms per step of the paper's MLP and 0.22 s per step of the CIFAR CNN, against 1.5 ms and
 //! 7 s for `ndarray`, whose convolution is unusable for the CNN (see `docs/performance.md`).
-//! A GPU backend would be added behind a cargo feature, here and nowhere else.
+//!
+//! # Another backend (a GPU)
+//!
+//! The model code is backend-free, and each fused kernel in `crate::kernels` has a default trait
+//! body written with Burn's own ops (its reference), so another backend computes the same
+//! functions without new kernels; only Flex has the fast ones. Choosing it takes:
+//! - a cargo feature that enables Burn's backend (e.g. `gpu = ["burn/cuda"]`), and this module
+//!   choosing its device and [`BACKEND_NAME`] under that feature;
+//! - in `src/kernels.rs` and `src/kernels/*.rs`, that backend's selector added to each
+//!   `#[backend_extension(Autodiff, Flex)]` list (e.g. `Cube: cfg(feature = "gpu")`; an unlisted
+//!   backend panics at the first fused op), and for each of the six traits two empty impls under
+//!   the same cfg, `impl FusedDense for Cube {}` and
+//!   `impl<C: CheckpointStrategy> FusedDense for Autodiff<Cube, C> {}`, which take the reference
+//!   bodies. The hand-written `Autodiff<Flex, C>` impls stay Flex-only: their backward reads
+//!   Flex tensors on the host.
+//!
+//! `tests/kernels.rs` checks each reference against its Flex kernel.
 
 use burn::tensor::Device;
 

@@ -1,6 +1,6 @@
 //! Hand-written CPU kernels for what Burn's `flex` backend runs slower op by op. Each is
 //! registered through Burn's backend-extension mechanism as one autodiff node with a
-//! hand-written backward, and tested against Burn's own ops or PyTorch (`tests/kernels.rs`,
+//! hand-written backward, and tested against its reference and PyTorch (`tests/kernels.rs`,
 //! `tests/batch_norm.rs`):
 //! - here: training-mode BatchNorm, and a vectorised sigmoid;
 //! - [`dense`]: a whole MLP layer, `g(BN(x·W + b))`;
@@ -10,6 +10,16 @@
 //! - `gemm`: the matrix products they share, with a spinning second thread for the big ones.
 //!
 //! Numbers before and after each: `docs/performance.md`.
+//!
+//! # References
+//!
+//! Beside each kernel is its reference, a generic `*_reference<B: Backend>` written with Burn's
+//! backend ops (matmul, `batch_norm_train`, `conv2d`, `max_pool2d`, the activations,
+//! `log_softmax`), whose doc comment gives the formula. It is the default body of the trait
+//! method: `Flex` and `Autodiff<Flex>` override it with the kernel and its backward, and any other
+//! backend runs the reference (under autodiff, Burn differentiates it op by op) once it is named
+//! in the `#[backend_extension(...)]` lists and given an empty `impl` (see `crate::backend`).
+//! [`reference`] calls each one on tensors, for the tests.
 //!
 //! # BatchNorm
 //!
@@ -54,21 +64,129 @@ pub use dense::{Act, DenseOutput, DenseSpec, FusedDense, dense};
 pub use loss::{FusedCrossEntropy, cross_entropy};
 pub use pool::{FusedMaxPool, max_pool2x2, max_pool2x2_then};
 
+/// Each fused op's reference, at tensor level: the same arguments and outputs as the fast op of
+/// the same name, computed by the generic `*_reference::<B>` function that is also the trait's
+/// default body. Here `B` is `Dispatch`, so the reference runs with Burn's own ops on whatever
+/// device the tensors live on, and autodiff differentiates it op by op. `tests/kernels.rs` holds
+/// every fast op to these.
+///
+/// The generic functions are called directly, not through the traits: `#[backend_extension]`
+/// implements every method for `Dispatch` as routing to the tensor's backend, so
+/// `<Dispatch as FusedDense>::fused_dense` reaches Flex's kernel, never the default body.
+pub mod reference {
+    use burn::backend::Dispatch;
+    use burn::tensor::Tensor;
+
+    use super::dense::DenseOutput;
+    use super::{Act, FusedOutput};
+
+    /// [`super::sigmoid`] through `sigmoid_reference`.
+    pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+        Tensor::from_dispatch(super::sigmoid_reference::<Dispatch>(x.into_dispatch()))
+    }
+
+    /// [`super::batch_norm_train_fused`] through `batch_norm_train_reference`.
+    pub fn batch_norm_train<const D: usize>(
+        x: Tensor<D>,
+        gamma: Tensor<1>,
+        beta: Tensor<1>,
+        eps: f64,
+    ) -> FusedOutput<D> {
+        super::batch_norm_train_with(
+            super::batch_norm_train_reference::<Dispatch>,
+            x,
+            gamma,
+            beta,
+            eps,
+        )
+    }
+
+    /// [`super::dense`] through `dense::dense_reference`.
+    pub fn dense(
+        x: Tensor<2>,
+        weight: Tensor<2>,
+        bias: Option<Tensor<1>>,
+        bn: Option<(Tensor<1>, Tensor<1>, f64)>,
+        act: Act,
+    ) -> DenseOutput {
+        super::dense::dense_reference_tensors(x, weight, bias, bn, act)
+    }
+
+    /// [`super::conv3x3`] through `conv::conv3x3_reference`.
+    pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+        super::conv::conv3x3_reference_tensors(x, weight, bias)
+    }
+
+    /// [`super::max_pool2x2_then`] through `pool::max_pool2x2_reference`.
+    pub fn max_pool2x2_then(x: Tensor<4>, act: Act) -> Tensor<4> {
+        Tensor::from_dispatch(super::pool::max_pool2x2_reference::<Dispatch>(
+            x.into_dispatch(),
+            act,
+        ))
+    }
+
+    /// [`super::cross_entropy`] through `loss::cross_entropy_reference`.
+    pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+        Tensor::from_dispatch(super::loss::cross_entropy_reference::<Dispatch>(
+            logits.into_dispatch(),
+            targets.into_dispatch(),
+        ))
+    }
+}
+
 /// Fused BN training forward: returns (output, batch mean, biased batch variance).
 #[backend_extension(Autodiff, Flex)]
 pub trait FusedBatchNorm: Backend {
+    /// This default body is `batch_norm_train_reference`; Flex overrides it with the kernel.
     fn fused_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        batch_norm_train_reference::<Self>(x, gamma, beta, eps)
+    }
+}
+
+/// The reference for [`FusedBatchNorm`]: Burn's own training-mode BN (`ModuleOps::
+/// batch_norm_train`, which autodiff records as one node with Burn's closed-form backward).
+///
+/// ```text
+/// μ_B  = mean of x over every axis but 1 (N and the positions)
+/// σ²_B = mean of (x − μ_B)² over the same axes (biased)
+/// y    = γ · (x − μ_B) / √(σ²_B + ε) + β
+/// ```
+///
+/// Returns (y, μ_B, σ²_B), the statistics detached as the fast op's are: they feed only the
+/// running averages, and Burn's `ModuleOps` does not promise that on every backend.
+pub(crate) fn batch_norm_train_reference<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    eps: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let out = B::batch_norm_train(x, gamma, beta, eps);
+    (
+        out.output,
+        B::float_detach(out.mean),
+        B::float_detach(out.variance),
+    )
 }
 
 /// Logistic sigmoid whose float32 forward vectorises (see [`sigmoid`]).
 #[backend_extension(Autodiff, Flex)]
 pub trait FastSigmoid: Backend {
-    fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// This default body is `sigmoid_reference`; Flex overrides it with the kernel.
+    fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        sigmoid_reference::<Self>(x)
+    }
+}
+
+/// The reference for [`FastSigmoid`]: Burn's own σ(x) = 1/(1 + e^(−x)) (`ActivationOps::
+/// sigmoid`; its backward is σ(1 − σ)). Burn's trait default computes it in float32 whatever
+/// the input's dtype; Flex's own keeps float64, which the float64 tests rely on.
+pub(crate) fn sigmoid_reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    B::sigmoid(x)
 }
 
 /// σ(x) = 1/(1 + e^(−x)), elementwise. Flex's own sigmoid calls libm's scalar `expf` on a branch
@@ -230,7 +348,36 @@ pub fn batch_norm_train_fused<const D: usize>(
     beta: Tensor<1>,
     eps: f64,
 ) -> FusedOutput<D> {
-    let (output, mean, variance) = <Dispatch as FusedBatchNorm>::fused_batch_norm_train(
+    batch_norm_train_with(
+        <Dispatch as FusedBatchNorm>::fused_batch_norm_train,
+        x,
+        gamma,
+        beta,
+        eps,
+    )
+}
+
+/// The signature of [`FusedBatchNorm::fused_batch_norm_train`] on `Dispatch`.
+type BatchNormOp = fn(
+    FloatTensor<Dispatch>,
+    FloatTensor<Dispatch>,
+    FloatTensor<Dispatch>,
+    f64,
+) -> (
+    FloatTensor<Dispatch>,
+    FloatTensor<Dispatch>,
+    FloatTensor<Dispatch>,
+);
+
+/// Calls `op` (the fast op or its reference) on tensors, and names its outputs.
+fn batch_norm_train_with<const D: usize>(
+    op: BatchNormOp,
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> FusedOutput<D> {
+    let (output, mean, variance) = op(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),

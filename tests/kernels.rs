@@ -1,13 +1,23 @@
-//! The fused training kernels against independent references, in float64:
-//! - `dense` (linear + optional BN + activation) against the same layer built from Burn's own
-//!   tensor ops (matmul, broadcast add, the BN formula written out, Burn's activations), values
-//!   and all five gradients, for every activation, with and without bias and BN;
-//! - `conv3x3` against Burn's `conv2d` (stride 1, padding 1), output and ∂x, ∂W, ∂b, on odd,
-//!   non-square images and a batch that spans several of the kernel's parallel chunks;
-//! - `max_pool2x2` against Burn's `max_pool2d`, output and ∂x, including odd sizes;
-//! - `cross_entropy` against Burn's `cross_entropy_with_logits`, loss and ∂logits, for one-hot
-//!   and soft targets and logits large enough to overflow a naive softmax;
+//! The fused training kernels against their references, in float64. Every fast op in
+//! `bn_exp::kernels` has a reference body written with Burn's own ops (`kernels::reference`,
+//! the trait default any backend but Flex runs); each test below holds the fast op to it, all
+//! outputs and the gradient of every differentiable input under the loss Σ upstream·output
+//! (upstream on every output, so an output detached on one side only shows in the gradients):
+//! - `sigmoid`: output and ∂x, into both saturated tails;
+//! - training-mode BN, `[N, C]` and `[N, C, H, W]`: output, batch mean, biased variance, ∂x, ∂γ,
+//!   ∂β;
+//! - `dense` (linear + optional BN + activation): a, pre, mean, variance and all five gradients,
+//!   for every activation, with and without bias and BN;
+//! - `conv3x3`: output and ∂x, ∂W, ∂b, on odd, non-square images and a batch that spans several
+//!   of the kernel's parallel chunks, with and without bias;
+//! - `max_pool2x2_then`: output and ∂x for every activation, including odd sizes;
+//! - `cross_entropy`: loss and ∂logits (and no ∂targets), for one-hot and soft targets and
+//!   logits large enough to overflow a naive softmax.
+//!
+//! Besides the references:
+//! - max-pooling before g against Burn's g before `max_pool2d` (the order the CNN is defined in);
 //! - `dense` against central finite differences, as a check that does not lean on Burn;
+//! - `cross_entropy` against its closed form for logits 1000 apart;
 //! - `dense` with BN, the path the MLP trains with, against PyTorch's BatchNorm1d vectors
 //!   (`tests/fixtures/batch_norm_pytorch.json`): output, ∂x, ∂γ, ∂β and, through
 //!   `BatchNorm::absorb_batch`, the running statistics after each batch.
@@ -18,13 +28,15 @@
 
 mod reference;
 
-use bn_exp::kernels::{Act, conv3x3, cross_entropy, dense, max_pool2x2, max_pool2x2_then};
+use bn_exp::kernels::{
+    self, Act, DenseOutput, FusedOutput, batch_norm_train_fused, conv3x3, cross_entropy, dense,
+    max_pool2x2, max_pool2x2_then,
+};
 use bn_exp::norm::batch::{BatchNorm, BnMode, tensor_to_f64};
 use burn::module::RunningState;
 use burn::tensor::activation::{relu, sigmoid, tanh};
-use burn::tensor::loss::cross_entropy_with_logits;
-use burn::tensor::module::{conv2d, max_pool2d};
-use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
 
 const TOL: f64 = 1e-10;
@@ -54,6 +66,57 @@ fn tensor<const D: usize>(v: &[f64], shape: [usize; D]) -> Tensor<D> {
     .require_grad()
 }
 
+/// A float64 tensor that takes no gradient (upstream weights, targets).
+fn constant<const D: usize>(v: &[f64], shape: [usize; D]) -> Tensor<D> {
+    Tensor::from_data(
+        TensorData::new(v.to_vec(), shape),
+        TensorCreationOptions::new(device()).with_dtype(DType::F64),
+    )
+}
+
+/// Σ upstream·out, with upstream drawn from `seed`: one output's term of a test loss.
+fn weighted<const D: usize>(out: Tensor<D>, seed: u64) -> Tensor<1> {
+    let dims = out.dims();
+    (out * constant(&values(dims.iter().product(), seed), dims)).sum()
+}
+
+/// One output or gradient of an op: its shape and values.
+#[derive(Debug, PartialEq)]
+struct Part {
+    dims: Vec<usize>,
+    values: Vec<f64>,
+}
+
+fn part<const D: usize>(t: Tensor<D>) -> Part {
+    Part {
+        dims: t.dims().to_vec(),
+        values: flat(t),
+    }
+}
+
+/// The gradient of `t` in `grads`, or zeros of its shape when it took no part in the loss.
+fn grad_part<const D: usize>(t: &Tensor<D>, grads: &burn::tensor::Gradients) -> Part {
+    t.grad(grads).map(part).unwrap_or_else(|| Part {
+        dims: t.dims().to_vec(),
+        values: vec![0.0; t.dims().iter().product()],
+    })
+}
+
+/// Checks each named part of a fast result against the reference's: same shape, values within
+/// `TOL`.
+fn assert_parts_close(what: &str, names: &[&str], got: &[Part], want: &[Part]) {
+    assert_eq!(
+        (got.len(), want.len()),
+        (names.len(), names.len()),
+        "{what}: parts"
+    );
+    for (name, (g, w)) in names.iter().zip(got.iter().zip(want)) {
+        let what = format!("{what} {name}");
+        assert_eq!(g.dims, w.dims, "{what}: shape");
+        assert_close(&what, &g.values, &w.values);
+    }
+}
+
 fn flat<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data()
         .convert_dtype(DType::F64)
@@ -71,6 +134,74 @@ fn assert_close(what: &str, got: &[f64], want: &[f64]) {
             "{what}[{i}]: got {g}, reference {w} (relative error {err:.2e} > {TOL:.0e})"
         );
     }
+}
+
+#[test]
+fn sigmoid_matches_its_reference() {
+    // Odd sizes; |x| up to 40, where σ saturates on both sides.
+    let shape = [7, 3, 5];
+    let n: usize = shape.iter().product();
+    let xs: Vec<f64> = values(n, 51).iter().map(|v| 40.0 * v).collect();
+    let run = |fast: bool| -> [Part; 2] {
+        let x = tensor(&xs, shape);
+        let op = if fast {
+            kernels::sigmoid
+        } else {
+            kernels::reference::sigmoid
+        };
+        let y = op(x.clone());
+        let grads = weighted(y.clone(), 52).backward();
+        [part(y), part(x.grad(&grads).expect("dx"))]
+    };
+    assert_parts_close("sigmoid", &["output", "dx"], &run(true), &run(false));
+}
+
+/// (y, mean, variance, ∂x, ∂γ, ∂β) of training-mode BN through `kernels::batch_norm_train_fused`
+/// (`fast`) or `kernels::reference::batch_norm_train`, under the loss Σ u·y + Σ u₁·mean +
+/// Σ u₂·variance.
+fn batch_norm_case<const D: usize>(fast: bool, shape: [usize; D]) -> [Part; 6] {
+    let c = shape[1];
+    let n: usize = shape.iter().product();
+    // Shifted and scaled, so that neither μ_B is 0 nor σ²_B 1.
+    let xs: Vec<f64> = values(n, 41).iter().map(|v| 3.0 * v + 0.5).collect();
+    let gammas: Vec<f64> = values(c, 42).iter().map(|g| g + 1.5).collect();
+    let (x, gamma, beta) = (
+        tensor(&xs, shape),
+        tensor(&gammas, [c]),
+        tensor(&values(c, 43), [c]),
+    );
+    let op: fn(Tensor<D>, Tensor<1>, Tensor<1>, f64) -> FusedOutput<D> = if fast {
+        batch_norm_train_fused
+    } else {
+        kernels::reference::batch_norm_train
+    };
+    let out = op(x.clone(), gamma.clone(), beta.clone(), EPS);
+    let loss = weighted(out.output.clone(), 44)
+        + weighted(out.mean.clone(), 45)
+        + weighted(out.variance.clone(), 46);
+    let grads = loss.backward();
+    [
+        part(out.output),
+        part(out.mean),
+        part(out.variance),
+        part(x.grad(&grads).expect("dx")),
+        part(gamma.grad(&grads).expect("dgamma")),
+        part(beta.grad(&grads).expect("dbeta")),
+    ]
+}
+
+#[test]
+fn batch_norm_train_matches_its_reference_for_both_ranks() {
+    const PARTS: [&str; 6] = ["output", "mean", "variance", "dx", "dgamma", "dbeta"];
+    // The MLP's [N, C] and the CNN's [N, C, H, W], odd sizes.
+    let (got, want) = (
+        batch_norm_case(true, [9, 13]),
+        batch_norm_case(false, [9, 13]),
+    );
+    assert_parts_close("BN [9, 13]", &PARTS, &got, &want);
+    let shape = [3, 5, 7, 6];
+    let (got, want) = (batch_norm_case(true, shape), batch_norm_case(false, shape));
+    assert_parts_close("BN [3, 5, 7, 6]", &PARTS, &got, &want);
 }
 
 /// The inputs of one dense-layer case.
@@ -102,95 +233,65 @@ impl DenseCase {
     }
 }
 
-/// (output, ∂x, ∂W, ∂b, ∂γ, ∂β) of one dense layer under the loss Σ upstream·output.
-type DenseResult = [Vec<f64>; 6];
+/// (a, pre, mean, variance, ∂x, ∂W, ∂b, ∂γ, ∂β) of one dense layer under the loss
+/// Σ upstream·a + Σ u₁·pre + Σ u₂·mean + Σ u₃·variance.
+type DenseResult = [Part; 9];
+
+const DENSE_PARTS: [&str; 9] = [
+    "output", "pre", "mean", "variance", "dx", "dW", "db", "dgamma", "dbeta",
+];
 
 const EPS: f64 = 1e-5;
 
-/// The layer through `bn_exp::kernels::dense`.
-fn dense_fused(c: &DenseCase, bias: bool, bn: bool, act: Act) -> DenseResult {
+/// The layer through `kernels::dense` (`fast`) or `kernels::reference::dense`.
+fn dense_case(c: &DenseCase, fast: bool, bias: bool, bn: bool, act: Act) -> DenseResult {
     let (x, w) = (tensor(&c.x, [c.n, c.k]), tensor(&c.w, [c.k, c.m]));
     let (b, g, be) = (
         tensor(&c.b, [c.m]),
         tensor(&c.gamma, [c.m]),
         tensor(&c.beta, [c.m]),
     );
-    let out = dense(
+    let op = if fast {
+        dense
+    } else {
+        kernels::reference::dense
+    };
+    let out: DenseOutput = op(
         x.clone(),
         w.clone(),
         bias.then(|| b.clone()),
         bn.then(|| (g.clone(), be.clone(), EPS)),
         act,
-    )
-    .output;
-    dense_gradients(out, c, (&x, &w), [&b, &g, &be])
-}
-
-/// The same layer from Burn's ops: x·W + b, BN written out with the biased batch variance, act.
-fn dense_reference(c: &DenseCase, bias: bool, bn: bool, act: Act) -> DenseResult {
-    let (x, w) = (tensor(&c.x, [c.n, c.k]), tensor(&c.w, [c.k, c.m]));
-    let (b, g, be) = (
-        tensor(&c.b, [c.m]),
-        tensor(&c.gamma, [c.m]),
-        tensor(&c.beta, [c.m]),
     );
-    let mut z = x.clone().matmul(w.clone());
-    if bias {
-        z = z + b.clone().unsqueeze::<2>();
-    }
-    if bn {
-        let mean = z.clone().mean_dim(0);
-        let centred = z - mean;
-        let var = centred.clone().powi_scalar(2).mean_dim(0);
-        z = centred / (var + EPS).sqrt() * g.clone().unsqueeze::<2>() + be.clone().unsqueeze::<2>();
-    }
-    let out = match act {
-        Act::Identity => z,
-        Act::Sigmoid => sigmoid(z),
-        Act::Relu => relu(z),
-        Act::Tanh => tanh(z),
-    };
-    dense_gradients(out, c, (&x, &w), [&b, &g, &be])
-}
-
-/// Output values and the gradients of Σ upstream·out (zeros for inputs that took no part).
-fn dense_gradients(
-    out: Tensor<2>,
-    c: &DenseCase,
-    (x, w): (&Tensor<2>, &Tensor<2>),
-    vectors: [&Tensor<1>; 3],
-) -> DenseResult {
-    let upstream = Tensor::<2>::from_data(
-        TensorData::new(c.upstream.clone(), [c.n, c.m]),
-        TensorCreationOptions::new(device()).with_dtype(DType::F64),
-    );
-    let grads = (out.clone() * upstream).sum().backward();
-    let or_zeros = |g: Option<Vec<f64>>, len: usize| g.unwrap_or_else(|| vec![0.0; len]);
-    let [b, g, be] = vectors.map(|t| or_zeros(t.grad(&grads).map(flat), c.m));
+    let loss = (out.output.clone() * constant(&c.upstream, [c.n, c.m])).sum()
+        + weighted(out.pre.clone(), 7)
+        + weighted(out.mean.clone(), 8)
+        + weighted(out.variance.clone(), 9);
+    let grads = loss.backward();
     [
-        flat(out),
-        or_zeros(x.grad(&grads).map(flat), c.n * c.k),
-        or_zeros(w.grad(&grads).map(flat), c.k * c.m),
-        b,
-        g,
-        be,
+        part(out.output),
+        part(out.pre),
+        part(out.mean),
+        part(out.variance),
+        grad_part(&x, &grads),
+        grad_part(&w, &grads),
+        grad_part(&b, &grads),
+        grad_part(&g, &grads),
+        grad_part(&be, &grads),
     ]
 }
 
-const PARTS: [&str; 6] = ["output", "dx", "dW", "db", "dgamma", "dbeta"];
-
 #[test]
-fn dense_matches_burns_ops_for_every_activation_bias_and_bn() {
+fn dense_matches_its_reference_for_every_activation_bias_and_bn() {
     // K = 37 and M = 13 are not multiples of any SIMD width; N = 9 rows.
     let case = DenseCase::new(9, 37, 13);
     for act in [Act::Identity, Act::Sigmoid, Act::Relu, Act::Tanh] {
         for bias in [false, true] {
             for bn in [false, true] {
-                let got = dense_fused(&case, bias, bn, act);
-                let want = dense_reference(&case, bias, bn, act);
-                for (part, (g, w)) in PARTS.iter().zip(got.iter().zip(&want)) {
-                    assert_close(&format!("{act:?} bias={bias} bn={bn} {part}"), g, w);
-                }
+                let got = dense_case(&case, true, bias, bn, act);
+                let want = dense_case(&case, false, bias, bn, act);
+                let what = format!("{act:?} bias={bias} bn={bn}");
+                assert_parts_close(&what, &DENSE_PARTS, &got, &want);
             }
         }
     }
@@ -202,30 +303,35 @@ fn dense_products_split_over_two_threads_give_the_same_result() {
     // the caller and bn-exp's helper thread (when rayon may use more than one thread). The
     // forward and ∂x split their output columns, ∂W its rows.
     let case = DenseCase::new(64, 256, 128);
-    let got = dense_fused(&case, true, true, Act::Sigmoid);
-    let want = dense_reference(&case, true, true, Act::Sigmoid);
-    for (part, (g, w)) in PARTS.iter().zip(got.iter().zip(&want)) {
-        assert_close(&format!("split product {part}"), g, w);
-    }
+    let got = dense_case(&case, true, true, true, Act::Sigmoid);
+    let want = dense_case(&case, false, true, true, Act::Sigmoid);
+    assert_parts_close("split product", &DENSE_PARTS, &got, &want);
 }
 
 #[test]
 fn dense_gradients_match_central_finite_differences() {
     // Sigmoid with BN: every part of the backward is on the path.
     let case = DenseCase::new(6, 5, 4);
+    // The loss's other terms weigh detached outputs (pre, mean, variance), which carry no
+    // gradient: the analytic gradients are those of Σ upstream·a alone.
     let loss = |c: &DenseCase| -> f64 {
-        let out = dense_fused(c, true, true, Act::Sigmoid);
-        out[0].iter().zip(&c.upstream).map(|(o, u)| o * u).sum()
+        let out = dense_case(c, true, true, true, Act::Sigmoid);
+        out[0]
+            .values
+            .iter()
+            .zip(&c.upstream)
+            .map(|(o, u)| o * u)
+            .sum()
     };
-    let analytic = dense_fused(&case, true, true, Act::Sigmoid);
+    let analytic = dense_case(&case, true, true, true, Act::Sigmoid);
     let h = 1e-6;
     // (which input, its values' accessor) for x, W, γ, β; b has no effect under BN (∂b = 0).
     type Field = fn(&mut DenseCase) -> &mut Vec<f64>;
     let fields: [(usize, Field); 4] = [
-        (1, |c| &mut c.x),
-        (2, |c| &mut c.w),
-        (4, |c| &mut c.gamma),
-        (5, |c| &mut c.beta),
+        (4, |c| &mut c.x),
+        (5, |c| &mut c.w),
+        (7, |c| &mut c.gamma),
+        (8, |c| &mut c.beta),
     ];
     for (part, field) in fields {
         let len = field(&mut DenseCase::new(6, 5, 4)).len();
@@ -238,92 +344,88 @@ fn dense_gradients_match_central_finite_differences() {
                 (loss(&plus) - loss(&minus)) / (2.0 * h)
             })
             .collect();
-        let got = &analytic[part];
+        let got = &analytic[part].values;
         let scale = numeric.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
         for (i, (g, n)) in got.iter().zip(&numeric).enumerate() {
             // Central differences with h = 1e-6 in float64 are good to about 1e-8 here.
             assert!(
                 (g - n).abs() / scale < 1e-7,
                 "{}[{i}]: analytic {g}, finite difference {n}",
-                PARTS[part]
+                DENSE_PARTS[part]
             );
         }
     }
     assert!(
-        analytic[3].iter().all(|v| v.abs() < 1e-12),
+        analytic[6].values.iter().all(|v| v.abs() < 1e-12),
         "∂b under BN must be 0"
     );
 }
 
-/// Output and gradients of Σ upstream·conv(x) for x, W, b.
-fn conv_case(fused: bool, bias: bool) -> [Vec<f64>; 4] {
+/// Output and gradients of Σ upstream·conv(x) for x, W, b, through `kernels::conv3x3` (`fast`)
+/// or `kernels::reference::conv3x3`.
+fn conv_case(fast: bool, bias: bool) -> [Part; 4] {
     let (n, c, h, w, co) = (11, 3, 5, 7, 4);
     let x = tensor(&values(n * c * h * w, 11), [n, c, h, w]);
     let wt = tensor(&values(co * c * 9, 12), [co, c, 3, 3]);
     let b = tensor(&values(co, 13), [co]);
-    let out = if fused {
-        conv3x3(x.clone(), wt.clone(), bias.then(|| b.clone()))
+    let op = if fast {
+        conv3x3
     } else {
-        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-        conv2d(x.clone(), wt.clone(), bias.then(|| b.clone()), options)
+        kernels::reference::conv3x3
     };
-    let upstream = Tensor::<4>::from_data(
-        TensorData::new(values(n * co * h * w, 14), [n, co, h, w]),
-        TensorCreationOptions::new(device()).with_dtype(DType::F64),
-    );
-    let grads = (out.clone() * upstream).sum().backward();
-    let db = b.grad(&grads).map(flat).unwrap_or_else(|| vec![0.0; co]);
+    let out = op(x.clone(), wt.clone(), bias.then(|| b.clone()));
+    let grads = weighted(out.clone(), 14).backward();
     [
-        flat(out),
-        flat(x.grad(&grads).expect("dx")),
-        flat(wt.grad(&grads).expect("dW")),
-        db,
+        part(out),
+        part(x.grad(&grads).expect("dx")),
+        part(wt.grad(&grads).expect("dW")),
+        grad_part(&b, &grads),
     ]
 }
 
 #[test]
-fn conv3x3_matches_burns_conv2d_with_padding_one() {
+fn conv3x3_matches_its_reference_with_and_without_bias() {
     for bias in [true, false] {
         let got = conv_case(true, bias);
         let want = conv_case(false, bias);
-        for (part, (g, w)) in ["output", "dx", "dW", "db"]
-            .iter()
-            .zip(got.iter().zip(&want))
-        {
-            assert_close(&format!("conv3x3 bias={bias} {part}"), g, w);
-        }
+        let what = format!("conv3x3 bias={bias}");
+        assert_parts_close(&what, &["output", "dx", "dW", "db"], &got, &want);
     }
 }
 
-fn pool_case(fused: bool, shape: [usize; 4]) -> [Vec<f64>; 2] {
+/// Output and ∂x of Σ upstream·pool(x) through `kernels::max_pool2x2_then` (`fast`) or
+/// `kernels::reference::max_pool2x2_then`.
+fn pool_case(fast: bool, shape: [usize; 4], act: Act) -> [Part; 2] {
     let n: usize = shape.iter().product();
     let x = tensor(&values(n, 21), shape);
-    let out = if fused {
-        max_pool2x2(x.clone())
+    let op = if fast {
+        max_pool2x2_then
     } else {
-        max_pool2d(x.clone(), MaxPoolOptions::new([2, 2]))
+        kernels::reference::max_pool2x2_then
     };
-    output_and_dx(out, &x, 22)
+    output_and_dx(op(x.clone(), act), &x, 22)
 }
 
 /// The values of `out` and ∂x of Σ upstream·out, with upstream drawn from `seed`.
-fn output_and_dx(out: Tensor<4>, x: &Tensor<4>, seed: u64) -> [Vec<f64>; 2] {
-    let dims = out.dims();
-    let upstream = Tensor::<4>::from_data(
-        TensorData::new(values(dims.iter().product(), seed), dims),
-        TensorCreationOptions::new(device()).with_dtype(DType::F64),
-    );
-    let grads = (out.clone() * upstream).sum().backward();
-    [flat(out), flat(x.grad(&grads).expect("dx"))]
+fn output_and_dx(out: Tensor<4>, x: &Tensor<4>, seed: u64) -> [Part; 2] {
+    let grads = weighted(out.clone(), seed).backward();
+    [part(out), part(x.grad(&grads).expect("dx"))]
 }
 
 #[test]
-fn max_pool2x2_matches_burns_max_pool2d_including_odd_sizes() {
+fn max_pool2x2_matches_its_reference_for_every_activation_including_odd_sizes() {
     for shape in [[2, 3, 6, 8], [3, 2, 5, 7]] {
-        let got = pool_case(true, shape);
-        let want = pool_case(false, shape);
-        assert_eq!(got[0], want[0], "{shape:?} output");
-        assert_eq!(got[1], want[1], "{shape:?} dx");
+        for act in [Act::Identity, Act::Sigmoid, Act::Relu, Act::Tanh] {
+            let got = pool_case(true, shape, act);
+            let want = pool_case(false, shape, act);
+            if act == Act::Identity {
+                // Picking a maximum and routing the gradient to it involve no arithmetic.
+                assert_eq!(got, want, "{shape:?} identity");
+            } else {
+                let what = format!("{shape:?} {act:?}");
+                assert_parts_close(&what, &["output", "dx"], &got, &want);
+            }
+        }
     }
 }
 
@@ -333,7 +435,7 @@ fn pooling_then_activation_equals_activation_then_pooling() {
     let shape = [2, 3, 6, 8];
     let n: usize = shape.iter().product();
     for act in [Act::Sigmoid, Act::Relu, Act::Tanh] {
-        let run = |fused: bool| -> [Vec<f64>; 2] {
+        let run = |fused: bool| -> [Part; 2] {
             let x = tensor(&values(n, 23), shape);
             let out = if fused {
                 max_pool2x2_then(x.clone(), act)
@@ -349,8 +451,7 @@ fn pooling_then_activation_equals_activation_then_pooling() {
             output_and_dx(out, &x, 24)
         };
         let (got, want) = (run(true), run(false));
-        assert_close(&format!("{act:?} pooled"), &got[0], &want[0]);
-        assert_close(&format!("{act:?} dx"), &got[1], &want[1]);
+        assert_parts_close(&format!("{act:?}"), &["pooled", "dx"], &got, &want);
     }
 }
 
@@ -367,24 +468,28 @@ fn max_pool2x2_lets_a_nan_through() {
     );
 }
 
-fn loss_case(fused: bool, logits: &[f64], targets: &[f64], n: usize, c: usize) -> [Vec<f64>; 2] {
+/// Loss and ∂logits through `kernels::cross_entropy` (`fast`) or
+/// `kernels::reference::cross_entropy`; asserts that the targets get no gradient.
+fn loss_case(fast: bool, logits: &[f64], targets: &[f64], n: usize, c: usize) -> [Part; 2] {
     let z = tensor(logits, [n, c]);
-    let y = Tensor::<2>::from_data(
-        TensorData::new(targets.to_vec(), [n, c]),
-        TensorCreationOptions::new(device()).with_dtype(DType::F64),
-    );
-    let loss = if fused {
-        cross_entropy(z.clone(), y)
+    let y = tensor(targets, [n, c]);
+    let op = if fast {
+        cross_entropy
     } else {
-        cross_entropy_with_logits(z.clone(), y)
+        kernels::reference::cross_entropy
     };
+    let loss = op(z.clone(), y.clone());
     // A weight on the loss, so the upstream gradient is not 1.
     let grads = (loss.clone() * 0.75).sum().backward();
-    [flat(loss), flat(z.grad(&grads).expect("dlogits"))]
+    assert!(
+        y.grad(&grads).is_none(),
+        "fast={fast}: targets took a gradient"
+    );
+    [part(loss), part(z.grad(&grads).expect("dlogits"))]
 }
 
 #[test]
-fn cross_entropy_matches_burns_for_one_hot_and_soft_targets() {
+fn cross_entropy_matches_its_reference_for_one_hot_and_soft_targets() {
     let (n, c) = (7, 10);
     let logits: Vec<f64> = values(n * c, 31).iter().map(|v| v * 6.0).collect();
     let one_hot: Vec<f64> = (0..n * c)
@@ -394,8 +499,7 @@ fn cross_entropy_matches_burns_for_one_hot_and_soft_targets() {
     for (name, targets) in [("one-hot", &one_hot), ("soft", &soft)] {
         let got = loss_case(true, &logits, targets, n, c);
         let want = loss_case(false, &logits, targets, n, c);
-        assert_close(&format!("{name} loss"), &got[0], &want[0]);
-        assert_close(&format!("{name} dlogits"), &got[1], &want[1]);
+        assert_parts_close(name, &["loss", "dlogits"], &got, &want);
     }
 }
 
@@ -405,9 +509,9 @@ fn cross_entropy_is_finite_for_huge_logits_and_matches_the_closed_form() {
     let logits = [1000.0, 0.0, 0.0, 1000.0];
     let targets = [1.0, 0.0, 1.0, 0.0];
     let [loss, grad] = loss_case(true, &logits, &targets, 2, 2);
-    assert_close("loss", &loss, &[500.0]);
+    assert_close("loss", &loss.values, &[500.0]);
     // ∂/∂z = 0.75 · (softmax − y) / 2
-    assert_close("dlogits", &grad, &[0.0, 0.0, -0.375, 0.375]);
+    assert_close("dlogits", &grad.values, &[0.0, 0.0, -0.375, 0.375]);
 }
 
 /// The dense op with W = I and no bias is BN alone (x·I = x exactly in float64), so PyTorch's

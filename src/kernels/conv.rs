@@ -23,8 +23,9 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor, TensorCreationOptions};
 use rayon::prelude::*;
 
@@ -38,22 +39,72 @@ const IMAGES_PER_TASK: usize = 8;
 #[backend_extension(Autodiff, Flex)]
 pub trait FusedConv: Backend {
     /// `[N, C, H, W]` ⋆ `[C_out, C, 3, 3]` (+ `[C_out]` when `has_bias`) → `[N, C_out, H, W]`.
+    ///
+    /// This default body is `conv3x3_reference`; Flex overrides it with the kernel below.
     fn conv3x3(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         has_bias: bool,
-    ) -> FloatTensor<Self>;
+    ) -> FloatTensor<Self> {
+        conv3x3_reference::<Self>(x, weight, bias, has_bias)
+    }
+}
+
+/// The reference for [`FusedConv`]: Burn's own `conv2d` with stride 1, padding 1, dilation 1
+/// and one group,
+///
+/// ```text
+/// z[n, o, i, j] = b[o] + Σ_c Σ_{ky,kx ∈ 0..3} W[o, c, ky, kx] · x[n, c, i + ky − 1, j + kx − 1]
+/// ```
+///
+/// with x read as 0 outside the image. The shape check is the fast op's: `conv2d` would accept
+/// other kernel sizes and return a smaller output.
+pub(crate) fn conv3x3_reference<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    has_bias: bool,
+) -> FloatTensor<B> {
+    let (xd, wd) = (x.shape(), weight.shape());
+    assert!(
+        xd.num_dims() == 4 && wd.num_dims() == 4 && wd[1] == xd[1] && wd[2] == 3 && wd[3] == 3,
+        "conv3x3: input {xd:?} and weight {wd:?} do not fit (weight must be [C_out, C, 3, 3])"
+    );
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    B::conv2d(x, weight, has_bias.then_some(bias), options)
 }
 
 /// 3×3 convolution with stride 1 and zero padding 1 (the output has the input's H and W), plus
 /// the bias if given. Panics if the weight is not `[C_out, C, 3, 3]` for the input's C.
 pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    conv3x3_with(<Dispatch as FusedConv>::conv3x3, x, weight, bias)
+}
+
+/// [`conv3x3`] through [`conv3x3_reference`] (see `super::reference`).
+pub(super) fn conv3x3_reference_tensors(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<4> {
+    conv3x3_with(conv3x3_reference::<Dispatch>, x, weight, bias)
+}
+
+/// The signature of [`FusedConv::conv3x3`] on `Dispatch`.
+type ConvOp = fn(
+    FloatTensor<Dispatch>,
+    FloatTensor<Dispatch>,
+    FloatTensor<Dispatch>,
+    bool,
+) -> FloatTensor<Dispatch>;
+
+/// Calls `op` (the fast op or its reference) with [`conv3x3`]'s arguments made into its inputs.
+fn conv3x3_with(op: ConvOp, x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
     let has_bias = bias.is_some();
     // A placeholder in x's dtype (the kernel reads all inputs as one type).
     let options = TensorCreationOptions::new(x.device()).with_dtype(x.dtype());
     let bias = bias.unwrap_or_else(|| Tensor::zeros([0], options));
-    Tensor::from_dispatch(<Dispatch as FusedConv>::conv3x3(
+    Tensor::from_dispatch(op(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),

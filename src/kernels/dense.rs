@@ -29,7 +29,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, Flex, Shape, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor, TensorCreationOptions};
 
 use super::gemm::{Operand, gemm_into};
@@ -57,6 +57,10 @@ pub struct DenseSpec {
 pub trait FusedDense: Backend {
     /// Returns (a, pre, batch mean, biased batch variance); the last two are empty without BN.
     /// `bias`, `gamma` and `beta` are ignored (pass empty tensors) where `spec` does not use them.
+    ///
+    /// This default body is `dense_reference`; Flex overrides it with the fast kernel below.
+    /// (The tuple is spelled out, not `DenseTensors`: `#[backend_extension]` reads it to wrap
+    /// each output, and would take an alias for a struct of its own.)
     fn fused_dense(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -69,7 +73,63 @@ pub trait FusedDense: Backend {
         FloatTensor<Self>,
         FloatTensor<Self>,
         FloatTensor<Self>,
-    );
+    ) {
+        dense_reference::<Self>(x, weight, bias, gamma, beta, spec)
+    }
+}
+
+/// The four outputs of [`FusedDense::fused_dense`] on backend `B`.
+type DenseTensors<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+);
+
+/// The reference for [`FusedDense`], op by op with Burn's backend ops, so that autodiff records
+/// (and differentiates) each one:
+///
+/// ```text
+/// z   = x·W + b                   float_matmul, then float_add of b as a [1, M] row
+/// pre = BN(z) or z                super::batch_norm_train_reference (Burn's batch_norm_train)
+/// a   = g(pre)                    activation_reference
+/// ```
+///
+/// Returns (a, pre, μ_B, σ²_B) as the fast op does: `pre` and the statistics detached, and the
+/// statistics empty (`[0]`, in x's dtype) without BN.
+pub(crate) fn dense_reference<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    spec: DenseSpec,
+) -> DenseTensors<B> {
+    let (device, dtype) = (x.device(), x.dtype());
+    let mut z = B::float_matmul(x, weight);
+    if spec.bias {
+        let m = bias.shape()[0];
+        z = B::float_add(z, B::float_reshape(bias, Shape::new([1, m])));
+    }
+    let (pre, mean, var) = match spec.bn_eps {
+        Some(eps) => super::batch_norm_train_reference::<B>(z, gamma, beta, eps),
+        None => {
+            let empty = || B::float_zeros(Shape::new([0]), &device, dtype.into());
+            (z, empty(), empty())
+        }
+    };
+    let a = activation_reference::<B>(pre.clone(), spec.act);
+    (a, B::float_detach(pre), mean, var)
+}
+
+/// The reference for g: Burn's own sigmoid, ReLU and tanh.
+pub(super) fn activation_reference<B: Backend>(x: FloatTensor<B>, act: Act) -> FloatTensor<B> {
+    match act {
+        Act::Identity => x,
+        Act::Sigmoid => B::sigmoid(x),
+        Act::Relu => B::relu(x),
+        Act::Tanh => B::float_tanh(x),
+    }
 }
 
 /// Outputs of [`dense`].
@@ -91,6 +151,46 @@ pub fn dense(
     bn: Option<(Tensor<1>, Tensor<1>, f64)>,
     act: Act,
 ) -> DenseOutput {
+    dense_with(
+        <Dispatch as FusedDense>::fused_dense,
+        x,
+        weight,
+        bias,
+        bn,
+        act,
+    )
+}
+
+/// [`dense`] through [`dense_reference`] (see `super::reference`).
+pub(super) fn dense_reference_tensors(
+    x: Tensor<2>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    bn: Option<(Tensor<1>, Tensor<1>, f64)>,
+    act: Act,
+) -> DenseOutput {
+    dense_with(dense_reference::<Dispatch>, x, weight, bias, bn, act)
+}
+
+/// The signature of [`FusedDense::fused_dense`] on `Dispatch`.
+type DenseOp = fn(
+    FloatTensor<Dispatch>,
+    FloatTensor<Dispatch>,
+    FloatTensor<Dispatch>,
+    FloatTensor<Dispatch>,
+    FloatTensor<Dispatch>,
+    DenseSpec,
+) -> DenseTensors<Dispatch>;
+
+/// Calls `op` (the fast op or its reference) with [`dense`]'s arguments made into its inputs.
+fn dense_with(
+    op: DenseOp,
+    x: Tensor<2>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    bn: Option<(Tensor<1>, Tensor<1>, f64)>,
+    act: Act,
+) -> DenseOutput {
     // Placeholders for the unused inputs, in x's dtype (the kernel reads all inputs as one type).
     let options = TensorCreationOptions::new(x.device()).with_dtype(x.dtype());
     let empty = || Tensor::<1>::zeros([0], options.clone());
@@ -103,7 +203,7 @@ pub fn dense(
         Some((g, b, _)) => (g, b),
         None => (empty(), empty()),
     };
-    let (output, pre, mean, variance) = <Dispatch as FusedDense>::fused_dense(
+    let (output, pre, mean, variance) = op(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.unwrap_or_else(empty).into_dispatch(),

@@ -15,7 +15,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, Flex, Scalar, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor};
 
 use super::{OneInputBackward, Real, as_dtype, as_f32, tensor_from, values};
@@ -23,7 +23,33 @@ use super::{OneInputBackward, Real, as_dtype, as_f32, tensor_from, values};
 #[backend_extension(Autodiff, Flex)]
 pub trait FusedCrossEntropy: Backend {
     /// Mean cross-entropy `[1]` of logits `[N, C]` against targets `[N, C]`.
-    fn cross_entropy(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self>;
+    ///
+    /// This default body is `cross_entropy_reference`; Flex overrides it with the kernel below.
+    fn cross_entropy(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
+        cross_entropy_reference::<Self>(logits, targets)
+    }
+}
+
+/// The reference for [`FusedCrossEntropy`], from Burn's ops:
+///
+/// ```text
+/// ℓ = −(1/N) Σ_n Σ_c y[n,c] · log_softmax(z)[n,c]        log_softmax: Burn's, along dim 1
+/// ```
+///
+/// The targets are detached: the fast op gives them no gradient, and neither does this one.
+pub(crate) fn cross_entropy_reference<B: Backend>(
+    logits: FloatTensor<B>,
+    targets: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let (d, t) = (logits.shape(), targets.shape());
+    assert!(
+        d.num_dims() == 2 && d == t,
+        "cross_entropy: logits {d:?} and targets {t:?} must both be [N, C]"
+    );
+    let n = d[0] as f64;
+    let log_p = B::log_softmax(logits, 1);
+    let total = B::float_sum(B::float_mul(B::float_detach(targets), log_p));
+    B::float_mul_scalar(total, Scalar::Float(-1.0 / n))
 }
 
 /// Mean softmax cross-entropy of `logits` against (one-hot or soft) `targets`, shape `[1]`.

@@ -27,13 +27,29 @@ use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::dense::{Act, activate, activation_backward};
+use super::dense::{Act, activate, activation_backward, activation_reference};
 use super::{OneInputBackward, Real, as_dtype, as_f32, tensor_from, values};
 
 #[backend_extension(Autodiff, Flex)]
 pub trait FusedMaxPool: Backend {
     /// `[N, C, H, W]` → `[N, C, H/2, W/2]`, then `act`.
-    fn max_pool2x2(x: FloatTensor<Self>, act: Act) -> FloatTensor<Self>;
+    ///
+    /// This default body is `max_pool2x2_reference`; Flex overrides it with the kernel below.
+    fn max_pool2x2(x: FloatTensor<Self>, act: Act) -> FloatTensor<Self> {
+        max_pool2x2_reference::<Self>(x, act)
+    }
+}
+
+/// The reference for [`FusedMaxPool`], in the op's own order: Burn's `max_pool2d` (kernel 2,
+/// stride 2, no padding, floor mode, so odd trailing rows and columns are dropped), then g
+/// (`dense::activation_reference`):
+///
+/// ```text
+/// y[n, c, i, j] = g(max of x[n, c, 2i..2i+2, 2j..2j+2])
+/// ```
+pub(crate) fn max_pool2x2_reference<B: Backend>(x: FloatTensor<B>, act: Act) -> FloatTensor<B> {
+    let pooled = B::max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
+    activation_reference::<B>(pooled, act)
 }
 
 /// 2×2 max-pooling, stride 2, no padding.
