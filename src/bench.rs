@@ -11,14 +11,12 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
 use crate::config::{Config, config_from_value};
-use crate::kernels::cross_entropy;
-use crate::model::{CLASSES, Mode, build_net};
+use crate::model::{CLASSES, build_net};
 use crate::rng::Rng;
 
 /// The step workloads, in the order they run.
@@ -170,11 +168,7 @@ pub fn time_steps(workload: &str, reps: usize) -> Result<StepResult> {
     let config = workload_config(workload)?;
     let device = backend::device();
     let train_device = backend::train_device();
-    let (c, side) = match config.dataset {
-        crate::data::Dataset::Mnist => (1, 28),
-        crate::data::Dataset::Cifar10 => (3, 32),
-    };
-    let features = c * side * side;
+    let features = config.dataset.features();
     let b = config.batch_size;
     // A pool of random examples to gather batches from, as training does.
     let pool = 1024.max(b);
@@ -195,16 +189,8 @@ pub fn time_steps(workload: &str, reps: usize) -> Result<StepResult> {
         let idx: Vec<usize> = (0..b).map(|_| rng.below(pool)).collect();
         let t0 = Instant::now();
         let (x, y) = split.batch(&idx, &device);
-        let mode = Mode::Train {
-            update_running: true,
-            dropout_seed: None,
-        };
-        let logits = net.forward(x.autodiff(), mode, None)?;
-        let loss = cross_entropy(logits, y.autodiff());
-        let value: f32 = loss.clone().into_scalar();
-        ensure!(value.is_finite(), "bench loss is not finite");
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = optim.step(config.optim.lr, net, grads);
+        let (_, next) = crate::train::sgd_step(net, &mut optim, x, y, None, config.optim.lr)?;
+        net = next.context("bench loss is not finite")?;
         if i >= warmup {
             times.push(t0.elapsed().as_secs_f64() * 1e6);
         }

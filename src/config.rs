@@ -394,10 +394,7 @@ impl Config {
                     "model.channels must list at least one positive width, got {:?}",
                     m.channels
                 );
-                let side = match self.dataset {
-                    Dataset::Mnist => 28,
-                    Dataset::Cifar10 => 32,
-                };
+                let (_, side) = self.dataset.image_shape();
                 ensure!(
                     side >> m.channels.len() >= 1,
                     "model.channels has {} blocks, but each halves the {side}x{side} image",

@@ -24,7 +24,6 @@ use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::{Activation, Arch, Config, Init, Placement};
-use crate::data::Dataset;
 use crate::kernels::{Act, conv3x3, dense, max_pool2x2, max_pool2x2_then};
 use crate::norm::batch::tensor_to_f32;
 use crate::norm::{BatchStats, BnMode, InferenceStats, Norm};
@@ -111,10 +110,7 @@ pub const CLASSES: usize = 10;
 
 /// Build the net a config describes, on `device`, with weights from `seed`.
 pub fn build_net(config: &Config, device: &Device) -> Net {
-    let (in_channels, side) = match config.dataset {
-        Dataset::Mnist => (1, 28),
-        Dataset::Cifar10 => (3, 32),
-    };
+    let (in_channels, side) = config.dataset.image_shape();
     let m = &config.model;
     let spec = NetSpec {
         arch: m.arch,

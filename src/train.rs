@@ -442,6 +442,33 @@ fn progress_bar(config: &Config, quiet: bool, position: u64) -> ProgressBar {
     bar
 }
 
+/// One SGD step on the mini-batch `x` (`[N, features]`) with one-hot labels `y`: the forward
+/// pass in training mode (BN updating its running statistics, dropout masks from
+/// `dropout_seed`), softmax cross-entropy, the backward pass and the optimiser's update at `lr`.
+/// Returns the mini-batch loss and the updated net, or `None` for the net when the loss is not
+/// finite (the run diverged; no update is made). Training and `bench` both step through here.
+pub fn sgd_step(
+    net: Net,
+    optim: &mut ModuleOptimizer,
+    x: Tensor<2>,
+    y: Tensor<2>,
+    dropout_seed: Option<u64>,
+    lr: f64,
+) -> Result<(f64, Option<Net>)> {
+    let mode = Mode::Train {
+        update_running: true,
+        dropout_seed,
+    };
+    let logits = net.forward(x.autodiff(), mode, None)?;
+    let loss = cross_entropy(logits, y.autodiff());
+    let value = f64::from(loss.clone().into_scalar::<f32>());
+    if !value.is_finite() {
+        return Ok((value, None));
+    }
+    let grads = GradientsParams::from_grads(loss.backward(), &net);
+    Ok((value, Some(optim.step(lr, net, grads))))
+}
+
 pub fn build_optimizer(config: &Config) -> ModuleOptimizer {
     let o = &config.optim;
     let mut sgd = SgdConfig::new();
@@ -472,18 +499,7 @@ impl Runner<'_> {
         let (x, y) = self.train.batch(indices, &self.device);
         let dropout_seed = (self.config.model.dropout > 0.0)
             .then(|| Rng::stream(self.config.seed, STREAM_DROPOUT, step).next_u64());
-        let mode = Mode::Train {
-            update_running: true,
-            dropout_seed,
-        };
-        let logits = net.forward(x.autodiff(), mode, None)?;
-        let loss = cross_entropy(logits, y.autodiff());
-        let value = f64::from(loss.clone().into_scalar::<f32>());
-        if !value.is_finite() {
-            return Ok((value, None));
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        Ok((value, Some(optim.step(lr, net, grads))))
+        sgd_step(net, optim, x, y, dropout_seed, lr)
     }
 
     /// Test loss and accuracy on the full test set with `stats`.
