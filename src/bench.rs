@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend;
 use crate::config::{Config, config_from_value};
 use crate::model::{CLASSES, build_net};
+use crate::progress::Progress;
 use crate::rng::Rng;
 
 /// The step workloads, in the order they run.
@@ -93,7 +94,7 @@ pub struct BenchRequest {
 }
 
 /// Run the bench, printing each figure as it is measured, and return them all.
-pub fn bench(args: &BenchRequest) -> Result<BenchReport> {
+pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport> {
     let wanted: Vec<String> = args.only.clone().unwrap_or_else(|| {
         STEP_WORKLOADS
             .iter()
@@ -108,39 +109,41 @@ pub fn bench(args: &BenchRequest) -> Result<BenchReport> {
         pytorch: None,
     };
     let threads = args.threads.unwrap_or_else(backend::threads);
-    println!(
+    progress.result(&format!(
         "bn-exp bench on {} ({threads} threads)",
         backend::BACKEND_NAME
-    );
-    println!(
+    ));
+    progress.result(&format!(
         "{:<8} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10}",
         "workload", "batch", "median µs", "min µs", "max µs", "steps/s", "peak MB"
-    );
+    ));
     for w in wanted.iter().filter(|w| w.as_str() != "fig1") {
         let r = run_worker(w, args.reps, threads)?;
-        println!(
+        progress.result(&format!(
             "{:<8} {:>6} {:>12.0} {:>12.0} {:>12.0} {:>10.1} {:>10.1}",
             r.workload, r.batch_size, r.median_us, r.min_us, r.max_us, r.steps_per_s, r.peak_rss_mb
-        );
+        ));
         report.steps.push(r);
     }
     if wanted.iter().any(|w| w == "fig1") {
         let fig1 = time_fig1(&report.steps, &args.data_dir)?;
         if let Some(p) = fig1.projected_s {
-            println!("fig1: projected {p:.1} s from the step medians (two nets in parallel)");
+            progress.result(&format!(
+                "fig1: projected {p:.1} s from the step medians (two nets in parallel)"
+            ));
         }
-        println!(
+        progress.result(&format!(
             "fig1: measured {:.1} s wall for both nets, {} steps each, run side by side",
             fig1.measured_s, fig1.steps
-        );
+        ));
         report.fig1 = Some(fig1);
     }
     if args.compare_pytorch {
-        report.pytorch = compare_pytorch(&report, args.reps, threads)?;
+        report.pytorch = compare_pytorch(&report, args.reps, threads, progress)?;
     }
     if let Some(path) = &args.json {
         crate::run::write_json_atomic(path, &report)?;
-        println!("wrote {}", path.display());
+        progress.result(&format!("wrote {}", path.display()));
     }
     Ok(report)
 }
@@ -284,13 +287,14 @@ fn compare_pytorch(
     report: &BenchReport,
     reps: usize,
     threads: usize,
+    progress: &dyn Progress,
 ) -> Result<Option<serde_json::Value>> {
     let script = Path::new("scripts/pytorch_reference.py");
     if !script.exists() {
-        eprintln!(
+        progress.note(&format!(
             "--compare-pytorch: {} not found (run from the repository root)",
             script.display()
-        );
+        ));
         return Ok(None);
     }
     let python = std::env::var("BN_EXP_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -305,27 +309,27 @@ fn compare_pytorch(
         .output()
         .with_context(|| format!("cannot run {python} {}", script.display()))?;
     if !out.status.success() {
-        eprintln!(
+        progress.note(&format!(
             "--compare-pytorch: the PyTorch reference failed (is torch installed for {python}?):\n{}",
             String::from_utf8_lossy(&out.stderr)
-        );
+        ));
         return Ok(None);
     }
     let theirs: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("the PyTorch reference printed no JSON")?;
-    println!(
+    progress.result(&format!(
         "{:<8} {:>14} {:>14} {:>10}",
         "workload", "bn-exp µs", "PyTorch µs", "ratio"
-    );
+    ));
     for s in &report.steps {
         if let Some(t) = theirs["steps"][&s.workload]["median_us"].as_f64() {
-            println!(
+            progress.result(&format!(
                 "{:<8} {:>14.0} {:>14.0} {:>9.2}x",
                 s.workload,
                 s.median_us,
                 t,
                 s.median_us / t
-            );
+            ));
         }
     }
     Ok(Some(theirs))

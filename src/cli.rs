@@ -14,7 +14,9 @@ use bn_exp::config::load_config;
 use bn_exp::data::{CATALOGUE_ENV, Catalogue, DATA_DIR_ENV, DataSource, Dataset};
 use bn_exp::fetch::{self, FetchOptions};
 use bn_exp::plot::{self, ImageFormat, PlotRequest};
+use bn_exp::progress::{Progress, Silent};
 use bn_exp::train::{self, Outcome, TrainOptions, TrainRequest};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Exit status of `compare` when the comparison was made but some runs failed to train.
 const EXIT_RUNS_FAILED: u8 = 1;
@@ -280,13 +282,12 @@ fn run_train(args: &TrainArgs) -> Result<ExitCode> {
         force: args.force,
         data: args.data.source()?,
         options: TrainOptions {
-            quiet: args.quiet,
             stop_after: args.stop_after,
             hold_after: args.hold_after,
         },
         config,
     };
-    let code = match train::train(&request)? {
+    let code = match train::train(&request, &*terminal(args.quiet))? {
         Outcome::Finished(summary) | Outcome::Diverged(summary) => {
             println!("{}", train::summary_line(&summary, &run_dir));
             train::exit_status(&summary)
@@ -326,7 +327,7 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
         quiet: args.quiet,
         data_dir: args.data.data_dir,
     };
-    let outcome = compare::compare(&request)?;
+    let outcome = compare::compare(&request, &*terminal(request.quiet))?;
     if outcome.comparison.is_some() {
         print!("{}", outcome.text);
     } else {
@@ -344,7 +345,7 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for failure in &outcome.failures {
-        eprintln!("failed: {failure}");
+        eprintln!("{failure}");
     }
     eprintln!(
         "{} run(s) failed; rerun the same command to retry them",
@@ -374,6 +375,9 @@ fn run_plot(args: PlotArgs) -> Result<ExitCode> {
     }
     request.format = format;
     let report = plot::make_plots(&request)?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
     print!("{}", report.describe(&request.out));
     Ok(ExitCode::SUCCESS)
 }
@@ -407,9 +411,8 @@ fn run_data(args: &DataArgs) -> Result<ExitCode> {
                 catalogue: data.catalogue.clone(),
                 base_url: base_url.clone(),
                 force: *force,
-                progress: std::io::stderr().is_terminal(),
             };
-            let outcome = fetch::fetch(&data.dir, dataset, &options)?;
+            let outcome = fetch::fetch(&data.dir, dataset, &options, &Terminal::new())?;
             println!("{}", outcome.describe(&data.dir, dataset, &options));
             Ok(ExitCode::SUCCESS)
         }
@@ -422,14 +425,15 @@ fn run_bench(args: &BenchArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string(&result)?);
         return Ok(ExitCode::SUCCESS);
     }
-    bench::bench(&BenchRequest {
+    let request = BenchRequest {
         reps: args.reps,
         only: args.only.clone(),
         json: args.json.clone(),
         compare_pytorch: args.compare_pytorch,
         threads: args.threads.map(|t| t as usize),
         data_dir: args.data.resolve(),
-    })?;
+    };
+    bench::bench(&request, &Terminal::new())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -438,6 +442,86 @@ impl From<&DatasetName> for Dataset {
         match name {
             DatasetName::Mnist => Dataset::Mnist,
             DatasetName::Cifar10 => Dataset::Cifar10,
+        }
+    }
+}
+
+/// The terminal's view of long-running work: notes on stderr, result lines on stdout, and one
+/// progress bar drawn only when stderr is a terminal (notes then print above it).
+struct Terminal {
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+    draw: bool,
+}
+
+impl Terminal {
+    fn new() -> Self {
+        Terminal {
+            bar: std::sync::Mutex::new(None),
+            draw: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Run `f` with the bar (if any) out of the way.
+    fn around_bar(&self, f: impl FnOnce()) {
+        match self.bar.lock().ok().as_deref().and_then(Option::as_ref) {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+}
+
+/// Where a command's progress goes: nowhere with `--quiet`.
+fn terminal(quiet: bool) -> Box<dyn Progress> {
+    if quiet {
+        Box::new(Silent)
+    } else {
+        Box::new(Terminal::new())
+    }
+}
+
+impl Progress for Terminal {
+    fn note(&self, line: &str) {
+        self.around_bar(|| eprintln!("{line}"));
+    }
+
+    fn result(&self, line: &str) {
+        self.around_bar(|| println!("{line}"));
+    }
+
+    fn begin(&self, label: &str, total: Option<u64>, position: u64) {
+        if !self.draw {
+            return;
+        }
+        let bar = match total {
+            Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()),
+            None => ProgressBar::new_spinner(),
+        };
+        let template = match total {
+            Some(_) => "{prefix} [{bar:30}] {percent:>3}%  {msg}  ETA {eta}",
+            None => "{prefix} {spinner} {msg}",
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(label.to_string());
+        bar.set_position(position);
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(old) = slot.replace(bar)
+        {
+            old.finish_and_clear();
+        }
+    }
+
+    fn advance(&self, position: u64, status: &str) {
+        if let Some(bar) = self.bar.lock().ok().as_deref().and_then(Option::as_ref) {
+            bar.set_position(position);
+            bar.set_message(status.to_string());
+        }
+    }
+
+    fn end(&self) {
+        if let Some(bar) = self.bar.lock().ok().and_then(|mut slot| slot.take()) {
+            bar.finish_and_clear();
         }
     }
 }

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+use crate::progress::Progress;
 use keys::{flatten_leaves, get_path, json_equal};
 use render::{Heading, render_text, write_comparison};
 use runner::{JobResult, TrainJob, TrainOutcome, TrainSettings, train_all};
@@ -76,7 +77,7 @@ pub struct CompareOutcome {
 }
 
 /// Run a comparison: train a study's missing runs first when the target is a study.
-pub fn compare(request: &CompareRequest) -> Result<CompareOutcome> {
+pub fn compare(request: &CompareRequest, progress: &dyn Progress) -> Result<CompareOutcome> {
     let thresholds = request
         .thresholds
         .as_deref()
@@ -87,8 +88,10 @@ pub fn compare(request: &CompareRequest) -> Result<CompareOutcome> {
         anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
     }
     match &request.target {
-        CompareTarget::Study(file) => run_study(file, request, thresholds),
-        CompareTarget::Dirs(dirs) if !dirs.is_empty() => compare_dirs(dirs, request, thresholds),
+        CompareTarget::Study(file) => run_study(file, request, thresholds, progress),
+        CompareTarget::Dirs(dirs) if !dirs.is_empty() => {
+            compare_dirs(dirs, request, thresholds, progress)
+        }
         CompareTarget::Dirs(_) => bail!(
             "nothing to compare: give a study file (--study configs/studies/paper_fig1.json) \
 or run folders (results/paper_fig1)"
@@ -101,50 +104,47 @@ fn run_study(
     file: &Path,
     request: &CompareRequest,
     thresholds: Option<Vec<f64>>,
+    progress: &dyn Progress,
 ) -> Result<CompareOutcome> {
     let study = load_study(file)?;
     let study_dir = request.results_dir.join(&study.name);
     let jobs = plan_study(&study, &study_dir)?;
     let parallel = request.jobs.unwrap_or_else(default_jobs);
-    if !request.quiet {
-        eprintln!(
-            "study {}: {} runs, {} already done, {} to train ({} at a time) in {}",
-            study.name,
-            study.runs.len(),
-            study.runs.len() - jobs.len(),
-            jobs.len(),
-            parallel.min(jobs.len()).max(1),
-            study_dir.display()
-        );
-    }
+    progress.note(&format!(
+        "study {}: {} runs, {} already done, {} to train ({} at a time) in {}",
+        study.name,
+        study.runs.len(),
+        study.runs.len() - jobs.len(),
+        jobs.len(),
+        parallel.min(jobs.len()).max(1),
+        study_dir.display()
+    ));
     let settings = TrainSettings {
         exe: std::env::current_exe().context("cannot find the bn-exp executable")?,
         jobs: parallel,
         data_dir: request.data_dir.clone(),
         quiet: request.quiet,
     };
-    let results = train_all(jobs, &settings);
+    let results = train_all(jobs, &settings, progress);
     let (records, load_failures) = load_study_runs(&study, &study_dir);
     let failed: Vec<&JobResult> = results
         .iter()
         .filter(|result| matches!(result.outcome, TrainOutcome::Failed(_)))
         .collect();
-    if !request.quiet {
-        let diverged = results
-            .iter()
-            .filter(|result| result.outcome == TrainOutcome::Diverged)
-            .count();
-        eprintln!(
-            "trained {} runs: {} diverged, {} failed",
-            results.len(),
-            diverged,
-            failed.len()
-        );
-    }
+    let diverged = results
+        .iter()
+        .filter(|result| result.outcome == TrainOutcome::Diverged)
+        .count();
+    progress.note(&format!(
+        "trained {} runs: {} diverged, {} failed",
+        results.len(),
+        diverged,
+        failed.len()
+    ));
     let failures = failed
         .iter()
         .map(|result| match &result.outcome {
-            TrainOutcome::Failed(why) => format!("{}: {why}", result.name),
+            TrainOutcome::Failed(why) => format!("run {} failed: {why}", result.name),
             _ => result.name.clone(),
         })
         .chain(load_failures.iter().map(|err| format!("{err:#}")))
@@ -282,12 +282,14 @@ fn compare_dirs(
     dirs: &[PathBuf],
     request: &CompareRequest,
     thresholds: Option<Vec<f64>>,
+    progress: &dyn Progress,
 ) -> Result<CompareOutcome> {
     let found = find_runs(dirs)?;
-    if !request.quiet {
-        for dir in &found.unfinished {
-            eprintln!("skipping {} (unfinished: no summary.json)", dir.display());
-        }
+    for dir in &found.unfinished {
+        progress.note(&format!(
+            "skipping {} (unfinished: no summary.json)",
+            dir.display()
+        ));
     }
     let single_study = match (dirs, found.study_dirs.as_slice()) {
         ([only], [study]) if only == study => Some(study.clone()),

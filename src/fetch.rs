@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use flate2::read::MultiGzDecoder;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::{self, Catalogue, Dataset, DatasetState, FileSpec, FileStatus};
+use crate::progress::Progress;
 
 /// Official MNIST mirrors, tried in this order. They serve `<name>.gz`; their gzip bytes differ
 /// from bn-exp's embedded copy, which is why bn-exp checks the decompressed content.
@@ -50,18 +50,15 @@ pub struct FetchOptions {
     pub base_url: Option<String>,
     /// Download again even files that are present and valid.
     pub force: bool,
-    /// Show progress bars (only sensible on a terminal).
-    pub progress: bool,
 }
 
 impl Default for FetchOptions {
-    /// The canonical sources and the published checksums, files already valid kept, no bars.
+    /// The canonical sources and the published checksums, files already valid kept.
     fn default() -> Self {
         FetchOptions {
             catalogue: Catalogue::published(),
             base_url: None,
             force: false,
-            progress: false,
         }
     }
 }
@@ -97,7 +94,12 @@ impl FetchOutcome {
 
 /// Download `dataset` into `data_dir`: every file not present and valid (all with `force`).
 /// On failure nothing new is left in `data_dir`.
-pub fn fetch(data_dir: &Path, dataset: Dataset, options: &FetchOptions) -> Result<FetchOutcome> {
+pub fn fetch(
+    data_dir: &Path,
+    dataset: Dataset,
+    options: &FetchOptions,
+    progress: &dyn Progress,
+) -> Result<FetchOutcome> {
     let bases = source_bases(dataset, options.base_url.as_deref())?;
     let (needed, kept) = files_to_fetch(data_dir, dataset, options);
     if needed.is_empty() {
@@ -109,8 +111,8 @@ pub fn fetch(data_dir: &Path, dataset: Dataset, options: &FetchOptions) -> Resul
     let agent = build_agent();
     let staging = Staging::create(data_dir, dataset)?;
     let staged = match dataset {
-        Dataset::Mnist => stage_mnist(&agent, &staging, &bases, &needed, options.progress)?,
-        Dataset::Cifar10 => stage_cifar(&agent, &staging, &bases, &needed, options.progress)?,
+        Dataset::Mnist => stage_mnist(&agent, &staging, &bases, &needed, progress)?,
+        Dataset::Cifar10 => stage_cifar(&agent, &staging, &bases, &needed, progress)?,
     };
     let fetched = staging.commit(&staged)?;
     Ok(FetchOutcome { fetched, kept })
@@ -266,14 +268,18 @@ fn create_dir_all_recorded(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Try `attempt` on each base URL until one succeeds. With several bases, the error of the last
 /// is returned (so its kind can still be inspected) with the others' reasons as context.
-fn first_success<T>(bases: &[String], mut attempt: impl FnMut(&str) -> Result<T>) -> Result<T> {
+fn first_success<T>(
+    bases: &[String],
+    progress: &dyn Progress,
+    mut attempt: impl FnMut(&str) -> Result<T>,
+) -> Result<T> {
     let mut failures = Vec::new();
     for base in bases {
         match attempt(base) {
             Ok(value) => return Ok(value),
             Err(err) => {
                 if bases.len() > 1 {
-                    eprintln!("  failed: {err:#}");
+                    progress.note(&format!("  failed: {err:#}"));
                 }
                 failures.push(err);
             }
@@ -303,16 +309,16 @@ fn stage_mnist(
     staging: &Staging,
     bases: &[String],
     needed: &[&FileSpec],
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<Vec<StagedFile>> {
     let mut staged = Vec::new();
     for spec in needed {
         let remote = format!("{}.gz", spec.name);
         let staged_path = staging.dir.join(&remote);
         let gz_target = staging.dataset_dir.join(&remote);
-        let gzipped = first_success(bases, |base| {
+        let gzipped = first_success(bases, progress, |base| {
             let url = join_url(base, &remote);
-            eprintln!("downloading {url}");
+            progress.note(&format!("downloading {url}"));
             let result = download(agent, &url, &staged_path, MNIST_MAX_DOWNLOAD, progress)
                 .and_then(|_| check_download(Dataset::Mnist, spec, &staged_path, &gz_target, &url));
             if result.is_err() {
@@ -361,16 +367,16 @@ fn stage_cifar(
     staging: &Staging,
     bases: &[String],
     needed: &[&FileSpec],
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<Vec<StagedFile>> {
     let archive = staging.dir.join(CIFAR_ARCHIVE);
     let members_dir = staging.dir.join(Dataset::Cifar10.dir_name());
-    first_success(bases, |base| {
+    first_success(bases, progress, |base| {
         let url = join_url(base, CIFAR_ARCHIVE);
-        eprintln!("downloading {url}");
+        progress.note(&format!("downloading {url}"));
         let result = download(agent, &url, &archive, CIFAR_MAX_DOWNLOAD, progress)
             .and_then(|_| {
-                eprintln!("extracting and checking {CIFAR_ARCHIVE}");
+                progress.note(&format!("extracting and checking {CIFAR_ARCHIVE}"));
                 extract_cifar_members(&archive, &members_dir, needed, &url)
             })
             .and_then(|_| check_cifar_members(&members_dir, &staging.dataset_dir, needed, &url));
@@ -487,7 +493,7 @@ fn download(
     url: &str,
     dest: &Path,
     max_bytes: u64,
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<u64> {
     let response = match agent.get(url).call() {
         Ok(response) => response,
@@ -514,12 +520,18 @@ fn download(
     {
         bail!("{url} announces {len} bytes, more than the {max_bytes} this data set can be");
     }
-    let bar = progress_bar(announced, url, progress);
+    let name = url.rsplit('/').next().unwrap_or(url);
+    progress.begin(name, announced, 0);
     let mut file =
         File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?;
-    let mut body = bar.wrap_read(response.into_reader().take(max_bytes + 1));
+    let mut body = Counted {
+        inner: response.into_reader().take(max_bytes + 1),
+        bytes: 0,
+        reported: 0,
+        progress,
+    };
     let copied = io::copy(&mut body, &mut file);
-    bar.finish_and_clear();
+    progress.end();
     let written = copied.map_err(|err| body_error(url, announced, err))?;
     if written > max_bytes {
         bail!("{url} sent more than {max_bytes} bytes: it is not the expected file");
@@ -548,27 +560,23 @@ fn body_error(url: &str, announced: Option<u64>, err: io::Error) -> anyhow::Erro
     }
 }
 
-fn progress_bar(len: Option<u64>, url: &str, enabled: bool) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let name = url.rsplit('/').next().unwrap_or(url).to_string();
-    match len {
-        Some(len) => {
-            let bar = ProgressBar::new(len);
-            if let Ok(style) = ProgressStyle::with_template(
-                "{msg:28} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} eta {eta}",
-            ) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar.with_message(name)
+/// A download's body, reporting how much has arrived every 256 KiB.
+struct Counted<'a, R> {
+    inner: R,
+    bytes: u64,
+    reported: u64,
+    progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        if self.bytes - self.reported >= 256 << 10 {
+            self.reported = self.bytes;
+            self.progress
+                .advance(self.bytes, &data::human_size(self.bytes));
         }
-        None => {
-            let bar = ProgressBar::new_spinner();
-            if let Ok(style) = ProgressStyle::with_template("{msg:28} {spinner} {bytes:>10}") {
-                bar.set_style(style);
-            }
-            bar.with_message(name)
-        }
+        Ok(n)
     }
 }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod norm;
 pub mod plot;
+pub mod progress;
 pub mod rng;
 pub mod run;
 pub mod train;

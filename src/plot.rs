@@ -30,29 +30,15 @@ use load::{Run, discover_runs, load_run};
 pub use style::ImageFormat;
 use style::{Figure, extension, render};
 
-/// Warnings collected while plotting; each is printed to stderr as it happens (when `echo`)
-/// and kept so that callers and tests can inspect them.
+/// Warnings collected while plotting, kept in the [`PlotReport`] for the caller to show.
 #[derive(Debug, Default)]
 pub struct Diagnostics {
     pub warnings: Vec<String>,
-    echo: bool,
 }
 
 impl Diagnostics {
-    /// Collect warnings; print them to stderr too when `echo`.
-    pub fn new(echo: bool) -> Self {
-        Self {
-            warnings: Vec::new(),
-            echo,
-        }
-    }
-
     pub fn warn(&mut self, message: impl Into<String>) {
-        let message = message.into();
-        if self.echo {
-            eprintln!("warning: {message}");
-        }
-        self.warnings.push(message);
+        self.warnings.push(message.into());
     }
 }
 
@@ -64,20 +50,16 @@ pub struct PlotRequest {
     pub format: ImageFormat,
     /// Also write `index.md` listing the figures (the `--study` mode).
     pub write_index: bool,
-    /// Print warnings to stderr as they happen.
-    pub echo_warnings: bool,
 }
 
 impl PlotRequest {
-    /// Plot `inputs` into `out` as PNG, warnings echoed: what `bn-exp plot DIR... --out OUT`
-    /// asks for.
+    /// Plot `inputs` into `out` as PNG: what `bn-exp plot DIR... --out OUT` asks for.
     pub fn new(inputs: Vec<PathBuf>, out: PathBuf) -> Self {
         Self {
             inputs,
             out,
             format: ImageFormat::Png,
             write_index: false,
-            echo_warnings: true,
         }
     }
 
@@ -109,7 +91,7 @@ impl PlotReport {
         }
         let warned = match self.warnings.len() {
             0 => String::new(),
-            n => format!(", {n} warning(s) above"),
+            n => format!(", {n} warning(s)"),
         };
         let _ = writeln!(
             text,
@@ -150,7 +132,7 @@ pub struct PlotReport {
 /// Read the runs, draw every figure the data allows, and write them into `request.out`.
 /// Fails only when there is no run at all, nothing drawable, or a file cannot be written.
 pub fn make_plots(request: &PlotRequest) -> Result<PlotReport> {
-    let mut diag = Diagnostics::new(request.echo_warnings);
+    let mut diag = Diagnostics::default();
     let dirs = discover_runs(&request.inputs, &mut diag)?;
     if dirs.is_empty() {
         bail!(

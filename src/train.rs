@@ -11,7 +11,6 @@
 //! batch of training images in training mode (the paper's Figure 1 b, c), without touching the
 //! running statistics.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -20,7 +19,6 @@ use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
@@ -30,6 +28,7 @@ use crate::kernels::cross_entropy;
 use crate::metrics::{histogram, percentiles_15_50_85, values_mean_std};
 use crate::model::{CLASSES, Mode, Net, Trace, build_net};
 use crate::norm::batch::{InferenceStats, PopulationAccumulator, vector_tensor};
+use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::run::{
     ACTIVATIONS_FILE, ActivationRecord, CHECKPOINT_DIR, CONFIG_FILE, EvalRecord, JsonlWriter,
@@ -49,7 +48,6 @@ const STREAM_POPULATION: u64 = 4;
 /// Settings of one invocation that are not part of the run's config.
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
-    pub quiet: bool,
     /// Stop (resumably) once this many steps have been done in this invocation.
     pub stop_after: Option<u64>,
     /// Once this many steps have been done in this invocation, say so on stderr and sleep
@@ -90,14 +88,14 @@ pub fn default_run_dir(results_dir: &Path, config: &Config) -> PathBuf {
 
 /// Train (or resume) the run a request describes. Prepares the run folder, loads the data,
 /// and trains; a finished run asked to resume is returned as it is.
-pub fn train(request: &TrainRequest) -> Result<Outcome> {
+pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome> {
     let (config, run_dir) = (&request.config, &request.run_dir);
     let resume = prepare_run_dir(run_dir, config, request.resume, request.force)?;
     if let Some(summary) = resume.and_then(|r| r.finished) {
         return Ok(Outcome::AlreadyDone(summary));
     }
     let data = request.data.load(config.dataset, config.preprocess)?;
-    run(config, data, run_dir, &request.options)
+    run(config, data, run_dir, &request.options, progress)
 }
 
 /// The exit status of a finished or diverged run: 0, or [`EXIT_DIVERGED`].
@@ -110,6 +108,8 @@ pub fn exit_status(summary: &Summary) -> u8 {
 }
 
 /// Sleep until the process is killed (see [`TrainOptions::hold_after`]).
+/// The line it prints is the hidden `--hold-after` flag's contract with the tests that wait
+/// for it, so it goes to stderr directly, not through a [`Progress`] that `--quiet` silences.
 fn hold_until_killed(step: u64) -> ! {
     eprintln!("holding at step {step} until killed");
     loop {
@@ -317,6 +317,7 @@ pub fn run(
     data: LoadedData,
     run_dir: &Path,
     opts: &TrainOptions,
+    progress: &dyn Progress,
 ) -> Result<Outcome> {
     ensure!(
         data.train.len >= config.batch_size,
@@ -357,7 +358,8 @@ pub fn run(
     if state.step == 0 {
         runner.evaluate_and_record(&net, &state, 0.0, started)?;
     }
-    let bar = progress_bar(config, opts.quiet, state.step);
+    progress.begin(&config.name, Some(config.steps), state.step);
+    let bar_started = Instant::now();
     let mut order = BatchOrder::new(config.seed, runner.train.len, config.batch_size);
     let mut last_acc = f64::NAN;
     let first_step = state.step;
@@ -368,14 +370,14 @@ pub fn run(
         {
             state.elapsed_s = started.elapsed().as_secs_f64();
             save_checkpoint(&net, &optim, &state, run_dir)?;
-            bar.finish_and_clear();
+            progress.end();
             return Ok(Outcome::Stopped(state.step));
         }
         if opts
             .hold_after
             .is_some_and(|n| state.step - first_step >= n)
         {
-            bar.finish_and_clear();
+            progress.end();
             hold_until_killed(state.step);
         }
         let t0 = Instant::now();
@@ -384,7 +386,7 @@ pub fn run(
         let (loss, next) = runner.train_step(net, &mut optim, &indices, state.step, lr)?;
         state.train_s += t0.elapsed().as_secs_f64();
         let Some(next) = next else {
-            bar.finish_and_clear();
+            progress.end();
             state.elapsed_s = started.elapsed().as_secs_f64();
             let summary = runner.finish_diverged(state.step + 1, &state)?;
             return Ok(Outcome::Diverged(summary));
@@ -408,38 +410,26 @@ pub fn run(
             save_checkpoint(&net, &optim, &state, run_dir)?;
         }
         if state.step % 25 == 0 || is_eval {
-            bar.set_position(state.step);
-            bar.set_message(format!(
-                "{:.0} steps/s  loss {loss:.4}  test acc {}",
-                bar.per_sec(),
-                if last_acc.is_nan() {
-                    "-".to_string()
-                } else {
-                    format!("{:.2}%", 100.0 * last_acc)
-                }
-            ));
+            let rate = (state.step - first_step) as f64 / bar_started.elapsed().as_secs_f64();
+            let acc = if last_acc.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.2}%", 100.0 * last_acc)
+            };
+            progress.advance(
+                state.step,
+                &format!(
+                    "step {}/{}  {rate:.0} steps/s  loss {loss:.4}  test acc {acc}",
+                    state.step, config.steps
+                ),
+            );
         }
     }
-    bar.finish_and_clear();
+    progress.end();
     state.elapsed_s = started.elapsed().as_secs_f64();
     let summary = runner.finish(&mut net, &state)?;
     save_checkpoint(&net, &optim, &state, run_dir)?;
     Ok(Outcome::Finished(summary))
-}
-
-fn progress_bar(config: &Config, quiet: bool, position: u64) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(config.steps), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}")
-            .expect("valid progress template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(config.name.clone());
-    bar.set_position(position);
-    bar
 }
 
 /// One SGD step on the mini-batch `x` (`[N, features]`) with one-hot labels `y`: the forward

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bn_exp::data::{self, Catalogue, DataError, Dataset, DatasetState};
 use bn_exp::fetch::{self, FetchOptions};
+use bn_exp::progress::Silent;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use tempfile::TempDir;
@@ -150,7 +151,7 @@ fn options(server: &Server) -> FetchOptions {
 
 /// Run the fetch through the library and return its error.
 fn fetch_error(data_dir: &Path, dataset: Dataset, server: &Server) -> anyhow::Error {
-    match fetch::fetch(data_dir, dataset, &options(server)) {
+    match fetch::fetch(data_dir, dataset, &options(server), &Silent) {
         Ok(outcome) => panic!("fetch succeeded: {outcome:?}"),
         Err(err) => err,
     }
@@ -220,7 +221,7 @@ fn fetch_replaces_only_the_damaged_file() {
     let mnist = common::copy_mnist(tmp.path());
     fs::write(mnist.join(format!("{TRAIN_IMAGES}.gz")), b"not gzip at all").unwrap();
     let server = Server::start(mnist_routes(), 4);
-    let outcome = fetch::fetch(tmp.path(), Dataset::Mnist, &options(&server)).unwrap();
+    let outcome = fetch::fetch(tmp.path(), Dataset::Mnist, &options(&server), &Silent).unwrap();
     assert_eq!(outcome.fetched, [mnist.join(format!("{TRAIN_IMAGES}.gz"))]);
     assert_eq!(outcome.kept.len(), 3);
     assert_eq!(server.finish(), [format!("/{TRAIN_IMAGES}.gz")]);
@@ -345,7 +346,7 @@ fn base_url_must_be_http() {
         base_url: Some("ftp://127.0.0.1/mnist".into()),
         ..FetchOptions::default()
     };
-    let err = fetch::fetch(tmp.path(), Dataset::Mnist, &options).unwrap_err();
+    let err = fetch::fetch(tmp.path(), Dataset::Mnist, &options, &Silent).unwrap_err();
     assert!(err.to_string().contains("http://"), "{err:#}");
     assert_eq!(common::list_tree(tmp.path()), Vec::<String>::new());
 }
@@ -429,7 +430,7 @@ fn cifar_archive_with_a_changed_byte_fails_its_checksum_and_leaves_nothing() {
         catalogue: set.catalogue.clone(),
         ..options(&server)
     };
-    let err = fetch::fetch(&data_dir, Dataset::Cifar10, &options).unwrap_err();
+    let err = fetch::fetch(&data_dir, Dataset::Cifar10, &options, &Silent).unwrap_err();
     assert!(
         matches!(data_error(&err), Some(DataError::ChecksumMismatch { .. })),
         "{err:#}"
@@ -451,7 +452,7 @@ fn truncated_cifar_archive_fails_and_leaves_nothing() {
         catalogue: set.catalogue.clone(),
         ..options(&server)
     };
-    let err = fetch::fetch(&data_dir, Dataset::Cifar10, &options).unwrap_err();
+    let err = fetch::fetch(&data_dir, Dataset::Cifar10, &options, &Silent).unwrap_err();
     let message = format!("{err:#}");
     assert!(
         message.contains("truncated") || data_error(&err).is_some(),

@@ -215,7 +215,6 @@ fn request(inputs: Vec<PathBuf>, out: &Path, format: ImageFormat) -> PlotRequest
         out: out.to_path_buf(),
         format,
         write_index: false,
-        echo_warnings: false,
     }
 }
 
@@ -407,8 +406,7 @@ fn lr_sweep_draws_study_plots_and_marks_the_diverged_run() {
 fn study_mode_writes_index_into_study_plots() {
     let tmp = TempDir::new().unwrap();
     let study = lr_sweep_study(tmp.path());
-    let mut req = PlotRequest::study(study.clone());
-    req.echo_warnings = false;
+    let req = PlotRequest::study(study.clone());
     assert_eq!(req.out, study.join("plots"));
     let report = make_plots(&req).unwrap();
     let index = fs::read_to_string(study.join("plots/index.md")).unwrap();

@@ -8,13 +8,14 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::progress::Progress;
 
 use super::runs::{LOG_FILE, SUMMARY_FILE, last_evaluated_step, read_json};
 
@@ -77,10 +78,14 @@ struct Running {
 
 /// Train every job, `settings.jobs` at a time, and report how each ended. Failures are
 /// reported as they happen and never stop the other runs.
-pub fn train_all(jobs: Vec<TrainJob>, settings: &TrainSettings) -> Vec<JobResult> {
+pub fn train_all(
+    jobs: Vec<TrainJob>,
+    settings: &TrainSettings,
+    out: &dyn Progress,
+) -> Vec<JobResult> {
     let total = jobs.len();
     let parallel = settings.jobs.min(total) > 1;
-    let progress = Progress::new(total, settings.quiet);
+    let progress = StudyProgress::new(total, out);
     let mut pending: VecDeque<TrainJob> = jobs.into();
     let mut running: Vec<Running> = Vec::new();
     let mut results: Vec<JobResult> = Vec::new();
@@ -235,40 +240,23 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// The overall progress bar plus one line per event; hidden with `--quiet` or when stderr is
-/// not a terminal, in which case events are still printed (unless quiet) so logs show them.
-struct Progress {
-    bar: ProgressBar,
+/// The study's progress: one bar over all runs, and one line per event, through the caller's
+/// [`Progress`] (which draws nothing with `--quiet`).
+struct StudyProgress<'a> {
+    out: &'a dyn Progress,
     total: usize,
-    quiet: bool,
 }
 
-impl Progress {
-    fn new(total: usize, quiet: bool) -> Self {
-        let visible = !quiet && std::io::stderr().is_terminal() && total > 0;
-        let bar = if visible {
-            let bar = ProgressBar::new(total as u64 * UNITS_PER_RUN);
-            if let Ok(style) = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% eta {eta} {msg}",
-            ) {
-                bar.set_style(style);
-            }
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
-        Self { bar, total, quiet }
+impl<'a> StudyProgress<'a> {
+    fn new(total: usize, out: &'a dyn Progress) -> Self {
+        if total > 0 {
+            out.begin("study", Some(total as u64 * UNITS_PER_RUN), 0);
+        }
+        Self { out, total }
     }
 
     fn event(&self, line: &str) {
-        if self.quiet {
-            return;
-        }
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
+        self.out.note(line);
     }
 
     fn finished(&self, result: &JobResult) {
@@ -283,24 +271,14 @@ impl Progress {
         }
     }
 
-    /// Failures are shown even with `--quiet`.
     fn failure(&self, result: &JobResult) {
-        let TrainOutcome::Failed(message) = &result.outcome else {
-            return;
-        };
-        let line = format!("run {} failed: {message}", result.name);
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
+        if let TrainOutcome::Failed(message) = &result.outcome {
+            self.event(&format!("run {} failed: {message}", result.name));
         }
     }
 
     /// Move the bar: every done run counts whole, a running one by its evaluated steps.
     fn update(&self, done: usize, running: &mut [Running]) {
-        if self.bar.is_hidden() {
-            return;
-        }
         let mut units = done as u64 * UNITS_PER_RUN;
         for run in running.iter_mut() {
             if run.steps.is_none() {
@@ -310,16 +288,14 @@ impl Progress {
                 units += at.min(steps) * UNITS_PER_RUN / steps.max(1);
             }
         }
-        self.bar.set_position(units);
-        self.bar.set_message(format!(
-            "{done}/{} runs done, {} running",
-            self.total,
-            running.len()
-        ));
+        self.out.advance(
+            units,
+            &format!("{done}/{} runs done, {} running", self.total, running.len()),
+        );
     }
 
     fn done(&self) {
-        self.bar.finish_and_clear();
+        self.out.end();
     }
 }
 
