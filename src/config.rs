@@ -395,8 +395,13 @@ impl Config {
                     m.channels
                 );
                 let (_, side) = self.dataset.image_shape();
+                // Checked: a shift by 64 or more would wrap in a release build.
+                let last = u32::try_from(m.channels.len())
+                    .ok()
+                    .and_then(|blocks| side.checked_shr(blocks))
+                    .unwrap_or(0);
                 ensure!(
-                    side >> m.channels.len() >= 1,
+                    last >= 1,
                     "model.channels has {} blocks, but each halves the {side}x{side} image",
                     m.channels.len()
                 );
@@ -427,25 +432,151 @@ impl Config {
                 "thresholds are fractions in (0, 1], got {t}"
             );
         }
+        check_folder_name(&self.name).context("name")?;
+        check_folder_name(&self.study).context("study")?;
+        self.check_sizes()
+    }
+
+    /// Every size the config sets is bounded, and the whole net's memory is estimated, so that
+    /// no value can make bn-exp allocate without end, loop for ever or overflow.
+    fn check_sizes(&self) -> Result<()> {
+        let bounded = [
+            ("batch_size", self.batch_size as u64, MAX_BATCH),
+            ("eval_batch_size", self.eval_batch_size as u64, MAX_BATCH),
+            ("probe.batch_size", self.probe.batch_size as u64, MAX_BATCH),
+            ("probe.bins", self.probe.bins as u64, MAX_BINS),
+            (
+                "norm.population_batches",
+                self.norm.population_batches as u64,
+                MAX_POPULATION_BATCHES,
+            ),
+            ("steps", self.steps, MAX_STEPS),
+            (
+                "model.hidden (layers)",
+                self.model.hidden.len() as u64,
+                MAX_LAYERS,
+            ),
+            (
+                "model.channels (blocks)",
+                self.model.channels.len() as u64,
+                MAX_LAYERS,
+            ),
+        ];
+        for (key, value, max) in bounded {
+            ensure!(
+                value <= max,
+                "{key} is {value}, more than the {max} bn-exp allows"
+            );
+        }
+        for (key, widths) in [
+            ("model.hidden", &self.model.hidden),
+            ("model.channels", &self.model.channels),
+        ] {
+            if let Some(w) = widths.iter().find(|&&w| w as u64 > MAX_WIDTH) {
+                bail!("{key} holds a width of {w}, more than the {MAX_WIDTH} bn-exp allows");
+            }
+        }
+        let bytes = self.estimated_memory_bytes();
         ensure!(
-            !self.name.is_empty() && !self.name.contains(['/', '\\']) && self.name != "..",
-            "name must be a plain folder name, got {:?}",
-            self.name
-        );
-        ensure!(
-            !self.study.is_empty() && !self.study.contains(['/', '\\']) && self.study != "..",
-            "study must be a plain folder name, got {:?}",
-            self.study
+            bytes <= MAX_MEMORY_BYTES,
+            "this net needs about {:.1} GiB (model.{} = {:?}, batch_size {}), more than the {} GiB \
+             bn-exp allows; make the layers or the batch smaller",
+            bytes as f64 / GIB,
+            match self.model.arch {
+                Arch::Mlp => "hidden",
+                Arch::Cnn => "channels",
+            },
+            match self.model.arch {
+                Arch::Mlp => &self.model.hidden,
+                Arch::Cnn => &self.model.channels,
+            },
+            self.batch_size,
+            MAX_MEMORY_BYTES as f64 / GIB
         );
         Ok(())
     }
+
+    /// A rough upper estimate of the memory a run needs, in bytes: every parameter four times
+    /// (weights, gradients, momentum, a copy in flight) and, per example of the larger of the
+    /// training and evaluation batches, every activation eight times (forward values, saved
+    /// state, gradients and temporaries), all float32. Computed in saturating u64 arithmetic.
+    pub fn estimated_memory_bytes(&self) -> u64 {
+        let (channels, side) = self.dataset.image_shape();
+        let (c, s) = (channels as u64, side as u64);
+        let mut params: u64 = 0;
+        let mut activations: u64 = c.saturating_mul(s * s);
+        match self.model.arch {
+            Arch::Mlp => {
+                let mut fan_in = c * s * s;
+                for &w in &self.model.hidden {
+                    let w = w as u64;
+                    params = params.saturating_add(fan_in.saturating_mul(w));
+                    activations = activations.saturating_add(w);
+                    fan_in = w;
+                }
+                params = params.saturating_add(fan_in.saturating_mul(10));
+            }
+            Arch::Cnn => {
+                let (mut ch, mut side) = (c, s);
+                for &w in &self.model.channels {
+                    let w = w as u64;
+                    params = params.saturating_add(ch.saturating_mul(w).saturating_mul(9));
+                    activations = activations.saturating_add(w.saturating_mul(side * side));
+                    ch = w;
+                    side = (side / 2).max(1);
+                }
+                params = params.saturating_add(ch.saturating_mul(side * side).saturating_mul(10));
+            }
+        }
+        let batch = self
+            .batch_size
+            .max(self.eval_batch_size)
+            .max(self.probe.batch_size) as u64;
+        params
+            .saturating_mul(4 * 4)
+            .saturating_add(activations.saturating_mul(batch).saturating_mul(4 * 8))
+    }
+}
+
+/// Limits on what a config may ask for. Far beyond anything the paper's experiments need,
+/// and low enough that no value makes bn-exp allocate without end or loop for ever.
+const MAX_BATCH: u64 = 100_000;
+const MAX_BINS: u64 = 100_000;
+const MAX_POPULATION_BATCHES: u64 = 100_000;
+const MAX_STEPS: u64 = 100_000_000;
+const MAX_LAYERS: u64 = 64;
+const MAX_WIDTH: u64 = 1 << 16;
+const GIB: f64 = (1u64 << 30) as f64;
+/// The estimated memory a run may need (see [`Config::estimated_memory_bytes`]).
+const MAX_MEMORY_BYTES: u64 = 16 << 30;
+
+/// A run or study name: one plain folder name, so that a run can never be written into its
+/// study folder, a parent or an absolute path. Letters, digits and `_ - . +`, not starting
+/// with a dot, at most 200 characters.
+pub fn check_folder_name(name: &str) -> Result<()> {
+    ensure!(!name.is_empty(), "the name is empty");
+    ensure!(
+        !name.starts_with('.'),
+        "{name:?} cannot start with a dot (\".\" and \"..\" are not folders of their own)"
+    );
+    ensure!(
+        name.len() <= 200,
+        "{name:?} is {} characters long, more than 200",
+        name.len()
+    );
+    ensure!(
+        name.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+')),
+        "{name:?} may only hold letters, digits and `_ - . +` (it names one folder)"
+    );
+    Ok(())
 }
 
 /// Read a config file as raw JSON (overrides are applied before typed parsing).
 pub fn read_config_value(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let value: Value = serde_json::from_str(&text)
+    let value = parse_json_strict(&text)
         .with_context(|| format!("config file {} is not valid JSON", path.display()))?;
     ensure!(
         value.is_object(),
@@ -455,14 +586,110 @@ pub fn read_config_value(path: &Path) -> Result<Value> {
     Ok(value)
 }
 
+/// Parse JSON as configs and studies must be written: no byte-order mark, and no key given
+/// twice in one object (serde_json would keep the last one silently). Errors say where.
+pub fn parse_json_strict(text: &str) -> Result<Value> {
+    ensure!(
+        !text.starts_with('\u{feff}'),
+        "it starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without a BOM"
+    );
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value =
+        serde_path_to_error::deserialize::<_, StrictValue>(&mut deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            match path.as_str() {
+                "." => anyhow::anyhow!("{inner}"),
+                _ => anyhow::anyhow!("{path}: {inner}"),
+            }
+        })?;
+    deserializer.end()?;
+    Ok(value.0)
+}
+
+/// A JSON value read with duplicate keys refused.
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        StrictValue::deserialize(d).map(|v| v.0)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} is given twice in one object; keep one"
+                )));
+            }
+            let StrictValue(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
 /// Apply one `key.path=value` override. The value is parsed as JSON (numbers, booleans, arrays,
 /// quoted strings), falling back to a plain string, so `--set bn.placement=none` works unquoted.
 pub fn apply_override(config: &mut Value, assignment: &str) -> Result<()> {
     let Some((key, raw)) = assignment.split_once('=') else {
         bail!("override {assignment:?} is not of the form key.path=value");
     };
-    let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
-    set_path(config, key.trim(), value)
+    let key = key.trim();
+    let value = match serde_json::from_str(raw) {
+        Ok(value) => value,
+        // 1e309, NaN, inf: numbers JSON cannot hold. Taking them as strings would only fail
+        // later with a message about strings.
+        Err(_) if raw.trim().parse::<f64>().is_ok() => {
+            bail!("{key}: {raw} is not a finite number, and a config can only hold finite numbers")
+        }
+        Err(_) => Value::String(raw.to_string()),
+    };
+    set_path(config, key, value)
 }
 
 /// Set `key.path` inside a JSON object, creating intermediate objects as needed.
@@ -542,9 +769,34 @@ pub fn resolve_legacy_bn(value: &mut Value) -> Result<()> {
 /// Parse and validate a raw JSON config (the `bn` key of earlier configs resolved into `norm`).
 pub fn config_from_value(mut value: Value) -> Result<Config> {
     resolve_legacy_bn(&mut value).context("invalid config")?;
-    let config: Config = serde_json::from_value(value).context("invalid config")?;
+    let config: Config = serde_path_to_error::deserialize(value)
+        .map_err(|err| anyhow::anyhow!("{}", describe_type_error(&err)))
+        .context("invalid config")?;
     config.validate().context("invalid config")?;
     Ok(config)
+}
+
+/// `optim.lr: expected f64, got the string "abc"` from serde's `invalid type: string "abc",
+/// expected f64` at path `optim.lr`: the key, what it got, and what it expects.
+fn describe_type_error(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = err.path().to_string();
+    let inner = err.inner().to_string();
+    let message = match inner
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once(", expected "))
+    {
+        Some((got, expected)) => format!("expected {expected}, got {}", with_article(got)),
+        None => inner.clone(),
+    };
+    match path.as_str() {
+        "." | "" => message,
+        _ => format!("{path}: {message}"),
+    }
+}
+
+/// `string "abc"` → `the string "abc"`; `integer `5`` → `the integer 5`.
+fn with_article(got: &str) -> String {
+    format!("the {}", got.replace('`', ""))
 }
 
 /// Read a config file, apply `--set` overrides, parse and validate.
@@ -639,6 +891,112 @@ mod tests {
         // The resolved config is written in the new form only.
         let written = serde_json::to_value(&old).unwrap();
         assert!(written.get("bn").is_none() && written["norm"]["kind"] == "batch");
+    }
+
+    #[test]
+    fn run_and_study_names_are_single_plain_folder_names() {
+        for bad in [".", "..", "", "a/b", "/abs", "..\\x", ".hidden", "a b"] {
+            let json = serde_json::json!({ "name": bad }).to_string();
+            let err = format!("{:#}", parse(&json).unwrap_err());
+            assert!(err.contains("name"), "{bad:?}: {err}");
+            let json = serde_json::json!({ "study": bad }).to_string();
+            let err = format!("{:#}", parse(&json).unwrap_err());
+            assert!(err.contains("study"), "{bad:?}: {err}");
+        }
+        parse(r#"{"name": "kind-none_seed-0", "study": "paper_fig1"}"#).unwrap();
+    }
+
+    #[test]
+    fn every_size_is_bounded_and_shifts_cannot_wrap() {
+        let cases = [
+            (
+                r#"{"model": {"hidden": [100000000]}}"#,
+                "model.hidden holds a width of 100000000",
+            ),
+            (
+                r#"{"probe": {"bins": 10000000000}}"#,
+                "probe.bins is 10000000000",
+            ),
+            (
+                r#"{"norm": {"population_batches": 9007199254740992}}"#,
+                "norm.population_batches is 9007199254740992",
+            ),
+            (r#"{"batch_size": 1000000}"#, "batch_size is 1000000"),
+            (r#"{"model": {"hidden": [60000, 60000]}}"#, "GiB"),
+            (
+                r#"{"dataset": "cifar10", "model": {"arch": "cnn", "channels": [4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4]}}"#,
+                "blocks",
+            ),
+            (
+                r#"{"dataset": "cifar10", "model": {"arch": "cnn", "channels": [4,4,4,4,4,4]}}"#,
+                "each halves the 32x32 image",
+            ),
+        ];
+        for (json, needle) in cases {
+            let err = format!("{:#}", parse(json).unwrap_err());
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_key_the_value_and_what_was_expected() {
+        let cases = [
+            (
+                r#"{"seed": "abc"}"#,
+                r#"seed: expected u64, got the string "abc""#,
+            ),
+            (
+                r#"{"optim": {"lr": "fast"}}"#,
+                r#"optim.lr: expected f64, got the string "fast""#,
+            ),
+            (
+                r#"{"model": {"hidden": [100, "x"]}}"#,
+                "model.hidden[1]: expected usize",
+            ),
+            (
+                r#"{"probe": {"bins": 1e10}}"#,
+                "probe.bins: expected usize, got the floating point",
+            ),
+        ];
+        for (json, needle) in cases {
+            let err = format!("{:#}", parse(json).unwrap_err());
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+        for raw in ["1e309", "NaN", "inf", "-Infinity"] {
+            let mut v = serde_json::json!({});
+            let err = format!(
+                "{:#}",
+                apply_override(&mut v, &format!("optim.lr={raw}")).unwrap_err()
+            );
+            assert!(
+                err.contains("optim.lr") && err.contains(raw),
+                "{raw}: {err}"
+            );
+            assert!(err.contains("not a finite number"), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_and_a_byte_order_mark_are_named() {
+        let err = format!(
+            "{:#}",
+            parse_json_strict(r#"{"steps": 20, "steps": 30}"#).unwrap_err()
+        );
+        assert!(err.contains("\"steps\" is given twice"), "{err}");
+        let err = format!(
+            "{:#}",
+            parse_json_strict(r#"{"optim": {"lr": 1, "lr": 2}}"#).unwrap_err()
+        );
+        assert!(
+            err.contains("optim") && err.contains("\"lr\" is given twice"),
+            "{err}"
+        );
+        let err = format!("{:#}", parse_json_strict("\u{feff}{}").unwrap_err());
+        assert!(err.contains("byte-order mark"), "{err}");
+        assert_eq!(
+            parse_json_strict(r#"{"a": [1, {"b": null}]}"#).unwrap()["a"][1]["b"],
+            Value::Null
+        );
     }
 
     #[test]

@@ -167,7 +167,10 @@ pub fn check_run_configs(study: &Study) -> Result<()> {
 
 /// Validate and expand the text of a study file; `path` names it and anchors a relative `base`.
 pub fn parse_study(text: &str, path: &Path) -> Result<Study> {
-    let file: StudyFile = serde_json::from_str(text).context("not a valid study file")?;
+    let value = crate::config::parse_json_strict(text).context("not a valid study file")?;
+    let file: StudyFile = serde_path_to_error::deserialize(value)
+        .map_err(|err| anyhow::anyhow!("{}: {}", err.path(), err.inner()))
+        .context("not a valid study file")?;
     let name = match &file.study {
         Some(name) => name.clone(),
         None => path
@@ -175,7 +178,7 @@ pub fn parse_study(text: &str, path: &Path) -> Result<Study> {
             .map(|stem| stem.to_string_lossy().into_owned())
             .unwrap_or_default(),
     };
-    check_folder_name(&name).context("bad `study` name")?;
+    crate::config::check_folder_name(&name).context("bad `study` name")?;
     let (base, base_source) = resolve_base(file.base.as_ref(), path)?;
 
     let set = file.set.0;
@@ -216,21 +219,6 @@ pub fn parse_study(text: &str, path: &Path) -> Result<Study> {
         thresholds,
         runs,
     })
-}
-
-/// A study or run name must be usable as one folder name on any system.
-fn check_folder_name(name: &str) -> Result<()> {
-    ensure!(!name.is_empty(), "the name is empty");
-    ensure!(
-        name != "." && name != ".." && !name.starts_with('.'),
-        "`{name}` cannot start with a dot"
-    );
-    ensure!(
-        name.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+')),
-        "`{name}` may only hold letters, digits and `_ - . +` (it names a folder)"
-    );
-    Ok(())
 }
 
 /// The base config: an inline object, or a file found relative to the working directory, else
