@@ -240,6 +240,123 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The lock
+
+/// The lock file that marks a run folder as in use by one bn-exp process.
+pub const LOCK_FILE: &str = "run.lock";
+
+/// Every file and folder bn-exp writes into a run folder: what `--force` removes, and nothing
+/// else (a user's notes beside them stay).
+pub const RUN_FILES: [&str; 9] = [
+    CONFIG_FILE,
+    METRICS_FILE,
+    ACTIVATIONS_FILE,
+    SUMMARY_FILE,
+    LOG_FILE,
+    CHECKPOINT_DIR,
+    "checkpoint.tmp",
+    "checkpoint.old",
+    "plots",
+];
+
+/// An exclusive claim on a run folder for as long as it lives: two processes never write one
+/// run. The file holds the holder's host and process id. A lock whose holder is gone (killed,
+/// or the machine restarted) is stale and is taken over: on the same host, when no bn-exp
+/// process has that id any more. A lock from another host is never guessed stale.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+    /// Set when a stale lock was taken over: whose it was.
+    pub took_over: Option<String>,
+}
+
+impl RunLock {
+    /// Take the lock of `dir` (which must exist), or say who holds it.
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        let path = dir.join(LOCK_FILE);
+        let me = format!("{} {}\n", host_name(), std::process::id());
+        let mut took_over = None;
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    file.write_all(me.as_bytes())
+                        .and_then(|_| file.sync_all())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    return Ok(RunLock { path, took_over });
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path).unwrap_or_default();
+                    let holder = holder.trim().to_string();
+                    if !holder_is_gone(&holder) {
+                        anyhow::bail!(
+                            "{} is in use by another bn-exp process ({}); wait for it to end. If \
+                             no such process runs, delete {} and try again",
+                            dir.display(),
+                            describe_holder(&holder),
+                            path.display()
+                        );
+                    }
+                    // A killed holder's lock: take it over.
+                    fs::remove_file(&path)
+                        .with_context(|| format!("cannot remove the stale {}", path.display()))?;
+                    took_over = Some(describe_holder(&holder));
+                }
+                Err(err) => {
+                    return Err(err).with_context(|| format!("cannot create {}", path.display()));
+                }
+            }
+        }
+        anyhow::bail!(
+            "{} changed hands twice while bn-exp was taking it; try again",
+            path.display()
+        )
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// This machine's name, as the lock records it.
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+/// Whether the process a lock names is certainly gone: same host, and no process with that id,
+/// or one that is not bn-exp (the id was reused). Unreadable or foreign locks are not gone.
+fn holder_is_gone(holder: &str) -> bool {
+    let mut parts = holder.split_whitespace();
+    let (Some(host), Some(pid)) = (
+        parts.next(),
+        parts.next().and_then(|p| p.parse::<u32>().ok()),
+    ) else {
+        return false;
+    };
+    if host != host_name() || !Path::new("/proc/self").exists() {
+        return false;
+    }
+    match fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => !String::from_utf8_lossy(&cmdline).contains("bn-exp"),
+        Err(_) => true,
+    }
+}
+
+fn describe_holder(holder: &str) -> String {
+    let mut parts = holder.split_whitespace();
+    match (parts.next(), parts.next()) {
+        (Some(host), Some(pid)) => format!("process {pid} on {host}"),
+        _ => format!("lock content {holder:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The reader
 
 /// One evaluation from `metrics.jsonl`; a missing, `null` or non-finite value is `None`.

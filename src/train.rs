@@ -32,8 +32,9 @@ use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::run::{
     ACTIVATIONS_FILE, ActivationRecord, CHECKPOINT_DIR, CONFIG_FILE, EvalRecord, JsonlWriter,
-    LayerStats, METRICS_FILE, MetricPoint, PopulationResult, Run, SUMMARY_FILE, Summary,
-    TrackedUnit, best_acc, first_step_reaching, new_run_id, threshold_key, write_json_atomic,
+    LayerStats, METRICS_FILE, MetricPoint, PopulationResult, RUN_FILES, Run, RunLock, SUMMARY_FILE,
+    Summary, TrackedUnit, best_acc, first_step_reaching, new_run_id, threshold_key,
+    write_json_atomic,
 };
 
 /// Exit code of a run that diverged (so sweeps can tell it from an error, which exits 2).
@@ -88,14 +89,58 @@ pub fn default_run_dir(results_dir: &Path, config: &Config) -> PathBuf {
 
 /// Train (or resume) the run a request describes. Prepares the run folder, loads the data,
 /// and trains; a finished run asked to resume is returned as it is.
+///
+/// Nothing the user did not ask to delete is lost: the run folder is locked for the whole run
+/// ([`RunLock`]); everything that can fail before training (the folder's state, the data, the
+/// batch against the data) is checked before anything is written; a folder this call created
+/// is removed again if it fails before the first step; and `--force` removes only the files
+/// bn-exp writes.
 pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome> {
     let (config, run_dir) = (&request.config, &request.run_dir);
-    let resume = prepare_run_dir(run_dir, config, request.resume, request.force)?;
-    if let Some(summary) = resume.and_then(|r| r.finished) {
-        return Ok(Outcome::AlreadyDone(summary));
+    let created = !run_dir.exists();
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create the run folder {}", run_dir.display()))?;
+    let prepared = RunLock::acquire(run_dir).and_then(|lock| {
+        if let Some(previous) = &lock.took_over {
+            progress.note(&format!(
+                "took over the lock of {} from {previous}, which is gone",
+                run_dir.display()
+            ));
+        }
+        let found = inspect_run_dir(run_dir, config, request.resume, request.force)?;
+        if let Found::Finished(summary) = found {
+            return Ok((lock, Prepared::Done(*summary)));
+        }
+        let data = request.data.load(config.dataset, config.preprocess)?;
+        ensure!(
+            data.train.len >= config.batch_size,
+            "batch_size {} exceeds the {} training images of {}",
+            config.batch_size,
+            data.train.len,
+            config.dataset
+        );
+        set_up_run_dir(run_dir, config, &found)?;
+        Ok((lock, Prepared::Ready(data)))
+    });
+    match prepared {
+        Ok((_lock, Prepared::Done(summary))) => Ok(Outcome::AlreadyDone(summary)),
+        Ok((_lock, Prepared::Ready(data))) => {
+            run(config, data, run_dir, &request.options, progress)
+        }
+        Err(err) => {
+            if created {
+                // Leave no trace of an attempt that never started (the lock is gone by now).
+                let _ = std::fs::remove_dir(run_dir);
+            }
+            Err(err)
+        }
     }
-    let data = request.data.load(config.dataset, config.preprocess)?;
-    run(config, data, run_dir, &request.options, progress)
+}
+
+/// A run folder ready to train into, or a run `--resume` found finished.
+enum Prepared {
+    Ready(LoadedData),
+    Done(Summary),
 }
 
 /// The exit status of a finished or diverged run: 0, or [`EXIT_DIVERGED`].
@@ -155,42 +200,45 @@ pub fn summary_line(s: &Summary, run_dir: &Path) -> String {
     )
 }
 
-/// What a run folder already holds.
-struct ExistingRun {
-    finished: Option<Summary>,
+/// What [`inspect_run_dir`] found in a run folder, before anything is written.
+enum Found {
+    /// No run: start one.
+    Fresh,
+    /// A run to replace (`--force`): bn-exp's files are removed, the user's stay.
+    Replace,
+    /// An unfinished run to resume.
+    Unfinished,
+    /// A finished (or diverged) run that `--resume` leaves as it is.
+    Finished(Box<Summary>),
 }
 
-/// Make the run folder ready: refuse to overwrite a run unless `--force` or `--resume`.
-/// Returns what `--resume` found.
-fn prepare_run_dir(
-    dir: &Path,
-    config: &Config,
-    resume: bool,
-    force: bool,
-) -> Result<Option<ExistingRun>> {
-    let has_run = dir.join(CONFIG_FILE).exists() || dir.join(METRICS_FILE).exists();
-    if has_run && force {
-        std::fs::remove_dir_all(dir)
-            .with_context(|| format!("cannot remove the old run in {}", dir.display()))?;
-    } else if has_run && !resume {
-        bail!(
+/// Look at a run folder and decide, writing nothing: refuse to overwrite a run unless
+/// `--force` or `--resume`; refuse to resume a run whose config differs or whose records are
+/// gone.
+fn inspect_run_dir(dir: &Path, config: &Config, resume: bool, force: bool) -> Result<Found> {
+    let has_run = [CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_DIR]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    match (has_run, resume, force) {
+        (false, _, _) => return Ok(Found::Fresh),
+        (true, _, true) => return Ok(Found::Replace),
+        (true, false, false) => bail!(
             "{} already holds a run; pass --resume to continue it or --force to start afresh",
             dir.display()
-        );
+        ),
+        (true, true, _) => {}
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    if !(has_run && resume) {
-        write_json_atomic(&dir.join(CONFIG_FILE), config)?;
-        return Ok(None);
-    }
+    let config_path = dir.join(CONFIG_FILE);
+    ensure!(
+        config_path.is_file(),
+        "{} holds part of a run but no config.json, so it cannot be resumed; pass --force to \
+         start afresh",
+        dir.display()
+    );
     // Through the config parser, so that a run folder written with the older `bn` key resumes.
-    let saved_value: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join(CONFIG_FILE))
-            .with_context(|| format!("cannot read {}/config.json", dir.display()))?,
-    )
-    .with_context(|| format!("{}/config.json is not valid JSON", dir.display()))?;
+    let saved_value = crate::config::read_config_value(&config_path)?;
     let saved = crate::config::config_from_value(saved_value)
-        .with_context(|| format!("{}/config.json is not a valid config", dir.display()))?;
+        .with_context(|| format!("{} is not a valid config", config_path.display()))?;
     ensure!(
         &saved == config,
         "the config differs from the one {} was started with; resume with the same config and \
@@ -198,15 +246,67 @@ fn prepare_run_dir(
         dir.display()
     );
     let summary_path = dir.join(SUMMARY_FILE);
-    let finished = if summary_path.exists() {
-        Some(
-            serde_json::from_str(&std::fs::read_to_string(&summary_path)?)
-                .with_context(|| format!("{} is not a valid summary", summary_path.display()))?,
-        )
-    } else {
-        None
-    };
-    Ok(Some(ExistingRun { finished }))
+    if summary_path.exists() {
+        let summary = std::fs::read_to_string(&summary_path)
+            .with_context(|| format!("cannot read {}", summary_path.display()))?;
+        let summary = serde_json::from_str(&summary)
+            .with_context(|| format!("{} is not a valid summary", summary_path.display()))?;
+        return Ok(Found::Finished(Box::new(summary)));
+    }
+    let checkpoint_step = checkpoint_step(dir)?;
+    if checkpoint_step > 0 {
+        for file in [METRICS_FILE, ACTIVATIONS_FILE] {
+            ensure!(
+                dir.join(file).is_file(),
+                "{} is missing, so the records of the steps before {checkpoint_step} (where the \
+                 checkpoint resumes) are lost and the run cannot be completed; restore the file, \
+                 or pass --force to start afresh",
+                dir.join(file).display()
+            );
+        }
+    }
+    Ok(Found::Unfinished)
+}
+
+/// The step of the checkpoint a resume would start from (0 without one).
+fn checkpoint_step(run_dir: &Path) -> Result<u64> {
+    for dir in [run_dir.join(CHECKPOINT_DIR), run_dir.join("checkpoint.old")] {
+        let state = dir.join("state.json");
+        if state.is_file() {
+            let text = std::fs::read_to_string(&state)
+                .with_context(|| format!("cannot read {}", state.display()))?;
+            let state: LoopState = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is damaged; pass --force to start the run afresh",
+                    state.display()
+                )
+            })?;
+            return Ok(state.step);
+        }
+    }
+    Ok(0)
+}
+
+/// Make the run folder ready for what [`inspect_run_dir`] found.
+fn set_up_run_dir(dir: &Path, config: &Config, found: &Found) -> Result<()> {
+    match found {
+        Found::Unfinished | Found::Finished(_) => Ok(()),
+        Found::Replace => {
+            for name in RUN_FILES {
+                let path = dir.join(name);
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else if path.exists() {
+                    std::fs::remove_file(&path)
+                } else {
+                    continue;
+                };
+                removed.with_context(|| format!("cannot remove the old {}", path.display()))?;
+            }
+            write_json_atomic(&dir.join(CONFIG_FILE), config)
+        }
+        Found::Fresh => write_json_atomic(&dir.join(CONFIG_FILE), config),
+    }
 }
 
 /// Loop state saved in every checkpoint beside the model and optimiser.
@@ -743,31 +843,32 @@ fn save_checkpoint(
 ) -> Result<()> {
     let dir = checkpoint_dir(run_dir);
     let tmp = run_dir.join("checkpoint.tmp");
+    let io = |what: &str, path: &Path| format!("cannot {what} {}", path.display());
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
+        std::fs::remove_dir_all(&tmp).with_context(|| io("remove", &tmp))?;
     }
-    std::fs::create_dir_all(&tmp)?;
+    std::fs::create_dir_all(&tmp).with_context(|| io("create", &tmp))?;
     // `valid()` syncs the running statistics: a RunningState's stored value can lag its last
     // update by one step, and a checkpoint must hold the value the next step will read.
     net.valid()
         .save_file(tmp.join("model.bpk"))
         .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .context("cannot save the model checkpoint")?;
+        .with_context(|| io("save the model checkpoint to", &tmp.join("model.bpk")))?;
     optim
         .save(tmp.join("optim.bpk"))
         .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .context("cannot save the optimiser checkpoint")?;
+        .with_context(|| io("save the optimiser checkpoint to", &tmp.join("optim.bpk")))?;
     write_json_atomic(&tmp.join("state.json"), state)?;
     let old = run_dir.join("checkpoint.old");
     if dir.exists() {
         if old.exists() {
-            std::fs::remove_dir_all(&old)?;
+            std::fs::remove_dir_all(&old).with_context(|| io("remove", &old))?;
         }
-        std::fs::rename(&dir, &old)?;
+        std::fs::rename(&dir, &old).with_context(|| io("move aside", &dir))?;
     }
-    std::fs::rename(&tmp, &dir).context("cannot move the checkpoint into place")?;
+    std::fs::rename(&tmp, &dir).with_context(|| io("move into place", &dir))?;
     if old.exists() {
-        std::fs::remove_dir_all(&old)?;
+        std::fs::remove_dir_all(&old).with_context(|| io("remove", &old))?;
     }
     Ok(())
 }
@@ -785,16 +886,24 @@ fn load_checkpoint(
             return Ok(None);
         }
     }
-    let state: LoopState = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json"))?)
-        .context("checkpoint state.json is damaged")?;
+    let damaged = |file: &str| {
+        format!(
+            "the checkpoint {} is damaged or unreadable; pass --force to start the run afresh",
+            dir.join(file).display()
+        )
+    };
+    let state_text =
+        std::fs::read_to_string(dir.join("state.json")).with_context(|| damaged("state.json"))?;
+    let state: LoopState =
+        serde_json::from_str(&state_text).with_context(|| damaged("state.json"))?;
     let net = build_net(config, device)
         .try_load_file(dir.join("model.bpk"))
         .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .context("cannot load the model checkpoint")?;
+        .with_context(|| damaged("model.bpk"))?;
     let optim = build_optimizer(config)
         .load(dir.join("optim.bpk"))
         .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .context("cannot load the optimiser checkpoint")?;
+        .with_context(|| damaged("optim.bpk"))?;
     Ok(Some((net, optim, state)))
 }
 
@@ -806,12 +915,24 @@ fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
         if !path.exists() {
             continue;
         }
-        let text = std::fs::read_to_string(&path)?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        // Only a last line written without its newline is a torn write (a crash mid-line); a
+        // bad line anywhere else is damage, and dropping what follows it would leave a hole.
+        let torn_tail = !text.ends_with('\n');
+        let count = text.lines().count();
         let mut kept = String::new();
-        for line in text.lines() {
+        for (i, line) in text.lines().enumerate() {
             let row: serde_json::Value = match serde_json::from_str(line) {
-                Ok(v) => v,
-                Err(_) => break, // a torn last line
+                Ok(row) => row,
+                Err(_) if torn_tail && i + 1 == count => break,
+                Err(err) => bail!(
+                    "{} line {} is not a whole record ({err}): the file is damaged, and resuming \
+                     would lose what follows it. Repair or remove that line, or pass --force to \
+                     start the run afresh",
+                    path.display(),
+                    i + 1
+                ),
             };
             let s = row.get("step").and_then(|s| s.as_u64()).unwrap_or(u64::MAX);
             if s > step || (step == 0 && s == 0) {
@@ -820,7 +941,7 @@ fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
             kept.push_str(line);
             kept.push('\n');
         }
-        std::fs::write(&path, kept)?;
+        std::fs::write(&path, kept).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }

@@ -235,6 +235,183 @@ fn a_run_folder_written_with_the_older_bn_key_resumes() {
     }
 }
 
+/// What a run folder holds, sorted (for "nothing was written or lost" checks).
+fn folder(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn force_removes_only_what_bn_exp_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    assert!(train(&out, &["--stop-after", "50"]).status.success());
+    std::fs::write(out.join("notes.txt"), "my notes").unwrap();
+    std::fs::create_dir(out.join("analysis")).unwrap();
+    let o = train(&out, &["--force", "--stop-after", "50"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "my notes"
+    );
+    assert!(out.join("analysis").is_dir() && out.join("config.json").is_file());
+}
+
+#[test]
+fn a_train_that_fails_before_its_first_step_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let empty = dir.path().join("no-data");
+    std::fs::create_dir(&empty).unwrap();
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &["--set", "batch_size=60001"],
+            "exceeds the 60000 training images",
+        ),
+        (
+            &["--set", "dataset=cifar10", "--set", "model.arch=cnn"],
+            "missing file",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+            .args(["train", "--quiet", "--config"])
+            .arg(repo().join("configs/smoke.json"))
+            .arg("--data-dir")
+            .arg(if needle == "missing file" {
+                empty.clone()
+            } else {
+                repo().join("data")
+            })
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{extra:?}");
+        assert!(stderr(&o).contains(needle), "{extra:?}: {}", stderr(&o));
+        assert!(!out.exists(), "{extra:?} left {:?}", folder(&out));
+    }
+    // So the next plain train is not told that the folder already holds a run.
+    assert!(train(&out, &["--stop-after", "10"]).status.success());
+}
+
+#[test]
+fn resume_refuses_a_damaged_or_missing_record_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // Evaluations at 0 and 100, a checkpoint at 100 and one at the stop.
+    assert!(train(&out, &["--stop-after", "150"]).status.success());
+    let metrics = out.join("metrics.jsonl");
+    let good = std::fs::read_to_string(&metrics).unwrap();
+
+    // A damaged line in the middle: an error naming the file and the line, nothing dropped.
+    let lines: Vec<&str> = good.lines().collect();
+    let damaged = format!("{{\"step\": 0, \"test_lo\n{}\n", lines[1..].join("\n"));
+    std::fs::write(&metrics, &damaged).unwrap();
+    let o = train(&out, &["--resume"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("metrics.jsonl line 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&metrics).unwrap(),
+        damaged,
+        "the file was changed"
+    );
+
+    // A torn last line (no newline: a crash mid-write) is dropped, and the run completes.
+    std::fs::write(&metrics, format!("{good}{{\"step\": 2")).unwrap();
+    let o = train(&out, &["--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // metrics.jsonl deleted before a resume: refused, not finished with a hole.
+    let out = dir.path().join("lost");
+    assert!(train(&out, &["--stop-after", "150"]).status.success());
+    std::fs::remove_file(out.join("metrics.jsonl")).unwrap();
+    let o = train(&out, &["--resume"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("metrics.jsonl is missing") && stderr(&o).contains("--force"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.join("summary.json").exists());
+}
+
+#[test]
+fn a_second_process_is_refused_while_the_first_holds_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    let out = dir.path().join("run");
+    assert!(train(&straight, &[]).status.success());
+    let mut first = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+        .args(["train", "--quiet", "--hold-after", "150", "--config"])
+        .arg(repo().join("configs/smoke.json"))
+        .arg("--data-dir")
+        .arg(repo().join("data"))
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first_err = std::io::BufReader::new(first.stderr.take().unwrap());
+    let holding = std::io::BufRead::lines(first_err)
+        .map(|l| l.unwrap())
+        .any(|l| l.contains("holding at step 150"));
+    assert!(holding, "the first run never held");
+    let before = folder(&out);
+    let second = train(&out, &["--resume"]);
+    assert_eq!(second.status.code(), Some(2));
+    let message = stderr(&second);
+    assert!(
+        message.contains("in use by another bn-exp process")
+            && message.contains(&format!("process {}", first.id())),
+        "{message}"
+    );
+    assert_eq!(
+        folder(&out),
+        before,
+        "the refused process changed the folder"
+    );
+    // The holder is killed: its lock is stale, the next resume takes it over and completes.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(out.join("run.lock").is_file());
+    let third = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+        .args(["train", "--resume", "--config"])
+        .arg(repo().join("configs/smoke.json"))
+        .arg("--data-dir")
+        .arg(repo().join("data"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert!(
+        stderr(&third).contains("took over the lock"),
+        "{}",
+        stderr(&third)
+    );
+    assert!(!out.join("run.lock").exists(), "the lock outlived its run");
+    for f in ["metrics.jsonl", "activations.jsonl"] {
+        assert_eq!(
+            without_timing(read_lines(&straight.join(f))),
+            without_timing(read_lines(&out.join(f))),
+            "{f}"
+        );
+    }
+}
+
 #[test]
 fn killed_run_resumes_identically() {
     let dir = tempfile::tempdir().unwrap();
@@ -461,6 +638,16 @@ fn each_bad_config_gets_its_own_clear_error() {
         (&["--set", "norm.kind=layer"], "unknown variant `layer`"),
         (&["--set", "steps=0"], "steps must be at least 1"),
         (&["--set", "nonsense"], "key.path=value"),
+        (&["--set", "name=."], "cannot start with a dot"),
+        (&["--set", "name=../escape"], "name"),
+        (
+            &["--set", "seed=\"abc\""],
+            "seed: expected u64, got the string \"abc\"",
+        ),
+        (
+            &["--set", "optim.lr=1e309"],
+            "optim.lr: 1e309 is not a finite number",
+        ),
     ];
     for (i, (extra, needle)) in cases.iter().enumerate() {
         let o = train(&dir.path().join(format!("r{i}")), extra);
