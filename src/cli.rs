@@ -20,8 +20,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Exit status of `compare` when the comparison was made but some runs failed to train.
 const EXIT_RUNS_FAILED: u8 = 1;
-/// Exit status of `data verify` when a data set is damaged or incomplete, or none is there.
-const EXIT_DATA_DAMAGED: u8 = 1;
+/// Exit status of `data verify` when a data set is damaged or incomplete, or none is there:
+/// an error, like every other.
+const EXIT_DATA_DAMAGED: u8 = 2;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Environment variable that points bn-exp at a data folder (same as `--data-dir`).
@@ -325,7 +326,7 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
         results_dir: args.results_dir,
         out: args.out,
         quiet: args.quiet,
-        data_dir: args.data.data_dir,
+        data: args.data.source()?,
     };
     let outcome = compare::compare(&request, &*terminal(request.quiet))?;
     if outcome.comparison.is_some() {

@@ -18,7 +18,9 @@ pub mod table;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::data::{DataSource, Dataset};
 use serde_json::Value;
 
 use crate::progress::Progress;
@@ -50,8 +52,8 @@ pub struct CompareRequest {
     pub out: Option<PathBuf>,
     /// No progress lines or bar.
     pub quiet: bool,
-    /// The data folder handed to the runs a study trains (`None`: their own default).
-    pub data_dir: Option<PathBuf>,
+    /// Where the data is: checked before a study trains anything, and handed to its runs.
+    pub data: DataSource,
 }
 
 /// What to compare.
@@ -108,6 +110,7 @@ fn run_study(
 ) -> Result<CompareOutcome> {
     let study = load_study(file)?;
     let study_dir = request.results_dir.join(&study.name);
+    check_study_data(&study, &study_dir, &request.data)?;
     let jobs = plan_study(&study, &study_dir)?;
     let parallel = request.jobs.unwrap_or_else(default_jobs);
     progress.note(&format!(
@@ -122,7 +125,7 @@ fn run_study(
     let settings = TrainSettings {
         exe: std::env::current_exe().context("cannot find the bn-exp executable")?,
         jobs: parallel,
-        data_dir: request.data_dir.clone(),
+        data_dir: Some(request.data.dir.clone()),
         quiet: request.quiet,
     };
     let results = train_all(jobs, &settings, progress);
@@ -173,6 +176,55 @@ fn run_study(
     };
     outcome.failures = failures;
     Ok(outcome)
+}
+
+/// The data every run still to train needs is there and valid, and no run's batch is larger
+/// than its training set: what train would refuse, found before the first run starts (and
+/// before anything is written), not after the earlier runs have trained. Runs already done
+/// need no data, so a finished study compares without it.
+fn check_study_data(study: &Study, study_dir: &Path, data: &DataSource) -> Result<()> {
+    let configs = study
+        .runs
+        .iter()
+        .filter(|run| run_progress(&study_dir.join(&run.name)) != RunProgress::Done)
+        .map(|run| Ok((run, crate::config::config_from_value(run.config.clone())?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut checked: Vec<(Dataset, usize)> = Vec::new();
+    for (run, config) in &configs {
+        let dataset = config.dataset;
+        let train_len = match checked.iter().find(|(d, _)| *d == dataset) {
+            Some(&(_, len)) => len,
+            None => {
+                let report = crate::data::verify_dataset(&data.dir, dataset, &data.catalogue);
+                if let Some(err) = report.files.iter().find_map(|f| match &f.status {
+                    crate::data::FileStatus::Damaged(err) => Some(err.to_string()),
+                    crate::data::FileStatus::Missing => Some(
+                        crate::data::DataError::Missing {
+                            dataset,
+                            path: f.path.clone(),
+                        }
+                        .to_string(),
+                    ),
+                    crate::data::FileStatus::Valid(_) => None,
+                }) {
+                    bail!(
+                        "run {} needs {dataset}, and it is not usable: {err}",
+                        run.name
+                    );
+                }
+                let len = data.catalogue.train_records(dataset);
+                checked.push((dataset, len));
+                len
+            }
+        };
+        ensure!(
+            config.batch_size <= train_len,
+            "run {}: batch_size {} exceeds the {train_len} training images of {dataset}",
+            run.name,
+            config.batch_size
+        );
+    }
+    Ok(())
 }
 
 /// Default `--jobs`: one run per available core.

@@ -1055,31 +1055,67 @@ fn diverged_runs_are_counted_and_the_study_succeeds() {
 }
 
 #[test]
-fn a_failing_run_is_reported_and_the_others_still_compared() {
+fn a_study_whose_data_or_batch_train_would_refuse_is_refused_before_anything_trains() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
-    // A data folder with MNIST but no CIFAR-10: the cifar10 run passes every config check and
-    // then fails in train when it loads its data (exit 2).
+    // A data folder with MNIST but no CIFAR-10, and a batch larger than MNIST's training set.
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::os::unix::fs::symlink(repo().join("data/mnist"), data.join("mnist")).unwrap();
+    let cases = [
+        (json!({"dataset": ["mnist", "cifar10"]}), "needs CIFAR-10"),
+        (
+            json!({"batch_size": [60, 60001]}),
+            "batch_size 60001 exceeds the 60000",
+        ),
+    ];
+    for (grid, needle) in cases {
+        let study = write_study(
+            tmp.path(),
+            json!({"study": "broken", "base": smoke(), "grid": grid}),
+        );
+        let output = run_study_with_data(&study, &results, true, &data);
+        assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+        assert!(
+            text(&output.stderr).contains(needle),
+            "{}",
+            describe(&output)
+        );
+        assert!(!results.exists(), "a refused study wrote {:?}", results);
+    }
+}
+
+#[test]
+fn a_failing_run_is_reported_and_the_others_still_compared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
     let study = write_study(
         tmp.path(),
-        json!({"study": "broken", "base": smoke(),
-               "grid": {"dataset": ["mnist", "cifar10"]}}),
+        json!({"study": "broken", "base": smoke(), "grid": {"seed": [0, 1]}}),
     );
-    let output = run_study_with_data(&study, &results, true, &data);
+    // Run seed-1 was started and its checkpoint is damaged: its resume fails in train (exit 2).
+    let broken = results.join("broken/seed-1");
+    std::fs::create_dir_all(broken.join("checkpoint")).unwrap();
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(smoke()).unwrap()).unwrap();
+    let mut config = bn_exp::config::config_from_value(config).unwrap();
+    config.name = "seed-1".into();
+    config.study = "broken".into();
+    config.seed = 1;
+    std::fs::write(
+        broken.join("config.json"),
+        serde_json::to_string(&config).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(broken.join("checkpoint/state.json"), "{\"step\": ").unwrap();
+    let output = run_study(&study, &results, true);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("run dataset-cifar10 failed"), "{stderr}");
+    assert!(stderr.contains("run seed-1 failed"), "{stderr}");
     assert!(
         stderr.contains("exited with 2") && stderr.contains("last lines of"),
         "{stderr}"
     );
-    assert!(
-        results.join("broken/dataset-cifar10/train.log").is_file(),
-        "{stderr}"
-    );
+    assert!(stderr.contains("state.json is damaged"), "{stderr}");
     assert!(
         results.join("broken/comparison.md").is_file(),
         "the finished run is still compared: {}",

@@ -394,7 +394,7 @@ fn verify_on_a_damaged_set_exits_nonzero_and_names_the_problem() {
     let output =
         common::run_bn_exp(&["data", "verify", "--data-dir", tmp.path().to_str().unwrap()]);
     let text = common::all_output(&output);
-    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(text.contains("checksum mismatch"), "{text}");
     assert!(text.contains(&format!("{TRAIN_IMAGES}.gz")), "{text}");
     assert!(text.contains("bn-exp data fetch mnist"), "{text}");
@@ -410,7 +410,7 @@ fn verify_with_no_data_exits_nonzero_and_says_how_to_get_it() {
     let missing = tmp.path().join("nothing-here");
     let output = bn_exp_with_env_dir(&["data", "verify"], &missing);
     let text = common::all_output(&output);
-    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(text.contains("bn-exp data fetch mnist"), "{text}");
     assert!(text.contains("bn-exp data fetch cifar10"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
@@ -480,7 +480,7 @@ fn verify_on_the_small_cifar_set_exits_zero_and_lists_both_sets_valid() {
     assert_eq!(common::verified_ok_lines(&stdout), 11, "{stdout}");
     assert!(common::lists_valid(&stdout, "MNIST") && common::lists_valid(&stdout, "CIFAR-10"));
 
-    // The same folder without the catalogue: CIFAR-10 is damaged (wrong size), exit 1.
+    // The same folder without the catalogue: CIFAR-10 is damaged (wrong size), exit 2.
     let output = common::run_bn_exp(&[
         "data",
         "verify",
@@ -488,7 +488,7 @@ fn verify_on_the_small_cifar_set_exits_zero_and_lists_both_sets_valid() {
         set.data_dir.to_str().unwrap(),
     ]);
     let text = common::all_output(&output);
-    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(
         text.contains("CIFAR-10") && text.contains("truncated"),
         "{text}"

@@ -122,6 +122,20 @@ impl Catalogue {
         }
     }
 
+    /// Images in the training split of `dataset`.
+    pub fn train_records(&self, dataset: Dataset) -> usize {
+        self.files(dataset)
+            .iter()
+            .filter(|spec| {
+                spec.name.starts_with("train-images") || spec.name.starts_with("data_batch")
+            })
+            .map(|spec| match spec.format {
+                FileFormat::IdxImages { records } | FileFormat::CifarBatch { records } => records,
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// The catalogue file this came from; `None` for the published catalogue.
     pub fn source(&self) -> Option<&Path> {
         self.source.as_deref()
