@@ -413,6 +413,45 @@ fn a_second_process_is_refused_while_the_first_holds_the_run() {
 }
 
 #[test]
+fn io_errors_and_a_damaged_checkpoint_name_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    assert!(train(&out, &["--stop-after", "150"]).status.success());
+
+    // A truncated checkpoint: the file is named, with the way out.
+    let model = out.join("checkpoint/model.bpk");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    let o = train(&out, &["--resume"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("checkpoint/model.bpk") && err.contains("--force"),
+        "{err}"
+    );
+    std::fs::write(&model, &bytes).unwrap();
+
+    // A folder nobody may write into (immutable, so even root is refused): the error names the
+    // path it could not write, not only "Operation not permitted".
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .args([flag, out.to_str().unwrap()])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(chattr("+i"), "chattr +i must work here to test this");
+    let o = train(&out, &["--resume"]);
+    chattr("-i");
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(
+        err.contains(&out.display().to_string()),
+        "no path in: {err}"
+    );
+}
+
+#[test]
 fn killed_run_resumes_identically() {
     let dir = tempfile::tempdir().unwrap();
     let straight = dir.path().join("straight");
