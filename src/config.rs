@@ -776,21 +776,35 @@ pub fn config_from_value(mut value: Value) -> Result<Config> {
     Ok(config)
 }
 
-/// `optim.lr: expected f64, got the string "abc"` from serde's `invalid type: string "abc",
+/// `optim.lr: expected a number, got the string "abc"` from serde's `invalid type: string "abc",
 /// expected f64` at path `optim.lr`: the key, what it got, and what it expects.
 fn describe_type_error(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = err.path().to_string();
     let inner = err.inner().to_string();
     let message = match inner
         .strip_prefix("invalid type: ")
+        .or_else(|| inner.strip_prefix("invalid value: "))
         .and_then(|rest| rest.split_once(", expected "))
     {
-        Some((got, expected)) => format!("expected {expected}, got {}", with_article(got)),
+        Some((got, expected)) => {
+            format!("expected {}, got {}", in_words(expected), with_article(got))
+        }
         None => inner.clone(),
     };
     match path.as_str() {
         "." | "" => message,
         _ => format!("{path}: {message}"),
+    }
+}
+
+/// Rust's names for what a key takes, as a config's author reads them.
+fn in_words(expected: &str) -> String {
+    match expected {
+        "usize" | "u64" | "u32" => "a whole number, 0 or more".to_string(),
+        "f64" | "f32" => "a number".to_string(),
+        "a boolean" => "true or false".to_string(),
+        "a sequence" => "a list".to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -943,19 +957,27 @@ mod tests {
         let cases = [
             (
                 r#"{"seed": "abc"}"#,
-                r#"seed: expected u64, got the string "abc""#,
+                r#"seed: expected a whole number, 0 or more, got the string "abc""#,
             ),
             (
                 r#"{"optim": {"lr": "fast"}}"#,
-                r#"optim.lr: expected f64, got the string "fast""#,
+                r#"optim.lr: expected a number, got the string "fast""#,
             ),
             (
                 r#"{"model": {"hidden": [100, "x"]}}"#,
-                "model.hidden[1]: expected usize",
+                "model.hidden[1]: expected a whole number",
             ),
             (
                 r#"{"probe": {"bins": 1e10}}"#,
-                "probe.bins: expected usize, got the floating point",
+                "probe.bins: expected a whole number, 0 or more, got the floating point",
+            ),
+            (
+                r#"{"batch_size": -5}"#,
+                "batch_size: expected a whole number, 0 or more, got the integer -5",
+            ),
+            (
+                r#"{"model": {"hidden": 100}}"#,
+                "model.hidden: expected a list, got the integer 100",
             ),
         ];
         for (json, needle) in cases {

@@ -681,7 +681,7 @@ fn each_bad_config_gets_its_own_clear_error() {
         (&["--set", "name=../escape"], "name"),
         (
             &["--set", "seed=\"abc\""],
-            "seed: expected u64, got the string \"abc\"",
+            "seed: expected a whole number, 0 or more, got the string \"abc\"",
         ),
         (
             &["--set", "optim.lr=1e309"],
