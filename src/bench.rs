@@ -95,6 +95,16 @@ pub struct BenchRequest {
 
 /// Run the bench, printing each figure as it is measured, and return them all.
 pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport> {
+    ensure!(args.reps > 0, "--reps must be at least 1");
+    if let Some(only) = &args.only {
+        for name in only {
+            ensure!(
+                STEP_WORKLOADS.contains(&name.as_str()) || name == "fig1",
+                "unknown workload {name:?} in --only; choose from {}, fig1",
+                STEP_WORKLOADS.join(", ")
+            );
+        }
+    }
     let wanted: Vec<String> = args.only.clone().unwrap_or_else(|| {
         STEP_WORKLOADS
             .iter()

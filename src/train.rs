@@ -97,6 +97,11 @@ pub fn default_run_dir(results_dir: &Path, config: &Config) -> PathBuf {
 /// bn-exp writes.
 pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome> {
     let (config, run_dir) = (&request.config, &request.run_dir);
+    ensure!(
+        !run_dir.exists() || run_dir.is_dir(),
+        "{} exists and is not a folder; give --out a folder to write the run into",
+        run_dir.display()
+    );
     let created = !run_dir.exists();
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("cannot create the run folder {}", run_dir.display()))?;

@@ -452,6 +452,49 @@ fn io_errors_and_a_damaged_checkpoint_name_their_file() {
 }
 
 #[test]
+fn bad_command_lines_are_errors_that_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a folder").unwrap();
+    let cases: [(Vec<String>, &str); 3] = [
+        (
+            vec![
+                "bench".into(),
+                "--reps".into(),
+                "0".into(),
+                "--only".into(),
+                "mlp".into(),
+            ],
+            "--reps must be at least 1",
+        ),
+        (
+            vec!["bench".into(), "--only".into(), "mlp,nothing".into()],
+            "unknown workload \"nothing\"",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--config".into(),
+                repo().join("configs/smoke.json").display().to_string(),
+                "--out".into(),
+                file.display().to_string(),
+            ],
+            "exists and is not a folder",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{args:?} printed before failing");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a folder");
+}
+
+#[test]
 fn killed_run_resumes_identically() {
     let dir = tempfile::tempdir().unwrap();
     let straight = dir.path().join("straight");
