@@ -54,7 +54,7 @@ bn-exp train --config configs/smoke.json --set optim.lr=0.5 --set seed=3 --quiet
     /// Run a study (a grid of configs over seeds) or compare finished runs in tables.
     #[command(
         after_help = "Examples:\n  bn-exp compare --study configs/studies/paper_fig1.json\n  \
-bn-exp compare results/paper_fig1/placement-none_seed-0 results/paper_fig1/placement-before_seed-0"
+bn-exp compare results/paper_fig1/kind-none_seed-0 results/paper_fig1/kind-batch_seed-0"
     )]
     Compare(CompareArgs),
     /// Draw figures (Figure 1 of the paper, distributions, study plots) from runs and studies.
