@@ -25,8 +25,6 @@ const EXIT_RUNS_FAILED: u8 = 1;
 const EXIT_DATA_DAMAGED: u8 = 2;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Environment variable that points bn-exp at a data folder (same as `--data-dir`).
-
 #[derive(Debug, Parser)]
 #[command(
     name = "bn-exp",
@@ -258,8 +256,8 @@ pub struct BenchArgs {
 }
 
 /// Parse the process arguments, run the chosen command, print what it produced, and return
-/// the exit status: 0 ok, 2 error (from `main`), 3 a diverged run, 1 a study whose runs partly
-/// failed or a damaged data folder.
+/// the exit status: 0 ok, 2 error (from `main`, and `data verify` on damaged or missing data),
+/// 3 a diverged run, 1 a study whose runs partly failed.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {

@@ -18,7 +18,7 @@ pub mod table;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 
 use crate::data::{DataSource, Dataset};
 use serde_json::Value;
@@ -126,7 +126,6 @@ fn run_study(
         exe: std::env::current_exe().context("cannot find the bn-exp executable")?,
         jobs: parallel,
         data_dir: Some(request.data.dir.clone()),
-        quiet: request.quiet,
     };
     let results = train_all(jobs, &settings, progress);
     let (records, load_failures) = load_study_runs(&study, &study_dir);
@@ -217,12 +216,9 @@ fn check_study_data(study: &Study, study_dir: &Path, data: &DataSource) -> Resul
                 len
             }
         };
-        ensure!(
-            config.batch_size <= train_len,
-            "run {}: batch_size {} exceeds the {train_len} training images of {dataset}",
-            run.name,
-            config.batch_size
-        );
+        config
+            .check_training_set(train_len)
+            .with_context(|| format!("run {}", run.name))?;
     }
     Ok(())
 }
@@ -256,12 +252,12 @@ delete them to train them again, or pass another --results-dir",
     let configs_dir = study_dir.join(CONFIGS_DIR);
     std::fs::create_dir_all(&configs_dir)
         .with_context(|| format!("cannot create {}", configs_dir.display()))?;
-    write_json(&study_dir.join(STUDY_RECORD_FILE), &study.record())?;
+    crate::run::write_json_atomic(&study_dir.join(STUDY_RECORD_FILE), &study.record())?;
     let mut jobs = Vec::new();
     for run in &study.runs {
         let run_dir = study_dir.join(&run.name);
         let config_file = configs_dir.join(format!("{}.json", run.name));
-        write_json(&config_file, &run.config)?;
+        crate::run::write_json_atomic(&config_file, &run.config)?;
         let progress = run_progress(&run_dir);
         if progress == RunProgress::Done {
             continue;
@@ -304,12 +300,6 @@ fn config_difference(run_dir: &Path, run: &PlannedRun) -> Result<Option<String>>
         }
     }
     Ok(None)
-}
-
-fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value).context("cannot encode JSON")?;
-    text.push('\n');
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The study's done runs, in study order; runs that could not be read are returned as errors.

@@ -496,6 +496,18 @@ impl Config {
         Ok(())
     }
 
+    /// The batch against the training set it is drawn from: what train, and a study before
+    /// anything trains, refuse.
+    pub fn check_training_set(&self, train_len: usize) -> Result<()> {
+        ensure!(
+            self.batch_size <= train_len,
+            "batch_size {} exceeds the {train_len} training images of {}",
+            self.batch_size,
+            self.dataset
+        );
+        Ok(())
+    }
+
     /// A rough upper estimate of the memory a run needs, in bytes: every parameter four times
     /// (weights, gradients, momentum, a copy in flight) and, per example of the larger of the
     /// training and evaluation batches, every activation eight times (forward values, saved
@@ -674,7 +686,7 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
 }
 
 /// Apply one `key.path=value` override. The value is parsed as JSON (numbers, booleans, arrays,
-/// quoted strings), falling back to a plain string, so `--set bn.placement=none` works unquoted.
+/// quoted strings), falling back to a plain string, so `--set norm.kind=none` works unquoted.
 pub fn apply_override(config: &mut Value, assignment: &str) -> Result<()> {
     let Some((key, raw)) = assignment.split_once('=') else {
         bail!("override {assignment:?} is not of the form key.path=value");

@@ -134,7 +134,8 @@ impl Norm {
     }
 
     /// `(γ, β, ε)` when the fused dense kernel can apply this layer with the batch's own
-    /// statistics in training (BN before the nonlinearity); `None` otherwise.
+    /// statistics in training (BN before the nonlinearity); `None` for a layer it cannot (none
+    /// yet: every kind of today can), which then runs op by op.
     pub fn fused_dense_parts(&self) -> Option<(Tensor<1>, Tensor<1>, f64)> {
         match self {
             Norm::Batch(bn) => Some((bn.gamma.val(), bn.beta.val(), bn.eps)),

@@ -136,7 +136,8 @@ pub fn make_plots(request: &PlotRequest) -> Result<PlotReport> {
     let dirs = discover_runs(&request.inputs, &mut diag)?;
     if dirs.is_empty() {
         bail!(
-            "nothing to plot: no run folders (folders holding metrics.jsonl) in {}",
+            "nothing to plot: no run folders (folders holding a run's config.json, metrics.jsonl \
+             or summary.json) in {}",
             list_paths(&request.inputs)
         );
     }

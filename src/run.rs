@@ -15,7 +15,7 @@
 //! unit ([`drift`]), and mean ± sample standard deviation over runs ([`mean_std`]).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -99,20 +99,37 @@ pub struct ActivationRecord {
 /// Test metrics from the population pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PopulationResult {
+    #[serde(deserialize_with = "nan_if_null")]
     pub test_acc: f64,
+    /// NaN or infinite when the population statistics blew the net up; written as `null`.
+    #[serde(deserialize_with = "nan_if_null")]
     pub test_loss: f64,
     pub batches: usize,
+}
+
+/// A float that JSON wrote as `null` (serde_json's form of NaN and infinity) reads back as NaN,
+/// so that a summary holding one still reads.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+fn nans_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[f64; 3], D::Error> {
+    Ok(<[Option<f64>; 3]>::deserialize(d)?.map(|v| v.unwrap_or(f64::NAN)))
 }
 
 /// Mean absolute change of each tracked percentile between consecutive evaluations.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Drift {
     /// Over the whole run: [p15, p50, p85].
+    #[serde(deserialize_with = "nans_if_null")]
     pub all: [f64; 3],
     /// Over evaluations after the first 10% of the steps: [p15, p50, p85].
+    #[serde(deserialize_with = "nans_if_null")]
     pub after_10pct: [f64; 3],
     /// Width p85 − p15 of the tracked unit at the first and last evaluation after step 0.
+    #[serde(deserialize_with = "nan_if_null")]
     pub spread_first: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub spread_last: f64,
 }
 
@@ -188,31 +205,6 @@ impl JsonlWriter {
     }
 }
 
-/// Read every whole, parseable line of a JSON Lines file. A torn last line (a crash mid-write)
-/// is skipped; any other bad line is an error.
-pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let mut rows = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str(line) {
-            Ok(row) => rows.push(row),
-            Err(_) if i + 1 == lines.len() => break,
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("{} line {} is not valid", path.display(), i + 1));
-            }
-        }
-    }
-    Ok(rows)
-}
-
 /// Write JSON to `path` atomically (a temporary file beside it, then rename), pretty-printed, so a
 /// reader or a crash never sees half a file.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -260,62 +252,74 @@ pub const RUN_FILES: [&str; 9] = [
 ];
 
 /// An exclusive claim on a run folder for as long as it lives: two processes never write one
-/// run. The file holds the holder's host and process id. A lock whose holder is gone (killed,
-/// or the machine restarted) is stale and is taken over: on the same host, when no bn-exp
-/// process has that id any more. A lock from another host is never guessed stale.
+/// run. It is an advisory lock (`flock`) on `run.lock`, which the kernel releases when its
+/// holder exits, however it exits: a killed holder's lock is free at once, with no guessing
+/// from process ids. The file also names the holder (host and pid) for the message a refused
+/// process prints, and is emptied on a clean release; a non-empty file whose lock is free
+/// therefore means the previous holder was killed, which [`RunLock::took_over`] reports.
 #[derive(Debug)]
 pub struct RunLock {
+    file: File,
     path: PathBuf,
-    /// Set when a stale lock was taken over: whose it was.
+    /// Set when the previous holder was killed while holding the run: who it was.
     pub took_over: Option<String>,
 }
 
 impl RunLock {
     /// Take the lock of `dir` (which must exist), or say who holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock> {
+        use std::io::{Read, Seek};
         let path = dir.join(LOCK_FILE);
-        let me = format!("{} {}\n", host_name(), std::process::id());
-        let mut took_over = None;
-        for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    file.write_all(me.as_bytes())
-                        .and_then(|_| file.sync_all())
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                    return Ok(RunLock { path, took_over });
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&path).unwrap_or_default();
-                    let holder = holder.trim().to_string();
-                    if !holder_is_gone(&holder) {
-                        anyhow::bail!(
-                            "{} is in use by another bn-exp process ({}); wait for it to end. If \
-                             no such process runs, delete {} and try again",
-                            dir.display(),
-                            describe_holder(&holder),
-                            path.display()
-                        );
-                    }
-                    // A killed holder's lock: take it over.
-                    fs::remove_file(&path)
-                        .with_context(|| format!("cannot remove the stale {}", path.display()))?;
-                    took_over = Some(describe_holder(&holder));
-                }
-                Err(err) => {
-                    return Err(err).with_context(|| format!("cannot create {}", path.display()));
-                }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let mut holder = String::new();
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let _ = file.read_to_string(&mut holder);
+                anyhow::bail!(
+                    "{} is in use by another bn-exp process ({}); wait for it to end",
+                    dir.display(),
+                    describe_holder(holder.trim())
+                );
+            }
+            Err(std::fs::TryLockError::Error(err)) => {
+                return Err(err).with_context(|| format!("cannot lock {}", path.display()));
             }
         }
-        anyhow::bail!(
-            "{} changed hands twice while bn-exp was taking it; try again",
-            path.display()
-        )
+        file.read_to_string(&mut holder)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let took_over = (!holder.trim().is_empty()).then(|| describe_holder(holder.trim()));
+        let me = format!("{} {}\n", host_name(), std::process::id());
+        file.set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| file.write_all(me.as_bytes()))
+            .and_then(|_| file.sync_all())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(RunLock {
+            file,
+            path,
+            took_over,
+        })
+    }
+
+    /// Give the lock up and remove its file: for a folder that is about to be removed.
+    pub fn release_and_remove(self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 
 impl Drop for RunLock {
+    /// Empty the file (a clean end) and let the lock go. The file stays: removing it could let
+    /// two later processes lock two different files of the same name.
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
     }
 }
 
@@ -327,25 +331,6 @@ fn host_name() -> String {
         .ok()
         .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
         .unwrap_or_else(|| "unknown-host".to_string())
-}
-
-/// Whether the process a lock names is certainly gone: same host, and no process with that id,
-/// or one that is not bn-exp (the id was reused). Unreadable or foreign locks are not gone.
-fn holder_is_gone(holder: &str) -> bool {
-    let mut parts = holder.split_whitespace();
-    let (Some(host), Some(pid)) = (
-        parts.next(),
-        parts.next().and_then(|p| p.parse::<u32>().ok()),
-    ) else {
-        return false;
-    };
-    if host != host_name() || !Path::new("/proc/self").exists() {
-        return false;
-    }
-    match fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => !String::from_utf8_lossy(&cmdline).contains("bn-exp"),
-        Err(_) => true,
-    }
 }
 
 fn describe_holder(holder: &str) -> String {
@@ -729,10 +714,13 @@ fn report_gaps(path: &Path, notes: &mut Vec<String>, gaps: &[(usize, &str)]) {
 /// writes again the evaluations after c, and the earlier ones after c belong to the abandoned
 /// continuation. The result is in increasing step order.
 fn keep_latest_by_step<T>(items: &mut Vec<T>, step: impl Fn(&T) -> u64) {
+    // `kept` stays in increasing step order, so the lines a new one replaces are at its end.
     let mut kept: Vec<T> = Vec::with_capacity(items.len());
     for item in items.drain(..) {
         let s = step(&item);
-        kept.retain(|earlier| step(earlier) < s);
+        while kept.last().is_some_and(|earlier| step(earlier) >= s) {
+            kept.pop();
+        }
         kept.push(item);
     }
     *items = kept;
@@ -915,11 +903,20 @@ pub fn run_progress(dir: &Path) -> RunProgress {
     }
 }
 
-/// A folder holds a run when train has written any of its files into it.
+/// A folder holds a run when train has written any of its records or checkpoints into it:
+/// the one definition train (before it overwrites), compare (before it reuses or resumes) and
+/// plot (before it reads) all use. A log or our plots alone do not make a run.
 pub fn is_run_folder(dir: &Path) -> bool {
-    [CONFIG_FILE, METRICS_FILE, SUMMARY_FILE]
-        .iter()
-        .any(|file| dir.join(file).is_file())
+    [
+        CONFIG_FILE,
+        METRICS_FILE,
+        ACTIVATIONS_FILE,
+        SUMMARY_FILE,
+        CHECKPOINT_DIR,
+        "checkpoint.old",
+    ]
+    .iter()
+    .any(|file| dir.join(file).exists())
 }
 
 /// The run folders directly inside `dir` (not hidden ones, not our own `plots/`), in name
@@ -1006,14 +1003,30 @@ mod tests {
     }
 
     #[test]
-    fn torn_last_line_is_skipped_but_bad_middle_line_is_an_error() {
+    fn a_summary_with_a_nan_population_loss_reads_back() {
+        let summary = Summary {
+            status: "finished".into(),
+            population: Some(PopulationResult {
+                test_acc: 0.1,
+                test_loss: f64::NAN,
+                batches: 10,
+            }),
+            drift: Some(Drift {
+                all: [f64::INFINITY, 0.5, 0.25],
+                after_10pct: [0.0; 3],
+                spread_first: f64::NAN,
+                spread_last: 1.0,
+            }),
+            ..Summary::default()
+        };
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("m.jsonl");
-        std::fs::write(&p, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
-        let rows: Vec<serde_json::Value> = read_jsonl(&p).unwrap();
-        assert_eq!(rows.len(), 2);
-        std::fs::write(&p, "{\"a\":1}\nxx\n{\"a\":3}\n").unwrap();
-        assert!(read_jsonl::<serde_json::Value>(&p).is_err());
+        write_json_atomic(&dir.path().join(SUMMARY_FILE), &summary).unwrap();
+        let run = Run::read(dir.path());
+        let read = run.summary.expect("the summary reads back");
+        let population = read.population.unwrap();
+        assert!(population.test_loss.is_nan() && population.test_acc == 0.1);
+        let drift = read.drift.unwrap();
+        assert!(drift.all[0].is_nan() && drift.spread_first.is_nan() && drift.all[1] == 0.5);
     }
 
     #[test]

@@ -93,8 +93,8 @@ pub fn default_run_dir(results_dir: &Path, config: &Config) -> PathBuf {
 /// Nothing the user did not ask to delete is lost: the run folder is locked for the whole run
 /// ([`RunLock`]); everything that can fail before training (the folder's state, the data, the
 /// batch against the data) is checked before anything is written; a folder this call created
-/// is removed again if it fails before the first step; and `--force` removes only the files
-/// bn-exp writes.
+/// is removed again if that preparation fails; and `--force` removes only the files bn-exp
+/// writes.
 pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome> {
     let (config, run_dir) = (&request.config, &request.run_dir);
     ensure!(
@@ -105,36 +105,38 @@ pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome>
     let created = !run_dir.exists();
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("cannot create the run folder {}", run_dir.display()))?;
-    let prepared = RunLock::acquire(run_dir).and_then(|lock| {
-        if let Some(previous) = &lock.took_over {
-            progress.note(&format!(
-                "took over the lock of {} from {previous}, which is gone",
-                run_dir.display()
-            ));
-        }
-        let found = inspect_run_dir(run_dir, config, request.resume, request.force)?;
-        if let Found::Finished(summary) = found {
-            return Ok((lock, Prepared::Done(*summary)));
-        }
-        let data = request.data.load(config.dataset, config.preprocess)?;
-        ensure!(
-            data.train.len >= config.batch_size,
-            "batch_size {} exceeds the {} training images of {}",
-            config.batch_size,
-            data.train.len,
-            config.dataset
-        );
-        set_up_run_dir(run_dir, config, &found)?;
-        Ok((lock, Prepared::Ready(data)))
-    });
-    match prepared {
-        Ok((_lock, Prepared::Done(summary))) => Ok(Outcome::AlreadyDone(summary)),
-        Ok((_lock, Prepared::Ready(data))) => {
-            run(config, data, run_dir, &request.options, progress)
-        }
+    let lock = match RunLock::acquire(run_dir) {
+        Ok(lock) => lock,
         Err(err) => {
             if created {
-                // Leave no trace of an attempt that never started (the lock is gone by now).
+                let _ = std::fs::remove_dir(run_dir);
+            }
+            return Err(err);
+        }
+    };
+    if let Some(previous) = &lock.took_over {
+        progress.note(&format!(
+            "{} was held by {previous}, which was killed; continuing from its files",
+            run_dir.display()
+        ));
+    }
+    let prepared = (|| {
+        let found = inspect_run_dir(run_dir, config, request.resume, request.force)?;
+        if let Found::Finished(summary) = found {
+            return Ok(Prepared::Done(*summary));
+        }
+        let data = request.data.load(config.dataset, config.preprocess)?;
+        config.check_training_set(data.train.len)?;
+        set_up_run_dir(run_dir, config, &found)?;
+        Ok(Prepared::Ready(data))
+    })();
+    match prepared {
+        Ok(Prepared::Done(summary)) => Ok(Outcome::AlreadyDone(summary)),
+        Ok(Prepared::Ready(data)) => run(config, data, run_dir, &request.options, progress),
+        Err(err) => {
+            if created {
+                // Leave no trace of an attempt that never started.
+                lock.release_and_remove();
                 let _ = std::fs::remove_dir(run_dir);
             }
             Err(err)
@@ -221,9 +223,7 @@ enum Found {
 /// `--force` or `--resume`; refuse to resume a run whose config differs or whose records are
 /// gone.
 fn inspect_run_dir(dir: &Path, config: &Config, resume: bool, force: bool) -> Result<Found> {
-    let has_run = [CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_DIR]
-        .iter()
-        .any(|f| dir.join(f).exists());
+    let has_run = crate::run::is_run_folder(dir);
     match (has_run, resume, force) {
         (false, _, _) => return Ok(Found::Fresh),
         (true, _, true) => return Ok(Found::Replace),
@@ -424,12 +424,7 @@ pub fn run(
     opts: &TrainOptions,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
-    ensure!(
-        data.train.len >= config.batch_size,
-        "batch_size {} exceeds the {} training images",
-        config.batch_size,
-        data.train.len
-    );
+    config.check_training_set(data.train.len)?;
     let device = backend::device();
     let train_device = backend::train_device();
     let (mut net, mut optim, mut state) = match load_checkpoint(config, run_dir, &train_device)? {
@@ -487,8 +482,8 @@ pub fn run(
         }
         let t0 = Instant::now();
         let lr = config.optim.lr_at(state.step);
-        let indices = order.indices(state.step).to_vec();
-        let (loss, next) = runner.train_step(net, &mut optim, &indices, state.step, lr)?;
+        let indices = order.indices(state.step);
+        let (loss, next) = runner.train_step(net, &mut optim, indices, state.step, lr)?;
         state.train_s += t0.elapsed().as_secs_f64();
         let Some(next) = next else {
             progress.end();
@@ -502,11 +497,9 @@ pub fn run(
         state.loss_count += 1;
         let is_eval = state.step % config.eval_every == 0 || state.step == config.steps;
         if is_eval {
-            let train_loss = state.loss_sum / state.loss_count as f64;
             last_acc = runner
                 .evaluate_and_record(&net, &state, lr, started)?
                 .test_acc;
-            let _ = train_loss;
             state.loss_sum = 0.0;
             state.loss_count = 0;
         }
@@ -741,9 +734,12 @@ impl Runner<'_> {
     /// Population pass (if asked), summary, and the final line of output.
     fn finish(&mut self, net: &mut Net, state: &LoopState) -> Result<Summary> {
         let run = Run::read(self.run_dir);
+        // The final accuracy as every reader defines it (the last evaluation with one).
         let last = run
             .metrics
-            .last()
+            .iter()
+            .rev()
+            .find(|m| m.test_acc.is_some())
             .context("the run recorded no evaluation")?;
         let mut final_metrics = (last.test_acc, last.test_loss);
         let mut final_inference = if net.has_norm() {
@@ -928,25 +924,36 @@ fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
         let count = text.lines().count();
         let mut kept = String::new();
         for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let damaged = |why: String| {
+                anyhow::anyhow!(
+                    "{} line {} {why}: the file is damaged, and resuming would lose what follows \
+                     it. Repair or remove that line, or pass --force to start the run afresh",
+                    path.display(),
+                    i + 1
+                )
+            };
             let row: serde_json::Value = match serde_json::from_str(line) {
                 Ok(row) => row,
                 Err(_) if torn_tail && i + 1 == count => break,
-                Err(err) => bail!(
-                    "{} line {} is not a whole record ({err}): the file is damaged, and resuming \
-                     would lose what follows it. Repair or remove that line, or pass --force to \
-                     start the run afresh",
-                    path.display(),
-                    i + 1
-                ),
+                Err(err) => return Err(damaged(format!("is not a whole record ({err})"))),
             };
-            let s = row.get("step").and_then(|s| s.as_u64()).unwrap_or(u64::MAX);
+            let Some(s) = row.get("step").and_then(|s| s.as_u64()) else {
+                return Err(damaged("has no step".to_string()));
+            };
             if s > step || (step == 0 && s == 0) {
                 break;
             }
             kept.push_str(line);
             kept.push('\n');
         }
-        std::fs::write(&path, kept).with_context(|| format!("cannot write {}", path.display()))?;
+        // A new file renamed over the old: a kill mid-write cannot lose the records.
+        let tmp = run_dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, kept)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }

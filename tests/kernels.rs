@@ -298,10 +298,11 @@ fn dense_matches_its_reference_for_every_activation_bias_and_bn() {
 }
 
 #[test]
-fn dense_products_split_over_two_threads_give_the_same_result() {
-    // 64·256·128 = 2.1·10⁶ multiply-adds: above the size from which a product is split between
-    // the caller and bn-exp's helper thread (when rayon may use more than one thread). The
-    // forward and ∂x split their output columns, ∂W its rows.
+fn dense_layer_big_enough_to_split_its_products_matches_its_reference() {
+    // 64·256·128 = 2.1·10⁶ multiply-adds: above the size from which a product is computed as
+    // two halves (one on bn-exp's helper thread when more than one thread is allowed). The
+    // forward and ∂x split their output columns, ∂W its rows. The split itself is checked bit
+    // for bit against one thread in src/kernels/gemm.rs.
     let case = DenseCase::new(64, 256, 128);
     let got = dense_case(&case, true, true, true, Act::Sigmoid);
     let want = dense_case(&case, false, true, true, Act::Sigmoid);

@@ -563,23 +563,34 @@ fn extreme_and_out_of_contract_values_neither_panic_nor_hang() {
 
 /// Run bn-exp and wait at most `limit`; past it, kill the child and fail the test.
 fn bn_exp_within(args: &[&str], limit: std::time::Duration) -> Output {
+    // Output to files, not pipes: a child that filled an undrained pipe would block and look
+    // like a hang.
+    let logs = TempDir::new().unwrap();
+    let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
         .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(fs::File::create(&err_path).unwrap())
         .spawn()
         .expect("cannot run bn-exp");
     let deadline = std::time::Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if std::time::Instant::now() > deadline {
             child.kill().unwrap();
-            let output = child.wait_with_output().unwrap();
+            child.wait().unwrap();
             panic!(
                 "bn-exp {args:?} still running after {limit:?}: it hangs. stderr: {}",
-                text(&output.stderr)
+                fs::read_to_string(&err_path).unwrap_or_default()
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: fs::read(&out_path).unwrap(),
+        stderr: fs::read(&err_path).unwrap(),
     }
-    child.wait_with_output().unwrap()
 }

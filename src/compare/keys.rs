@@ -1,4 +1,4 @@
-//! Dot-separated key paths into JSON configs (`bn.placement`, `optim.lr`), the same paths
+//! Dot-separated key paths into JSON configs (`norm.kind`, `optim.lr`), the same paths
 //! `bn-exp train --set` takes, plus the small JSON helpers studies and tables share.
 
 use anyhow::{Result, bail};
@@ -62,7 +62,7 @@ pub fn condition_of(config: &Value) -> Value {
 /// Check that a key path is well formed: non-empty segments separated by dots.
 pub fn check_key_path(path: &str) -> Result<()> {
     if path.is_empty() || path.split('.').any(str::is_empty) {
-        bail!("`{path}` is not a key path: use dot-separated names such as `bn.placement`");
+        bail!("`{path}` is not a key path: use dot-separated names such as `norm.kind`");
     }
     Ok(())
 }
@@ -143,7 +143,7 @@ pub fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// Short display names for key paths: the last segment (`bn.placement` → `placement`), or as
+/// Short display names for key paths: the last segment (`norm.kind` → `kind`), or as
 /// many trailing segments as it takes to tell paths apart (`bn.momentum` and `optim.momentum`
 /// stay `bn.momentum` and `optim.momentum`).
 pub fn short_names(paths: &[String]) -> Vec<String> {

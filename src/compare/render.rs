@@ -362,8 +362,8 @@ fn run_row_cells(group: &GroupRow, run: &RunRow) -> Vec<String> {
     cells
 }
 
-/// `98.12 ± 0.05` (percent), or just `98.12` for a single run.
-/// An accuracy in percent, mean ± sample std over runs; a single run's std is "–".
+/// An accuracy in percent, mean ± sample std over runs: `98.12 ± 0.05`; a single run's std is
+/// "–" (`98.12 ± –`).
 fn acc_cell(stats: Option<MeanStd>) -> String {
     match stats {
         None => NO_VALUE.to_string(),

@@ -52,7 +52,6 @@ pub struct TrainSettings {
     pub jobs: usize,
     /// Passed on as `--data-dir` when given; otherwise children resolve it as compare would.
     pub data_dir: Option<PathBuf>,
-    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +161,7 @@ fn spawn_train(job: &TrainJob, settings: &TrainSettings, single_thread: bool) ->
         // Several runs share the cores; a run of the small MLP gains nothing from threads.
         command.env("RAYON_NUM_THREADS", "1");
     }
-    let mut log = open_log(&job.run_dir.join(LOG_FILE), job.resume)?;
+    let mut log = open_log(&job.run_dir.join(LOG_FILE))?;
     writeln!(log, "# bn-exp compare: {command:?}").context("cannot write train.log")?;
     let stderr = log.try_clone().context("cannot share train.log")?;
     command
@@ -173,15 +172,13 @@ fn spawn_train(job: &TrainJob, settings: &TrainSettings, single_thread: bool) ->
         .with_context(|| format!("cannot run {}", settings.exe.display()))
 }
 
-/// A resumed run appends to its log, keeping the first attempt's output.
-fn open_log(path: &Path, append: bool) -> Result<File> {
-    let mut options = OpenOptions::new();
-    if append {
-        options.append(true).create(true);
-    } else {
-        options.write(true).create(true).truncate(true);
-    }
-    options
+/// A run's log is only ever appended to: each attempt adds its own section, and a second
+/// `compare` whose child is refused (the run is locked by a training process) cannot wipe the
+/// log of the run that is still training.
+fn open_log(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
         .open(path)
         .with_context(|| format!("cannot open {}", path.display()))
 }

@@ -320,7 +320,7 @@ fn build_axes(grid: &OrderedMap, zip: &ZipSets) -> Result<Vec<Axis>> {
     ensure!(
         !axes.is_empty(),
         "the study has an empty grid, so it has nothing to compare: add e.g. \
-\"grid\": {{\"bn.placement\": [\"none\", \"before\"], \"seed\": [0, 1, 2]}}"
+\"grid\": {{\"norm.kind\": [\"none\", \"batch\"], \"seed\": [0, 1, 2]}}"
     );
     Ok(axes)
 }
@@ -540,7 +540,7 @@ pub fn matches_spec(config: &Value, spec: &[(String, Value)]) -> bool {
         .all(|(key, value)| get_path(config, key).is_some_and(|have| json_equal(have, value)))
 }
 
-/// `{bn.placement: "none", optim.lr: 0.1}`, for messages.
+/// `{norm.kind: "none", optim.lr: 0.1}`, for messages.
 pub fn describe_spec(spec: &[(String, Value)]) -> String {
     let parts: Vec<String> = spec.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     format!("{{{}}}", parts.join(", "))

@@ -3,7 +3,7 @@
 //! For each swept key (`optim.lr`, `batch_size`) with at least two values, two figures: final
 //! test accuracy, and steps to reach an accuracy threshold, each against the swept value on a
 //! log axis. Runs are split into series by everything else that varies (usually
-//! `bn.placement`); each point is the mean over seeds with a ±1 std error bar.
+//! `norm.kind`); each point is the mean over seeds with a ±1 std error bar.
 //!
 //! Runs without a value are not quietly dropped, because "BN lets you use a higher learning
 //! rate" is a claim about exactly those runs: a diverged run is a cross and a run that never
@@ -191,16 +191,18 @@ impl SweptRuns {
     }
 }
 
-/// `k=v` over the keys that vary between series; with a single series, its BN placement.
+/// `k=v` over the keys that vary between series; with a single series, its normalisation
+/// (`norm.kind`, or `bn.placement` in run folders written before it had its own key).
 fn series_label(identity: &FlatConfig, keys: &[String]) -> String {
     if !keys.is_empty() {
         return label_for(identity, keys);
     }
-    let placement = vec!["bn.placement".to_string()];
-    if identity.contains_key("bn.placement") {
-        label_for(identity, &placement)
-    } else {
-        "all runs".to_string()
+    match ["norm.kind", "bn.placement"]
+        .iter()
+        .find(|key| identity.contains_key(**key))
+    {
+        Some(key) => label_for(identity, &[key.to_string()]),
+        None => "all runs".to_string(),
     }
 }
 
