@@ -9,11 +9,14 @@
 //! γ ≠ 1, β ≠ 0 and the running statistics are not (0, 1): a folding that dropped any of them
 //! would still agree on a freshly built net.
 
+mod numeric;
+
 use bn_exp::config::{Config, config_from_value};
 use bn_exp::model::{Mode, Net, Trace, build_net};
 use bn_exp::norm::batch::InferenceStats;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
+use numeric::{flat, values};
 use serde_json::json;
 
 const TOL: f64 = 1e-10;
@@ -23,31 +26,11 @@ fn device() -> Device {
     Device::flex().autodiff()
 }
 
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 fn tensor<const D: usize>(v: Vec<f64>, shape: [usize; D]) -> Tensor<D> {
     Tensor::from_data(
         TensorData::new(v, shape),
         TensorCreationOptions::new(device()).with_dtype(DType::F64),
     )
-}
-
-fn flat<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .convert_dtype(DType::F64)
-        .try_to_vec::<f64>()
-        .expect("f64 values")
 }
 
 fn assert_close(what: &str, got: &[f64], want: &[f64]) {

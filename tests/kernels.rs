@@ -26,6 +26,7 @@
 //! different orders). The MLP's float32 path runs the same code and is exercised by the training
 //! tests; float32 results differ from these by rounding only.
 
+mod numeric;
 mod reference;
 
 use bn_exp::kernels::{
@@ -38,24 +39,12 @@ use burn::tensor::activation::{relu, sigmoid, tanh};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
+use numeric::{flat, values};
 
 const TOL: f64 = 1e-10;
 
 fn device() -> Device {
     Device::flex().autodiff()
-}
-
-/// Deterministic values in [-1, 1) from a seed (a simple LCG; no test depends on their law).
-fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 fn tensor<const D: usize>(v: &[f64], shape: [usize; D]) -> Tensor<D> {
@@ -115,13 +104,6 @@ fn assert_parts_close(what: &str, names: &[&str], got: &[Part], want: &[Part]) {
         assert_eq!(g.dims, w.dims, "{what}: shape");
         assert_close(&what, &g.values, &w.values);
     }
-}
-
-fn flat<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .convert_dtype(DType::F64)
-        .try_to_vec::<f64>()
-        .expect("f64 values")
 }
 
 fn assert_close(what: &str, got: &[f64], want: &[f64]) {

@@ -16,16 +16,23 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `bn-exp train --config configs/smoke.json --out DIR` plus extra arguments.
-fn train(out: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+/// `bn-exp train` of the smoke config on the embedded MNIST into `out`, to add flags to.
+fn smoke_train(out: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bn-exp"));
+    command
         .arg("train")
         .arg("--config")
         .arg(repo().join("configs/smoke.json"))
         .arg("--data-dir")
         .arg(repo().join("data"))
         .arg("--out")
-        .arg(out)
+        .arg(out);
+    command
+}
+
+/// `bn-exp train --config configs/smoke.json --out DIR` plus extra arguments.
+fn train(out: &Path, extra: &[&str]) -> Output {
+    smoke_train(out)
         .arg("--quiet")
         .args(extra)
         .output()
@@ -361,13 +368,8 @@ fn a_second_process_is_refused_while_the_first_holds_the_run() {
     let straight = dir.path().join("straight");
     let out = dir.path().join("run");
     assert!(train(&straight, &[]).status.success());
-    let mut first = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
-        .args(["train", "--quiet", "--hold-after", "150", "--config"])
-        .arg(repo().join("configs/smoke.json"))
-        .arg("--data-dir")
-        .arg(repo().join("data"))
-        .arg("--out")
-        .arg(&out)
+    let mut first = smoke_train(&out)
+        .args(["--quiet", "--hold-after", "150"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -394,15 +396,7 @@ fn a_second_process_is_refused_while_the_first_holds_the_run() {
     first.kill().unwrap();
     first.wait().unwrap();
     assert!(out.join("run.lock").is_file());
-    let third = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
-        .args(["train", "--resume", "--config"])
-        .arg(repo().join("configs/smoke.json"))
-        .arg("--data-dir")
-        .arg(repo().join("data"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let third = smoke_train(&out).args(["--resume"]).output().unwrap();
     assert!(third.status.success(), "{}", stderr(&third));
     assert!(
         stderr(&third).contains("which was killed"),
@@ -523,13 +517,8 @@ fn killed_run_resumes_identically() {
     // Step 1500: after the checkpoint at 1000 and the evaluations at 1200 and 1400, which the
     // resume must replay from the checkpoint. The run holds there (saving nothing) until the
     // SIGKILL, so the kill point does not depend on how fast this machine is.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
-        .args(["train", "--quiet", "--hold-after", "1500", "--config"])
-        .arg(repo().join("configs/smoke.json"))
-        .arg("--data-dir")
-        .arg(repo().join("data"))
-        .arg("--out")
-        .arg(&killed)
+    let mut child = smoke_train(&killed)
+        .args(["--quiet", "--hold-after", "1500"])
         .args(set)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -650,13 +639,8 @@ fn results_do_not_depend_on_the_thread_count() {
         .iter()
         .map(|threads| {
             let out = dir.path().join(format!("threads-{threads}"));
-            let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
-                .args(["train", "--quiet", "--config"])
-                .arg(repo().join("configs/smoke.json"))
-                .arg("--data-dir")
-                .arg(repo().join("data"))
-                .arg("--out")
-                .arg(&out)
+            let o = smoke_train(&out)
+                .args(["--quiet"])
                 .args(["--set", "model.hidden=[100,100]", "--set", "steps=200"])
                 .env("RAYON_NUM_THREADS", threads)
                 .output()
