@@ -109,7 +109,14 @@ pub mod reference {
         bn: Option<(Tensor<1>, Tensor<1>, f64)>,
         act: Act,
     ) -> DenseOutput {
-        super::dense::dense_reference_tensors(x, weight, bias, bn, act)
+        super::dense::dense_with(
+            super::dense::dense_reference::<Dispatch>,
+            x,
+            weight,
+            bias,
+            bn,
+            act,
+        )
     }
 
     /// [`super::conv3x3`] through `conv::conv3x3_reference`.

@@ -16,10 +16,9 @@ use bn_exp::model::{Mode, Net, Trace, build_net};
 use bn_exp::norm::batch::InferenceStats;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use numeric::{flat, values};
+use numeric::{assert_close, flat, values};
 use serde_json::json;
 
-const TOL: f64 = 1e-10;
 const ACTIVATIONS: [&str; 3] = ["sigmoid", "relu", "tanh"];
 
 fn device() -> Device {
@@ -31,18 +30,6 @@ fn tensor<const D: usize>(v: Vec<f64>, shape: [usize; D]) -> Tensor<D> {
         TensorData::new(v, shape),
         TensorCreationOptions::new(device()).with_dtype(DType::F64),
     )
-}
-
-fn assert_close(what: &str, got: &[f64], want: &[f64]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs() / scale;
-        assert!(
-            err <= TOL,
-            "{what}[{i}]: fast {g}, reference {w} (relative error {err:.2e} > {TOL:.0e})"
-        );
-    }
 }
 
 /// Casts every float parameter and buffer to f64 and moves it off its initial value:

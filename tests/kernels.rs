@@ -39,9 +39,7 @@ use burn::tensor::activation::{relu, sigmoid, tanh};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use numeric::{flat, values};
-
-const TOL: f64 = 1e-10;
+use numeric::{assert_close, flat, values};
 
 fn device() -> Device {
     Device::flex().autodiff()
@@ -103,18 +101,6 @@ fn assert_parts_close(what: &str, names: &[&str], got: &[Part], want: &[Part]) {
         let what = format!("{what} {name}");
         assert_eq!(g.dims, w.dims, "{what}: shape");
         assert_close(&what, &g.values, &w.values);
-    }
-}
-
-fn assert_close(what: &str, got: &[f64], want: &[f64]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs() / scale;
-        assert!(
-            err <= TOL,
-            "{what}[{i}]: got {g}, reference {w} (relative error {err:.2e} > {TOL:.0e})"
-        );
     }
 }
 

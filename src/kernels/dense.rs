@@ -161,17 +161,6 @@ pub fn dense(
     )
 }
 
-/// [`dense`] through [`dense_reference`] (see `super::reference`).
-pub(super) fn dense_reference_tensors(
-    x: Tensor<2>,
-    weight: Tensor<2>,
-    bias: Option<Tensor<1>>,
-    bn: Option<(Tensor<1>, Tensor<1>, f64)>,
-    act: Act,
-) -> DenseOutput {
-    dense_with(dense_reference::<Dispatch>, x, weight, bias, bn, act)
-}
-
 /// The signature of [`FusedDense::fused_dense`] on `Dispatch`.
 type DenseOp = fn(
     FloatTensor<Dispatch>,
@@ -183,7 +172,7 @@ type DenseOp = fn(
 ) -> DenseTensors<Dispatch>;
 
 /// Calls `op` (the fast op or its reference) with [`dense`]'s arguments made into its inputs.
-fn dense_with(
+pub(super) fn dense_with(
     op: DenseOp,
     x: Tensor<2>,
     weight: Tensor<2>,

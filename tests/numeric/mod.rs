@@ -25,3 +25,21 @@ pub fn flat<const D: usize>(t: Tensor<D>) -> Vec<f64> {
         .try_to_vec::<f64>()
         .expect("f64 values")
 }
+
+/// The tolerance of the float64 comparisons: relative to the largest reference value (the two
+/// sides sum in different orders, so they agree to rounding, far below this).
+pub const TOL: f64 = 1e-10;
+
+/// `got` within [`TOL`] of the reference `want`, element by element, relative to the largest
+/// reference value (at least 1e-3, so that near-zero references do not demand exact zeros).
+pub fn assert_close(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs() / scale;
+        assert!(
+            err <= TOL,
+            "{what}[{i}]: got {g}, reference {w} (relative error {err:.2e} > {TOL:.0e})"
+        );
+    }
+}
