@@ -182,42 +182,32 @@ fn run_study(
 /// before anything is written), not after the earlier runs have trained. Runs already done
 /// need no data, so a finished study compares without it.
 fn check_study_data(study: &Study, study_dir: &Path, data: &DataSource) -> Result<()> {
-    let configs = study
+    let to_train = study
         .runs
         .iter()
         .filter(|run| run_progress(&study_dir.join(&run.name)) != RunProgress::Done)
         .map(|run| Ok((run, crate::config::config_from_value(run.config.clone())?)))
         .collect::<Result<Vec<_>>>()?;
-    let mut checked: Vec<(Dataset, usize)> = Vec::new();
-    for (run, config) in &configs {
-        let dataset = config.dataset;
-        let train_len = match checked.iter().find(|(d, _)| *d == dataset) {
-            Some(&(_, len)) => len,
-            None => {
-                let report = crate::data::verify_dataset(&data.dir, dataset, &data.catalogue);
-                if let Some(err) = report.files.iter().find_map(|f| match &f.status {
-                    crate::data::FileStatus::Damaged(err) => Some(err.to_string()),
-                    crate::data::FileStatus::Missing => Some(
-                        crate::data::DataError::Missing {
-                            dataset,
-                            path: f.path.clone(),
-                        }
-                        .to_string(),
-                    ),
-                    crate::data::FileStatus::Valid(_) => None,
-                }) {
-                    bail!(
-                        "run {} needs {dataset}, and it is not usable: {err}",
-                        run.name
-                    );
-                }
-                let len = data.catalogue.train_records(dataset);
-                checked.push((dataset, len));
-                len
-            }
-        };
+    for dataset in Dataset::ALL {
+        let needing: Vec<&str> = to_train
+            .iter()
+            .filter(|(_, config)| config.dataset == dataset)
+            .map(|(run, _)| run.name.as_str())
+            .collect();
+        if needing.is_empty() {
+            continue;
+        }
+        let report = crate::data::verify_dataset(&data.dir, dataset, &data.catalogue);
+        if let Some(problem) = report.first_problem() {
+            bail!(
+                "run {} needs {dataset}, and it is not usable: {problem}",
+                needing.join(", ")
+            );
+        }
+    }
+    for (run, config) in &to_train {
         config
-            .check_training_set(train_len)
+            .check_training_set(data.catalogue.train_records(config.dataset))
             .with_context(|| format!("run {}", run.name))?;
     }
     Ok(())

@@ -48,6 +48,18 @@ pub struct DatasetReport {
 }
 
 impl DatasetReport {
+    /// The first file that is missing or damaged, as the error loading it would give.
+    pub fn first_problem(&self) -> Option<DataError> {
+        self.files.iter().find_map(|f| match &f.status {
+            FileStatus::Valid(_) => None,
+            FileStatus::Damaged(err) => Some(err.clone()),
+            FileStatus::Missing => Some(DataError::Missing {
+                dataset: self.dataset,
+                path: f.path.clone(),
+            }),
+        })
+    }
+
     pub fn state(&self) -> DatasetState {
         let count =
             |pred: fn(&FileStatus) -> bool| self.files.iter().filter(|f| pred(&f.status)).count();
