@@ -254,15 +254,15 @@ impl Net {
                 }
                 Ok(self.classify_fused(h))
             }
-            Arch::Mlp => match foldable_stats(mode) {
-                Some(stats) if self.folds_in_inference(stats) => {
+            Arch::Mlp => match self.folded_inference_stats(mode) {
+                Some(stats) => {
                     let mut h = x;
                     for i in 0..self.linears.len() {
                         h = self.dense_block_infer(i, h, stats, trace.as_deref_mut());
                     }
                     Ok(self.classify_fused(h))
                 }
-                _ => self.forward_reference(x, mode, trace),
+                None => self.forward_reference(x, mode, trace),
             },
             Arch::Cnn
                 if self.spec.placement != Some(Placement::After)
@@ -403,7 +403,7 @@ impl Net {
     /// normalisation before g that is then an affine map scale·z + shift (BN, Algorithm 2) is
     /// composed with the linear map before it, as the paper notes: g(x·(W·diag(scale)) +
     /// shift). That is the same function as [`Net::hidden_block`] computes op by op, with
-    /// different float rounding. Only called when [`Net::folds_in_inference`] holds.
+    /// different float rounding. Only called when [`Net::folded_inference_stats`] allows it.
     fn dense_block_infer(
         &self,
         i: usize,
@@ -515,26 +515,24 @@ impl Net {
         !self.norms.is_empty()
     }
 
-    /// Whether inference with `stats` can fold every normalisation into the linear map before
-    /// it: none at all, or each one before g and an affine map in inference.
-    fn folds_in_inference(&self, stats: InferenceStats) -> bool {
-        match self.spec.placement {
+    /// The statistics of an inference pass that can fold every normalisation into the linear
+    /// map before it: fixed statistics (moving or population, not each test batch's own), and
+    /// no normalisation, or each one before g and an affine map in inference. `None` when the
+    /// pass must run op by op.
+    fn folded_inference_stats(&self, mode: Mode) -> Option<InferenceStats> {
+        let Mode::Infer(stats @ (InferenceStats::Moving | InferenceStats::Population)) = mode
+        else {
+            return None;
+        };
+        let folds = match self.spec.placement {
             None => true,
             Some(Placement::After) => false,
             Some(Placement::Before) => self
                 .norms
                 .iter()
                 .all(|norm| norm.is_affine_in_inference(stats)),
-        }
-    }
-}
-
-/// The fixed statistics an inference pass uses, when BN can be folded into the weights with
-/// them (moving or population; not each test batch's own).
-fn foldable_stats(mode: Mode) -> Option<InferenceStats> {
-    match mode {
-        Mode::Infer(stats @ (InferenceStats::Moving | InferenceStats::Population)) => Some(stats),
-        _ => None,
+        };
+        folds.then_some(stats)
     }
 }
 

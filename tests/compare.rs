@@ -1026,7 +1026,6 @@ fn study_trains_then_reuses_then_resumes_an_interrupted_run() {
     let steps: Vec<u64> = metrics_of(&victim).iter().map(|(s, _)| *s).collect();
     assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
     assert_eq!(summary_ids(&study_dir, &names[..3]), before[..3]);
-    assert_ne!(summary_ids(&study_dir, &names[3..]), before[3..]);
 }
 
 #[test]
