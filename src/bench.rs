@@ -20,8 +20,53 @@ use crate::model::{CLASSES, build_net};
 use crate::progress::Progress;
 use crate::rng::Rng;
 
-/// The step workloads, in the order they run.
-pub const STEP_WORKLOADS: [&str; 4] = ["mlp", "mlp-bn", "cnn", "cnn-bn"];
+/// The step workloads, in the order they run: the shipped nets, then the paper's MLP with each
+/// other normalisation layer before its sigmoids, timed against `mlp-bn` (see [`NORM_WORKLOADS`]).
+pub const STEP_WORKLOADS: [&str; 11] = [
+    "mlp",
+    "mlp-bn",
+    "cnn",
+    "cnn-bn",
+    "mlp-renorm",
+    "mlp-layer",
+    "mlp-group",
+    "mlp-weight",
+    "mlp-weight-mean-only",
+    "mlp-bn-stats4",
+    "mlp-renorm-stats4",
+];
+
+/// The paper's MLP with another normalisation layer: workload name, a label people read, and the
+/// config overrides on top of `mlp-bn`. Each step's median is printed against BN's, measured in
+/// the same invocation; the target is at most [`NORM_STEP_TARGET`] times BN's step.
+pub const NORM_WORKLOADS: [(&str, &str, &str); 7] = [
+    ("mlp-renorm", "Batch Renorm", r#"{"kind": "renorm"}"#),
+    ("mlp-layer", "Layer Norm", r#"{"kind": "layer"}"#),
+    (
+        "mlp-group",
+        "Group Norm (4 groups)",
+        r#"{"kind": "group", "groups": 4}"#,
+    ),
+    ("mlp-weight", "Weight Norm", r#"{"kind": "weight"}"#),
+    (
+        "mlp-weight-mean-only",
+        "Weight Norm + mean-only BN",
+        r#"{"kind": "weight", "mean_only": true}"#,
+    ),
+    (
+        "mlp-bn-stats4",
+        "BN, statistics over 4 examples",
+        r#"{"stats_batch": 4}"#,
+    ),
+    (
+        "mlp-renorm-stats4",
+        "Batch Renorm, statistics over 4",
+        r#"{"kind": "renorm", "stats_batch": 4}"#,
+    ),
+];
+
+/// The most a normalisation layer may cost, as a multiple of BN's step on the paper's MLP.
+pub const NORM_STEP_TARGET: f64 = 1.25;
 
 /// One workload's numbers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,12 +106,26 @@ const CNN_NOBN: &str = include_str!("../configs/cifar10_cnn_relu_nobn.json");
 
 /// The config a step workload trains (the shipped configs' shapes, init and optimiser).
 pub fn workload_config(name: &str) -> Result<Config> {
+    if let Some((_, _, norm)) = NORM_WORKLOADS.iter().find(|(w, _, _)| *w == name) {
+        let mut value: serde_json::Value = serde_json::from_str(MLP_BN)?;
+        let norm: serde_json::Value = serde_json::from_str(norm)?;
+        for (key, v) in norm
+            .as_object()
+            .context("workload overrides are an object")?
+        {
+            value["norm"][key] = v.clone();
+        }
+        return config_from_value(value);
+    }
     let (base, bn) = match name {
         "mlp" => (MLP_NOBN, false),
         "mlp-bn" => (MLP_BN, true),
         "cnn" => (CNN_NOBN, false),
         "cnn-bn" => (CNN_BN, true),
-        other => bail!("unknown workload {other:?}; choose from mlp, mlp-bn, cnn, cnn-bn, fig1"),
+        other => bail!(
+            "unknown workload {other:?}; choose from {}, fig1",
+            STEP_WORKLOADS.join(", ")
+        ),
     };
     let config = config_from_value(serde_json::from_str(base)?)?;
     ensure!(
@@ -124,16 +183,19 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
         backend::BACKEND_NAME
     ));
     progress.result(&format!(
-        "{:<8} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10}",
+        "{:<20} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10}",
         "workload", "batch", "median µs", "min µs", "max µs", "steps/s", "peak MB"
     ));
     for w in wanted.iter().filter(|w| w.as_str() != "fig1") {
         let r = run_worker(w, args.reps, threads)?;
         progress.result(&format!(
-            "{:<8} {:>6} {:>12.0} {:>12.0} {:>12.0} {:>10.1} {:>10.1}",
+            "{:<20} {:>6} {:>12.0} {:>12.0} {:>12.0} {:>10.1} {:>10.1}",
             r.workload, r.batch_size, r.median_us, r.min_us, r.max_us, r.steps_per_s, r.peak_rss_mb
         ));
         report.steps.push(r);
+    }
+    for line in norm_ratio_lines(&report.steps) {
+        progress.result(&line);
     }
     if wanted.iter().any(|w| w == "fig1") {
         let fig1 = time_fig1(&report.steps, &args.data_dir)?;
@@ -156,6 +218,43 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
         progress.result(&format!("wrote {}", path.display()));
     }
     Ok(report)
+}
+
+/// Each normalisation workload's step against BN's, from the same invocation's medians, with
+/// the target; empty when `mlp-bn` or every normalisation workload was left out.
+pub fn norm_ratio_lines(steps: &[StepResult]) -> Vec<String> {
+    let Some(bn) = steps.iter().find(|s| s.workload == "mlp-bn") else {
+        return Vec::new();
+    };
+    let rows: Vec<String> = NORM_WORKLOADS
+        .iter()
+        .filter_map(|(name, label, _)| {
+            let s = steps.iter().find(|s| s.workload == *name)?;
+            let ratio = s.median_us / bn.median_us;
+            let verdict = if ratio <= NORM_STEP_TARGET {
+                "within target"
+            } else {
+                "OVER target"
+            };
+            Some(format!(
+                "{label:<34} {:>10.0} {:>8.2}x  {verdict}",
+                s.median_us, ratio
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return rows;
+    }
+    let mut lines = vec![format!(
+        "step time against BN's on the paper's MLP (BN: {:.0} µs; target ≤ {NORM_STEP_TARGET:.2}x)",
+        bn.median_us
+    )];
+    lines.push(format!(
+        "{:<34} {:>10} {:>9}",
+        "layer", "median µs", "ratio"
+    ));
+    lines.extend(rows);
+    lines
 }
 
 /// Run one workload in a child process and read its JSON line.

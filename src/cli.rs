@@ -66,7 +66,9 @@ bn-exp data fetch cifar10 --data-dir ~/bn-data"
     )]
     Data(DataArgs),
     /// Time training steps of the paper's MLP and the CIFAR CNN, with and without BN.
-    #[command(after_help = "Example:\n  bn-exp bench --json results/bench.json")]
+    #[command(
+        after_help = "Examples:\n  bn-exp bench --json results/bench.json\n  bn-exp bench --only mlp-bn,mlp-layer,mlp-group,mlp-renorm --reps 200"
+    )]
     Bench(BenchArgs),
 }
 
@@ -235,7 +237,9 @@ pub struct BenchArgs {
     /// Timed repetitions per workload (after warm-up); the median is reported.
     #[arg(long, default_value_t = 50)]
     pub reps: usize,
-    /// Workloads to run: mlp, mlp-bn, cnn, cnn-bn, fig1 (comma separated) [default: all].
+    /// Workloads to run (comma separated) [default: all]: mlp, mlp-bn, cnn, cnn-bn, the paper's
+    /// MLP with each other normalisation layer (mlp-renorm, mlp-layer, mlp-group, mlp-weight,
+    /// mlp-weight-mean-only, mlp-bn-stats4, mlp-renorm-stats4: printed against mlp-bn), fig1.
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
     /// Write the numbers as JSON here too.

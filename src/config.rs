@@ -100,6 +100,88 @@ pub enum NormKind {
     None,
     /// Batch Normalization (Ioffe & Szegedy 2015, Algorithms 1 and 2).
     Batch,
+    /// Batch Renormalization (Ioffe 2017): BN corrected towards its moving averages by r and d.
+    Renorm,
+    /// Layer Normalization (Ba, Kiros & Hinton 2016): per-example statistics over all of a
+    /// layer's units (over C·H·W for conv maps: Group Norm with one group).
+    Layer,
+    /// Group Normalization (Wu & He 2018): per-example statistics over groups of channels.
+    Group,
+    /// Weight Normalization (Salimans & Kingma 2016): w = g·v/‖v‖ per output unit, optionally
+    /// with mean-only BN (`norm.mean_only`).
+    Weight,
+}
+
+impl NormKind {
+    /// The name people read: "BN", "Batch Renorm", "Layer Norm", …
+    pub fn label(self) -> &'static str {
+        match self {
+            NormKind::None => "no normalisation",
+            NormKind::Batch => "BN",
+            NormKind::Renorm => "Batch Renorm",
+            NormKind::Layer => "Layer Norm",
+            NormKind::Group => "Group Norm",
+            NormKind::Weight => "Weight Norm",
+        }
+    }
+
+    /// Whether the layer normalises with statistics of the mini-batch (and so keeps moving
+    /// averages for inference and can take a statistics batch smaller than the training batch).
+    pub fn uses_batch_statistics(self) -> bool {
+        matches!(self, NormKind::Batch | NormKind::Renorm)
+    }
+}
+
+/// Batch Renormalization's limits on r and d, and their schedule. The paper (Ioffe 2017) trains
+/// with r_max = 1, d_max = 0 (plain BN) for 5k steps, then ramps d_max to 5 by 25k steps and
+/// r_max to 3 by 40k. Here the schedule is in fractions of the run's `steps`, so a 50,000-step
+/// run gets exactly the paper's numbers and a shorter run the same shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenormConfig {
+    /// r is clipped to [1/r_max, r_max] once the ramp is done (at least 1).
+    pub r_max: f64,
+    /// d is clipped to [−d_max, d_max] once the ramp is done (at least 0).
+    pub d_max: f64,
+    /// Fraction of the run trained as plain BN (r_max = 1, d_max = 0) before the ramps start.
+    pub warmup: f64,
+    /// Fraction of the run at which r_max reaches its final value.
+    pub r_max_at: f64,
+    /// Fraction of the run at which d_max reaches its final value.
+    pub d_max_at: f64,
+}
+
+impl Default for RenormConfig {
+    fn default() -> Self {
+        Self {
+            r_max: 3.0,
+            d_max: 5.0,
+            warmup: 0.1,
+            r_max_at: 0.8,
+            d_max_at: 0.5,
+        }
+    }
+}
+
+impl RenormConfig {
+    /// (r_max, d_max) at training step `step` of a run of `steps` steps: 1 and 0 during the
+    /// warm-up, then each rises linearly to its final value.
+    pub fn limits_at(&self, step: u64, steps: u64) -> (f64, f64) {
+        let t = step as f64 / steps.max(1) as f64;
+        let ramp = |end: f64| -> f64 {
+            if t <= self.warmup {
+                0.0
+            } else if t >= end || end <= self.warmup {
+                1.0
+            } else {
+                (t - self.warmup) / (end - self.warmup)
+            }
+        };
+        (
+            1.0 + (self.r_max - 1.0) * ramp(self.r_max_at),
+            self.d_max * ramp(self.d_max_at),
+        )
+    }
 }
 
 /// Where the normalisation layer sits relative to the nonlinearity g.
@@ -140,6 +222,20 @@ pub struct NormConfig {
     pub population_batches: usize,
     /// Run the population pass at the end and report its accuracy too.
     pub population_pass: bool,
+    /// Group Norm's G: channels (units) per layer are split into G groups. Must divide every
+    /// hidden layer's width. `kind: layer` is G = 1; G = channels is Instance Norm.
+    pub groups: usize,
+    /// BN and Batch Renorm: normalise each group of this many examples of a training batch by
+    /// its own statistics (the papers' "images per GPU"); `null` uses the whole batch.
+    pub stats_batch: Option<usize>,
+    /// Batch Renorm's limits and schedule.
+    pub renorm: RenormConfig,
+    /// Weight Norm: add mean-only BN (subtract the batch mean, keep a running mean for
+    /// inference, never divide by a std), as Salimans & Kingma recommend.
+    pub mean_only: bool,
+    /// Weight Norm: the paper's data-dependent initialisation of g (and b) from the first
+    /// training batch, so every pre-activation starts with mean 0 and variance 1.
+    pub data_init: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,6 +332,11 @@ impl Default for NormConfig {
             inference: InferenceStats::Moving,
             population_batches: 100,
             population_pass: true,
+            groups: 4,
+            stats_batch: None,
+            renorm: RenormConfig::default(),
+            mean_only: false,
+            data_init: true,
         }
     }
 }
@@ -313,6 +414,25 @@ impl Config {
         self.has_norm().then_some(self.norm.placement)
     }
 
+    /// Whether the layer before each normalisation drops its bias: when the normalisation sits
+    /// before g and ends in its own shift β, which subsumes the bias (BN, Batch Renorm, Layer and
+    /// Group Norm, mean-only BN). Weight Norm alone keeps the bias b of its layer.
+    pub fn norm_subsumes_bias(&self) -> bool {
+        self.norm_placement() == Some(Placement::Before)
+            && (self.norm.kind != NormKind::Weight || self.norm.mean_only)
+    }
+
+    /// Whether inference uses statistics kept from training (moving averages or the population
+    /// pass): BN, Batch Renorm and mean-only BN do; Layer and Group Norm compute each example's
+    /// own, and Weight Norm alone has none.
+    pub fn norm_keeps_statistics(&self) -> bool {
+        match self.norm.kind {
+            NormKind::Batch | NormKind::Renorm => true,
+            NormKind::Weight => self.norm.mean_only,
+            NormKind::None | NormKind::Layer | NormKind::Group => false,
+        }
+    }
+
     /// Check every constraint that serde's types cannot express. Each failure names the key.
     pub fn validate(&self) -> Result<()> {
         let o = &self.optim;
@@ -339,10 +459,12 @@ impl Config {
         ensure!(o.step_every > 0, "optim.step_every must be at least 1");
         ensure!(self.batch_size > 0, "batch_size must be at least 1, got 0");
         ensure!(
-            !(self.has_norm() && self.batch_size < 2),
-            "batch_size 1 with BN (norm.kind = \"batch\"): a batch of one value per feature has \
-             no variance, so BN's training statistics are undefined; use batch_size >= 2 or \
-             norm.kind = \"none\""
+            !(self.norm_keeps_statistics() && self.batch_size < 2),
+            "batch_size 1 with {} (norm.kind = \"{}\"): a batch of one value per feature has \
+             no variance, so its training statistics are undefined; use batch_size >= 2, or a \
+             per-example normalisation such as norm.kind = \"layer\"",
+            self.norm.kind.label(),
+            kind_name(self.norm.kind)
         );
         ensure!(self.steps > 0, "steps must be at least 1");
         ensure!(self.eval_every > 0, "eval_every must be at least 1");
@@ -371,6 +493,7 @@ impl Config {
                 && self.has_norm()),
             "norm.inference = \"population\" needs norm.population_pass = true"
         );
+        self.check_norm_layer()?;
         let m = &self.model;
         ensure!(
             m.init_std.is_finite() && m.init_std > 0.0,
@@ -435,6 +558,108 @@ impl Config {
         check_folder_name(&self.name).context("name")?;
         check_folder_name(&self.study).context("study")?;
         self.check_sizes()
+    }
+
+    /// The keys of each normalisation layer: G against every layer's width, the statistics
+    /// batch against the training batch, Batch Renorm's limits and schedule.
+    fn check_norm_layer(&self) -> Result<()> {
+        let norm = &self.norm;
+        if norm.kind == NormKind::Group {
+            self.check_groups()?;
+        }
+        if let Some(k) = norm.stats_batch {
+            ensure!(
+                norm.kind.uses_batch_statistics(),
+                "norm.stats_batch applies to BN and Batch Renorm (norm.kind = \"batch\" or \
+                 \"renorm\"), but norm.kind is \"{}\", whose statistics do not come from the batch; \
+                 remove norm.stats_batch or set it to null",
+                kind_name(norm.kind)
+            );
+            ensure!(
+                k >= 2,
+                "norm.stats_batch is {k}: a statistics batch needs at least 2 examples, or its \
+                 variance is undefined"
+            );
+            ensure!(
+                self.batch_size.is_multiple_of(k),
+                "norm.stats_batch {k} does not divide batch_size {}: each training batch is split \
+                 into groups of norm.stats_batch examples",
+                self.batch_size
+            );
+        }
+        let r = &norm.renorm;
+        ensure!(
+            r.r_max.is_finite() && r.r_max >= 1.0,
+            "norm.renorm.r_max must be a finite number of at least 1 (r is clipped to \
+             [1/r_max, r_max]), got {}",
+            r.r_max
+        );
+        ensure!(
+            r.d_max.is_finite() && r.d_max >= 0.0,
+            "norm.renorm.d_max must be a finite number of at least 0 (d is clipped to \
+             [-d_max, d_max]), got {}",
+            r.d_max
+        );
+        for (key, value) in [
+            ("norm.renorm.warmup", r.warmup),
+            ("norm.renorm.r_max_at", r.r_max_at),
+            ("norm.renorm.d_max_at", r.d_max_at),
+        ] {
+            ensure!(
+                value.is_finite() && (0.0..=1.0).contains(&value),
+                "{key} is a fraction of the run's steps, in [0, 1], got {value}"
+            );
+        }
+        for (key, value) in [
+            ("norm.renorm.r_max_at", r.r_max_at),
+            ("norm.renorm.d_max_at", r.d_max_at),
+        ] {
+            ensure!(
+                value >= r.warmup,
+                "{key} ({value}) comes before the end of norm.renorm.warmup ({}): a ramp \
+                 cannot end before it starts",
+                r.warmup
+            );
+        }
+        Ok(())
+    }
+
+    /// Group Norm's G must divide every hidden layer's width and leave at least two values per
+    /// group, or the group's variance is undefined.
+    fn check_groups(&self) -> Result<()> {
+        let g = self.norm.groups;
+        ensure!(g >= 1, "norm.groups must be at least 1, got 0");
+        let (_, side) = self.dataset.image_shape();
+        for layer in 0..self.hidden_layers() {
+            let width = self.hidden_width(layer);
+            ensure!(
+                width.is_multiple_of(g),
+                "norm.groups {g} does not divide the {width} {} of hidden layer {layer}: Group \
+                 Norm splits each layer's {} into norm.groups equal groups",
+                self.unit_word(),
+                self.unit_word()
+            );
+            let per_group = width / g;
+            let positions = match self.model.arch {
+                Arch::Mlp => 1,
+                Arch::Cnn => (side >> layer).pow(2),
+            };
+            ensure!(
+                per_group * positions >= 2,
+                "norm.groups {g} leaves one value per group in hidden layer {layer} ({width} \
+                 units): each example's group would normalise to a constant; use at most {} \
+                 groups",
+                width / 2
+            );
+        }
+        Ok(())
+    }
+
+    fn unit_word(&self) -> &'static str {
+        match self.model.arch {
+            Arch::Mlp => "units",
+            Arch::Cnn => "channels",
+        }
     }
 
     /// Every size the config sets is bounded, and the whole net's memory is estimated, so that
@@ -778,6 +1003,18 @@ pub fn resolve_legacy_bn(value: &mut Value) -> Result<()> {
     Ok(())
 }
 
+/// The config's spelling of a normalisation kind (`"renorm"`), for messages.
+pub fn kind_name(kind: NormKind) -> &'static str {
+    match kind {
+        NormKind::None => "none",
+        NormKind::Batch => "batch",
+        NormKind::Renorm => "renorm",
+        NormKind::Layer => "layer",
+        NormKind::Group => "group",
+        NormKind::Weight => "weight",
+    }
+}
+
 /// Parse and validate a raw JSON config (the `bn` key of earlier configs resolved into `norm`).
 pub fn config_from_value(mut value: Value) -> Result<Config> {
     resolve_legacy_bn(&mut value).context("invalid config")?;
@@ -882,7 +1119,36 @@ mod tests {
             (r#"{"model": {"activation": "swish"}}"#, "swish"),
             (r#"{"norm": {"momentum": 2}}"#, "norm.momentum"),
             (r#"{"bn": {"momentum": 2}}"#, "norm.momentum"),
-            (r#"{"norm": {"kind": "layer"}}"#, "layer"),
+            (r#"{"norm": {"kind": "instance"}}"#, "instance"),
+            (
+                r#"{"norm": {"kind": "group", "groups": 3}}"#,
+                "norm.groups 3 does not divide the 100 units",
+            ),
+            (
+                r#"{"norm": {"kind": "group", "groups": 100}}"#,
+                "one value per group",
+            ),
+            (
+                r#"{"norm": {"stats_batch": 7}}"#,
+                "norm.stats_batch 7 does not divide batch_size 60",
+            ),
+            (r#"{"norm": {"stats_batch": 1}}"#, "at least 2 examples"),
+            (
+                r#"{"norm": {"kind": "layer", "stats_batch": 4}}"#,
+                "norm.stats_batch applies to BN and Batch Renorm",
+            ),
+            (
+                r#"{"norm": {"renorm": {"r_max": -1}}}"#,
+                "norm.renorm.r_max",
+            ),
+            (
+                r#"{"norm": {"renorm": {"d_max": -0.5}}}"#,
+                "norm.renorm.d_max",
+            ),
+            (
+                r#"{"norm": {"renorm": {"warmup": 0.6, "d_max_at": 0.5}}}"#,
+                "norm.renorm.d_max_at",
+            ),
             (r#"{"bn": {"placement": "middle"}}"#, "bn.placement"),
             (r#"{"probe": {"unit": 100}}"#, "probe.unit"),
             (r#"{"model": {"dropout": 1.0}}"#, "model.dropout"),
@@ -892,8 +1158,11 @@ mod tests {
             let err = format!("{:#}", parse(json).unwrap_err());
             assert!(err.contains(needle), "{json}: {err}");
         }
-        // batch size 1 is fine without BN.
+        // batch size 1 is fine without BN, and with per-example normalisation.
         parse(r#"{"batch_size": 1, "norm": {"kind": "none"}}"#).unwrap();
+        parse(r#"{"batch_size": 1, "norm": {"kind": "layer"}}"#).unwrap();
+        // G = C is Instance Norm in a conv layer: legal, since each channel has H·W values.
+        parse(r#"{"dataset": "cifar10", "model": {"arch": "cnn", "channels": [32, 64]}, "norm": {"kind": "group", "groups": 32}}"#).unwrap();
     }
 
     #[test]
@@ -1031,6 +1300,21 @@ mod tests {
             parse_json_strict(r#"{"a": [1, {"b": null}]}"#).unwrap()["a"][1]["b"],
             Value::Null
         );
+    }
+
+    #[test]
+    fn the_renorm_schedule_gives_the_papers_numbers_on_a_50k_run() {
+        let r = RenormConfig::default();
+        let at = |step| r.limits_at(step, 50_000);
+        assert_eq!(at(0), (1.0, 0.0));
+        assert_eq!(at(5_000), (1.0, 0.0));
+        assert_eq!(at(25_000).1, 5.0);
+        assert_eq!(at(40_000).0, 3.0);
+        assert_eq!(at(50_000), (3.0, 5.0));
+        // Halfway through d's ramp (5k → 25k) d_max is half of 5; r at 15k is 1 + 2·(10/35).
+        let (r_mid, d_mid) = at(15_000);
+        assert!((d_mid - 2.5).abs() < 1e-12, "{d_mid}");
+        assert!((r_mid - (1.0 + 2.0 * 10.0 / 35.0)).abs() < 1e-12, "{r_mid}");
     }
 
     #[test]

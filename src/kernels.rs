@@ -7,6 +7,7 @@
 //! - `conv`: the CNN's 3×3 convolution, parallel over images;
 //! - `pool`: 2×2 max-pooling, optionally followed by the nonlinearity;
 //! - `loss`: softmax cross-entropy;
+//! - `columns`: Weight Norm's w = g·v/‖v‖ and mean-only BN, per column of a matrix;
 //! - `gemm`: the matrix products they share, with a spinning second thread for the big ones.
 //!
 //! Numbers before and after each: `docs/performance.md`.
@@ -54,11 +55,13 @@ use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
+mod columns;
 mod conv;
 mod dense;
 mod gemm;
 mod loss;
 mod pool;
+pub use columns::{FusedColumns, center_columns, weight_norm_columns};
 pub use conv::{FusedConv, conv3x3};
 pub use dense::{Act, DenseOutput, DenseSpec, FusedDense, dense};
 pub use loss::{FusedCrossEntropy, cross_entropy};
@@ -117,6 +120,16 @@ pub mod reference {
             bn,
             act,
         )
+    }
+
+    /// [`super::weight_norm_columns`] through `columns::weight_norm_columns_reference`.
+    pub fn weight_norm_columns(v: Tensor<2>, g: Tensor<1>) -> Tensor<2> {
+        super::columns::weight_norm_columns_reference_tensors(v, g)
+    }
+
+    /// [`super::center_columns`] through `columns::center_columns_reference`.
+    pub fn center_columns(x: Tensor<2>, beta: Tensor<1>) -> (Tensor<2>, Tensor<1>) {
+        super::columns::center_columns_reference_tensors(x, beta)
     }
 
     /// [`super::conv3x3`] through `conv::conv3x3_reference`.

@@ -1,12 +1,16 @@
-//! The networks: the paper's sigmoid MLP and a small CNN, each with BN before or after the
+//! The networks: the paper's sigmoid MLP and a small CNN, each with a normalisation layer N
+//! ([`crate::norm`]: BN, Batch Renorm, Layer, Group or Weight Norm) before or after the
 //! nonlinearity, or none.
 //!
 //! MLP hidden layer i, by placement:
 //! - `none`:   a = g(W u + b)
-//! - `before`: a = g(BN(W u))       (the paper; β replaces the bias b)
-//! - `after`:  a = BN(g(W u + b))
+//! - `before`: a = g(N(W u))        (the paper; N's β replaces the bias b)
+//! - `after`:  a = N(g(W u + b))
 //!
-//! CNN block i: conv 3x3 (padding 1), then the same three patterns with per-channel BN, then
+//! Weight Norm re-parametrises W itself (W = g·V/‖V‖ per unit) and, without mean-only BN, does
+//! nothing at N's slot, so its layers keep their bias.
+//!
+//! CNN block i: conv 3x3 (padding 1), then the same three patterns with per-channel N, then
 //! max-pool 2x2; after the last block, a linear classifier. Dropout (if any) follows each hidden
 //! layer's output, with masks from bn-exp's own seeded generator so runs and resumes repeat
 //! exactly.
@@ -21,12 +25,13 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::{relu, tanh};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
 
 use crate::config::{Activation, Arch, Config, Init, Placement};
 use crate::kernels::{Act, conv3x3, dense, max_pool2x2, max_pool2x2_then};
 use crate::norm::batch::tensor_to_f32;
-use crate::norm::{BatchStats, BnMode, InferenceStats, Norm};
+use crate::norm::weight::{init_from_outputs, unit_columns, unit_filters};
+use crate::norm::{BatchStats, BnMode, FusedNorm, InferenceStats, Norm};
 use crate::rng::Rng;
 
 /// How a forward pass runs.
@@ -125,15 +130,15 @@ pub fn build_net(config: &Config, device: &Device) -> Net {
         kind: m.init,
         std: m.init_std,
     };
-    // The layer feeding a normalisation placed before g has no bias: β subsumes it.
-    let hidden_bias = config.norm_placement() != Some(Placement::Before);
+    // The layer feeding a normalisation placed before g has no bias: its β subsumes it.
+    let hidden_bias = !config.norm_subsumes_bias();
     let widths: &[usize] = match m.arch {
         Arch::Mlp => &m.hidden,
         Arch::Cnn => &m.channels,
     };
     let norms = widths
         .iter()
-        .filter_map(|&w| Norm::new(&config.norm, w, device))
+        .filter_map(|&w| Norm::new(&config.norm, w, config.steps, device))
         .collect();
     let mut linears = Vec::new();
     let mut convs = Vec::new();
@@ -269,8 +274,8 @@ impl Net {
                     && self.dropout_seed(mode).is_none() =>
             {
                 let mut h = self.image_batch(x);
-                for (i, conv) in self.convs.iter().enumerate() {
-                    let z = self.conv(conv, h);
+                for i in 0..self.convs.len() {
+                    let z = self.conv(i, h);
                     h = self.conv_block_pool_first(i, z, mode, trace.as_deref_mut())?;
                 }
                 Ok(self.output.forward(h.flatten(1, 3)))
@@ -291,16 +296,16 @@ impl Net {
         let h = match self.spec.arch {
             Arch::Mlp => {
                 let mut h = x;
-                for (i, linear) in self.linears.iter().enumerate() {
-                    let z = linear.forward(h);
+                for i in 0..self.linears.len() {
+                    let z = self.linear_map(i, h);
                     h = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
                 }
                 h
             }
             Arch::Cnn => {
                 let mut h = self.image_batch(x);
-                for (i, conv) in self.convs.iter().enumerate() {
-                    let z = self.conv(conv, h);
+                for i in 0..self.convs.len() {
+                    let z = self.conv(i, h);
                     let a = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
                     h = max_pool2x2(a);
                 }
@@ -317,10 +322,39 @@ impl Net {
         x.reshape([n, self.spec.in_channels, s, s])
     }
 
-    /// A 3×3 convolution (padding 1) with its bias, if any.
-    fn conv(&self, conv: &Conv2d, h: Tensor<4>) -> Tensor<4> {
+    /// Hidden conv layer `i`: a 3×3 convolution (padding 1) with its bias, if any.
+    fn conv(&self, i: usize, h: Tensor<4>) -> Tensor<4> {
+        let conv = &self.convs[i];
         let bias = conv.bias.as_ref().map(|b| b.val());
-        conv3x3(h, conv.weight.val(), bias)
+        conv3x3(h, self.conv_weight(i), bias)
+    }
+
+    /// The weight hidden conv layer `i` computes with (Weight Norm's g·v/‖v‖, or its own).
+    pub fn conv_weight(&self, i: usize) -> Tensor<4> {
+        let v = self.convs[i].weight.val();
+        match self.norms.get(i) {
+            Some(norm) => norm.conv_weight(v),
+            None => v,
+        }
+    }
+
+    /// The weight `[in, out]` hidden linear layer `i` computes with (Weight Norm's g·v/‖v‖, or
+    /// its own).
+    pub fn linear_weight(&self, i: usize) -> Tensor<2> {
+        let v = self.linears[i].weight.val();
+        match self.norms.get(i) {
+            Some(norm) => norm.linear_weight(v),
+            None => v,
+        }
+    }
+
+    /// Hidden linear layer `i` op by op: x·W + b, with Burn's matmul.
+    fn linear_map(&self, i: usize, x: Tensor<2>) -> Tensor<2> {
+        let z = x.matmul(self.linear_weight(i));
+        match &self.linears[i].bias {
+            Some(b) => z.add(b.val().unsqueeze::<2>()),
+            None => z,
+        }
     }
 
     /// Normalisation, nonlinearity and dropout of hidden layer `i`, given its linear output `z`.
@@ -371,8 +405,8 @@ impl Net {
         mode: Mode,
         trace: Option<&mut Trace>,
     ) -> Result<Tensor<2>> {
-        let linear = &self.linears[i];
-        let (w, b) = (linear.weight.val(), linear.bias.as_ref().map(|b| b.val()));
+        let w = self.linear_weight(i);
+        let b = self.linears[i].bias.as_ref().map(|b| b.val());
         let act = self.kernel_act();
         let (pre, a, stats) = match self.spec.placement {
             None => {
@@ -381,14 +415,23 @@ impl Net {
             }
             Some(Placement::Before) => {
                 let norm = &self.norms[i];
-                let Some(parts) = norm.fused_dense_parts() else {
-                    let z = dense(x, w, b, None, Act::Identity).output;
-                    return self.hidden_block(i, z, mode, trace);
-                };
-                let count = norm.check_train_batch(&[x.dims()[0], w.dims()[1]])?;
-                let out = dense(x, w, b, Some(parts), act);
-                let stats = norm.absorb_batch(out.mean, out.variance, count, mode.bn_mode());
-                (out.pre, out.output, Some(stats))
+                match norm.fused_dense_parts() {
+                    FusedNorm::Nothing => {
+                        let out = dense(x, w, b, None, act);
+                        (out.pre, out.output, None)
+                    }
+                    FusedNorm::Unsupported => {
+                        let z = dense(x, w, b, None, Act::Identity).output;
+                        return self.hidden_block(i, z, mode, trace);
+                    }
+                    FusedNorm::Batch(gamma, beta, eps) => {
+                        let count = norm.check_train_batch(&[x.dims()[0], w.dims()[1]])?;
+                        let out = dense(x, w, b, Some((gamma, beta, eps)), act);
+                        let stats =
+                            norm.absorb_batch(out.mean, out.variance, count, mode.bn_mode());
+                        (out.pre, out.output, Some(stats))
+                    }
+                }
             }
             Some(Placement::After) => {
                 let out = dense(x, w, b, None, act);
@@ -411,14 +454,21 @@ impl Net {
         stats: InferenceStats,
         trace: Option<&mut Trace>,
     ) -> Tensor<2> {
-        let linear = &self.linears[i];
-        let (w, b) = (linear.weight.val(), linear.bias.as_ref().map(|b| b.val()));
+        let w = self.linear_weight(i);
+        let b = self.linears[i].bias.as_ref().map(|b| b.val());
         let affine = match self.spec.placement {
             Some(Placement::Before) => self.norms[i].inference_affine(stats),
             _ => None,
         };
+        // scale·(x·W + b) + shift = x·(W·diag(scale)) + (scale·b + shift).
         let (w, b) = match affine {
-            Some((scale, shift)) => (w * scale.unsqueeze::<2>(), Some(shift)),
+            Some((scale, shift)) => {
+                let shift = match b {
+                    Some(b) => shift.add(b.mul(scale.clone())),
+                    None => shift,
+                };
+                (w * scale.unsqueeze::<2>(), Some(shift))
+            }
             None => (w, b),
         };
         let out = dense(x, w, b, None, self.kernel_act());
@@ -513,6 +563,88 @@ impl Net {
     /// True when the net has normalisation layers.
     pub fn has_norm(&self) -> bool {
         !self.norms.is_empty()
+    }
+
+    /// True when its normalisation layers keep statistics across batches for inference (BN,
+    /// Batch Renorm, mean-only BN), so that the population pass applies.
+    pub fn keeps_statistics(&self) -> bool {
+        self.norms.iter().any(Norm::keeps_statistics)
+    }
+
+    /// Tell every normalisation layer which training step comes next.
+    pub fn begin_step(&self, step: u64) {
+        for norm in &self.norms {
+            norm.begin_step(step);
+        }
+    }
+
+    /// Weight Norm's data-dependent initialisation (Salimans & Kingma 2016, section 3) on the
+    /// batch `x` (`[N, C·H·W]`), layer by layer: with t = x·v/‖v‖ each unit gets g = 1/σ(t) and,
+    /// when its layer has a bias, b = −μ(t)/σ(t), so its pre-activation starts with mean 0 and
+    /// variance 1 on this batch; the next layer is initialised on this layer's new output.
+    /// A net without Weight Norm is returned as it is.
+    pub fn init_weight_norm(mut self, x: Tensor<2>) -> Result<Net> {
+        if !self.norms.iter().any(|n| matches!(n, Norm::Weight(_))) {
+            return Ok(self);
+        }
+        let mode = Mode::Train {
+            update_running: false,
+            dropout_seed: None,
+        };
+        match self.spec.arch {
+            Arch::Mlp => {
+                let mut h = x.detach();
+                for i in 0..self.linears.len() {
+                    let unit = unit_columns(self.linears[i].weight.val().detach());
+                    let t = h.clone().matmul(unit);
+                    let (g, b) = init_from_outputs(t.swap_dims(0, 1));
+                    self.set_weight_norm_init(i, g, b);
+                    let z = self.linear_map(i, h);
+                    h = self.hidden_block(i, z, mode, None)?.detach();
+                }
+            }
+            Arch::Cnn => {
+                let mut h = self.image_batch(x.detach());
+                for i in 0..self.convs.len() {
+                    let unit = unit_filters(self.convs[i].weight.val().detach());
+                    let t = conv3x3(h.clone(), unit, None);
+                    let [n, c, hh, ww] = t.dims();
+                    let per_channel = t.swap_dims(0, 1).reshape([c, n * hh * ww]);
+                    let (g, b) = init_from_outputs(per_channel);
+                    self.set_weight_norm_init(i, g, b);
+                    let z = self.conv(i, h);
+                    let a = self.hidden_block(i, z, mode, None)?;
+                    h = max_pool2x2(a).detach();
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Store layer `i`'s data-dependent g, and b in its bias if it has one.
+    fn set_weight_norm_init(&mut self, i: usize, g: Tensor<1>, b: Tensor<1>) {
+        // Fresh leaf tensors: autodiff only makes parameters of values no op produced.
+        let device = self.output.weight.val().device();
+        let leaf = |t: Tensor<1>| {
+            let like = TensorCreationOptions::new(device.clone()).with_dtype(t.dtype());
+            Tensor::<1>::from_data(t.into_data(), like)
+        };
+        if let Norm::Weight(wn) = self.norms[i].clone() {
+            self.norms[i] = Norm::Weight(wn.with_g(leaf(g)));
+        }
+        let b = leaf(b);
+        match self.spec.arch {
+            Arch::Mlp => {
+                if let Some(bias) = self.linears[i].bias.as_mut() {
+                    *bias = Param::from_tensor(b);
+                }
+            }
+            Arch::Cnn => {
+                if let Some(bias) = self.convs[i].bias.as_mut() {
+                    *bias = Param::from_tensor(b);
+                }
+            }
+        }
     }
 
     /// The statistics of an inference pass that can fold every normalisation into the linear

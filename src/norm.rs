@@ -13,11 +13,25 @@
 //! - [`Norm::set_population`]: where the paper's population statistics go, for layers that
 //!   keep statistics across batches.
 //!
+//! - [`Norm::linear_weight`] / [`Norm::conv_weight`]: the weight the layer before it uses, for
+//!   layers that re-parametrise it (Weight Norm);
+//! - [`Norm::begin_step`]: the training step about to run, for layers with a schedule (Batch
+//!   Renorm's r_max and d_max).
+//!
+//! The layers: [`BatchNorm`] (`batch`), [`BatchRenorm`] (`renorm`), [`GroupNorm`] (`group`, and
+//! `layer` as its one-group case), [`WeightNorm`] (`weight`, optionally with [`MeanOnlyBn`]).
+//! BN and Batch Renorm can take their statistics over groups of `norm.stats_batch` examples
+//! ([`ghost`]).
+//!
 //! Adding a layer: its module under `src/norm/`, a variant of [`Norm`], a [`NormKind`] in the
 //! config, and one arm in each method below. Nothing outside this folder changes unless the
 //! layer needs something no layer offered before.
 
 pub mod batch;
+pub mod ghost;
+pub mod group;
+pub mod renorm;
+pub mod weight;
 
 use burn::module::{
     Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
@@ -26,6 +40,9 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{NormConfig, NormKind};
 pub use batch::{BatchNorm, BatchStats, BnError, BnMode, InferenceStats, PopulationAccumulator};
+pub use group::GroupNorm;
+pub use renorm::{BatchRenorm, Correction};
+pub use weight::{MeanOnlyBn, WeightNorm};
 
 /// A normalisation layer over C channels (features of an MLP layer, channels of a conv map).
 ///
@@ -37,63 +54,75 @@ pub use batch::{BatchNorm, BatchStats, BnError, BnMode, InferenceStats, Populati
 pub enum Norm {
     /// Batch Normalization (Ioffe & Szegedy 2015).
     Batch(BatchNorm),
+    /// Batch Renormalization (Ioffe 2017).
+    Renorm(BatchRenorm),
+    /// Group Normalization (Wu & He 2018); Layer Normalization when it has one group.
+    Group(GroupNorm),
+    /// Weight Normalization (Salimans & Kingma 2016), optionally with mean-only BN.
+    Weight(WeightNorm),
+}
+
+/// Run `$body` with `$layer` bound to the layer inside `$norm`, whichever it is.
+macro_rules! each_layer {
+    ($norm:expr, $layer:ident => $body:expr) => {
+        match $norm {
+            Norm::Batch($layer) => $body,
+            Norm::Renorm($layer) => $body,
+            Norm::Group($layer) => $body,
+            Norm::Weight($layer) => $body,
+        }
+    };
+}
+
+/// Like [`each_layer`], rebuilding the same variant from `$body`'s result.
+macro_rules! map_layer {
+    ($norm:expr, $layer:ident => $body:expr) => {
+        match $norm {
+            Norm::Batch($layer) => Norm::Batch($body),
+            Norm::Renorm($layer) => Norm::Renorm($body),
+            Norm::Group($layer) => Norm::Group($body),
+            Norm::Weight($layer) => Norm::Weight($body),
+        }
+    };
 }
 
 impl Module for Norm {
     fn collect_devices(&self, devices: Devices) -> Devices {
-        match self {
-            Norm::Batch(bn) => bn.collect_devices(devices),
-        }
+        each_layer!(self, layer => layer.collect_devices(devices))
     }
 
     fn fork(self, device: &Device) -> Self {
-        match self {
-            Norm::Batch(bn) => Norm::Batch(bn.fork(device)),
-        }
+        map_layer!(self, layer => layer.fork(device))
     }
 
     fn to_device(self, device: &Device) -> Self {
-        match self {
-            Norm::Batch(bn) => Norm::Batch(bn.to_device(device)),
-        }
+        map_layer!(self, layer => layer.to_device(device))
     }
 
     fn train(self) -> Self {
-        match self {
-            Norm::Batch(bn) => Norm::Batch(bn.train()),
-        }
+        map_layer!(self, layer => layer.train())
     }
 
     fn valid(&self) -> Self {
-        match self {
-            Norm::Batch(bn) => Norm::Batch(bn.valid()),
-        }
+        map_layer!(self, layer => layer.valid())
     }
 
     fn materialize(self) -> Self {
-        match self {
-            Norm::Batch(bn) => Norm::Batch(bn.materialize()),
-        }
+        map_layer!(self, layer => layer.materialize())
     }
 
     fn visit<Visitor: ModuleVisitor>(&self, visitor: &mut Visitor) {
-        match self {
-            Norm::Batch(bn) => bn.visit(visitor),
-        }
+        each_layer!(self, layer => layer.visit(visitor))
     }
 
     fn map<Mapper: ModuleMapper>(self, mapper: &mut Mapper) -> Self {
-        match self {
-            Norm::Batch(bn) => Norm::Batch(bn.map(mapper)),
-        }
+        map_layer!(self, layer => layer.map(mapper))
     }
 }
 
 impl ModuleDisplayDefault for Norm {
     fn content(&self, content: Content) -> Option<Content> {
-        match self {
-            Norm::Batch(bn) => bn.content(content),
-        }
+        each_layer!(self, layer => layer.content(content))
     }
 }
 
@@ -101,28 +130,61 @@ impl ModuleDisplay for Norm {}
 
 impl std::fmt::Display for Norm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Norm::Batch(bn) => std::fmt::Display::fmt(bn, f),
-        }
+        each_layer!(self, layer => std::fmt::Display::fmt(layer, f))
     }
 }
 
+/// What the fused dense kernel can do with a layer's normalisation in training.
+// Built and consumed once per layer and step, never stored: boxing the tensors would only add
+// an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum FusedNorm {
+    /// Nothing to apply at the normalisation slot (Weight Norm without mean-only BN).
+    Nothing,
+    /// BN with the batch's own statistics: (γ, β, ε).
+    Batch(Tensor<1>, Tensor<1>, f64),
+    /// The kernel cannot apply it; the layer runs op by op after the kernel's linear map.
+    Unsupported,
+}
+
 impl Norm {
-    /// The layer `config` asks for over `channels` channels; `None` for `kind: none`.
-    pub fn new(config: &NormConfig, channels: usize, device: &Device) -> Option<Norm> {
-        match config.kind {
-            NormKind::None => None,
-            NormKind::Batch => Some(Norm::Batch(BatchNorm::new(
+    /// The layer `config` asks for over `channels` channels, for a run of `steps` steps;
+    /// `None` for `kind: none`.
+    pub fn new(config: &NormConfig, channels: usize, steps: u64, device: &Device) -> Option<Norm> {
+        let norm = match config.kind {
+            NormKind::None => return None,
+            NormKind::Batch => Norm::Batch(
+                BatchNorm::new(channels, config.eps, config.momentum, device)
+                    .with_stats_batch(config.stats_batch),
+            ),
+            NormKind::Renorm => Norm::Renorm(
+                BatchRenorm::new(
+                    channels,
+                    config.eps,
+                    config.momentum,
+                    config.renorm.clone(),
+                    steps,
+                    device,
+                )
+                .with_stats_batch(config.stats_batch),
+            ),
+            NormKind::Layer => Norm::Group(GroupNorm::new(channels, 1, config.eps, device)),
+            NormKind::Group => {
+                Norm::Group(GroupNorm::new(channels, config.groups, config.eps, device))
+            }
+            NormKind::Weight => Norm::Weight(WeightNorm::new(
                 channels,
-                config.eps,
+                config.mean_only,
                 config.momentum,
                 device,
-            ))),
-        }
+            )),
+        };
+        Some(norm)
     }
 
     /// Normalise `x` (`[N, C]` or `[N, C, H, W]`) as `mode` says; in training, also return the
-    /// statistics the layer took from the batch (what the population pass averages).
+    /// statistics the layer took from the batch (what the population pass averages), for
+    /// layers that take any.
     pub fn forward_with_stats<const D: usize>(
         &self,
         x: Tensor<D>,
@@ -130,15 +192,20 @@ impl Norm {
     ) -> Result<(Tensor<D>, Option<BatchStats>), BnError> {
         match self {
             Norm::Batch(bn) => bn.forward_with_stats(x, mode),
+            Norm::Renorm(brn) => brn.forward_with_stats(x, mode),
+            Norm::Group(gn) => Ok((gn.forward(x)?, None)),
+            Norm::Weight(wn) => wn.forward_with_stats(x, mode),
         }
     }
 
-    /// `(γ, β, ε)` when the fused dense kernel can apply this layer with the batch's own
-    /// statistics in training (BN before the nonlinearity); `None` for a layer it cannot (none
-    /// yet: every kind of today can), which then runs op by op.
-    pub fn fused_dense_parts(&self) -> Option<(Tensor<1>, Tensor<1>, f64)> {
+    /// What the fused dense kernel can do with this layer in training (see [`FusedNorm`]).
+    pub fn fused_dense_parts(&self) -> FusedNorm {
         match self {
-            Norm::Batch(bn) => Some((bn.gamma.val(), bn.beta.val(), bn.eps)),
+            Norm::Batch(bn) if bn.stats_batch.is_none() => {
+                FusedNorm::Batch(bn.gamma.val(), bn.beta.val(), bn.eps)
+            }
+            Norm::Weight(wn) if wn.mean_only.is_none() => FusedNorm::Nothing,
+            _ => FusedNorm::Unsupported,
         }
     }
 
@@ -147,11 +214,13 @@ impl Norm {
     pub fn check_train_batch(&self, dims: &[usize]) -> Result<usize, BnError> {
         match self {
             Norm::Batch(bn) => bn.check_train_batch(dims),
+            _ => Ok(dims.iter().product::<usize>() / dims[1].max(1)),
         }
     }
 
     /// Take the batch statistics the fused dense kernel computed with [`Norm::fused_dense_parts`]
-    /// as this layer's own: the running averages absorb them in a real training step.
+    /// as this layer's own: the running averages absorb them in a real training step. Only BN
+    /// hands out fused parts; for any other layer the statistics are returned as they are.
     pub fn absorb_batch(
         &self,
         mean: Tensor<1>,
@@ -161,6 +230,11 @@ impl Norm {
     ) -> BatchStats {
         match self {
             Norm::Batch(bn) => bn.absorb_batch(mean, biased_var, count, mode),
+            _ => BatchStats {
+                mean: mean.detach(),
+                biased_var: biased_var.detach(),
+                count,
+            },
         }
     }
 
@@ -172,14 +246,26 @@ impl Norm {
         }
         match self {
             Norm::Batch(bn) => Some(bn.inference_affine(stats)),
+            Norm::Renorm(brn) => Some(brn.inference_affine(stats)),
+            Norm::Group(_) => None,
+            Norm::Weight(wn) => {
+                let g = wn.g.val();
+                Some(match &wn.mean_only {
+                    Some(bn) => (g.ones_like(), bn.beta.val().sub(bn.fixed_mean(stats))),
+                    None => (g.ones_like(), g.zeros_like()),
+                })
+            }
         }
     }
 
     /// Whether [`Norm::inference_affine`] gives the layer for `stats` (cheap: no tensor work).
-    /// BN with fixed statistics is affine; with each test batch's own statistics it is not.
+    /// BN with fixed statistics is affine; with each test batch's own statistics it is not, and
+    /// Layer and Group Norm never are (their statistics come from each example).
     pub fn is_affine_in_inference(&self, stats: InferenceStats) -> bool {
         match self {
-            Norm::Batch(_) => stats != InferenceStats::Batch,
+            Norm::Batch(_) | Norm::Renorm(_) => stats != InferenceStats::Batch,
+            Norm::Group(_) => false,
+            Norm::Weight(wn) => wn.mean_only.is_none() || stats != InferenceStats::Batch,
         }
     }
 
@@ -187,6 +273,46 @@ impl Norm {
     pub fn set_population(&self, mean: Tensor<1>, var: Tensor<1>) {
         match self {
             Norm::Batch(bn) => bn.set_population(mean, var),
+            Norm::Renorm(brn) => brn.set_population(mean, var),
+            Norm::Weight(WeightNorm {
+                mean_only: Some(bn),
+                ..
+            }) => bn.set_population(mean),
+            Norm::Group(_) | Norm::Weight(_) => {}
+        }
+    }
+
+    /// Whether the layer keeps statistics across batches (so the population pass applies).
+    pub fn keeps_statistics(&self) -> bool {
+        match self {
+            Norm::Batch(_) | Norm::Renorm(_) => true,
+            Norm::Group(_) => false,
+            Norm::Weight(wn) => wn.mean_only.is_some(),
+        }
+    }
+
+    /// The weight `[in, out]` the linear layer before this one computes with: Weight Norm's
+    /// g·v/‖v‖, or `v` itself.
+    pub fn linear_weight(&self, v: Tensor<2>) -> Tensor<2> {
+        match self {
+            Norm::Weight(wn) => wn.linear_weight(v),
+            _ => v,
+        }
+    }
+
+    /// The weight `[out, in, 3, 3]` the conv layer before this one computes with.
+    pub fn conv_weight(&self, v: Tensor<4>) -> Tensor<4> {
+        match self {
+            Norm::Weight(wn) => wn.conv_weight(v),
+            _ => v,
+        }
+    }
+
+    /// Tell the layer which training step comes next (Batch Renorm's r_max and d_max follow a
+    /// schedule over the run).
+    pub fn begin_step(&self, step: u64) {
+        if let Norm::Renorm(brn) = self {
+            brn.begin_step(step);
         }
     }
 
@@ -194,6 +320,7 @@ impl Norm {
     pub fn as_batch(&self) -> Option<&BatchNorm> {
         match self {
             Norm::Batch(bn) => Some(bn),
+            _ => None,
         }
     }
 }

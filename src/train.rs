@@ -22,7 +22,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
-use crate::config::Config;
+use crate::config::{Config, NormKind};
 use crate::data::{DataSource, LoadedData, Split};
 use crate::kernels::cross_entropy;
 use crate::metrics::{histogram, percentiles_15_50_85, values_mean_std};
@@ -181,7 +181,8 @@ pub fn summary_line(s: &Summary, run_dir: &Path) -> String {
     } else {
         let stats = match s.final_inference.as_str() {
             "none" => String::new(),
-            name => format!(" (BN with {name} statistics)"),
+            "per-example" => " (statistics of each example)".to_string(),
+            name => format!(" (inference with {name} statistics)"),
         };
         format!(
             "{}: test accuracy {}{stats}, best {} at step {}",
@@ -454,6 +455,14 @@ pub fn run(
         activations: JsonlWriter::append(&run_dir.join(ACTIVATIONS_FILE))?,
     };
 
+    if state.step == 0 && config.norm.kind == NormKind::Weight && config.norm.data_init {
+        // The paper's data-dependent initialisation, on the run's first training batch.
+        let first = BatchOrder::new(config.seed, runner.train.len, config.batch_size)
+            .indices(0)
+            .to_vec();
+        let (x, _) = runner.train.batch(&first, &runner.device);
+        net = net.init_weight_norm(x.autodiff())?;
+    }
     let started = Instant::now() - std::time::Duration::from_secs_f64(state.elapsed_s);
     if state.step == 0 {
         runner.evaluate_and_record(&net, &state, 0.0, started)?;
@@ -585,6 +594,7 @@ impl Runner<'_> {
         lr: f64,
     ) -> Result<(f64, Option<Net>)> {
         let (x, y) = self.train.batch(indices, &self.device);
+        net.begin_step(step);
         let dropout_seed = (self.config.model.dropout > 0.0)
             .then(|| Rng::stream(self.config.seed, STREAM_DROPOUT, step).next_u64());
         sgd_step(net, optim, x, y, dropout_seed, lr)
@@ -742,13 +752,15 @@ impl Runner<'_> {
             .find(|m| m.test_acc.is_some())
             .context("the run recorded no evaluation")?;
         let mut final_metrics = (last.test_acc, last.test_loss);
-        let mut final_inference = if net.has_norm() {
+        let mut final_inference = if net.keeps_statistics() {
             stats_name(self.training_eval_stats())
+        } else if net.has_norm() && self.config.norm.kind != NormKind::Weight {
+            "per-example"
         } else {
             "none"
         };
         let mut population = None;
-        if net.has_norm() && self.config.norm.population_pass {
+        if net.keeps_statistics() && self.config.norm.population_pass {
             let batches = self.population_pass(net)?;
             let (loss, acc) = self.evaluate(net, InferenceStats::Population)?;
             population = Some(PopulationResult {

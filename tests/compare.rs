@@ -714,8 +714,11 @@ fn shipped_studies_are_valid() {
             "cifar_cnn",
             "dropout",
             "lr_multipliers",
+            "norm_zoo",
             "paper_fig1",
-            "placement"
+            "placement",
+            "small_batch_norms",
+            "small_batch_norms_cnn"
         ]
     );
 }

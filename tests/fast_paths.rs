@@ -220,3 +220,121 @@ fn cnn_pool_before_activation_equals_activation_then_pool_on_a_whole_net() {
         }
     }
 }
+
+/// A net with normalisation `norm` (a config's `norm` object) and widths `G` divides.
+fn norm_config(arch: &str, norm: serde_json::Value, activation: &str) -> Config {
+    let (dataset, model) = match arch {
+        "mlp" => (
+            "mnist",
+            json!({"arch": "mlp", "hidden": [6, 4], "activation": activation, "init": "xavier"}),
+        ),
+        _ => (
+            "cifar10",
+            json!({"arch": "cnn", "channels": [4, 6], "activation": activation, "init": "he"}),
+        ),
+    };
+    config_from_value(json!({
+        "dataset": dataset, "model": model, "norm": norm, "seed": 5,
+        "batch_size": 6, "probe": {"batch_size": 6}
+    }))
+    .unwrap()
+}
+
+/// Every normalisation layer beside plain BN, as config `norm` objects.
+fn other_norms(placement: &str) -> Vec<serde_json::Value> {
+    vec![
+        json!({"kind": "renorm", "placement": placement}),
+        json!({"kind": "renorm", "placement": placement, "stats_batch": 2}),
+        json!({"kind": "batch", "placement": placement, "stats_batch": 3}),
+        json!({"kind": "layer", "placement": placement}),
+        json!({"kind": "group", "placement": placement, "groups": 2}),
+        json!({"kind": "weight", "placement": placement}),
+        json!({"kind": "weight", "placement": placement, "mean_only": true}),
+    ]
+}
+
+/// The net for `config`, perturbed, with Batch Renorm's limits ramped up (r_max and d_max
+/// above 1 and 0), so that r and d do something.
+fn ramped_net(config: &Config) -> Net {
+    let net = net(config);
+    net.begin_step(config.steps);
+    net
+}
+
+#[test]
+fn every_normalisation_layer_takes_the_same_fast_paths_as_its_reference() {
+    for placement in ["before", "after"] {
+        for norm in other_norms(placement) {
+            let config = norm_config("mlp", norm.clone(), "sigmoid");
+            let net = ramped_net(&config);
+            let what = format!("mlp {norm}");
+            let (fast, fast_grads) = gradients(&net, input(&config, 6), train_mode(), false);
+            let (slow, slow_grads) = gradients(&net, input(&config, 6), train_mode(), true);
+            assert_close(&format!("{what} training logits"), &fast, &slow);
+            assert_eq!(fast_grads.len(), slow_grads.len(), "{what}");
+            for (k, (f, s)) in fast_grads.iter().zip(&slow_grads).enumerate() {
+                assert_close(&format!("{what} gradient {k}"), f, s);
+            }
+            for stats in [InferenceStats::Moving, InferenceStats::Population] {
+                let mode = Mode::Infer(stats);
+                let (fast, _) = pass(&net, input(&config, 6), mode, false);
+                let (slow, _) = pass(&net, input(&config, 6), mode, true);
+                assert_close(&format!("{what} {stats:?} logits"), &fast, &slow);
+            }
+        }
+    }
+    for norm in other_norms("before") {
+        let config = norm_config("cnn", norm.clone(), "relu");
+        let net = ramped_net(&config);
+        let what = format!("cnn {norm}");
+        for mode in [train_mode(), Mode::Infer(InferenceStats::Moving)] {
+            let (fast, _) = pass(&net, input(&config, 4), mode, false);
+            let (slow, _) = pass(&net, input(&config, 4), mode, true);
+            assert_close(&format!("{what} {mode:?} logits"), &fast, &slow);
+        }
+        let (_, fast_grads) = gradients(&net, input(&config, 4), train_mode(), false);
+        let (_, slow_grads) = gradients(&net, input(&config, 4), train_mode(), true);
+        assert_eq!(fast_grads.len(), slow_grads.len(), "{what}");
+        for (k, (f, s)) in fast_grads.iter().zip(&slow_grads).enumerate() {
+            assert_close(&format!("{what} gradient {k}"), f, s);
+        }
+    }
+}
+
+#[test]
+fn weight_norm_data_init_standardises_every_pre_activation_on_its_batch() {
+    for (arch, norm) in [
+        ("mlp", json!({"kind": "weight"})),
+        ("mlp", json!({"kind": "weight", "mean_only": true})),
+        ("cnn", json!({"kind": "weight"})),
+    ] {
+        let config = norm_config(arch, norm.clone(), "sigmoid");
+        let n = if arch == "mlp" { 32 } else { 8 };
+        let x = input(&config, n);
+        let net = build_net(&config, &device())
+            .map(&mut PerturbToF64 { seed: 3 })
+            .init_weight_norm(x.clone())
+            .unwrap();
+        let (_, pre) = pass(&net, x, train_mode(), true);
+        for (layer, values) in pre.iter().enumerate() {
+            let units = config.hidden_width(layer);
+            let per_unit = values.len() / units;
+            // Pre-activations are [N, C] or [N, C, H, W]: unit u's values, strided.
+            let inner = per_unit / n;
+            for u in 0..units {
+                let vals: Vec<f64> = (0..n)
+                    .flat_map(|i| {
+                        let start = (i * units + u) * inner;
+                        values[start..start + inner].iter().map(|&v| f64::from(v))
+                    })
+                    .collect();
+                let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+                let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+                assert!(
+                    mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
+                    "{arch} {norm} layer {layer} unit {u}: mean {mean}, variance {var}"
+                );
+            }
+        }
+    }
+}

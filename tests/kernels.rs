@@ -575,3 +575,65 @@ fn dense_training_bn_matches_pytorch_batch_norm_vectors() {
         }
     }
 }
+
+/// (w, ∂v, ∂g) of Weight Norm's w = g·v/‖v‖ per column, fast or reference.
+fn weight_norm_case(fast: bool, rows: usize, cols: usize) -> [Part; 3] {
+    let v = tensor(&values(rows * cols, 61), [rows, cols]);
+    let g = tensor(
+        &values(cols, 62).iter().map(|g| g + 1.5).collect::<Vec<_>>(),
+        [cols],
+    );
+    let op = if fast {
+        kernels::weight_norm_columns
+    } else {
+        kernels::reference::weight_norm_columns
+    };
+    let w = op(v.clone(), g.clone());
+    let grads = weighted(w.clone(), 63).backward();
+    [part(w), grad_part(&v, &grads), grad_part(&g, &grads)]
+}
+
+#[test]
+fn weight_norm_columns_matches_its_reference() {
+    // The paper's first layer, and a tall odd one.
+    for (rows, cols) in [(784, 100), (7, 3)] {
+        assert_parts_close(
+            &format!("weight norm {rows}x{cols}"),
+            &["w", "dv", "dg"],
+            &weight_norm_case(true, rows, cols),
+            &weight_norm_case(false, rows, cols),
+        );
+    }
+}
+
+/// (y, μ_B, ∂x, ∂β) of mean-only BN, fast or reference.
+fn center_case(fast: bool, n: usize, c: usize) -> [Part; 4] {
+    let xs: Vec<f64> = values(n * c, 71).iter().map(|v| 2.0 * v + 0.7).collect();
+    let x = tensor(&xs, [n, c]);
+    let beta = tensor(&values(c, 72), [c]);
+    let op = if fast {
+        kernels::center_columns
+    } else {
+        kernels::reference::center_columns
+    };
+    let (y, mean) = op(x.clone(), beta.clone());
+    let grads = (weighted(y.clone(), 73) + weighted(mean.clone(), 74)).backward();
+    [
+        part(y),
+        part(mean),
+        grad_part(&x, &grads),
+        grad_part(&beta, &grads),
+    ]
+}
+
+#[test]
+fn center_columns_matches_its_reference() {
+    for (n, c) in [(60, 100), (2, 3)] {
+        assert_parts_close(
+            &format!("mean-only BN {n}x{c}"),
+            &["y", "mean", "dx", "dbeta"],
+            &center_case(true, n, c),
+            &center_case(false, n, c),
+        );
+    }
+}

@@ -713,7 +713,31 @@ fn each_bad_config_gets_its_own_clear_error() {
             &["--set", "norm.placement=sideways"],
             "unknown variant `sideways`",
         ),
-        (&["--set", "norm.kind=layer"], "unknown variant `layer`"),
+        (
+            &["--set", "norm.kind=instance"],
+            "unknown variant `instance`",
+        ),
+        (
+            &["--set", "norm.kind=group", "--set", "norm.groups=3"],
+            "norm.groups 3 does not divide the 32 units of hidden layer 0",
+        ),
+        (
+            &["--set", "norm.kind=group", "--set", "norm.groups=32"],
+            "leaves one value per group",
+        ),
+        (
+            &["--set", "norm.stats_batch=7"],
+            "norm.stats_batch 7 does not divide batch_size 60",
+        ),
+        (&["--set", "norm.stats_batch=1"], "at least 2 examples"),
+        (
+            &["--set", "norm.kind=layer", "--set", "norm.stats_batch=4"],
+            "norm.stats_batch applies to BN and Batch Renorm",
+        ),
+        (
+            &["--set", "norm.kind=renorm", "--set", "norm.renorm.r_max=-2"],
+            "norm.renorm.r_max must be a finite number of at least 1",
+        ),
         (&["--set", "steps=0"], "steps must be at least 1"),
         (&["--set", "nonsense"], "key.path=value"),
         (&["--set", "name=."], "cannot start with a dot"),

@@ -54,6 +54,7 @@
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
 
+use super::ghost::{GroupedOutput, normalise_in_groups, tile};
 use crate::kernels::batch_norm_train_fused;
 
 pub use crate::config::InferenceStats;
@@ -129,6 +130,9 @@ pub struct BatchNorm {
     pub eps: f64,
     /// Weight of the newest batch in the moving averages.
     pub momentum: f64,
+    /// Examples per statistics group in training (`norm.stats_batch`); `None`: the whole batch.
+    #[module(skip)]
+    pub stats_batch: Option<usize>,
 }
 
 impl BatchNorm {
@@ -145,7 +149,29 @@ impl BatchNorm {
             population_var: RunningState::new(ones()),
             eps,
             momentum,
+            stats_batch: None,
         }
+    }
+
+    /// The same layer, taking its training statistics over groups of `k` examples
+    /// (`norm.stats_batch`; `None` for the whole batch).
+    pub fn with_stats_batch(mut self, k: Option<usize>) -> Self {
+        self.stats_batch = k;
+        self
+    }
+
+    /// Algorithm 1 on a training batch, per statistics group: the output, and the statistics
+    /// (averaged over groups) that the running averages absorb.
+    fn normalise_batch<const D: usize>(&self, x: Tensor<D>) -> GroupedOutput<D> {
+        let (gamma, beta, eps) = (self.gamma.val(), self.beta.val(), self.eps);
+        normalise_in_groups(x, self.stats_batch, &|x, groups| {
+            batch_norm_train_fused(
+                x,
+                tile(gamma.clone(), groups),
+                tile(beta.clone(), groups),
+                eps,
+            )
+        })
     }
 
     /// Number of channels C.
@@ -171,16 +197,15 @@ impl BatchNorm {
     ) -> Result<(Tensor<D>, Option<BatchStats>), BnError> {
         match mode {
             BnMode::Train { .. } => {
-                let count = self.check_train_batch(&x.dims())?;
-                let out = batch_norm_train_fused(x, self.gamma.val(), self.beta.val(), self.eps);
-                let stats = self.absorb_batch(out.mean, out.variance, count, mode);
+                self.check_train_batch(&x.dims())?;
+                let out = self.normalise_batch(x);
+                let stats = self.absorb_batch(out.mean, out.variance, out.count, mode);
                 Ok((out.output, Some(stats)))
             }
             BnMode::Inference(InferenceStats::Batch) => {
                 // Batch statistics without gradients or running updates: the pitfall mode.
                 self.check_train_batch(&x.dims())?;
-                let out = batch_norm_train_fused(x, self.gamma.val(), self.beta.val(), self.eps);
-                Ok((out.output, None))
+                Ok((self.normalise_batch(x).output, None))
             }
             BnMode::Inference(stats) => {
                 self.check_input(&x.dims())?;

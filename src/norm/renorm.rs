@@ -1,0 +1,321 @@
+//! Batch Renormalization (Ioffe 2017, Algorithm 1): BN whose training output is corrected
+//! towards its moving averages, so that training and inference compute nearly the same function
+//! even when the mini-batch statistics are noisy.
+//!
+//! # Formula
+//!
+//! Per channel, over the m values of a statistics batch (as BN: `[N, C]` or `[N, C, H, W]`):
+//!
+//! ```text
+//! μ_B = (1/m) Σ x_i                    σ_B = √((1/m) Σ (x_i − μ_B)² + ε)
+//! r   = clip(σ_B / σ, 1/r_max, r_max)   d = clip((μ_B − μ) / σ, −d_max, d_max)
+//! y_i = γ·((x_i − μ_B)/σ_B · r + d) + β
+//! μ  ← μ + momentum·(μ_B − μ)          σ ← σ + momentum·(σ_B − σ)       (σ: a STD, ε inside)
+//! inference: y = γ·(x − μ)/σ + β
+//! ```
+//!
+//! r and d are constants in the backward pass (`stop_gradient` in the paper). Leaving them in
+//! the graph is a different method, and an unstable one. Here the fused BN kernel computes x̂ and
+//! the batch statistics (with γ = 1, β = 0, so its closed-form backward carries ∂x̂ back to x),
+//! r and d are computed on the host from the detached statistics, which makes them constants by
+//! construction, and y = x̂·(γ·r) + (γ·d + β) is two broadcast ops.
+//!
+//! With r_max = 1 and d_max = 0 (the paper's warm-up) r = 1 and d = 0, and the layer is BN.
+//! [`RenormConfig::limits_at`] gives the schedule; the training loop tells every layer the
+//! current step through [`BatchRenorm::begin_step`].
+//!
+//! Inference with population statistics (Algorithm 2's pass, as for BN) uses
+//! γ·(x − E[x])/√(Var[x] + ε) + β.
+
+use std::sync::{Arc, Mutex};
+
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
+
+use super::batch::{BatchStats, BnError, BnMode, InferenceStats, tensor_to_f64};
+use super::ghost::{GroupedOutput, normalise_in_groups, tile};
+use crate::config::RenormConfig;
+use crate::kernels::{FusedOutput, batch_norm_train_fused};
+
+/// The correction a training batch got: r and d per channel (and per statistics group,
+/// group-major, when `norm.stats_batch` splits the batch).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Correction {
+    pub r: Vec<f64>,
+    pub d: Vec<f64>,
+}
+
+/// Shared, mutable state the optimiser's copies of the layer all see: the current limits and
+/// the last correction (for tests and tools).
+#[derive(Debug, Clone, Default)]
+pub struct RenormState {
+    limits: (f64, f64),
+    last: Correction,
+}
+
+/// Our Batch Renormalization layer. See the module documentation.
+#[derive(Module, Debug)]
+pub struct BatchRenorm {
+    pub gamma: Param<Tensor<1>>,
+    pub beta: Param<Tensor<1>>,
+    /// Moving average μ of μ_B.
+    pub running_mean: RunningState<Tensor<1>>,
+    /// Moving average σ of σ_B = √(σ²_B + ε): a standard deviation, not a variance.
+    pub running_std: RunningState<Tensor<1>>,
+    /// E[x] and Var[x] from the population pass, as BN's.
+    pub population_mean: RunningState<Tensor<1>>,
+    pub population_var: RunningState<Tensor<1>>,
+    pub eps: f64,
+    pub momentum: f64,
+    #[module(skip)]
+    pub stats_batch: Option<usize>,
+    /// The schedule of r_max and d_max, over a run of `steps` steps.
+    #[module(skip)]
+    pub schedule: RenormConfig,
+    #[module(skip)]
+    pub steps: u64,
+    #[module(skip)]
+    state: Arc<Mutex<RenormState>>,
+}
+
+impl BatchRenorm {
+    /// A layer over `channels` channels: γ = 1, β = 0, μ = 0, σ = 1; limits r_max = 1, d_max = 0
+    /// (plain BN) until [`BatchRenorm::begin_step`] or [`BatchRenorm::set_limits`] says otherwise.
+    pub fn new(
+        channels: usize,
+        eps: f64,
+        momentum: f64,
+        schedule: RenormConfig,
+        steps: u64,
+        device: &Device,
+    ) -> Self {
+        let ones = || Tensor::<1>::ones([channels], device);
+        let zeros = || Tensor::<1>::zeros([channels], device);
+        Self {
+            gamma: Param::from_tensor(ones()),
+            beta: Param::from_tensor(zeros()),
+            running_mean: RunningState::new(zeros()),
+            running_std: RunningState::new(ones()),
+            population_mean: RunningState::new(zeros()),
+            population_var: RunningState::new(ones()),
+            eps,
+            momentum,
+            stats_batch: None,
+            schedule,
+            steps,
+            state: Arc::new(Mutex::new(RenormState {
+                limits: (1.0, 0.0),
+                last: Correction::default(),
+            })),
+        }
+    }
+
+    /// The same layer, taking its training statistics over groups of `k` examples.
+    pub fn with_stats_batch(mut self, k: Option<usize>) -> Self {
+        self.stats_batch = k;
+        self
+    }
+
+    /// Number of channels C.
+    pub fn channels(&self) -> usize {
+        self.gamma.val().dims()[0]
+    }
+
+    /// Set r_max and d_max for the coming training step from the schedule.
+    pub fn begin_step(&self, step: u64) {
+        let (r_max, d_max) = self.schedule.limits_at(step, self.steps);
+        self.set_limits(r_max, d_max);
+    }
+
+    /// Set r_max and d_max directly.
+    pub fn set_limits(&self, r_max: f64, d_max: f64) {
+        self.lock().limits = (r_max, d_max);
+    }
+
+    /// (r_max, d_max) in force.
+    pub fn limits(&self) -> (f64, f64) {
+        self.lock().limits
+    }
+
+    /// r and d of the last training batch.
+    pub fn last_correction(&self) -> Correction {
+        self.lock().last.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RenormState> {
+        // A poisoned lock only means another thread panicked mid-write of two floats.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Normalise `x` as `mode` says; in training also return the batch statistics.
+    pub fn forward_with_stats<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        mode: BnMode,
+    ) -> Result<(Tensor<D>, Option<BatchStats>), BnError> {
+        match mode {
+            BnMode::Train { update_running } => {
+                let count = self.check_input(&x.dims())?;
+                if count < 2 {
+                    return Err(BnError::SingleValue {
+                        shape: x.dims().to_vec(),
+                    });
+                }
+                let out = self.normalise_batch(x);
+                let stats = BatchStats {
+                    mean: out.mean.detach(),
+                    biased_var: out.variance.detach(),
+                    count: out.count,
+                };
+                if update_running {
+                    self.update_running(&stats);
+                }
+                Ok((out.output, Some(stats)))
+            }
+            BnMode::Inference(InferenceStats::Batch) => {
+                self.check_input(&x.dims())?;
+                Ok((self.normalise_batch(x).output, None))
+            }
+            BnMode::Inference(stats) => {
+                self.check_input(&x.dims())?;
+                let device = x.device();
+                let (scale, shift) = self.inference_affine(stats);
+                let mut shape = [1usize; D];
+                shape[1] = self.channels();
+                let y = x
+                    .mul(scale.to_device(&device).reshape(shape))
+                    .add(shift.to_device(&device).reshape(shape));
+                Ok((y, None))
+            }
+        }
+    }
+
+    /// Inference as `y = scale·x + shift` per channel: γ/σ and β − γ·μ/σ with the moving
+    /// averages, or γ/√(Var + ε) with the population statistics.
+    pub fn inference_affine(&self, stats: InferenceStats) -> (Tensor<1>, Tensor<1>) {
+        let (mean, std) = match stats {
+            InferenceStats::Population => (
+                self.population_mean.value_sync(),
+                self.population_var.value_sync().add_scalar(self.eps).sqrt(),
+            ),
+            InferenceStats::Moving | InferenceStats::Batch => (
+                self.running_mean.value_sync(),
+                self.running_std.value_sync(),
+            ),
+        };
+        let scale = self.gamma.val().div(std);
+        let shift = self.beta.val().sub(scale.clone().mul(mean));
+        (scale, shift)
+    }
+
+    /// Store population statistics (E[x], Var[x]) from the population pass.
+    pub fn set_population(&self, mean: Tensor<1>, var: Tensor<1>) {
+        let device = self.population_mean.value_sync().device();
+        self.population_mean.update(mean.to_device(&device));
+        self.population_var.update(var.to_device(&device));
+        self.population_mean.value_sync();
+        self.population_var.value_sync();
+    }
+
+    /// Algorithm 1 of the paper on a training batch, per statistics group.
+    fn normalise_batch<const D: usize>(&self, x: Tensor<D>) -> GroupedOutput<D> {
+        let (r_max, d_max) = self.limits();
+        let mu = tensor_to_f64(self.running_mean.value_sync());
+        let sigma = tensor_to_f64(self.running_std.value_sync());
+        let (gamma, beta, eps) = (self.gamma.val(), self.beta.val(), self.eps);
+        let corrections = Mutex::new(Correction::default());
+        let out = normalise_in_groups(x, self.stats_batch, &|x, groups| {
+            // x̂ and the batch statistics from the fused BN kernel (γ = 1, β = 0); r and d
+            // computed on the host from the detached statistics, so they are constants.
+            let channels = x.dims()[1];
+            let device = x.device();
+            let like = TensorCreationOptions::new(device.clone()).with_dtype(x.dtype());
+            let standard = batch_norm_train_fused(
+                x,
+                Tensor::ones([channels], like.clone()),
+                Tensor::zeros([channels], like),
+                eps,
+            );
+            let mean_b = tensor_to_f64(standard.mean.clone());
+            let var_b = tensor_to_f64(standard.variance.clone());
+            let c = mu.len();
+            let mut correction = Correction::default();
+            for (i, (m_b, v_b)) in mean_b.iter().zip(&var_b).enumerate() {
+                let (m, s) = (mu[i % c], sigma[i % c]);
+                let sigma_b = (v_b + eps).sqrt();
+                correction.r.push((sigma_b / s).clamp(1.0 / r_max, r_max));
+                correction.d.push(((m_b - m) / s).clamp(-d_max, d_max));
+            }
+            let gamma_t = tile(gamma.clone(), groups);
+            let r = vector_like(&correction.r, &gamma, &device);
+            let d = vector_like(&correction.d, &gamma, &device);
+            let scale = gamma_t.clone().mul(r);
+            let shift = gamma_t.mul(d).add(tile(beta.clone(), groups));
+            let mut all = corrections.lock().unwrap_or_else(|e| e.into_inner());
+            all.r.extend(correction.r);
+            all.d.extend(correction.d);
+            let mut shape = [1usize; D];
+            shape[1] = channels;
+            FusedOutput {
+                output: standard
+                    .output
+                    .mul(scale.reshape(shape))
+                    .add(shift.reshape(shape)),
+                mean: standard.mean,
+                variance: standard.variance,
+            }
+        });
+        self.lock().last = corrections.into_inner().unwrap_or_else(|e| e.into_inner());
+        out
+    }
+
+    /// μ ← μ + momentum·(μ_B − μ), σ ← σ + momentum·(σ_B − σ), on the host in f64.
+    fn update_running(&self, stats: &BatchStats) {
+        let m = self.momentum;
+        let mean_b = tensor_to_f64(stats.mean.clone());
+        let std_b: Vec<f64> = tensor_to_f64(stats.biased_var.clone())
+            .iter()
+            .map(|v| (v + self.eps).sqrt())
+            .collect();
+        let blend = |old: Tensor<1>, batch: &[f64]| -> Tensor<1> {
+            let device = old.device();
+            let dtype = old.dtype();
+            let new: Vec<f64> = tensor_to_f64(old)
+                .iter()
+                .zip(batch)
+                .map(|(o, b)| o + m * (b - o))
+                .collect();
+            let len = new.len();
+            Tensor::from_data(
+                TensorData::new(new, [len]),
+                TensorCreationOptions::new(device).with_dtype(dtype),
+            )
+        };
+        self.running_mean
+            .update(blend(self.running_mean.value_sync(), &mean_b));
+        self.running_std
+            .update(blend(self.running_std.value_sync(), &std_b));
+    }
+
+    fn check_input(&self, dims: &[usize]) -> Result<usize, BnError> {
+        if dims.len() != 2 && dims.len() != 4 {
+            return Err(BnError::Rank(dims.len()));
+        }
+        let expected = self.channels();
+        if dims[1] != expected {
+            return Err(BnError::Channels {
+                expected,
+                got: dims[1],
+            });
+        }
+        Ok(dims.iter().product::<usize>() / expected)
+    }
+}
+
+/// Host values as a `[len]` tensor with `like`'s dtype on `device`.
+fn vector_like(values: &[f64], like: &Tensor<1>, device: &Device) -> Tensor<1> {
+    Tensor::from_data(
+        TensorData::new(values.to_vec(), [values.len()]),
+        TensorCreationOptions::new(device.clone()).with_dtype(like.dtype()),
+    )
+}

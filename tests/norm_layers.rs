@@ -1,0 +1,734 @@
+//! The normalisation layers beside BatchNorm against independent references:
+//! - float64 vectors from PyTorch (`tests/fixtures/norm_pytorch.json`, a copy of the shared
+//!   reference file; `scripts/make_norm_reference_vectors.py` remakes and checks it): Layer Norm,
+//!   Group Norm (MLP and conv, G = 1 and G > 1), Batch Renorm (r, d and the running mean and std
+//!   after each batch, clipped values included), Weight Norm (∂x, ∂v, ∂g, ∂b and the
+//!   data-dependent init) and mean-only BN. Checked in float64 within 1e-10 and in float32 within
+//!   1e-5, relative to the largest reference value;
+//! - central finite differences in float64;
+//! - closed forms: Group Norm with G = C is Instance Norm; Batch Renorm with r_max = 1 and
+//!   d_max = 0 is BN; BN over statistics groups of k is BN applied to each group alone;
+//! - each fast path against its reference body.
+
+mod numeric;
+
+use bn_exp::norm::batch::{BatchNorm, BnMode, InferenceStats, tensor_to_f64};
+use bn_exp::norm::renorm::BatchRenorm;
+use bn_exp::norm::weight::{MeanOnlyBn, WeightNorm, init_from_outputs, unit_columns};
+use bn_exp::norm::{GroupNorm, Norm};
+use burn::module::{Param, RunningState};
+use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
+use serde_json::Value;
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+const F64_TOL: f64 = 1e-10;
+const F32_TOL: f64 = 1e-5;
+const DTYPES: [(DType, f64); 2] = [(DType::F64, F64_TOL), (DType::F32, F32_TOL)];
+
+fn fixture() -> Value {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/norm_pytorch.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("the fixture parses")
+}
+
+fn cases(kind: &str) -> Vec<Value> {
+    let all = fixture();
+    let list = all["cases"][kind]
+        .as_array()
+        .expect("a list of cases")
+        .clone();
+    assert!(!list.is_empty(), "no {kind} cases");
+    list
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("expected a list of numbers, got {v}"))
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect()
+}
+
+fn dims(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .expect("a shape")
+        .iter()
+        .map(|x| x.as_u64().expect("a size") as usize)
+        .collect()
+}
+
+fn tensor<const D: usize>(values: &[f64], shape: [usize; D], dtype: DType) -> Tensor<D> {
+    Tensor::from_data(
+        TensorData::new(values.to_vec(), shape),
+        TensorCreationOptions::new(device()).with_dtype(dtype),
+    )
+}
+
+fn param(values: &[f64], dtype: DType) -> Param<Tensor<1>> {
+    Param::from_tensor(tensor(values, [values.len()], dtype))
+}
+
+fn state(values: &[f64], dtype: DType) -> RunningState<Tensor<1>> {
+    RunningState::new(tensor(values, [values.len()], dtype))
+}
+
+/// `got` within `tol` of `want`, relative to the largest |want| (at least 1e-3).
+fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+    assert_close_at_scale(what, got, want, tol, scale);
+}
+
+/// `got` within `tol·scale` of `want`. For an input gradient that is nearly zero by cancellation
+/// (Layer Norm over 2 features: its ∂x is ~1e-6), the scale is that of the terms that cancel,
+/// the upstream gradient, not the tiny result.
+fn assert_close_at_scale(what: &str, got: &[f64], want: &[f64], tol: f64, scale: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs() / scale;
+        assert!(
+            err <= tol,
+            "{what}[{i}]: got {g}, reference {w} (relative error {err:.2e} > {tol:.0e})"
+        );
+    }
+}
+
+/// Run `$body` with `$s` bound to `$shape` as a `[usize; 2]` or `[usize; 4]` array, so the body
+/// is compiled for both input ranks.
+macro_rules! at_rank {
+    ($shape:expr, $s:ident => $body:expr) => {
+        match $shape[..] {
+            [a, b] => {
+                let $s = [a, b];
+                $body
+            }
+            [a, b, c, d] => {
+                let $s = [a, b, c, d];
+                $body
+            }
+            ref other => panic!("unexpected shape {other:?}"),
+        }
+    };
+}
+
+/// Output and the gradients of sum(y·upstream) w.r.t. x and the layer's γ and β.
+struct Grads {
+    y: Vec<f64>,
+    dx: Vec<f64>,
+    dgamma: Vec<f64>,
+    dbeta: Vec<f64>,
+}
+
+/// Group Norm with the case's γ and β, by `fast` or reference path.
+fn group_norm_grads(case: &Value, groups: usize, dtype: DType, fast: bool) -> Grads {
+    let shape = dims(&case["shape"]);
+    let c = shape[1];
+    let mut gn = GroupNorm::new(c, groups, case["eps"].as_f64().unwrap(), &device());
+    gn.gamma = param(&floats(&case["gamma"]), dtype);
+    gn.beta = param(&floats(&case["beta"]), dtype);
+    let x = floats(&case["x"]);
+    let up = floats(&case["upstream"]);
+    at_rank!(shape, s => {
+        let xt = tensor(&x, s, dtype).require_grad();
+        let y = if fast {
+            gn.forward(xt.clone()).unwrap()
+        } else {
+            gn.forward_reference(xt.clone()).unwrap()
+        };
+        let grads = y.clone().mul(tensor(&up, s, dtype)).sum().backward();
+        Grads {
+            y: tensor_to_f64(y),
+            dx: tensor_to_f64(xt.grad(&grads).unwrap()),
+            dgamma: tensor_to_f64(gn.gamma.grad(&grads).unwrap()),
+            dbeta: tensor_to_f64(gn.beta.grad(&grads).unwrap()),
+        }
+    })
+}
+
+/// The reference path's float64 gradients come from autodiff through Burn's `var_mean_bias`;
+/// they agree with PyTorch's to 1.2e-9 at worst (measured), not to float64 rounding, which
+/// points at a float32 constant inside Burn's backward of the reductions. The fused path holds
+/// 1e-10, and the forward outputs of both paths do too.
+const REFERENCE_F64_TOL: f64 = 1e-8;
+
+fn check_group_norm_case(case: &Value, groups: usize) {
+    let name = case["name"].as_str().unwrap();
+    for (dtype, tol) in DTYPES {
+        for fast in [true, false] {
+            let tol = if fast || dtype == DType::F32 {
+                tol
+            } else {
+                REFERENCE_F64_TOL
+            };
+            let g = group_norm_grads(case, groups, dtype, fast);
+            let what = |f: &str| format!("{name} {dtype:?} fast={fast} {f}");
+            assert_close(&what("y"), &g.y, &floats(&case["y"]), tol);
+            let dx = floats(&case["dx"]);
+            let terms = floats(&case["upstream"])
+                .iter()
+                .fold(0.0f64, |m, v| m.max(v.abs()));
+            let scale = dx.iter().fold(terms, |m, v| m.max(v.abs()));
+            assert_close_at_scale(&what("dx"), &g.dx, &dx, tol, scale);
+            assert_close(&what("dgamma"), &g.dgamma, &floats(&case["dgamma"]), tol);
+            assert_close(&what("dbeta"), &g.dbeta, &floats(&case["dbeta"]), tol);
+        }
+    }
+}
+
+#[test]
+fn layer_norm_matches_pytorch() {
+    for case in cases("layer_norm") {
+        check_group_norm_case(&case, 1);
+    }
+}
+
+#[test]
+fn group_norm_matches_pytorch_for_mlp_and_conv_inputs() {
+    let cases = cases("group_norm");
+    let names: Vec<&str> = cases.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(names.iter().any(|n| n.contains("mlp")) && names.iter().any(|n| n.contains("conv")));
+    for case in &cases {
+        check_group_norm_case(case, case["groups"].as_u64().unwrap() as usize);
+    }
+}
+
+#[test]
+fn group_norm_with_one_group_per_channel_is_instance_norm() {
+    // Instance norm by hand: each (example, channel) standardised over its H·W values.
+    let (n, c, h, w) = (3, 4, 3, 2);
+    let x = numeric::values(n * c * h * w, 7);
+    let eps = 1e-5;
+    let mut want = vec![0.0; x.len()];
+    for plane in 0..n * c {
+        let v = &x[plane * h * w..(plane + 1) * h * w];
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        for (i, a) in v.iter().enumerate() {
+            want[plane * h * w + i] = (a - mean) / (var + eps).sqrt();
+        }
+    }
+    let mut gn = GroupNorm::new(c, c, eps, &device());
+    gn.gamma = param(&vec![1.0; c], DType::F64);
+    gn.beta = param(&vec![0.0; c], DType::F64);
+    let got = tensor_to_f64(gn.forward(tensor(&x, [n, c, h, w], DType::F64)).unwrap());
+    assert_close("instance norm", &got, &want, F64_TOL);
+}
+
+#[test]
+fn group_norm_gradients_match_finite_differences() {
+    for (shape, groups) in [(vec![4, 6], 2), (vec![2, 6, 3, 3], 3)] {
+        let c = shape[1];
+        let len: usize = shape.iter().product();
+        let x = numeric::values(len, 11);
+        let up = numeric::values(len, 12);
+        let mut gn = GroupNorm::new(c, groups, 1e-5, &device());
+        gn.gamma = param(&numeric::values(c, 13), DType::F64);
+        gn.beta = param(&numeric::values(c, 14), DType::F64);
+        let loss = |x: &[f64]| -> f64 {
+            at_rank!(shape, s => {
+                let y = gn.forward(tensor(x, s, DType::F64)).unwrap();
+                tensor_to_f64(y).iter().zip(&up).map(|(a, b)| a * b).sum()
+            })
+        };
+        let analytic = at_rank!(shape, s => {
+            let xt = tensor(&x, s, DType::F64).require_grad();
+            let y = gn.forward(xt.clone()).unwrap();
+            let grads = y.mul(tensor(&up, s, DType::F64)).sum().backward();
+            tensor_to_f64(xt.grad(&grads).unwrap())
+        });
+        let numeric = central_differences(&x, &loss);
+        assert_close_fd(&format!("group norm {shape:?} dx"), &analytic, &numeric);
+    }
+}
+
+/// ∂loss/∂x_i by central differences with step 1e-6.
+fn central_differences(x: &[f64], loss: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
+    let h = 1e-6;
+    (0..x.len())
+        .map(|i| {
+            let mut plus = x.to_vec();
+            let mut minus = x.to_vec();
+            plus[i] += h;
+            minus[i] -= h;
+            (loss(&plus) - loss(&minus)) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// Finite differences agree to about 1e-8 in float64; 1e-6 leaves room for the cancellation.
+fn assert_close_fd(what: &str, analytic: &[f64], numeric: &[f64]) {
+    assert_close(what, analytic, numeric, 1e-6);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch Renormalization
+
+fn renorm_layer(case: &Value, dtype: DType) -> BatchRenorm {
+    let c = dims(&case["shape"])[1];
+    let mut brn = BatchRenorm::new(
+        c,
+        case["eps"].as_f64().unwrap(),
+        case["momentum"].as_f64().unwrap(),
+        Default::default(),
+        1,
+        &device(),
+    );
+    brn.gamma = param(&floats(&case["gamma"]), dtype);
+    brn.beta = param(&floats(&case["beta"]), dtype);
+    brn.running_mean = state(&floats(&case["running_mean_init"]), dtype);
+    brn.running_std = state(&floats(&case["running_std_init"]), dtype);
+    brn.set_limits(
+        case["r_max"].as_f64().unwrap(),
+        case["d_max"].as_f64().unwrap(),
+    );
+    brn
+}
+
+#[test]
+fn batch_renorm_matches_pytorch_batch_after_batch() {
+    for case in cases("batch_renorm") {
+        let name = case["name"].as_str().unwrap();
+        let shape = dims(&case["shape"]);
+        let batches = case["batches"].as_array().unwrap();
+        let per_batch = case["per_batch"].as_array().unwrap();
+        let up = floats(&case["upstream"]);
+        let mut clipped = 0;
+        for (dtype, tol) in DTYPES {
+            let brn = renorm_layer(&case, dtype);
+            for (i, (batch, want)) in batches.iter().zip(per_batch).enumerate() {
+                let what = |f: &str| format!("{name} {dtype:?} batch {i} {f}");
+                let x = floats(batch);
+                let mode = BnMode::Train {
+                    update_running: true,
+                };
+                at_rank!(shape, s => {
+                    let xt = tensor(&x, s, dtype).require_grad();
+                    let (y, _) = brn.forward_with_stats(xt.clone(), mode).unwrap();
+                    if i == 0 {
+                        let grads = y.clone().mul(tensor(&up, s, dtype)).sum().backward();
+                        assert_close(&what("y"), &tensor_to_f64(y), &floats(&case["y_train"]), tol);
+                        let dx = tensor_to_f64(xt.grad(&grads).unwrap());
+                        assert_close(&what("dx"), &dx, &floats(&case["dx"]), tol);
+                        let dgamma = tensor_to_f64(brn.gamma.grad(&grads).unwrap());
+                        assert_close(&what("dgamma"), &dgamma, &floats(&case["dgamma"]), tol);
+                        let dbeta = tensor_to_f64(brn.beta.grad(&grads).unwrap());
+                        assert_close(&what("dbeta"), &dbeta, &floats(&case["dbeta"]), tol);
+                    }
+                });
+                let correction = brn.last_correction();
+                let (r_max, d_max) = brn.limits();
+                clipped += correction
+                    .r
+                    .iter()
+                    .filter(|r| (*r - r_max).abs() < 1e-12 || (*r - 1.0 / r_max).abs() < 1e-12)
+                    .count();
+                clipped += correction
+                    .d
+                    .iter()
+                    .filter(|d| (d.abs() - d_max).abs() < 1e-12)
+                    .count();
+                assert_close(&what("r"), &correction.r, &floats(&want["r"]), tol);
+                assert_close(&what("d"), &correction.d, &floats(&want["d"]), tol);
+                let mean = tensor_to_f64(brn.running_mean.value_sync());
+                let std = tensor_to_f64(brn.running_std.value_sync());
+                assert_close(
+                    &what("running mean"),
+                    &mean,
+                    &floats(&want["running_mean"]),
+                    tol,
+                );
+                assert_close(
+                    &what("running std"),
+                    &std,
+                    &floats(&want["running_std"]),
+                    tol,
+                );
+            }
+            let eval = floats(&case["eval_x"]);
+            let y_eval = at_rank!(shape, s => {
+                let (y, _) = brn
+                    .forward_with_stats(
+                        tensor(&eval, s, dtype),
+                        BnMode::Inference(InferenceStats::Moving),
+                    )
+                    .unwrap();
+                tensor_to_f64(y)
+            });
+            assert_close(
+                &format!("{name} {dtype:?} y_eval"),
+                &y_eval,
+                &floats(&case["y_eval"]),
+                tol,
+            );
+        }
+        assert!(
+            clipped > 0,
+            "{name}: no r or d was clipped, so clipping went untested"
+        );
+    }
+}
+
+#[test]
+fn batch_renorm_with_r_max_1_and_d_max_0_is_batch_norm() {
+    for shape in [vec![6, 5], vec![4, 3, 2, 2]] {
+        let c = shape[1];
+        let len: usize = shape.iter().product();
+        let x: Vec<f64> = numeric::values(len, 21)
+            .iter()
+            .map(|v| 3.0 * v + 1.0)
+            .collect();
+        let up = numeric::values(len, 22);
+        let gamma = numeric::values(c, 23);
+        let beta = numeric::values(c, 24);
+        let mode = BnMode::Train {
+            update_running: true,
+        };
+        let mut brn = BatchRenorm::new(c, 1e-5, 0.1, Default::default(), 1, &device());
+        brn.gamma = param(&gamma, DType::F64);
+        brn.beta = param(&beta, DType::F64);
+        brn.running_mean = state(&vec![0.0; c], DType::F64);
+        brn.running_std = state(&vec![1.0; c], DType::F64);
+        brn.set_limits(1.0, 0.0);
+        let mut bn = BatchNorm::new(c, 1e-5, 0.1, &device());
+        bn.gamma = param(&gamma, DType::F64);
+        bn.beta = param(&beta, DType::F64);
+        bn.running_mean = state(&vec![0.0; c], DType::F64);
+        bn.running_var = state(&vec![1.0; c], DType::F64);
+        at_rank!(shape, s => {
+            let xa = tensor(&x, s, DType::F64).require_grad();
+            let xb = tensor(&x, s, DType::F64).require_grad();
+            let (ya, _) = brn.forward_with_stats(xa.clone(), mode).unwrap();
+            let (yb, _) = bn.forward_with_stats(xb.clone(), mode).unwrap();
+            let ga = ya.clone().mul(tensor(&up, s, DType::F64)).sum().backward();
+            let gb = yb.clone().mul(tensor(&up, s, DType::F64)).sum().backward();
+            assert_close("y", &tensor_to_f64(ya), &tensor_to_f64(yb), F64_TOL);
+            assert_close(
+                "dx",
+                &tensor_to_f64(xa.grad(&ga).unwrap()),
+                &tensor_to_f64(xb.grad(&gb).unwrap()),
+                F64_TOL,
+            );
+            assert_close(
+                "dgamma",
+                &tensor_to_f64(brn.gamma.grad(&ga).unwrap()),
+                &tensor_to_f64(bn.gamma.grad(&gb).unwrap()),
+                F64_TOL,
+            );
+        });
+        // The moving averages differ by design: a std (with ε) against an unbiased variance.
+        let std = tensor_to_f64(brn.running_std.value_sync());
+        let var = tensor_to_f64(bn.running_var.value_sync());
+        let m = (len / c) as f64;
+        for (s, v) in std.iter().zip(&var) {
+            // var_running = 0.9 + 0.1·m/(m−1)·σ²_B; std_running = 0.9 + 0.1·√(σ²_B + ε).
+            let biased = (v - 0.9) / 0.1 * (m - 1.0) / m;
+            let want = 0.9 + 0.1 * (biased + 1e-5).sqrt();
+            assert!((s - want).abs() < 1e-10, "running std {s}, expected {want}");
+        }
+    }
+}
+
+#[test]
+fn batch_renorm_gradient_treats_clipped_r_and_d_as_constants() {
+    // With every r and d at a clip bound, the layer is locally BN scaled by r_max and shifted by
+    // ±d_max, so finite differences of the forward function see the same constants the
+    // backward pass uses.
+    let (n, c) = (6, 4);
+    let x: Vec<f64> = numeric::values(n * c, 31)
+        .iter()
+        .map(|v| 5.0 * v + 7.0)
+        .collect();
+    let up = numeric::values(n * c, 32);
+    let mut brn = BatchRenorm::new(c, 1e-5, 0.1, Default::default(), 1, &device());
+    brn.gamma = param(&vec![1.0; c], DType::F64);
+    brn.beta = param(&vec![0.0; c], DType::F64);
+    brn.running_mean = state(&vec![0.0; c], DType::F64);
+    brn.running_std = state(&vec![0.01; c], DType::F64);
+    brn.set_limits(2.0, 0.5);
+    let mode = BnMode::Train {
+        update_running: false,
+    };
+    let loss = |x: &[f64]| -> f64 {
+        let (y, _) = brn
+            .forward_with_stats(tensor(x, [n, c], DType::F64), mode)
+            .unwrap();
+        tensor_to_f64(y).iter().zip(&up).map(|(a, b)| a * b).sum()
+    };
+    let xt = tensor(&x, [n, c], DType::F64).require_grad();
+    let (y, _) = brn.forward_with_stats(xt.clone(), mode).unwrap();
+    let correction = brn.last_correction();
+    assert!(correction.r.iter().all(|&r| r == 2.0), "{:?}", correction.r);
+    assert!(correction.d.iter().all(|&d| d == 0.5), "{:?}", correction.d);
+    let grads = y.mul(tensor(&up, [n, c], DType::F64)).sum().backward();
+    let analytic = tensor_to_f64(xt.grad(&grads).unwrap());
+    assert_close_fd(
+        "clipped renorm dx",
+        &analytic,
+        &central_differences(&x, &loss),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics batches smaller than the training batch
+
+#[test]
+fn bn_over_statistics_groups_is_bn_on_each_group_alone() {
+    for (shape, k) in [
+        (vec![12, 5], 4usize),
+        (vec![6, 3, 2, 2], 2),
+        (vec![10, 3], 4),
+    ] {
+        let (n, c) = (shape[0], shape[1]);
+        let per_example: usize = shape[1..].iter().product();
+        let x: Vec<f64> = numeric::values(n * per_example, 41)
+            .iter()
+            .map(|v| 2.0 * v + 0.5)
+            .collect();
+        let up = numeric::values(n * per_example, 42);
+        let gamma = numeric::values(c, 43);
+        let beta = numeric::values(c, 44);
+        let mode = BnMode::Train {
+            update_running: false,
+        };
+        let make = |k: Option<usize>| {
+            let mut bn = BatchNorm::new(c, 1e-5, 0.1, &device()).with_stats_batch(k);
+            bn.gamma = param(&gamma, DType::F64);
+            bn.beta = param(&beta, DType::F64);
+            bn
+        };
+        let grouped = make(Some(k));
+        let whole = make(None);
+        // The groups as the split documents them: k at a time, the rest (with the last group
+        // when only one example would remain) as one group.
+        let rest = n % k;
+        let head = if rest == 1 { n - rest - k } else { n - rest };
+        let mut bounds: Vec<(usize, usize)> = (0..head / k).map(|g| (g * k, g * k + k)).collect();
+        if head < n {
+            bounds.push((head, n));
+        }
+        at_rank!(shape, s => {
+            let xt = tensor(&x, s, DType::F64).require_grad();
+            let (y, _) = grouped.forward_with_stats(xt.clone(), mode).unwrap();
+            let grads = y.clone().mul(tensor(&up, s, DType::F64)).sum().backward();
+            let y = tensor_to_f64(y);
+            let dx = tensor_to_f64(xt.grad(&grads).unwrap());
+            let dgamma = tensor_to_f64(grouped.gamma.grad(&grads).unwrap());
+            let mut dgamma_want = vec![0.0; c];
+            for &(a, b) in &bounds {
+                let rows = a * per_example..b * per_example;
+                let mut sub = s;
+                sub[0] = b - a;
+                let xs = tensor(&x[rows.clone()], sub, DType::F64).require_grad();
+                let (ys, _) = whole.forward_with_stats(xs.clone(), mode).unwrap();
+                let gs = ys.clone().mul(tensor(&up[rows.clone()], sub, DType::F64)).sum().backward();
+                assert_close(&format!("{shape:?} k={k} y rows {a}..{b}"), &y[rows.clone()], &tensor_to_f64(ys), F64_TOL);
+                assert_close(
+                    &format!("{shape:?} k={k} dx rows {a}..{b}"),
+                    &dx[rows],
+                    &tensor_to_f64(xs.grad(&gs).unwrap()),
+                    F64_TOL,
+                );
+                for (acc, g) in dgamma_want.iter_mut().zip(tensor_to_f64(whole.gamma.grad(&gs).unwrap())) {
+                    *acc += g;
+                }
+            }
+            assert_close(&format!("{shape:?} k={k} dgamma"), &dgamma, &dgamma_want, F64_TOL);
+        });
+    }
+}
+
+#[test]
+fn statistics_groups_feed_the_running_averages_their_mean_statistics() {
+    // Two groups of 2 with known means 1 and 3 (and biased variances 1 and 4): the running mean
+    // absorbs their average 2, the running variance 2/(2−1)·(1 + 4)/2 = 5.
+    let x = [0.0, 2.0, 1.0, 5.0];
+    let mut bn = BatchNorm::new(1, 1e-5, 1.0, &device()).with_stats_batch(Some(2));
+    bn.gamma = param(&[1.0], DType::F64);
+    bn.beta = param(&[0.0], DType::F64);
+    bn.running_mean = state(&[0.0], DType::F64);
+    bn.running_var = state(&[1.0], DType::F64);
+    bn.forward_with_stats(
+        tensor(&x, [4, 1], DType::F64),
+        BnMode::Train {
+            update_running: true,
+        },
+    )
+    .unwrap();
+    assert_close(
+        "running mean",
+        &tensor_to_f64(bn.running_mean.value_sync()),
+        &[2.0],
+        1e-12,
+    );
+    assert_close(
+        "running var",
+        &tensor_to_f64(bn.running_var.value_sync()),
+        &[5.0],
+        1e-12,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight Normalization and mean-only BN
+
+/// PyTorch's `[out, in]` weight as Burn's `[in, out]`.
+fn transpose(v: &[f64], out: usize, inp: usize) -> Vec<f64> {
+    let mut t = vec![0.0; v.len()];
+    for o in 0..out {
+        for i in 0..inp {
+            t[i * out + o] = v[o * inp + i];
+        }
+    }
+    t
+}
+
+#[test]
+fn weight_norm_matches_pytorch_including_the_layout_and_the_data_init() {
+    for case in cases("weight_norm") {
+        let name = case["name"].as_str().unwrap();
+        let [n, inp] = dims(&case["x_shape"])[..] else {
+            panic!()
+        };
+        let [out, inp_v] = dims(&case["v_shape"])[..] else {
+            panic!()
+        };
+        assert_eq!(inp, inp_v);
+        let v = transpose(&floats(&case["v"]), out, inp);
+        let x = floats(&case["x"]);
+        for (dtype, tol) in DTYPES {
+            let what = |f: &str| format!("{name} {dtype:?} {f}");
+            let wn = WeightNorm::new(out, false, 0.1, &device());
+            let wn = WeightNorm {
+                g: param(&floats(&case["g"]), dtype),
+                ..wn
+            };
+            let norm = Norm::Weight(wn);
+            let vt = Param::from_tensor(tensor(&v, [inp, out], dtype));
+            let b = param(&floats(&case["b"]), dtype);
+            let xt = tensor(&x, [n, inp], dtype).require_grad();
+            let y = xt
+                .clone()
+                .matmul(norm.linear_weight(vt.val()))
+                .add(b.val().unsqueeze::<2>());
+            let up = tensor(&floats(&case["upstream"]), [n, out], dtype);
+            let grads = y.clone().mul(up).sum().backward();
+            assert_close(&what("y"), &tensor_to_f64(y), &floats(&case["y"]), tol);
+            assert_close(
+                &what("dx"),
+                &tensor_to_f64(xt.grad(&grads).unwrap()),
+                &floats(&case["dx"]),
+                tol,
+            );
+            let dv = tensor_to_f64(vt.grad(&grads).unwrap());
+            assert_close(
+                &what("dv"),
+                &dv,
+                &transpose(&floats(&case["dv"]), out, inp),
+                tol,
+            );
+            let Norm::Weight(wn) = &norm else {
+                unreachable!()
+            };
+            assert_close(
+                &what("dg"),
+                &tensor_to_f64(wn.g.grad(&grads).unwrap()),
+                &floats(&case["dg"]),
+                tol,
+            );
+            assert_close(
+                &what("db"),
+                &tensor_to_f64(b.grad(&grads).unwrap()),
+                &floats(&case["db"]),
+                tol,
+            );
+
+            // The data-dependent init: t = x·v/‖v‖, g = 1/σ(t), b = −μ(t)/σ(t).
+            let t = tensor(&x, [n, inp], dtype).matmul(unit_columns(tensor(&v, [inp, out], dtype)));
+            let (g0, b0) = init_from_outputs(t.swap_dims(0, 1));
+            assert_close(
+                &what("init g"),
+                &tensor_to_f64(g0),
+                &floats(&case["init"]["g"]),
+                tol,
+            );
+            assert_close(
+                &what("init b"),
+                &tensor_to_f64(b0),
+                &floats(&case["init"]["b"]),
+                tol,
+            );
+        }
+    }
+}
+
+#[test]
+fn weight_norm_gradient_in_v_matches_finite_differences() {
+    let (n, inp, out) = (5, 4, 3);
+    let x = numeric::values(n * inp, 51);
+    let v = numeric::values(inp * out, 52);
+    let up = numeric::values(n * out, 53);
+    let mut wn = WeightNorm::new(out, false, 0.1, &device());
+    wn.g = param(&numeric::values(out, 54), DType::F64);
+    let loss = |v: &[f64]| -> f64 {
+        let w = wn.linear_weight(tensor(v, [inp, out], DType::F64));
+        let y = tensor(&x, [n, inp], DType::F64).matmul(w);
+        tensor_to_f64(y).iter().zip(&up).map(|(a, b)| a * b).sum()
+    };
+    let vt = tensor(&v, [inp, out], DType::F64).require_grad();
+    let y = tensor(&x, [n, inp], DType::F64).matmul(wn.linear_weight(vt.clone()));
+    let grads = y.mul(tensor(&up, [n, out], DType::F64)).sum().backward();
+    let analytic = tensor_to_f64(vt.grad(&grads).unwrap());
+    assert_close_fd("weight norm dv", &analytic, &central_differences(&v, &loss));
+}
+
+#[test]
+fn mean_only_bn_matches_pytorch_batch_after_batch() {
+    for case in cases("mean_only_bn") {
+        let name = case["name"].as_str().unwrap();
+        let shape = dims(&case["shape"]);
+        let c = shape[1];
+        let up = floats(&case["upstream"]);
+        let after = case["running_mean_after_each_batch"].as_array().unwrap();
+        for (dtype, tol) in DTYPES {
+            let mut bn = MeanOnlyBn::new(c, case["momentum"].as_f64().unwrap(), &device());
+            bn.beta = param(&floats(&case["beta"]), dtype);
+            bn.running_mean = state(&floats(&case["running_init"]), dtype);
+            let mode = BnMode::Train {
+                update_running: true,
+            };
+            for (i, batch) in case["batches"].as_array().unwrap().iter().enumerate() {
+                let what = |f: &str| format!("{name} {dtype:?} batch {i} {f}");
+                let x = floats(batch);
+                at_rank!(shape, s => {
+                    let xt = tensor(&x, s, dtype).require_grad();
+                    let (y, _) = bn.forward_with_stats(xt.clone(), mode).unwrap();
+                    if i == 0 {
+                        let grads = y.clone().mul(tensor(&up, s, dtype)).sum().backward();
+                        assert_close(&what("y"), &tensor_to_f64(y), &floats(&case["y_train"]), tol);
+                        assert_close(&what("dx"), &tensor_to_f64(xt.grad(&grads).unwrap()), &floats(&case["dx"]), tol);
+                        assert_close(&what("dbeta"), &tensor_to_f64(bn.beta.grad(&grads).unwrap()), &floats(&case["dbeta"]), tol);
+                    }
+                });
+                let running = tensor_to_f64(bn.running_mean.value_sync());
+                assert_close(&what("running mean"), &running, &floats(&after[i]), tol);
+            }
+            let eval = floats(&case["eval_x"]);
+            let y_eval = at_rank!(shape, s => {
+                let (y, _) = bn
+                    .forward_with_stats(tensor(&eval, s, dtype), BnMode::Inference(InferenceStats::Moving))
+                    .unwrap();
+                tensor_to_f64(y)
+            });
+            assert_close(
+                &format!("{name} {dtype:?} y_eval"),
+                &y_eval,
+                &floats(&case["y_eval"]),
+                tol,
+            );
+        }
+    }
+}
