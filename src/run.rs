@@ -146,7 +146,9 @@ pub struct Summary {
     pub steps: u64,
     pub final_test_acc: Option<f64>,
     pub final_test_loss: Option<f64>,
-    /// Which BN statistics gave the final numbers ("moving", "population", "batch", or "none").
+    /// Which statistics gave the final numbers: "moving", "population" or "batch" for layers
+    /// that keep statistics (BN, Batch Renorm, mean-only BN), "per-example" for Layer and Group
+    /// Norm, "none" without normalisation or with Weight Norm alone.
     pub final_inference: String,
     pub best_test_acc: Option<f64>,
     pub best_step: Option<u64>,

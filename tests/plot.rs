@@ -594,3 +594,66 @@ fn bn_exp_within(args: &[&str], limit: std::time::Duration) -> Output {
         stderr: fs::read(&err_path).unwrap(),
     }
 }
+
+/// The small-batch study's shape: BN over statistics batches of 2, 4 and 60 (seeds 0 and 1),
+/// and Layer Norm with `norm.stats_batch` null, a flat reference.
+fn stats_batch_study(root: &Path) -> PathBuf {
+    let study = root.join("small_batch");
+    let write = |kind: &str, stats_batch: Value, lr: f64, seed: u64| {
+        let spec = Spec {
+            placement: "before",
+            lr,
+            seed,
+            evals: 20,
+            diverge_at: None,
+        };
+        let dir = write_run(&study, &spec);
+        let renamed = study.join(format!("{kind}_{stats_batch}_s{seed}"));
+        fs::rename(&dir, &renamed).unwrap();
+        let mut cfg = config(&spec);
+        cfg.as_object_mut().unwrap().remove("bn");
+        cfg["name"] = json!(renamed.file_name().unwrap().to_str().unwrap());
+        cfg["optim"]["lr"] = json!(1.0);
+        cfg["norm"] = json!({"kind": kind, "placement": "before", "stats_batch": stats_batch});
+        fs::write(renamed.join("config.json"), cfg.to_string()).unwrap();
+    };
+    for seed in [0, 1] {
+        // The accuracy curve follows `lr`: smaller statistics batches train slower here.
+        for (k, lr) in [(2, 0.05), (4, 0.2), (60, 1.0)] {
+            write("batch", json!(k), lr, seed);
+        }
+        write("layer", Value::Null, 0.5, seed);
+    }
+    study
+}
+
+#[test]
+fn statistics_batch_sweep_draws_bn_as_a_line_and_layer_norm_as_a_flat_reference() {
+    let tmp = TempDir::new().unwrap();
+    let study = stats_batch_study(tmp.path());
+    let out = tmp.path().join("out");
+    let report = plot(vec![study.clone()], &out);
+    let name = "study_final_acc_vs_stats_batch.png";
+    let img = png(&out.join(name));
+    // BN (the first series: blue) and the flat Layer Norm reference (vermillion) both drawn.
+    for colour in [BLUE, VERMILLION] {
+        let n = count_colour(&img, colour, (0.08, 0.97), (0.12, 0.8));
+        assert!(n > 100, "{name}: {n} pixels of {colour:?}");
+    }
+    assert!(
+        !report
+            .warnings
+            .iter()
+            .any(|w| w.contains("norm.stats_batch")),
+        "Layer Norm's null statistics batch must not be reported as missing: {:?}",
+        report.warnings
+    );
+    let svg_out = tmp.path().join("svg");
+    make_plots(&request(vec![study], &svg_out, ImageFormat::Svg)).unwrap();
+    let svg = fs::read_to_string(svg_out.join("study_final_acc_vs_stats_batch.svg")).unwrap();
+    assert!(
+        svg.contains("no batch statistics: flat"),
+        "legend lacks the flat reference"
+    );
+    assert!(svg.contains("norm.kind=layer") && svg.contains("norm.kind=batch"));
+}

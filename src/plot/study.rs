@@ -1,9 +1,14 @@
-//! Sweep plots for studies that vary the learning rate or the batch size.
+//! Sweep plots for studies that vary the learning rate, the batch size or the statistics batch.
 //!
-//! For each swept key (`optim.lr`, `batch_size`) with at least two values, two figures: final
-//! test accuracy, and steps to reach an accuracy threshold, each against the swept value on a
-//! log axis. Runs are split into series by everything else that varies (usually
+//! For each swept key (`optim.lr`, `batch_size`, `norm.stats_batch`) with at least two values,
+//! two figures: final test accuracy, and steps to reach an accuracy threshold, each against the
+//! swept value on a log axis. Runs are split into series by everything else that varies (usually
 //! `norm.kind`); each point is the mean over seeds with a ±1 std error bar.
+//!
+//! In the statistics-batch sweep (the Group Norm paper's figure), runs whose `norm.stats_batch`
+//! is null take no statistics from the batch at all (Layer and Group Norm, no normalisation):
+//! each such series is a flat reference, a dashed line at its mean across the whole axis with
+//! dotted lines at ±1 std.
 //!
 //! Runs without a value are not quietly dropped, because "BN lets you use a higher learning
 //! rate" is a claim about exactly those runs: a diverged run is a cross and a run that never
@@ -26,10 +31,19 @@ use super::style::{
 use super::{Diagnostics, PlotSet};
 
 /// The keys a study may sweep, with their file-name tag and axis title.
-const SWEPT_KEYS: [(&str, &str, &str); 2] = [
+const SWEPT_KEYS: [(&str, &str, &str); 3] = [
     ("optim.lr", "lr", "learning rate (log scale)"),
     ("batch_size", "batch_size", "batch size (log scale)"),
+    (
+        "norm.stats_batch",
+        "stats_batch",
+        "examples per statistics batch (log scale)",
+    ),
 ];
+
+/// The swept key whose null value means "this layer has no batch statistics": runs with it
+/// null are drawn as flat references rather than left out.
+const FLAT_WHEN_NULL: &str = "norm.stats_batch";
 
 /// The threshold preferred for steps-to-threshold plots when some run reached it: the paper's
 /// MNIST comparisons are read at high accuracy, and 97 % is reached by a well-tuned MLP.
@@ -61,6 +75,8 @@ pub struct SweepSeries {
     pub label: String,
     pub colour: Colour,
     pub points: Vec<SweepPoint>,
+    /// A flat reference: one point (x is NaN) drawn as a horizontal line across the axis.
+    pub flat: bool,
 }
 
 /// A study sweep figure: one metric against one swept key.
@@ -135,20 +151,32 @@ fn percent(fraction: f64) -> String {
     format_float((fraction * 1e5).round() / 1e3)
 }
 
+/// One series while it is gathered: its identity, `(run index, x)` members, and whether it is a
+/// flat reference.
+type SeriesMembers = (FlatConfig, Vec<(usize, f64)>, bool);
+
 /// Runs that carry a positive value of the swept key, with their series identity.
 struct SweptRuns {
     /// `(run index, x, series identity)`.
     runs: Vec<(usize, f64, FlatConfig)>,
+    /// Runs drawn as flat references (see [`FLAT_WHEN_NULL`]), with their series identity.
+    flat: Vec<(usize, FlatConfig)>,
 }
 
 impl SweptRuns {
     /// `None` unless at least two distinct values of `key` appear among the runs.
     fn collect(set: &PlotSet, key: &str, diag: &mut Diagnostics) -> Option<Self> {
         let mut runs = Vec::new();
+        let mut flat = Vec::new();
         let mut missing = 0;
         for (i, run) in set.runs.iter().enumerate() {
             let mut identity = run_identity(run);
-            match identity.remove(key).and_then(|v| finite(Some(&v))) {
+            let value = identity.remove(key);
+            if key == FLAT_WHEN_NULL && matches!(value, Some(Value::Null)) {
+                flat.push((i, identity));
+                continue;
+            }
+            match value.and_then(|v| finite(Some(&v))) {
                 Some(x) if x > 0.0 => runs.push((i, x, identity)),
                 _ => missing += 1,
             }
@@ -164,28 +192,38 @@ impl SweptRuns {
                 "{missing} run(s) without a positive numeric {key}; left out of the {key} sweep plots"
             ));
         }
-        Some(Self { runs })
+        Some(Self { runs, flat })
     }
 
     /// Split into series by the remaining config, order and colour them, reduce each swept
     /// value over seeds.
     fn series(&self, set: &PlotSet, metric: SweepMetric) -> Vec<SweepSeries> {
-        let mut by_series: Vec<(FlatConfig, Vec<(usize, f64)>)> = Vec::new();
-        for (run, x, id) in &self.runs {
-            match by_series.iter_mut().find(|(known, _)| known == id) {
-                Some((_, members)) => members.push((*run, *x)),
-                None => by_series.push((id.clone(), vec![(*run, *x)])),
+        // A flat series' members all have x = NaN.
+        let mut by_series: Vec<SeriesMembers> = Vec::new();
+        let members = self
+            .runs
+            .iter()
+            .map(|(run, x, id)| (*run, *x, id, false))
+            .chain(self.flat.iter().map(|(run, id)| (*run, f64::NAN, id, true)));
+        for (run, x, id, flat) in members {
+            match by_series
+                .iter_mut()
+                .find(|(known, _, is_flat)| known == id && *is_flat == flat)
+            {
+                Some((_, members, _)) => members.push((run, x)),
+                None => by_series.push((id.clone(), vec![(run, x)], flat)),
             }
         }
-        let keys = varying_keys(by_series.iter().map(|(id, _)| id));
-        by_series.sort_by(|(a, _), (b, _)| compare_on_keys(a, b, &keys));
+        let keys = varying_keys(by_series.iter().map(|(id, _, _)| id));
+        by_series.sort_by(|(a, _, _), (b, _, _)| compare_on_keys(a, b, &keys));
         by_series
             .into_iter()
             .enumerate()
-            .map(|(i, (id, members))| SweepSeries {
+            .map(|(i, (id, members, flat))| SweepSeries {
                 label: series_label(&id, &keys),
                 colour: palette_colour(i),
                 points: sweep_points(&set.runs, &members, metric),
+                flat,
             })
             .collect()
     }
@@ -209,12 +247,13 @@ fn series_label(identity: &FlatConfig, keys: &[String]) -> String {
 fn sweep_points(runs: &[Run], members: &[(usize, f64)], metric: SweepMetric) -> Vec<SweepPoint> {
     let mut xs: Vec<f64> = members.iter().map(|(_, x)| *x).collect();
     xs.sort_by(f64::total_cmp);
-    xs.dedup();
+    // NaN (a flat reference's x) equals nothing, itself included: compare bit patterns.
+    xs.dedup_by(|a, b| a.to_bits() == b.to_bits());
     xs.into_iter()
         .map(|x| {
             let at_x: Vec<&Run> = members
                 .iter()
-                .filter(|(_, rx)| *rx == x)
+                .filter(|(_, rx)| rx.to_bits() == x.to_bits())
                 .map(|(i, _)| &runs[*i])
                 .collect();
             let live: Vec<&Run> = at_x.iter().copied().filter(|r| !r.diverged()).collect();
@@ -306,7 +345,17 @@ impl SweepFigure {
         let mut entries: Vec<LegendEntry> = self
             .series
             .iter()
-            .map(|s| LegendEntry::new(s.label.clone(), s.colour, LegendKey::LineDot))
+            .map(|s| {
+                if s.flat {
+                    LegendEntry::new(
+                        format!("{} (no batch statistics: flat)", s.label),
+                        s.colour,
+                        LegendKey::Line,
+                    )
+                } else {
+                    LegendEntry::new(s.label.clone(), s.colour, LegendKey::LineDot)
+                }
+            })
             .collect();
         let points = || self.series.iter().flat_map(|s| &s.points);
         if points().any(|p| p.diverged > 0) {
@@ -330,6 +379,7 @@ impl SweepFigure {
         let xs = self
             .series
             .iter()
+            .filter(|s| !s.flat)
             .flat_map(|s| s.points.iter().map(|p| p.x));
         let (lo, hi) = xs.fold((f64::INFINITY, 0.0f64), |(lo, hi), x| {
             (lo.min(x), hi.max(x))
@@ -417,9 +467,22 @@ impl Figure for SweepFigure {
             SweepMetric::StepsTo(_) => yhi - fraction * (yhi - ylo),
         };
         let (cross_row, triangle_row) = (edge(0.03), edge(0.08));
-        for (i, s) in self.series.iter().enumerate() {
+        for s in self.series.iter().filter(|s| s.flat) {
+            let Some((m, sd)) = s.points.first().and_then(|p| p.stat) else {
+                continue;
+            };
             let c = s.colour;
-            let nudge = dodge(i, self.series.len());
+            let across = |y: f64| vec![(xlo, y), (xhi, y)];
+            chart.draw_series(DashedLineSeries::new(across(m), 14, 8, c.stroke_width(3)))?;
+            for y in [m - sd, m + sd] {
+                let y = y.clamp(ylo, yhi);
+                chart.draw_series(DashedLineSeries::new(across(y), 3, 6, c.stroke_width(1)))?;
+            }
+        }
+        let swept: Vec<&SweepSeries> = self.series.iter().filter(|s| !s.flat).collect();
+        for (i, s) in swept.iter().enumerate() {
+            let c = s.colour;
+            let nudge = dodge(i, swept.len());
             let means: Vec<(f64, f64)> = s
                 .points
                 .iter()
