@@ -321,18 +321,23 @@ impl BatchNorm {
 
     /// Check the input's rank and channels; return m, the values per channel.
     fn check_input(&self, dims: &[usize]) -> Result<usize, BnError> {
-        if dims.len() != 2 && dims.len() != 4 {
-            return Err(BnError::Rank(dims.len()));
-        }
-        let expected = self.channels();
-        if dims[1] != expected {
-            return Err(BnError::Channels {
-                expected,
-                got: dims[1],
-            });
-        }
-        Ok(dims.iter().product::<usize>() / expected)
+        check_channels(dims, self.channels())
     }
+}
+
+/// Check that an input of shape `dims` is `[N, C]` or `[N, C, H, W]` with `channels` on axis 1;
+/// returns the values per channel. Every normalisation layer checks its input with this.
+pub fn check_channels(dims: &[usize], channels: usize) -> Result<usize, BnError> {
+    if dims.len() != 2 && dims.len() != 4 {
+        return Err(BnError::Rank(dims.len()));
+    }
+    if dims[1] != channels {
+        return Err(BnError::Channels {
+            expected: channels,
+            got: dims[1],
+        });
+    }
+    Ok(dims.iter().product::<usize>() / channels)
 }
 
 /// scale = γ/√(Var+ε), shift = β − scale·E[x].

@@ -31,7 +31,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorCreationOptions};
 
-use super::batch::BnError;
+use super::batch::{BnError, check_channels};
 use crate::kernels::batch_norm_train_fused;
 
 /// Our Group Norm layer; Layer Norm when `groups` is 1. See the module documentation.
@@ -115,16 +115,7 @@ impl GroupNorm {
 
     fn check_input<const D: usize>(&self, x: &Tensor<D>) -> Result<[usize; D], BnError> {
         let dims = x.dims();
-        if D != 2 && D != 4 {
-            return Err(BnError::Rank(D));
-        }
-        let c = self.channels();
-        if dims[1] != c {
-            return Err(BnError::Channels {
-                expected: c,
-                got: dims[1],
-            });
-        }
+        check_channels(&dims, self.channels())?;
         Ok(dims)
     }
 }

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
 
-use super::batch::{BatchStats, BnError, BnMode, InferenceStats, tensor_to_f64};
+use super::batch::{BatchStats, BnError, BnMode, InferenceStats, check_channels, tensor_to_f64};
 use super::ghost::{GroupedOutput, normalise_in_groups, tile};
 use crate::config::RenormConfig;
 use crate::kernels::{FusedOutput, batch_norm_train_fused};
@@ -298,17 +298,7 @@ impl BatchRenorm {
     }
 
     fn check_input(&self, dims: &[usize]) -> Result<usize, BnError> {
-        if dims.len() != 2 && dims.len() != 4 {
-            return Err(BnError::Rank(dims.len()));
-        }
-        let expected = self.channels();
-        if dims[1] != expected {
-            return Err(BnError::Channels {
-                expected,
-                got: dims[1],
-            });
-        }
-        Ok(dims.iter().product::<usize>() / expected)
+        check_channels(dims, self.channels())
     }
 }
 

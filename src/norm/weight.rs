@@ -31,7 +31,7 @@
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
 
-use super::batch::{BatchStats, BnError, BnMode, InferenceStats, tensor_to_f64};
+use super::batch::{BatchStats, BnError, BnMode, InferenceStats, check_channels, tensor_to_f64};
 use crate::kernels::{center_columns, weight_norm_columns};
 
 /// Our Weight Norm layer: the per-unit scales g, and optionally mean-only BN.
@@ -75,15 +75,8 @@ impl WeightNorm {
 
     /// A conv weight `[out, in, kh, kw]` as w = g·v/‖v‖, filter by filter.
     pub fn conv_weight(&self, v: Tensor<4>) -> Tensor<4> {
-        let [out, c_in, kh, kw] = v.dims();
-        let norms = v
-            .clone()
-            .reshape([out, c_in * kh * kw])
-            .square()
-            .sum_dim(1)
-            .sqrt(); // [out, 1]
-        let scale = self.g.val().reshape([out, 1]).div(norms);
-        v.mul(scale.reshape([out, 1, 1, 1]))
+        let out = self.channels();
+        unit_filters(v).mul(self.g.val().reshape([out, 1, 1, 1]))
     }
 
     /// The layer at its normalisation slot: mean-only BN, or nothing.
@@ -138,22 +131,13 @@ impl MeanOnlyBn {
         mode: BnMode,
     ) -> Result<(Tensor<D>, Option<BatchStats>), BnError> {
         let dims = x.dims();
-        if D != 2 && D != 4 {
-            return Err(BnError::Rank(D));
-        }
         let c = self.channels();
-        if dims[1] != c {
-            return Err(BnError::Channels {
-                expected: c,
-                got: dims[1],
-            });
-        }
+        let count = check_channels(&dims, c)?;
         let mut shape = [1usize; D];
         shape[1] = c;
         let beta = self.beta.val().reshape(shape);
         match mode {
             BnMode::Train { .. } | BnMode::Inference(InferenceStats::Batch) => {
-                let count = dims.iter().product::<usize>() / c;
                 let (y, mean) = if D == 2 {
                     // [N, C] (the MLP): one fused op, whose reference is the branch below.
                     let (y, mean) = center_columns(x.reshape([dims[0], c]), self.beta.val());
