@@ -150,7 +150,9 @@ pub struct CompareArgs {
     /// Existing run folders (or study folders) to compare instead of running a study.
     #[arg(value_name = "DIR")]
     pub dirs: Vec<PathBuf>,
-    /// Runs trained at once, each single-threaded [default: number of cores].
+    /// Runs trained at once [default: number of cores]. With more than one, each run gets one
+    /// thread; a single run uses every core. Two studies at once should share the cores the same
+    /// way: set RAYON_NUM_THREADS=1 for both.
     #[arg(long, short, value_name = "N")]
     pub jobs: Option<usize>,
     /// Group used as the speed-up baseline (a group label as printed in the table).
