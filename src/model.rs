@@ -424,11 +424,11 @@ impl Net {
                         let z = dense(x, w, b, None, Act::Identity).output;
                         return self.hidden_block(i, z, mode, trace);
                     }
-                    FusedNorm::Batch(gamma, beta, eps) => {
-                        let count = norm.check_train_batch(&[x.dims()[0], w.dims()[1]])?;
-                        let out = dense(x, w, b, Some((gamma, beta, eps)), act);
-                        let stats =
-                            norm.absorb_batch(out.mean, out.variance, count, mode.bn_mode());
+                    FusedNorm::Batch(bn) => {
+                        let count = bn.check_train_batch(&[x.dims()[0], w.dims()[1]])?;
+                        let parts = (bn.gamma.val(), bn.beta.val(), bn.eps);
+                        let out = dense(x, w, b, Some(parts), act);
+                        let stats = bn.absorb_batch(out.mean, out.variance, count, mode.bn_mode());
                         (out.pre, out.output, Some(stats))
                     }
                 }
@@ -563,12 +563,6 @@ impl Net {
     /// True when the net has normalisation layers.
     pub fn has_norm(&self) -> bool {
         !self.norms.is_empty()
-    }
-
-    /// True when its normalisation layers keep statistics across batches for inference (BN,
-    /// Batch Renorm, mean-only BN), so that the population pass applies.
-    pub fn keeps_statistics(&self) -> bool {
-        self.norms.iter().any(Norm::keeps_statistics)
     }
 
     /// Tell every normalisation layer which training step comes next.

@@ -5,8 +5,8 @@
 //! - [`Norm::forward_with_stats`]: the forward pass in a [`BnMode`] (training, with the
 //!   statistics it took from the batch, or inference with fixed statistics);
 //! - [`Norm::fused_dense_parts`]: whether the fused dense kernel can apply it in training (BN
-//!   with batch statistics: γ, β and ε), and [`Norm::absorb_batch`] for the statistics that
-//!   kernel hands back;
+//!   over the whole batch, whose [`BatchNorm::absorb_batch`] takes the statistics the kernel
+//!   hands back);
 //! - [`Norm::inference_affine`]: the per-channel affine map it is in inference, when it is one
 //!   (BN with fixed statistics, Algorithm 2), so that it can be folded into the linear map
 //!   before it;
@@ -135,14 +135,12 @@ impl std::fmt::Display for Norm {
 }
 
 /// What the fused dense kernel can do with a layer's normalisation in training.
-// Built and consumed once per layer and step, never stored: boxing the tensors would only add
-// an allocation.
-#[allow(clippy::large_enum_variant)]
-pub enum FusedNorm {
+pub enum FusedNorm<'a> {
     /// Nothing to apply at the normalisation slot (Weight Norm without mean-only BN).
     Nothing,
-    /// BN with the batch's own statistics: (γ, β, ε).
-    Batch(Tensor<1>, Tensor<1>, f64),
+    /// BN over the whole batch: the kernel applies its γ, β and ε, and hands the statistics it
+    /// took back to [`BatchNorm::absorb_batch`].
+    Batch(&'a BatchNorm),
     /// The kernel cannot apply it; the layer runs op by op after the kernel's linear map.
     Unsupported,
 }
@@ -199,42 +197,11 @@ impl Norm {
     }
 
     /// What the fused dense kernel can do with this layer in training (see [`FusedNorm`]).
-    pub fn fused_dense_parts(&self) -> FusedNorm {
+    pub fn fused_dense_parts(&self) -> FusedNorm<'_> {
         match self {
-            Norm::Batch(bn) if bn.stats_batch.is_none() => {
-                FusedNorm::Batch(bn.gamma.val(), bn.beta.val(), bn.eps)
-            }
+            Norm::Batch(bn) if bn.stats_batch.is_none() => FusedNorm::Batch(bn),
             Norm::Weight(wn) if wn.mean_only.is_none() => FusedNorm::Nothing,
             _ => FusedNorm::Unsupported,
-        }
-    }
-
-    /// Check a training input's shape (`dims`) for normalising with its own statistics;
-    /// returns the values per channel.
-    pub fn check_train_batch(&self, dims: &[usize]) -> Result<usize, BnError> {
-        match self {
-            Norm::Batch(bn) => bn.check_train_batch(dims),
-            _ => Ok(dims.iter().product::<usize>() / dims[1].max(1)),
-        }
-    }
-
-    /// Take the batch statistics the fused dense kernel computed with [`Norm::fused_dense_parts`]
-    /// as this layer's own: the running averages absorb them in a real training step. Only BN
-    /// hands out fused parts; for any other layer the statistics are returned as they are.
-    pub fn absorb_batch(
-        &self,
-        mean: Tensor<1>,
-        biased_var: Tensor<1>,
-        count: usize,
-        mode: BnMode,
-    ) -> BatchStats {
-        match self {
-            Norm::Batch(bn) => bn.absorb_batch(mean, biased_var, count, mode),
-            _ => BatchStats {
-                mean: mean.detach(),
-                biased_var: biased_var.detach(),
-                count,
-            },
         }
     }
 
@@ -279,15 +246,6 @@ impl Norm {
                 ..
             }) => bn.set_population(mean),
             Norm::Group(_) | Norm::Weight(_) => {}
-        }
-    }
-
-    /// Whether the layer keeps statistics across batches (so the population pass applies).
-    pub fn keeps_statistics(&self) -> bool {
-        match self {
-            Norm::Batch(_) | Norm::Renorm(_) => true,
-            Norm::Group(_) => false,
-            Norm::Weight(wn) => wn.mean_only.is_some(),
         }
     }
 

@@ -752,15 +752,14 @@ impl Runner<'_> {
             .find(|m| m.test_acc.is_some())
             .context("the run recorded no evaluation")?;
         let mut final_metrics = (last.test_acc, last.test_loss);
-        let mut final_inference = if net.keeps_statistics() {
-            stats_name(self.training_eval_stats())
-        } else if net.has_norm() && self.config.norm.kind != NormKind::Weight {
-            "per-example"
-        } else {
-            "none"
+        let keeps_statistics = self.config.norm_keeps_statistics();
+        let mut final_inference = match self.config.norm.kind {
+            _ if keeps_statistics => stats_name(self.training_eval_stats()),
+            NormKind::Layer | NormKind::Group => "per-example",
+            _ => "none",
         };
         let mut population = None;
-        if net.keeps_statistics() && self.config.norm.population_pass {
+        if keeps_statistics && self.config.norm.population_pass {
             let batches = self.population_pass(net)?;
             let (loss, acc) = self.evaluate(net, InferenceStats::Population)?;
             population = Some(PopulationResult {

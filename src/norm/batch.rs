@@ -246,24 +246,14 @@ impl BatchNorm {
 
     /// Store population statistics computed by a [`PopulationAccumulator`].
     pub fn set_population(&self, mean: Tensor<1>, var: Tensor<1>) {
-        let device = self.population_mean.value_sync().device();
-        self.population_mean.update(mean.to_device(&device));
-        self.population_var.update(var.to_device(&device));
-        // `update` stages the value for this thread; syncing makes it the stored value now.
-        self.population_mean.value_sync();
-        self.population_var.value_sync();
+        store_running(&self.population_mean, mean);
+        store_running(&self.population_var, var);
     }
 
     /// Check an input of shape `dims` for normalising with its own batch statistics: rank,
     /// channels, and more than one value per channel. Returns m, the values per channel.
     pub fn check_train_batch(&self, dims: &[usize]) -> Result<usize, BnError> {
-        let count = self.check_input(dims)?;
-        if count < 2 {
-            return Err(BnError::SingleValue {
-                shape: dims.to_vec(),
-            });
-        }
-        Ok(count)
+        check_train_channels(dims, self.channels())
     }
 
     /// Take the batch statistics a fused op computed with this layer's γ and β, exactly as
@@ -297,32 +287,64 @@ impl BatchNorm {
     fn update_running(&self, stats: &BatchStats) {
         let m = self.momentum;
         let unbias = stats.count as f64 / (stats.count as f64 - 1.0);
-        let mean = self.running_mean.value_sync();
-        let var = self.running_var.value_sync();
-        let (device, dtype) = (mean.device(), mean.dtype());
-        let blend = |old: Tensor<1>, batch: &Tensor<1>, factor: f64| -> Tensor<1> {
-            let old = tensor_to_f64(old);
-            let batch = tensor_to_f64(batch.clone());
-            let new: Vec<f64> = old
-                .iter()
-                .zip(&batch)
-                .map(|(o, b)| (1.0 - m) * o + m * factor * b)
-                .collect();
-            let len = new.len();
-            Tensor::from_data(
-                TensorData::new(new, [len]),
-                TensorCreationOptions::new(device.clone()).with_dtype(dtype),
-            )
-        };
-        self.running_mean.update(blend(mean, &stats.mean, 1.0));
-        self.running_var
-            .update(blend(var, &stats.biased_var, unbias));
+        blend_running(
+            &self.running_mean,
+            &tensor_to_f64(stats.mean.clone()),
+            |o, b| (1.0 - m) * o + m * b,
+        );
+        blend_running(
+            &self.running_var,
+            &tensor_to_f64(stats.biased_var.clone()),
+            |o, b| (1.0 - m) * o + m * unbias * b,
+        );
     }
 
     /// Check the input's rank and channels; return m, the values per channel.
     fn check_input(&self, dims: &[usize]) -> Result<usize, BnError> {
         check_channels(dims, self.channels())
     }
+}
+
+/// [`check_channels`], and more than one value per channel: what a layer that normalises with
+/// the batch's own statistics needs (with one value the variance is undefined).
+pub fn check_train_channels(dims: &[usize], channels: usize) -> Result<usize, BnError> {
+    let count = check_channels(dims, channels)?;
+    if count < 2 {
+        return Err(BnError::SingleValue {
+            shape: dims.to_vec(),
+        });
+    }
+    Ok(count)
+}
+
+/// Replace a `[C]` running state by `new(old, batch)` element by element, combined on the host in
+/// f64 and stored in the state's own dtype: two tensor reads and one write instead of a chain of
+/// small tensor ops at every training step. Every layer's moving averages update through this.
+pub fn blend_running(
+    state: &RunningState<Tensor<1>>,
+    batch: &[f64],
+    new: impl Fn(f64, f64) -> f64,
+) {
+    let old = state.value_sync();
+    let (device, dtype) = (old.device(), old.dtype());
+    let values: Vec<f64> = tensor_to_f64(old)
+        .iter()
+        .zip(batch)
+        .map(|(&o, &b)| new(o, b))
+        .collect();
+    let len = values.len();
+    state.update(Tensor::from_data(
+        TensorData::new(values, [len]),
+        TensorCreationOptions::new(device).with_dtype(dtype),
+    ));
+}
+
+/// Store `value` in a running state now, on the state's device (the population pass's results).
+pub fn store_running(state: &RunningState<Tensor<1>>, value: Tensor<1>) {
+    let device = state.value_sync().device();
+    state.update(value.to_device(&device));
+    // `update` stages the value for this thread; syncing makes it the stored value now.
+    state.value_sync();
 }
 
 /// Check that an input of shape `dims` is `[N, C]` or `[N, C, H, W]` with `channels` on axis 1;

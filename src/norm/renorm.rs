@@ -32,7 +32,10 @@ use std::sync::{Arc, Mutex};
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
 
-use super::batch::{BatchStats, BnError, BnMode, InferenceStats, check_channels, tensor_to_f64};
+use super::batch::{
+    BatchStats, BnError, BnMode, InferenceStats, blend_running, check_channels,
+    check_train_channels, store_running, tensor_to_f64,
+};
 use super::ghost::{GroupedOutput, normalise_in_groups, tile};
 use crate::config::RenormConfig;
 use crate::kernels::{FusedOutput, batch_norm_train_fused};
@@ -155,12 +158,7 @@ impl BatchRenorm {
     ) -> Result<(Tensor<D>, Option<BatchStats>), BnError> {
         match mode {
             BnMode::Train { update_running } => {
-                let count = self.check_input(&x.dims())?;
-                if count < 2 {
-                    return Err(BnError::SingleValue {
-                        shape: x.dims().to_vec(),
-                    });
-                }
+                check_train_channels(&x.dims(), self.channels())?;
                 let out = self.normalise_batch(x);
                 let stats = BatchStats {
                     mean: out.mean.detach(),
@@ -173,7 +171,7 @@ impl BatchRenorm {
                 Ok((out.output, Some(stats)))
             }
             BnMode::Inference(InferenceStats::Batch) => {
-                self.check_input(&x.dims())?;
+                check_train_channels(&x.dims(), self.channels())?;
                 Ok((self.normalise_batch(x).output, None))
             }
             BnMode::Inference(stats) => {
@@ -210,11 +208,8 @@ impl BatchRenorm {
 
     /// Store population statistics (E[x], Var[x]) from the population pass.
     pub fn set_population(&self, mean: Tensor<1>, var: Tensor<1>) {
-        let device = self.population_mean.value_sync().device();
-        self.population_mean.update(mean.to_device(&device));
-        self.population_var.update(var.to_device(&device));
-        self.population_mean.value_sync();
-        self.population_var.value_sync();
+        store_running(&self.population_mean, mean);
+        store_running(&self.population_var, var);
     }
 
     /// Algorithm 1 of the paper on a training batch, per statistics group.
@@ -277,24 +272,8 @@ impl BatchRenorm {
             .iter()
             .map(|v| (v + self.eps).sqrt())
             .collect();
-        let blend = |old: Tensor<1>, batch: &[f64]| -> Tensor<1> {
-            let device = old.device();
-            let dtype = old.dtype();
-            let new: Vec<f64> = tensor_to_f64(old)
-                .iter()
-                .zip(batch)
-                .map(|(o, b)| o + m * (b - o))
-                .collect();
-            let len = new.len();
-            Tensor::from_data(
-                TensorData::new(new, [len]),
-                TensorCreationOptions::new(device).with_dtype(dtype),
-            )
-        };
-        self.running_mean
-            .update(blend(self.running_mean.value_sync(), &mean_b));
-        self.running_std
-            .update(blend(self.running_std.value_sync(), &std_b));
+        blend_running(&self.running_mean, &mean_b, |o, b| o + m * (b - o));
+        blend_running(&self.running_std, &std_b, |o, b| o + m * (b - o));
     }
 
     fn check_input(&self, dims: &[usize]) -> Result<usize, BnError> {

@@ -29,9 +29,12 @@
 //! nothing at the normalisation slot and the layer keeps its bias b.
 
 use burn::module::{Module, Param, RunningState};
-use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
+use burn::tensor::{Device, Tensor};
 
-use super::batch::{BatchStats, BnError, BnMode, InferenceStats, check_channels, tensor_to_f64};
+use super::batch::{
+    BatchStats, BnError, BnMode, InferenceStats, blend_running, check_channels, store_running,
+    tensor_to_f64,
+};
 use crate::kernels::{center_columns, weight_norm_columns};
 
 /// Our Weight Norm layer: the per-unit scales g, and optionally mean-only BN.
@@ -96,11 +99,9 @@ impl WeightNorm {
     /// centres the pre-activation.
     pub fn with_g(mut self, g: Tensor<1>) -> Self {
         if let Some(bn) = self.mean_only.as_mut() {
-            let zero = bn.beta.val().zeros_like().detach();
-            bn.beta = Param::from_tensor(Tensor::from_data(
-                zero.to_data(),
-                (&zero.device(), zero.dtype()),
-            ));
+            let beta = bn.beta.val();
+            let zeros = Tensor::zeros(beta.dims(), (&beta.device(), beta.dtype()));
+            bn.beta = Param::from_tensor(zeros);
         }
         self.g = Param::from_tensor(g);
         self
@@ -178,25 +179,16 @@ impl MeanOnlyBn {
 
     /// Store the population pass's mean (mean-only BN has no variance to store).
     pub fn set_population(&self, mean: Tensor<1>) {
-        let device = self.population_mean.value_sync().device();
-        self.population_mean.update(mean.to_device(&device));
-        self.population_mean.value_sync();
+        store_running(&self.population_mean, mean);
     }
 
     fn update_running(&self, batch_mean: &Tensor<1>) {
         let m = self.momentum;
-        let old = self.running_mean.value_sync();
-        let (device, dtype) = (old.device(), old.dtype());
-        let new: Vec<f64> = tensor_to_f64(old)
-            .iter()
-            .zip(tensor_to_f64(batch_mean.clone()))
-            .map(|(o, b)| (1.0 - m) * o + m * b)
-            .collect();
-        let len = new.len();
-        self.running_mean.update(Tensor::from_data(
-            TensorData::new(new, [len]),
-            TensorCreationOptions::new(device).with_dtype(dtype),
-        ));
+        blend_running(
+            &self.running_mean,
+            &tensor_to_f64(batch_mean.clone()),
+            |o, b| (1.0 - m) * o + m * b,
+        );
     }
 }
 
@@ -232,10 +224,6 @@ pub fn init_from_outputs(t: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
 fn channel_mean<const D: usize>(x: Tensor<D>) -> Tensor<1> {
     let dims = x.dims();
     let c = dims[1];
-    if D == 2 {
-        // [N, C]: the mean over rows, without the transposing copy.
-        return x.mean_dim(0).reshape([c]);
-    }
     let per_channel = dims.iter().product::<usize>() / c;
     x.swap_dims(0, 1)
         .reshape([c, per_channel])
