@@ -7,6 +7,7 @@
 //!   affine map of Algorithm 2;
 //! - the switch between training and inference, and the errors.
 
+mod numeric;
 mod reference;
 
 use bn_exp::norm::batch::{
@@ -14,6 +15,7 @@ use bn_exp::norm::batch::{
 };
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
+use numeric::{assert_close_at_scale, assert_close_within as assert_close};
 use reference::{Case, reference};
 
 fn device() -> Device {
@@ -44,25 +46,6 @@ fn layer(case: &Case, dtype: DType, device: &Device) -> BatchNorm {
     bn.population_mean = RunningState::new(tensor(&vec![0.0; c], [c], dtype, device));
     bn.population_var = RunningState::new(tensor(&vec![1.0; c], [c], dtype, device));
     bn
-}
-
-/// Max |a − b| over the tensor, relative to the largest |b| (at least 1e-3, so that outputs that
-/// are exactly zero in theory, like ∂x for m = 2, are judged against their own scale).
-fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64) {
-    let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
-    assert_close_at_scale(what, got, want, rtol, scale);
-}
-
-/// Max |a − b| relative to a given scale.
-fn assert_close_at_scale(what: &str, got: &[f64], want: &[f64], rtol: f64, scale: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs() / scale;
-        assert!(
-            err <= rtol,
-            "{what}[{i}]: got {g}, PyTorch {w} (relative error {err:.2e} > {rtol:.0e})"
-        );
-    }
 }
 
 /// Forward of `x` (flat, with `shape` of rank 2 or 4): output and, in training, batch stats.

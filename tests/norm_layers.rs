@@ -18,6 +18,7 @@ use bn_exp::norm::weight::{MeanOnlyBn, WeightNorm, init_from_outputs, unit_colum
 use bn_exp::norm::{GroupNorm, Norm};
 use burn::module::{Param, RunningState};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
+use numeric::{assert_close_at_scale, assert_close_within as assert_close};
 use serde_json::Value;
 
 fn device() -> Device {
@@ -75,26 +76,6 @@ fn param(values: &[f64], dtype: DType) -> Param<Tensor<1>> {
 
 fn state(values: &[f64], dtype: DType) -> RunningState<Tensor<1>> {
     RunningState::new(tensor(values, [values.len()], dtype))
-}
-
-/// `got` within `tol` of `want`, relative to the largest |want| (at least 1e-3).
-fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
-    let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
-    assert_close_at_scale(what, got, want, tol, scale);
-}
-
-/// `got` within `tol·scale` of `want`. For an input gradient that is nearly zero by cancellation
-/// (Layer Norm over 2 features: its ∂x is ~1e-6), the scale is that of the terms that cancel,
-/// the upstream gradient, not the tiny result.
-fn assert_close_at_scale(what: &str, got: &[f64], want: &[f64], tol: f64, scale: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs() / scale;
-        assert!(
-            err <= tol,
-            "{what}[{i}]: got {g}, reference {w} (relative error {err:.2e} > {tol:.0e})"
-        );
-    }
 }
 
 /// Run `$body` with `$s` bound to `$shape` as a `[usize; 2]` or `[usize; 4]` array, so the body

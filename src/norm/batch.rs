@@ -376,7 +376,7 @@ fn affine_from_stats(
 }
 
 /// y = scale[c]·x + shift[c], broadcasting the `[C]` vectors over axis 1.
-fn apply_per_channel<const D: usize>(
+pub fn apply_per_channel<const D: usize>(
     x: Tensor<D>,
     scale: Tensor<1>,
     shift: Tensor<1>,

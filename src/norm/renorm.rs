@@ -33,7 +33,7 @@ use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
 
 use super::batch::{
-    BatchStats, BnError, BnMode, InferenceStats, blend_running, check_channels,
+    BatchStats, BnError, BnMode, InferenceStats, apply_per_channel, blend_running, check_channels,
     check_train_channels, store_running, tensor_to_f64,
 };
 use super::ghost::{GroupedOutput, normalise_in_groups, tile};
@@ -178,11 +178,7 @@ impl BatchRenorm {
                 self.check_input(&x.dims())?;
                 let device = x.device();
                 let (scale, shift) = self.inference_affine(stats);
-                let mut shape = [1usize; D];
-                shape[1] = self.channels();
-                let y = x
-                    .mul(scale.to_device(&device).reshape(shape))
-                    .add(shift.to_device(&device).reshape(shape));
+                let y = apply_per_channel(x, scale.to_device(&device), shift.to_device(&device));
                 Ok((y, None))
             }
         }
@@ -249,13 +245,8 @@ impl BatchRenorm {
             let mut all = corrections.lock().unwrap_or_else(|e| e.into_inner());
             all.r.extend(correction.r);
             all.d.extend(correction.d);
-            let mut shape = [1usize; D];
-            shape[1] = channels;
             FusedOutput {
-                output: standard
-                    .output
-                    .mul(scale.reshape(shape))
-                    .add(shift.reshape(shape)),
+                output: apply_per_channel(standard.output, scale, shift),
                 mean: standard.mean,
                 variance: standard.variance,
             }
