@@ -82,6 +82,24 @@ pub struct StepResult {
     pub threads: usize,
 }
 
+/// What Santurkar et al.'s measures cost: the paper's MLP with BN trained twice in a row, one
+/// thread each, without measures and with them every [`MEASURES_EVERY`] steps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MeasuresCost {
+    pub steps: u64,
+    pub every: u64,
+    /// `wall_s` of each run's summary (training and evaluations, not process start-up).
+    pub plain_s: f64,
+    pub measured_s: f64,
+    pub ratio: f64,
+}
+
+/// Steps of each run of the measures bench, and how often it takes the measures.
+pub const MEASURES_STEPS: u64 = 5000;
+pub const MEASURES_EVERY: u64 = 100;
+/// The most the measures may cost, as a multiple of the run without them.
+pub const MEASURES_TARGET: f64 = 1.5;
+
 /// The Figure 1 study: both MLPs, 50,000 steps each, run side by side.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fig1Result {
@@ -95,6 +113,7 @@ pub struct BenchReport {
     pub backend: String,
     pub steps: Vec<StepResult>,
     pub fig1: Option<Fig1Result>,
+    pub measures: Option<MeasuresCost>,
     pub pytorch: Option<serde_json::Value>,
 }
 
@@ -158,8 +177,8 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
     if let Some(only) = &args.only {
         for name in only {
             ensure!(
-                STEP_WORKLOADS.contains(&name.as_str()) || name == "fig1",
-                "unknown workload {name:?} in --only; choose from {}, fig1",
+                STEP_WORKLOADS.contains(&name.as_str()) || name == "fig1" || name == "measures",
+                "unknown workload {name:?} in --only; choose from {}, fig1, measures",
                 STEP_WORKLOADS.join(", ")
             );
         }
@@ -168,13 +187,14 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
         STEP_WORKLOADS
             .iter()
             .map(|s| s.to_string())
-            .chain(["fig1".to_string()])
+            .chain(["fig1".to_string(), "measures".to_string()])
             .collect()
     });
     let mut report = BenchReport {
         backend: backend::BACKEND_NAME.into(),
         steps: Vec::new(),
         fig1: None,
+        measures: None,
         pytorch: None,
     };
     let threads = args.threads.unwrap_or_else(backend::threads);
@@ -186,7 +206,10 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
         "{:<20} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10}",
         "workload", "batch", "median µs", "min µs", "max µs", "steps/s", "peak MB"
     ));
-    for w in wanted.iter().filter(|w| w.as_str() != "fig1") {
+    for w in wanted
+        .iter()
+        .filter(|w| !["fig1", "measures"].contains(&w.as_str()))
+    {
         let r = run_worker(w, args.reps, threads)?;
         progress.result(&format!(
             "{:<20} {:>6} {:>12.0} {:>12.0} {:>12.0} {:>10.1} {:>10.1}",
@@ -209,6 +232,20 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
             fig1.measured_s, fig1.steps
         ));
         report.fig1 = Some(fig1);
+    }
+    if wanted.iter().any(|w| w == "measures") {
+        let cost = time_measures(&args.data_dir)?;
+        let verdict = if cost.ratio <= MEASURES_TARGET {
+            "within target"
+        } else {
+            "OVER target"
+        };
+        progress.result(&format!(
+            "measures: the paper's MLP with BN, {} steps: {:.1} s without, {:.1} s with the \
+             measures every {} steps, {:.2}x (target ≤ {MEASURES_TARGET:.1}x)  {verdict}",
+            cost.steps, cost.plain_s, cost.measured_s, cost.every, cost.ratio
+        ));
+        report.measures = Some(cost);
     }
     if args.compare_pytorch {
         report.pytorch = compare_pytorch(&report, args.reps, threads, progress)?;
@@ -301,7 +338,14 @@ pub fn time_steps(workload: &str, reps: usize) -> Result<StepResult> {
         let idx: Vec<usize> = (0..b).map(|_| rng.below(pool)).collect();
         let t0 = Instant::now();
         let (x, y) = split.batch(&idx, &device);
-        let (_, next) = crate::train::sgd_step(net, &mut optim, x, y, None, config.optim.lr)?;
+        let (_, next) = crate::train::sgd_step(
+            net,
+            &mut optim,
+            x,
+            y,
+            crate::train::StepSeeds::default(),
+            config.optim.lr,
+        )?;
         net = next.context("bench loss is not finite")?;
         if i >= warmup {
             times.push(t0.elapsed().as_secs_f64() * 1e6);
@@ -388,6 +432,51 @@ fn time_fig1(steps: &[StepResult], data_dir: &Path) -> Result<Fig1Result> {
         projected_s,
         measured_s,
         steps: bn.steps,
+    })
+}
+
+/// Train the paper's MLP with BN for [`MEASURES_STEPS`] steps without measures, then with them
+/// every [`MEASURES_EVERY`] steps, one after the other on one thread, and compare the two runs'
+/// own wall times.
+fn time_measures(data_dir: &Path) -> Result<MeasuresCost> {
+    let exe = std::env::current_exe()?;
+    let tmp = std::env::temp_dir().join(format!("bn-exp-bench-measures-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let cfg_path = tmp.join("mnist_mlp_sigmoid_bn.json");
+    std::fs::write(&cfg_path, MLP_BN)?;
+    let mut wall = Vec::new();
+    for every in [0, MEASURES_EVERY] {
+        let out_dir = tmp.join(format!("every-{every}"));
+        let out = Command::new(&exe)
+            .args(["train", "--quiet", "--force", "--config"])
+            .arg(&cfg_path)
+            .args(["--set", &format!("steps={MEASURES_STEPS}")])
+            .args(["--set", "eval_every=1000", "--set", "checkpoint_every=0"])
+            .args(["--set", &format!("measures.every={every}")])
+            .arg("--out")
+            .arg(&out_dir)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RAYON_NUM_THREADS", "1")
+            .output()
+            .context("cannot start a measures bench run")?;
+        ensure!(
+            out.status.success(),
+            "measures bench run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary = crate::run::Run::read(&out_dir)
+            .summary
+            .context("the measures bench run wrote no summary")?;
+        wall.push(summary.wall_s);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(MeasuresCost {
+        steps: MEASURES_STEPS,
+        every: MEASURES_EVERY,
+        plain_s: wall[0],
+        measured_s: wall[1],
+        ratio: wall[1] / wall[0],
     })
 }
 

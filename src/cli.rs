@@ -241,7 +241,8 @@ pub struct BenchArgs {
     pub reps: usize,
     /// Workloads to run (comma separated) [default: all]: mlp, mlp-bn, cnn, cnn-bn, the paper's
     /// MLP with each other normalisation layer (mlp-renorm, mlp-layer, mlp-group, mlp-weight,
-    /// mlp-weight-mean-only, mlp-bn-stats4, mlp-renorm-stats4: printed against mlp-bn), fig1.
+    /// mlp-weight-mean-only, mlp-bn-stats4, mlp-renorm-stats4: printed against mlp-bn), fig1,
+    /// measures (what Santurkar et al.'s measures cost a run of the paper's MLP).
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
     /// Write the numbers as JSON here too.

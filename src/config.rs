@@ -44,6 +44,10 @@ pub struct Config {
     /// Batch size used for evaluation only (it does not change the result in inference mode).
     pub eval_batch_size: usize,
     pub probe: ProbeConfig,
+    /// Santurkar et al.'s optimisation measures (ICS as gradient change, the loss landscape
+    /// along the gradient, gradient predictiveness, β-smoothness), written to
+    /// `measures.jsonl`. Off unless `measures.every` is set.
+    pub measures: MeasuresConfig,
     /// Accuracy thresholds (fractions) for `steps_to` in the summary.
     pub thresholds: Vec<f64>,
     /// Save a resumable checkpoint every this many steps (0: only at the end).
@@ -236,6 +240,61 @@ pub struct NormConfig {
     /// Weight Norm: the paper's data-dependent initialisation of g (and b) from the first
     /// training batch, so every pre-activation starts with mean 0 and variance 1.
     pub data_init: bool,
+    /// Santurkar et al.'s noisy BN: after the normalisation layer (or, without one, where it
+    /// would sit before g), every training forward pass scales and shifts each value by fresh
+    /// random noise, a ← s·a + m, with the distribution of `noise_params`. Training only:
+    /// inference has no noise.
+    pub noise: bool,
+    /// The distribution of `noise`.
+    pub noise_params: NoiseConfig,
+}
+
+/// The noise of Santurkar et al. (2018), section 2.2: for each layer and training step draw
+/// μ_t ~ U(−mean_range, mean_range) and σ_t ~ U(scale_min, scale_max); then for each value
+/// m ~ U(μ_t − mean_spread, μ_t + mean_spread) and s ~ N(σ_t, scale_std), and a ← s·a + m.
+/// Because μ_t and σ_t change every step, the layer's output distribution moves every step: a
+/// deliberate covariate shift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoiseConfig {
+    pub mean_range: f64,
+    pub scale_min: f64,
+    pub scale_max: f64,
+    pub mean_spread: f64,
+    pub scale_std: f64,
+}
+
+impl Default for NoiseConfig {
+    fn default() -> Self {
+        Self {
+            mean_range: 0.5,
+            scale_min: 1.0,
+            scale_max: 1.25,
+            mean_spread: 0.1,
+            scale_std: 0.1,
+        }
+    }
+}
+
+/// When and how `measures.jsonl` is probed (see `crate::measures`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeasuresConfig {
+    /// Probe every this many steps, before the step's update, on its training batch; 0 turns
+    /// the measures off (the default; they cost nothing then).
+    pub every: u64,
+    /// The step sizes η along the gradient, as multiples of the step's learning rate.
+    pub lr_multiples: Vec<f64>,
+}
+
+impl Default for MeasuresConfig {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            // A log grid of 7 points from 0.5 to 4, a factor √2 apart.
+            lr_multiples: (0..7).map(|k| 0.5 * 2f64.powf(k as f64 / 2.0)).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,6 +361,7 @@ impl Default for Config {
             eval_every: 500,
             eval_batch_size: 1000,
             probe: ProbeConfig::default(),
+            measures: MeasuresConfig::default(),
             thresholds: vec![0.90, 0.95, 0.97, 0.98],
             checkpoint_every: 5000,
         }
@@ -337,6 +397,8 @@ impl Default for NormConfig {
             renorm: RenormConfig::default(),
             mean_only: false,
             data_init: true,
+            noise: false,
+            noise_params: NoiseConfig::default(),
         }
     }
 }
@@ -494,6 +556,8 @@ impl Config {
             "norm.inference = \"population\" needs norm.population_pass = true"
         );
         self.check_norm_layer()?;
+        self.check_noise()?;
+        self.check_measures()?;
         let m = &self.model;
         ensure!(
             m.init_std.is_finite() && m.init_std > 0.0,
@@ -619,6 +683,51 @@ impl Config {
                 "{key} ({value}) comes before the end of norm.renorm.warmup ({}): a ramp \
                  cannot end before it starts",
                 r.warmup
+            );
+        }
+        Ok(())
+    }
+
+    /// The noise distribution's parameters must describe a distribution.
+    fn check_noise(&self) -> Result<()> {
+        let n = &self.norm.noise_params;
+        for (key, value) in [
+            ("norm.noise_params.mean_range", n.mean_range),
+            ("norm.noise_params.mean_spread", n.mean_spread),
+            ("norm.noise_params.scale_std", n.scale_std),
+            ("norm.noise_params.scale_min", n.scale_min),
+        ] {
+            ensure!(
+                value.is_finite() && value >= 0.0,
+                "{key} must be a finite number of at least 0, got {value}"
+            );
+        }
+        ensure!(
+            n.scale_max.is_finite() && n.scale_max >= n.scale_min,
+            "norm.noise_params.scale_max ({}) must be finite and at least \
+             norm.noise_params.scale_min ({}): σ_t is drawn from U(scale_min, scale_max)",
+            n.scale_max,
+            n.scale_min
+        );
+        Ok(())
+    }
+
+    /// The measures' step sizes must be positive, and there must be some when they are on.
+    fn check_measures(&self) -> Result<()> {
+        let m = &self.measures;
+        if m.every == 0 {
+            return Ok(());
+        }
+        ensure!(
+            !m.lr_multiples.is_empty(),
+            "measures.lr_multiples is empty: the loss landscape needs at least one step size \
+             along the gradient (the default is 7 points from 0.5 to 4)"
+        );
+        for &k in &m.lr_multiples {
+            ensure!(
+                k.is_finite() && k > 0.0,
+                "measures.lr_multiples must hold positive finite multiples of the learning \
+                 rate, got {k}"
             );
         }
         Ok(())
@@ -1300,6 +1409,50 @@ mod tests {
             parse_json_strict(r#"{"a": [1, {"b": null}]}"#).unwrap()["a"][1]["b"],
             Value::Null
         );
+    }
+
+    #[test]
+    fn noise_and_measures_settings_are_checked_and_name_their_key() {
+        let cases = [
+            (
+                r#"{"norm": {"noise_params": {"scale_max": 0.5}}}"#,
+                "norm.noise_params.scale_max (0.5) must be finite and at least",
+            ),
+            (
+                r#"{"norm": {"noise_params": {"mean_range": -1}}}"#,
+                "norm.noise_params.mean_range must be a finite number of at least 0",
+            ),
+            (
+                r#"{"norm": {"noise_params": {"scale_std": -0.1}}}"#,
+                "norm.noise_params.scale_std",
+            ),
+            (
+                r#"{"measures": {"every": 100, "lr_multiples": []}}"#,
+                "measures.lr_multiples is empty",
+            ),
+            (
+                r#"{"measures": {"every": 100, "lr_multiples": [1, 0]}}"#,
+                "measures.lr_multiples must hold positive finite multiples",
+            ),
+            (r#"{"measures": {"evry": 100}}"#, "evry"),
+        ];
+        for (json, needle) in cases {
+            let err = format!("{:#}", parse(json).unwrap_err());
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+        let on = parse(r#"{"norm": {"kind": "none", "noise": true}, "measures": {"every": 50}}"#)
+            .unwrap();
+        assert!(on.norm.noise && on.measures.every == 50);
+        // The default grid: 7 points a factor √2 apart, from 0.5 to 4 times the learning rate.
+        let grid = &on.measures.lr_multiples;
+        assert_eq!(grid.len(), 7);
+        assert!((grid[0] - 0.5).abs() < 1e-12 && (grid[6] - 4.0).abs() < 1e-12);
+        assert!(
+            grid.windows(2)
+                .all(|w| (w[1] / w[0] - 2f64.sqrt()).abs() < 1e-12)
+        );
+        // Off by default, and then an empty grid is no error.
+        parse(r#"{"measures": {"lr_multiples": []}}"#).unwrap();
     }
 
     #[test]

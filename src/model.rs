@@ -27,9 +27,11 @@ use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
 
-use crate::config::{Activation, Arch, Config, Init, Placement};
+use crate::config::{Activation, Arch, Config, Init, NoiseConfig, Placement};
 use crate::kernels::{Act, conv3x3, dense, max_pool2x2, max_pool2x2_then};
+use crate::measures::{WeightLayer, param_ids};
 use crate::norm::batch::tensor_to_f32;
+use crate::norm::noise::add_noise;
 use crate::norm::weight::{init_from_outputs, unit_columns, unit_filters};
 use crate::norm::{BatchStats, BnMode, FusedNorm, InferenceStats, Norm};
 use crate::rng::Rng;
@@ -38,10 +40,13 @@ use crate::rng::Rng;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Batch statistics (Algorithm 1). `update_running` only for real training steps;
-    /// `dropout_seed` is `Some` when dropout is active (its masks derive from it).
+    /// `dropout_seed` is `Some` when dropout is active (its masks derive from it), and
+    /// `noise_seed` when the net has Santurkar et al.'s noise (`norm.noise`; its draws derive
+    /// from it).
     Train {
         update_running: bool,
         dropout_seed: Option<u64>,
+        noise_seed: Option<u64>,
     },
     /// Inference (Algorithm 2) with the chosen statistics; no dropout.
     Infer(InferenceStats),
@@ -94,6 +99,8 @@ pub struct NetSpec {
     /// Where the normalisation layers sit; `None` when the net has none.
     pub placement: Option<Placement>,
     pub dropout: f64,
+    /// Santurkar et al.'s noise after each normalisation slot (`norm.noise`), if on.
+    pub noise: Option<NoiseConfig>,
     pub in_channels: usize,
     pub side: usize,
 }
@@ -122,6 +129,7 @@ pub fn build_net(config: &Config, device: &Device) -> Net {
         activation: m.activation,
         placement: config.norm_placement(),
         dropout: m.dropout,
+        noise: config.norm.noise.then(|| config.norm.noise_params.clone()),
         in_channels,
         side,
     };
@@ -370,18 +378,20 @@ impl Net {
         };
         let (pre, a, stats) = match self.spec.placement {
             None => {
+                let z = self.noise(i, z, mode);
                 let a = self.activate(z.clone());
                 (z, a, None)
             }
             Some(Placement::Before) => {
                 let (pre, stats) = norm(z)?;
+                let pre = self.noise(i, pre, mode);
                 let a = self.activate(pre.clone());
                 (pre, a, stats)
             }
             Some(Placement::After) => {
                 let a = self.activate(z.clone());
                 let (a, stats) = norm(a)?;
-                (z, a, stats)
+                (z, self.noise(i, a, mode), stats)
             }
         };
         self.finish_block(i, pre, a, stats, mode, trace)
@@ -407,6 +417,11 @@ impl Net {
     ) -> Result<Tensor<2>> {
         let w = self.linear_weight(i);
         let b = self.linears[i].bias.as_ref().map(|b| b.val());
+        if self.noise_seed(mode).is_some() {
+            // The noise sits between the normalisation and g, where the fused op has no seam.
+            let z = dense(x, w, b, None, Act::Identity).output;
+            return self.hidden_block(i, z, mode, trace);
+        }
         let act = self.kernel_act();
         let (pre, a, stats) = match self.spec.placement {
             None => {
@@ -493,6 +508,7 @@ impl Net {
             Some(Placement::Before) => self.norms[i].forward_with_stats(z, mode.bn_mode())?,
             _ => (z, None),
         };
+        let pre = self.noise(i, pre, mode);
         if let Some(trace) = trace {
             record_trace(trace, &pre, stats);
         }
@@ -508,6 +524,26 @@ impl Net {
                 ..
             } if self.spec.dropout > 0.0 => Some(seed),
             _ => None,
+        }
+    }
+
+    /// The seed of this forward pass's noise, when the net has noise and the pass trains.
+    fn noise_seed(&self, mode: Mode) -> Option<u64> {
+        match mode {
+            Mode::Train {
+                noise_seed: Some(seed),
+                ..
+            } if self.spec.noise.is_some() => Some(seed),
+            _ => None,
+        }
+    }
+
+    /// Santurkar et al.'s noise on hidden layer `i`'s normalised values, in training passes of
+    /// a net that has it ([`crate::norm::noise`]); the values unchanged otherwise.
+    fn noise<const D: usize>(&self, i: usize, t: Tensor<D>, mode: Mode) -> Tensor<D> {
+        match (&self.spec.noise, self.noise_seed(mode)) {
+            (Some(params), Some(seed)) => add_noise(t, params, seed, i),
+            _ => t,
         }
     }
 
@@ -560,6 +596,35 @@ impl Net {
         a.mul(mask)
     }
 
+    /// The weight layers as Santurkar et al.'s ICS measure sees them, input to output: each
+    /// hidden layer's weight with its bias and its normalisation's parameters, then the output
+    /// layer.
+    pub fn weight_layers(&self) -> Vec<WeightLayer> {
+        let hidden = self.linears.len().max(self.convs.len());
+        let mut layers: Vec<WeightLayer> = (0..hidden)
+            .map(|i| {
+                let (weight, mut params) = match self.spec.arch {
+                    Arch::Mlp => (self.linears[i].weight.id, param_ids(&self.linears[i])),
+                    Arch::Cnn => (self.convs[i].weight.id, param_ids(&self.convs[i])),
+                };
+                if let Some(norm) = self.norms.get(i) {
+                    params.extend(param_ids(norm));
+                }
+                WeightLayer {
+                    name: format!("hidden {i}"),
+                    weight,
+                    params,
+                }
+            })
+            .collect();
+        layers.push(WeightLayer {
+            name: "output".into(),
+            weight: self.output.weight.id,
+            params: param_ids(&self.output),
+        });
+        layers
+    }
+
     /// True when the net has normalisation layers.
     pub fn has_norm(&self) -> bool {
         !self.norms.is_empty()
@@ -584,6 +649,7 @@ impl Net {
         let mode = Mode::Train {
             update_running: false,
             dropout_seed: None,
+            noise_seed: None,
         };
         match self.spec.arch {
             Arch::Mlp => {

@@ -30,6 +30,7 @@
 pub mod batch;
 pub mod ghost;
 pub mod group;
+pub mod noise;
 pub mod renorm;
 pub mod weight;
 

@@ -13,6 +13,7 @@ pub mod distributions;
 pub mod figures;
 pub mod groups;
 pub mod load;
+pub mod measures;
 pub mod study;
 pub mod style;
 
@@ -252,6 +253,7 @@ enum AnyFigure {
     Percentiles(figures::PercentileFigure),
     Distribution(distributions::DistributionFigure),
     Sweep(study::SweepFigure),
+    Measures(measures::MeasureFigures),
 }
 
 impl Figure for AnyFigure {
@@ -261,6 +263,7 @@ impl Figure for AnyFigure {
             Self::Percentiles(f) => f.size(),
             Self::Distribution(f) => f.size(),
             Self::Sweep(f) => f.size(),
+            Self::Measures(f) => f.size(),
         }
     }
 
@@ -273,6 +276,7 @@ impl Figure for AnyFigure {
             Self::Percentiles(f) => f.draw(root),
             Self::Distribution(f) => f.draw(root),
             Self::Sweep(f) => f.draw(root),
+            Self::Measures(f) => f.draw(root),
         }
     }
 }
@@ -306,6 +310,9 @@ fn plan_figures(set: &PlotSet, diag: &mut Diagnostics) -> Vec<PlannedFigure> {
     }
     for (stem, fig, caption) in study::sweep_figures(set, diag) {
         add(stem, caption, AnyFigure::Sweep(fig));
+    }
+    for (stem, fig, caption) in measures::measure_figures(set, diag) {
+        add(stem, caption, AnyFigure::Measures(fig));
     }
     planned
 }

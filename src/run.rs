@@ -28,6 +28,8 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 /// One line per probe of the hidden layers' pre-activations.
 pub const ACTIVATIONS_FILE: &str = "activations.jsonl";
+/// One line per probe of Santurkar et al.'s optimisation measures (`measures.every`).
+pub const MEASURES_FILE: &str = "measures.jsonl";
 /// Written once the run has finished or diverged.
 pub const SUMMARY_FILE: &str = "summary.json";
 /// The resumable checkpoint.
@@ -94,6 +96,51 @@ pub struct ActivationRecord {
     pub step: u64,
     pub tracked: TrackedUnit,
     pub layers: Vec<LayerStats>,
+}
+
+/// One line of `measures.jsonl`: Santurkar et al.'s measures on the training batch of `step`,
+/// taken before that step's update (see `crate::measures` for the definitions). A value that
+/// was not finite is `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeasureRecord {
+    pub step: u64,
+    /// The step's learning rate.
+    pub lr: f64,
+    /// L(w) on the batch.
+    pub loss: Option<f64>,
+    /// ‖∇L(w)‖₂ over every parameter.
+    pub grad_norm: Option<f64>,
+    /// ICS as gradient change, per weight layer, input to output.
+    pub ics: Vec<LayerIcs>,
+    /// The step sizes η along the gradient (absolute, not multiples of `lr`).
+    pub step_sizes: Vec<f64>,
+    /// L(w − η·g) per step size.
+    pub losses: Vec<Option<f64>>,
+    pub loss_min: Option<f64>,
+    pub loss_max: Option<f64>,
+    /// loss_max − loss_min: how much the loss varies along the gradient.
+    pub loss_range: Option<f64>,
+    /// ‖∇L(w) − ∇L(w − η·g)‖₂ per step size (gradient predictiveness; smaller is better).
+    pub grad_change: Vec<Option<f64>>,
+    pub grad_change_min: Option<f64>,
+    pub grad_change_max: Option<f64>,
+    /// max over η of ‖∇L(w) − ∇L(w − η·g)‖₂ / ‖η·g‖₂.
+    pub beta_smoothness: Option<f64>,
+}
+
+/// ICS as gradient change of one weight layer: G is its gradient at w, G′ after the layers
+/// before it took the optimiser's update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerIcs {
+    /// 0 for the first weight layer; the output layer is last.
+    pub layer: usize,
+    pub name: String,
+    /// ‖G − G′‖₂.
+    pub l2: Option<f64>,
+    /// ‖G − G′‖₂ / ‖G‖₂.
+    pub relative: Option<f64>,
+    /// cos(G, G′).
+    pub cosine: Option<f64>,
 }
 
 /// Test metrics from the population pass.
@@ -241,10 +288,11 @@ pub const LOCK_FILE: &str = "run.lock";
 
 /// Every file and folder bn-exp writes into a run folder: what `--force` removes, and nothing
 /// else (a user's notes beside them stay).
-pub const RUN_FILES: [&str; 9] = [
+pub const RUN_FILES: [&str; 10] = [
     CONFIG_FILE,
     METRICS_FILE,
     ACTIVATIONS_FILE,
+    MEASURES_FILE,
     SUMMARY_FILE,
     LOG_FILE,
     CHECKPOINT_DIR,
@@ -400,6 +448,8 @@ pub struct Run {
     pub seed: Option<i64>,
     pub metrics: Vec<MetricPoint>,
     pub activations: Vec<ActivationPoint>,
+    /// `measures.jsonl`, empty when the run took no measures.
+    pub measures: Vec<MeasureRecord>,
     /// `summary.json`, absent for an unfinished run (or one whose summary is damaged).
     pub summary: Option<Summary>,
     /// What was left out while reading, and why (damaged lines, missing files, bad values).
@@ -471,6 +521,7 @@ impl Run {
         let seed = config.get("seed").and_then(Value::as_i64);
         let metrics = read_metrics(&dir.join(METRICS_FILE), &mut notes);
         let activations = read_activations(&dir.join(ACTIVATIONS_FILE), &mut notes);
+        let measures = read_measures(&dir.join(MEASURES_FILE), &mut notes);
         Run {
             dir: dir.to_path_buf(),
             name,
@@ -478,10 +529,94 @@ impl Run {
             seed,
             metrics,
             activations,
+            measures,
             summary,
             notes,
         }
     }
+}
+
+/// `measures.jsonl`, if the run has one; a line that is not a record is left out with a note.
+fn read_measures(path: &Path, notes: &mut Vec<String>) -> Vec<MeasureRecord> {
+    if !path.exists() {
+        return Vec::new();
+    }
+    let lines = read_json_lines(path, notes, "no measures for this run");
+    let mut bad = 0;
+    let records: Vec<MeasureRecord> = lines
+        .into_iter()
+        .filter_map(|(_, v)| {
+            let record = serde_json::from_value(v).ok();
+            bad += usize::from(record.is_none());
+            record
+        })
+        .collect();
+    if bad > 0 {
+        notes.push(format!(
+            "{}: {bad} line(s) are not measure records; skipped",
+            path.display()
+        ));
+    }
+    records
+}
+
+/// A run's measures reduced to the numbers a table shows: means over its probes, over the
+/// whole run and over the early probes (steps before 10% of the run).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeasureSummary {
+    /// Weight layer names, input to output.
+    pub layers: Vec<String>,
+    /// Mean ‖G − G′‖₂ per weight layer.
+    pub ics_l2: Vec<Option<f64>>,
+    /// Mean ‖G − G′‖₂ / ‖G‖₂ per weight layer.
+    pub ics_relative: Vec<Option<f64>>,
+    /// Mean cos(G, G′) per weight layer.
+    pub ics_cosine: Vec<Option<f64>>,
+    /// Mean of the largest gradient change over the step sizes: early, and overall.
+    pub grad_change_early: Option<f64>,
+    pub grad_change: Option<f64>,
+    /// Mean effective β-smoothness: early, and overall.
+    pub beta_early: Option<f64>,
+    pub beta: Option<f64>,
+    /// Mean range of the loss along the gradient: early, and overall.
+    pub loss_range_early: Option<f64>,
+    pub loss_range: Option<f64>,
+}
+
+/// The fraction of a run whose probes count as "early" (Santurkar et al. report the start of
+/// training, where BN's landscape differs most).
+pub const EARLY_FRACTION: f64 = 0.1;
+
+/// [`MeasureSummary`] of a run of `total_steps` steps; `None` without measures.
+pub fn summarise_measures(records: &[MeasureRecord], total_steps: u64) -> Option<MeasureSummary> {
+    let first = records.first()?;
+    let early_end = EARLY_FRACTION * total_steps as f64;
+    let early: Vec<&MeasureRecord> = records
+        .iter()
+        .filter(|r| (r.step as f64) < early_end)
+        .collect();
+    let all: Vec<&MeasureRecord> = records.iter().collect();
+    let mean_of = |rs: &[&MeasureRecord], f: &dyn Fn(&MeasureRecord) -> Option<f64>| {
+        let values: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
+        mean_std(&values).map(|m| m.mean)
+    };
+    let per_layer = |f: &dyn Fn(&LayerIcs) -> Option<f64>| -> Vec<Option<f64>> {
+        (0..first.ics.len())
+            .map(|i| mean_of(&all, &|r| r.ics.get(i).and_then(f)))
+            .collect()
+    };
+    Some(MeasureSummary {
+        layers: first.ics.iter().map(|l| l.name.clone()).collect(),
+        ics_l2: per_layer(&|l| l.l2),
+        ics_relative: per_layer(&|l| l.relative),
+        ics_cosine: per_layer(&|l| l.cosine),
+        grad_change_early: mean_of(&early, &|r| r.grad_change_max),
+        grad_change: mean_of(&all, &|r| r.grad_change_max),
+        beta_early: mean_of(&early, &|r| r.beta_smoothness),
+        beta: mean_of(&all, &|r| r.beta_smoothness),
+        loss_range_early: mean_of(&early, &|r| r.loss_range),
+        loss_range: mean_of(&all, &|r| r.loss_range),
+    })
 }
 
 fn run_name(dir: &Path, config: &Value, summary: Option<&Summary>) -> String {

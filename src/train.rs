@@ -25,6 +25,7 @@ use crate::backend;
 use crate::config::{Config, NormKind};
 use crate::data::{DataSource, LoadedData, Split};
 use crate::kernels::cross_entropy;
+use crate::measures::{Probe, measure};
 use crate::metrics::{histogram, percentiles_15_50_85, values_mean_std};
 use crate::model::{CLASSES, Mode, Net, Trace, build_net};
 use crate::norm::batch::{InferenceStats, PopulationAccumulator, vector_tensor};
@@ -32,9 +33,9 @@ use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::run::{
     ACTIVATIONS_FILE, ActivationRecord, CHECKPOINT_DIR, CONFIG_FILE, EvalRecord, JsonlWriter,
-    LayerStats, METRICS_FILE, MetricPoint, PopulationResult, RUN_FILES, Run, RunLock, SUMMARY_FILE,
-    Summary, TrackedUnit, best_acc, first_step_reaching, new_run_id, threshold_key,
-    write_json_atomic,
+    LayerStats, MEASURES_FILE, METRICS_FILE, MetricPoint, PopulationResult, RUN_FILES, Run,
+    RunLock, SUMMARY_FILE, Summary, TrackedUnit, best_acc, first_step_reaching, new_run_id,
+    threshold_key, write_json_atomic,
 };
 
 /// Exit code of a run that diverged (so sweeps can tell it from an error, which exits 2).
@@ -45,6 +46,7 @@ const STREAM_DATA: u64 = 1;
 const STREAM_PROBE: u64 = 2;
 const STREAM_DROPOUT: u64 = 3;
 const STREAM_POPULATION: u64 = 4;
+const STREAM_NOISE: u64 = 5;
 
 /// Settings of one invocation that are not part of the run's config.
 #[derive(Debug, Clone, Default)]
@@ -413,6 +415,8 @@ struct Runner<'a> {
     probe_indices: Vec<usize>,
     metrics: JsonlWriter,
     activations: JsonlWriter,
+    /// `measures.jsonl`, when the config takes measures.
+    measures: Option<JsonlWriter>,
 }
 
 /// Train (or resume) the run described by `config` into `run_dir`.
@@ -453,6 +457,10 @@ pub fn run(
         probe_indices,
         metrics: JsonlWriter::append(&run_dir.join(METRICS_FILE))?,
         activations: JsonlWriter::append(&run_dir.join(ACTIVATIONS_FILE))?,
+        measures: match config.measures.every {
+            0 => None,
+            _ => Some(JsonlWriter::append(&run_dir.join(MEASURES_FILE))?),
+        },
     };
 
     if state.step == 0 && config.norm.kind == NormKind::Weight && config.norm.data_init {
@@ -539,9 +547,28 @@ pub fn run(
     Ok(Outcome::Finished(summary))
 }
 
+/// The seeds of a training step's random draws: its dropout masks and its noise (each `None`
+/// when the net has none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepSeeds {
+    pub dropout: Option<u64>,
+    pub noise: Option<u64>,
+}
+
+impl StepSeeds {
+    /// The training-mode forward pass with these draws.
+    pub fn mode(self, update_running: bool) -> Mode {
+        Mode::Train {
+            update_running,
+            dropout_seed: self.dropout,
+            noise_seed: self.noise,
+        }
+    }
+}
+
 /// One SGD step on the mini-batch `x` (`[N, features]`) with one-hot labels `y`: the forward
-/// pass in training mode (BN updating its running statistics, dropout masks from
-/// `dropout_seed`), softmax cross-entropy, the backward pass and the optimiser's update at `lr`.
+/// pass in training mode (BN updating its running statistics, dropout masks and noise from
+/// `seeds`), softmax cross-entropy, the backward pass and the optimiser's update at `lr`.
 /// Returns the mini-batch loss and the updated net, or `None` for the net when the loss is not
 /// finite (the run diverged; no update is made). Training and `bench` both step through here.
 pub fn sgd_step(
@@ -549,13 +576,10 @@ pub fn sgd_step(
     optim: &mut ModuleOptimizer,
     x: Tensor<2>,
     y: Tensor<2>,
-    dropout_seed: Option<u64>,
+    seeds: StepSeeds,
     lr: f64,
 ) -> Result<(f64, Option<Net>)> {
-    let mode = Mode::Train {
-        update_running: true,
-        dropout_seed,
-    };
+    let mode = seeds.mode(true);
     let logits = net.forward(x.autodiff(), mode, None)?;
     let loss = cross_entropy(logits, y.autodiff());
     let value = f64::from(loss.clone().into_scalar::<f32>());
@@ -586,7 +610,7 @@ impl Runner<'_> {
     /// One SGD step. Returns the mini-batch loss and the updated net, or None for the net if
     /// the loss was not finite (the run diverged; the net is left as it was).
     fn train_step(
-        &self,
+        &mut self,
         net: Net,
         optim: &mut ModuleOptimizer,
         indices: &[usize],
@@ -595,9 +619,56 @@ impl Runner<'_> {
     ) -> Result<(f64, Option<Net>)> {
         let (x, y) = self.train.batch(indices, &self.device);
         net.begin_step(step);
-        let dropout_seed = (self.config.model.dropout > 0.0)
-            .then(|| Rng::stream(self.config.seed, STREAM_DROPOUT, step).next_u64());
-        sgd_step(net, optim, x, y, dropout_seed, lr)
+        let seeds = StepSeeds {
+            dropout: (self.config.model.dropout > 0.0)
+                .then(|| Rng::stream(self.config.seed, STREAM_DROPOUT, step).next_u64()),
+            noise: self.noise_seed(step),
+        };
+        let every = self.config.measures.every;
+        if every > 0 && step.is_multiple_of(every) {
+            self.take_measures(&net, optim, (&x, &y), seeds, step, lr)?;
+        }
+        sgd_step(net, optim, x, y, seeds, lr)
+    }
+
+    /// The seed of training step `step`'s noise, when the config has noise.
+    fn noise_seed(&self, step: u64) -> Option<u64> {
+        self.config
+            .norm
+            .noise
+            .then(|| Rng::stream(self.config.seed, STREAM_NOISE, step).next_u64())
+    }
+
+    /// Santurkar et al.'s measures on step `step`'s batch, before its update, appended to
+    /// `measures.jsonl`. The passes see the step's own dropout masks and noise and leave the
+    /// running statistics, the optimiser and the net as they were.
+    fn take_measures(
+        &mut self,
+        net: &Net,
+        optim: &ModuleOptimizer,
+        (x, y): (&Tensor<2>, &Tensor<2>),
+        seeds: StepSeeds,
+        step: u64,
+        lr: f64,
+    ) -> Result<()> {
+        let mode = seeds.mode(false);
+        let loss_of = |m: &Net| -> Result<Tensor<1>> {
+            let logits = m.forward(x.clone().autodiff(), mode, None)?;
+            Ok(cross_entropy(logits, y.clone().autodiff()))
+        };
+        let layers = net.weight_layers();
+        let probe = Probe {
+            optimizer: optim,
+            lr,
+            layers: &layers,
+            lr_multiples: &self.config.measures.lr_multiples,
+        };
+        let record = measure(net, &loss_of, &probe, step)?;
+        let writer = self
+            .measures
+            .as_mut()
+            .context("measures are on but measures.jsonl is not open")?;
+        writer.write(&record)
     }
 
     /// Test loss and accuracy on the full test set with `stats`.
@@ -665,9 +736,12 @@ impl Runner<'_> {
         let eval_net = net.valid();
         let (x, _) = self.train.batch(&self.probe_indices, &self.device);
         let mut trace = Trace::default();
+        // The noise of this step's training pass, if the net has noise: the distribution the
+        // next layer sees is the point of the probe.
         let mode = Mode::Train {
             update_running: false,
             dropout_seed: None,
+            noise_seed: self.noise_seed(step),
         };
         eval_net.forward(x, mode, Some(&mut trace))?;
         let p = &self.config.probe;
@@ -719,9 +793,11 @@ impl Runner<'_> {
             self.config.batch_size,
         );
         let mut accs = vec![PopulationAccumulator::default(); net.norms.len()];
+        // No noise: the statistics are taken before it, so it would not change them.
         let mode = Mode::Train {
             update_running: false,
             dropout_seed: None,
+            noise_seed: None,
         };
         for b in 0..k as u64 {
             let (x, _) = self.train.batch(order.indices(b), &self.device);
@@ -922,7 +998,14 @@ fn load_checkpoint(
 /// Drop records after `step` (written after the checkpoint a resume starts from), so the
 /// resumed run's files read as if it had never stopped.
 fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
-    for name in [METRICS_FILE, ACTIVATIONS_FILE] {
+    for name in [METRICS_FILE, ACTIVATIONS_FILE, MEASURES_FILE] {
+        // Evaluations at step s follow s updates, so the checkpoint's own step stays (but a
+        // run resumed at 0 redoes its step-0 evaluation); measures at s precede update s,
+        // which the resumed run does again.
+        let stale = |s: u64| match name {
+            MEASURES_FILE => s >= step,
+            _ => s > step || (step == 0 && s == 0),
+        };
         let path = run_dir.join(name);
         if !path.exists() {
             continue;
@@ -954,7 +1037,7 @@ fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
             let Some(s) = row.get("step").and_then(|s| s.as_u64()) else {
                 return Err(damaged("has no step".to_string()));
             };
-            if s > step || (step == 0 && s == 0) {
+            if stale(s) {
                 break;
             }
             kept.push_str(line);

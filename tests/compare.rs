@@ -717,6 +717,8 @@ fn shipped_studies_are_valid() {
             "norm_zoo",
             "paper_fig1",
             "placement",
+            "santurkar",
+            "santurkar_cnn",
             "small_batch_norms",
             "small_batch_norms_cnn"
         ]
@@ -917,6 +919,97 @@ fn metrics_of(run_dir: &Path) -> Vec<(u64, f64)> {
             (v["step"].as_u64().unwrap(), v["test_acc"].as_f64().unwrap())
         })
         .collect()
+}
+
+/// A study with Santurkar et al.'s measures: `compare` adds their table, whose every number is
+/// the mean over each run's `measures.jsonl` (recomputed here from the raw lines), then over
+/// the group's runs; the CSV gets their columns; `plot --study` draws both measure figures.
+#[test]
+fn a_study_with_measures_tables_and_plots_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let study = write_study(
+        tmp.path(),
+        json!({"study": "measured", "description": "smoke with the measures",
+               "base": smoke(),
+               "set": {"measures.every": 50},
+               "zip": {"norm.kind": ["none", "batch"], "norm.noise": [false, true]},
+               "grid": {"seed": [0, 1]}}),
+    );
+    let output = run_study(&study, &results, true);
+    assert!(output.status.success(), "{}", describe(&output));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("Optimisation measures"), "{stdout}");
+    let dir = results.join("measured");
+    let md = std::fs::read_to_string(dir.join("comparison.md")).unwrap();
+    assert!(
+        md.contains("## Optimisation measures")
+            && md.contains("ICS ‖G−G′‖ (hidden 0 / hidden 1 / output)"),
+        "{md}"
+    );
+    let csv = std::fs::read_to_string(dir.join("comparison.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    for column in [
+        "ics_l2_hidden_1_mean",
+        "ics_cosine_output_mean",
+        "beta_smoothness_early_mean",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    // Each run's means, from its raw lines: steps 0..300 every 50, "early" is below step 30.
+    let per_run = |run: &str, key: &str, early: bool| -> f64 {
+        let text = std::fs::read_to_string(dir.join(run).join("measures.jsonl")).unwrap();
+        let values: Vec<f64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| !early || v["step"].as_u64().unwrap() < 30)
+            .map(|v| v[key].as_f64().unwrap())
+            .collect();
+        assert_eq!(values.len(), if early { 1 } else { 6 }, "{run}");
+        values.iter().sum::<f64>() / values.len() as f64
+    };
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("comparison.json")).unwrap())
+            .unwrap();
+    for (g, kind) in [(0, "kind-none_noise-false"), (1, "kind-batch_noise-true")] {
+        let group = &json["groups"][g]["measures"];
+        for (field, key, early) in [
+            ("beta", "beta_smoothness", false),
+            ("beta_early", "beta_smoothness", true),
+            ("grad_change", "grad_change_max", false),
+            ("loss_range", "loss_range", false),
+        ] {
+            let want = (per_run(&format!("{kind}_seed-0"), key, early)
+                + per_run(&format!("{kind}_seed-1"), key, early))
+                / 2.0;
+            let got = group[field]["mean"].as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs(),
+                "{kind} {field}: {got} vs {want}"
+            );
+        }
+        // ICS of the first layer is 0 in every probe, so in every mean.
+        assert_eq!(group["ics_l2"][0]["mean"], json!(0.0), "{kind}");
+    }
+
+    let output = bn_exp()
+        .args(["plot", "--study"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    for figure in ["measures.png", "measures_landscape.png"] {
+        let path = dir.join("plots").join(figure);
+        assert!(
+            std::fs::metadata(&path)
+                .map(|m| m.len() > 10_000)
+                .unwrap_or(false),
+            "{} missing or empty",
+            path.display()
+        );
+    }
+    let index = std::fs::read_to_string(dir.join("plots/index.md")).unwrap();
+    assert!(index.contains("measures_landscape.png"), "{index}");
 }
 
 #[test]

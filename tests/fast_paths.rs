@@ -138,6 +138,7 @@ fn train_mode() -> Mode {
     Mode::Train {
         update_running: false,
         dropout_seed: None,
+        noise_seed: None,
     }
 }
 
@@ -298,6 +299,92 @@ fn every_normalisation_layer_takes_the_same_fast_paths_as_its_reference() {
         for (k, (f, s)) in fast_grads.iter().zip(&slow_grads).enumerate() {
             assert_close(&format!("{what} gradient {k}"), f, s);
         }
+    }
+}
+
+/// Santurkar et al.'s noise breaks the fused dense op's seam (it sits between the
+/// normalisation and g) and sits before the CNN's pooling: both paths must still compute the
+/// reference's function, with the noise, and a net without noise must not see it.
+#[test]
+fn noisy_nets_take_the_same_fast_paths_as_their_reference() {
+    let noisy = Mode::Train {
+        update_running: false,
+        dropout_seed: None,
+        noise_seed: Some(41),
+    };
+    let cases = [
+        (
+            "mlp",
+            json!({"kind": "batch", "placement": "before", "noise": true}),
+            "sigmoid",
+        ),
+        (
+            "mlp",
+            json!({"kind": "batch", "placement": "after", "noise": true}),
+            "sigmoid",
+        ),
+        ("mlp", json!({"kind": "none", "noise": true}), "sigmoid"),
+        (
+            "cnn",
+            json!({"kind": "batch", "placement": "before", "noise": true}),
+            "relu",
+        ),
+        ("cnn", json!({"kind": "none", "noise": true}), "relu"),
+    ];
+    for (arch, norm, activation) in cases {
+        let what = format!("{arch} {norm}");
+        let config = norm_config(arch, norm, activation);
+        let net = net(&config);
+        let n = if arch == "mlp" { 6 } else { 4 };
+        let (fast, fast_grads) = gradients(&net, input(&config, n), noisy, false);
+        let (slow, slow_grads) = gradients(&net, input(&config, n), noisy, true);
+        assert_close(&format!("{what} logits"), &fast, &slow);
+        for (k, (f, s)) in fast_grads.iter().zip(&slow_grads).enumerate() {
+            assert_close(&format!("{what} gradient {k}"), f, s);
+        }
+        // The noise does something, changes with the seed, and is off without a seed.
+        let (quiet, _) = pass(&net, input(&config, n), train_mode(), true);
+        let other_seed = Mode::Train {
+            update_running: false,
+            dropout_seed: None,
+            noise_seed: Some(42),
+        };
+        let (other, _) = pass(&net, input(&config, n), other_seed, true);
+        let differs = |a: &[f64], b: &[f64]| a.iter().zip(b).any(|(x, y)| (x - y).abs() > 1e-6);
+        assert!(differs(&fast, &quiet), "{what}: the noise changed nothing");
+        assert!(
+            differs(&fast, &other),
+            "{what}: two noise seeds gave one output"
+        );
+    }
+}
+
+/// The noise is s·a + m with the draws of `bn_exp::norm::noise::noise_values`: the first
+/// hidden layer's traced pre-activation with noise equals that map applied to the same layer's
+/// pre-activation without it (later layers see different inputs, so only the first compares).
+#[test]
+fn noise_scales_and_shifts_each_normalised_value_by_its_draws() {
+    for (arch, n) in [("mlp", 6), ("cnn", 4)] {
+        let act = if arch == "mlp" { "sigmoid" } else { "relu" };
+        let config = norm_config(arch, json!({"kind": "batch", "noise": true}), act);
+        let net = net(&config);
+        let seed = 1234;
+        let noisy = Mode::Train {
+            update_running: false,
+            dropout_seed: None,
+            noise_seed: Some(seed),
+        };
+        let (_, with) = pass(&net, input(&config, n), noisy, true);
+        let (_, without) = pass(&net, input(&config, n), train_mode(), true);
+        let (scale, shift) =
+            bn_exp::norm::noise::noise_values(&config.norm.noise_params, seed, 0, without[0].len());
+        let want: Vec<f64> = without[0]
+            .iter()
+            .zip(scale.iter().zip(&shift))
+            .map(|(&a, (&s, &m))| f64::from(s) * f64::from(a) + f64::from(m))
+            .collect();
+        let got: Vec<f64> = with[0].iter().map(|&v| f64::from(v)).collect();
+        numeric::assert_close_within(&format!("{arch} noisy layer 0"), &got, &want, 1e-6);
     }
 }
 

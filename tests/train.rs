@@ -164,8 +164,9 @@ fn stopped_and_resumed_run_matches_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let straight = dir.path().join("straight");
     let resumed = dir.path().join("resumed");
-    // Dropout exercises the seeded masks; 150 is between checkpoints and evaluations.
-    let set = ["--set", "model.dropout=0.2"];
+    // Dropout and noise exercise the seeded masks and draws; 150 is between checkpoints and
+    // evaluations.
+    let set = ["--set", "model.dropout=0.2", "--set", "norm.noise=true"];
     assert!(train(&straight, &set).status.success());
     let first = train(&resumed, &[&set[..], &["--stop-after", "150"]].concat());
     assert!(first.status.success(), "{}", stderr(&first));
@@ -505,6 +506,8 @@ fn killed_run_resumes_identically() {
     let dir = tempfile::tempdir().unwrap();
     let straight = dir.path().join("straight");
     let killed = dir.path().join("killed");
+    // Measures every 100 steps: the resume must drop the ones taken after the checkpoint
+    // (1000 to 1400) and take them again, once each.
     let set = [
         "--set",
         "steps=4000",
@@ -512,6 +515,8 @@ fn killed_run_resumes_identically() {
         "eval_every=200",
         "--set",
         "checkpoint_every=1000",
+        "--set",
+        "measures.every=100",
     ];
     assert!(train(&straight, &set).status.success());
     // Step 1500: after the checkpoint at 1000 and the evaluations at 1200 and 1400, which the
@@ -544,7 +549,8 @@ fn killed_run_resumes_identically() {
     assert!(!killed.join("summary.json").exists());
     let o = train(&killed, &[&set[..], &["--resume"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
-    for f in ["metrics.jsonl", "activations.jsonl"] {
+    assert_eq!(read_lines(&straight.join("measures.jsonl")).len(), 40);
+    for f in ["metrics.jsonl", "activations.jsonl", "measures.jsonl"] {
         assert_eq!(
             without_timing(read_lines(&straight.join(f))),
             without_timing(read_lines(&killed.join(f))),
@@ -796,12 +802,14 @@ fn evaluation_and_probes_do_not_change_running_statistics() {
     let train = Mode::Train {
         update_running: true,
         dropout_seed: None,
+        noise_seed: None,
     };
     net.forward(x.clone(), train, None).unwrap();
     let before = running_stats(&net);
     let probe = Mode::Train {
         update_running: false,
         dropout_seed: None,
+        noise_seed: None,
     };
     let mut trace = bn_exp::model::Trace::default();
     net.forward(x.clone(), probe, Some(&mut trace)).unwrap();

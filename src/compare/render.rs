@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::table::{Comparison, GroupRow, MeanStd, RunRow, SpeedUp, StepsTo};
+use super::table::{Comparison, GroupMeasures, GroupRow, MeanStd, RunRow, SpeedUp, StepsTo};
 
 pub const MARKDOWN_FILE: &str = "comparison.md";
 pub const CSV_FILE: &str = "comparison.csv";
@@ -61,6 +61,16 @@ pub fn render_text(heading: &Heading, cmp: &Comparison) -> String {
     let _ = writeln!(out, "{}", baseline_sentence(cmp));
     let _ = writeln!(out);
     let (header, rows) = table_cells(cmp);
+    push_aligned_table(&mut out, &header, &rows);
+    if let Some((header, rows)) = measure_cells(cmp) {
+        let _ = writeln!(out, "\n{MEASURES_TITLE}");
+        push_aligned_table(&mut out, &header, &rows);
+    }
+    out
+}
+
+/// Columns padded to their widest cell, the first left-aligned and the rest right-aligned.
+fn push_aligned_table(out: &mut String, header: &[String], rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..header.len())
         .map(|col| {
             rows.iter()
@@ -86,14 +96,27 @@ pub fn render_text(heading: &Heading, cmp: &Comparison) -> String {
             .collect();
         padded.join("  ").trim_end().to_string()
     };
-    let _ = writeln!(out, "{}", line(&header));
+    let _ = writeln!(out, "{}", line(header));
     let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
     let _ = writeln!(out, "{}", rule.join("  "));
-    for row in &rows {
+    for row in rows {
         let _ = writeln!(out, "{}", line(row));
     }
-    out
 }
+
+const MEASURES_TITLE: &str = "Optimisation measures (Santurkar et al. 2018), means over each \
+run's probes, then mean ± std over runs; early = probes in the first 10% of the steps:";
+
+const MEASURE_NOTES: &[&str] = &[
+    "ICS ‖G−G′‖ and cos(G, G′): a layer's weight gradient before (G) and after (G′) the layers \
+before it take the optimiser's step, on the same batch, per weight layer from input to output \
+(the first is 0 and 1 by definition); a larger ‖G−G′‖ and a smaller cosine mean more internal \
+covariate shift",
+    "grad change: the largest ‖∇L(w) − ∇L(w − η·g)‖ over the step sizes η (0.5 to 4 times the \
+learning rate); smaller means the gradient predicts the next gradient better",
+    "β-smoothness: the largest ‖∇L(w) − ∇L(w − η·g)‖ / ‖η·g‖ over η; loss range: max − min of \
+L(w − η·g) over η; smaller means a smoother landscape",
+];
 
 /// `comparison.md`: heading, the table, what the columns mean, then one line per run.
 pub fn render_markdown(heading: &Heading, cmp: &Comparison) -> String {
@@ -113,6 +136,14 @@ pub fn render_markdown(heading: &Heading, cmp: &Comparison) -> String {
     let _ = writeln!(out);
     for note in NOTES {
         let _ = writeln!(out, "- {note}");
+    }
+    if let Some((header, rows)) = measure_cells(cmp) {
+        let _ = writeln!(out, "\n## Optimisation measures\n\n{MEASURES_TITLE}\n");
+        push_markdown_table(&mut out, &header, &rows, 1);
+        let _ = writeln!(out);
+        for note in MEASURE_NOTES {
+            let _ = writeln!(out, "- {note}");
+        }
     }
     let _ = writeln!(out, "\n## Runs\n");
     let (header, rows) = run_cells(cmp);
@@ -181,6 +212,31 @@ pub fn render_csv(cmp: &Comparison) -> String {
         ]
         .map(String::from),
     );
+    let measure_layers = cmp
+        .groups
+        .iter()
+        .find_map(|g| g.measures.as_ref())
+        .map(|m| m.layers.clone());
+    if let Some(layers) = &measure_layers {
+        let slug = |name: &String| name.replace(' ', "_");
+        header.extend(layers.iter().map(|l| format!("ics_l2_{}_mean", slug(l))));
+        header.extend(
+            layers
+                .iter()
+                .map(|l| format!("ics_cosine_{}_mean", slug(l))),
+        );
+        header.extend(
+            [
+                "grad_change_early_mean",
+                "grad_change_mean",
+                "beta_smoothness_early_mean",
+                "beta_smoothness_mean",
+                "loss_range_early_mean",
+                "loss_range_mean",
+            ]
+            .map(String::from),
+        );
+    }
     let mut out = csv_line(&header);
     for group in &cmp.groups {
         let num = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -209,6 +265,26 @@ pub fn render_csv(cmp: &Comparison) -> String {
         row.push(speedup.map(|s| s.reached.to_string()).unwrap_or_default());
         row.push(num(group.mean_wall_s));
         row.push(num(group.mean_steps_per_s));
+        if let Some(layers) = &measure_layers {
+            let m = group.measures.as_ref();
+            let mean = |v: Option<&Option<MeanStd>>| num(v.copied().flatten().map(|s| s.mean));
+            for i in 0..layers.len() {
+                row.push(mean(m.and_then(|m| m.ics_l2.get(i))));
+            }
+            for i in 0..layers.len() {
+                row.push(mean(m.and_then(|m| m.ics_cosine.get(i))));
+            }
+            for pick in [
+                |m: &GroupMeasures| m.grad_change_early,
+                |m: &GroupMeasures| m.grad_change,
+                |m: &GroupMeasures| m.beta_early,
+                |m: &GroupMeasures| m.beta,
+                |m: &GroupMeasures| m.loss_range_early,
+                |m: &GroupMeasures| m.loss_range,
+            ] {
+                row.push(num(m.and_then(pick).map(|s| s.mean)));
+            }
+        }
         out.push_str(&csv_line(&row));
     }
     out
@@ -303,6 +379,82 @@ fn group_cells(cmp: &Comparison, group: &GroupRow) -> Vec<String> {
             .map_or(NO_VALUE.into(), |s| format!("{s:.0}")),
     );
     cells
+}
+
+/// The measures table, when some group took Santurkar et al.'s measures.
+fn measure_cells(cmp: &Comparison) -> Option<(Vec<String>, Vec<Vec<String>>)> {
+    let layers = &cmp.groups.iter().find_map(|g| g.measures.as_ref())?.layers;
+    let names = layers.join(" / ");
+    let header = vec![
+        "group".to_string(),
+        format!("ICS ‖G−G′‖ ({names})"),
+        format!("ICS cos ({names})"),
+        "grad change early".into(),
+        "grad change".into(),
+        "β-smoothness early".into(),
+        "β-smoothness".into(),
+        "loss range early".into(),
+        "loss range".into(),
+    ];
+    let rows = cmp
+        .groups
+        .iter()
+        .map(|group| {
+            let mut cells = vec![group.label.clone()];
+            match &group.measures {
+                Some(m) => cells.extend(group_measure_cells(m)),
+                None => cells.extend((0..8).map(|_| NO_VALUE.to_string())),
+            }
+            cells
+        })
+        .collect();
+    Some((header, rows))
+}
+
+fn group_measure_cells(m: &GroupMeasures) -> Vec<String> {
+    let per_layer = |values: &[Option<MeanStd>]| {
+        values
+            .iter()
+            .map(|v| v.map_or(NO_VALUE.to_string(), |v| significant(v.mean)))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    vec![
+        per_layer(&m.ics_l2),
+        per_layer(&m.ics_cosine),
+        measure_cell(m.grad_change_early),
+        measure_cell(m.grad_change),
+        measure_cell(m.beta_early),
+        measure_cell(m.beta),
+        measure_cell(m.loss_range_early),
+        measure_cell(m.loss_range),
+    ]
+}
+
+/// `2.41 ± 0.08` with three significant digits.
+fn measure_cell(stats: Option<MeanStd>) -> String {
+    match stats {
+        None => NO_VALUE.to_string(),
+        Some(MeanStd {
+            mean,
+            std: Some(std),
+            ..
+        }) => format!("{} ± {}", significant(mean), significant(std)),
+        Some(MeanStd { mean, .. }) => format!("{} ± –", significant(mean)),
+    }
+}
+
+/// Three significant digits, in scientific notation outside [0.001, 10000).
+fn significant(x: f64) -> String {
+    let magnitude = x.abs();
+    if x == 0.0 {
+        "0".to_string()
+    } else if !(1e-3..1e4).contains(&magnitude) {
+        format!("{x:.2e}")
+    } else {
+        let decimals = (2 - magnitude.log10().floor() as i32).max(0) as usize;
+        format!("{x:.decimals$}")
+    }
 }
 
 /// Per-run table of `comparison.md`: the inputs of every group statistic.

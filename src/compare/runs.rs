@@ -12,7 +12,7 @@ pub use crate::run::{
     CONFIG_FILE, LOG_FILE, METRICS_FILE, MetricPoint as Eval, RunProgress, SUMMARY_FILE,
     folder_name, run_progress,
 };
-use crate::run::{Drift, Run, is_run_folder, run_subfolders};
+use crate::run::{Drift, MeasureSummary, Run, is_run_folder, run_subfolders, summarise_measures};
 
 /// Study description kept next to a study's runs (see [`super::study::StudyRecord`]).
 pub const STUDY_RECORD_FILE: &str = "study.json";
@@ -44,6 +44,8 @@ pub struct RunRecord {
     pub population_acc: Option<f64>,
     /// The tracked unit's drift (the paper's Figure 1 b, c) over the run.
     pub drift: Option<Drift>,
+    /// Santurkar et al.'s measures, when the run took them (`measures.jsonl`).
+    pub measures: Option<MeasureSummary>,
     /// What the reader left out of the run's files, and why.
     pub notes: Vec<String>,
 }
@@ -86,6 +88,7 @@ pub fn load_run(dir: &Path) -> Result<RunRecord> {
         steps_per_s: Some(summary.steps_per_s).filter(|s| *s > 0.0),
         population_acc: run.population_acc(),
         drift: run.drift(total_steps),
+        measures: summarise_measures(&run.measures, total_steps),
         config: run.config.clone(),
         evals: run.metrics.clone(),
         notes: run.notes.clone(),

@@ -15,6 +15,7 @@ use super::keys::{
 };
 use super::runs::{RunRecord, RunStatus};
 use super::study::{describe_spec, matches_spec};
+use crate::run::MeasureSummary;
 pub use crate::run::{MeanStd, best_acc, final_acc, first_step_reaching, mean_std};
 
 /// Accuracy thresholds used when neither `--thresholds` nor the study gives any.
@@ -99,7 +100,26 @@ pub struct GroupRow {
     pub speedup: Option<SpeedUp>,
     pub mean_wall_s: Option<f64>,
     pub mean_steps_per_s: Option<f64>,
+    /// Santurkar et al.'s measures over the finished runs that took them.
+    pub measures: Option<GroupMeasures>,
     pub runs: Vec<RunRow>,
+}
+
+/// Santurkar et al.'s measures of a group: each run's means ([`MeasureSummary`]), then mean ±
+/// std over the runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupMeasures {
+    /// Weight layer names, input to output.
+    pub layers: Vec<String>,
+    pub ics_l2: Vec<Option<MeanStd>>,
+    pub ics_relative: Vec<Option<MeanStd>>,
+    pub ics_cosine: Vec<Option<MeanStd>>,
+    pub grad_change_early: Option<MeanStd>,
+    pub grad_change: Option<MeanStd>,
+    pub beta_early: Option<MeanStd>,
+    pub beta: Option<MeanStd>,
+    pub loss_range_early: Option<MeanStd>,
+    pub loss_range: Option<MeanStd>,
 }
 
 /// Steps to reach an accuracy: mean over the runs that reached it, `reached` of `of`.
@@ -136,6 +156,8 @@ pub struct RunRow {
     pub population_acc: Option<f64>,
     /// Drift of the tracked unit's percentiles, [p15, p50, p85], over the whole run.
     pub drift: Option<[f64; 3]>,
+    /// Means of the run's Santurkar measures, if it took them.
+    pub measures: Option<MeasureSummary>,
     /// First evaluated step with `test_acc >= threshold`, per threshold.
     pub steps_to: Vec<Option<u64>>,
     /// First evaluated step reaching the baseline's target accuracy.
@@ -436,8 +458,36 @@ fn group_row(
         speedup,
         mean_wall_s: mean(&column(&|run| run.wall_s)),
         mean_steps_per_s: mean(&column(&|run| run.steps_per_s)),
+        measures: measures_over(&ok),
         runs,
     }
+}
+
+/// Mean ± std over runs of each of Santurkar et al.'s measures, from the runs that took them
+/// (the first one's layers name the rest).
+fn measures_over(runs: &[&RunRow]) -> Option<GroupMeasures> {
+    let summaries: Vec<&MeasureSummary> = runs.iter().filter_map(|r| r.measures.as_ref()).collect();
+    let first = summaries.first()?;
+    let over = |pick: &dyn Fn(&MeasureSummary) -> Option<f64>| -> Option<MeanStd> {
+        mean_std(&summaries.iter().filter_map(|s| pick(s)).collect::<Vec<_>>())
+    };
+    let per_layer = |pick: &dyn Fn(&MeasureSummary, usize) -> Option<f64>| {
+        (0..first.layers.len())
+            .map(|i| over(&|s| pick(s, i)))
+            .collect::<Vec<_>>()
+    };
+    Some(GroupMeasures {
+        layers: first.layers.clone(),
+        ics_l2: per_layer(&|s, i| s.ics_l2.get(i).copied().flatten()),
+        ics_relative: per_layer(&|s, i| s.ics_relative.get(i).copied().flatten()),
+        ics_cosine: per_layer(&|s, i| s.ics_cosine.get(i).copied().flatten()),
+        grad_change_early: over(&|s| s.grad_change_early),
+        grad_change: over(&|s| s.grad_change),
+        beta_early: over(&|s| s.beta_early),
+        beta: over(&|s| s.beta),
+        loss_range_early: over(&|s| s.loss_range_early),
+        loss_range: over(&|s| s.loss_range),
+    })
 }
 
 /// Mean ± std of each percentile's drift over the runs that have one.
@@ -462,6 +512,7 @@ fn run_row(run: &RunRecord, thresholds: &[f64], target: Option<f64>) -> RunRow {
         best_step: best.map(|(_, step)| step),
         population_acc: run.population_acc,
         drift: run.drift.map(|d| d.all),
+        measures: run.measures.clone(),
         steps_to: thresholds
             .iter()
             .map(|&t| first_step_reaching(&run.evals, t))

@@ -336,6 +336,7 @@ mod tests {
             config,
             metrics: Vec::new(),
             activations: Vec::new(),
+            measures: Vec::new(),
             summary: None,
             notes: Vec::new(),
         }
