@@ -14,6 +14,7 @@ pub mod config;
 pub mod data;
 pub mod fetch;
 pub mod kernels;
+pub mod labels;
 pub mod measures;
 pub mod metrics;
 pub mod model;

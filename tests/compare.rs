@@ -210,6 +210,16 @@ fn finished_in<'a>(runs: &'a [Fixture], placement: &str) -> Vec<&'a Fixture> {
         .collect()
 }
 
+/// The label `compare` gives the fixtures' groups (`bn.placement` of an older run folder).
+fn label(placement: &str) -> &'static str {
+    match placement {
+        "none" => "no BN",
+        "before" => "BN before sigmoid",
+        "after" => "BN after sigmoid",
+        other => panic!("no fixture placement {other}"),
+    }
+}
+
 fn group<'a>(cmp: &'a Comparison, label: &str) -> &'a GroupRow {
     cmp.groups
         .iter()
@@ -233,12 +243,9 @@ fn accuracy_columns_are_mean_and_sample_std_of_finished_runs() {
 
     let labels: Vec<&str> = cmp.groups.iter().map(|g| g.label.as_str()).collect();
     // No study.json in the fixture folder: runs, and so groups, come in folder-name order.
-    assert_eq!(
-        labels,
-        ["placement=after", "placement=before", "placement=none"]
-    );
+    assert_eq!(labels, ["BN after sigmoid", "BN before sigmoid", "no BN"]);
     for placement in ["none", "before", "after"] {
-        let row = group(&cmp, &format!("placement={placement}"));
+        let row = group(&cmp, label(placement));
         let ok = finished_in(&runs, placement);
         let finals: Vec<f64> = ok.iter().map(|run| last_of(run)).collect();
         let bests: Vec<f64> = ok.iter().map(|run| best_of(run)).collect();
@@ -278,7 +285,7 @@ fn steps_to_threshold_counts_partial_and_never() {
     let mut seen_partial = false;
     let mut seen_never = false;
     for placement in ["none", "before", "after"] {
-        let row = group(&cmp, &format!("placement={placement}"));
+        let row = group(&cmp, label(placement));
         let ok = finished_in(&runs, placement);
         for (i, &threshold) in THRESHOLDS.iter().enumerate() {
             let reached: Vec<f64> = ok
@@ -301,10 +308,7 @@ fn steps_to_threshold_counts_partial_and_never() {
     assert!(seen_partial && seen_never, "the fixture covers both cases");
 
     let text = bn_exp::compare::render::render_text(&Default::default(), &cmp);
-    let none_line = text
-        .lines()
-        .find(|line| line.starts_with("placement=none"))
-        .unwrap();
+    let none_line = text.lines().find(|line| line.starts_with("no BN")).unwrap();
     assert!(none_line.contains("400 (1/3)"), "{none_line}");
     assert!(none_line.contains("never"), "{none_line}");
 }
@@ -328,11 +332,11 @@ fn speedup_is_baseline_steps_to_its_mean_best_over_group_steps() {
     };
     let base_steps = mean(&steps_to_target("none"));
     let baseline = cmp.baseline.as_ref().unwrap();
-    assert_eq!(baseline.label, "placement=none");
+    assert_eq!(baseline.label, "no BN");
     assert!(close(baseline.target_acc, target));
     assert!(close(baseline.mean_steps, base_steps));
 
-    let before = group(&cmp, "placement=before");
+    let before = group(&cmp, "BN before sigmoid");
     let before_steps = steps_to_target("before");
     let speedup = before.speedup.unwrap();
     assert!(close(
@@ -347,20 +351,20 @@ fn speedup_is_baseline_steps_to_its_mean_best_over_group_steps() {
     assert_eq!(speedup.reached, before_steps.len());
     assert_eq!(speedup.reached, 2);
 
-    let none = group(&cmp, "placement=none").speedup.unwrap();
+    let none = group(&cmp, "no BN").speedup.unwrap();
     assert!(close(none.factor.unwrap(), 1.0));
     assert!(
         none.reached < none.of,
         "a seed below the mean best misses the target"
     );
 
-    let after = group(&cmp, "placement=after").speedup.unwrap();
+    let after = group(&cmp, "BN after sigmoid").speedup.unwrap();
     assert!(steps_to_target("after").is_empty());
     assert_eq!((after.factor, after.reached), (None, 0));
     let text = bn_exp::compare::render::render_text(&Default::default(), &cmp);
     let after_line = text
         .lines()
-        .find(|l| l.starts_with("placement=after"))
+        .find(|l| l.starts_with("BN after sigmoid"))
         .unwrap();
     assert!(after_line.contains("never"), "{after_line}");
 }
@@ -372,14 +376,14 @@ fn diverged_runs_are_counted_and_left_out_of_statistics() {
     let study = write_fixture_study(tmp.path(), &runs);
     let cmp = compare_fixture_dirs(&[study], Baseline::FirstGroup);
     for placement in ["none", "before", "after"] {
-        let row = group(&cmp, &format!("placement={placement}"));
+        let row = group(&cmp, label(placement));
         let all: Vec<&Fixture> = runs.iter().filter(|r| r.placement == placement).collect();
         let diverged = all.iter().filter(|r| !r.finished()).count();
         assert_eq!(row.n, all.len());
         assert_eq!(row.diverged, diverged);
         assert_eq!(row.finished, all.len() - diverged);
     }
-    let before = group(&cmp, "placement=before");
+    let before = group(&cmp, "BN before sigmoid");
     let diverged_run = before
         .runs
         .iter()
@@ -408,16 +412,19 @@ fn baseline_label_picks_a_group_and_bad_labels_list_the_groups() {
         )
     };
 
+    // The label as printed picks its group, and so do key=value parts of the config.
+    let cmp = with(Baseline::Label("BN before sigmoid, lr 1".into())).unwrap();
+    assert_eq!(cmp.baseline.unwrap().label, "BN before sigmoid, lr 1");
     let cmp = with(Baseline::Label("placement=before,lr=1.0".into())).unwrap();
-    assert_eq!(cmp.baseline.unwrap().label, "placement=before, lr=1.0");
+    assert_eq!(cmp.baseline.unwrap().label, "BN before sigmoid, lr 1");
     let labels: Vec<&str> = cmp.groups.iter().map(|g| g.label.as_str()).collect();
-    assert!(labels.contains(&"placement=none, lr=5.0"), "{labels:?}");
+    assert!(labels.contains(&"no BN, lr 5"), "{labels:?}");
     // Part of a label, or a full key path, is enough when it picks one group; numbers compare
     // by value.
     let cmp = with(Baseline::Label("optim.lr=5".into())).unwrap();
-    assert_eq!(cmp.baseline.unwrap().label, "placement=none, lr=5.0");
+    assert_eq!(cmp.baseline.unwrap().label, "no BN, lr 5");
     let cmp = with(Baseline::Label("placement=before, lr=1".into())).unwrap();
-    assert_eq!(cmp.baseline.unwrap().label, "placement=before, lr=1.0");
+    assert_eq!(cmp.baseline.unwrap().label, "BN before sigmoid, lr 1");
 
     let err = format!(
         "{:#}",
@@ -429,7 +436,7 @@ fn baseline_label_picks_a_group_and_bad_labels_list_the_groups() {
         with(Baseline::Label("placement=sideways".into())).unwrap_err()
     );
     assert!(
-        err.contains("matches no group") && err.contains("placement=after, lr=1.0"),
+        err.contains("matches no group") && err.contains("BN after sigmoid, lr 1"),
         "{err}"
     );
 }
@@ -772,7 +779,7 @@ fn compare_dirs_prints_and_writes_into_the_one_study_folder() {
         .unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     let stdout = text(&output.stdout);
-    assert!(stdout.contains("placement=none"), "{stdout}");
+    assert!(stdout.contains("no BN"), "{stdout}");
     assert!(stdout.contains("steps to 95%"), "{stdout}");
     assert!(!stdout.contains("steps to 97%"), "{stdout}");
     assert!(
@@ -790,7 +797,7 @@ fn compare_dirs_prints_and_writes_into_the_one_study_folder() {
     assert_eq!(csv.lines().count(), 4, "{csv}");
     assert!(csv.starts_with("group,baseline,n,"), "{csv}");
     let md = std::fs::read_to_string(study.join("comparison.md")).unwrap();
-    assert!(md.contains("| placement=before |"), "{md}");
+    assert!(md.contains("| BN before sigmoid |"), "{md}");
     assert!(md.contains("## Runs"), "{md}");
 
     // Two run folders: printed, no files unless --out.
@@ -1036,7 +1043,7 @@ fn study_trains_then_reuses_then_resumes_an_interrupted_run() {
     let stdout = text(&output.stdout);
     // Groups are labelled by what differs in the runs' resolved configs: the norm kind.
     assert!(
-        stdout.contains("kind=none") && stdout.contains("kind=batch"),
+        stdout.contains("no BN") && stdout.contains("\nBN "),
         "{stdout}"
     );
     for file in ["comparison.md", "comparison.csv", "comparison.json"] {
@@ -1045,7 +1052,7 @@ fn study_trains_then_reuses_then_resumes_an_interrupted_run() {
     let cmp: Value =
         serde_json::from_str(&std::fs::read_to_string(study_dir.join("comparison.json")).unwrap())
             .unwrap();
-    assert_eq!(cmp["baseline"]["label"], "kind=none");
+    assert_eq!(cmp["baseline"]["label"], "no BN");
     for group in cmp["groups"].as_array().unwrap() {
         assert_eq!(group["n"], 2);
         for run in group["runs"].as_array().unwrap() {
@@ -1146,7 +1153,7 @@ fn diverged_runs_are_counted_and_the_study_succeeds() {
     assert_eq!(groups.len(), 2);
     assert_eq!(groups[0]["diverged"], 0, "{cmp:#}");
     assert_eq!(groups[1]["diverged"], 1, "{cmp:#}");
-    assert_eq!(groups[1]["label"], "lr=1000000.0");
+    assert_eq!(groups[1]["label"], "lr 1000000");
 }
 
 #[test]

@@ -264,8 +264,8 @@ fn placement_study_writes_every_figure_as_a_decodable_png() {
     let expected = [
         "fig1a_accuracy.png",
         "fig1bc_percentiles.png",
-        "distributions_bn.placement=none.png",
-        "distributions_bn.placement=before.png",
+        "distributions_no_BN.png",
+        "distributions_BN_before_sigmoid.png",
     ];
     let written: Vec<String> = report
         .figures
@@ -301,7 +301,7 @@ fn figures_are_not_blank_and_titles_render() {
     for name in [
         "fig1a_accuracy.png",
         "fig1bc_percentiles.png",
-        "distributions_bn.placement=none.png",
+        "distributions_no_BN.png",
     ] {
         let img = png(&out.join(name));
         let dark = (0..50)
@@ -322,13 +322,7 @@ fn each_group_keeps_its_colour_in_every_figure() {
         .iter()
         .map(|g| (g.label.as_str(), g.rgb))
         .collect();
-    assert_eq!(
-        labels,
-        [
-            ("bn.placement=none", BLUE),
-            ("bn.placement=before", VERMILLION)
-        ]
-    );
+    assert_eq!(labels, [("no BN", BLUE), ("BN before sigmoid", VERMILLION)]);
 
     let panels = png(&out.join("fig1bc_percentiles.png"));
     let (left, right, rows) = ((0.0, 0.5), (0.5, 1.0), (0.1, 0.8));
@@ -338,8 +332,8 @@ fn each_group_keeps_its_colour_in_every_figure() {
     assert_eq!(count_colour(&panels, BLUE, right, rows), 0);
 
     for (file, own, other) in [
-        ("distributions_bn.placement=none.png", BLUE, VERMILLION),
-        ("distributions_bn.placement=before.png", VERMILLION, BLUE),
+        ("distributions_no_BN.png", BLUE, VERMILLION),
+        ("distributions_BN_before_sigmoid.png", VERMILLION, BLUE),
     ] {
         let img = png(&out.join(file));
         assert!(
@@ -393,13 +387,13 @@ fn lr_sweep_draws_study_plots_and_marks_the_diverged_run() {
     }
     assert!(!out.join("study_final_acc_vs_batch_size.png").exists());
     assert_eq!(report.groups.len(), 6);
-    assert_eq!(report.groups[0].label, "bn.placement=none, optim.lr=0.1");
+    assert_eq!(report.groups[0].label, "no BN, lr 0.1");
 
     let svg_out = tmp.path().join("svg");
     make_plots(&request(vec![study], &svg_out, ImageFormat::Svg)).unwrap();
     let svg = fs::read_to_string(svg_out.join("study_final_acc_vs_lr.svg")).unwrap();
     assert!(svg.contains("diverged"), "legend lacks the diverged entry");
-    assert!(svg.contains("bn.placement=none") && svg.contains("bn.placement=before"));
+    assert!(svg.contains("no BN") && svg.contains("BN before sigmoid"));
 }
 
 #[test]
@@ -447,8 +441,8 @@ fn damaged_run_is_plotted_for_what_is_there_with_warnings() {
         out.join("fig1bc_percentiles.png").exists(),
         "the healthy run still has percentiles"
     );
-    assert!(out.join("distributions_bn.placement=before.png").exists());
-    assert!(!out.join("distributions_bn.placement=none.png").exists());
+    assert!(out.join("distributions_BN_before_sigmoid.png").exists());
+    assert!(!out.join("distributions_no_BN.png").exists());
     let warned = |needle: &str| report.warnings.iter().any(|w| w.contains(needle));
     assert!(warned("not valid JSON"), "{:?}", report.warnings);
     assert!(
@@ -655,5 +649,5 @@ fn statistics_batch_sweep_draws_bn_as_a_line_and_layer_norm_as_a_flat_reference(
         svg.contains("no batch statistics: flat"),
         "legend lacks the flat reference"
     );
-    assert!(svg.contains("norm.kind=layer") && svg.contains("norm.kind=batch"));
+    assert!(svg.contains("Layer Norm") && svg.lines().any(|l| l.trim() == "BN"));
 }

@@ -10,11 +10,10 @@ use anyhow::{Result, bail, ensure};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::keys::{
-    condition_of, display_value, flatten_leaves, has_suffix, json_equal, short_names,
-};
+use super::keys::{condition_of, display_value, flatten_leaves, has_suffix, json_equal};
 use super::runs::{RunRecord, RunStatus};
 use super::study::{describe_spec, matches_spec};
+use crate::labels::{Leaves, readable_labels};
 use crate::run::MeasureSummary;
 pub use crate::run::{MeanStd, best_acc, final_acc, first_step_reaching, mean_std};
 
@@ -236,8 +235,8 @@ fn group_by_condition(runs: &[RunRecord]) -> Vec<Vec<&RunRecord>> {
     groups.into_iter().map(|(_, members)| members).collect()
 }
 
-/// A label per group from the config leaves that differ between groups (`placement=none,
-/// lr=0.5`), plus those settings by full key path.
+/// A label per group from the config leaves that differ between groups, as people say them
+/// (`no BN, lr 5`; [`crate::labels`]), plus those settings by full key path.
 fn group_labels(groups: &[Vec<&RunRecord>]) -> Vec<(String, Map<String, Value>)> {
     let leaves: Vec<Map<String, Value>> = groups
         .iter()
@@ -260,21 +259,23 @@ fn group_labels(groups: &[Vec<&RunRecord>]) -> Vec<(String, Map<String, Value>)>
             })
         })
         .collect();
-    let short = short_names(&varying);
+    let as_leaves: Vec<Leaves> = leaves
+        .iter()
+        .map(|leaf| leaf.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .collect();
+    let readable = readable_labels(&as_leaves, &varying);
     leaves
         .iter()
-        .map(|leaf| {
-            let mut settings = Map::new();
-            let mut parts = Vec::new();
-            for (path, name) in varying.iter().zip(&short) {
-                let value = leaf.get(path).cloned().unwrap_or(Value::Null);
-                parts.push(format!("{name}={}", display_value(&value)));
-                settings.insert(path.clone(), value);
-            }
-            let label = if parts.is_empty() {
+        .zip(readable)
+        .map(|(leaf, label)| {
+            let settings: Map<String, Value> = varying
+                .iter()
+                .map(|path| (path.clone(), leaf.get(path).cloned().unwrap_or(Value::Null)))
+                .collect();
+            let label = if varying.is_empty() {
                 SINGLE_GROUP_LABEL.to_string()
             } else {
-                parts.join(", ")
+                label
             };
             (label, settings)
         })

@@ -2,8 +2,8 @@
 //!
 //! A group's identity is its config flattened to dotted keys (`norm.kind`, `optim.lr`) with
 //! `seed`, `name` and `study` removed. Labels name only the keys that vary across the groups
-//! being plotted, so a study of BN against none reads `norm.kind=none` / `norm.kind=batch` rather
-//! than a wall of settings. Groups are ordered with no-BN first and numbers in numeric order,
+//! being plotted, as people say them ([`crate::labels`]), so a study of BN against none reads
+//! "no BN" / "BN" rather than a wall of settings. Groups are ordered with no-BN first and numbers in numeric order,
 //! and colours are handed out in that order, so one group has one colour in every figure.
 
 use std::cmp::Ordering;
@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::load::Run;
 use super::style::{Colour, palette_colour};
+use crate::labels::readable_labels;
 
 /// Config keys that tell runs of one configuration apart without changing the configuration.
 const NOT_IDENTITY: [&str; 3] = ["seed", "name", "study"];
@@ -195,6 +196,14 @@ pub fn group_runs(runs: &[Run]) -> Vec<Group> {
                 format_value(a.get(NO_CONFIG_KEY)).cmp(&format_value(b.get(NO_CONFIG_KEY)))
             })
     });
+    // Labels people read ("BN before sigmoid"), from the configs that have one.
+    let configured: Vec<FlatConfig> = by_identity
+        .iter()
+        .map(|(id, _)| id)
+        .filter(|id| !id.contains_key(NO_CONFIG_KEY))
+        .cloned()
+        .collect();
+    let mut readable = readable_labels(&configured, &keys).into_iter();
     by_identity
         .into_iter()
         .enumerate()
@@ -202,8 +211,14 @@ pub fn group_runs(runs: &[Run]) -> Vec<Group> {
             members.sort_by(|&a, &b| compare_seeds(&runs[a], &runs[b]));
             let label = match identity.get(NO_CONFIG_KEY) {
                 Some(folder) => format!("{} (no config)", format_value(Some(folder))),
-                None if keys.is_empty() => runs[members[0]].name.clone(),
-                None => label_for(&identity, &keys),
+                None => {
+                    let readable = readable.next().unwrap_or_default();
+                    if keys.is_empty() {
+                        runs[members[0]].name.clone()
+                    } else {
+                        readable
+                    }
+                }
             };
             Group {
                 label,
@@ -355,11 +370,7 @@ mod tests {
         let labels: Vec<&str> = groups.iter().map(|g| g.label.as_str()).collect();
         assert_eq!(
             labels,
-            [
-                "bn.placement=none",
-                "bn.placement=before",
-                "lost (no config)"
-            ]
+            ["no BN", "BN before the nonlinearity", "lost (no config)"]
         );
         assert_eq!(groups[1].runs, vec![3, 0], "first seed first");
         assert_eq!(groups[0].colour, palette_colour(0));

@@ -21,7 +21,7 @@ use plotters::prelude::*;
 use serde_json::Value;
 
 use super::groups::{
-    FlatConfig, compare_on_keys, format_float, label_for, mean_std, run_identity, varying_keys,
+    FlatConfig, compare_on_keys, format_float, mean_std, run_identity, varying_keys,
 };
 use super::load::{Run, finite};
 use super::style::{
@@ -29,6 +29,7 @@ use super::style::{
     draw_legend, format_steps, format_tick, legend_height, palette_colour, titled,
 };
 use super::{Diagnostics, PlotSet};
+use crate::labels::readable_labels;
 
 /// The keys a study may sweep, with their file-name tag and axis title.
 const SWEPT_KEYS: [(&str, &str, &str); 3] = [
@@ -216,11 +217,14 @@ impl SweptRuns {
         }
         let keys = varying_keys(by_series.iter().map(|(id, _, _)| id));
         by_series.sort_by(|(a, _, _), (b, _, _)| compare_on_keys(a, b, &keys));
+        let ids: Vec<FlatConfig> = by_series.iter().map(|(id, _, _)| id.clone()).collect();
+        let labels = series_labels(&ids, &keys);
         by_series
             .into_iter()
+            .zip(labels)
             .enumerate()
-            .map(|(i, (id, members, flat))| SweepSeries {
-                label: series_label(&id, &keys),
+            .map(|(i, ((_, members, flat), label))| SweepSeries {
+                label,
                 colour: palette_colour(i),
                 points: sweep_points(&set.runs, &members, metric),
                 flat,
@@ -229,18 +233,19 @@ impl SweptRuns {
     }
 }
 
-/// `k=v` over the keys that vary between series; with a single series, its normalisation
-/// (`norm.kind`, or `bn.placement` in run folders written before it had its own key).
-fn series_label(identity: &FlatConfig, keys: &[String]) -> String {
+/// Labels people read ([`crate::labels`]) over the keys that vary between series; with a
+/// single series, its normalisation (`norm.kind`, or `bn.placement` in run folders written
+/// before it had its own key).
+fn series_labels(ids: &[FlatConfig], keys: &[String]) -> Vec<String> {
     if !keys.is_empty() {
-        return label_for(identity, keys);
+        return readable_labels(ids, keys);
     }
     match ["norm.kind", "bn.placement"]
         .iter()
-        .find(|key| identity.contains_key(**key))
+        .find(|key| ids.first().is_some_and(|id| id.contains_key(**key)))
     {
-        Some(key) => label_for(identity, &[key.to_string()]),
-        None => "all runs".to_string(),
+        Some(key) => readable_labels(ids, &[key.to_string()]),
+        None => vec!["all runs".to_string(); ids.len()],
     }
 }
 
