@@ -294,6 +294,12 @@ pub fn norm_ratio_lines(steps: &[StepResult]) -> Vec<String> {
     lines
 }
 
+/// Time `reps` steps of a workload in a child process on one thread, as `compare` runs each of
+/// several runs at once (`reproduce` estimates its time from these).
+pub fn time_steps_on_one_thread(workload: &str, reps: usize) -> Result<StepResult> {
+    run_worker(workload, reps, 1)
+}
+
 /// Run one workload in a child process and read its JSON line.
 fn run_worker(workload: &str, reps: usize, threads: usize) -> Result<StepResult> {
     let exe = std::env::current_exe().context("cannot find the bn-exp executable")?;

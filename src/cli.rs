@@ -15,6 +15,7 @@ use bn_exp::data::{CATALOGUE_ENV, Catalogue, DATA_DIR_ENV, DataSource, Dataset};
 use bn_exp::fetch::{self, FetchOptions};
 use bn_exp::plot::{self, ImageFormat, PlotRequest};
 use bn_exp::progress::{Progress, Silent};
+use bn_exp::reproduce::{self, Mode, ReproduceRequest};
 use bn_exp::train::{self, Outcome, TrainOptions, TrainRequest};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -70,6 +71,52 @@ bn-exp data fetch cifar10 --data-dir ~/bn-data"
         after_help = "Examples:\n  bn-exp bench --json results/bench.json\n  bn-exp bench --only mlp-bn,mlp-layer,mlp-group,mlp-renorm --reps 200"
     )]
     Bench(BenchArgs),
+    /// Run every study the paper's claims need and write a report with a verdict per claim.
+    #[command(
+        after_help = "Examples:\n  bn-exp reproduce --quick --data-dir ../shared/data      # about 15 min on 2 cores\n  \
+bn-exp reproduce --full --jobs 2                        # every study at full length, 3 seeds\n\n\
+The report goes to results/reproduce/ (full) or results/reproduce-quick/ (quick): report.html\n\
+(self-contained, figures inline), report.md and report.json. Finished runs are reused and\n\
+interrupted ones resumed, so the same command continues where it stopped."
+    )]
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// Fewer steps and 2 seeds, at most about 15 minutes on 2 cores [the default].
+    #[arg(long, conflicts_with = "full")]
+    pub quick: bool,
+    /// Every study at full length with 3 seeds (hours on 2 cores; the estimate is printed first).
+    #[arg(long)]
+    pub full: bool,
+    /// The claims and their verdict rule.
+    #[arg(long, default_value = "configs/claims.json", value_name = "FILE")]
+    pub claims: PathBuf,
+    /// Root of run folders.
+    #[arg(long, default_value = "results", value_name = "DIR")]
+    pub results_dir: PathBuf,
+    /// Runs trained at once [default: number of cores].
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Folder for the report [default: results/reproduce, or results/reproduce-quick].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The full report whose verdicts a quick report is set against.
+    #[arg(
+        long,
+        default_value = "docs/reproduce/report.json",
+        value_name = "FILE"
+    )]
+    pub full_report: PathBuf,
+    /// Print the plan and the estimated time, and stop: nothing is trained or written.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub data: DataDirArg,
 }
 
 /// Where the data sets live: `--data-dir`, else `$BN_EXP_DATA_DIR`, else `./data`.
@@ -273,7 +320,54 @@ pub fn run() -> Result<ExitCode> {
         Command::Plot(args) => run_plot(args),
         Command::Data(args) => run_data(&args),
         Command::Bench(args) => run_bench(&args),
+        Command::Reproduce(args) => run_reproduce(&args),
     }
+}
+
+fn run_reproduce(args: &ReproduceArgs) -> Result<ExitCode> {
+    let request = ReproduceRequest {
+        mode: if args.full { Mode::Full } else { Mode::Quick },
+        claims_file: args.claims.clone(),
+        results_dir: args.results_dir.clone(),
+        data: args.data.source()?,
+        jobs: args.jobs,
+        out: args.out.clone(),
+        full_report: Some(args.full_report.clone()),
+        dry_run: args.dry_run,
+    };
+    let outcome = reproduce::reproduce(&request, &*terminal(args.quiet))?;
+    let Some(report) = &outcome.report else {
+        println!(
+            "dry run: estimated {} of wall time; nothing was trained",
+            reproduce::format_duration(outcome.estimated_s)
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    for (i, claim) in report.claims.iter().enumerate() {
+        println!(
+            "{:>2}. {:<14} {}",
+            i + 1,
+            claim.verdict.label(),
+            claim.statement
+        );
+    }
+    let names: Vec<String> = outcome
+        .written
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    println!("wrote {}", names.join(", "));
+    if outcome.failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for failure in &outcome.failures {
+        eprintln!("{failure}");
+    }
+    eprintln!(
+        "{} run(s) failed and are missing from the verdicts; rerun the same command to retry them",
+        outcome.failures.len()
+    );
+    Ok(ExitCode::from(EXIT_RUNS_FAILED))
 }
 
 fn run_train(args: &TrainArgs) -> Result<ExitCode> {

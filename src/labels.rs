@@ -166,6 +166,7 @@ fn other_phrase(key: &str, value: Option<&Value>) -> String {
         "optim.lr" => format!("lr {text}"),
         "batch_size" => format!("batch {text}"),
         "steps" => format!("{text} steps"),
+        "eval_every" => format!("evaluated every {text}"),
         "optim.momentum" => format!("momentum {text}"),
         "model.activation" => value.map_or(text, activation_name),
         "model.dropout" if value.and_then(Value::as_f64) == Some(0.0) => "no dropout".to_string(),

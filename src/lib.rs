@@ -21,6 +21,7 @@ pub mod model;
 pub mod norm;
 pub mod plot;
 pub mod progress;
+pub mod reproduce;
 pub mod rng;
 pub mod run;
 pub mod train;

@@ -720,6 +720,7 @@ fn shipped_studies_are_valid() {
             "batch_size",
             "cifar_cnn",
             "dropout",
+            "large_batch",
             "lr_multipliers",
             "norm_zoo",
             "paper_fig1",

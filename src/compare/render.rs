@@ -151,6 +151,14 @@ pub fn render_markdown(heading: &Heading, cmp: &Comparison) -> String {
     out
 }
 
+/// The group table alone, in Markdown (what `bn-exp reproduce`'s report shows per study).
+pub fn markdown_group_table(cmp: &Comparison) -> String {
+    let mut out = String::new();
+    let (header, rows) = table_cells(cmp);
+    push_markdown_table(&mut out, &header, &rows, 1);
+    out
+}
+
 /// A pipe table; the first `text_columns` columns are left-aligned, the numbers right-aligned.
 fn push_markdown_table(
     out: &mut String,

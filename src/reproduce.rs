@@ -1,0 +1,721 @@
+//! `bn-exp reproduce`: run every study the claims need, judge each claim by the rule fixed in
+//! `configs/claims.json`, and write a report (`report.html`, `report.md`, `report.json`).
+//!
+//! - `--full` runs the shipped studies as they are, into `<results>/<study>/`, so runs that
+//!   `compare --study` already trained are reused and interrupted ones resumed.
+//! - `--quick` lays the claims file's `quick` settings (fewer steps, 2 seeds) over every run
+//!   and trains into `<results>/reproduce-quick/<study>/`, so it never mixes with full runs;
+//!   studies the quick settings leave out are not run, and their tests say so.
+//!
+//! Training is `compare`'s machinery, called as a library function per study; one progress bar
+//! covers the suite, its units being the estimated seconds of the runs still to train.
+
+pub mod claims;
+pub mod report;
+pub mod verdict;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::compare::runs::{RunRecord, RunStatus, load_run};
+use crate::compare::study::{Study, load_study, matches_spec};
+use crate::compare::table::{Baseline, CompareOptions, DEFAULT_THRESHOLDS, compare_runs};
+use crate::compare::{CompareRequest, CompareTarget, compare};
+use crate::data::DataSource;
+use crate::progress::Progress;
+use crate::run::{RunProgress, first_step_reaching, run_progress};
+use claims::{ClaimTest, ClaimsFile, Metric, load_claims, study_file};
+use verdict::{Judged, Verdict, combine, judge};
+
+/// Quick or full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Quick,
+    Full,
+}
+
+/// One `bn-exp reproduce`, resolved from its flags.
+#[derive(Debug, Clone)]
+pub struct ReproduceRequest {
+    pub mode: Mode,
+    /// `configs/claims.json`; the studies are in `studies/` beside it.
+    pub claims_file: PathBuf,
+    /// Root of the run folders (`results`).
+    pub results_dir: PathBuf,
+    pub data: DataSource,
+    /// Runs trained at once; `None`: one per core.
+    pub jobs: Option<usize>,
+    /// Where the report goes; `None`: `<results>/reproduce/` (full) or
+    /// `<results>/reproduce-quick/` (quick).
+    pub out: Option<PathBuf>,
+    /// The full report's `report.json`, whose verdicts a quick report is set against.
+    pub full_report: Option<PathBuf>,
+    /// Plan and estimate only: train nothing, write nothing.
+    pub dry_run: bool,
+}
+
+/// What a reproduction produced.
+#[derive(Debug)]
+pub struct ReproduceOutcome {
+    /// `None` for a dry run.
+    pub report: Option<report::Report>,
+    /// The estimate printed before training, in seconds of wall time.
+    pub estimated_s: f64,
+    pub written: Vec<PathBuf>,
+    /// Runs that failed to train, by study.
+    pub failures: Vec<String>,
+}
+
+/// The folder a mode trains into and the folder its report goes to.
+fn folders(request: &ReproduceRequest) -> (PathBuf, PathBuf) {
+    match request.mode {
+        Mode::Full => (
+            request.results_dir.clone(),
+            request
+                .out
+                .clone()
+                .unwrap_or_else(|| request.results_dir.join("reproduce")),
+        ),
+        Mode::Quick => {
+            let root = request.results_dir.join("reproduce-quick");
+            (root.clone(), request.out.clone().unwrap_or(root))
+        }
+    }
+}
+
+/// Run the suite and write the report.
+pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<ReproduceOutcome> {
+    let started = Instant::now();
+    let studies_dir = request
+        .claims_file
+        .parent()
+        .map(|p| p.join("studies"))
+        .unwrap_or_else(|| PathBuf::from("studies"));
+    let claims = load_claims(&request.claims_file, &studies_dir)?;
+    let (runs_root, out_dir) = folders(request);
+    let plan = plan_studies(&claims, &studies_dir, &runs_root, request.mode)?;
+    let jobs = request.jobs.unwrap_or_else(default_jobs).max(1);
+    let costs = estimate::calibrate()?;
+    let estimates: Vec<f64> = plan
+        .iter()
+        .map(|p| estimate::study_seconds(&p.study, &p.dir, &costs) / jobs as f64)
+        .collect();
+    let total: f64 = estimates.iter().sum();
+    progress.result(&format!(
+        "reproduce ({}): {} studies, {} runs to train; estimated {} on {jobs} job(s) (bench: \
+         {:.0} µs per MLP step at batch 60, {:.0} ms per CNN step at batch 128, one thread)",
+        mode_name(request.mode),
+        plan.len(),
+        plan.iter()
+            .map(|p| estimate::runs_to_train(&p.study, &p.dir))
+            .sum::<usize>(),
+        estimate::format_duration(total),
+        costs.mlp_step_us,
+        costs.cnn_step_ms,
+    ));
+    for (p, &seconds) in plan.iter().zip(&estimates) {
+        progress.note(&format!(
+            "{}: {} of {} runs to train, about {}",
+            p.study.name,
+            estimate::runs_to_train(&p.study, &p.dir),
+            p.study.runs.len(),
+            estimate::format_duration(seconds)
+        ));
+    }
+    if request.dry_run {
+        return Ok(ReproduceOutcome {
+            report: None,
+            estimated_s: total,
+            written: Vec::new(),
+            failures: Vec::new(),
+        });
+    }
+    let suite = SuiteProgress::new(progress, total);
+    let mut failures = Vec::new();
+    for (planned, &seconds) in plan.iter().zip(&estimates) {
+        suite.start_study(&planned.study.name, seconds);
+        let outcome = compare(
+            &CompareRequest {
+                target: CompareTarget::Study(planned.file.clone()),
+                jobs: Some(jobs),
+                baseline: None,
+                thresholds: None,
+                results_dir: runs_root.clone(),
+                out: None,
+                quiet: true,
+                data: request.data.clone(),
+            },
+            &suite,
+        )
+        .with_context(|| format!("study {} failed", planned.study.name))?;
+        failures.extend(
+            outcome
+                .failures
+                .iter()
+                .map(|f| format!("{}: {f}", planned.study.name)),
+        );
+        suite.finish_study();
+        let plots = crate::plot::PlotRequest::study(planned.dir.clone());
+        if let Err(err) = crate::plot::make_plots(&plots) {
+            progress.note(&format!("{}: no figures ({err:#})", planned.study.name));
+        }
+    }
+    progress.end();
+    let full_verdicts = match (request.mode, &request.full_report) {
+        (Mode::Quick, Some(path)) => report::read_verdicts(path),
+        _ => None,
+    };
+    let report = judge_claims(
+        &claims,
+        &plan,
+        request,
+        started.elapsed().as_secs_f64(),
+        full_verdicts,
+    )?;
+    let written = report::write(&report, &out_dir)?;
+    Ok(ReproduceOutcome {
+        report: Some(report),
+        estimated_s: total,
+        written,
+        failures,
+    })
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Quick => "quick",
+        Mode::Full => "full",
+    }
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A study as this mode runs it: its (possibly derived) file, its runs, and their folder.
+pub struct PlannedStudy {
+    pub study: Study,
+    pub file: PathBuf,
+    pub dir: PathBuf,
+    /// The study file as written in the repository.
+    pub source: PathBuf,
+}
+
+fn plan_studies(
+    claims: &ClaimsFile,
+    studies_dir: &Path,
+    runs_root: &Path,
+    mode: Mode,
+) -> Result<Vec<PlannedStudy>> {
+    let mut plan = Vec::new();
+    for name in claims.studies() {
+        let source = study_file(studies_dir, &name);
+        let file = match mode {
+            Mode::Full => source.clone(),
+            Mode::Quick => match claims.quick.set.get(&name) {
+                Some(set) => quick_study_file(&source, set, &claims.quick.seeds, runs_root)?,
+                None => continue,
+            },
+        };
+        let study = load_study(&file)?;
+        let dir = runs_root.join(&study.name);
+        plan.push(PlannedStudy {
+            study,
+            file,
+            dir,
+            source,
+        });
+    }
+    Ok(plan)
+}
+
+/// Write the quick variant of a study file: its base config inlined (the derived file lives
+/// elsewhere), the quick settings laid over every run, and the quick seeds.
+fn quick_study_file(
+    source: &Path,
+    set: &Map<String, Value>,
+    seeds: &[u64],
+    runs_root: &Path,
+) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(source)
+        .with_context(|| format!("cannot read {}", source.display()))?;
+    let mut study: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", source.display()))?;
+    let base_path = study["base"]
+        .as_str()
+        .map(|b| resolve_base(source, b))
+        .context("a shipped study names its base config by path")?;
+    let base = crate::config::read_config_value(&base_path)?;
+    study["base"] = base;
+    let mut fraction = None;
+    let study_set = study
+        .as_object_mut()
+        .context("a study is an object")?
+        .entry("set")
+        .or_insert_with(|| Value::Object(Map::new()));
+    for (key, value) in set {
+        if key == "steps_fraction" {
+            fraction = value.as_f64();
+            continue;
+        }
+        study_set[key] = value.clone();
+    }
+    if let Some(fraction) = fraction {
+        scale_zip_steps(&mut study, fraction);
+    }
+    study["grid"]["seed"] = Value::from(seeds.to_vec());
+    let name = study["study"].as_str().unwrap_or("study").to_string();
+    let dir = runs_root.join("studies");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&study)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Scale the `steps` and `eval_every` each run of a zip gives (`large_batch`).
+fn scale_zip_steps(study: &mut Value, fraction: f64) {
+    for key in ["steps", "eval_every"] {
+        if let Some(values) = study["zip"][key].as_array_mut() {
+            for v in values {
+                if let Some(n) = v.as_f64() {
+                    *v = Value::from(((n * fraction).round() as u64).max(1));
+                }
+            }
+        }
+    }
+}
+
+fn resolve_base(study_file: &Path, base: &str) -> PathBuf {
+    // As compare resolves it: the path as given if it exists, else beside the study file's
+    // folder's parent (configs/studies/x.json names configs/y.json).
+    let given = PathBuf::from(base);
+    if given.is_file() {
+        return given;
+    }
+    let mut dir = study_file.parent();
+    while let Some(d) = dir {
+        let candidate = d.join(base);
+        if candidate.is_file() {
+            return candidate;
+        }
+        dir = d.parent();
+    }
+    given
+}
+
+/// One test, judged.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestOutcome {
+    pub setting: String,
+    pub study: String,
+    pub metric: Metric,
+    pub metric_name: String,
+    pub threshold: Option<f64>,
+    pub better: verdict::Better,
+    pub min_effect: f64,
+    pub label_a: String,
+    pub label_b: String,
+    pub values_a: Vec<Option<f64>>,
+    pub values_b: Vec<Option<f64>>,
+    pub judged: Option<Judged>,
+    /// Set when the test could not be judged (study not run in this mode, no runs).
+    pub note: Option<String>,
+    /// The figure that shows it, if drawn.
+    pub figure: Option<PathBuf>,
+}
+
+impl TestOutcome {
+    pub fn verdict(&self) -> Verdict {
+        self.judged
+            .as_ref()
+            .map_or(Verdict::Inconclusive, |j| j.verdict)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClaimOutcome {
+    pub id: String,
+    pub statement: String,
+    pub source: String,
+    pub verdict: Verdict,
+    pub tests: Vec<TestOutcome>,
+    /// The full report's verdict, on a quick report.
+    pub full_verdict: Option<String>,
+}
+
+fn judge_claims(
+    claims: &ClaimsFile,
+    plan: &[PlannedStudy],
+    request: &ReproduceRequest,
+    wall_s: f64,
+    full_verdicts: Option<std::collections::BTreeMap<String, String>>,
+) -> Result<report::Report> {
+    let mut loaded: Vec<(String, Vec<RunRecord>)> = Vec::new();
+    for p in plan {
+        let records = p
+            .study
+            .runs
+            .iter()
+            .filter(|r| run_progress(&p.dir.join(&r.name)) == RunProgress::Done)
+            .filter_map(|r| load_run(&p.dir.join(&r.name)).ok())
+            .collect();
+        loaded.push((p.study.name.clone(), records));
+    }
+    let mut outcomes = Vec::new();
+    for claim in &claims.claims {
+        let mut tests = Vec::new();
+        for test in &claim.tests {
+            let records = loaded.iter().find(|(name, _)| *name == test.study);
+            let planned = plan.iter().find(|p| p.study.name == test.study);
+            tests.push(judge_test(
+                test,
+                records.map(|(_, r)| r.as_slice()),
+                planned,
+                claims.bootstrap,
+                request.mode,
+            )?);
+        }
+        let verdict = combine(&tests.iter().map(TestOutcome::verdict).collect::<Vec<_>>());
+        outcomes.push(ClaimOutcome {
+            id: claim.id.clone(),
+            statement: claim.statement.clone(),
+            source: claim.source.clone(),
+            verdict,
+            tests,
+            full_verdict: full_verdicts
+                .as_ref()
+                .and_then(|v| v.get(&claim.id).cloned()),
+        });
+    }
+    Ok(report::Report::new(
+        request.mode,
+        &claims.quick.note,
+        outcomes,
+        plan,
+        &loaded,
+        wall_s,
+    ))
+}
+
+fn judge_test(
+    test: &ClaimTest,
+    records: Option<&[RunRecord]>,
+    planned: Option<&PlannedStudy>,
+    bootstrap: verdict::Bootstrap,
+    mode: Mode,
+) -> Result<TestOutcome> {
+    let spec = |m: &Map<String, Value>| -> Vec<(String, Value)> {
+        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let (spec_a, spec_b) = (spec(&test.a), spec(&test.b));
+    let mut outcome = TestOutcome {
+        setting: test.setting.clone(),
+        study: test.study.clone(),
+        metric: test.metric,
+        metric_name: test.metric.describe(test.threshold),
+        threshold: test.threshold,
+        better: test.better,
+        min_effect: test.min_effect,
+        label_a: crate::compare::study::describe_spec(&spec_a),
+        label_b: crate::compare::study::describe_spec(&spec_b),
+        values_a: Vec::new(),
+        values_b: Vec::new(),
+        judged: None,
+        note: None,
+        figure: None,
+    };
+    let (Some(records), Some(planned)) = (records, planned) else {
+        outcome.note = Some(match mode {
+            Mode::Quick => format!("{} is not run in quick mode", test.study),
+            Mode::Full => format!("{} was not run", test.study),
+        });
+        return Ok(outcome);
+    };
+    outcome.figure = figure_for(test, &planned.dir);
+    if records.is_empty() {
+        outcome.note = Some(format!("{} has no finished runs", test.study));
+        return Ok(outcome);
+    }
+    let labels = group_labels(records)?;
+    outcome.label_a = label_of(records, &spec_a, &labels, test, "a")?;
+    outcome.label_b = label_of(records, &spec_b, &labels, test, "b")?;
+    let values = |spec: &[(String, Value)]| -> Vec<Option<f64>> {
+        records
+            .iter()
+            .filter(|r| matches_spec(&r.config, spec))
+            .filter_map(|r| metric_value(r, test))
+            .collect()
+    };
+    outcome.values_a = values(&spec_a);
+    outcome.values_b = values(&spec_b);
+    outcome.judged = Some(judge(
+        &outcome.values_a,
+        &outcome.values_b,
+        test.better,
+        test.min_effect,
+        test.min_seeds,
+        bootstrap,
+    ));
+    Ok(outcome)
+}
+
+/// The value of a test's metric for one run: `Some(None)` when the run failed (diverged, or
+/// never reached the threshold), `None` when the run has no such number at all (no probes).
+fn metric_value(run: &RunRecord, test: &ClaimTest) -> Option<Option<f64>> {
+    let diverged = run.status == RunStatus::Diverged;
+    match test.metric {
+        Metric::FinalAcc if diverged => Some(None),
+        Metric::FinalAcc => Some(crate::run::final_acc(&run.evals)),
+        Metric::StepsTo if diverged => Some(None),
+        Metric::StepsTo => {
+            Some(first_step_reaching(&run.evals, test.threshold.unwrap_or(1.0)).map(|s| s as f64))
+        }
+        Metric::Drift => {
+            let d = run.drift?.all;
+            Some(Some((d[0] + d[1] + d[2]) / 3.0))
+        }
+        Metric::Ics => {
+            let m = run.measures.as_ref()?;
+            let later: Vec<f64> = m.ics_relative.iter().skip(1).flatten().copied().collect();
+            (!later.is_empty()).then(|| Some(later.iter().sum::<f64>() / later.len() as f64))
+        }
+    }
+}
+
+/// `(run name, group label)` for every run of a study, with compare's labels.
+fn group_labels(records: &[RunRecord]) -> Result<Vec<(String, String)>> {
+    let cmp = compare_runs(
+        records,
+        &CompareOptions {
+            thresholds: DEFAULT_THRESHOLDS.to_vec(),
+            baseline: Baseline::FirstGroup,
+        },
+    )?;
+    Ok(cmp
+        .groups
+        .iter()
+        .flat_map(|g| g.runs.iter().map(|r| (r.name.clone(), g.label.clone())))
+        .collect())
+}
+
+fn label_of(
+    records: &[RunRecord],
+    spec: &[(String, Value)],
+    labels: &[(String, String)],
+    test: &ClaimTest,
+    side: &str,
+) -> Result<String> {
+    let mut found: Vec<&str> = records
+        .iter()
+        .filter(|r| matches_spec(&r.config, spec))
+        .filter_map(|r| {
+            labels
+                .iter()
+                .find(|(name, _)| *name == r.name)
+                .map(|(_, l)| l.as_str())
+        })
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    match found.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Ok(crate::compare::study::describe_spec(spec)),
+        many => bail!(
+            "the claims file's test \"{}\" picks {} groups of {} as its group {side}: {}; name \
+             more settings",
+            test.setting,
+            many.len(),
+            test.study,
+            many.join(", ")
+        ),
+    }
+}
+
+/// The figure of a study that shows a test's metric, if `plot --study` drew it.
+fn figure_for(test: &ClaimTest, study_dir: &Path) -> Option<PathBuf> {
+    let plots = study_dir.join("plots");
+    let name = match test.metric {
+        Metric::Drift => "fig1bc_percentiles.png",
+        Metric::Ics => "measures.png",
+        _ if test.study.starts_with("small_batch_norms") => "study_final_acc_vs_stats_batch.png",
+        _ if test.study == "batch_size" => "study_final_acc_vs_batch_size.png",
+        _ if test.study == "lr_multipliers" => "study_final_acc_vs_lr.png",
+        _ => "fig1a_accuracy.png",
+    };
+    let path = plots.join(name);
+    path.is_file().then_some(path)
+}
+
+pub use estimate::format_duration;
+
+mod estimate {
+    //! How long the runs still to train will take, from `bench`'s step timings.
+    use std::path::Path;
+
+    use anyhow::Result;
+    use serde_json::Value;
+
+    use crate::compare::study::Study;
+    use crate::run::{RunProgress, run_progress};
+
+    pub struct Costs {
+        pub mlp_step_us: f64,
+        pub cnn_step_ms: f64,
+    }
+
+    /// One MLP step at batch 60 and one CNN step at batch 128, with BN, one thread, timed as
+    /// `bench` times them (a few repetitions each).
+    pub fn calibrate() -> Result<Costs> {
+        let mlp = crate::bench::time_steps_on_one_thread("mlp-bn", 60)?;
+        let cnn = crate::bench::time_steps_on_one_thread("cnn-bn", 4)?;
+        Ok(Costs {
+            mlp_step_us: mlp.median_us,
+            cnn_step_ms: cnn.median_us / 1000.0,
+        })
+    }
+
+    pub fn runs_to_train(study: &Study, dir: &Path) -> usize {
+        study
+            .runs
+            .iter()
+            .filter(|r| run_progress(&dir.join(&r.name)) != RunProgress::Done)
+            .count()
+    }
+
+    /// Seconds of one core the study's unfinished runs need: steps × the step's cost scaled by
+    /// the batch, plus the evaluations (a forward pass over 10,000 test images, about a third
+    /// of a training step's cost per image), with noise and measures as measured by `bench`.
+    pub fn study_seconds(study: &Study, dir: &Path, costs: &Costs) -> f64 {
+        study
+            .runs
+            .iter()
+            .filter(|r| run_progress(&dir.join(&r.name)) != RunProgress::Done)
+            .map(|r| run_seconds(&r.config, costs))
+            .sum()
+    }
+
+    fn run_seconds(config: &Value, costs: &Costs) -> f64 {
+        let num = |path: &[&str]| {
+            path.iter()
+                .try_fold(config, |v, k| v.get(*k))
+                .and_then(Value::as_f64)
+        };
+        let steps = num(&["steps"]).unwrap_or(50_000.0);
+        let batch = num(&["batch_size"]).unwrap_or(60.0);
+        let eval_every = num(&["eval_every"]).unwrap_or(500.0).max(1.0);
+        let cnn = config["model"]["arch"] == "cnn";
+        let per_example = if cnn {
+            costs.cnn_step_ms * 1e-3 / 128.0
+        } else {
+            costs.mlp_step_us * 1e-6 / 60.0
+        };
+        let mut step = per_example * batch;
+        if config["norm"]["noise"] == true {
+            step *= if cnn { 1.5 } else { 2.0 };
+        }
+        if num(&["measures", "every"]).unwrap_or(0.0) > 0.0 {
+            step *= 1.2;
+        }
+        let evals = steps / eval_every + 1.0;
+        steps * step + evals * 10_000.0 * per_example / 3.0
+    }
+
+    pub fn format_duration(seconds: f64) -> String {
+        if seconds < 90.0 {
+            format!("{seconds:.0} s")
+        } else if seconds < 5400.0 {
+            format!("{:.0} min", seconds / 60.0)
+        } else {
+            format!("{:.1} h", seconds / 3600.0)
+        }
+    }
+}
+
+/// One bar over the whole suite: its units are estimated seconds; each study's own bar (from
+/// `compare`) moves the suite's bar through that study's share.
+struct SuiteProgress<'a> {
+    out: &'a dyn Progress,
+    state: Mutex<SuiteState>,
+}
+
+#[derive(Default)]
+struct SuiteState {
+    total: f64,
+    /// Estimated seconds of the studies already done.
+    done: f64,
+    /// The current study: its name, its estimated seconds, and its own bar's total.
+    study: String,
+    share: f64,
+    study_total: Option<u64>,
+}
+
+impl<'a> SuiteProgress<'a> {
+    fn new(out: &'a dyn Progress, total: f64) -> Self {
+        out.begin("reproduce", Some(total.max(1.0) as u64), 0);
+        Self {
+            out,
+            state: Mutex::new(SuiteState {
+                total,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SuiteState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start_study(&self, name: &str, seconds: f64) {
+        let mut s = self.lock();
+        s.study = name.to_string();
+        s.share = seconds;
+        s.study_total = None;
+        self.out
+            .advance(s.done as u64, &format!("{name}: starting"));
+    }
+
+    fn finish_study(&self) {
+        let mut s = self.lock();
+        s.done += s.share;
+        s.share = 0.0;
+        self.out
+            .advance(s.done as u64, &format!("{}: done", s.study));
+    }
+}
+
+impl Progress for SuiteProgress<'_> {
+    fn note(&self, line: &str) {
+        let study = self.lock().study.clone();
+        self.out.note(&format!("{study}: {line}"));
+    }
+    fn result(&self, line: &str) {
+        self.out.result(line);
+    }
+    fn begin(&self, _label: &str, total: Option<u64>, _position: u64) {
+        let mut s = self.lock();
+        s.study_total = total;
+        // The suite's bar stays up; a study's bar only moves it.
+        let total = s.total;
+        self.out
+            .begin("reproduce", Some(total.max(1.0) as u64), s.done as u64);
+    }
+    fn advance(&self, position: u64, status: &str) {
+        let s = self.lock();
+        let fraction = s
+            .study_total
+            .filter(|&t| t > 0)
+            .map_or(0.0, |t| position as f64 / t as f64);
+        self.out.advance(
+            (s.done + fraction.min(1.0) * s.share) as u64,
+            &format!("{}: {status}", s.study),
+        );
+    }
+    fn end(&self) {}
+}

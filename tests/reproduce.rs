@@ -1,0 +1,268 @@
+//! `bn-exp reproduce`: the verdict rule on synthetic seed results, and the whole command on
+//! two small studies of the smoke config, its HTML report read with an HTML parser.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bn_exp::reproduce::verdict::{Better, Bootstrap, Verdict, combine, judge};
+use scraper::{Html, Selector};
+use serde_json::{Value, json};
+
+const BOOT: Bootstrap = Bootstrap {
+    resamples: 10_000,
+    seed: 7,
+};
+
+fn some(values: &[f64]) -> Vec<Option<f64>> {
+    values.iter().map(|&v| Some(v)).collect()
+}
+
+#[test]
+fn a_clear_win_is_supported_with_its_effect_and_ci() {
+    let a = some(&[0.981, 0.982, 0.980]);
+    let b = some(&[0.973, 0.974, 0.972]);
+    let j = judge(&a, &b, Better::Higher, 0.002, 2, BOOT);
+    assert_eq!(j.verdict, Verdict::Supported, "{j:?}");
+    assert!((j.effect - 0.008).abs() < 1e-12);
+    // Every resample's difference lies between the extreme pairings: 0.006 and 0.010.
+    assert!(
+        j.ci_low >= 0.006 - 1e-12 && j.ci_high <= 0.010 + 1e-12,
+        "{j:?}"
+    );
+    assert!(j.ci_low > 0.0);
+    assert_eq!(j.p_a_better, 1.0);
+    // Lower-is-better metrics are oriented: fewer steps is the claimed direction.
+    let fast = some(&[2000.0, 2500.0, 2000.0]);
+    let slow = some(&[14000.0, 15000.0, 14500.0]);
+    let j = judge(&fast, &slow, Better::Lower, 1000.0, 2, BOOT);
+    assert_eq!(j.verdict, Verdict::Supported);
+    assert!((j.effect - 12333.333333333334).abs() < 1e-6, "{}", j.effect);
+}
+
+#[test]
+fn a_clear_loss_is_not_supported() {
+    let a = some(&[0.60, 0.61, 0.62]);
+    let b = some(&[0.70, 0.71, 0.69]);
+    let j = judge(&a, &b, Better::Higher, 0.01, 2, BOOT);
+    assert_eq!(j.verdict, Verdict::NotSupported, "{j:?}");
+    assert!(j.ci_high < 0.0);
+    assert_eq!(j.p_a_better, 0.0);
+    // An effect in the right direction that the CI shows is below the minimum: also not.
+    let a = some(&[0.7001, 0.7002, 0.7001]);
+    let b = some(&[0.7000, 0.7001, 0.7000]);
+    let j = judge(&a, &b, Better::Higher, 0.01, 2, BOOT);
+    assert_eq!(j.verdict, Verdict::NotSupported, "{j:?}");
+    assert!(j.reason.contains("minimum"), "{}", j.reason);
+}
+
+#[test]
+fn a_ci_straddling_zero_is_inconclusive() {
+    let a = some(&[0.95, 0.99, 0.96]);
+    let b = some(&[0.97, 0.96, 0.98]);
+    let j = judge(&a, &b, Better::Higher, 0.0, 2, BOOT);
+    assert!(j.ci_low < 0.0 && j.ci_high > 0.0, "{j:?}");
+    assert_eq!(j.verdict, Verdict::Inconclusive);
+    assert!(j.p_a_better > 0.0 && j.p_a_better < 1.0);
+}
+
+#[test]
+fn a_group_that_never_reaches_the_threshold_counts_as_never() {
+    // B never reaches it in any seed: A is better in every resample, by an unbounded margin.
+    let a = some(&[3000.0, 3500.0, 2500.0]);
+    let b = vec![None, None, None];
+    let j = judge(&a, &b, Better::Lower, 1000.0, 2, BOOT);
+    assert_eq!(j.verdict, Verdict::Supported, "{j:?}");
+    assert_eq!((j.effect, j.ci_low), (f64::INFINITY, f64::INFINITY));
+    assert_eq!((j.mean_b, j.failed_b), (None, 3));
+    // One seed of B never gets there: the effect is unbounded, but some resamples miss that
+    // seed, so the CI's lower end is a number, still above zero here.
+    let b = vec![Some(9000.0), None, Some(9500.0)];
+    let j = judge(&a, &b, Better::Lower, 1000.0, 2, BOOT);
+    assert_eq!(j.verdict, Verdict::Supported, "{j:?}");
+    assert!(j.ci_low.is_finite() && j.ci_low > 0.0 && j.ci_high.is_infinite());
+    // Both never: nothing to judge.
+    let j = judge(&[None, None], &[None, None], Better::Lower, 0.0, 2, BOOT);
+    assert_eq!(j.verdict, Verdict::Inconclusive);
+    // The JSON of a verdict says "inf", not null.
+    let text = serde_json::to_string(&judge(&a, &[None, None, None], Better::Lower, 0.0, 2, BOOT))
+        .unwrap();
+    assert!(text.contains("\"effect\":\"inf\""), "{text}");
+}
+
+#[test]
+fn a_single_seed_is_inconclusive_however_large_the_effect() {
+    let j = judge(
+        &some(&[0.99]),
+        &some(&[0.10]),
+        Better::Higher,
+        0.01,
+        2,
+        BOOT,
+    );
+    assert_eq!(j.verdict, Verdict::Inconclusive, "{j:?}");
+    assert!(j.reason.contains("at least 2"), "{}", j.reason);
+}
+
+#[test]
+fn claims_combine_their_tests() {
+    use Verdict::*;
+    assert_eq!(combine(&[Supported, Supported]), Supported);
+    assert_eq!(combine(&[NotSupported, NotSupported]), NotSupported);
+    assert_eq!(combine(&[Supported, NotSupported]), Partially);
+    assert_eq!(combine(&[Supported, Inconclusive]), Partially);
+    assert_eq!(combine(&[NotSupported, Inconclusive]), Inconclusive);
+    assert_eq!(combine(&[]), Inconclusive);
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A claims file beside a `studies/` folder of two smoke studies (the embedded MNIST).
+fn write_claims(dir: &Path) -> PathBuf {
+    let studies = dir.join("studies");
+    std::fs::create_dir_all(&studies).unwrap();
+    let smoke = repo().join("configs/smoke.json").display().to_string();
+    let write = |name: &str, study: Value| {
+        std::fs::write(studies.join(format!("{name}.json")), study.to_string()).unwrap();
+    };
+    write(
+        "tiny_bn",
+        json!({"study": "tiny_bn", "description": "BN or not on the smoke net",
+               "base": smoke, "set": {"steps": 200, "eval_every": 50},
+               "grid": {"norm.kind": ["none", "batch"], "seed": [0, 1]},
+               "baseline": {"norm.kind": "none"}}),
+    );
+    write(
+        "tiny_lr",
+        json!({"study": "tiny_lr", "description": "two learning rates with BN",
+               "base": smoke, "set": {"steps": 200, "eval_every": 50},
+               "grid": {"optim.lr": [0.1, 1.0], "seed": [0, 1]}}),
+    );
+    let test = |study: &str, a: Value, b: Value, metric: &str| {
+        json!({"setting": format!("{study} {metric}"), "study": study, "metric": metric,
+               "threshold": 0.8, "a": a, "b": b, "better": if metric == "steps_to" {"lower"} else {"higher"},
+               "min_effect": 0.0, "min_seeds": 2})
+    };
+    let claims = json!({
+        "description": "test claims",
+        "bootstrap": {"resamples": 1000, "seed": 1},
+        "quick": {"seeds": [0, 1], "note": "shorter", "set": {"tiny_bn": {"steps": 100}}},
+        "claims": [
+            {"id": "bn_helps", "statement": "BN helps the smoke net", "source": "a test",
+             "tests": [test("tiny_bn", json!({"norm.kind": "batch"}), json!({"norm.kind": "none"}), "final_acc"),
+                       test("tiny_bn", json!({"norm.kind": "batch"}), json!({"norm.kind": "none"}), "steps_to")]},
+            {"id": "small_lr_wins", "statement": "a small rate wins", "source": "a test",
+             "tests": [test("tiny_lr", json!({"optim.lr": 0.1}), json!({"optim.lr": 1.0}), "final_acc")]}
+        ]
+    });
+    let path = dir.join("claims.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&claims).unwrap()).unwrap();
+    path
+}
+
+fn reproduce(dir: &Path, claims: &Path, mode: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+        .current_dir(repo())
+        .args(["reproduce", mode, "--jobs", "2", "--quiet", "--claims"])
+        .arg(claims)
+        .arg("--results-dir")
+        .arg(dir.join("results"))
+        .arg("--full-report")
+        .arg(dir.join("results/reproduce/report.json"))
+        .arg("--data-dir")
+        .arg(repo().join("data"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn reproduce_writes_a_report_a_reader_and_a_parser_can_follow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let claims = write_claims(tmp.path());
+    let out = reproduce(tmp.path(), &claims, "--full");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report_dir = tmp.path().join("results/reproduce");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).unwrap())
+            .unwrap();
+    let verdicts: Vec<&str> = json["claims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts.len(), 2);
+    // The groups read as people say them, and each test has its seeds.
+    let first = &json["claims"][0]["tests"][0];
+    assert_eq!(
+        (first["label_a"].as_str(), first["label_b"].as_str()),
+        (Some("BN"), Some("no BN"))
+    );
+    assert_eq!(first["values_a"].as_array().unwrap().len(), 2);
+
+    let html =
+        Html::parse_document(&std::fs::read_to_string(report_dir.join("report.html")).unwrap());
+    let select = |s: &str| Selector::parse(s).unwrap();
+    let rows: Vec<_> = html.select(&select("table.verdicts tbody tr")).collect();
+    assert_eq!(rows.len(), 2, "one verdict row per claim");
+    for (row, verdict) in rows.iter().zip(&verdicts) {
+        let text: String = row.text().collect();
+        assert!(text.contains(verdict), "{text} lacks {verdict}");
+    }
+    let sections: Vec<_> = html.select(&select("section.claim")).collect();
+    assert_eq!(sections.len(), 2, "one section per claim");
+    for (section, claim) in sections.iter().zip(json["claims"].as_array().unwrap()) {
+        let text: String = section.text().collect();
+        assert!(text.contains(claim["statement"].as_str().unwrap()));
+    }
+    // Every figure is inline and decodes as the PNG plot drew.
+    let images: Vec<_> = html.select(&select("section.claim img")).collect();
+    assert!(images.len() >= 2, "{} figures", images.len());
+    for img in images {
+        let src = img.value().attr("src").unwrap();
+        let data = src
+            .strip_prefix("data:image/png;base64,")
+            .expect("inline PNG");
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
+        let decoded = image::load_from_memory(&bytes).unwrap();
+        let name = img.value().attr("alt").unwrap();
+        let copy = image::open(report_dir.join("figures").join(name)).unwrap();
+        assert_eq!(
+            (decoded.width(), decoded.height()),
+            (copy.width(), copy.height())
+        );
+        assert!(decoded.width() >= 1000 && decoded.height() >= 500, "{name}");
+    }
+    // No script is needed to read it, and nothing outside the file is loaded.
+    assert_eq!(html.select(&select("script")).count(), 0);
+    assert_eq!(html.select(&select("link")).count(), 0);
+
+    // The quick mode is titled as such and sets each verdict against the full report's.
+    let out = reproduce(tmp.path(), &claims, "--quick");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let quick =
+        std::fs::read_to_string(tmp.path().join("results/reproduce-quick/report.md")).unwrap();
+    assert!(
+        quick.starts_with("# bn-exp: Batch Normalization's claims, QUICK"),
+        "{quick}"
+    );
+    assert!(quick.contains("the full run"), "{quick}");
+    // Studies the quick settings leave out are not run, and their tests say so.
+    assert!(
+        quick.contains("tiny_lr is not run in quick mode"),
+        "{quick}"
+    );
+    assert!(!tmp.path().join("results/reproduce-quick/tiny_lr").exists());
+}
