@@ -101,6 +101,16 @@ fn a_single_seed_is_inconclusive_however_large_the_effect() {
     );
     assert_eq!(j.verdict, Verdict::Inconclusive, "{j:?}");
     assert!(j.reason.contains("at least 2"), "{}", j.reason);
+    // One group with enough seeds is not enough.
+    let j = judge(
+        &some(&[0.99, 0.98, 0.99]),
+        &some(&[0.10]),
+        Better::Higher,
+        0.01,
+        2,
+        BOOT,
+    );
+    assert_eq!(j.verdict, Verdict::Inconclusive, "{j:?}");
 }
 
 #[test]
