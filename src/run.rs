@@ -254,6 +254,19 @@ impl JsonlWriter {
     }
 }
 
+/// Write each `(name, text)` into `dir` (created if needed); returns the paths written.
+pub fn write_text_files(dir: &Path, files: &[(&str, String)]) -> Result<Vec<PathBuf>> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    files
+        .iter()
+        .map(|(name, text)| {
+            let path = dir.join(name);
+            fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(path)
+        })
+        .collect()
+}
+
 /// Write JSON to `path` atomically (a temporary file beside it, then rename), pretty-printed, so a
 /// reader or a crash never sees half a file.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {

@@ -34,19 +34,14 @@ divided by the steps this group needs to reach that same accuracy",
 
 /// Write `comparison.md`, `comparison.csv` and `comparison.json` into `dir`.
 pub fn write_comparison(dir: &Path, heading: &Heading, cmp: &Comparison) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let files = [
-        (MARKDOWN_FILE, render_markdown(heading, cmp)),
-        (CSV_FILE, render_csv(cmp)),
-        (JSON_FILE, render_json(cmp)?),
-    ];
-    let mut written = Vec::new();
-    for (name, text) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        written.push(path);
-    }
-    Ok(written)
+    crate::run::write_text_files(
+        dir,
+        &[
+            (MARKDOWN_FILE, render_markdown(heading, cmp)),
+            (CSV_FILE, render_csv(cmp)),
+            (JSON_FILE, render_json(cmp)?),
+        ],
+    )
 }
 
 /// The table for the terminal: a heading, aligned columns, the baseline, and what columns mean.

@@ -104,18 +104,10 @@ fn key_rank(key: &str) -> u8 {
     u8::from(!PRIMARY_KEYS.contains(&key))
 }
 
-/// A config value as it should read in a label: strings bare, integers without `.0`.
+/// A config value as it should read in a label: strings bare, integers without `.0`
+/// ([`crate::labels::value_text`], the one definition).
 pub fn format_value(value: Option<&Value>) -> String {
-    match value {
-        None | Some(Value::Null) => "-".to_string(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => i.to_string(),
-            (None, Some(f)) => format_float(f),
-            _ => n.to_string(),
-        },
-        Some(other) => other.to_string(),
-    }
+    crate::labels::value_text(value)
 }
 
 /// Shortest readable form of a float: `0.5`, `1`, `0.0001`, `1e-6`.

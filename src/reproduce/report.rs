@@ -237,18 +237,14 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut json = serde_json::to_string_pretty(report).context("cannot encode the report")?;
     json.push('\n');
-    let files = [
-        (JSON_FILE, json),
-        (MARKDOWN_FILE, markdown(report)),
-        (HTML_FILE, html(report)),
-    ];
-    let mut written = Vec::new();
-    for (name, text) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        written.push(path);
-    }
-    Ok(written)
+    crate::run::write_text_files(
+        dir,
+        &[
+            (JSON_FILE, json),
+            (MARKDOWN_FILE, markdown(report)),
+            (HTML_FILE, html(report)),
+        ],
+    )
 }
 
 /// `paper_fig1_fig1a_accuracy.png`: a figure's name in the report's `figures/`.
@@ -356,6 +352,23 @@ const TEST_HEADER: [&str; 9] = [
     "verdict",
 ];
 
+/// "MNIST MLP: study `paper_fig1`, steps to 97% test accuracy (lower is better); why."
+fn test_description(t: &TestOutcome) -> (String, String) {
+    let what = format!(
+        "{} ({} is better){}",
+        t.metric_name,
+        match t.better {
+            Better::Higher => "higher",
+            Better::Lower => "lower",
+        },
+        t.judged
+            .as_ref()
+            .map(|j| format!("; {}", j.reason))
+            .unwrap_or_default()
+    );
+    (t.setting.clone(), what)
+}
+
 fn claim_title(c: &ClaimOutcome, i: usize) -> String {
     format!("Claim {}: {}", i + 1, c.statement)
 }
@@ -427,21 +440,8 @@ fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(out);
         for t in &c.tests {
-            let _ = writeln!(
-                out,
-                "- {}: study `{}`, {} ({} is better){}.",
-                t.setting,
-                t.study,
-                t.metric_name,
-                match t.better {
-                    Better::Higher => "higher",
-                    Better::Lower => "lower",
-                },
-                t.judged
-                    .as_ref()
-                    .map(|j| format!("; {}", j.reason))
-                    .unwrap_or_default()
-            );
+            let (setting, what) = test_description(t);
+            let _ = writeln!(out, "- {setting}: study `{}`, {what}.", t.study);
         }
         let mut shown: Vec<String> = Vec::new();
         for t in c.tests.iter().filter(|t| t.figure.is_some()) {
@@ -600,20 +600,13 @@ fn html(r: &Report) -> String {
         }
         let _ = writeln!(out, "</tbody></table>\n<ul>");
         for t in &c.tests {
+            let (setting, what) = test_description(t);
             let _ = writeln!(
                 out,
-                "<li>{}: study <code>{}</code>, {} ({} is better){}</li>",
-                escape(&t.setting),
+                "<li>{}: study <code>{}</code>, {}</li>",
+                escape(&setting),
                 escape(&t.study),
-                escape(&t.metric_name),
-                match t.better {
-                    Better::Higher => "higher",
-                    Better::Lower => "lower",
-                },
-                t.judged
-                    .as_ref()
-                    .map(|j| format!("; {}", escape(&j.reason)))
-                    .unwrap_or_default()
+                escape(&what)
             );
         }
         let _ = writeln!(out, "</ul>");
