@@ -264,8 +264,11 @@ where
         step_sizes.push(eta);
         losses.push(g_eta.loss);
         changes.push(change);
-        // NaN-ignoring max: a step that blew the loss up leaves the others standing.
-        beta = beta.max(change / (eta * g_norm));
+        // Only finite ratios: a step that blew the loss up leaves the others standing.
+        let ratio = change / (eta * g_norm);
+        if ratio.is_finite() {
+            beta = beta.max(ratio);
+        }
     }
     let (loss_min, loss_max) = finite_range(&losses);
     let (grad_change_min, grad_change_max) = finite_range(&changes);

@@ -219,11 +219,14 @@ fn plan_studies(
         let file = match mode {
             Mode::Full => source.clone(),
             Mode::Quick => match claims.quick.set.get(&name) {
-                Some(set) => quick_study_file(&source, set, &claims.quick.seeds, runs_root)?,
+                Some(set) => {
+                    quick_study_file(&source, &name, set, &claims.quick.seeds, runs_root)?
+                }
                 None => continue,
             },
         };
         let study = load_study(&file)?;
+        check_groups_exist(claims, &name, &study)?;
         let dir = runs_root.join(&study.name);
         plan.push(PlannedStudy {
             study,
@@ -235,10 +238,33 @@ fn plan_studies(
     Ok(plan)
 }
 
+/// Every test's groups A and B must pick some run of its study, or the claims file has a typo
+/// (a setting's name, or a value such as a learning rate written differently).
+fn check_groups_exist(claims: &ClaimsFile, name: &str, study: &Study) -> Result<()> {
+    for claim in &claims.claims {
+        for test in claim.tests.iter().filter(|t| t.study == name) {
+            for (side, spec) in [("a", &test.a), ("b", &test.b)] {
+                let spec: Vec<(String, Value)> =
+                    spec.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                if !study.runs.iter().any(|r| matches_spec(&r.config, &spec)) {
+                    bail!(
+                        "claim {} ({}): group {side} {} matches no run of study {name}",
+                        claim.id,
+                        test.setting,
+                        crate::compare::study::describe_spec(&spec)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Write the quick variant of a study file: its base config inlined (the derived file lives
 /// elsewhere), the quick settings laid over every run, and the quick seeds.
 fn quick_study_file(
     source: &Path,
+    name: &str,
     set: &Map<String, Value>,
     seeds: &[u64],
     runs_root: &Path,
@@ -267,10 +293,16 @@ fn quick_study_file(
         study_set[key] = value.clone();
     }
     if let Some(fraction) = fraction {
-        scale_zip_steps(&mut study, fraction);
+        scale_zip_steps(&mut study, fraction).with_context(|| {
+            format!("quick.set.{name}.steps_fraction needs a study whose zip sets steps")
+        })?;
     }
-    study["grid"]["seed"] = Value::from(seeds.to_vec());
-    let name = study["study"].as_str().unwrap_or("study").to_string();
+    match study.get_mut("grid").and_then(Value::as_object_mut) {
+        Some(grid) => {
+            grid.insert("seed".into(), Value::from(seeds.to_vec()));
+        }
+        None => bail!("study {name} has no grid to set quick.seeds in"),
+    }
     let dir = runs_root.join("studies");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(format!("{name}.json"));
@@ -280,9 +312,14 @@ fn quick_study_file(
 }
 
 /// Scale the `steps` and `eval_every` each run of a zip gives (`large_batch`).
-fn scale_zip_steps(study: &mut Value, fraction: f64) {
+fn scale_zip_steps(study: &mut Value, fraction: f64) -> Result<()> {
+    let zip = study
+        .get_mut("zip")
+        .and_then(Value::as_object_mut)
+        .context("the study has no zip object")?;
+    anyhow::ensure!(zip.contains_key("steps"), "the study's zip does not set steps");
     for key in ["steps", "eval_every"] {
-        if let Some(values) = study["zip"][key].as_array_mut() {
+        if let Some(values) = zip.get_mut(key).and_then(Value::as_array_mut) {
             for v in values {
                 if let Some(n) = v.as_f64() {
                     *v = Value::from(((n * fraction).round() as u64).max(1));
@@ -290,6 +327,7 @@ fn scale_zip_steps(study: &mut Value, fraction: f64) {
             }
         }
     }
+    Ok(())
 }
 
 fn resolve_base(study_file: &Path, base: &str) -> PathBuf {
@@ -382,7 +420,13 @@ fn judge_claims(
                 request.mode,
             )?);
         }
-        let verdict = combine(&tests.iter().map(TestOutcome::verdict).collect::<Vec<_>>());
+        // A test whose study was not run (quick mode) does not count either way.
+        let run: Vec<Verdict> = tests
+            .iter()
+            .filter(|t| t.judged.is_some())
+            .map(TestOutcome::verdict)
+            .collect();
+        let verdict = combine(&run);
         outcomes.push(ClaimOutcome {
             id: claim.id.clone(),
             statement: claim.statement.clone(),
@@ -477,14 +521,19 @@ fn metric_value(run: &RunRecord, test: &ClaimTest) -> Option<Option<f64>> {
         Metric::StepsTo => {
             Some(first_step_reaching(&run.evals, test.threshold.unwrap_or(1.0)).map(|s| s as f64))
         }
+        // Probe-based metrics of a diverged run, or ones that are not finite, are missing
+        // rather than failures: they describe a distribution, not an outcome.
+        Metric::Drift | Metric::Ics if diverged => None,
         Metric::Drift => {
             let d = run.drift?.all;
-            Some(Some((d[0] + d[1] + d[2]) / 3.0))
+            let mean = (d[0] + d[1] + d[2]) / 3.0;
+            mean.is_finite().then_some(Some(mean))
         }
         Metric::Ics => {
             let m = run.measures.as_ref()?;
             let later: Vec<f64> = m.ics_relative.iter().skip(1).flatten().copied().collect();
-            (!later.is_empty()).then(|| Some(later.iter().sum::<f64>() / later.len() as f64))
+            let mean = later.iter().sum::<f64>() / later.len() as f64;
+            (!later.is_empty() && mean.is_finite()).then_some(Some(mean))
         }
     }
 }

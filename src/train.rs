@@ -793,7 +793,10 @@ impl Runner<'_> {
             self.config.batch_size,
         );
         let mut accs = vec![PopulationAccumulator::default(); net.norms.len()];
-        // No noise: the statistics are taken before it, so it would not change them.
+        // No noise: the population statistics describe the inputs inference will see, and
+        // inference runs without noise. (In a noisy net layer i's noise does reach BN i+1, so
+        // the moving averages, learned in training, are of noisy inputs; the population pass's
+        // are not.)
         let mode = Mode::Train {
             update_running: false,
             dropout_seed: None,

@@ -276,3 +276,19 @@ fn reproduce_writes_a_report_a_reader_and_a_parser_can_follow() {
     );
     assert!(!tmp.path().join("results/reproduce-quick/tiny_lr").exists());
 }
+
+#[test]
+fn the_expanded_interval_is_wide_for_few_seeds_and_nominal_for_many() {
+    use bn_exp::reproduce::verdict::expanded_tail;
+    // Φ(−√(3/2)·4.303) = Φ(−5.270) ≈ 6.8e-8; Φ(−√(10/9)·2.262) = Φ(−2.384) ≈ 0.0086.
+    assert!((expanded_tail(3) / 6.8e-8 - 1.0).abs() < 0.05, "{}", expanded_tail(3));
+    assert!((expanded_tail(10) - 0.0086).abs() < 0.0003, "{}", expanded_tail(10));
+    assert!((expanded_tail(100_000) - 0.025).abs() < 0.0002);
+    // Overlapping seeds: the plain percentile interval would clear zero here, the expanded
+    // one does not (A is better in 7 of 9 pairings, not all).
+    let a = some(&[0.660, 0.700, 0.655]);
+    let b = some(&[0.640, 0.660, 0.650]);
+    let j = judge(&a, &b, Better::Higher, 0.0, 2, BOOT);
+    assert_eq!(j.verdict, Verdict::Inconclusive, "{j:?}");
+    assert!(j.ci_low < 0.0 && j.p_a_better < 1.0);
+}

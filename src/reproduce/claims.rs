@@ -57,8 +57,8 @@ impl Metric {
         match self {
             Metric::FinalAcc => "final test accuracy".to_string(),
             Metric::StepsTo => format!(
-                "steps to {}% test accuracy",
-                threshold.map_or("?".to_string(), |t| format!("{}", t * 100.0))
+                "steps to {} test accuracy",
+                threshold.map_or("?".to_string(), crate::compare::render::percent_label)
             ),
             Metric::Drift => "Figure 1 drift (mean of p15, p50, p85)".to_string(),
             Metric::Ics => "ICS as gradient change, ‖G−G′‖/‖G‖".to_string(),

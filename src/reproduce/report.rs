@@ -269,19 +269,15 @@ fn value_text(metric: Metric, value: Option<f64>) -> String {
     }
 }
 
-/// An effect or CI bound in the metric's units (points for accuracy), ±∞ as words.
-fn effect_text(metric: Metric, better: Better, x: f64) -> String {
+/// An effect or CI bound in the metric's units (points for accuracy); ±∞ when a group has
+/// seeds that failed (diverged, or never reached the threshold).
+fn effect_text(metric: Metric, x: f64) -> String {
     if x.is_nan() {
         return "n/a".to_string();
     }
     if x.is_infinite() {
-        return if x > 0.0 {
-            "A only (B failed)".to_string()
-        } else {
-            "B only (A failed)".to_string()
-        };
+        return if x > 0.0 { "+∞" } else { "−∞" }.to_string();
     }
-    let _ = better;
     match metric {
         Metric::FinalAcc => format!("{:+.2} pt", x * 100.0),
         Metric::StepsTo => format!("{x:+.0} steps"),
@@ -332,13 +328,45 @@ fn test_cells(t: &TestOutcome) -> Vec<String> {
 }
 
 fn effect_cell(t: &TestOutcome, j: &Judged) -> String {
+    let failed = |k: usize, n: usize, group: &str| {
+        let what = if t.metric == Metric::StepsTo {
+            "never got there"
+        } else {
+            "failed"
+        };
+        (k > 0).then(|| format!("{group}: {k} of {n} seeds {what}"))
+    };
+    let notes: Vec<String> = [
+        failed(j.failed_a, j.n_a, "A"),
+        failed(j.failed_b, j.n_b, "B"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join("; "))
+    };
     format!(
-        "{} [{}, {}]",
-        effect_text(t.metric, t.better, j.effect),
-        effect_text(t.metric, t.better, j.ci_low),
-        effect_text(t.metric, t.better, j.ci_high)
+        "{} [{}, {}]{notes}",
+        effect_text(t.metric, j.effect),
+        effect_text(t.metric, j.ci_low),
+        effect_text(t.metric, j.ci_high)
     )
 }
+
+/// The verdict rule in words, as `configs/claims.json` fixes it.
+const RULE: &str = "The rule, fixed in configs/claims.json before any result was looked at: a \
+test is Supported when its effect is in the claimed direction, at least the claim's minimum \
+effect, and its 95% CI over seeds excludes zero; Not supported when the CI excludes zero the \
+other way, or rules the minimum out; Inconclusive otherwise, and always with fewer seeds than \
+the claim asks for. The CI is Hesterberg's expanded percentile bootstrap, which with 3 seeds \
+spans the extreme resamples: only a group better in every pairing of seeds clears zero. A \
+claim is Supported or Not supported when all its tests that were run are; Partially when some \
+are Supported and the others are not; Inconclusive otherwise. The effect is A − B, oriented so \
+that positive is the claim's direction; a diverged run, or a threshold never reached, counts \
+as the worst value (±∞).";
 
 const TEST_HEADER: [&str; 9] = [
     "setting",
@@ -413,13 +441,7 @@ fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\nThe rule (fixed in `configs/claims.json` before any result was looked at): a test is \
-         Supported when its effect is in the claimed direction, at least the claim's minimum \
-         effect, and its bootstrap 95% CI over seeds excludes zero; Not supported when the CI \
-         excludes zero the other way, or rules the minimum out; Inconclusive otherwise. A claim \
-         is Partially supported when some of its tests are Supported and others are not. The \
-         effect is A − B, oriented so that positive is the claim's direction; a diverged run or \
-         a threshold never reached counts as the worst value.\n"
+        "\n{RULE}\n"
     );
     for (i, c) in r.claims.iter().enumerate() {
         let _ = writeln!(out, "## {}\n", claim_title(c, i));
@@ -554,14 +576,8 @@ fn html(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "</tbody></table>\n<p>The rule, fixed in <code>configs/claims.json</code> before any \
-         result was looked at: a test is <b>Supported</b> when its effect is in the claimed \
-         direction, at least the claim's minimum effect, and its bootstrap 95% CI over seeds \
-         excludes zero; <b>Not supported</b> when the CI excludes zero the other way or rules \
-         the minimum out; <b>Inconclusive</b> otherwise. A claim is <b>Partially</b> supported \
-         when some of its tests are Supported and others are not. The effect is A − B, \
-         oriented so that positive is the claim's direction; a diverged run or a threshold \
-         never reached counts as the worst value.</p>"
+        "</tbody></table>\n<p>{}</p>",
+        escape(RULE)
     );
     for (i, c) in r.claims.iter().enumerate() {
         let v = verdict_text(c);
