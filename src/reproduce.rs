@@ -219,9 +219,7 @@ fn plan_studies(
         let file = match mode {
             Mode::Full => source.clone(),
             Mode::Quick => match claims.quick.set.get(&name) {
-                Some(set) => {
-                    quick_study_file(&source, &name, set, &claims.quick.seeds, runs_root)?
-                }
+                Some(set) => quick_study_file(&source, &name, set, &claims.quick.seeds, runs_root)?,
                 None => continue,
             },
         };
@@ -317,7 +315,10 @@ fn scale_zip_steps(study: &mut Value, fraction: f64) -> Result<()> {
         .get_mut("zip")
         .and_then(Value::as_object_mut)
         .context("the study has no zip object")?;
-    anyhow::ensure!(zip.contains_key("steps"), "the study's zip does not set steps");
+    anyhow::ensure!(
+        zip.contains_key("steps"),
+        "the study's zip does not set steps"
+    );
     for key in ["steps", "eval_every"] {
         if let Some(values) = zip.get_mut(key).and_then(Value::as_array_mut) {
             for v in values {

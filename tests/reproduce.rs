@@ -281,8 +281,16 @@ fn reproduce_writes_a_report_a_reader_and_a_parser_can_follow() {
 fn the_expanded_interval_is_wide_for_few_seeds_and_nominal_for_many() {
     use bn_exp::reproduce::verdict::expanded_tail;
     // Φ(−√(3/2)·4.303) = Φ(−5.270) ≈ 6.8e-8; Φ(−√(10/9)·2.262) = Φ(−2.384) ≈ 0.0086.
-    assert!((expanded_tail(3) / 6.8e-8 - 1.0).abs() < 0.05, "{}", expanded_tail(3));
-    assert!((expanded_tail(10) - 0.0086).abs() < 0.0003, "{}", expanded_tail(10));
+    assert!(
+        (expanded_tail(3) / 6.8e-8 - 1.0).abs() < 0.05,
+        "{}",
+        expanded_tail(3)
+    );
+    assert!(
+        (expanded_tail(10) - 0.0086).abs() < 0.0003,
+        "{}",
+        expanded_tail(10)
+    );
     assert!((expanded_tail(100_000) - 0.025).abs() < 0.0002);
     // Overlapping seeds: the plain percentile interval would clear zero here, the expanded
     // one does not (A is better in 7 of 9 pairings, not all).

@@ -397,6 +397,22 @@ fn test_description(t: &TestOutcome) -> (String, String) {
     (t.setting.clone(), what)
 }
 
+/// "2 of 3", or "1 of 2 (1 not run)" when some tests' studies were not run (quick mode).
+fn supported_text(c: &ClaimOutcome) -> String {
+    let run: Vec<&TestOutcome> = c.tests.iter().filter(|t| t.judged.is_some()).collect();
+    let supported = run
+        .iter()
+        .filter(|t| t.verdict() == Verdict::Supported)
+        .count();
+    let not_run = c.tests.len() - run.len();
+    let extra = if not_run > 0 {
+        format!(" ({not_run} not run)")
+    } else {
+        String::new()
+    };
+    format!("{supported} of {}{extra}", run.len())
+}
+
 fn claim_title(c: &ClaimOutcome, i: usize) -> String {
     format!("Claim {}: {}", i + 1, c.statement)
 }
@@ -425,24 +441,16 @@ fn markdown(r: &Report) -> String {
     let _ = writeln!(out, "| # | claim | verdict | tests supported |");
     let _ = writeln!(out, "|---|---|---|---|");
     for (i, c) in r.claims.iter().enumerate() {
-        let supported = c
-            .tests
-            .iter()
-            .filter(|t| t.verdict() == Verdict::Supported)
-            .count();
         let _ = writeln!(
             out,
-            "| {} | {} | **{}** | {supported} of {} |",
+            "| {} | {} | **{}** | {} |",
             i + 1,
             c.statement.replace('|', "\\|"),
             verdict_text(c),
-            c.tests.len()
+            supported_text(c)
         );
     }
-    let _ = writeln!(
-        out,
-        "\n{RULE}\n"
-    );
+    let _ = writeln!(out, "\n{RULE}\n");
     for (i, c) in r.claims.iter().enumerate() {
         let _ = writeln!(out, "## {}\n", claim_title(c, i));
         let _ = writeln!(
@@ -557,28 +565,19 @@ fn html(r: &Report) -> String {
     );
     for (i, c) in r.claims.iter().enumerate() {
         let v = verdict_text(c);
-        let supported = c
-            .tests
-            .iter()
-            .filter(|t| t.verdict() == Verdict::Supported)
-            .count();
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td><a href=\"#claim-{}\">{}</a></td><td class=\"{}\"><b>{}</b></td>\
-             <td>{supported} of {}</td></tr>",
+             <td>{}</td></tr>",
             i + 1,
             escape(&c.id),
             escape(&c.statement),
             verdict_class(&v),
             escape(&v),
-            c.tests.len()
+            escape(&supported_text(c))
         );
     }
-    let _ = writeln!(
-        out,
-        "</tbody></table>\n<p>{}</p>",
-        escape(RULE)
-    );
+    let _ = writeln!(out, "</tbody></table>\n<p>{}</p>", escape(RULE));
     for (i, c) in r.claims.iter().enumerate() {
         let v = verdict_text(c);
         let _ = writeln!(
