@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use bn_exp::bench::{self, BenchRequest};
-use bn_exp::compare::{self, CompareRequest, CompareTarget};
+use bn_exp::compare::{self, CompareRequest, CompareTarget, plan};
 use bn_exp::config::load_config;
 use bn_exp::data::{CATALOGUE_ENV, Catalogue, DATA_DIR_ENV, DataSource, Dataset};
 use bn_exp::fetch::{self, FetchOptions};
@@ -80,6 +80,31 @@ The report goes to results/reproduce/ (full) or results/reproduce-quick/ (quick)
 interrupted ones resumed, so the same command continues where it stopped."
     )]
     Reproduce(ReproduceArgs),
+    /// Train one entry of a study's plan (compare --study S --plan): what each task of a job
+    /// array runs.
+    #[command(
+        after_help = "Examples:\n  bn-exp compare --study configs/studies/paper_fig1.json --plan\n  \
+bn-exp run --plan results/paper_fig1/plan.jsonl --index 3\n  \
+SLURM_ARRAY_TASK_ID=3 bn-exp run --plan results/paper_fig1/plan.jsonl\n\n\
+A finished run is left as it is, an interrupted one resumes, and a run another task holds is\n\
+refused. Exit codes: 0 done, 3 diverged (retrying will not help), 2 error."
+    )]
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The plan file (results/<study>/plan.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub plan: PathBuf,
+    /// The entry to train [default: $SLURM_ARRAY_TASK_ID, else $JOB_COMPLETION_INDEX].
+    #[arg(long, value_name = "I")]
+    pub index: Option<usize>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub data: DataDirArg,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +219,10 @@ pub struct CompareArgs {
     /// Study file (configs/studies/*.json): runs what is not finished, then compares.
     #[arg(long, value_name = "FILE", conflicts_with = "dirs")]
     pub study: Option<PathBuf>,
+    /// With --study: write results/<study>/plan.jsonl (one run per line, for a scheduler to
+    /// run with `bn-exp run --plan FILE --index I`) instead of training.
+    #[arg(long, requires = "study")]
+    pub plan: bool,
     /// Existing run folders (or study folders) to compare instead of running a study.
     #[arg(value_name = "DIR")]
     pub dirs: Vec<PathBuf>,
@@ -321,7 +350,36 @@ pub fn run() -> Result<ExitCode> {
         Command::Data(args) => run_data(&args),
         Command::Bench(args) => run_bench(&args),
         Command::Reproduce(args) => run_reproduce(&args),
+        Command::Run(args) => run_plan_entry(&args),
     }
+}
+
+fn run_plan_entry(args: &RunArgs) -> Result<ExitCode> {
+    let index = plan::task_index(args.index)?;
+    let (entry, outcome) = plan::run_entry(
+        &args.plan,
+        index,
+        args.data.source()?,
+        &*terminal(args.quiet),
+    )?;
+    let code = match outcome {
+        Outcome::Finished(summary) | Outcome::Diverged(summary) => {
+            println!("{}", train::summary_line(&summary, &entry.run_dir));
+            train::exit_status(&summary)
+        }
+        Outcome::AlreadyDone(summary) => {
+            println!(
+                "plan entry {index} ({}) already finished ({}); nothing to do",
+                entry.name, summary.status
+            );
+            train::exit_status(&summary)
+        }
+        Outcome::Stopped(step) => {
+            println!("plan entry {index} ({}) stopped at step {step}", entry.name);
+            0
+        }
+    };
+    Ok(ExitCode::from(code))
 }
 
 fn run_reproduce(args: &ReproduceArgs) -> Result<ExitCode> {
@@ -413,6 +471,19 @@ fn run_train(args: &TrainArgs) -> Result<ExitCode> {
 }
 
 fn run_compare(args: CompareArgs) -> Result<ExitCode> {
+    if let (true, Some(study)) = (args.plan, &args.study) {
+        let outcome = plan::write_plan(study, &args.results_dir)?;
+        println!(
+            "wrote {}: {} runs ({} already finished); run entry I with `bn-exp run --plan {} \
+             --index I`, I from 0 to {}",
+            outcome.path.display(),
+            outcome.runs,
+            outcome.done,
+            outcome.path.display(),
+            outcome.runs.saturating_sub(1)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let target = match args.study {
         Some(file) => CompareTarget::Study(file),
         None => CompareTarget::Dirs(args.dirs),

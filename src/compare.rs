@@ -10,6 +10,7 @@
 //! See docs/studies.md for the study format and how each number can be recomputed by hand.
 
 pub mod keys;
+pub mod plan;
 pub mod render;
 pub mod runner;
 pub mod runs;
@@ -221,7 +222,7 @@ fn default_jobs() -> usize {
 /// Write the study's record and every run's config, and decide for each run: reuse (done),
 /// resume (started), or start. Refuses, before anything is trained, runs whose folder holds a
 /// run of a different config: reusing it would put wrong numbers in the table.
-fn plan_study(study: &Study, study_dir: &Path) -> Result<Vec<TrainJob>> {
+pub(crate) fn plan_study(study: &Study, study_dir: &Path) -> Result<Vec<TrainJob>> {
     let mut stale = Vec::new();
     for run in &study.runs {
         let run_dir = study_dir.join(&run.name);

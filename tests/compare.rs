@@ -1225,3 +1225,118 @@ fn a_failing_run_is_reported_and_the_others_still_compared() {
         describe(&output)
     );
 }
+
+/// The scheduler contract: `compare --study S --plan` writes one run per line, `bn-exp run
+/// --plan FILE --index I` (or with the index from `SLURM_ARRAY_TASK_ID`) trains entry I, a
+/// second task for a finished entry does nothing, and `compare --study` then collects with
+/// nothing left to train: the same table and the same records as the study run locally.
+#[test]
+fn a_plan_run_entry_by_entry_matches_the_study_run_locally() {
+    let tmp = tempfile::tempdir().unwrap();
+    let study = write_study(
+        tmp.path(),
+        json!({"study": "planned", "description": "smoke: BN or not",
+               "base": smoke(), "set": {"steps": 200, "eval_every": 50},
+               "grid": {"norm.kind": ["none", "batch"], "seed": [0, 1]},
+               "baseline": {"norm.kind": "none"}}),
+    );
+    let (local, scheduled) = (tmp.path().join("local"), tmp.path().join("scheduled"));
+    let output = run_study(&study, &local, true);
+    assert!(output.status.success(), "{}", describe(&output));
+
+    let output = bn_exp()
+        .args(["compare", "--plan", "--study"])
+        .arg(&study)
+        .arg("--results-dir")
+        .arg(&scheduled)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let plan = scheduled.join("planned/plan.jsonl");
+    let entries: Vec<Value> = std::fs::read_to_string(&plan)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[3]["index"], 3);
+    assert!(text(&output.stdout).contains("4 runs (0 already finished)"));
+    let task = |index: Option<usize>, env: Option<&str>| {
+        let mut command = bn_exp();
+        command
+            .args(["run", "--quiet", "--plan"])
+            .arg(&plan)
+            .arg("--data-dir")
+            .arg(repo().join("data"))
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("JOB_COMPLETION_INDEX");
+        if let Some(i) = index {
+            command.args(["--index", &i.to_string()]);
+        }
+        if let Some(i) = env {
+            command.env("SLURM_ARRAY_TASK_ID", i);
+        }
+        command.output().unwrap()
+    };
+    for i in 0..3 {
+        let output = task(Some(i), None);
+        assert!(output.status.success(), "{}", describe(&output));
+    }
+    let output = task(None, Some("3"));
+    assert!(output.status.success(), "{}", describe(&output));
+    // A requeued task of a finished entry does nothing, and says so.
+    let again = task(Some(1), None);
+    assert!(again.status.success() && text(&again.stdout).contains("already finished"));
+    // Out of range, or no index at all: an error that says what to do.
+    let bad = task(Some(4), None);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("holds 4 runs"),
+        "{}",
+        describe(&bad)
+    );
+    let none = task(None, None);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(
+        text(&none.stderr).contains("SLURM_ARRAY_TASK_ID"),
+        "{}",
+        describe(&none)
+    );
+
+    let output = run_study(&study, &scheduled, false);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        text(&output.stderr).contains("0 to train"),
+        "{}",
+        describe(&output)
+    );
+    let strip = |dir: &Path| -> Vec<Value> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("elapsed_s");
+                v
+            })
+            .collect()
+    };
+    for entry in &entries {
+        let name = entry["name"].as_str().unwrap();
+        assert_eq!(
+            strip(&local.join("planned").join(name)),
+            strip(&scheduled.join("planned").join(name)),
+            "{name}"
+        );
+    }
+    let table = |dir: &Path| {
+        let md = std::fs::read_to_string(dir.join("planned/comparison.md")).unwrap();
+        // Wall times differ between the two; the groups' numbers do not.
+        md.lines()
+            .take_while(|l| !l.starts_with("## Runs"))
+            // Drop the last two cells (wall s, steps/s): "… | 0.1 | 2000 |".
+            .map(|l| l.rsplitn(4, '|').nth(3).unwrap_or(l).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(table(&local), table(&scheduled));
+}
