@@ -18,6 +18,8 @@ use crate::backend;
 use crate::config::{Config, config_from_value};
 use crate::model::{CLASSES, build_net};
 use crate::progress::Progress;
+
+pub mod estimate;
 use crate::rng::Rng;
 
 /// The step workloads, in the order they run: the shipped nets, then the paper's MLP with each

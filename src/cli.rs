@@ -223,6 +223,25 @@ pub struct CompareArgs {
     /// run with `bn-exp run --plan FILE --index I`) instead of training.
     #[arg(long, requires = "study")]
     pub plan: bool,
+    /// With --plan: also write a scheduler file beside the plan: slurm.sh (an sbatch job
+    /// array) or k8s-job.yaml (a Kubernetes indexed Job).
+    #[arg(long, value_enum, requires = "plan", value_name = "SCHEDULER")]
+    pub emit: Option<EmitArg>,
+    /// Slurm partition of the array (with --emit slurm).
+    #[arg(long, requires = "emit")]
+    pub partition: Option<String>,
+    /// Slurm account to charge (with --emit slurm).
+    #[arg(long, requires = "emit")]
+    pub account: Option<String>,
+    /// Tasks at once: the array's %P, or the Job's parallelism [default: no limit].
+    #[arg(long, requires = "emit", value_name = "P")]
+    pub max_parallel: Option<usize>,
+    /// An extra #SBATCH line, as `--sbatch-line=--mem=4G` (repeatable).
+    #[arg(long, requires = "emit", value_name = "LINE")]
+    pub sbatch_line: Vec<String>,
+    /// The container image of the Kubernetes Job (with --emit k8s).
+    #[arg(long, requires = "emit", default_value = "bn-exp:latest")]
+    pub image: String,
     /// Existing run folders (or study folders) to compare instead of running a study.
     #[arg(value_name = "DIR")]
     pub dirs: Vec<PathBuf>,
@@ -249,6 +268,13 @@ pub struct CompareArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub data: DataDirArg,
+}
+
+/// `--emit`, mapped onto the library's [`plan::Emit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmitArg {
+    Slurm,
+    K8s,
 }
 
 /// `--format`, mapped onto the library's [`ImageFormat`].
@@ -482,6 +508,30 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
             outcome.path.display(),
             outcome.runs.saturating_sub(1)
         );
+        if let Some(kind) = args.emit {
+            let options = plan::EmitOptions {
+                partition: args.partition.clone(),
+                account: args.account.clone(),
+                max_parallel: args.max_parallel,
+                sbatch_lines: args.sbatch_line.clone(),
+                data_dir: args.data.source()?.dir,
+                image: args.image.clone(),
+            };
+            let kind = match kind {
+                EmitArg::Slurm => plan::Emit::Slurm,
+                EmitArg::K8s => plan::Emit::K8s,
+            };
+            let path = plan::emit(&outcome.path, kind, &options)?;
+            println!("wrote {}", path.display());
+            if kind == plan::Emit::Slurm {
+                println!(
+                    "submit it with `sbatch {}`; when the array is done, `bn-exp compare --study \
+                     {}` collects the runs",
+                    path.display(),
+                    study.display()
+                );
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let target = match args.study {

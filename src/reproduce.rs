@@ -104,7 +104,7 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
     let costs = estimate::calibrate()?;
     let estimates: Vec<f64> = plan
         .iter()
-        .map(|p| estimate::study_seconds(&p.study, &p.dir, &costs) / jobs as f64)
+        .map(|p| remaining::study_seconds(&p.study, &p.dir, &costs) / jobs as f64)
         .collect();
     let total: f64 = estimates.iter().sum();
     progress.result(&format!(
@@ -113,7 +113,7 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
         mode_name(request.mode),
         plan.len(),
         plan.iter()
-            .map(|p| estimate::runs_to_train(&p.study, &p.dir))
+            .map(|p| remaining::runs_to_train(&p.study, &p.dir))
             .sum::<usize>(),
         estimate::format_duration(total),
         costs.mlp_step_us,
@@ -123,7 +123,7 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
         progress.note(&format!(
             "{}: {} of {} runs to train, about {}",
             p.study.name,
-            estimate::runs_to_train(&p.study, &p.dir),
+            remaining::runs_to_train(&p.study, &p.dir),
             p.study.runs.len(),
             estimate::format_duration(seconds)
         ));
@@ -603,33 +603,16 @@ fn figure_for(test: &ClaimTest, study_dir: &Path) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-pub use estimate::format_duration;
+use crate::bench::estimate;
+pub use crate::bench::estimate::format_duration;
 
-mod estimate {
-    //! How long the runs still to train will take, from `bench`'s step timings.
+/// How long a study's runs still to train will take, and how many there are.
+mod remaining {
     use std::path::Path;
 
-    use anyhow::Result;
-    use serde_json::Value;
-
+    use super::estimate;
     use crate::compare::study::Study;
     use crate::run::{RunProgress, run_progress};
-
-    pub struct Costs {
-        pub mlp_step_us: f64,
-        pub cnn_step_ms: f64,
-    }
-
-    /// One MLP step at batch 60 and one CNN step at batch 128, with BN, one thread, timed as
-    /// `bench` times them (a few repetitions each).
-    pub fn calibrate() -> Result<Costs> {
-        let mlp = crate::bench::time_steps_on_one_thread("mlp-bn", 60)?;
-        let cnn = crate::bench::time_steps_on_one_thread("cnn-bn", 4)?;
-        Ok(Costs {
-            mlp_step_us: mlp.median_us,
-            cnn_step_ms: cnn.median_us / 1000.0,
-        })
-    }
 
     pub fn runs_to_train(study: &Study, dir: &Path) -> usize {
         study
@@ -642,49 +625,13 @@ mod estimate {
     /// Seconds of one core the study's unfinished runs need: steps × the step's cost scaled by
     /// the batch, plus the evaluations (a forward pass over 10,000 test images, about a third
     /// of a training step's cost per image), with noise and measures as measured by `bench`.
-    pub fn study_seconds(study: &Study, dir: &Path, costs: &Costs) -> f64 {
+    pub fn study_seconds(study: &Study, dir: &Path, costs: &estimate::Costs) -> f64 {
         study
             .runs
             .iter()
             .filter(|r| run_progress(&dir.join(&r.name)) != RunProgress::Done)
-            .map(|r| run_seconds(&r.config, costs))
+            .map(|r| estimate::run_seconds(&r.config, costs))
             .sum()
-    }
-
-    fn run_seconds(config: &Value, costs: &Costs) -> f64 {
-        let num = |path: &[&str]| {
-            path.iter()
-                .try_fold(config, |v, k| v.get(*k))
-                .and_then(Value::as_f64)
-        };
-        let steps = num(&["steps"]).unwrap_or(50_000.0);
-        let batch = num(&["batch_size"]).unwrap_or(60.0);
-        let eval_every = num(&["eval_every"]).unwrap_or(500.0).max(1.0);
-        let cnn = config["model"]["arch"] == "cnn";
-        let per_example = if cnn {
-            costs.cnn_step_ms * 1e-3 / 128.0
-        } else {
-            costs.mlp_step_us * 1e-6 / 60.0
-        };
-        let mut step = per_example * batch;
-        if config["norm"]["noise"] == true {
-            step *= if cnn { 1.5 } else { 2.0 };
-        }
-        if num(&["measures", "every"]).unwrap_or(0.0) > 0.0 {
-            step *= 1.2;
-        }
-        let evals = steps / eval_every + 1.0;
-        steps * step + evals * 10_000.0 * per_example / 3.0
-    }
-
-    pub fn format_duration(seconds: f64) -> String {
-        if seconds < 90.0 {
-            format!("{seconds:.0} s")
-        } else if seconds < 5400.0 {
-            format!("{:.0} min", seconds / 60.0)
-        } else {
-            format!("{:.1} h", seconds / 3600.0)
-        }
     }
 }
 

@@ -1303,6 +1303,48 @@ fn a_plan_run_entry_by_entry_matches_the_study_run_locally() {
         describe(&none)
     );
 
+    // The scheduler files: an sbatch array over the 4 entries, and a Kubernetes indexed Job
+    // that parses as YAML.
+    for emit in ["slurm", "k8s"] {
+        let output = bn_exp()
+            .args([
+                "compare",
+                "--plan",
+                "--emit",
+                emit,
+                "--max-parallel",
+                "2",
+                "--study",
+            ])
+            .arg(&study)
+            .arg("--results-dir")
+            .arg(&scheduled)
+            .arg("--data-dir")
+            .arg(repo().join("data"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", describe(&output));
+    }
+    let slurm = std::fs::read_to_string(scheduled.join("planned/slurm.sh")).unwrap();
+    for line in [
+        "#SBATCH --array=0-3%2",
+        "#SBATCH --requeue",
+        "#SBATCH --time=0-00:10:00",
+    ] {
+        assert!(slurm.contains(line), "{slurm}");
+    }
+    assert!(slurm.contains(" run --quiet --plan "), "{slurm}");
+    let job: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(scheduled.join("planned/k8s-job.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
+    assert_eq!(job["spec"]["completions"], 4);
+    assert_eq!(job["spec"]["parallelism"], 2);
+    let command = &job["spec"]["template"]["spec"]["containers"][0]["command"];
+    assert_eq!(command[1], "run");
+
     let output = run_study(&study, &scheduled, false);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(

@@ -142,3 +142,169 @@ pub fn run_entry(
     let outcome = crate::train::train(&request, progress)?;
     Ok((entry, outcome))
 }
+
+/// Which scheduler file `--emit` writes beside the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// `slurm.sh`: an sbatch job array.
+    Slurm,
+    /// `k8s-job.yaml`: a Kubernetes indexed Job.
+    K8s,
+}
+
+/// What the scheduler file asks for beyond the plan.
+#[derive(Debug, Clone, Default)]
+pub struct EmitOptions {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    /// Tasks at once (`%P` of the array, `parallelism` of the Job); `None`: no limit.
+    pub max_parallel: Option<usize>,
+    /// Further `#SBATCH` lines, as given (`--sbatch-line "--mem=4G"`).
+    pub sbatch_lines: Vec<String>,
+    /// The data folder every task reads.
+    pub data_dir: PathBuf,
+    /// The container image of the Kubernetes Job.
+    pub image: String,
+}
+
+/// Each task's time limit: three times the longest run's estimate from `bench`'s step timings
+/// (one thread), and at least 10 minutes, in Slurm's `D-HH:MM:SS`.
+pub fn time_limit(entries: &[PlanEntry]) -> Result<String> {
+    let costs = crate::bench::estimate::calibrate()?;
+    let longest = entries
+        .iter()
+        .map(|e| crate::bench::estimate::run_seconds(&e.config, &costs))
+        .fold(0.0, f64::max);
+    let seconds = (3.0 * longest).max(600.0).ceil() as u64;
+    Ok(format!(
+        "{}-{:02}:{:02}:{:02}",
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+        seconds % 60
+    ))
+}
+
+/// Every entry of a plan file.
+pub fn read_plan(plan: &Path) -> Result<Vec<PlanEntry>> {
+    let text = std::fs::read_to_string(plan)
+        .with_context(|| format!("cannot read the plan {}", plan.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{} line {} is not a plan entry", plan.display(), i + 1))
+        })
+        .collect()
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path).with_context(|| format!("cannot find {}", path.display()))
+}
+
+/// Write the scheduler file for a plan beside it; returns its path.
+pub fn emit(plan: &Path, kind: Emit, options: &EmitOptions) -> Result<PathBuf> {
+    let entries = read_plan(plan)?;
+    anyhow::ensure!(!entries.is_empty(), "{} holds no runs", plan.display());
+    let plan = absolute(plan)?;
+    let dir = plan
+        .parent()
+        .context("the plan has a folder")?
+        .to_path_buf();
+    let exe = std::env::current_exe().context("cannot find the bn-exp executable")?;
+    let data = absolute(&options.data_dir)?;
+    let study = dir
+        .file_name()
+        .map_or("study".to_string(), |n| n.to_string_lossy().to_string());
+    let command = format!(
+        "{} run --quiet --plan {} --data-dir {}",
+        exe.display(),
+        plan.display(),
+        data.display()
+    );
+    let (name, text) = match kind {
+        Emit::Slurm => (
+            "slurm.sh",
+            slurm_script(&study, &dir, &entries, &command, options)?,
+        ),
+        Emit::K8s => (
+            "k8s-job.yaml",
+            k8s_job(&study, &dir, entries.len(), &command, options),
+        ),
+    };
+    let path = dir.join(name);
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+fn slurm_script(
+    study: &str,
+    dir: &Path,
+    entries: &[PlanEntry],
+    command: &str,
+    options: &EmitOptions,
+) -> Result<String> {
+    let last = entries.len() - 1;
+    let limit = options
+        .max_parallel
+        .map_or(String::new(), |p| format!("%{p}"));
+    let mut lines = vec![
+        "#!/bin/bash".to_string(),
+        format!("# bn-exp study {study}: one array task per run of plan.jsonl."),
+        "# Submit with `sbatch slurm.sh`, then collect with `bn-exp compare --study ...`.".into(),
+        format!("#SBATCH --job-name=bn-exp-{study}"),
+        format!("#SBATCH --array=0-{last}{limit}"),
+        "#SBATCH --cpus-per-task=1".into(),
+        format!("#SBATCH --time={}", time_limit(entries)?),
+        format!("#SBATCH --output={}/slurm-%A_%a.out", dir.display()),
+        "#SBATCH --requeue".into(),
+    ];
+    if let Some(p) = &options.partition {
+        lines.push(format!("#SBATCH --partition={p}"));
+    }
+    if let Some(a) = &options.account {
+        lines.push(format!("#SBATCH --account={a}"));
+    }
+    lines.extend(
+        options
+            .sbatch_lines
+            .iter()
+            .map(|l| format!("#SBATCH {}", l.trim())),
+    );
+    lines.push(String::new());
+    lines.push("# One thread per task: the scheduler gives each task one core.".into());
+    lines.push("export RAYON_NUM_THREADS=1".into());
+    lines.push(format!("exec {command}"));
+    lines.push(String::new());
+    Ok(lines.join("\n"))
+}
+
+fn k8s_job(study: &str, dir: &Path, runs: usize, command: &str, options: &EmitOptions) -> String {
+    let parallelism = options.max_parallel.unwrap_or(runs).min(runs);
+    let image = if options.image.is_empty() {
+        "bn-exp:latest"
+    } else {
+        &options.image
+    };
+    let args: Vec<String> = command
+        .split_whitespace()
+        .map(|a| format!("\"{}\"", a.replace('"', "\\\"")))
+        .collect();
+    format!(
+        "# bn-exp study {study}: one indexed task per run of plan.jsonl; JOB_COMPLETION_INDEX\n\
+         # picks the entry. The plan, the results ({}) and the data must be on a volume every\n\
+         # pod mounts at the same path.\n\
+         apiVersion: batch/v1\n\
+         kind: Job\n\
+         metadata:\n  name: bn-exp-{}\n\
+         spec:\n  completionMode: Indexed\n  completions: {runs}\n  parallelism: {parallelism}\n  \
+         backoffLimit: {}\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      \
+         - name: bn-exp\n        image: {image}\n        env:\n        - name: RAYON_NUM_THREADS\n          \
+         value: \"1\"\n        command: [{}]\n        resources:\n          requests:\n            cpu: \"1\"\n",
+        dir.display(),
+        study.replace('_', "-"),
+        runs * 2,
+        args.join(", ")
+    )
+}
