@@ -2,6 +2,8 @@
 //! recomputed here from the fixture data), study files and grid expansion, and the whole command
 //! end to end through the real binary (which trains with `configs/smoke.json`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -1352,33 +1354,16 @@ fn a_plan_run_entry_by_entry_matches_the_study_run_locally() {
         "{}",
         describe(&output)
     );
-    let strip = |dir: &Path| -> Vec<Value> {
-        std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let mut v: Value = serde_json::from_str(l).unwrap();
-                v.as_object_mut().unwrap().remove("elapsed_s");
-                v
-            })
-            .collect()
-    };
     for entry in &entries {
         let name = entry["name"].as_str().unwrap();
         assert_eq!(
-            strip(&local.join("planned").join(name)),
-            strip(&scheduled.join("planned").join(name)),
+            common::metrics_without_timing(&local.join("planned").join(name)),
+            common::metrics_without_timing(&scheduled.join("planned").join(name)),
             "{name}"
         );
     }
-    let table = |dir: &Path| {
-        let md = std::fs::read_to_string(dir.join("planned/comparison.md")).unwrap();
-        // Wall times differ between the two; the groups' numbers do not.
-        md.lines()
-            .take_while(|l| !l.starts_with("## Runs"))
-            // Drop the last two cells (wall s, steps/s): "… | 0.1 | 2000 |".
-            .map(|l| l.rsplitn(4, '|').nth(3).unwrap_or(l).to_string())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(table(&local), table(&scheduled));
+    assert_eq!(
+        common::group_table_without_timing(&local.join("planned")),
+        common::group_table_without_timing(&scheduled.join("planned"))
+    );
 }

@@ -8,11 +8,13 @@
 //! checkpoint, resubmitted alone, and the result must still be identical. The cluster is
 //! stopped at the end, after a failure too.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -67,28 +69,6 @@ fn study_file(dir: &Path) -> PathBuf {
     path
 }
 
-fn metrics(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("elapsed_s");
-            v
-        })
-        .collect()
-}
-
-/// The comparison's group table without its wall-clock columns.
-fn table(study_dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(study_dir.join("comparison.md"))
-        .unwrap()
-        .lines()
-        .take_while(|l| !l.starts_with("## Runs"))
-        .map(|l| l.rsplitn(4, '|').nth(3).unwrap_or(l).to_string())
-        .collect()
-}
-
 fn plan_and_emit(study: &Path, results: &Path) -> PathBuf {
     let data = repo().join("data").display().to_string();
     let o = bn_exp(&[
@@ -131,14 +111,14 @@ fn assert_same_as_local(local: &Path, other: &Path) {
         "kind-batch_seed-1",
     ] {
         assert_eq!(
-            metrics(&local.join("slurm_smoke").join(name)),
-            metrics(&other.join("slurm_smoke").join(name)),
+            common::metrics_without_timing(&local.join("slurm_smoke").join(name)),
+            common::metrics_without_timing(&other.join("slurm_smoke").join(name)),
             "{name}"
         );
     }
     assert_eq!(
-        table(&local.join("slurm_smoke")),
-        table(&other.join("slurm_smoke"))
+        common::group_table_without_timing(&local.join("slurm_smoke")),
+        common::group_table_without_timing(&other.join("slurm_smoke"))
     );
 }
 

@@ -249,3 +249,28 @@ pub fn lists_valid(stdout: &str, dataset: &str) -> bool {
         .lines()
         .any(|l| l.starts_with(&format!("{dataset} (")) && l.ends_with(": valid"))
 }
+
+/// A run's `metrics.jsonl` without its wall-clock field: what two runs of one config must
+/// share byte for byte, wherever and however they were trained.
+pub fn metrics_without_timing(run_dir: &Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap_or_else(|e| panic!("{}: {e}", run_dir.display()))
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("elapsed_s");
+            v
+        })
+        .collect()
+}
+
+/// A study's `comparison.md` up to its per-run table, without each row's last two cells
+/// (wall s, steps/s): the groups' numbers, which do not depend on where the runs trained.
+pub fn group_table_without_timing(study_dir: &Path) -> Vec<String> {
+    fs::read_to_string(study_dir.join("comparison.md"))
+        .unwrap_or_else(|e| panic!("{}: {e}", study_dir.display()))
+        .lines()
+        .take_while(|l| !l.starts_with("## Runs"))
+        .map(|l| l.rsplitn(4, '|').nth(3).unwrap_or(l).to_string())
+        .collect()
+}
