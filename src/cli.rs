@@ -73,7 +73,7 @@ bn-exp data fetch cifar10 --data-dir ~/bn-data"
     Bench(BenchArgs),
     /// Run every study the paper's claims need and write a report with a verdict per claim.
     #[command(
-        after_help = "Examples:\n  bn-exp reproduce --quick --data-dir ../shared/data      # about 15 min on 2 cores\n  \
+        after_help = "Examples:\n  bn-exp reproduce --quick --data-dir ~/bn-data           # about 15 min on 2 cores\n  \
 bn-exp reproduce --full --jobs 2                        # every study at full length, 3 seeds\n\n\
 The report goes to results/reproduce/ (full) or results/reproduce-quick/ (quick): report.html\n\
 (self-contained, figures inline), report.md and report.json. Finished runs are reused and\n\

@@ -29,6 +29,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 
+use crate::norm::batch::tensor_to_f64;
 use crate::run::{LayerIcs, MeasureRecord};
 
 /// One weight layer of a model, for the ICS measure: the parameter whose gradient is compared
@@ -100,12 +101,7 @@ where
     F: Fn(&M) -> Result<Tensor<1>>,
 {
     let loss = loss_of(model)?;
-    let value = loss
-        .clone()
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("a loss")[0];
+    let value = tensor_to_f64(loss.clone())[0];
     let params = GradientsParams::from_grads(loss.backward(), model);
     let flat = flatten(model, &params);
     Ok(Gradient {
@@ -125,7 +121,7 @@ fn flatten<M: Module>(model: &M, grads: &GradientsParams) -> Vec<(ParamId, Vec<f
     impl ModuleVisitor for Flatten<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let values = match self.grads.get::<D>(param.id) {
-                Some(g) => host_f64(g),
+                Some(g) => tensor_to_f64(g),
                 None => vec![0.0; param.val().shape().num_elements()],
             };
             self.out.push((param.id, values));
@@ -137,13 +133,6 @@ fn flatten<M: Module>(model: &M, grads: &GradientsParams) -> Vec<(ParamId, Vec<f
     };
     model.visit(&mut visitor);
     visitor.out
-}
-
-fn host_f64<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("tensor data converted to f32")
 }
 
 /// A copy of the gradients the optimiser can consume (its `step` takes them by value).

@@ -271,11 +271,8 @@ fn quick_study_file(
         .with_context(|| format!("cannot read {}", source.display()))?;
     let mut study: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", source.display()))?;
-    let base_path = study["base"]
-        .as_str()
-        .map(|b| resolve_base(source, b))
-        .context("a shipped study names its base config by path")?;
-    let base = crate::config::read_config_value(&base_path)?;
+    // Inlined, found as `compare` finds it: the derived file lives in another folder.
+    let (base, _) = crate::compare::study::resolve_base(study.get("base"), source)?;
     study["base"] = base;
     let mut fraction = None;
     let study_set = study
@@ -329,24 +326,6 @@ fn scale_zip_steps(study: &mut Value, fraction: f64) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn resolve_base(study_file: &Path, base: &str) -> PathBuf {
-    // As compare resolves it: the path as given if it exists, else beside the study file's
-    // folder's parent (configs/studies/x.json names configs/y.json).
-    let given = PathBuf::from(base);
-    if given.is_file() {
-        return given;
-    }
-    let mut dir = study_file.parent();
-    while let Some(d) = dir {
-        let candidate = d.join(base);
-        if candidate.is_file() {
-            return candidate;
-        }
-        dir = d.parent();
-    }
-    given
 }
 
 /// One test, judged.

@@ -224,7 +224,7 @@ pub fn parse_study(text: &str, path: &Path) -> Result<Study> {
 /// The base config: an inline object, or a file found relative to the working directory, else
 /// relative to the study file's folder or any folder above it (so `configs/x.json` works from
 /// the repository root and from anywhere else).
-fn resolve_base(base: Option<&Value>, study_path: &Path) -> Result<(Value, String)> {
+pub fn resolve_base(base: Option<&Value>, study_path: &Path) -> Result<(Value, String)> {
     match base {
         None => bail!(
             "the study has no `base`: give a config file (\"base\": \"configs/mnist_mlp_sigmoid_bn.json\") \

@@ -121,14 +121,6 @@ pub fn format_float(x: f64) -> String {
     }
 }
 
-/// `k=v, k=v` over `keys`.
-pub fn label_for(identity: &FlatConfig, keys: &[String]) -> String {
-    keys.iter()
-        .map(|k| format!("{k}={}", format_value(identity.get(k))))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Order configs by their values on `keys`: `none` first among strings, numbers numerically.
 pub fn compare_on_keys(a: &FlatConfig, b: &FlatConfig, keys: &[String]) -> Ordering {
     keys.iter()
@@ -323,7 +315,10 @@ mod tests {
             mk("after", 1.0),
         ];
         configs.sort_by(|a, b| compare_on_keys(a, b, &keys));
-        let labels: Vec<String> = configs.iter().map(|c| label_for(c, &keys)).collect();
+        let labels: Vec<String> = configs
+            .iter()
+            .map(|c| crate::labels::key_value_label(c, &keys))
+            .collect();
         assert_eq!(
             labels,
             [
