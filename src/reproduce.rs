@@ -375,26 +375,34 @@ fn judge_claims(
     wall_s: f64,
     full_verdicts: Option<std::collections::BTreeMap<String, String>>,
 ) -> Result<report::Report> {
-    let mut loaded: Vec<(String, Vec<RunRecord>)> = Vec::new();
+    let mut loaded: Vec<StudyRuns> = Vec::new();
     for p in plan {
-        let records = p
+        let records: Vec<RunRecord> = p
             .study
             .runs
             .iter()
             .filter(|r| run_progress(&p.dir.join(&r.name)) == RunProgress::Done)
             .filter_map(|r| load_run(&p.dir.join(&r.name)).ok())
             .collect();
-        loaded.push((p.study.name.clone(), records));
+        let labels = match records.is_empty() {
+            true => Vec::new(),
+            false => group_labels(&records)?,
+        };
+        loaded.push(StudyRuns {
+            name: p.study.name.clone(),
+            records,
+            labels,
+        });
     }
     let mut outcomes = Vec::new();
     for claim in &claims.claims {
         let mut tests = Vec::new();
         for test in &claim.tests {
-            let records = loaded.iter().find(|(name, _)| *name == test.study);
+            let runs = loaded.iter().find(|s| s.name == test.study);
             let planned = plan.iter().find(|p| p.study.name == test.study);
             tests.push(judge_test(
                 test,
-                records.map(|(_, r)| r.as_slice()),
+                runs,
                 planned,
                 claims.bootstrap,
                 request.mode,
@@ -428,9 +436,17 @@ fn judge_claims(
     ))
 }
 
+/// A study's finished runs, read once, with the label of each run's group.
+pub struct StudyRuns {
+    pub name: String,
+    pub records: Vec<RunRecord>,
+    /// `(run name, group label)`, as `compare` labels the groups.
+    pub labels: Vec<(String, String)>,
+}
+
 fn judge_test(
     test: &ClaimTest,
-    records: Option<&[RunRecord]>,
+    runs: Option<&StudyRuns>,
     planned: Option<&PlannedStudy>,
     bootstrap: verdict::Bootstrap,
     mode: Mode,
@@ -455,21 +471,22 @@ fn judge_test(
         note: None,
         figure: None,
     };
-    let (Some(records), Some(planned)) = (records, planned) else {
+    let (Some(runs), Some(planned)) = (runs, planned) else {
         outcome.note = Some(match mode {
             Mode::Quick => format!("{} is not run in quick mode", test.study),
             Mode::Full => format!("{} was not run", test.study),
         });
         return Ok(outcome);
     };
+    let records = runs.records.as_slice();
     outcome.figure = figure_for(test, &planned.dir);
     if records.is_empty() {
         outcome.note = Some(format!("{} has no finished runs", test.study));
         return Ok(outcome);
     }
-    let labels = group_labels(records)?;
-    outcome.label_a = label_of(records, &spec_a, &labels, test, "a")?;
-    outcome.label_b = label_of(records, &spec_b, &labels, test, "b")?;
+    let labels = &runs.labels;
+    outcome.label_a = label_of(records, &spec_a, labels, test, "a")?;
+    outcome.label_b = label_of(records, &spec_b, labels, test, "b")?;
     let values = |spec: &[(String, Value)]| -> Vec<Option<f64>> {
         records
             .iter()

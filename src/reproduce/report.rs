@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::claims::Metric;
 use super::verdict::{Better, Judged, Verdict};
-use super::{ClaimOutcome, Mode, PlannedStudy, TestOutcome};
+use super::{ClaimOutcome, Mode, PlannedStudy, StudyRuns, TestOutcome};
 use crate::compare::runs::RunRecord;
 
 pub const HTML_FILE: &str = "report.html";
@@ -79,7 +79,7 @@ impl Report {
         quick_note: &str,
         claims: Vec<ClaimOutcome>,
         plan: &[PlannedStudy],
-        loaded: &[(String, Vec<RunRecord>)],
+        loaded: &[StudyRuns],
         wall_s: f64,
     ) -> Self {
         let studies: Vec<StudySection> = plan
@@ -87,8 +87,8 @@ impl Report {
             .map(|p| {
                 let records = loaded
                     .iter()
-                    .find(|(n, _)| *n == p.study.name)
-                    .map_or(&[][..], |(_, r)| r.as_slice());
+                    .find(|s| s.name == p.study.name)
+                    .map_or(&[][..], |s| s.records.as_slice());
                 study_section(p, records)
             })
             .collect();
