@@ -14,6 +14,8 @@ evaluating the full test set every 500 steps, and reports their wall time.
 
 Prints one JSON object on stdout. Usage:
   python3 scripts/pytorch_reference.py [--reps 50] [--threads 2] [--only mlp,mlp-bn] [--fig1]
+                                      [--device cpu|cuda]
+On --device cuda the step is the same, on the GPU: the loss read-back ends each timed step.
 Needs torch and numpy (see README, "Benchmarks").
 """
 import argparse
@@ -74,18 +76,18 @@ WORKLOADS = {
 }
 
 
-def time_steps(name: str, reps: int) -> dict:
+def time_steps(name: str, reps: int, device: str = "cpu") -> dict:
     w = WORKLOADS[name]
     torch.manual_seed(1)
-    net = w["make"]().train()
+    net = w["make"]().to(device).train()
     opt = torch.optim.SGD(net.parameters(), lr=w["lr"], momentum=w["momentum"], weight_decay=w["wd"])
     pool = max(1024, w["batch"])
-    images = torch.randn(pool, *w["shape"])
-    labels = torch.randint(0, 10, (pool,))
+    images = torch.randn(pool, *w["shape"], device=device)
+    labels = torch.randint(0, 10, (pool,), device=device)
     warmup = min(max(reps // 5, 2), 20)
     times = []
     for i in range(warmup + reps):
-        idx = torch.randint(0, pool, (w["batch"],))
+        idx = torch.randint(0, pool, (w["batch"],), device=device)
         t0 = time.perf_counter()
         x, y = images[idx], labels[idx]
         loss = F.cross_entropy(net(x), y)
@@ -145,13 +147,15 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(WORKLOADS))
     ap.add_argument("--fig1", action="store_true")
     ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    out = dict(torch=torch.__version__, threads=args.threads, steps={})
+    device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU ({args.threads} threads)"
+    out = dict(torch=torch.__version__, threads=args.threads, device=device_name, steps={})
     for name in args.only.split(","):
         if name not in WORKLOADS:
             sys.exit(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
-        out["steps"][name] = time_steps(name, args.reps)
+        out["steps"][name] = time_steps(name, args.reps, args.device)
         print(f"{name}: {out['steps'][name]['median_us']:.0f} us/step", file=sys.stderr)
     if args.fig1:
         out["fig1"] = {name: train_fig1(bn, args.data_dir) for name, bn in (("bn", True), ("nobn", False))}

@@ -11,10 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::backend;
+use crate::backend::{self, DeviceKind};
 use crate::config::{Config, config_from_value};
 use crate::model::{CLASSES, build_net};
 use crate::progress::Progress;
@@ -82,6 +81,11 @@ pub struct StepResult {
     pub steps_per_s: f64,
     pub peak_rss_mb: f64,
     pub threads: usize,
+    /// Burn's backend ("flex", "wgpu") and the device it ran on, with every figure.
+    #[serde(default)]
+    pub backend: String,
+    #[serde(default)]
+    pub device: String,
 }
 
 /// What Santurkar et al.'s measures cost: the paper's MLP with BN trained twice in a row, one
@@ -113,6 +117,9 @@ pub struct Fig1Result {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchReport {
     pub backend: String,
+    /// The device every step figure ran on: "CPU (flex, 2 threads)" or the GPU adapter's name.
+    #[serde(default)]
+    pub device: String,
     pub steps: Vec<StepResult>,
     pub fig1: Option<Fig1Result>,
     pub measures: Option<MeasuresCost>,
@@ -171,6 +178,8 @@ pub struct BenchRequest {
     pub threads: Option<usize>,
     /// The data folder for the Figure 1 study (MNIST).
     pub data_dir: PathBuf,
+    /// Where the step workloads run. On the GPU only step workloads are timed.
+    pub device: DeviceKind,
 }
 
 /// Run the bench, printing each figure as it is measured, and return them all.
@@ -185,37 +194,68 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
             );
         }
     }
+    let on_gpu = args.device == DeviceKind::Gpu;
     let wanted: Vec<String> = args.only.clone().unwrap_or_else(|| {
+        let whole_runs = if on_gpu {
+            &[][..]
+        } else {
+            &["fig1", "measures"][..]
+        };
         STEP_WORKLOADS
             .iter()
+            .chain(whole_runs)
             .map(|s| s.to_string())
-            .chain(["fig1".to_string(), "measures".to_string()])
             .collect()
     });
+    ensure!(
+        !on_gpu || !wanted.iter().any(|w| w == "fig1" || w == "measures"),
+        "fig1 and measures are timed on the CPU only; on --device gpu, time the step workloads \
+         ({})",
+        STEP_WORKLOADS.join(", ")
+    );
+    let threads = args.threads.unwrap_or_else(backend::threads);
+    // Name the device in this process too: a missing GPU fails here, once, with its remedy.
+    let device = match args.device {
+        DeviceKind::Cpu => format!("CPU (flex, {threads} threads)"),
+        DeviceKind::Gpu => backend::device_name(DeviceKind::Gpu)?,
+    };
+    let backend_name = args.device.backend_name();
     let mut report = BenchReport {
-        backend: backend::BACKEND_NAME.into(),
+        backend: backend_name.into(),
+        device: device.clone(),
         steps: Vec::new(),
         fig1: None,
         measures: None,
         pytorch: None,
     };
-    let threads = args.threads.unwrap_or_else(backend::threads);
+    progress.result(&format!("bn-exp bench on {backend_name}: {device}"));
     progress.result(&format!(
-        "bn-exp bench on {} ({threads} threads)",
-        backend::BACKEND_NAME
-    ));
-    progress.result(&format!(
-        "{:<20} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10}",
-        "workload", "batch", "median µs", "min µs", "max µs", "steps/s", "peak MB"
+        "{:<20} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10}  {}",
+        "workload",
+        "batch",
+        "median µs",
+        "min µs",
+        "max µs",
+        "steps/s",
+        "peak MB",
+        "backend: device"
     ));
     for w in wanted
         .iter()
         .filter(|w| !["fig1", "measures"].contains(&w.as_str()))
     {
-        let r = run_worker(w, args.reps, threads)?;
+        let r = run_worker(w, args.reps, threads, args.device)?;
         progress.result(&format!(
-            "{:<20} {:>6} {:>12.0} {:>12.0} {:>12.0} {:>10.1} {:>10.1}",
-            r.workload, r.batch_size, r.median_us, r.min_us, r.max_us, r.steps_per_s, r.peak_rss_mb
+            "{:<20} {:>6} {:>12.0} {:>12.0} {:>12.0} {:>10.1} {:>10.1}  {}: {}",
+            r.workload,
+            r.batch_size,
+            r.median_us,
+            r.min_us,
+            r.max_us,
+            r.steps_per_s,
+            r.peak_rss_mb,
+            r.backend,
+            r.device
         ));
         report.steps.push(r);
     }
@@ -250,7 +290,7 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
         report.measures = Some(cost);
     }
     if args.compare_pytorch {
-        report.pytorch = compare_pytorch(&report, args.reps, threads, progress)?;
+        report.pytorch = compare_pytorch(&report, args.reps, threads, args.device, progress)?;
     }
     if let Some(path) = &args.json {
         crate::run::write_json_atomic(path, &report)?;
@@ -299,14 +339,24 @@ pub fn norm_ratio_lines(steps: &[StepResult]) -> Vec<String> {
 /// Time `reps` steps of a workload in a child process on one thread, as `compare` runs each of
 /// several runs at once (`reproduce` estimates its time from these).
 pub fn time_steps_on_one_thread(workload: &str, reps: usize) -> Result<StepResult> {
-    run_worker(workload, reps, 1)
+    run_worker(workload, reps, 1, DeviceKind::Cpu)
 }
 
 /// Run one workload in a child process and read its JSON line.
-fn run_worker(workload: &str, reps: usize, threads: usize) -> Result<StepResult> {
+fn run_worker(
+    workload: &str,
+    reps: usize,
+    threads: usize,
+    device: DeviceKind,
+) -> Result<StepResult> {
     let exe = std::env::current_exe().context("cannot find the bn-exp executable")?;
+    let device_flag = match device {
+        DeviceKind::Cpu => "cpu",
+        DeviceKind::Gpu => "gpu",
+    };
     let out = Command::new(exe)
         .args(["bench", "--worker", workload, "--reps", &reps.to_string()])
+        .args(["--device", device_flag])
         .env("RAYON_NUM_THREADS", threads.to_string())
         .output()
         .context("cannot start a bench worker")?;
@@ -319,12 +369,15 @@ fn run_worker(workload: &str, reps: usize, threads: usize) -> Result<StepResult>
     serde_json::from_str(line.trim()).context("bench worker printed no result")
 }
 
-/// Time `reps` training steps (after warm-up) of one workload in this process.
-pub fn time_steps(workload: &str, reps: usize) -> Result<StepResult> {
+/// Time `reps` training steps (after warm-up) of one workload in this process, on `kind`.
+/// A timed step ends with the loss read back to the host, as in training, so a GPU's queued
+/// kernels are all inside it.
+pub fn time_steps(workload: &str, reps: usize, kind: DeviceKind) -> Result<StepResult> {
     ensure!(reps > 0, "--reps must be at least 1");
-    let config = workload_config(workload)?;
-    let device = backend::device();
-    let train_device = backend::train_device();
+    let mut config = workload_config(workload)?;
+    config.device = kind;
+    let device = backend::device(kind)?;
+    let train_device = backend::train_device(kind)?;
     let features = config.dataset.features();
     let b = config.batch_size;
     // A pool of random examples to gather batches from, as training does.
@@ -332,12 +385,19 @@ pub fn time_steps(workload: &str, reps: usize) -> Result<StepResult> {
     let mut rng = Rng::new(1);
     let images: Vec<f32> = (0..pool * features).map(|_| rng.normal() as f32).collect();
     let labels: Vec<u8> = (0..pool).map(|_| rng.below(CLASSES) as u8).collect();
-    let split = crate::train::DeviceSplit {
-        images: Tensor::from_data(TensorData::new(images, [pool, features]), &device),
-        labels,
-        len: pool,
-        features,
-    };
+    let (channels, side) = config.dataset.image_shape();
+    let split = crate::train::DeviceSplit::upload(
+        crate::data::Split {
+            images,
+            labels,
+            len: pool,
+            channels,
+            height: side,
+            width: side,
+        },
+        &device,
+        backend::max_buffer_bytes(kind),
+    );
     let mut net = build_net(&config, &train_device);
     let mut optim = crate::train::build_optimizer(&config);
     let warmup = (reps / 5).clamp(2, 20);
@@ -371,6 +431,8 @@ pub fn time_steps(workload: &str, reps: usize) -> Result<StepResult> {
         steps_per_s: 1e6 / median,
         peak_rss_mb: peak_rss_mb(),
         threads: backend::threads(),
+        backend: kind.backend_name().into(),
+        device: backend::device_name(kind)?,
     })
 }
 
@@ -493,6 +555,7 @@ fn compare_pytorch(
     report: &BenchReport,
     reps: usize,
     threads: usize,
+    device: DeviceKind,
     progress: &dyn Progress,
 ) -> Result<Option<serde_json::Value>> {
     let script = Path::new("scripts/pytorch_reference.py");
@@ -511,6 +574,12 @@ fn compare_pytorch(
             &reps.to_string(),
             "--threads",
             &threads.to_string(),
+            "--device",
+            if device == DeviceKind::Gpu {
+                "cuda"
+            } else {
+                "cpu"
+            },
         ])
         .output()
         .with_context(|| format!("cannot run {python} {}", script.display()))?;
@@ -523,6 +592,11 @@ fn compare_pytorch(
     }
     let theirs: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("the PyTorch reference printed no JSON")?;
+    progress.result(&format!(
+        "PyTorch {} on {}",
+        theirs["torch"].as_str().unwrap_or("?"),
+        theirs["device"].as_str().unwrap_or("?")
+    ));
     progress.result(&format!(
         "{:<8} {:>14} {:>14} {:>10}",
         "workload", "bn-exp µs", "PyTorch µs", "ratio"

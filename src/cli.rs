@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use bn_exp::bench::{self, BenchRequest};
 use bn_exp::compare::{self, CompareRequest, CompareTarget, plan};
-use bn_exp::config::load_config;
+use bn_exp::config::{DeviceKind, load_config};
 use bn_exp::data::{CATALOGUE_ENV, Catalogue, DATA_DIR_ENV, DataSource, Dataset};
 use bn_exp::fetch::{self, FetchOptions};
 use bn_exp::plot::{self, ImageFormat, PlotRequest};
@@ -103,6 +103,11 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Take over the run's lock if its holder's heartbeat (every 5 s) has been silent this
+    /// many seconds, at least 30: for a holder on a node that crashed. A live holder on this
+    /// host is never taken over.
+    #[arg(long, value_name = "SECS")]
+    pub steal_after: Option<u64>,
     #[command(flatten)]
     pub data: DataDirArg,
 }
@@ -210,6 +215,14 @@ pub struct TrainArgs {
     /// saving nothing. For the crash-recovery tests.
     #[arg(long, hide = true, value_name = "N", conflicts_with = "stop_after")]
     pub hold_after: Option<u64>,
+    /// Where to compute: cpu, or gpu (Burn's wgpu backend, in a build with `--features gpu`).
+    /// Sets the config's `device` key [default: the config's, else cpu].
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+    /// With --resume: take over the run's lock if its holder's heartbeat (every 5 s) has been
+    /// silent this many seconds, at least 30 (a holder on a node that crashed).
+    #[arg(long, value_name = "SECS", requires = "resume")]
+    pub steal_after: Option<u64>,
     #[command(flatten)]
     pub data: DataDirArg,
 }
@@ -275,6 +288,24 @@ pub struct CompareArgs {
 pub enum EmitArg {
     Slurm,
     K8s,
+}
+
+/// `--device`, mapped onto the library's [`DeviceKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// Burn's flex backend with bn-exp's fused kernels.
+    Cpu,
+    /// Burn's wgpu backend (a build with `--features gpu`).
+    Gpu,
+}
+
+impl From<DeviceArg> for DeviceKind {
+    fn from(arg: DeviceArg) -> Self {
+        match arg {
+            DeviceArg::Cpu => DeviceKind::Cpu,
+            DeviceArg::Gpu => DeviceKind::Gpu,
+        }
+    }
 }
 
 /// `--format`, mapped onto the library's [`ImageFormat`].
@@ -357,6 +388,10 @@ pub struct BenchArgs {
     /// else one per core]. The Figure 1 runs always use one thread each.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
+    /// Where the step workloads run: cpu, or gpu (Burn's wgpu backend, in a build with
+    /// `--features gpu`; fig1 and measures are CPU-only). Every figure names its device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
     /// Internal: time one workload in this process and print its JSON line.
     #[arg(long, hide = true, value_name = "WORKLOAD")]
     pub worker: Option<String>,
@@ -386,6 +421,7 @@ fn run_plan_entry(args: &RunArgs) -> Result<ExitCode> {
         &args.plan,
         index,
         args.data.source()?,
+        args.steal_after.map(std::time::Duration::from_secs),
         &*terminal(args.quiet),
     )?;
     let code = match outcome {
@@ -455,7 +491,10 @@ fn run_reproduce(args: &ReproduceArgs) -> Result<ExitCode> {
 }
 
 fn run_train(args: &TrainArgs) -> Result<ExitCode> {
-    let config = load_config(&args.config, &args.overrides)?;
+    let mut config = load_config(&args.config, &args.overrides)?;
+    if let Some(device) = args.device {
+        config.device = device.into();
+    }
     let run_dir = args
         .out
         .clone()
@@ -468,6 +507,7 @@ fn run_train(args: &TrainArgs) -> Result<ExitCode> {
         options: TrainOptions {
             stop_after: args.stop_after,
             hold_after: args.hold_after,
+            steal_after: args.steal_after.map(std::time::Duration::from_secs),
         },
         config,
     };
@@ -642,7 +682,7 @@ fn run_data(args: &DataArgs) -> Result<ExitCode> {
 
 fn run_bench(args: &BenchArgs) -> Result<ExitCode> {
     if let Some(worker) = &args.worker {
-        let result = bench::time_steps(worker, args.reps)?;
+        let result = bench::time_steps(worker, args.reps, args.device.into())?;
         println!("{}", serde_json::to_string(&result)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -653,6 +693,7 @@ fn run_bench(args: &BenchArgs) -> Result<ExitCode> {
         compare_pytorch: args.compare_pytorch,
         threads: args.threads.map(|t| t as usize),
         data_dir: args.data.resolve(),
+        device: args.device.into(),
     };
     bench::bench(&request, &Terminal::new())?;
     Ok(ExitCode::SUCCESS)

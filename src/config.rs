@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::backend::DeviceKind;
 pub use crate::data::{Dataset, Preprocess};
 
 /// One training run, fully described.
@@ -52,6 +53,10 @@ pub struct Config {
     pub thresholds: Vec<f64>,
     /// Save a resumable checkpoint every this many steps (0: only at the end).
     pub checkpoint_every: u64,
+    /// Where the run computes: `cpu` (Burn's flex backend with bn-exp's fused kernels) or
+    /// `gpu` (Burn's wgpu backend; needs the `gpu` cargo feature). Results agree within
+    /// float32 rounding, not bit for bit, so a run resumes only on the device it started on.
+    pub device: DeviceKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,6 +369,7 @@ impl Default for Config {
             measures: MeasuresConfig::default(),
             thresholds: vec![0.90, 0.95, 0.97, 0.98],
             checkpoint_every: 5000,
+            device: DeviceKind::Cpu,
         }
     }
 }

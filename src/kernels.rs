@@ -19,7 +19,8 @@
 //! `log_softmax`), whose doc comment gives the formula. It is the default body of the trait
 //! method: `Flex` and `Autodiff<Flex>` override it with the kernel and its backward, and any other
 //! backend runs the reference (under autodiff, Burn differentiates it op by op) once it is named
-//! in the `#[backend_extension(...)]` lists and given an empty `impl` (see `crate::backend`).
+//! in the `#[backend_extension(...)]` lists and given an empty `impl`, as the GPU's `Cube` is
+//! under the `gpu` feature (see `crate::backend`).
 //! [`reference`] calls each one on tensors, for the tests.
 //!
 //! # BatchNorm
@@ -66,6 +67,27 @@ pub use conv::{FusedConv, conv3x3};
 pub use dense::{Act, DenseOutput, DenseSpec, FusedDense, dense};
 pub use loss::{FusedCrossEntropy, cross_entropy};
 pub use pool::{FusedMaxPool, max_pool2x2, max_pool2x2_then};
+
+/// On the GPU (`Cube`, every cubecl runtime, wgpu among them), each fused op is its trait's
+/// default body: the reference, with Burn's own ops, which autodiff differentiates op by op.
+/// The hand-written kernels and backwards stay Flex's: they read tensors on the host.
+#[cfg(feature = "gpu")]
+macro_rules! references_on_the_gpu {
+    ($($op:ident),*) => {$(
+        impl $op for burn::backend::Cube {}
+        impl<C: CheckpointStrategy> $op for Autodiff<burn::backend::Cube, C> {}
+    )*};
+}
+#[cfg(feature = "gpu")]
+references_on_the_gpu!(
+    FusedBatchNorm,
+    FastSigmoid,
+    FusedColumns,
+    FusedConv,
+    FusedDense,
+    FusedCrossEntropy,
+    FusedMaxPool
+);
 
 /// Each fused op's reference, at tensor level: the same arguments and outputs as the fast op of
 /// the same name, computed by the generic `*_reference::<B>` function that is also the trait's
@@ -155,7 +177,7 @@ pub mod reference {
 }
 
 /// Fused BN training forward: returns (output, batch mean, biased batch variance).
-#[backend_extension(Autodiff, Flex)]
+#[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FusedBatchNorm: Backend {
     /// This default body is `batch_norm_train_reference`; Flex overrides it with the kernel.
     fn fused_batch_norm_train(
@@ -194,7 +216,7 @@ pub(crate) fn batch_norm_train_reference<B: Backend>(
 }
 
 /// Logistic sigmoid whose float32 forward vectorises (see [`sigmoid`]).
-#[backend_extension(Autodiff, Flex)]
+#[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FastSigmoid: Backend {
     /// This default body is `sigmoid_reference`; Flex overrides it with the kernel.
     fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {

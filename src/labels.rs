@@ -171,6 +171,7 @@ fn other_phrase(key: &str, value: Option<&Value>) -> String {
         "model.activation" => value.map_or(text, activation_name),
         "model.dropout" if value.and_then(Value::as_f64) == Some(0.0) => "no dropout".to_string(),
         "model.dropout" => format!("dropout {text}"),
+        "device" => format!("on the {}", text.to_uppercase()),
         _ => {
             let short = key.rsplit('.').next().unwrap_or(key);
             format!("{short}={text}")
@@ -231,6 +232,11 @@ mod tests {
             leaves(&[("norm.kind", json!("batch"))]),
         ];
         assert_eq!(labels(&fig1, &["norm.kind"]), ["no BN", "BN"]);
+        let devices = [
+            leaves(&[("norm.kind", json!("batch")), ("device", json!("cpu"))]),
+            leaves(&[("norm.kind", json!("batch")), ("device", json!("gpu"))]),
+        ];
+        assert_eq!(labels(&devices, &["device"]), ["on the CPU", "on the GPU"]);
         let santurkar = [
             leaves(&[("norm.kind", json!("none")), ("norm.noise", json!(false))]),
             leaves(&[("norm.kind", json!("batch")), ("norm.noise", json!(false))]),

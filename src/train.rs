@@ -57,6 +57,9 @@ pub struct TrainOptions {
     /// until killed, saving nothing: the files are exactly what a kill at that step finds.
     /// Lets a test place a real SIGKILL at a chosen step instead of racing the run.
     pub hold_after: Option<u64>,
+    /// Take over the run's lock when its holder's heartbeat has been silent this long (a
+    /// holder on a crashed node); see [`RunLock`].
+    pub steal_after: Option<std::time::Duration>,
 }
 
 /// How a training request ended.
@@ -107,7 +110,7 @@ pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome>
     let created = !run_dir.exists();
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("cannot create the run folder {}", run_dir.display()))?;
-    let lock = match RunLock::acquire(run_dir) {
+    let lock = match RunLock::acquire(run_dir, request.options.steal_after) {
         Ok(lock) => lock,
         Err(err) => {
             if created {
@@ -118,7 +121,7 @@ pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome>
     };
     if let Some(previous) = &lock.took_over {
         progress.note(&format!(
-            "{} was held by {previous}, which was killed; continuing from its files",
+            "{} was held by {previous}; continuing from its files",
             run_dir.display()
         ));
     }
@@ -127,6 +130,8 @@ pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome>
         if let Found::Finished(summary) = found {
             return Ok(Prepared::Done(*summary));
         }
+        // A GPU asked for but absent is an error before anything is written.
+        backend::device(config.device)?;
         let data = request.data.load(config.dataset, config.preprocess)?;
         config.check_training_set(data.train.len)?;
         set_up_run_dir(run_dir, config, &found)?;
@@ -134,7 +139,7 @@ pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome>
     })();
     match prepared {
         Ok(Prepared::Done(summary)) => Ok(Outcome::AlreadyDone(summary)),
-        Ok(Prepared::Ready(data)) => run(config, data, run_dir, &request.options, progress),
+        Ok(Prepared::Ready(data)) => run(config, data, run_dir, &request.options, &lock, progress),
         Err(err) => {
             if created {
                 // Leave no trace of an attempt that never started.
@@ -327,47 +332,118 @@ struct LoopState {
     train_s: f64,
 }
 
-/// A data split uploaded once; mini-batches are gathered from it by index.
+/// A data split uploaded once; mini-batches are gathered from it by index, on the device.
+///
+/// A GPU caps the size of one buffer (wgpu's storage-binding limit; lavapipe refuses MNIST's
+/// 188 MB training images in one piece), so the split is uploaded in chunks of at most
+/// `backend::max_buffer_bytes` each. On the CPU there is no cap and one chunk.
 pub struct DeviceSplit {
-    pub images: Tensor<2>,
+    /// `(images [rows, features], one-hot labels [rows, 10])`, `rows_per_chunk` rows each (the
+    /// last one fewer). The labels travel with the images, so that a training step gathers its
+    /// targets on the device instead of building them on the host.
+    chunks: Vec<(Tensor<2>, Tensor<2>)>,
+    rows_per_chunk: usize,
     pub labels: Vec<u8>,
     pub len: usize,
     pub features: usize,
 }
 
 impl DeviceSplit {
-    /// Move a split onto the device (no copy of the images on the CPU backend).
-    pub fn upload(split: Split, device: &Device) -> Self {
+    /// Move a split onto the device (no copy of the images on the CPU backend), in chunks of
+    /// at most `max_bytes` of images each (`None`: one chunk).
+    pub fn upload(split: Split, device: &Device, max_bytes: Option<usize>) -> Self {
         let features = split.feature_len();
-        let images =
-            Tensor::from_data(TensorData::new(split.images, [split.len, features]), device);
+        let row_bytes = features * std::mem::size_of::<f32>();
+        let rows_per_chunk = max_bytes
+            .map_or(split.len, |max| (max / row_bytes).max(1))
+            .clamp(1, split.len.max(1));
+        let mut one_hot = vec![0f32; split.len * CLASSES];
+        for (row, &label) in split.labels.iter().enumerate() {
+            one_hot[row * CLASSES + label as usize] = 1.0;
+        }
+        let chunks = if rows_per_chunk >= split.len {
+            vec![(
+                Tensor::from_data(TensorData::new(split.images, [split.len, features]), device),
+                Tensor::from_data(TensorData::new(one_hot, [split.len, CLASSES]), device),
+            )]
+        } else {
+            (0..split.len)
+                .step_by(rows_per_chunk)
+                .map(|start| {
+                    let end = (start + rows_per_chunk).min(split.len);
+                    let images = split.images[start * features..end * features].to_vec();
+                    let targets = one_hot[start * CLASSES..end * CLASSES].to_vec();
+                    (
+                        Tensor::from_data(TensorData::new(images, [end - start, features]), device),
+                        Tensor::from_data(TensorData::new(targets, [end - start, CLASSES]), device),
+                    )
+                })
+                .collect()
+        };
         Self {
-            images,
+            chunks,
+            rows_per_chunk,
             labels: split.labels,
             len: split.len,
             features,
         }
     }
 
-    /// Images `[n, features]` at `indices`, and their one-hot labels `[n, 10]`.
+    /// Images `[n, features]` at `indices`, and their one-hot labels `[n, 10]`: an upload of
+    /// the indices, then gathers on the device (one pair per chunk the batch touches, and one
+    /// more to put the rows back in the batch's order when it touches several).
     pub fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<2>, Tensor<2>) {
-        let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [indices.len()]), device);
-        let x = self.images.clone().select(0, idx);
-        (x, self.one_hot(indices, device))
-    }
-
-    /// Images `[end - start, features]` of a contiguous range (evaluation).
-    pub fn range(&self, start: usize, end: usize) -> Tensor<2> {
-        self.images.clone().slice([start..end, 0..self.features])
-    }
-
-    pub fn one_hot(&self, indices: &[usize], device: &Device) -> Tensor<2> {
-        let mut v = vec![0f32; indices.len() * CLASSES];
-        for (row, &i) in indices.iter().enumerate() {
-            v[row * CLASSES + self.labels[i] as usize] = 1.0;
+        let upload = |idx: Vec<i64>| {
+            let n = idx.len();
+            Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), device)
+        };
+        if self.chunks.len() == 1 {
+            let idx = upload(indices.iter().map(|&i| i as i64).collect());
+            let (images, targets) = &self.chunks[0];
+            return (
+                images.clone().select(0, idx.clone()),
+                targets.clone().select(0, idx),
+            );
         }
-        Tensor::from_data(TensorData::new(v, [indices.len(), CLASSES]), device)
+        // Rows grouped by chunk, then the inverse permutation back to the batch's order.
+        let mut order: Vec<usize> = (0..indices.len()).collect();
+        order.sort_by_key(|&k| indices[k] / self.rows_per_chunk);
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for (c, (images, targets)) in self.chunks.iter().enumerate() {
+            let local: Vec<i64> = order
+                .iter()
+                .map(|&k| indices[k])
+                .filter(|&i| i / self.rows_per_chunk == c)
+                .map(|i| (i % self.rows_per_chunk) as i64)
+                .collect();
+            if local.is_empty() {
+                continue;
+            }
+            let idx = upload(local);
+            xs.push(images.clone().select(0, idx.clone()));
+            ys.push(targets.clone().select(0, idx));
+        }
+        let mut back = vec![0i64; indices.len()];
+        for (position, &k) in order.iter().enumerate() {
+            back[k] = position as i64;
+        }
+        let back = upload(back);
+        (
+            Tensor::cat(xs, 0).select(0, back.clone()),
+            Tensor::cat(ys, 0).select(0, back),
+        )
+    }
+
+    /// Images `[end - start, features]` of a contiguous range, and their one-hot labels.
+    pub fn range(&self, start: usize, end: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
+        if self.chunks.len() == 1 {
+            let (images, targets) = &self.chunks[0];
+            return (
+                images.clone().slice([start..end, 0..self.features]),
+                targets.clone().slice([start..end, 0..CLASSES]),
+            );
+        }
+        self.batch(&(start..end).collect::<Vec<_>>(), device)
     }
 }
 
@@ -421,17 +497,19 @@ struct Runner<'a> {
 
 /// Train (or resume) the run described by `config` into `run_dir`.
 ///
-/// `run_dir` must exist and hold `config.json`; a `checkpoint/` in it is resumed from.
+/// `run_dir` must exist and hold `config.json`; a `checkpoint/` in it is resumed from. `lock`
+/// is the folder's lock: if another process takes it over, the run stops before its next write.
 pub fn run(
     config: &Config,
     data: LoadedData,
     run_dir: &Path,
     opts: &TrainOptions,
+    lock: &RunLock,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     config.check_training_set(data.train.len)?;
-    let device = backend::device();
-    let train_device = backend::train_device();
+    let device = backend::device(config.device)?;
+    let train_device = backend::train_device(config.device)?;
     let (mut net, mut optim, mut state) = match load_checkpoint(config, run_dir, &train_device)? {
         Some(restored) => restored,
         None => (
@@ -450,8 +528,12 @@ pub fn run(
     let mut runner = Runner {
         config,
         run_dir,
-        train: DeviceSplit::upload(data.train, &device),
-        test: DeviceSplit::upload(data.test, &device),
+        train: DeviceSplit::upload(
+            data.train,
+            &device,
+            backend::max_buffer_bytes(config.device),
+        ),
+        test: DeviceSplit::upload(data.test, &device, backend::max_buffer_bytes(config.device)),
         device,
         train_device,
         probe_indices,
@@ -473,6 +555,7 @@ pub fn run(
     }
     let started = Instant::now() - std::time::Duration::from_secs_f64(state.elapsed_s);
     if state.step == 0 {
+        lock.ensure_held()?;
         runner.evaluate_and_record(&net, &state, 0.0, started)?;
     }
     progress.begin(&config.name, Some(config.steps), state.step);
@@ -486,6 +569,7 @@ pub fn run(
             .is_some_and(|n| state.step - first_step >= n)
         {
             state.elapsed_s = started.elapsed().as_secs_f64();
+            lock.ensure_held()?;
             save_checkpoint(&net, &optim, &state, run_dir)?;
             progress.end();
             return Ok(Outcome::Stopped(state.step));
@@ -497,6 +581,12 @@ pub fn run(
             progress.end();
             hold_until_killed(state.step);
         }
+        // The heartbeat notices a take-over within seconds (an atomic read here); a write
+        // checks the file itself first, so a run taken over never writes again.
+        let measures_due = config.measures.every > 0 && state.step % config.measures.every == 0;
+        if lock.taken_over() || measures_due {
+            lock.ensure_held()?;
+        }
         let t0 = Instant::now();
         let lr = config.optim.lr_at(state.step);
         let indices = order.indices(state.step);
@@ -505,6 +595,7 @@ pub fn run(
         let Some(next) = next else {
             progress.end();
             state.elapsed_s = started.elapsed().as_secs_f64();
+            lock.ensure_held()?;
             let summary = runner.finish_diverged(state.step + 1, &state)?;
             return Ok(Outcome::Diverged(summary));
         };
@@ -513,6 +604,11 @@ pub fn run(
         state.loss_sum += loss;
         state.loss_count += 1;
         let is_eval = state.step % config.eval_every == 0 || state.step == config.steps;
+        let is_checkpoint =
+            config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0;
+        if is_eval || is_checkpoint {
+            lock.ensure_held()?;
+        }
         if is_eval {
             last_acc = runner
                 .evaluate_and_record(&net, &state, lr, started)?
@@ -520,7 +616,7 @@ pub fn run(
             state.loss_sum = 0.0;
             state.loss_count = 0;
         }
-        if config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0 {
+        if is_checkpoint {
             state.elapsed_s = started.elapsed().as_secs_f64();
             save_checkpoint(&net, &optim, &state, run_dir)?;
         }
@@ -542,6 +638,7 @@ pub fn run(
     }
     progress.end();
     state.elapsed_s = started.elapsed().as_secs_f64();
+    lock.ensure_held()?;
     let summary = runner.finish(&mut net, &state)?;
     save_checkpoint(&net, &optim, &state, run_dir)?;
     Ok(Outcome::Finished(summary))
@@ -680,9 +777,7 @@ impl Runner<'_> {
         let mut correct = 0usize;
         for start in (0..n).step_by(bs) {
             let end = (start + bs).min(n);
-            let indices: Vec<usize> = (start..end).collect();
-            let x = self.test.range(start, end);
-            let y = self.test.one_hot(&indices, &self.device);
+            let (x, y) = self.test.range(start, end, &self.device);
             let logits = eval_net.forward(x, Mode::Infer(stats), None)?;
             let loss = cross_entropy(logits.clone(), y);
             loss_sum += f64::from(loss.into_scalar::<f32>()) * (end - start) as f64;
@@ -904,7 +999,8 @@ impl Runner<'_> {
             } else {
                 0.0
             },
-            backend: backend::BACKEND_NAME.to_string(),
+            backend: self.config.device.backend_name().to_string(),
+            device: backend::device_name(self.config.device).unwrap_or_default(),
             threads: backend::threads(),
             run_id: new_run_id(),
             ..Summary::default()

@@ -7,7 +7,9 @@
 //! A task is idempotent: a finished run is left as it is, an interrupted one resumes from its
 //! last checkpoint, and a run another process holds is refused (its lock, `run.lock`, is an
 //! advisory lock that the kernel releases when its holder dies, so a killed task's run can be
-//! taken over by the next attempt at once).
+//! taken over by the next attempt at once). Where the kernel cannot see the holder die (a node
+//! that crashed holding a lock on a shared filesystem), `--steal-after` takes over a lock whose
+//! heartbeat has been silent that long; the scheduler files pass [`EMITTED_STEAL_AFTER_S`].
 
 use std::path::{Path, PathBuf};
 
@@ -125,6 +127,7 @@ pub fn run_entry(
     plan: &Path,
     index: usize,
     data: DataSource,
+    steal_after: Option<std::time::Duration>,
     progress: &dyn Progress,
 ) -> Result<(PlanEntry, Outcome)> {
     let entry = read_entry(plan, index)?;
@@ -137,7 +140,10 @@ pub fn run_entry(
         resume: true,
         force: false,
         data,
-        options: TrainOptions::default(),
+        options: TrainOptions {
+            steal_after,
+            ..TrainOptions::default()
+        },
     };
     let outcome = crate::train::train(&request, progress)?;
     Ok((entry, outcome))
@@ -203,6 +209,11 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     std::fs::canonicalize(path).with_context(|| format!("cannot find {}", path.display()))
 }
 
+/// The `--steal-after` of the emitted task command, in seconds. A requeued task that lands on
+/// a new node after its old node crashed may find the old lock still held on the shared
+/// filesystem; ten minutes of silence (120 missed heartbeats) means its holder is gone.
+pub const EMITTED_STEAL_AFTER_S: u64 = 600;
+
 /// Write the scheduler file for a plan beside it; returns its path.
 pub fn emit(plan: &Path, kind: Emit, options: &EmitOptions) -> Result<PathBuf> {
     let entries = read_plan(plan)?;
@@ -218,7 +229,7 @@ pub fn emit(plan: &Path, kind: Emit, options: &EmitOptions) -> Result<PathBuf> {
         .file_name()
         .map_or("study".to_string(), |n| n.to_string_lossy().to_string());
     let command = format!(
-        "{} run --quiet --plan {} --data-dir {}",
+        "{} run --quiet --plan {} --data-dir {} --steal-after {EMITTED_STEAL_AFTER_S}",
         exe.display(),
         plan.display(),
         data.display()

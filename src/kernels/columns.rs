@@ -35,7 +35,7 @@ use burn::tensor::{DType, Tensor};
 
 use super::{Real, as_dtype, as_f32, tensor_from, values};
 
-#[backend_extension(Autodiff, Flex)]
+#[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FusedColumns: Backend {
     /// w = g·v/‖v‖ per column of `v` `[R, C]`, with `g` `[C]`.
     ///

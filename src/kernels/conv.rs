@@ -36,7 +36,7 @@ use super::{Real, as_dtype, as_f32, tensor_from, values};
 /// enough that a task's ∂W partial sum is worth its memory.
 const IMAGES_PER_TASK: usize = 8;
 
-#[backend_extension(Autodiff, Flex)]
+#[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FusedConv: Backend {
     /// `[N, C, H, W]` ⋆ `[C_out, C, 3, 3]` (+ `[C_out]` when `has_bias`) → `[N, C_out, H, W]`.
     ///

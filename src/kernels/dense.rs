@@ -53,7 +53,7 @@ pub struct DenseSpec {
     pub bn_eps: Option<f64>,
 }
 
-#[backend_extension(Autodiff, Flex)]
+#[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FusedDense: Backend {
     /// Returns (a, pre, batch mean, biased batch variance); the last two are empty without BN.
     /// `bias`, `gamma` and `beta` are ignored (pass empty tensors) where `spec` does not use them.

@@ -20,7 +20,7 @@ use burn::tensor::{DType, Tensor};
 
 use super::{OneInputBackward, Real, as_dtype, as_f32, tensor_from, values};
 
-#[backend_extension(Autodiff, Flex)]
+#[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FusedCrossEntropy: Backend {
     /// Mean cross-entropy `[1]` of logits `[N, C]` against targets `[N, C]`.
     ///

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use super::dense::{Act, activate, activation_backward, activation_reference};
 use super::{OneInputBackward, Real, as_dtype, as_f32, tensor_from, values};
 
-#[backend_extension(Autodiff, Flex)]
+#[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FusedMaxPool: Backend {
     /// `[N, C, H, W]` → `[N, C, H/2, W/2]`, then `act`.
     ///

@@ -52,7 +52,7 @@
 //! at a time.
 
 use burn::module::{Module, Param, RunningState};
-use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::ghost::{GroupedOutput, normalise_in_groups, tile};
 use crate::kernels::batch_norm_train_fused;
@@ -281,21 +281,17 @@ impl BatchNorm {
         stats
     }
 
-    /// Fold one training batch into the moving averages (PyTorch's convention, unbiased var).
-    /// The C values are combined on the host in f64 and stored in the running tensors' dtype:
-    /// two tensor reads and two writes instead of eight small tensor ops each step.
+    /// Fold one training batch into the moving averages (PyTorch's convention, unbiased var),
+    /// on the device.
     fn update_running(&self, stats: &BatchStats) {
         let m = self.momentum;
         let unbias = stats.count as f64 / (stats.count as f64 - 1.0);
-        blend_running(
-            &self.running_mean,
-            &tensor_to_f64(stats.mean.clone()),
-            |o, b| (1.0 - m) * o + m * b,
-        );
+        blend_running(&self.running_mean, stats.mean.clone(), 1.0 - m, m);
         blend_running(
             &self.running_var,
-            &tensor_to_f64(stats.biased_var.clone()),
-            |o, b| (1.0 - m) * o + m * unbias * b,
+            stats.biased_var.clone(),
+            1.0 - m,
+            m * unbias,
         );
     }
 
@@ -317,26 +313,14 @@ pub fn check_train_channels(dims: &[usize], channels: usize) -> Result<usize, Bn
     Ok(count)
 }
 
-/// Replace a `[C]` running state by `new(old, batch)` element by element, combined on the host in
-/// f64 and stored in the state's own dtype: two tensor reads and one write instead of a chain of
-/// small tensor ops at every training step. Every layer's moving averages update through this.
-pub fn blend_running(
-    state: &RunningState<Tensor<1>>,
-    batch: &[f64],
-    new: impl Fn(f64, f64) -> f64,
-) {
+/// Replace a `[C]` running state by `keep·old + take·batch`, on the device the state lives on,
+/// in its own dtype. Every layer's moving averages update through this, so a training step
+/// never reads them back to the host (on a GPU, each read would wait for the queue to drain).
+/// The batch statistics are detached: the running state is not part of the graph.
+pub fn blend_running(state: &RunningState<Tensor<1>>, batch: Tensor<1>, keep: f64, take: f64) {
     let old = state.value_sync();
-    let (device, dtype) = (old.device(), old.dtype());
-    let values: Vec<f64> = tensor_to_f64(old)
-        .iter()
-        .zip(batch)
-        .map(|(&o, &b)| new(o, b))
-        .collect();
-    let len = values.len();
-    state.update(Tensor::from_data(
-        TensorData::new(values, [len]),
-        TensorCreationOptions::new(device).with_dtype(dtype),
-    ));
+    let batch = batch.detach().to_device(&old.device()).cast(old.dtype());
+    state.update(old.mul_scalar(keep).add(batch.mul_scalar(take)));
 }
 
 /// Store `value` in a running state now, on the state's device (the population pass's results).

@@ -255,16 +255,12 @@ impl BatchRenorm {
         out
     }
 
-    /// μ ← μ + momentum·(μ_B − μ), σ ← σ + momentum·(σ_B − σ), on the host in f64.
+    /// μ ← μ + momentum·(μ_B − μ), σ ← σ + momentum·(σ_B − σ), on the device.
     fn update_running(&self, stats: &BatchStats) {
         let m = self.momentum;
-        let mean_b = tensor_to_f64(stats.mean.clone());
-        let std_b: Vec<f64> = tensor_to_f64(stats.biased_var.clone())
-            .iter()
-            .map(|v| (v + self.eps).sqrt())
-            .collect();
-        blend_running(&self.running_mean, &mean_b, |o, b| o + m * (b - o));
-        blend_running(&self.running_std, &std_b, |o, b| o + m * (b - o));
+        let std_b = stats.biased_var.clone().add_scalar(self.eps).sqrt();
+        blend_running(&self.running_mean, stats.mean.clone(), 1.0 - m, m);
+        blend_running(&self.running_std, std_b, 1.0 - m, m);
     }
 
     fn check_input(&self, dims: &[usize]) -> Result<usize, BnError> {

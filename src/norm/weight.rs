@@ -33,7 +33,6 @@ use burn::tensor::{Device, Tensor};
 
 use super::batch::{
     BatchStats, BnError, BnMode, InferenceStats, blend_running, check_channels, store_running,
-    tensor_to_f64,
 };
 use crate::kernels::{center_columns, weight_norm_columns};
 
@@ -184,11 +183,7 @@ impl MeanOnlyBn {
 
     fn update_running(&self, batch_mean: &Tensor<1>) {
         let m = self.momentum;
-        blend_running(
-            &self.running_mean,
-            &tensor_to_f64(batch_mean.clone()),
-            |o, b| (1.0 - m) * o + m * b,
-        );
+        blend_running(&self.running_mean, batch_mean.clone(), 1.0 - m, m);
     }
 }
 

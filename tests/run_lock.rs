@@ -1,0 +1,349 @@
+//! The run lock's heartbeat and `--steal-after`, through the real binary: a lock whose holder
+//! went silent (a crashed node, simulated by another process holding the `flock` and a foreign
+//! host in the file) is taken over only when asked, never from a live process on this host,
+//! and a holder that wakes up to find its run taken over stops without writing to it again.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, SystemTime};
+
+use common::{bn_exp, embedded_data, metrics_without_timing};
+
+/// A smoke run long enough to be stopped mid-way (20,000 steps, a few seconds).
+const LONG: [&str; 6] = [
+    "--set",
+    "steps=20000",
+    "--set",
+    "eval_every=1000",
+    "--set",
+    "checkpoint_every=1000",
+];
+
+fn smoke_train(out: &Path, extra: &[&str]) -> Command {
+    let mut command = bn_exp();
+    command
+        .arg("train")
+        .arg("--config")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.json"))
+        .arg("--data-dir")
+        .arg(embedded_data())
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    command
+}
+
+fn output(mut command: Command) -> Output {
+    command.output().expect("bn-exp runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Make the lock file look as if its holder last beat `ago` before now.
+fn age_lock(run: &Path, ago: Duration) {
+    let file = fs::File::options()
+        .write(true)
+        .open(run.join("run.lock"))
+        .unwrap();
+    file.set_modified(SystemTime::now() - ago).unwrap();
+}
+
+fn lock_age(run: &Path) -> Duration {
+    let modified = fs::metadata(run.join("run.lock"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default()
+}
+
+/// Hold `run.lock`'s flock from this test process, as a dead node's lock lingers on a shared
+/// filesystem, with the file naming a holder on another host. Dropping the file lets go.
+fn foreign_holder(run: &Path) -> fs::File {
+    let lock = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(run.join("run.lock"))
+        .unwrap();
+    lock.try_lock().expect("the run is free");
+    fs::write(run.join("run.lock"), "node-17.cluster 4242\n").unwrap();
+    lock
+}
+
+/// A child process killed (and continued, if stopped) when the test ends, passed or not.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} failed");
+}
+
+/// The records and summary numbers a run must end with, wherever it was trained.
+fn outcome(run: &Path) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let numbers = serde_json::json!([summary["final_test_acc"], summary["status"]]);
+    (metrics_without_timing(run), numbers)
+}
+
+#[test]
+fn a_silent_foreign_lock_is_taken_over_only_with_steal_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    assert!(output(smoke_train(&straight, &[])).status.success());
+    let run = dir.path().join("run");
+    let first = output(smoke_train(&run, &["--stop-after", "100"]));
+    assert!(first.status.success(), "{}", stderr(&first));
+    let holder = foreign_holder(&run);
+    age_lock(&run, Duration::from_secs(600));
+
+    let refused = output(smoke_train(&run, &["--resume"]));
+    assert_eq!(refused.status.code(), Some(2));
+    let message = stderr(&refused);
+    assert!(
+        message.contains("process 4242 on node-17.cluster")
+            && message.contains("last heartbeat 6")
+            && message.contains("--steal-after SECS"),
+        "{message}"
+    );
+    let too_short = output(smoke_train(&run, &["--resume", "--steal-after", "10"]));
+    assert_eq!(too_short.status.code(), Some(2));
+    assert!(
+        stderr(&too_short).contains("at least 30 s"),
+        "{}",
+        stderr(&too_short)
+    );
+    let not_stale = output(smoke_train(&run, &["--resume", "--steal-after", "3600"]));
+    assert_eq!(not_stale.status.code(), Some(2));
+    assert!(
+        stderr(&not_stale).contains("not stale"),
+        "{}",
+        stderr(&not_stale)
+    );
+    assert!(
+        !run.join("summary.json").exists(),
+        "a refused process trained"
+    );
+
+    let stolen = output(smoke_train(&run, &["--resume", "--steal-after", "60"]));
+    drop(holder);
+    assert!(stolen.status.success(), "{}", stderr(&stolen));
+    assert!(
+        stderr(&stolen)
+            .contains("process 4242 on node-17.cluster, whose heartbeat had been silent for 6"),
+        "{}",
+        stderr(&stolen)
+    );
+    assert_eq!(outcome(&run), outcome(&straight));
+    assert_eq!(fs::read_to_string(run.join("run.lock")).unwrap(), "");
+}
+
+#[test]
+fn a_stopped_holder_on_this_host_is_never_taken_over_and_its_heartbeat_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut holder = Reaped(
+        smoke_train(&run, &["--hold-after", "150"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(holder.0.stderr.take().unwrap()));
+    assert!(
+        lines
+            .map(|l| l.unwrap())
+            .any(|l| l.contains("holding at step 150")),
+        "the holder never held"
+    );
+    // Stopped (as `scontrol suspend` stops a job), the holder does not beat.
+    signal(&holder.0, "STOP");
+    age_lock(&run, Duration::from_secs(120));
+    let refused = output(smoke_train(&run, &["--resume", "--steal-after", "60"]));
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("alive on this host"),
+        "{}",
+        stderr(&refused)
+    );
+    // Continued, it beats again within one heartbeat (5 s).
+    signal(&holder.0, "CONT");
+    let woke = std::time::Instant::now();
+    while lock_age(&run) > Duration::from_secs(60) {
+        assert!(
+            woke.elapsed() < Duration::from_secs(20),
+            "no heartbeat after SIGCONT"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_holder_whose_run_was_taken_over_stops_without_writing_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    assert!(output(smoke_train(&straight, &LONG)).status.success());
+    let run = dir.path().join("run");
+    let mut first = Reaped(
+        smoke_train(&run, &LONG)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Let it reach its second checkpoint, then freeze it, as a node that stops answering.
+    let waited = std::time::Instant::now();
+    while metrics_lines(&run) < 3 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "the run never evaluated"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&first.0, "STOP");
+    // Its lock now looks like a crashed node's: silent, and naming another host.
+    fs::write(
+        run.join("run.lock"),
+        format!("node-17.cluster {}\n", first.0.id()),
+    )
+    .unwrap();
+    age_lock(&run, Duration::from_secs(120));
+    let resume = [&LONG[..], &["--resume", "--steal-after", "60"]].concat();
+    let second = output(smoke_train(&run, &resume));
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(outcome(&run), outcome(&straight));
+    let finished = snapshot(&run);
+
+    signal(&first.0, "CONT");
+    let ended = wait_with_stderr(&mut first.0);
+    assert_eq!(ended.status.code(), Some(2), "{}", stderr(&ended));
+    assert!(
+        stderr(&ended).contains("was taken over by") && stderr(&ended).contains("without writing"),
+        "{}",
+        stderr(&ended)
+    );
+    assert_eq!(
+        snapshot(&run),
+        finished,
+        "the old holder wrote after losing the run"
+    );
+    assert_eq!(outcome(&run), outcome(&straight));
+}
+
+fn metrics_lines(run: &Path) -> usize {
+    fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count())
+}
+
+/// Every file of a run folder (checkpoint included) with its bytes.
+fn snapshot(run: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![run.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let name = path.strip_prefix(run).unwrap().display().to_string();
+                files.push((name, fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Wait for a child whose stderr is piped; its status and stderr.
+fn wait_with_stderr(child: &mut Child) -> Output {
+    let mut err = Vec::new();
+    std::io::Read::read_to_end(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    Output {
+        status: child.wait().unwrap(),
+        stdout: Vec::new(),
+        stderr: err,
+    }
+}
+
+/// Two `bn-exp run` tasks started at once on one plan entry (a task requeued while its first
+/// attempt still runs): one trains, the other refuses and names it, and the run ends as the
+/// same config trained alone.
+#[test]
+fn two_tasks_on_one_plan_entry_at_once_train_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let smoke = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.json");
+    let study = dir.path().join("twice.json");
+    let spec = serde_json::json!({
+        "study": "twice", "description": "one long smoke run", "base": smoke,
+        "set": {"steps": 20000, "eval_every": 1000, "checkpoint_every": 1000},
+        "grid": {"seed": [0]}
+    });
+    fs::write(&study, spec.to_string()).unwrap();
+    let results = dir.path().join("results");
+    let planned = bn_exp()
+        .args(["compare", "--plan", "--study"])
+        .arg(&study)
+        .arg("--results-dir")
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(planned.status.success(), "{}", stderr(&planned));
+    let plan = results.join("twice/plan.jsonl");
+    let task = || {
+        let mut command = bn_exp();
+        command
+            .args(["run", "--quiet", "--index", "0", "--plan"])
+            .arg(&plan)
+            .arg("--data-dir")
+            .arg(embedded_data())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Reaped(command.spawn().unwrap())
+    };
+    let (mut a, mut b) = (task(), task());
+    let ends = [wait_with_stderr(&mut a.0), wait_with_stderr(&mut b.0)];
+    let codes: Vec<Option<i32>> = ends.iter().map(|o| o.status.code()).collect();
+    assert!(
+        codes == [Some(0), Some(2)] || codes == [Some(2), Some(0)],
+        "{codes:?}: {} / {}",
+        stderr(&ends[0]),
+        stderr(&ends[1])
+    );
+    let (winner, loser) = if codes[0] == Some(0) {
+        (a.0.id(), &ends[1])
+    } else {
+        (b.0.id(), &ends[0])
+    };
+    assert!(
+        stderr(loser).contains("is in use by another bn-exp process")
+            && stderr(loser).contains(&format!("process {winner} on ")),
+        "{}",
+        stderr(loser)
+    );
+    let straight = dir.path().join("straight");
+    assert!(output(smoke_train(&straight, &LONG)).status.success());
+    let run = fs::read_dir(results.join("twice"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("summary.json").is_file())
+        .expect("the run finished");
+    assert_eq!(outcome(&run), outcome(&straight));
+}
