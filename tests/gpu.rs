@@ -13,6 +13,7 @@
 #![cfg(feature = "gpu")]
 
 mod common;
+mod numeric;
 
 use bn_exp::backend::{self, DeviceKind};
 use bn_exp::kernels::{self, Act, batch_norm_train_fused, conv3x3, cross_entropy, dense};
@@ -30,16 +31,11 @@ fn cpu() -> Device {
     backend::train_device(DeviceKind::Cpu).unwrap()
 }
 
-/// Deterministic values in [-1, 1).
+/// Deterministic values in [-1, 1) (the float64 tests' generator), as float32.
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) as f32
-        })
+    numeric::values(n, seed)
+        .into_iter()
+        .map(|v| v as f32)
         .collect()
 }
 
