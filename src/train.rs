@@ -139,7 +139,14 @@ pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome>
     })();
     match prepared {
         Ok(Prepared::Done(summary)) => Ok(Outcome::AlreadyDone(summary)),
-        Ok(Prepared::Ready(data)) => run(config, data, run_dir, &request.options, &lock, progress),
+        Ok(Prepared::Ready(data)) => run(config, data, run_dir, &request.options, &lock, progress)
+            .map_err(|err| match lock.ensure_held() {
+                // Whatever failed, a run taken over mid-step is the cause to report.
+                Err(taken) if taken.to_string() != err.to_string() => {
+                    err.context(taken.to_string())
+                }
+                _ => err,
+            }),
         Err(err) => {
             if created {
                 // Leave no trace of an attempt that never started.
@@ -570,7 +577,7 @@ pub fn run(
         {
             state.elapsed_s = started.elapsed().as_secs_f64();
             lock.ensure_held()?;
-            save_checkpoint(&net, &optim, &state, run_dir)?;
+            save_checkpoint(&net, &optim, &state, run_dir, lock)?;
             progress.end();
             return Ok(Outcome::Stopped(state.step));
         }
@@ -618,7 +625,7 @@ pub fn run(
         }
         if is_checkpoint {
             state.elapsed_s = started.elapsed().as_secs_f64();
-            save_checkpoint(&net, &optim, &state, run_dir)?;
+            save_checkpoint(&net, &optim, &state, run_dir, lock)?;
         }
         if state.step % 25 == 0 || is_eval {
             let rate = (state.step - first_step) as f64 / bar_started.elapsed().as_secs_f64();
@@ -640,7 +647,7 @@ pub fn run(
     state.elapsed_s = started.elapsed().as_secs_f64();
     lock.ensure_held()?;
     let summary = runner.finish(&mut net, &state)?;
-    save_checkpoint(&net, &optim, &state, run_dir)?;
+    save_checkpoint(&net, &optim, &state, run_dir, lock)?;
     Ok(Outcome::Finished(summary))
 }
 
@@ -1022,11 +1029,16 @@ fn checkpoint_dir(run_dir: &Path) -> PathBuf {
 
 /// Save model, optimiser and loop state. Written to a fresh folder and renamed into place, so a
 /// crash mid-save leaves the previous checkpoint intact.
+///
+/// The renames replace the folder's checkpoint, so the lock is checked again just before them:
+/// a holder frozen mid-save while another process took the run over must not put its stale
+/// checkpoint in place when it wakes.
 fn save_checkpoint(
     net: &Net,
     optim: &ModuleOptimizer,
     state: &LoopState,
     run_dir: &Path,
+    lock: &RunLock,
 ) -> Result<()> {
     let dir = checkpoint_dir(run_dir);
     let tmp = run_dir.join("checkpoint.tmp");
@@ -1046,6 +1058,7 @@ fn save_checkpoint(
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .with_context(|| io("save the optimiser checkpoint to", &tmp.join("optim.bpk")))?;
     write_json_atomic(&tmp.join("state.json"), state)?;
+    lock.ensure_held()?;
     let old = run_dir.join("checkpoint.old");
     if dir.exists() {
         if old.exists() {
