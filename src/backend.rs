@@ -55,6 +55,18 @@ pub fn device(kind: DeviceKind) -> Result<Device> {
     }
 }
 
+/// Which backend a device (or a tensor's device) really is: "flex", "wgpu", or "other".
+/// Every run's summary records this of the device it trained on, so a run asked for the GPU
+/// that computed elsewhere would say so.
+pub fn backend_of(device: &Device) -> &'static str {
+    match device.clone().inner().as_dispatch() {
+        burn::backend::DispatchDevice::Flex(_) => "flex",
+        #[cfg(feature = "gpu")]
+        burn::backend::DispatchDevice::Cube(_) => "wgpu",
+        _ => "other",
+    }
+}
+
 /// The device for training: the same backend with autodiff on.
 pub fn train_device(kind: DeviceKind) -> Result<Device> {
     Ok(device(kind)?.autodiff())
@@ -144,5 +156,16 @@ mod gpu {
 
     pub fn adapter_name() -> Result<String> {
         bail!(NOT_BUILT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_devices_are_flex_with_or_without_autodiff() {
+        assert_eq!(backend_of(&device(DeviceKind::Cpu).unwrap()), "flex");
+        assert_eq!(backend_of(&train_device(DeviceKind::Cpu).unwrap()), "flex");
     }
 }

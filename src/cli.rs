@@ -215,6 +215,10 @@ pub struct TrainArgs {
     /// saving nothing. For the crash-recovery tests.
     #[arg(long, hide = true, value_name = "N", conflicts_with = "stop_after")]
     pub hold_after: Option<u64>,
+    /// In the checkpoint of step N, once written and before it is put in place, print
+    /// "stopping in the checkpoint of step N" and SIGSTOP this process. For the lock tests.
+    #[arg(long, hide = true, value_name = "N")]
+    pub stop_in_checkpoint: Option<u64>,
     /// Where to compute: cpu, or gpu (Burn's wgpu backend, in a build with `--features gpu`).
     /// Sets the config's `device` key [default: the config's, else cpu].
     #[arg(long, value_enum)]
@@ -507,6 +511,7 @@ fn run_train(args: &TrainArgs) -> Result<ExitCode> {
         options: TrainOptions {
             stop_after: args.stop_after,
             hold_after: args.hold_after,
+            stop_in_checkpoint: args.stop_in_checkpoint,
             steal_after: args.steal_after.map(std::time::Duration::from_secs),
         },
         config,

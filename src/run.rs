@@ -304,6 +304,10 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 /// The lock file that marks a run folder as in use by one bn-exp process.
 pub const LOCK_FILE: &str = "run.lock";
 
+/// The file `--steal-after` takers queue on (kept, like `run.lock`, so that all of them lock
+/// one file).
+const STEAL_GUARD_FILE: &str = "run.lock.steal";
+
 /// Every file and folder bn-exp writes into a run folder: what `--force` removes, and nothing
 /// else (a user's notes beside them stay).
 pub const RUN_FILES: [&str; 10] = [
@@ -354,6 +358,27 @@ pub struct RunLock {
     pub took_over: Option<String>,
 }
 
+/// Why a process stopped writing to a run: another process took its lock over.
+#[derive(Debug)]
+pub struct TakenOver {
+    dir: PathBuf,
+    by: String,
+}
+
+impl std::fmt::Display for TakenOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} was taken over by {} (--steal-after) while this process was silent; stopping \
+             without writing to it again",
+            self.dir.display(),
+            self.by
+        )
+    }
+}
+
+impl std::error::Error for TakenOver {}
+
 /// The open, locked `run.lock`, shared with the heartbeat thread.
 #[derive(Debug)]
 struct HeldLock {
@@ -390,9 +415,7 @@ impl RunLock {
         let file = open_lock_file(&path)?;
         let (file, took_over) = match try_lock(&file, &path)? {
             true => {
-                let previous = read_holder(&file);
-                let took_over = (!previous.is_empty())
-                    .then(|| format!("{}, which was killed", describe_holder(&previous)));
+                let took_over = killed_holder(&file);
                 (file, took_over)
             }
             false => match steal_after {
@@ -428,8 +451,8 @@ impl RunLock {
         })
     }
 
-    /// An error if the run was taken over (`--steal-after` in another process) since this
-    /// process locked it: the caller must stop without writing to the folder again.
+    /// A [`TakenOver`] error if the run was taken over (`--steal-after` in another process)
+    /// since this process locked it: the caller must stop without writing to the folder again.
     pub fn ensure_held(&self) -> Result<()> {
         let held = &self.shared;
         if !held.lost.load(Ordering::Relaxed) && held.still_ours() {
@@ -437,12 +460,11 @@ impl RunLock {
         }
         held.lost.store(true, Ordering::Relaxed);
         let now = fs::read_to_string(&held.path).unwrap_or_default();
-        anyhow::bail!(
-            "{} was taken over by {} (--steal-after) while this process was silent; \
-             stopping without writing to it again",
-            held.path.parent().unwrap_or(Path::new(".")).display(),
-            describe_holder(now.trim())
-        )
+        Err(TakenOver {
+            dir: held.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            by: describe_holder(now.trim()),
+        }
+        .into())
     }
 
     /// Whether the heartbeat has seen the run taken over (cheap: no system call). A `false`
@@ -516,6 +538,13 @@ fn read_holder(mut file: &File) -> String {
     holder.trim().to_string()
 }
 
+/// Who held a lock this process has just taken, if anyone: a name left in the file means its
+/// holder was killed (a clean release empties it).
+fn killed_holder(file: &File) -> Option<String> {
+    let previous = read_holder(file);
+    (!previous.is_empty()).then(|| format!("{}, which was killed", describe_holder(&previous)))
+}
+
 /// How long ago the lock file's holder last beat.
 fn silent_for(path: &Path) -> Duration {
     fs::metadata(path)
@@ -541,18 +570,15 @@ fn refusal(dir: &Path, path: &Path, file: &File, why: Option<String>) -> anyhow:
         false => describe_holder(&holder),
     };
     let silent = silent_for(path).as_secs();
-    match why {
-        Some(why) => anyhow!(
-            "{} is in use by another bn-exp process ({holder}, last heartbeat {silent} s ago); {why}",
-            dir.display()
-        ),
-        None => anyhow!(
-            "{} is in use by another bn-exp process ({holder}, last heartbeat {silent} s ago); \
-             wait for it to end, or, if that process is gone for good (a crashed node), pass \
-             --steal-after SECS to take over a lock silent that long",
-            dir.display()
-        ),
-    }
+    let why = why.unwrap_or_else(|| {
+        "wait for it to end, or, if that process is gone for good (a crashed node), pass \
+         --steal-after SECS to take over a lock silent that long"
+            .to_string()
+    });
+    anyhow!(
+        "{} is in use by another bn-exp process ({holder}, last heartbeat {silent} s ago); {why}",
+        dir.display()
+    )
 }
 
 /// Take over a lock another process holds, if its heartbeat has been silent for `limit` and
@@ -567,9 +593,7 @@ fn steal(dir: &Path, path: &Path, limit: Duration) -> Result<(File, Option<Strin
     // Another stealer may have replaced the file while this one waited: look again.
     let file = open_lock_file(path)?;
     if try_lock(&file, path)? {
-        let previous = read_holder(&file);
-        let took_over = (!previous.is_empty())
-            .then(|| format!("{}, which was killed", describe_holder(&previous)));
+        let took_over = killed_holder(&file);
         return Ok((file, took_over));
     }
     let silent = silent_for(path);
@@ -612,9 +636,6 @@ fn steal(dir: &Path, path: &Path, limit: Duration) -> Result<(File, Option<Strin
     );
     Ok((fresh, Some(took_over)))
 }
-
-/// The file stealers queue on (kept, like `run.lock`, so that all of them lock one file).
-pub const STEAL_GUARD_FILE: &str = "run.lock.steal";
 
 /// Whether a lock's holder ("host pid") is a process that exists on this host.
 fn holder_is_alive_here(holder: &str) -> bool {
@@ -798,9 +819,10 @@ fn read_measures(path: &Path, notes: &mut Vec<String>) -> Vec<MeasureRecord> {
     if !path.exists() {
         return Vec::new();
     }
-    let lines = read_json_lines(path, notes, "no measures for this run");
+    // Checked above: a run without measures is normal, not worth a note.
+    let lines = read_json_lines(path, notes, "");
     let mut bad = 0;
-    let records: Vec<MeasureRecord> = lines
+    let mut records: Vec<MeasureRecord> = lines
         .into_iter()
         .filter_map(|(_, v)| {
             let record = serde_json::from_value(v).ok();
@@ -814,6 +836,8 @@ fn read_measures(path: &Path, notes: &mut Vec<String>) -> Vec<MeasureRecord> {
             path.display()
         ));
     }
+    // As with the other records: a step written twice (a hand-edited file) counts once.
+    keep_latest_by_step(&mut records, |r| r.step);
     records
 }
 

@@ -34,8 +34,8 @@ use crate::rng::Rng;
 use crate::run::{
     ACTIVATIONS_FILE, ActivationRecord, CHECKPOINT_DIR, CONFIG_FILE, EvalRecord, JsonlWriter,
     LayerStats, MEASURES_FILE, METRICS_FILE, MetricPoint, PopulationResult, RUN_FILES, Run,
-    RunLock, SUMMARY_FILE, Summary, TrackedUnit, best_acc, first_step_reaching, new_run_id,
-    threshold_key, write_json_atomic,
+    RunLock, SUMMARY_FILE, Summary, TakenOver, TrackedUnit, best_acc, first_step_reaching,
+    new_run_id, threshold_key, write_json_atomic,
 };
 
 /// Exit code of a run that diverged (so sweeps can tell it from an error, which exits 2).
@@ -57,6 +57,10 @@ pub struct TrainOptions {
     /// until killed, saving nothing: the files are exactly what a kill at that step finds.
     /// Lets a test place a real SIGKILL at a chosen step instead of racing the run.
     pub hold_after: Option<u64>,
+    /// In the checkpoint of this step, once it is written and before it is put in place, say
+    /// so on stderr and stop this process (SIGSTOP), as a node that stops answering would:
+    /// lets a test take the run over from a holder frozen mid-save, then continue it.
+    pub stop_in_checkpoint: Option<u64>,
     /// Take over the run's lock when its holder's heartbeat has been silent this long (a
     /// holder on a crashed node); see [`RunLock`].
     pub steal_after: Option<std::time::Duration>,
@@ -141,10 +145,9 @@ pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome>
         Ok(Prepared::Done(summary)) => Ok(Outcome::AlreadyDone(summary)),
         Ok(Prepared::Ready(data)) => run(config, data, run_dir, &request.options, &lock, progress)
             .map_err(|err| match lock.ensure_held() {
-                // Whatever failed, a run taken over mid-step is the cause to report.
-                Err(taken) if taken.to_string() != err.to_string() => {
-                    err.context(taken.to_string())
-                }
+                // Whatever failed (a write racing the take-over), the take-over is the cause
+                // to report.
+                Err(taken) if !err.is::<TakenOver>() => err.context(taken.to_string()),
                 _ => err,
             }),
         Err(err) => {
@@ -181,6 +184,15 @@ fn hold_until_killed(step: u64) -> ! {
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }
+}
+
+/// Stop this process where it is (see [`TrainOptions::stop_in_checkpoint`]); it goes on when
+/// continued (SIGCONT). The line is the hidden flag's contract with its test.
+fn stop_this_process(step: u64) {
+    eprintln!("stopping in the checkpoint of step {step}");
+    let _ = std::process::Command::new("kill")
+        .args(["-STOP", &std::process::id().to_string()])
+        .status();
 }
 
 /// One line a person reads at the end of a run.
@@ -412,26 +424,28 @@ impl DeviceSplit {
                 targets.clone().select(0, idx),
             );
         }
-        // Rows grouped by chunk, then the inverse permutation back to the batch's order.
-        let mut order: Vec<usize> = (0..indices.len()).collect();
-        order.sort_by_key(|&k| indices[k] / self.rows_per_chunk);
+        // The batch's positions bucketed by chunk; gathered chunk by chunk, the rows come out in
+        // bucket order, and `back` puts each where the batch has it.
+        let mut buckets = vec![Vec::new(); self.chunks.len()];
+        for (k, &i) in indices.iter().enumerate() {
+            buckets[i / self.rows_per_chunk].push(k);
+        }
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
-        for (c, (images, targets)) in self.chunks.iter().enumerate() {
-            let local: Vec<i64> = order
-                .iter()
-                .map(|&k| indices[k])
-                .filter(|&i| i / self.rows_per_chunk == c)
-                .map(|i| (i % self.rows_per_chunk) as i64)
-                .collect();
-            if local.is_empty() {
+        for ((images, targets), bucket) in self.chunks.iter().zip(&buckets) {
+            if bucket.is_empty() {
                 continue;
             }
-            let idx = upload(local);
+            let idx = upload(
+                bucket
+                    .iter()
+                    .map(|&k| (indices[k] % self.rows_per_chunk) as i64)
+                    .collect(),
+            );
             xs.push(images.clone().select(0, idx.clone()));
             ys.push(targets.clone().select(0, idx));
         }
         let mut back = vec![0i64; indices.len()];
-        for (position, &k) in order.iter().enumerate() {
+        for (position, &k) in buckets.iter().flatten().enumerate() {
             back[k] = position as i64;
         }
         let back = upload(back);
@@ -491,6 +505,9 @@ impl BatchOrder {
 struct Runner<'a> {
     config: &'a Config,
     run_dir: &'a Path,
+    /// Checked before every write to the folder (`RunLock::ensure_held`): a run another
+    /// process took over is never written again.
+    lock: &'a RunLock,
     device: Device,
     train_device: Device,
     train: DeviceSplit,
@@ -535,6 +552,7 @@ pub fn run(
     let mut runner = Runner {
         config,
         run_dir,
+        lock,
         train: DeviceSplit::upload(
             data.train,
             &device,
@@ -562,7 +580,6 @@ pub fn run(
     }
     let started = Instant::now() - std::time::Duration::from_secs_f64(state.elapsed_s);
     if state.step == 0 {
-        lock.ensure_held()?;
         runner.evaluate_and_record(&net, &state, 0.0, started)?;
     }
     progress.begin(&config.name, Some(config.steps), state.step);
@@ -576,8 +593,7 @@ pub fn run(
             .is_some_and(|n| state.step - first_step >= n)
         {
             state.elapsed_s = started.elapsed().as_secs_f64();
-            lock.ensure_held()?;
-            save_checkpoint(&net, &optim, &state, run_dir, lock)?;
+            save_checkpoint(&net, &optim, &state, run_dir, lock, opts)?;
             progress.end();
             return Ok(Outcome::Stopped(state.step));
         }
@@ -588,10 +604,9 @@ pub fn run(
             progress.end();
             hold_until_killed(state.step);
         }
-        // The heartbeat notices a take-over within seconds (an atomic read here); a write
-        // checks the file itself first, so a run taken over never writes again.
-        let measures_due = config.measures.every > 0 && state.step % config.measures.every == 0;
-        if lock.taken_over() || measures_due {
+        // The heartbeat notices a take-over within seconds (an atomic read here), so a run
+        // taken over stops between writes too; every write checks the file itself first.
+        if lock.taken_over() {
             lock.ensure_held()?;
         }
         let t0 = Instant::now();
@@ -602,7 +617,6 @@ pub fn run(
         let Some(next) = next else {
             progress.end();
             state.elapsed_s = started.elapsed().as_secs_f64();
-            lock.ensure_held()?;
             let summary = runner.finish_diverged(state.step + 1, &state)?;
             return Ok(Outcome::Diverged(summary));
         };
@@ -611,11 +625,6 @@ pub fn run(
         state.loss_sum += loss;
         state.loss_count += 1;
         let is_eval = state.step % config.eval_every == 0 || state.step == config.steps;
-        let is_checkpoint =
-            config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0;
-        if is_eval || is_checkpoint {
-            lock.ensure_held()?;
-        }
         if is_eval {
             last_acc = runner
                 .evaluate_and_record(&net, &state, lr, started)?
@@ -623,9 +632,9 @@ pub fn run(
             state.loss_sum = 0.0;
             state.loss_count = 0;
         }
-        if is_checkpoint {
+        if config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0 {
             state.elapsed_s = started.elapsed().as_secs_f64();
-            save_checkpoint(&net, &optim, &state, run_dir, lock)?;
+            save_checkpoint(&net, &optim, &state, run_dir, lock, opts)?;
         }
         if state.step % 25 == 0 || is_eval {
             let rate = (state.step - first_step) as f64 / bar_started.elapsed().as_secs_f64();
@@ -645,9 +654,8 @@ pub fn run(
     }
     progress.end();
     state.elapsed_s = started.elapsed().as_secs_f64();
-    lock.ensure_held()?;
     let summary = runner.finish(&mut net, &state)?;
-    save_checkpoint(&net, &optim, &state, run_dir, lock)?;
+    save_checkpoint(&net, &optim, &state, run_dir, lock, opts)?;
     Ok(Outcome::Finished(summary))
 }
 
@@ -768,6 +776,7 @@ impl Runner<'_> {
             lr_multiples: &self.config.measures.lr_multiples,
         };
         let record = measure(net, &loss_of, &probe, step)?;
+        self.lock.ensure_held()?;
         let writer = self
             .measures
             .as_mut()
@@ -826,6 +835,7 @@ impl Runner<'_> {
             lr,
             elapsed_s: started.elapsed().as_secs_f64(),
         };
+        self.lock.ensure_held()?;
         self.metrics.write(&record)?;
         let activations = self.probe(net, state.step)?;
         self.activations.write(&activations)?;
@@ -961,6 +971,7 @@ impl Runner<'_> {
             population,
             ..self.summary(state, &run)
         };
+        self.lock.ensure_held()?;
         write_json_atomic(&self.run_dir.join(SUMMARY_FILE), &summary)?;
         Ok(summary)
     }
@@ -977,6 +988,7 @@ impl Runner<'_> {
             final_inference: "none".to_string(),
             ..self.summary(state, &run)
         };
+        self.lock.ensure_held()?;
         write_json_atomic(&self.run_dir.join(SUMMARY_FILE), &summary)?;
         Ok(summary)
     }
@@ -1006,7 +1018,7 @@ impl Runner<'_> {
             } else {
                 0.0
             },
-            backend: self.config.device.backend_name().to_string(),
+            backend: backend::backend_of(&self.train_device).to_string(),
             device: backend::device_name(self.config.device).unwrap_or_default(),
             threads: backend::threads(),
             run_id: new_run_id(),
@@ -1030,19 +1042,21 @@ fn checkpoint_dir(run_dir: &Path) -> PathBuf {
 /// Save model, optimiser and loop state. Written to a fresh folder and renamed into place, so a
 /// crash mid-save leaves the previous checkpoint intact.
 ///
-/// The renames replace the folder's checkpoint, so the lock is checked again just before them:
-/// a holder frozen mid-save while another process took the run over must not put its stale
-/// checkpoint in place when it wakes.
+/// The lock is checked before anything is written, and again just before the renames, which
+/// replace the folder's checkpoint: a holder frozen mid-save while another process took the
+/// run over must not put its stale checkpoint in place when it wakes.
 fn save_checkpoint(
     net: &Net,
     optim: &ModuleOptimizer,
     state: &LoopState,
     run_dir: &Path,
     lock: &RunLock,
+    opts: &TrainOptions,
 ) -> Result<()> {
     let dir = checkpoint_dir(run_dir);
     let tmp = run_dir.join("checkpoint.tmp");
     let io = |what: &str, path: &Path| format!("cannot {what} {}", path.display());
+    lock.ensure_held()?;
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| io("remove", &tmp))?;
     }
@@ -1058,6 +1072,9 @@ fn save_checkpoint(
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .with_context(|| io("save the optimiser checkpoint to", &tmp.join("optim.bpk")))?;
     write_json_atomic(&tmp.join("state.json"), state)?;
+    if opts.stop_in_checkpoint == Some(state.step) {
+        stop_this_process(state.step);
+    }
     lock.ensure_held()?;
     let old = run_dir.join("checkpoint.old");
     if dir.exists() {
@@ -1162,4 +1179,47 @@ fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::norm::batch::tensor_to_f32 as host;
+
+    /// A split of `n` 3-value images whose values and labels name their row.
+    fn numbered_split(n: usize) -> Split {
+        Split {
+            images: (0..n * 3).map(|v| v as f32).collect(),
+            labels: (0..n).map(|i| (i % CLASSES) as u8).collect(),
+            len: n,
+            channels: 3,
+            height: 1,
+            width: 1,
+        }
+    }
+
+    /// The GPU uploads data in chunks; gathered through several chunks (uneven, one of them
+    /// untouched), a batch and a range are the rows of the split in the batch's own order.
+    #[test]
+    fn a_split_in_chunks_gathers_the_same_rows_as_one_piece() {
+        let device = Device::flex();
+        let whole = DeviceSplit::upload(numbered_split(23), &device, None);
+        // 5 rows of 12 bytes per chunk: 5 chunks, the last one of 3 rows.
+        let chunked = DeviceSplit::upload(numbered_split(23), &device, Some(60));
+        assert_eq!(chunked.chunks.len(), 5);
+        let indices = [22, 0, 7, 3, 22, 14, 6, 1];
+        let (x, y) = chunked.batch(&indices, &device);
+        let (x1, y1) = whole.batch(&indices, &device);
+        let x = host(x);
+        assert_eq!(x, host(x1));
+        assert_eq!(host(y), host(y1));
+        // Row k of the batch is image indices[k]: values 3i, 3i+1, 3i+2.
+        for (k, &i) in indices.iter().enumerate() {
+            assert_eq!(x[3 * k], (3 * i) as f32);
+        }
+        let (r, t) = chunked.range(4, 17, &device);
+        let (r1, t1) = whole.range(4, 17, &device);
+        assert_eq!(host(r), host(r1));
+        assert_eq!(host(t), host(t1));
+    }
 }

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use common::{bn_exp, embedded_data, metrics_without_timing};
+use sha2::Digest;
 
 /// A smoke run long enough to be stopped mid-way (20,000 steps, a few seconds).
 const LONG: [&str; 6] = [
@@ -116,14 +117,29 @@ fn a_silent_foreign_lock_is_taken_over_only_with_steal_after() {
     let first = output(smoke_train(&run, &["--stop-after", "100"]));
     assert!(first.status.success(), "{}", stderr(&first));
     let holder = foreign_holder(&run);
-    age_lock(&run, Duration::from_secs(600));
+    let started = std::time::Instant::now();
+    age_lock(&run, Duration::from_secs(1000));
+    // The age a message reports: the 1000 s set above plus the seconds this test has run.
+    let reported_age_is_right = |text: &str, prefix: &str| {
+        let after = text
+            .split(prefix)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{text}"));
+        let secs: u64 = after
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        let elapsed = started.elapsed().as_secs();
+        (1000..=1001 + elapsed).contains(&secs)
+    };
 
     let refused = output(smoke_train(&run, &["--resume"]));
     assert_eq!(refused.status.code(), Some(2));
     let message = stderr(&refused);
     assert!(
         message.contains("process 4242 on node-17.cluster")
-            && message.contains("last heartbeat 6")
+            && reported_age_is_right(&message, "last heartbeat ")
             && message.contains("--steal-after SECS"),
         "{message}"
     );
@@ -149,11 +165,11 @@ fn a_silent_foreign_lock_is_taken_over_only_with_steal_after() {
     let stolen = output(smoke_train(&run, &["--resume", "--steal-after", "60"]));
     drop(holder);
     assert!(stolen.status.success(), "{}", stderr(&stolen));
+    let note = stderr(&stolen);
     assert!(
-        stderr(&stolen)
-            .contains("process 4242 on node-17.cluster, whose heartbeat had been silent for 6"),
-        "{}",
-        stderr(&stolen)
+        note.contains("process 4242 on node-17.cluster, whose heartbeat had been silent for ")
+            && reported_age_is_right(&note, "silent for "),
+        "{note}"
     );
     assert_eq!(outcome(&run), outcome(&straight));
     assert_eq!(fs::read_to_string(run.join("run.lock")).unwrap(), "");
@@ -253,8 +269,8 @@ fn metrics_lines(run: &Path) -> usize {
     fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count())
 }
 
-/// Every file of a run folder (checkpoint included) with its bytes.
-fn snapshot(run: &Path) -> Vec<(String, Vec<u8>)> {
+/// Every file of a run folder (checkpoint included) with the SHA-256 of its bytes.
+fn snapshot(run: &Path) -> Vec<(String, String)> {
     let mut files = Vec::new();
     let mut pending = vec![run.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -264,7 +280,9 @@ fn snapshot(run: &Path) -> Vec<(String, Vec<u8>)> {
                 pending.push(path);
             } else {
                 let name = path.strip_prefix(run).unwrap().display().to_string();
-                files.push((name, fs::read(&path).unwrap()));
+                let digest = sha2::Sha256::digest(fs::read(&path).unwrap());
+                let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
+                files.push((name, hex));
             }
         }
     }
@@ -346,4 +364,75 @@ fn two_tasks_on_one_plan_entry_at_once_train_it_once() {
         .find(|p| p.join("summary.json").is_file())
         .expect("the run finished");
     assert_eq!(outcome(&run), outcome(&straight));
+}
+
+/// A holder frozen in the middle of saving a checkpoint (written, not yet put in place) while
+/// another process takes the run over and finishes it: woken, it checks its lock before the
+/// renames and exits, so the finished run's checkpoint is not replaced by its stale one.
+#[test]
+fn a_holder_frozen_mid_checkpoint_does_not_put_it_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    assert!(output(smoke_train(&straight, &LONG)).status.success());
+    let run = dir.path().join("run");
+    let frozen = [&LONG[..], &["--stop-in-checkpoint", "2000"]].concat();
+    let mut first = Reaped(
+        smoke_train(&run, &frozen)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = std::io::BufReader::new(first.0.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(
+        line.contains("stopping in the checkpoint of step 2000"),
+        "{line}"
+    );
+    wait_until_stopped(&first.0);
+    assert!(run.join("checkpoint.tmp/state.json").is_file());
+    fs::write(
+        run.join("run.lock"),
+        format!("node-17.cluster {}\n", first.0.id()),
+    )
+    .unwrap();
+    age_lock(&run, Duration::from_secs(120));
+    let resume = [&LONG[..], &["--resume", "--steal-after", "60"]].concat();
+    let second = output(smoke_train(&run, &resume));
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(outcome(&run), outcome(&straight));
+    let finished = snapshot(&run);
+
+    signal(&first.0, "CONT");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = first.0.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "{rest}");
+    assert!(
+        rest.contains("was taken over by") && rest.contains("without writing"),
+        "{rest}"
+    );
+    assert_eq!(
+        snapshot(&run),
+        finished,
+        "the frozen holder changed the folder"
+    );
+}
+
+/// Wait until a child is in the stopped state (it stopped itself).
+fn wait_until_stopped(child: &Child) {
+    let stat = format!("/proc/{}/stat", child.id());
+    let waited = std::time::Instant::now();
+    loop {
+        let text = fs::read_to_string(&stat).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        if text.rsplit(") ").next().is_some_and(|s| s.starts_with('T')) {
+            return;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the child never stopped: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
