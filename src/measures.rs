@@ -66,11 +66,10 @@ pub struct Gradient {
 
 impl Gradient {
     /// ‖g‖₂ over every parameter.
-    pub fn norm(&self) -> f64 {
+    fn norm(&self) -> f64 {
         self.flat
             .iter()
-            .flat_map(|(_, v)| v.iter())
-            .map(|&x| x * x)
+            .map(|(_, v)| l2_norm(v).powi(2))
             .sum::<f64>()
             .sqrt()
     }
@@ -84,7 +83,7 @@ impl Gradient {
     }
 
     /// ‖self − other‖₂ over every parameter (the two from the same model structure).
-    pub fn distance(&self, other: &Gradient) -> f64 {
+    fn distance(&self, other: &Gradient) -> f64 {
         self.flat
             .iter()
             .zip(&other.flat)
@@ -157,7 +156,7 @@ fn copy_gradients<M: Module>(model: &M, grads: &GradientsParams) -> GradientsPar
 }
 
 /// The model at w − η·g: every parameter with a gradient moved by −η times it.
-pub fn step_along<M: Module>(model: &M, grads: &GradientsParams, eta: f64) -> M {
+fn step_along<M: Module>(model: &M, grads: &GradientsParams, eta: f64) -> M {
     struct StepAlong<'a> {
         grads: &'a GradientsParams,
         eta: f64,
@@ -316,8 +315,7 @@ where
 /// The gradient change of one layer: ‖a − b‖₂, that over ‖a‖₂, and cos(a, b).
 fn layer_ics(layer: usize, name: &str, a: &[f64], b: &[f64]) -> LayerIcs {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let (na, nb) = (norm(a), norm(b));
+    let (na, nb) = (l2_norm(a), l2_norm(b));
     let l2 = l2_distance(a, b);
     LayerIcs {
         layer,
@@ -336,14 +334,17 @@ fn finite(x: f64) -> Option<f64> {
 
 /// The smallest and largest finite values, if any is finite.
 fn finite_range(values: &[f64]) -> (Option<f64>, Option<f64>) {
-    let finite: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    let min = finite.iter().copied().reduce(f64::min);
-    let max = finite.iter().copied().reduce(f64::max);
-    (min, max)
+    let finite = || values.iter().copied().filter(|x| x.is_finite());
+    (finite().reduce(f64::min), finite().reduce(f64::max))
+}
+
+/// ‖a‖₂, accumulated in f64.
+fn l2_norm(a: &[f64]) -> f64 {
+    a.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
 
 /// ‖a − b‖₂, accumulated in f64.
-pub fn l2_distance(a: &[f64], b: &[f64]) -> f64 {
+fn l2_distance(a: &[f64], b: &[f64]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).powi(2))

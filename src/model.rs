@@ -417,7 +417,7 @@ impl Net {
     ) -> Result<Tensor<2>> {
         let w = self.linear_weight(i);
         let b = self.linears[i].bias.as_ref().map(|b| b.val());
-        if self.noise_seed(mode).is_some() {
+        if self.noise_draw(mode).is_some() {
             // The noise sits between the normalisation and g, where the fused op has no seam.
             let z = dense(x, w, b, None, Act::Identity).output;
             return self.hidden_block(i, z, mode, trace);
@@ -527,13 +527,13 @@ impl Net {
         }
     }
 
-    /// The seed of this forward pass's noise, when the net has noise and the pass trains.
-    fn noise_seed(&self, mode: Mode) -> Option<u64> {
+    /// This forward pass's noise and its seed, when the net has noise and the pass trains.
+    fn noise_draw(&self, mode: Mode) -> Option<(&NoiseConfig, u64)> {
         match mode {
             Mode::Train {
                 noise_seed: Some(seed),
                 ..
-            } if self.spec.noise.is_some() => Some(seed),
+            } => self.spec.noise.as_ref().map(|params| (params, seed)),
             _ => None,
         }
     }
@@ -541,9 +541,9 @@ impl Net {
     /// Santurkar et al.'s noise on hidden layer `i`'s normalised values, in training passes of
     /// a net that has it ([`crate::norm::noise`]); the values unchanged otherwise.
     fn noise<const D: usize>(&self, i: usize, t: Tensor<D>, mode: Mode) -> Tensor<D> {
-        match (&self.spec.noise, self.noise_seed(mode)) {
-            (Some(params), Some(seed)) => add_noise(t, params, seed, i),
-            _ => t,
+        match self.noise_draw(mode) {
+            Some((params, seed)) => add_noise(t, params, seed, i),
+            None => t,
         }
     }
 
@@ -623,11 +623,6 @@ impl Net {
             params: param_ids(&self.output),
         });
         layers
-    }
-
-    /// True when the net has normalisation layers.
-    pub fn has_norm(&self) -> bool {
-        !self.norms.is_empty()
     }
 
     /// Tell every normalisation layer which training step comes next.

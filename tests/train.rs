@@ -830,3 +830,27 @@ fn evaluation_and_probes_do_not_change_running_statistics() {
     net.forward(x, train, None).unwrap();
     assert_ne!(before, running_stats(&net));
 }
+
+/// Santurkar et al.'s measures only observe: a run that takes them every 50 steps (with BN,
+/// and with dropout, whose masks the measures' passes draw too) trains, evaluates and probes
+/// exactly as the same run without them.
+#[test]
+fn taking_the_measures_leaves_the_run_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    for extra in [&[][..], &["--set", "model.dropout=0.2"][..]] {
+        let plain = dir.path().join(format!("plain{}", extra.len()));
+        let measured = dir.path().join(format!("measured{}", extra.len()));
+        assert!(train(&plain, extra).status.success());
+        let with = [extra, &["--set", "measures.every=50"]].concat();
+        let o = train(&measured, &with);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(read_lines(&measured.join("measures.jsonl")).len(), 6);
+        for f in ["metrics.jsonl", "activations.jsonl"] {
+            assert_eq!(
+                without_timing(read_lines(&plain.join(f))),
+                without_timing(read_lines(&measured.join(f))),
+                "{f} with {extra:?}"
+            );
+        }
+    }
+}

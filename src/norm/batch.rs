@@ -314,9 +314,10 @@ pub fn check_train_channels(dims: &[usize], channels: usize) -> Result<usize, Bn
 }
 
 /// Replace a `[C]` running state by `keep·old + take·batch`, on the device the state lives on,
-/// in its own dtype. Every layer's moving averages update through this, so a training step
-/// never reads them back to the host (on a GPU, each read would wait for the queue to drain).
-/// The batch statistics are detached: the running state is not part of the graph.
+/// in its own dtype. Every layer's moving averages update through this, so the update never
+/// reads them back to the host (on a GPU, each read would wait for the queue to drain; Batch
+/// Renorm still reads them, and its batch statistics, to compute r and d). The detach keeps
+/// the running state out of the graph whatever the caller passes.
 pub fn blend_running(state: &RunningState<Tensor<1>>, batch: Tensor<1>, keep: f64, take: f64) {
     let old = state.value_sync();
     let batch = batch.detach().to_device(&old.device()).cast(old.dtype());
