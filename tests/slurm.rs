@@ -49,13 +49,6 @@ impl Drop for Cluster {
     }
 }
 
-fn bn_exp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bn-exp"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn study_file(dir: &Path) -> PathBuf {
     // Runs long enough (about 3 s each) to be cancelled between checkpoints.
     let study = json!({
@@ -70,8 +63,8 @@ fn study_file(dir: &Path) -> PathBuf {
 }
 
 fn plan_and_emit(study: &Path, results: &Path) -> PathBuf {
-    let data = repo().join("data").display().to_string();
-    let o = bn_exp(&[
+    let data = common::embedded_data().display().to_string();
+    let o = common::run_bn_exp(&[
         "compare",
         "--study",
         &study.display().to_string(),
@@ -90,14 +83,14 @@ fn plan_and_emit(study: &Path, results: &Path) -> PathBuf {
 }
 
 fn collect(study: &Path, results: &Path) {
-    let o = bn_exp(&[
+    let o = common::run_bn_exp(&[
         "compare",
         "--study",
         &study.display().to_string(),
         "--results-dir",
         &results.display().to_string(),
         "--data-dir",
-        &repo().join("data").display().to_string(),
+        &common::embedded_data().display().to_string(),
     ]);
     assert!(o.status.success(), "{}", describe(&o));
     assert!(text(&o.stderr).contains("0 to train"), "{}", describe(&o));
@@ -132,14 +125,14 @@ fn a_study_as_a_slurm_array_equals_it_run_locally_even_after_a_cancelled_task() 
     let tmp = tempfile::tempdir().unwrap();
     let study = study_file(tmp.path());
     let local = tmp.path().join("local");
-    let o = bn_exp(&[
+    let o = common::run_bn_exp(&[
         "compare",
         "--study",
         &study.display().to_string(),
         "--results-dir",
         &local.display().to_string(),
         "--data-dir",
-        &repo().join("data").display().to_string(),
+        &common::embedded_data().display().to_string(),
         "--quiet",
     ]);
     assert!(o.status.success(), "{}", describe(&o));
@@ -200,12 +193,33 @@ fn a_study_as_a_slurm_array_equals_it_run_locally_even_after_a_cancelled_task() 
         !task0.join("summary.json").exists(),
         "task 0 was cancelled before it finished"
     );
+    // What the resubmitted task must continue from, not redo: its checkpoint's step, and its
+    // first record, whose wall-clock field a fresh start would rewrite.
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(task0.join("checkpoint/state.json")).unwrap(),
+    )
+    .unwrap();
+    let resumed_from = state["step"].as_u64().unwrap();
+    assert!(resumed_from > 0, "task 0 was cancelled before a checkpoint");
+    let first_record = |dir: &Path| {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .map(str::to_string)
+    };
+    let first_before = first_record(&task0);
     let o = Command::new("sbatch")
         .args(["--wait", "--array=0"])
         .arg(&script)
         .output()
         .unwrap();
     assert!(o.status.success(), "resubmit: {}", describe(&o));
+    assert_eq!(
+        first_record(&task0),
+        first_before,
+        "the resubmitted task started over instead of resuming from step {resumed_from}"
+    );
     collect(&study, &cancelled);
     assert_same_as_local(&local, &cancelled);
     eprintln!(
