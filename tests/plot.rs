@@ -185,6 +185,46 @@ fn lr_sweep_study(root: &Path) -> PathBuf {
     study
 }
 
+/// Santurkar et al.'s measures of one run: 20 probes, two weight layers, seeds a little apart.
+/// At one probe β-smoothness is 1e-30, thirty decades below the rest.
+fn measure_lines(spec: &Spec) -> Vec<Value> {
+    (0..20)
+        .map(|i| {
+            let w = 1.0 + 0.2 * wiggle(spec.seed, i);
+            let decay = (-(i as f64) / 8.0).exp();
+            let ics = |layer: usize| {
+                json!({"layer": layer, "name": format!("fc{}", layer + 1), "l2": w * decay,
+                       "relative": 0.1 * w, "cosine": 0.9 - 0.05 * w})
+            };
+            json!({"step": i * 50, "lr": spec.lr, "loss": 2.0 * decay, "grad_norm": w,
+                   "ics": [ics(0), ics(1)], "step_sizes": [0.5, 1.0], "losses": [1.0, 1.2],
+                   "loss_min": decay * w, "loss_max": 2.0 * decay * w, "loss_range": decay * w,
+                   "grad_change": [0.1, 0.2], "grad_change_min": 0.1 * w,
+                   "grad_change_max": 0.2 * w,
+                   "beta_smoothness": if i == 5 { 1e-30 } else { 3.0 * w }})
+        })
+        .collect()
+}
+
+/// Two groups (no BN / BN before) × `seeds` seeds, each with `measures.jsonl`.
+fn measured_study(root: &Path, seeds: u64) -> PathBuf {
+    let study = root.join(format!("measured_{seeds}"));
+    for placement in ["none", "before"] {
+        for seed in 0..seeds {
+            let spec = Spec {
+                placement,
+                lr: 1.0,
+                seed,
+                evals: 20,
+                diverge_at: None,
+            };
+            let dir = write_run(&study, &spec);
+            write_lines(&dir.join("measures.jsonl"), &measure_lines(&spec));
+        }
+    }
+    study
+}
+
 /// A run with every kind of damage: last metrics line cut mid-JSON, a `null` and a bare `NaN`,
 /// no activations.jsonl, no summary.json.
 fn damaged_run(root: &Path) -> PathBuf {
@@ -369,6 +409,45 @@ fn svg_output_holds_svg_and_title_text() {
     assert!(fig1a.contains("test accuracy (%)"));
     let fig1bc = fs::read_to_string(out.join("fig1bc_percentiles.svg")).unwrap();
     assert!(fig1bc.contains("Figure 1(b, c)"));
+}
+
+#[test]
+fn measure_figures_speak_of_a_std_band_only_where_one_is_drawn() {
+    let tmp = TempDir::new().unwrap();
+    for (seeds, shaded) in [(2, true), (1, false)] {
+        let out = tmp.path().join(format!("svg_{seeds}"));
+        let study = measured_study(tmp.path(), seeds);
+        let report = make_plots(&request(vec![study], &out, ImageFormat::Svg)).unwrap();
+        let figure = report
+            .figures
+            .iter()
+            .find(|f| f.path.ends_with("measures.svg"));
+        let caption = &figure.expect("no measures figure").caption;
+        let measures = fs::read_to_string(out.join("measures.svg")).unwrap();
+        let landscape = fs::read_to_string(out.join("measures_landscape.svg")).unwrap();
+        // The legend entry, the subtitle and the caption follow the band; the landscape
+        // figure shades ranges over η, never a std.
+        let std_legend = measures.contains("±1 std across seeds");
+        assert_eq!(std_legend, shaded, "{seeds} seeds");
+        assert_eq!(measures.contains("shaded ±1 std"), shaded, "{seeds} seeds");
+        assert_eq!(caption.contains("±1 std"), shaded, "{seeds} seeds");
+        assert!(!landscape.contains("±1 std"), "{seeds} seeds");
+        for text in [&measures, &landscape] {
+            let one_seed = text.contains("one seed per group");
+            assert_eq!(one_seed, !shaded, "{seeds} seeds");
+            // One legend line per group.
+            for group in &report.groups {
+                let lines = text.matches(group.label.as_str()).count();
+                assert_eq!(lines, 1, "{}", group.label);
+            }
+        }
+        // β-smoothness of 1e-30 among values near 3: its log axis keeps 12 decades, so no
+        // tick is labelled 1e-13 or below.
+        for exponent in 13..=31 {
+            let tick = format!("\n1e-{exponent}\n");
+            assert!(!measures.contains(&tick), "a tick at 1e-{exponent}");
+        }
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@
 use anyhow::Result;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -19,7 +20,7 @@ use super::load::{MetricPoint, Percentiles, Run};
 use super::style::{
     AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, MUTED_TEXT,
     PANEL_TITLE_SIZE, TICK_SIZE, draw_legend, even_size, format_steps, format_tick, legend_height,
-    padded_range, titled,
+    padded_range, titled_with_legend,
 };
 use super::{Diagnostics, PlotSet};
 
@@ -152,15 +153,6 @@ impl ConvergenceFigure {
         entries
     }
 
-    fn max_step(&self) -> f64 {
-        self.curves
-            .iter()
-            .flat_map(|c| c.accuracy.iter().chain(&c.loss))
-            .map(|s| s.step)
-            .fold(0.0, f64::max)
-            .max(1.0)
-    }
-
     fn draw_accuracy<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>
     where
         DB::ErrorType: 'static,
@@ -179,7 +171,8 @@ impl ConvergenceFigure {
     where
         DB::ErrorType: 'static,
     {
-        let Some((lo, hi)) = log_range(self.curves.iter().flat_map(|c| &c.loss)) else {
+        let loss = self.curves.iter().flat_map(|c| &c.loss);
+        let Some((lo, hi)) = log_range(loss.flat_map(|s| [s.mean, s.mean + s.std])) else {
             return draw_note(area, "no test loss recorded");
         };
         let panel = Panel {
@@ -208,24 +201,12 @@ impl ConvergenceFigure {
         Y::CoordDescType: ValueFormatter<f64>,
     {
         let (lo, hi) = (panel.lo, panel.hi);
-        let mut chart = ChartBuilder::on(area)
-            .caption(panel.title, (FONT, PANEL_TITLE_SIZE))
-            .margin(14)
-            .margin_right(28)
-            .x_label_area_size(56)
-            .y_label_area_size(72)
-            .build_cartesian_2d(0.0..self.max_step(), y_range)?;
-        chart
-            .configure_mesh()
-            .x_desc("training steps")
-            .y_desc(panel.y_desc)
-            .x_labels(6)
-            .y_labels(8)
-            .x_label_formatter(&|x| format_steps(*x))
-            .y_label_formatter(&|y| format_tick(*y))
-            .label_style((FONT, TICK_SIZE))
-            .axis_desc_style((FONT, AXIS_DESC_SIZE))
-            .draw()?;
+        let steps = self
+            .curves
+            .iter()
+            .flat_map(|c| c.accuracy.iter().chain(&c.loss));
+        let x_max = max_step(steps.map(|s| s.step));
+        let mut chart = steps_chart(area, panel.title, Some(panel.y_desc), x_max, y_range)?;
         for c in &self.curves {
             if let Some(band) = std_band(stats(c), lo, hi) {
                 chart.draw_series(std::iter::once(Polygon::new(
@@ -266,16 +247,14 @@ impl Figure for ConvergenceFigure {
     where
         DB::ErrorType: 'static,
     {
-        let body = titled(
+        let legend = self.legend();
+        let (charts, legend_area) = titled_with_legend(
             root,
             "Figure 1(a): test accuracy and loss vs training steps",
             &self.subtitle,
+            &legend,
         )?;
-        let legend = self.legend();
-        let (width, height) = body.dim_in_pixel();
-        let (charts, legend_area) =
-            body.split_vertically(height.saturating_sub(legend_height(&legend, width)));
-        let (left, right) = charts.split_horizontally(width / 2);
+        let (left, right) = charts.split_horizontally(charts.dim_in_pixel().0 / 2);
         self.draw_accuracy(&left)?;
         self.draw_loss(&right)?;
         draw_legend(&legend_area, &legend)
@@ -291,11 +270,52 @@ fn accuracy_range<'a>(stats: impl Iterator<Item = &'a StepStat>) -> (f64, f64) {
     (lo, hi.max(lo + 1.0))
 }
 
-/// Positive range for a log axis, or `None` when there is nothing positive to show.
-fn log_range<'a>(stats: impl Iterator<Item = &'a StepStat>) -> Option<(f64, f64)> {
-    let (lo, hi) = stats
-        .filter(|s| s.mean > 0.0)
-        .flat_map(|s| [s.mean, s.mean + s.std])
+/// The x extent of panels against training steps: the last step, at least 1.
+pub(super) fn max_step(steps: impl IntoIterator<Item = f64>) -> f64 {
+    steps.into_iter().fold(0.0, f64::max).max(1.0)
+}
+
+/// Axes for one full-size panel against training steps, from step 0 to `x_max`: the caption,
+/// step ticks along x and `y` (described by `y_desc`, if given) along y.
+pub(super) fn steps_chart<'a, DB, Y>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    y_desc: Option<&str>,
+    x_max: f64,
+    y: Y,
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y::CoordDescType>>>
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, PANEL_TITLE_SIZE))
+        .margin(14)
+        .margin_right(28)
+        .x_label_area_size(56)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0.0..x_max, y)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc("training steps")
+        .x_labels(6)
+        .y_labels(8)
+        .x_label_formatter(&|x| format_steps(*x))
+        .y_label_formatter(&|y| format_tick(*y))
+        .label_style((FONT, TICK_SIZE))
+        .axis_desc_style((FONT, AXIS_DESC_SIZE));
+    if let Some(desc) = y_desc {
+        mesh.y_desc(desc);
+    }
+    mesh.draw()?;
+    Ok(chart)
+}
+
+/// The y range of a log axis over the positive finite `values`, or `None` when there are none.
+pub(super) fn log_range(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) = values
+        .into_iter()
         .filter(|v| v.is_finite() && *v > 0.0)
         .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
             (lo.min(v), hi.max(v))
@@ -309,10 +329,16 @@ fn log_range<'a>(stats: impl Iterator<Item = &'a StepStat>) -> Option<(f64, f64)
     Some((lo / 1.3, (hi * 1.3).max(lo * 2.0)))
 }
 
+/// Whether a curve gets a ±1 std band: it has two steps or more and some spread (a single
+/// seed has none).
+pub(super) fn has_spread(stats: &[StepStat]) -> bool {
+    stats.len() > 1 && stats.iter().any(|s| s.std != 0.0)
+}
+
 /// The outline of a mean ± std band, clamped into `[lo, hi]` (a log axis has no room below
-/// zero). `None` when every std is zero, e.g. a single seed.
-fn std_band(stats: &[StepStat], lo: f64, hi: f64) -> Option<Vec<(f64, f64)>> {
-    if stats.len() < 2 || stats.iter().all(|s| s.std == 0.0) {
+/// zero). `None` without [`has_spread`].
+pub(super) fn std_band(stats: &[StepStat], lo: f64, hi: f64) -> Option<Vec<(f64, f64)>> {
+    if !has_spread(stats) {
         return None;
     }
     let upper = stats
@@ -338,7 +364,8 @@ where
     Ok(())
 }
 
-fn join_nonempty(parts: &[String]) -> String {
+/// The non-empty `parts`, joined by "; " (a subtitle).
+pub(super) fn join_nonempty(parts: &[String]) -> String {
     parts
         .iter()
         .filter(|p| !p.is_empty())
@@ -419,11 +446,7 @@ pub fn percentile_figure(
             .flat_map(|p| p.points.iter().flat_map(|(_, q)| [q.p15, q.p50, q.p85])),
         0.05,
     );
-    let max_step = panels
-        .iter()
-        .flat_map(|p| p.points.iter().map(|(s, _)| *s))
-        .fold(0.0, f64::max)
-        .max(1.0);
+    let max_step = max_step(panels.iter().flat_map(|p| p.points.iter().map(|(s, _)| *s)));
     let unit = match units.first() {
         Some(&(layer, unit)) if units.iter().all(|u| *u == (layer, unit)) => {
             format!("hidden layer {layer}, unit {unit}")
@@ -554,15 +577,13 @@ impl Figure for PercentileFigure {
     where
         DB::ErrorType: 'static,
     {
-        let body = titled(
+        let legend = Self::legend();
+        let (grid, legend_area) = titled_with_legend(
             root,
             "Figure 1(b, c): tracked unit's input distribution over training",
             &self.subtitle,
+            &legend,
         )?;
-        let legend = Self::legend();
-        let (width, height) = body.dim_in_pixel();
-        let (grid, legend_area) =
-            body.split_vertically(height.saturating_sub(legend_height(&legend, width)));
         let cols = grid_columns(self.panels.len());
         let rows = self.panels.len().div_ceil(cols);
         for (cell, panel) in grid.split_evenly((rows, cols)).iter().zip(&self.panels) {
@@ -586,6 +607,13 @@ mod tests {
         };
         assert_eq!(accuracy_range([s(11.0), s(97.2)].iter()), (10.0, 100.0));
         assert_eq!(accuracy_range([].iter()), (0.0, 5.0));
+    }
+
+    #[test]
+    fn log_axis_keeps_at_most_twelve_decades() {
+        assert_eq!(log_range([0.0, -1.0, f64::NAN, f64::INFINITY]), None);
+        assert_eq!(log_range([2.0]), Some((2.0 / 1.3, 4.0)));
+        assert_eq!(log_range([1e-30, 1.0]), Some((1e-12 / 1.3, 1.3)));
     }
 
     #[test]

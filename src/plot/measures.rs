@@ -18,12 +18,15 @@ use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
-use super::figures::{FIGURE_WIDTH, draw_note};
+use super::figures::{
+    FIGURE_WIDTH, draw_note, has_spread, join_nonempty, log_range, max_step, std_band, steps_chart,
+};
 use super::groups::{StepStat, aggregate_by_step};
 use super::load::Run;
 use super::style::{
     AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, PANEL_TITLE_SIZE,
-    TICK_SIZE, draw_legend, format_steps, format_tick, legend_height, padded_range, titled,
+    TICK_SIZE, draw_legend, format_steps, format_tick, legend_height, padded_range,
+    titled_with_legend,
 };
 use super::{Diagnostics, PlotSet};
 use crate::run::MeasureRecord;
@@ -96,10 +99,9 @@ fn windowed(run: &Run, pick: &Pick, k: usize) -> Vec<(u64, f64)> {
         .collect()
 }
 
-/// Each group's mean ± std over seeds of `pick`, per window of probes; groups without
+/// Each group's mean ± std over seeds of `pick`, per window of `k` probes; groups without
 /// measures are left out.
-fn curves(set: &PlotSet, pick: &Pick) -> Vec<MeasureCurve> {
-    let k = probes_per_point(set);
+fn curves(set: &PlotSet, pick: &Pick, k: usize) -> Vec<MeasureCurve> {
     set.groups
         .iter()
         .filter_map(|group| {
@@ -116,15 +118,6 @@ fn curves(set: &PlotSet, pick: &Pick) -> Vec<MeasureCurve> {
             })
         })
         .collect()
-}
-
-fn legend(curves: &[MeasureCurve], what: &str) -> Vec<LegendEntry> {
-    let mut entries: Vec<LegendEntry> = curves
-        .iter()
-        .map(|c| LegendEntry::new(c.label.clone(), c.colour, LegendKey::Line))
-        .collect();
-    entries.push(LegendEntry::new(what, MARKER_GREY, LegendKey::Band));
-    entries
 }
 
 /// The layer names of the first run with measures.
@@ -153,6 +146,7 @@ pub fn measure_figures(
             ));
         }
     }
+    let k = probes_per_point(set);
     let mut panels = Vec::new();
     // The first layer has nothing before it: its ICS is 0 and its cosine 1 by definition.
     for (i, name) in layers.iter().enumerate().skip(1) {
@@ -161,12 +155,12 @@ pub fn measure_figures(
         panels.push(MeasurePanel {
             title: format!("ICS ‖G−G′‖, {name} (log)"),
             log: true,
-            curves: curves(set, &l2),
+            curves: curves(set, &l2, k),
         });
         panels.push(MeasurePanel {
             title: format!("ICS cos(G, G′), {name}"),
             log: false,
-            curves: curves(set, &cos),
+            curves: curves(set, &cos, k),
         });
     }
     let positive =
@@ -185,45 +179,46 @@ pub fn measure_figures(
         panels.push(MeasurePanel {
             title: title.into(),
             log: true,
-            curves: curves(set, &pick),
+            curves: curves(set, &pick, k),
         });
     }
-    let any = panels
-        .iter()
-        .flat_map(|p| &p.curves)
-        .cloned()
-        .collect::<Vec<_>>();
-    let mut seen = Vec::new();
-    let unique: Vec<MeasureCurve> = any
-        .into_iter()
-        .filter(|c| {
-            let new = !seen.contains(&c.label);
-            seen.push(c.label.clone());
-            new
-        })
-        .collect();
-    let k = probes_per_point(set);
+    let all_curves = || panels.iter().flat_map(|p| &p.curves);
+    // A ±1 std band is drawn only where seeds differ: a group with one seed has none.
+    let banded = all_curves().any(|c| has_spread(&c.stats));
+    let over_seeds = if all_curves().flat_map(|c| &c.stats).any(|s| s.n > 1) {
+        "mean over seeds"
+    } else {
+        "one seed per group"
+    };
+    let spread = if banded {
+        "mean over seeds, shaded ±1 std"
+    } else {
+        over_seeds
+    };
     let window = match k {
         1 => "one point per probe".to_string(),
         k => format!("each point averages {k} probes"),
     };
-    let subtitle = [
-        set.context(),
-        window,
-        "mean over seeds, shaded ±1 std".to_string(),
-    ]
-    .into_iter()
-    .filter(|s| !s.is_empty())
-    .collect::<Vec<_>>()
-    .join("; ");
+    // One line per group that has a curve in some panel (labels are unique), then the shading.
+    let legend = |shading: Option<String>| {
+        let lines = set
+            .groups
+            .iter()
+            .filter(|g| all_curves().any(|c| c.label == g.label))
+            .map(|g| LegendEntry::new(g.label.clone(), g.colour, LegendKey::Line));
+        let band = shading.map(|s| LegendEntry::new(s, MARKER_GREY, LegendKey::Band));
+        lines.chain(band).collect::<Vec<_>>()
+    };
+    let measures_legend = legend(banded.then(|| "±1 std across seeds".to_string()));
+    let landscape_legend = legend(Some(format!("range over the step sizes η ({over_seeds})")));
     let measures = MeasuresFigure {
+        legend: measures_legend,
+        subtitle: join_nonempty(&[set.context(), window.clone(), spread.to_string()]),
         panels,
-        legend: legend(&unique, "±1 std across seeds"),
-        subtitle: subtitle.clone(),
     };
     let band = |low: fn(&MeasureRecord) -> Option<f64>, high: fn(&MeasureRecord) -> Option<f64>| {
-        let lows = curves(set, &low);
-        let highs = curves(set, &high);
+        let lows = curves(set, &low, k);
+        let highs = curves(set, &high, k);
         lows.into_iter()
             .zip(highs)
             .map(|(l, h)| Band {
@@ -237,18 +232,19 @@ pub fn measure_figures(
     let landscape = LandscapeFigure {
         loss: band(|r| r.loss_min, |r| r.loss_max),
         grad_change: band(|r| r.grad_change_min, |r| r.grad_change_max),
-        legend: legend(&unique, "range over the step sizes η (mean over seeds)"),
-        subtitle,
+        legend: landscape_legend,
+        subtitle: join_nonempty(&[set.context(), window, over_seeds.to_string()]),
     };
     vec![
         (
             "measures".to_string(),
             MeasureFigures::Curves(measures),
-            "Santurkar et al.'s measures against training steps: ICS as gradient change per \
-             weight layer (‖G−G′‖ and cos(G, G′)), the largest gradient change along the \
-             gradient, effective β-smoothness and the loss range along the gradient; one line \
-             per group, mean over seeds with ±1 std."
-                .to_string(),
+            format!(
+                "Santurkar et al.'s measures against training steps: ICS as gradient change per \
+                 weight layer (‖G−G′‖ and cos(G, G′)), the largest gradient change along the \
+                 gradient, effective β-smoothness and the loss range along the gradient; one \
+                 line per group, {spread}."
+            ),
         ),
         (
             "measures_landscape".to_string(),
@@ -293,14 +289,12 @@ impl Figure for MeasureFigures {
     {
         match self {
             Self::Curves(f) => {
-                let body = titled(
+                let (charts, legend_area) = titled_with_legend(
                     root,
                     "Optimisation measures (Santurkar et al. 2018)",
                     &f.subtitle,
+                    &f.legend,
                 )?;
-                let (width, height) = body.dim_in_pixel();
-                let (charts, legend_area) =
-                    body.split_vertically(height.saturating_sub(legend_height(&f.legend, width)));
                 let areas = charts.split_evenly((rows(f.panels.len()) as usize, COLUMNS));
                 for (panel, area) in f.panels.iter().zip(&areas) {
                     draw_curves(area, panel)?;
@@ -308,35 +302,19 @@ impl Figure for MeasureFigures {
                 draw_legend(&legend_area, &f.legend)
             }
             Self::Landscape(f) => {
-                let body = titled(
+                let (charts, legend_area) = titled_with_legend(
                     root,
                     "The landscape along the gradient (Santurkar et al.'s Figure 4)",
                     &f.subtitle,
+                    &f.legend,
                 )?;
-                let (width, height) = body.dim_in_pixel();
-                let (charts, legend_area) =
-                    body.split_vertically(height.saturating_sub(legend_height(&f.legend, width)));
-                let (left, right) = charts.split_horizontally(width / 2);
+                let (left, right) = charts.split_horizontally(charts.dim_in_pixel().0 / 2);
                 draw_bands(&left, "loss L(w − η·g) over η (log)", &f.loss)?;
                 draw_bands(&right, "‖∇L(w) − ∇L(w − η·g)‖ over η (log)", &f.grad_change)?;
                 draw_legend(&legend_area, &f.legend)
             }
         }
     }
-}
-
-fn max_step<'a>(stats: impl Iterator<Item = &'a StepStat>) -> f64 {
-    stats.map(|s| s.step).fold(0.0, f64::max).max(1.0)
-}
-
-/// The y range of a log axis over positive values, or `None` when there are none.
-fn log_span(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
-    let (lo, hi) = values
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
-            (lo.min(v), hi.max(v))
-        });
-    (lo.is_finite() && hi > 0.0).then(|| (lo / 1.3, (hi * 1.3).max(lo * 2.0)))
 }
 
 fn draw_curves<DB: DrawingBackend>(
@@ -350,11 +328,11 @@ where
     if panel.curves.is_empty() {
         return draw_note(area, "no values");
     }
-    let x_max = max_step(all());
+    let x_max = max_step(all().map(|s| s.step));
     let spread = || all().flat_map(|s| [s.mean - s.std, s.mean, s.mean + s.std]);
     if panel.log {
         // The means and their upper band set a log axis; a band reaching down to 0 is clipped.
-        let Some((lo, hi)) = log_span(all().flat_map(|s| [s.mean, s.mean + s.std])) else {
+        let Some((lo, hi)) = log_range(all().flat_map(|s| [s.mean, s.mean + s.std])) else {
             return draw_note(area, "no positive values");
         };
         chart_with_curves(
@@ -405,18 +383,9 @@ where
         .axis_desc_style((FONT, AXIS_DESC_SIZE - 4))
         .draw()?;
     for c in curves {
-        if c.stats.len() > 1 && c.stats.iter().any(|s| s.std > 0.0) {
-            let upper = c
-                .stats
-                .iter()
-                .map(|s| (s.step, (s.mean + s.std).clamp(lo, hi)));
-            let lower = c
-                .stats
-                .iter()
-                .rev()
-                .map(|s| (s.step, (s.mean - s.std).clamp(lo, hi)));
+        if let Some(band) = std_band(&c.stats, lo, hi) {
             chart.draw_series(std::iter::once(Polygon::new(
-                upper.chain(lower).collect::<Vec<_>>(),
+                band,
                 c.colour.mix(0.2).filled(),
             )))?;
         }
@@ -437,26 +406,12 @@ where
     DB::ErrorType: 'static,
 {
     let all = || bands.iter().flat_map(|b| b.low.iter().chain(&b.high));
-    let Some((lo, hi)) = log_span(all().map(|s| s.mean)) else {
+    // The band is drawn from the means of its edges, so they alone set the axis.
+    let Some((lo, hi)) = log_range(all().map(|s| s.mean)) else {
         return draw_note(area, "no positive values");
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, (FONT, PANEL_TITLE_SIZE))
-        .margin(14)
-        .margin_right(28)
-        .x_label_area_size(56)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0.0..max_step(all()), (lo..hi).log_scale())?;
-    chart
-        .configure_mesh()
-        .x_desc("training steps")
-        .x_labels(6)
-        .y_labels(8)
-        .x_label_formatter(&|x| format_steps(*x))
-        .y_label_formatter(&|y| format_tick(*y))
-        .label_style((FONT, TICK_SIZE))
-        .axis_desc_style((FONT, AXIS_DESC_SIZE))
-        .draw()?;
+    let x_max = max_step(all().map(|s| s.step));
+    let mut chart = steps_chart(area, title, None, x_max, (lo..hi).log_scale())?;
     let clamp = |v: f64| v.clamp(lo, hi);
     for b in bands {
         let upper = b.high.iter().map(|s| (s.step, clamp(s.mean)));

@@ -26,7 +26,7 @@ use super::groups::{
 use super::load::{Run, finite};
 use super::style::{
     AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, TICK_SIZE,
-    draw_legend, format_steps, format_tick, legend_height, palette_colour, titled,
+    draw_legend, format_steps, format_tick, legend_height, palette_colour, titled_with_legend,
 };
 use super::{Diagnostics, PlotSet};
 use crate::labels::readable_labels;
@@ -437,11 +437,9 @@ impl Figure for SweepFigure {
     where
         DB::ErrorType: 'static,
     {
-        let body = titled(root, &self.title, &self.subtitle)?;
         let legend = self.legend();
-        let (width, height) = body.dim_in_pixel();
         let (chart_area, legend_area) =
-            body.split_vertically(height.saturating_sub(legend_height(&legend, width)));
+            titled_with_legend(root, &self.title, &self.subtitle, &legend)?;
         let (xlo, xhi) = self.x_range();
         let (ylo, yhi) = self.y_range();
         let mut chart = ChartBuilder::on(&chart_area)

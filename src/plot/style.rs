@@ -156,6 +156,22 @@ where
     Ok(rest)
 }
 
+/// [`titled`], with a strip along the bottom sized for `legend`: returns the chart area and
+/// the legend area, for [`draw_legend`] once the charts are drawn.
+pub fn titled_with_legend<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    subtitle: &str,
+    legend: &[LegendEntry],
+) -> Result<(DrawingArea<DB, Shift>, DrawingArea<DB, Shift>)>
+where
+    DB::ErrorType: 'static,
+{
+    let body = titled(root, title, subtitle)?;
+    let (width, height) = body.dim_in_pixel();
+    Ok(body.split_vertically(height.saturating_sub(legend_height(legend, width))))
+}
+
 /// What a legend entry's key looks like.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LegendKey {
