@@ -57,8 +57,8 @@ pub fn readable_labels(configs: &[Leaves], varying: &[String]) -> Vec<String> {
     }
 }
 
-/// `kind=none, lr=5`: the varying keys by their last segment (whole path where that is
-/// ambiguous is the caller's concern; labels here only need to tell groups apart).
+/// `norm.kind=none, optim.lr=5`: each varying key by its full dotted path, so that the label
+/// tells groups apart even where two keys share their last segment.
 pub fn key_value_label(config: &Leaves, varying: &[String]) -> String {
     varying
         .iter()
@@ -179,32 +179,45 @@ fn other_phrase(key: &str, value: Option<&Value>) -> String {
     }
 }
 
-/// A value as a label shows it: strings bare, whole numbers without `.0`.
+/// A value as a label shows it: strings bare, whole numbers without `.0`, other numbers as
+/// [`format_float`] with at most 4 significant digits.
 pub fn value_text(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => "-".to_string(),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => i.to_string(),
-            (None, Some(f)) if f == f.trunc() && f.abs() < 1e15 => format!("{}", f as i64),
-            (None, Some(f)) if f != 0.0 && (f.abs() < 1e-4 || f.abs() >= 1e6) => format!("{f:e}"),
-            (None, Some(f)) => {
-                // At most 4 significant digits: a learning rate of 1.0·2/60 reads 0.03333.
-                let text = format!("{f}");
-                if text.len() <= 7 {
-                    text
-                } else {
-                    let digits = (3 - f.abs().log10().floor() as i32).max(0) as usize;
-                    let rounded = format!("{f:.digits$}");
-                    rounded
-                        .trim_end_matches('0')
-                        .trim_end_matches('.')
-                        .to_string()
-                }
-            }
+            (None, Some(f)) => float_text(f, true),
             _ => n.to_string(),
         },
         Some(other) => other.to_string(),
+    }
+}
+
+/// Shortest readable form of a float: `0.5`, `1`, `0.0001`, `1e-6`.
+pub fn format_float(x: f64) -> String {
+    float_text(x, false)
+}
+
+/// [`format_float`]; with `four_digits`, a long decimal is cut to 4 significant digits (a
+/// learning rate of 1.0·2/60 reads 0.03333).
+fn float_text(x: f64, four_digits: bool) -> String {
+    if x == x.trunc() && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else if x != 0.0 && (x.abs() < 1e-4 || x.abs() >= 1e6) {
+        format!("{x:e}")
+    } else {
+        let text = format!("{x}");
+        if !four_digits || text.len() <= 7 {
+            text
+        } else {
+            let digits = (3 - x.abs().log10().floor() as i32).max(0) as usize;
+            let rounded = format!("{x:.digits$}");
+            rounded
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+        }
     }
 }
 
@@ -314,6 +327,24 @@ mod tests {
         assert_eq!(value_text(Some(&json!(2.0 / 60.0))), "0.03333");
         assert_eq!(value_text(Some(&json!(4.266666666666667))), "4.267");
         assert_eq!(value_text(Some(&json!(0.5))), "0.5");
+        assert_eq!(value_text(Some(&json!(60.0))), "60");
+        assert_eq!(value_text(Some(&json!(1.5e-6))), "1.5e-6");
+        assert_eq!(value_text(Some(&json!(12345678.9))), "1.23456789e7");
+    }
+
+    #[test]
+    fn floats_read_well() {
+        assert_eq!(format_float(0.5), "0.5");
+        assert_eq!(format_float(60.0), "60");
+        assert_eq!(format_float(1e-6), "1e-6");
+        // Long decimals stay whole here; labels cut them (`value_text`).
+        assert_eq!(format_float(2.0 / 60.0), "0.03333333333333333");
+    }
+
+    #[test]
+    fn nothing_varying_reads_all() {
+        let one = [leaves(&[("norm.kind", json!("batch"))])];
+        assert_eq!(labels(&one, &[]), ["all"]);
     }
 
     #[test]

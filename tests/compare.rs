@@ -443,6 +443,22 @@ fn baseline_label_picks_a_group_and_bad_labels_list_the_groups() {
     );
 }
 
+/// Seeds of one condition form one group, labelled `all`, with no settings to tell it apart.
+#[test]
+fn one_condition_is_one_group_called_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs: Vec<Fixture> = fixtures()
+        .into_iter()
+        .filter(|run| run.placement == "none")
+        .collect();
+    let study = write_fixture_study(tmp.path(), &runs);
+    let cmp = compare_fixture_dirs(&[study], Baseline::FirstGroup);
+    assert_eq!(cmp.groups.len(), 1);
+    assert_eq!(cmp.groups[0].label, "all");
+    assert!(cmp.groups[0].settings.is_empty());
+    assert_eq!(cmp.groups[0].n, runs.len());
+}
+
 #[test]
 fn thresholds_take_fractions_or_percents() {
     assert_eq!(
@@ -966,6 +982,15 @@ fn a_study_with_measures_tables_and_plots_them() {
     ] {
         assert!(header.contains(column), "{header}");
     }
+    // Two per-layer measures over three layers, six scalar ones: a cell each in every row.
+    let measure_columns: Vec<&str> = header
+        .split(',')
+        .skip_while(|c| *c != "ics_l2_hidden_0_mean")
+        .collect();
+    assert_eq!(measure_columns.len(), 2 * 3 + 6, "{header}");
+    for line in csv.lines().skip(1) {
+        assert_eq!(line.split(',').count(), header.split(',').count(), "{csv}");
+    }
     // Each run's means, from its raw lines: steps 0..300 every 50, "early" is below step 30.
     let per_run = |run: &str, key: &str, early: bool| -> f64 {
         let text = std::fs::read_to_string(dir.join(run).join("measures.jsonl")).unwrap();
@@ -1000,6 +1025,30 @@ fn a_study_with_measures_tables_and_plots_them() {
         }
         // ICS of the first layer is 0 in every probe, so in every mean.
         assert_eq!(group["ics_l2"][0]["mean"], json!(0.0), "{kind}");
+        let mut fields: Vec<&str> = group
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "beta",
+                "beta_early",
+                "grad_change",
+                "grad_change_early",
+                "ics_cosine",
+                "ics_l2",
+                "ics_relative",
+                "layers",
+                "loss_range",
+                "loss_range_early"
+            ],
+            "{kind}"
+        );
+        assert_eq!(group["ics_relative"].as_array().unwrap().len(), 3, "{kind}");
     }
 
     let output = bn_exp()

@@ -54,54 +54,66 @@ pub fn write_plan(study_file: &Path, results_dir: &Path) -> Result<PlanOutcome> 
     let study = load_study(study_file)?;
     let study_dir = results_dir.join(&study.name);
     // The same preparation as a local study: configs checked, `study.json` written.
-    super::plan_study(&study, &study_dir)?;
+    let jobs = super::plan_study(&study, &study_dir)?;
     let mut text = String::new();
-    let mut done = 0;
     for (index, run) in study.runs.iter().enumerate() {
-        let run_dir = study_dir.join(&run.name);
-        done += usize::from(crate::run::run_progress(&run_dir) == crate::run::RunProgress::Done);
         let entry = PlanEntry {
             index,
             name: run.name.clone(),
-            run_dir,
+            run_dir: study_dir.join(&run.name),
             config: run.config.clone(),
         };
         text.push_str(&serde_json::to_string(&entry)?);
         text.push('\n');
     }
     let path = study_dir.join(PLAN_FILE);
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    // Tasks of an earlier plan may be reading it: they see the old file or the new one.
+    write_text_atomic(&path, &text)?;
     Ok(PlanOutcome {
         path,
         runs: study.runs.len(),
-        done,
+        // The runs plan_study has no job for are the finished ones.
+        done: study.runs.len() - jobs.len(),
     })
 }
 
-/// Entry `index` of a plan file.
-pub fn read_entry(plan: &Path, index: usize) -> Result<PlanEntry> {
-    let text = std::fs::read_to_string(plan)
-        .with_context(|| format!("cannot read the plan {}", plan.display()))?;
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let Some(line) = lines.get(index) else {
-        bail!(
-            "{} holds {} runs (indices 0 to {}); there is no index {index}",
-            plan.display(),
-            lines.len(),
-            lines.len().saturating_sub(1)
-        );
-    };
-    let entry: PlanEntry = serde_json::from_str(line)
-        .with_context(|| format!("{} line {} is not a plan entry", plan.display(), index + 1))?;
-    if entry.index != index {
-        bail!(
-            "{} line {} says index {}: the plan is damaged; write it again with compare --plan",
-            plan.display(),
-            index + 1,
-            entry.index
-        );
+/// Write `text` to `path` through a temporary file beside it and a rename, so that a reader
+/// never sees half a file.
+fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // Temporary files are created owner-only; the plan is for every task that can read the folder.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(entry)
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Entry `index` of a plan file.
+fn read_entry(plan: &Path, index: usize) -> Result<PlanEntry> {
+    let entries = read_plan(plan)?;
+    let count = entries.len();
+    entries.into_iter().nth(index).with_context(|| {
+        format!(
+            "{} holds {count} runs (indices 0 to {}); there is no index {index}",
+            plan.display(),
+            count.saturating_sub(1)
+        )
+    })
 }
 
 /// The task's index: `explicit` if given, else the first scheduler variable that is set.
@@ -174,33 +186,50 @@ pub struct EmitOptions {
 }
 
 /// Each task's time limit: three times the longest run's estimate from `bench`'s step timings
-/// (one thread), and at least 10 minutes, in Slurm's `D-HH:MM:SS`.
-pub fn time_limit(entries: &[PlanEntry]) -> Result<String> {
+/// (one thread), as [`format_limit`] writes it.
+fn time_limit(entries: &[PlanEntry]) -> Result<String> {
     let costs = crate::bench::estimate::calibrate()?;
     let longest = entries
         .iter()
         .map(|e| crate::bench::estimate::run_seconds(&e.config, &costs))
         .fold(0.0, f64::max);
-    let seconds = (3.0 * longest).max(600.0).ceil() as u64;
-    Ok(format!(
+    Ok(format_limit(3.0 * longest))
+}
+
+/// The shortest time limit a task gets, in seconds.
+const MIN_LIMIT_S: f64 = 600.0;
+
+/// `seconds`, rounded up and at least [`MIN_LIMIT_S`], in Slurm's `D-HH:MM:SS`.
+fn format_limit(seconds: f64) -> String {
+    let seconds = seconds.max(MIN_LIMIT_S).ceil() as u64;
+    format!(
         "{}-{:02}:{:02}:{:02}",
         seconds / 86_400,
         seconds % 86_400 / 3600,
         seconds % 3600 / 60,
         seconds % 60
-    ))
+    )
 }
 
-/// Every entry of a plan file.
-pub fn read_plan(plan: &Path) -> Result<Vec<PlanEntry>> {
+/// Every entry of a plan file; each line must carry its own index.
+fn read_plan(plan: &Path) -> Result<Vec<PlanEntry>> {
     let text = std::fs::read_to_string(plan)
         .with_context(|| format!("cannot read the plan {}", plan.display()))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{} line {} is not a plan entry", plan.display(), i + 1))
+            let entry: PlanEntry = serde_json::from_str(l)
+                .with_context(|| format!("{} line {} is not a plan entry", plan.display(), i + 1))?;
+            if entry.index != i {
+                bail!(
+                    "{} line {} says index {}: the plan is damaged; write it again with compare --plan",
+                    plan.display(),
+                    i + 1,
+                    entry.index
+                );
+            }
+            Ok(entry)
         })
         .collect()
 }
@@ -228,12 +257,20 @@ pub fn emit(plan: &Path, kind: Emit, options: &EmitOptions) -> Result<PathBuf> {
     let study = dir
         .file_name()
         .map_or("study".to_string(), |n| n.to_string_lossy().to_string());
-    let command = format!(
-        "{} run --quiet --plan {} --data-dir {} --steal-after {EMITTED_STEAL_AFTER_S}",
-        exe.display(),
-        plan.display(),
-        data.display()
-    );
+    // The task's command, one argument each: the Kubernetes Job lists them, the Slurm script
+    // joins them with shell quoting, so paths with spaces survive both.
+    let command: Vec<String> = [
+        exe.to_string_lossy().into_owned(),
+        "run".into(),
+        "--quiet".into(),
+        "--plan".into(),
+        plan.to_string_lossy().into_owned(),
+        "--data-dir".into(),
+        data.to_string_lossy().into_owned(),
+        "--steal-after".into(),
+        EMITTED_STEAL_AFTER_S.to_string(),
+    ]
+    .into();
     let (name, text) = match kind {
         Emit::Slurm => (
             "slurm.sh",
@@ -245,15 +282,26 @@ pub fn emit(plan: &Path, kind: Emit, options: &EmitOptions) -> Result<PathBuf> {
         ),
     };
     let path = dir.join(name);
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    // A requeued task may be reading the script while it is written again.
+    write_text_atomic(&path, &text)?;
     Ok(path)
+}
+
+/// `word` as one shell word: as it is when it holds only safe characters, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 fn slurm_script(
     study: &str,
     dir: &Path,
     entries: &[PlanEntry],
-    command: &str,
+    command: &[String],
     options: &EmitOptions,
 ) -> Result<String> {
     let last = entries.len() - 1;
@@ -286,21 +334,29 @@ fn slurm_script(
     lines.push(String::new());
     lines.push("# One thread per task: the scheduler gives each task one core.".into());
     lines.push("export RAYON_NUM_THREADS=1".into());
-    lines.push(format!("exec {command}"));
+    let command: Vec<String> = command.iter().map(|a| shell_word(a)).collect();
+    lines.push(format!("exec {}", command.join(" ")));
     lines.push(String::new());
     Ok(lines.join("\n"))
 }
 
-fn k8s_job(study: &str, dir: &Path, runs: usize, command: &str, options: &EmitOptions) -> String {
+fn k8s_job(
+    study: &str,
+    dir: &Path,
+    runs: usize,
+    command: &[String],
+    options: &EmitOptions,
+) -> String {
     let parallelism = options.max_parallel.unwrap_or(runs).min(runs);
     let image = if options.image.is_empty() {
         "bn-exp:latest"
     } else {
         &options.image
     };
+    // A JSON string is a YAML double-quoted scalar, escapes and all.
     let args: Vec<String> = command
-        .split_whitespace()
-        .map(|a| format!("\"{}\"", a.replace('"', "\\\"")))
+        .iter()
+        .map(|a| serde_json::Value::from(a.as_str()).to_string())
         .collect();
     format!(
         "# bn-exp study {study}: one indexed task per run of plan.jsonl; JOB_COMPLETION_INDEX\n\
@@ -318,4 +374,100 @@ fn k8s_job(study: &str, dir: &Path, runs: usize, command: &str, options: &EmitOp
         runs * 2,
         args.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_limits_read_as_slurm_wants_them() {
+        assert_eq!(format_limit(1_000_000.0), "11-13:46:40");
+        assert_eq!(format_limit(86_399.5), "1-00:00:00");
+        // At least ten minutes, however short the estimate.
+        assert_eq!(format_limit(0.0), "0-00:10:00");
+        assert_eq!(format_limit(599.0), "0-00:10:00");
+        assert_eq!(format_limit(600.5), "0-00:10:01");
+    }
+
+    fn command() -> Vec<String> {
+        [
+            "/opt/bn exp/bn-exp",
+            "run",
+            "--plan",
+            "/results/my study/plan.jsonl",
+            "it's",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    #[test]
+    fn the_slurm_script_quotes_arguments_with_spaces() {
+        assert_eq!(shell_word("--data-dir"), "--data-dir");
+        assert_eq!(shell_word("/a/b_c.jsonl"), "/a/b_c.jsonl");
+        assert_eq!(shell_word("/a b/c"), "'/a b/c'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+        let line = command()
+            .iter()
+            .map(|a| shell_word(a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(
+            line,
+            r"'/opt/bn exp/bn-exp' run --plan '/results/my study/plan.jsonl' 'it'\''s'"
+        );
+    }
+
+    #[test]
+    fn the_kubernetes_job_keeps_each_argument_whole() {
+        let options = EmitOptions {
+            max_parallel: Some(2),
+            ..EmitOptions::default()
+        };
+        let text = k8s_job(
+            "my_study",
+            Path::new("/results/my study"),
+            3,
+            &command(),
+            &options,
+        );
+        let job: Value = serde_yaml::from_str(&text).unwrap();
+        let spec = &job["spec"];
+        assert_eq!(spec["completions"], 3);
+        assert_eq!(spec["parallelism"], 2);
+        assert_eq!(job["metadata"]["name"], "bn-exp-my-study");
+        let args = &spec["template"]["spec"]["containers"][0]["command"];
+        let want: Vec<Value> = command().into_iter().map(Value::from).collect();
+        assert_eq!(args, &Value::from(want));
+    }
+
+    #[test]
+    fn a_plan_entry_is_read_by_its_index_and_a_damaged_plan_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = tmp.path().join(PLAN_FILE);
+        let entry = |index: usize| PlanEntry {
+            index,
+            name: format!("run-{index}"),
+            run_dir: tmp.path().join(format!("run-{index}")),
+            config: serde_json::json!({"seed": index}),
+        };
+        let lines = |indices: &[usize]| -> String {
+            indices
+                .iter()
+                .map(|&i| serde_json::to_string(&entry(i)).unwrap() + "\n")
+                .collect()
+        };
+        write_text_atomic(&plan, &lines(&[0, 1, 2])).unwrap();
+        assert_eq!(read_entry(&plan, 1).unwrap(), entry(1));
+        let err = format!("{:#}", read_entry(&plan, 3).unwrap_err());
+        assert!(err.contains("holds 3 runs (indices 0 to 2)"), "{err}");
+        write_text_atomic(&plan, &lines(&[0, 2])).unwrap();
+        let err = format!("{:#}", read_entry(&plan, 0).unwrap_err());
+        assert!(err.contains("line 2 says index 2"), "{err}");
+        std::fs::write(&plan, "{}\n").unwrap();
+        let err = format!("{:#}", read_entry(&plan, 0).unwrap_err());
+        assert!(err.contains("line 1 is not a plan entry"), "{err}");
+    }
 }

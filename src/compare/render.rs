@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::table::{Comparison, GroupMeasures, GroupRow, MeanStd, RunRow, SpeedUp, StepsTo};
+use super::table::{
+    Comparison, GroupRow, MEASURES, MeanStd, Measure, MeasureValue, RunRow, Shown, SpeedUp, StepsTo,
+};
 
 pub const MARKDOWN_FILE: &str = "comparison.md";
 pub const CSV_FILE: &str = "comparison.csv";
@@ -215,30 +217,11 @@ pub fn render_csv(cmp: &Comparison) -> String {
         ]
         .map(String::from),
     );
-    let measure_layers = cmp
-        .groups
-        .iter()
-        .find_map(|g| g.measures.as_ref())
-        .map(|m| m.layers.clone());
-    if let Some(layers) = &measure_layers {
-        let slug = |name: &String| name.replace(' ', "_");
-        header.extend(layers.iter().map(|l| format!("ics_l2_{}_mean", slug(l))));
-        header.extend(
-            layers
-                .iter()
-                .map(|l| format!("ics_cosine_{}_mean", slug(l))),
-        );
-        header.extend(
-            [
-                "grad_change_early_mean",
-                "grad_change_mean",
-                "beta_smoothness_early_mean",
-                "beta_smoothness_mean",
-                "loss_range_early_mean",
-                "loss_range_mean",
-            ]
-            .map(String::from),
-        );
+    let measure_layers = cmp.measure_layers();
+    if let Some(layers) = measure_layers {
+        for (measure, shown) in shown_measures() {
+            header.extend(csv_measure_header(measure, shown, layers));
+        }
     }
     let mut out = csv_line(&header);
     for group in &cmp.groups {
@@ -268,29 +251,59 @@ pub fn render_csv(cmp: &Comparison) -> String {
         row.push(speedup.map(|s| s.reached.to_string()).unwrap_or_default());
         row.push(num(group.mean_wall_s));
         row.push(num(group.mean_steps_per_s));
-        if let Some(layers) = &measure_layers {
-            let m = group.measures.as_ref();
-            let mean = |v: Option<&Option<MeanStd>>| num(v.copied().flatten().map(|s| s.mean));
-            for i in 0..layers.len() {
-                row.push(mean(m.and_then(|m| m.ics_l2.get(i))));
-            }
-            for i in 0..layers.len() {
-                row.push(mean(m.and_then(|m| m.ics_cosine.get(i))));
-            }
-            for pick in [
-                |m: &GroupMeasures| m.grad_change_early,
-                |m: &GroupMeasures| m.grad_change,
-                |m: &GroupMeasures| m.beta_early,
-                |m: &GroupMeasures| m.beta,
-                |m: &GroupMeasures| m.loss_range_early,
-                |m: &GroupMeasures| m.loss_range,
-            ] {
-                row.push(num(m.and_then(pick).map(|s| s.mean)));
+        if let Some(layers) = measure_layers {
+            for (measure, _) in shown_measures() {
+                row.extend(csv_measure_cells(
+                    measure,
+                    measure_value(group, measure),
+                    layers.len(),
+                ));
             }
         }
         out.push_str(&csv_line(&row));
     }
     out
+}
+
+/// The measures the CSV and the measures table show, in [`MEASURES`]' order.
+fn shown_measures() -> impl Iterator<Item = (&'static Measure, &'static Shown)> {
+    MEASURES
+        .iter()
+        .filter_map(|measure| Some((measure, measure.shown.as_ref()?)))
+}
+
+/// A group's value of a measure; `None` when the group took no measures.
+fn measure_value<'a>(group: &'a GroupRow, measure: &Measure) -> Option<&'a MeasureValue> {
+    group.measures.as_ref().and_then(|m| m.get(measure.field))
+}
+
+/// `<csv>_<layer>_mean` per layer of a per-layer measure, `<csv>_mean` of a scalar one.
+fn csv_measure_header(measure: &Measure, shown: &Shown, layers: &[String]) -> Vec<String> {
+    if measure.per_layer() {
+        layers
+            .iter()
+            .map(|layer| format!("{}_{}_mean", shown.csv, layer.replace(' ', "_")))
+            .collect()
+    } else {
+        vec![format!("{}_mean", shown.csv)]
+    }
+}
+
+/// The means under [`csv_measure_header`]'s columns; empty where a group has none.
+fn csv_measure_cells(
+    measure: &Measure,
+    value: Option<&MeasureValue>,
+    layers: usize,
+) -> Vec<String> {
+    let columns = if measure.per_layer() { layers } else { 1 };
+    (0..columns)
+        .map(|i| {
+            value
+                .and_then(|v| v.values().get(i).copied().flatten())
+                .map(|s| s.mean.to_string())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 fn csv_line(cells: &[String]) -> String {
@@ -384,54 +397,44 @@ fn group_cells(cmp: &Comparison, group: &GroupRow) -> Vec<String> {
     cells
 }
 
-/// The measures table, when some group took Santurkar et al.'s measures.
+/// The measures table, when some group took Santurkar et al.'s measures: a column per shown
+/// measure, a per-layer one listing the layers.
 fn measure_cells(cmp: &Comparison) -> Option<(Vec<String>, Vec<Vec<String>>)> {
-    let layers = &cmp.groups.iter().find_map(|g| g.measures.as_ref())?.layers;
-    let names = layers.join(" / ");
-    let header = vec![
-        "group".to_string(),
-        format!("ICS ‖G−G′‖ ({names})"),
-        format!("ICS cos ({names})"),
-        "grad change early".into(),
-        "grad change".into(),
-        "β-smoothness early".into(),
-        "β-smoothness".into(),
-        "loss range early".into(),
-        "loss range".into(),
-    ];
+    let names = cmp.measure_layers()?.join(" / ");
+    let mut header = vec!["group".to_string()];
+    header.extend(shown_measures().map(|(measure, shown)| {
+        if measure.per_layer() {
+            format!("{} ({names})", shown.heading)
+        } else {
+            shown.heading.to_string()
+        }
+    }));
     let rows = cmp
         .groups
         .iter()
         .map(|group| {
             let mut cells = vec![group.label.clone()];
-            match &group.measures {
-                Some(m) => cells.extend(group_measure_cells(m)),
-                None => cells.extend((0..8).map(|_| NO_VALUE.to_string())),
-            }
+            cells.extend(
+                shown_measures().map(|(measure, _)| measure_text(measure_value(group, measure))),
+            );
             cells
         })
         .collect();
     Some((header, rows))
 }
 
-fn group_measure_cells(m: &GroupMeasures) -> Vec<String> {
-    let per_layer = |values: &[Option<MeanStd>]| {
-        values
+/// A group's value of a measure in the table: `2.41 ± 0.08`, or the means per layer
+/// `0 / 0.0123 / 0.0456`.
+fn measure_text(value: Option<&MeasureValue>) -> String {
+    match value {
+        None => NO_VALUE.to_string(),
+        Some(MeasureValue::Scalar(stats)) => measure_cell(*stats),
+        Some(MeasureValue::PerLayer(values)) => values
             .iter()
             .map(|v| v.map_or(NO_VALUE.to_string(), |v| significant(v.mean)))
             .collect::<Vec<_>>()
-            .join(" / ")
-    };
-    vec![
-        per_layer(&m.ics_l2),
-        per_layer(&m.ics_cosine),
-        measure_cell(m.grad_change_early),
-        measure_cell(m.grad_change),
-        measure_cell(m.beta_early),
-        measure_cell(m.beta),
-        measure_cell(m.loss_range_early),
-        measure_cell(m.loss_range),
-    ]
+            .join(" / "),
+    }
 }
 
 /// `2.41 ± 0.08` with three significant digits.
@@ -575,4 +578,134 @@ pub fn percent_label(fraction: f64) -> String {
     let text = format!("{percent:.4}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     format!("{text}%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::runs::{RunRecord, RunStatus};
+    use crate::compare::table::{Baseline, CompareOptions, compare_runs};
+    use crate::run::{MeasureSummary, MetricPoint};
+    use serde_json::json;
+
+    fn record(kind: &str, seed: u64, measures: Option<MeasureSummary>) -> RunRecord {
+        RunRecord {
+            name: format!("{kind}-{seed}"),
+            dir: format!("/results/{kind}-{seed}").into(),
+            config: json!({"norm": {"kind": kind}, "seed": seed}),
+            status: RunStatus::Finished,
+            diverged_at: None,
+            evals: vec![MetricPoint {
+                step: 100,
+                test_acc: Some(0.9),
+                test_loss: Some(0.3),
+            }],
+            wall_s: None,
+            steps_per_s: None,
+            population_acc: None,
+            drift: None,
+            measures,
+            notes: Vec::new(),
+        }
+    }
+
+    fn summary(scale: f64) -> MeasureSummary {
+        MeasureSummary {
+            layers: vec!["hidden 0".into(), "output".into()],
+            ics_l2: vec![Some(0.0), Some(2.0 * scale)],
+            ics_relative: vec![Some(0.0), Some(0.5 * scale)],
+            ics_cosine: vec![Some(1.0), None],
+            grad_change_early: Some(3.0 * scale),
+            grad_change: Some(4.0 * scale),
+            beta_early: Some(5.0 * scale),
+            beta: Some(6.0 * scale),
+            loss_range_early: Some(7.0 * scale),
+            loss_range: None,
+        }
+    }
+
+    /// A group without measures beside one with them: a placeholder in every measure column
+    /// of the table, an empty cell in every measure column of the CSV.
+    #[test]
+    fn measure_columns_line_up_with_and_without_measures() {
+        let runs = [
+            record("none", 0, None),
+            record("batch", 0, Some(summary(1.0))),
+            record("batch", 1, Some(summary(2.0))),
+        ];
+        let cmp = compare_runs(
+            &runs,
+            &CompareOptions {
+                thresholds: vec![0.9],
+                baseline: Baseline::FirstGroup,
+            },
+        )
+        .unwrap();
+        let (header, rows) = measure_cells(&cmp).unwrap();
+        assert_eq!(
+            header,
+            [
+                "group",
+                "ICS ‖G−G′‖ (hidden 0 / output)",
+                "ICS cos (hidden 0 / output)",
+                "grad change early",
+                "grad change",
+                "β-smoothness early",
+                "β-smoothness",
+                "loss range early",
+                "loss range",
+            ]
+        );
+        assert_eq!(rows[0][0], "no BN");
+        assert!(rows[0][1..].iter().all(|cell| cell == NO_VALUE), "{rows:?}");
+        assert_eq!(
+            rows[1],
+            [
+                "BN",
+                "0 / 3.00",
+                "1.00 / -",
+                "4.50 ± 2.12",
+                "6.00 ± 2.83",
+                "7.50 ± 3.54",
+                "9.00 ± 4.24",
+                "10.5 ± 4.95",
+                "-",
+            ]
+        );
+
+        let csv = render_csv(&cmp);
+        let lines: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+        let first = lines[0]
+            .iter()
+            .position(|&c| c == "ics_l2_hidden_0_mean")
+            .unwrap();
+        assert_eq!(
+            lines[0][first..],
+            [
+                "ics_l2_hidden_0_mean",
+                "ics_l2_output_mean",
+                "ics_cosine_hidden_0_mean",
+                "ics_cosine_output_mean",
+                "grad_change_early_mean",
+                "grad_change_mean",
+                "beta_smoothness_early_mean",
+                "beta_smoothness_mean",
+                "loss_range_early_mean",
+                "loss_range_mean",
+            ]
+        );
+        assert!(lines[1][first..].iter().all(|c| c.is_empty()), "{csv}");
+        assert_eq!(
+            lines[2][first..],
+            ["0", "3", "1", "", "4.5", "6", "7.5", "9", "10.5", ""]
+        );
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{csv}");
+
+        let json: serde_json::Value = serde_json::from_str(&render_json(&cmp).unwrap()).unwrap();
+        let measures = &json["groups"][1]["measures"];
+        assert_eq!(measures["ics_relative"][1]["mean"], json!(0.75));
+        assert_eq!(measures["beta"]["mean"], json!(9.0));
+        assert_eq!(measures["loss_range"], serde_json::Value::Null);
+        assert_eq!(json["groups"][0]["measures"], serde_json::Value::Null);
+    }
 }

@@ -8,6 +8,7 @@
 
 use anyhow::{Result, bail, ensure};
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use super::keys::{condition_of, display_value, flatten_leaves, has_suffix, json_equal};
@@ -19,9 +20,6 @@ pub use crate::run::{MeanStd, best_acc, final_acc, first_step_reaching, mean_std
 
 /// Accuracy thresholds used when neither `--thresholds` nor the study gives any.
 pub const DEFAULT_THRESHOLDS: [f64; 4] = [0.9, 0.95, 0.97, 0.98];
-
-/// Label of the only group when nothing differs between runs but the seed.
-const SINGLE_GROUP_LABEL: &str = "all";
 
 /// Accept thresholds as fractions (0.97) or percents (97); return fractions in (0, 1].
 pub fn normalize_thresholds(values: &[f64]) -> Result<Vec<f64>> {
@@ -43,7 +41,8 @@ pub fn normalize_thresholds(values: &[f64]) -> Result<Vec<f64>> {
 pub enum Baseline {
     /// The first group in run order (what a study lists first, usually the "none" condition).
     FirstGroup,
-    /// A group label as printed (`placement=none, lr=0.1`), or some of its `key=value` parts.
+    /// A group label as printed (`BN before sigmoid, lr 1`), or `key=value` parts of the
+    /// groups' configs that pick one (`placement=before`, `optim.lr=5`).
     Label(String),
     /// Config key paths and values, as a study file's `baseline`.
     Spec(Vec<(String, Value)>),
@@ -62,6 +61,16 @@ pub struct Comparison {
     /// `None` when the baseline group has no finished run to take a target from.
     pub baseline: Option<BaselineTarget>,
     pub groups: Vec<GroupRow>,
+}
+
+impl Comparison {
+    /// The layer names of the measure columns: those of the first group that took measures.
+    pub fn measure_layers(&self) -> Option<&[String]> {
+        self.groups
+            .iter()
+            .find_map(|g| g.measures.as_ref())
+            .map(|m| m.layers.as_slice())
+    }
 }
 
 /// What the speed-up column is measured against.
@@ -105,21 +114,164 @@ pub struct GroupRow {
 }
 
 /// Santurkar et al.'s measures of a group: each run's means ([`MeasureSummary`]), then mean ±
-/// std over the runs.
-#[derive(Debug, Clone, Serialize)]
+/// std over the runs, one value per entry of [`MEASURES`]. In `comparison.json` it reads
+/// `{"layers": [...], "ics_l2": [...], ..., "loss_range": {...}}`, a key per measure's `field`.
+#[derive(Debug, Clone)]
 pub struct GroupMeasures {
     /// Weight layer names, input to output.
     pub layers: Vec<String>,
-    pub ics_l2: Vec<Option<MeanStd>>,
-    pub ics_relative: Vec<Option<MeanStd>>,
-    pub ics_cosine: Vec<Option<MeanStd>>,
-    pub grad_change_early: Option<MeanStd>,
-    pub grad_change: Option<MeanStd>,
-    pub beta_early: Option<MeanStd>,
-    pub beta: Option<MeanStd>,
-    pub loss_range_early: Option<MeanStd>,
-    pub loss_range: Option<MeanStd>,
+    /// The value of each of [`MEASURES`], in its order.
+    values: Vec<MeasureValue>,
 }
+
+impl GroupMeasures {
+    /// The value of the measure whose `field` this is.
+    pub fn get(&self, field: &str) -> Option<&MeasureValue> {
+        MEASURES
+            .iter()
+            .position(|m| m.field == field)
+            .and_then(|k| self.values.get(k))
+    }
+}
+
+impl Serialize for GroupMeasures {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1 + self.values.len()))?;
+        map.serialize_entry("layers", &self.layers)?;
+        for (measure, value) in MEASURES.iter().zip(&self.values) {
+            map.serialize_entry(measure.field, value)?;
+        }
+        map.end()
+    }
+}
+
+/// A group's mean ± std of one measure.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum MeasureValue {
+    /// Per weight layer, input to output.
+    PerLayer(Vec<Option<MeanStd>>),
+    Scalar(Option<MeanStd>),
+}
+
+/// Where a run's mean of a measure is in its [`MeasureSummary`].
+#[derive(Debug, Clone, Copy)]
+pub enum MeasureOf {
+    /// One mean per weight layer.
+    PerLayer(fn(&MeasureSummary) -> &[Option<f64>]),
+    /// One mean for the whole net.
+    Scalar(fn(&MeasureSummary) -> Option<f64>),
+}
+
+/// One of Santurkar et al.'s measures as the comparison reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Measure {
+    /// Its key under a group's `measures` in `comparison.json`.
+    pub field: &'static str,
+    /// Its columns in `comparison.csv` and the measures table; `None`: `comparison.json` only.
+    pub shown: Option<Shown>,
+    pub of: MeasureOf,
+}
+
+impl Measure {
+    /// Whether a group has one value of it per weight layer (else one in all).
+    pub fn per_layer(&self) -> bool {
+        matches!(self.of, MeasureOf::PerLayer(_))
+    }
+}
+
+impl MeasureValue {
+    /// Its means ± std: one per layer, or the one.
+    pub fn values(&self) -> &[Option<MeanStd>] {
+        match self {
+            MeasureValue::PerLayer(values) => values,
+            MeasureValue::Scalar(value) => std::slice::from_ref(value),
+        }
+    }
+}
+
+/// How a measure is shown.
+#[derive(Debug, Clone, Copy)]
+pub struct Shown {
+    /// CSV column stem: `<csv>_mean`, or `<csv>_<layer>_mean` per layer.
+    pub csv: &'static str,
+    /// Heading in the terminal and Markdown table (a per-layer one adds the layer names).
+    pub heading: &'static str,
+}
+
+/// Every measure the comparison reports, in the order of every output: the one list that
+/// `comparison.json`, `comparison.csv` and the measures table walk.
+pub const MEASURES: &[Measure] = &[
+    Measure {
+        field: "ics_l2",
+        shown: Some(Shown {
+            csv: "ics_l2",
+            heading: "ICS ‖G−G′‖",
+        }),
+        of: MeasureOf::PerLayer(|s| &s.ics_l2),
+    },
+    Measure {
+        field: "ics_relative",
+        shown: None,
+        of: MeasureOf::PerLayer(|s| &s.ics_relative),
+    },
+    Measure {
+        field: "ics_cosine",
+        shown: Some(Shown {
+            csv: "ics_cosine",
+            heading: "ICS cos",
+        }),
+        of: MeasureOf::PerLayer(|s| &s.ics_cosine),
+    },
+    Measure {
+        field: "grad_change_early",
+        shown: Some(Shown {
+            csv: "grad_change_early",
+            heading: "grad change early",
+        }),
+        of: MeasureOf::Scalar(|s| s.grad_change_early),
+    },
+    Measure {
+        field: "grad_change",
+        shown: Some(Shown {
+            csv: "grad_change",
+            heading: "grad change",
+        }),
+        of: MeasureOf::Scalar(|s| s.grad_change),
+    },
+    Measure {
+        field: "beta_early",
+        shown: Some(Shown {
+            csv: "beta_smoothness_early",
+            heading: "β-smoothness early",
+        }),
+        of: MeasureOf::Scalar(|s| s.beta_early),
+    },
+    Measure {
+        field: "beta",
+        shown: Some(Shown {
+            csv: "beta_smoothness",
+            heading: "β-smoothness",
+        }),
+        of: MeasureOf::Scalar(|s| s.beta),
+    },
+    Measure {
+        field: "loss_range_early",
+        shown: Some(Shown {
+            csv: "loss_range_early",
+            heading: "loss range early",
+        }),
+        of: MeasureOf::Scalar(|s| s.loss_range_early),
+    },
+    Measure {
+        field: "loss_range",
+        shown: Some(Shown {
+            csv: "loss_range",
+            heading: "loss range",
+        }),
+        of: MeasureOf::Scalar(|s| s.loss_range),
+    },
+];
 
 /// Steps to reach an accuracy: mean over the runs that reached it, `reached` of `of`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -236,9 +388,10 @@ fn group_by_condition(runs: &[RunRecord]) -> Vec<Vec<&RunRecord>> {
 }
 
 /// A label per group from the config leaves that differ between groups, as people say them
-/// (`no BN, lr 5`; [`crate::labels`]), plus those settings by full key path.
+/// (`no BN, lr 5`; [`crate::labels`]; the only group, when nothing varies, is `all`), plus those
+/// settings by full key path.
 fn group_labels(groups: &[Vec<&RunRecord>]) -> Vec<(String, Map<String, Value>)> {
-    let leaves: Vec<Map<String, Value>> = groups
+    let leaves: Vec<Leaves> = groups
         .iter()
         .map(|group| {
             flatten_leaves(&condition_of(&group[0].config))
@@ -259,11 +412,7 @@ fn group_labels(groups: &[Vec<&RunRecord>]) -> Vec<(String, Map<String, Value>)>
             })
         })
         .collect();
-    let as_leaves: Vec<Leaves> = leaves
-        .iter()
-        .map(|leaf| leaf.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .collect();
-    let readable = readable_labels(&as_leaves, &varying);
+    let readable = readable_labels(&leaves, &varying);
     leaves
         .iter()
         .zip(readable)
@@ -272,11 +421,6 @@ fn group_labels(groups: &[Vec<&RunRecord>]) -> Vec<(String, Map<String, Value>)>
                 .iter()
                 .map(|path| (path.clone(), leaf.get(path).cloned().unwrap_or(Value::Null)))
                 .collect();
-            let label = if varying.is_empty() {
-                SINGLE_GROUP_LABEL.to_string()
-            } else {
-                label
-            };
             (label, settings)
         })
         .collect()
@@ -468,27 +612,22 @@ fn group_row(
 /// (the first one's layers name the rest).
 fn measures_over(runs: &[&RunRow]) -> Option<GroupMeasures> {
     let summaries: Vec<&MeasureSummary> = runs.iter().filter_map(|r| r.measures.as_ref()).collect();
-    let first = summaries.first()?;
+    let layers = summaries.first()?.layers.clone();
     let over = |pick: &dyn Fn(&MeasureSummary) -> Option<f64>| -> Option<MeanStd> {
         mean_std(&summaries.iter().filter_map(|s| pick(s)).collect::<Vec<_>>())
     };
-    let per_layer = |pick: &dyn Fn(&MeasureSummary, usize) -> Option<f64>| {
-        (0..first.layers.len())
-            .map(|i| over(&|s| pick(s, i)))
-            .collect::<Vec<_>>()
-    };
-    Some(GroupMeasures {
-        layers: first.layers.clone(),
-        ics_l2: per_layer(&|s, i| s.ics_l2.get(i).copied().flatten()),
-        ics_relative: per_layer(&|s, i| s.ics_relative.get(i).copied().flatten()),
-        ics_cosine: per_layer(&|s, i| s.ics_cosine.get(i).copied().flatten()),
-        grad_change_early: over(&|s| s.grad_change_early),
-        grad_change: over(&|s| s.grad_change),
-        beta_early: over(&|s| s.beta_early),
-        beta: over(&|s| s.beta),
-        loss_range_early: over(&|s| s.loss_range_early),
-        loss_range: over(&|s| s.loss_range),
-    })
+    let values = MEASURES
+        .iter()
+        .map(|measure| match measure.of {
+            MeasureOf::PerLayer(of) => MeasureValue::PerLayer(
+                (0..layers.len())
+                    .map(|i| over(&|s| of(s).get(i).copied().flatten()))
+                    .collect(),
+            ),
+            MeasureOf::Scalar(of) => MeasureValue::Scalar(over(&of)),
+        })
+        .collect();
+    Some(GroupMeasures { layers, values })
 }
 
 /// Mean ± std of each percentile's drift over the runs that have one.

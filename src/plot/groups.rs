@@ -14,6 +14,8 @@ use serde_json::Value;
 use super::load::Run;
 use super::style::{Colour, palette_colour};
 use crate::labels::readable_labels;
+/// How values read in labels and file names: [`crate::labels`] holds the one definition.
+pub use crate::labels::{format_float, value_text as format_value};
 
 /// Config keys that tell runs of one configuration apart without changing the configuration.
 const NOT_IDENTITY: [&str; 3] = ["seed", "name", "study"];
@@ -102,23 +104,6 @@ pub fn varying_keys<'a>(configs: impl IntoIterator<Item = &'a FlatConfig> + Clon
 
 fn key_rank(key: &str) -> u8 {
     u8::from(!PRIMARY_KEYS.contains(&key))
-}
-
-/// A config value as it should read in a label: strings bare, integers without `.0`
-/// ([`crate::labels::value_text`], the one definition).
-pub fn format_value(value: Option<&Value>) -> String {
-    crate::labels::value_text(value)
-}
-
-/// Shortest readable form of a float: `0.5`, `1`, `0.0001`, `1e-6`.
-pub fn format_float(x: f64) -> String {
-    if x == x.trunc() && x.abs() < 1e15 {
-        format!("{}", x as i64)
-    } else if x != 0.0 && (x.abs() < 1e-4 || x.abs() >= 1e6) {
-        format!("{x:e}")
-    } else {
-        format!("{x}")
-    }
 }
 
 /// Order configs by their values on `keys`: `none` first among strings, numbers numerically.
@@ -379,12 +364,5 @@ mod tests {
         assert_eq!((stats[0].mean, stats[0].n), (2.0, 2));
         assert!((stats[0].std - 2f64.sqrt()).abs() < 1e-12);
         assert_eq!((stats[1].mean, stats[1].std, stats[1].n), (3.0, 0.0, 1));
-    }
-
-    #[test]
-    fn floats_read_well() {
-        assert_eq!(format_float(0.5), "0.5");
-        assert_eq!(format_float(60.0), "60");
-        assert_eq!(format_float(1e-6), "1e-6");
     }
 }
