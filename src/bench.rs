@@ -7,7 +7,7 @@
 //! warm-up, with min and max, because this machine is shared and noisy.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -65,6 +65,12 @@ pub const NORM_WORKLOADS: [(&str, &str, &str); 7] = [
         r#"{"kind": "renorm", "stats_batch": 4}"#,
     ),
 ];
+
+/// The workloads that train whole runs rather than time steps (CPU only): the Figure 1 study
+/// and the cost of the measures.
+pub const RUN_WORKLOADS: [&str; 2] = [FIG1, MEASURES];
+const FIG1: &str = "fig1";
+const MEASURES: &str = "measures";
 
 /// The most a normalisation layer may cost, as a multiple of BN's step on the paper's MLP.
 pub const NORM_STEP_TARGET: f64 = 1.25;
@@ -151,7 +157,7 @@ pub fn workload_config(name: &str) -> Result<Config> {
         "cnn" => (CNN_NOBN, false),
         "cnn-bn" => (CNN_BN, true),
         other => bail!(
-            "unknown workload {other:?}; choose from {}, fig1",
+            "unknown workload {other:?}; choose from {}, {FIG1}",
             STEP_WORKLOADS.join(", ")
         ),
     };
@@ -168,7 +174,7 @@ pub fn workload_config(name: &str) -> Result<Config> {
 pub struct BenchRequest {
     /// Timed steps per workload (after warm-up).
     pub reps: usize,
-    /// Workloads to run (`mlp`, `mlp-bn`, `cnn`, `cnn-bn`, `fig1`); `None`: all of them.
+    /// Workloads to run ([`STEP_WORKLOADS`], [`RUN_WORKLOADS`]); `None`: all of them.
     pub only: Option<Vec<String>>,
     /// Also write the report as JSON here.
     pub json: Option<PathBuf>,
@@ -188,19 +194,17 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
     if let Some(only) = &args.only {
         for name in only {
             ensure!(
-                STEP_WORKLOADS.contains(&name.as_str()) || name == "fig1" || name == "measures",
-                "unknown workload {name:?} in --only; choose from {}, fig1, measures",
-                STEP_WORKLOADS.join(", ")
+                STEP_WORKLOADS.contains(&name.as_str()) || RUN_WORKLOADS.contains(&name.as_str()),
+                "unknown workload {name:?} in --only; choose from {}, {}",
+                STEP_WORKLOADS.join(", "),
+                RUN_WORKLOADS.join(", ")
             );
         }
     }
     let on_gpu = args.device == DeviceKind::Gpu;
+    let is_run = |w: &String| RUN_WORKLOADS.contains(&w.as_str());
     let wanted: Vec<String> = args.only.clone().unwrap_or_else(|| {
-        let whole_runs = if on_gpu {
-            &[][..]
-        } else {
-            &["fig1", "measures"][..]
-        };
+        let whole_runs = if on_gpu { &[][..] } else { &RUN_WORKLOADS[..] };
         STEP_WORKLOADS
             .iter()
             .chain(whole_runs)
@@ -208,13 +212,14 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
             .collect()
     });
     ensure!(
-        !on_gpu || !wanted.iter().any(|w| w == "fig1" || w == "measures"),
-        "fig1 and measures are timed on the CPU only; on --device gpu, time the step workloads \
-         ({})",
+        !on_gpu || !wanted.iter().any(is_run),
+        "{} are timed on the CPU only; on --device gpu, time the step workloads ({})",
+        RUN_WORKLOADS.join(" and "),
         STEP_WORKLOADS.join(", ")
     );
     let threads = args.threads.unwrap_or_else(backend::threads);
     // Name the device in this process too: a missing GPU fails here, once, with its remedy.
+    // Not `device_name` on the CPU: the workers' threads, which `--threads` sets, are named.
     let device = match args.device {
         DeviceKind::Cpu => format!("CPU (flex, {threads} threads)"),
         DeviceKind::Gpu => backend::device_name(DeviceKind::Gpu)?,
@@ -240,10 +245,7 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
         "peak MB",
         "backend: device"
     ));
-    for w in wanted
-        .iter()
-        .filter(|w| !["fig1", "measures"].contains(&w.as_str()))
-    {
+    for w in wanted.iter().filter(|w| !is_run(w)) {
         let r = run_worker(w, args.reps, threads, args.device)?;
         progress.result(&format!(
             "{:<20} {:>6} {:>12.0} {:>12.0} {:>12.0} {:>10.1} {:>10.1}  {}: {}",
@@ -262,7 +264,7 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
     for line in norm_ratio_lines(&report.steps) {
         progress.result(&line);
     }
-    if wanted.iter().any(|w| w == "fig1") {
+    if wanted.iter().any(|w| w == FIG1) {
         let fig1 = time_fig1(&report.steps, &args.data_dir)?;
         if let Some(p) = fig1.projected_s {
             progress.result(&format!(
@@ -275,7 +277,7 @@ pub fn bench(args: &BenchRequest, progress: &dyn Progress) -> Result<BenchReport
         ));
         report.fig1 = Some(fig1);
     }
-    if wanted.iter().any(|w| w == "measures") {
+    if wanted.iter().any(|w| w == MEASURES) {
         let cost = time_measures(&args.data_dir)?;
         let verdict = if cost.ratio <= MEASURES_TARGET {
             "within target"
@@ -342,6 +344,16 @@ pub fn time_steps_on_one_thread(workload: &str, reps: usize) -> Result<StepResul
     run_worker(workload, reps, 1, DeviceKind::Cpu)
 }
 
+/// `kind` as a `--device` value: bn-exp's own (`cpu`, `gpu`), or with `pytorch` that of
+/// `scripts/pytorch_reference.py` (`cpu`, `cuda`).
+fn device_flag(kind: DeviceKind, pytorch: bool) -> &'static str {
+    match (kind, pytorch) {
+        (DeviceKind::Cpu, _) => "cpu",
+        (DeviceKind::Gpu, false) => "gpu",
+        (DeviceKind::Gpu, true) => "cuda",
+    }
+}
+
 /// Run one workload in a child process and read its JSON line.
 fn run_worker(
     workload: &str,
@@ -350,13 +362,9 @@ fn run_worker(
     device: DeviceKind,
 ) -> Result<StepResult> {
     let exe = std::env::current_exe().context("cannot find the bn-exp executable")?;
-    let device_flag = match device {
-        DeviceKind::Cpu => "cpu",
-        DeviceKind::Gpu => "gpu",
-    };
     let out = Command::new(exe)
         .args(["bench", "--worker", workload, "--reps", &reps.to_string()])
-        .args(["--device", device_flag])
+        .args(["--device", device_flag(device, false)])
         .env("RAYON_NUM_THREADS", threads.to_string())
         .output()
         .context("cannot start a bench worker")?;
@@ -451,7 +459,6 @@ fn peak_rss_mb() -> f64 {
 
 /// Train both Figure 1 nets (full length) side by side, one thread each, and time the wall.
 fn time_fig1(steps: &[StepResult], data_dir: &Path) -> Result<Fig1Result> {
-    let exe = std::env::current_exe()?;
     let tmp = std::env::temp_dir().join(format!("bn-exp-bench-fig1-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let nets = [
@@ -460,38 +467,21 @@ fn time_fig1(steps: &[StepResult], data_dir: &Path) -> Result<Fig1Result> {
     ];
     let bn = workload_config("mlp-bn")?;
     let t0 = Instant::now();
-    // Start both before waiting for either: `output()` would run them one after the other.
+    // Start both before waiting for either, so that they run side by side.
     let mut children = Vec::new();
     for (name, text) in nets {
         let cfg_path = tmp.join(format!("{name}.json"));
         std::fs::write(&cfg_path, text)?;
-        let child = Command::new(&exe)
-            .args(["train", "--quiet", "--force", "--config"])
-            .arg(&cfg_path)
-            .arg("--out")
-            .arg(tmp.join(name))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RAYON_NUM_THREADS", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
+        let child = start_train(&cfg_path, &[], &tmp.join(name), data_dir)
             .context("cannot start a Figure 1 run")?;
         children.push((name, child));
     }
-    let outputs: Vec<_> = children
+    let finished: Vec<Result<()>> = children
         .into_iter()
-        .map(|(name, child)| (name, child.wait_with_output()))
+        .map(|(name, child)| wait_train(child, &format!("Figure 1 run {name}")))
         .collect();
     let measured_s = t0.elapsed().as_secs_f64();
-    for (name, out) in outputs {
-        let out = out.with_context(|| format!("Figure 1 run {name} did not finish"))?;
-        ensure!(
-            out.status.success(),
-            "Figure 1 run {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    finished.into_iter().collect::<Result<()>>()?;
     let _ = std::fs::remove_dir_all(&tmp);
     let step_of = |w: &str| steps.iter().find(|s| s.workload == w).map(|s| s.median_us);
     let projected_s = match (step_of("mlp"), step_of("mlp-bn")) {
@@ -509,7 +499,6 @@ fn time_fig1(steps: &[StepResult], data_dir: &Path) -> Result<Fig1Result> {
 /// every [`MEASURES_EVERY`] steps, one after the other on one thread, and compare the two runs'
 /// own wall times.
 fn time_measures(data_dir: &Path) -> Result<MeasuresCost> {
-    let exe = std::env::current_exe()?;
     let tmp = std::env::temp_dir().join(format!("bn-exp-bench-measures-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let cfg_path = tmp.join("mnist_mlp_sigmoid_bn.json");
@@ -517,24 +506,15 @@ fn time_measures(data_dir: &Path) -> Result<MeasuresCost> {
     let mut wall = Vec::new();
     for every in [0, MEASURES_EVERY] {
         let out_dir = tmp.join(format!("every-{every}"));
-        let out = Command::new(&exe)
-            .args(["train", "--quiet", "--force", "--config"])
-            .arg(&cfg_path)
-            .args(["--set", &format!("steps={MEASURES_STEPS}")])
-            .args(["--set", "eval_every=1000", "--set", "checkpoint_every=0"])
-            .args(["--set", &format!("measures.every={every}")])
-            .arg("--out")
-            .arg(&out_dir)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RAYON_NUM_THREADS", "1")
-            .output()
+        let sets = [
+            format!("steps={MEASURES_STEPS}"),
+            "eval_every=1000".to_string(),
+            "checkpoint_every=0".to_string(),
+            format!("measures.every={every}"),
+        ];
+        let child = start_train(&cfg_path, &sets, &out_dir, data_dir)
             .context("cannot start a measures bench run")?;
-        ensure!(
-            out.status.success(),
-            "measures bench run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        wait_train(child, "measures bench run")?;
         let summary = crate::run::Run::read(&out_dir)
             .summary
             .context("the measures bench run wrote no summary")?;
@@ -548,6 +528,41 @@ fn time_measures(data_dir: &Path) -> Result<MeasuresCost> {
         measured_s: wall[1],
         ratio: wall[1] / wall[0],
     })
+}
+
+/// Start `bn-exp train` on one thread in a child process: `config` with each `--set` of `sets`,
+/// into `out` (replaced), its stderr kept for [`wait_train`].
+fn start_train(config: &Path, sets: &[String], out: &Path, data_dir: &Path) -> Result<Child> {
+    let exe = std::env::current_exe().context("cannot find the bn-exp executable")?;
+    let mut command = Command::new(exe);
+    command
+        .args(["train", "--quiet", "--force", "--config"])
+        .arg(config);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    Ok(command
+        .arg("--out")
+        .arg(out)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
+/// Wait for a run [`start_train`] started; an error with its stderr when it failed.
+fn wait_train(child: Child, what: &str) -> Result<()> {
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("{what} did not finish"))?;
+    ensure!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// Run `scripts/pytorch_reference.py` (needs PyTorch) and print our time over theirs.
@@ -575,11 +590,7 @@ fn compare_pytorch(
             "--threads",
             &threads.to_string(),
             "--device",
-            if device == DeviceKind::Gpu {
-                "cuda"
-            } else {
-                "cpu"
-            },
+            device_flag(device, true),
         ])
         .output()
         .with_context(|| format!("cannot run {python} {}", script.display()))?;

@@ -4,7 +4,7 @@
 //! settings. Nothing here panics on user input: errors travel up as `anyhow` chains.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
@@ -428,24 +428,53 @@ fn run_plan_entry(args: &RunArgs) -> Result<ExitCode> {
         args.steal_after.map(std::time::Duration::from_secs),
         &*terminal(args.quiet),
     )?;
-    let code = match outcome {
-        Outcome::Finished(summary) | Outcome::Diverged(summary) => {
-            println!("{}", train::summary_line(&summary, &entry.run_dir));
-            train::exit_status(&summary)
-        }
-        Outcome::AlreadyDone(summary) => {
-            println!(
-                "plan entry {index} ({}) already finished ({}); nothing to do",
-                entry.name, summary.status
-            );
-            train::exit_status(&summary)
-        }
-        Outcome::Stopped(step) => {
-            println!("plan entry {index} ({}) stopped at step {step}", entry.name);
-            0
-        }
-    };
+    let who = format!("plan entry {index} ({})", entry.name);
+    let (line, code) = outcome_line(outcome, &entry.run_dir, &who, |step| {
+        format!("{who} stopped at step {step}")
+    });
+    println!("{line}");
     Ok(ExitCode::from(code))
+}
+
+/// What a run's outcome prints, and the exit status it gives (train's for a run that ended, 0
+/// for one stopped early): `who` names the run in "already finished", `stopped` words the line
+/// of a run stopped at a step.
+fn outcome_line(
+    outcome: Outcome,
+    run_dir: &Path,
+    who: &str,
+    stopped: impl FnOnce(u64) -> String,
+) -> (String, u8) {
+    match outcome {
+        Outcome::Finished(summary) | Outcome::Diverged(summary) => (
+            train::summary_line(&summary, run_dir),
+            train::exit_status(&summary),
+        ),
+        Outcome::AlreadyDone(summary) => (
+            format!("{who} already finished ({}); nothing to do", summary.status),
+            train::exit_status(&summary),
+        ),
+        Outcome::Stopped(step) => (stopped(step), 0),
+    }
+}
+
+/// `wrote a, b, c`: the files a command wrote.
+fn wrote_line(written: &[PathBuf]) -> String {
+    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    format!("wrote {}", names.join(", "))
+}
+
+/// The end of a command whose runs may have failed: each failure on stderr, then how many and
+/// `then` (what follows from it), and [`EXIT_RUNS_FAILED`]; success when none failed.
+fn runs_failed(failures: &[String], then: &str) -> ExitCode {
+    if failures.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for failure in failures {
+        eprintln!("{failure}");
+    }
+    eprintln!("{} run(s) failed{then}", failures.len());
+    ExitCode::from(EXIT_RUNS_FAILED)
 }
 
 fn run_reproduce(args: &ReproduceArgs) -> Result<ExitCode> {
@@ -475,23 +504,11 @@ fn run_reproduce(args: &ReproduceArgs) -> Result<ExitCode> {
             claim.statement
         );
     }
-    let names: Vec<String> = outcome
-        .written
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    println!("wrote {}", names.join(", "));
-    if outcome.failures.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    for failure in &outcome.failures {
-        eprintln!("{failure}");
-    }
-    eprintln!(
-        "{} run(s) failed and are missing from the verdicts; rerun the same command to retry them",
-        outcome.failures.len()
-    );
-    Ok(ExitCode::from(EXIT_RUNS_FAILED))
+    println!("{}", wrote_line(&outcome.written));
+    Ok(runs_failed(
+        &outcome.failures,
+        " and are missing from the verdicts; rerun the same command to retry them",
+    ))
 }
 
 fn run_train(args: &TrainArgs) -> Result<ExitCode> {
@@ -516,28 +533,15 @@ fn run_train(args: &TrainArgs) -> Result<ExitCode> {
         },
         config,
     };
-    let code = match train::train(&request, &*terminal(args.quiet))? {
-        Outcome::Finished(summary) | Outcome::Diverged(summary) => {
-            println!("{}", train::summary_line(&summary, &run_dir));
-            train::exit_status(&summary)
-        }
-        Outcome::AlreadyDone(summary) => {
-            println!(
-                "{} already finished ({}); nothing to do",
-                run_dir.display(),
-                summary.status
-            );
-            train::exit_status(&summary)
-        }
-        Outcome::Stopped(step) => {
-            println!(
-                "stopped at step {step} of {}; continue with --resume ({})",
-                request.config.steps,
-                run_dir.display()
-            );
-            0
-        }
-    };
+    let outcome = train::train(&request, &*terminal(args.quiet))?;
+    let (line, code) = outcome_line(outcome, &run_dir, &run_dir.display().to_string(), |step| {
+        format!(
+            "stopped at step {step} of {}; continue with --resume ({})",
+            request.config.steps,
+            run_dir.display()
+        )
+    });
+    println!("{line}");
     Ok(ExitCode::from(code))
 }
 
@@ -600,24 +604,12 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
         eprintln!("no finished runs to compare");
     }
     if !request.quiet && !outcome.written.is_empty() {
-        let names: Vec<String> = outcome
-            .written
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        eprintln!("wrote {}", names.join(", "));
+        eprintln!("{}", wrote_line(&outcome.written));
     }
-    if outcome.failures.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    for failure in &outcome.failures {
-        eprintln!("{failure}");
-    }
-    eprintln!(
-        "{} run(s) failed; rerun the same command to retry them",
-        outcome.failures.len()
-    );
-    Ok(ExitCode::from(EXIT_RUNS_FAILED))
+    Ok(runs_failed(
+        &outcome.failures,
+        "; rerun the same command to retry them",
+    ))
 }
 
 fn run_plot(args: PlotArgs) -> Result<ExitCode> {

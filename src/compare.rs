@@ -51,7 +51,8 @@ pub struct CompareRequest {
     pub results_dir: PathBuf,
     /// Where the comparison files go, instead of the study folder.
     pub out: Option<PathBuf>,
-    /// No progress lines or bar.
+    /// No progress lines or bar, and no list of the files written: read by the command line,
+    /// which picks the [`Progress`] it hands to [`compare`]; the library prints nothing itself.
     pub quiet: bool,
     /// Where the data is: checked before a study trains anything, and handed to its runs.
     pub data: DataSource,
@@ -71,6 +72,8 @@ pub enum CompareTarget {
 pub struct CompareOutcome {
     /// The comparison, when there were finished runs to compare.
     pub comparison: Option<Comparison>,
+    /// The finished runs it compares, as read.
+    pub records: Vec<RunRecord>,
     /// The table as the terminal shows it (empty without a comparison).
     pub text: String,
     /// `comparison.{md,csv,json}`, when written.
@@ -167,12 +170,13 @@ fn run_study(
     let mut outcome = if records.is_empty() {
         CompareOutcome {
             comparison: None,
+            records,
             text: String::new(),
             written: Vec::new(),
             failures: Vec::new(),
         }
     } else {
-        report(&records, &options, &heading, Some(&out_dir))?
+        report(records, &options, &heading, Some(&out_dir))?
     };
     outcome.failures = failures;
     Ok(outcome)
@@ -215,7 +219,7 @@ fn check_study_data(study: &Study, study_dir: &Path, data: &DataSource) -> Resul
 }
 
 /// Default `--jobs`: one run per available core.
-fn default_jobs() -> usize {
+pub(crate) fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -363,7 +367,7 @@ fn compare_dirs(
         (None, None) => Heading::default(),
     };
     let out_dir = request.out.clone().or(single_study);
-    report(&records, &options, &heading, out_dir.as_deref())
+    report(records, &options, &heading, out_dir.as_deref())
 }
 
 /// Put a study's runs back in the study's own order (grid order), which sets the order of the
@@ -401,12 +405,12 @@ fn pick_baseline_choice(request: &CompareRequest, study: Option<Vec<(String, Val
 
 /// Compute the comparison, render it, and write the files into `out_dir` if given.
 fn report(
-    records: &[RunRecord],
+    records: Vec<RunRecord>,
     options: &CompareOptions,
     heading: &Heading,
     out_dir: Option<&Path>,
 ) -> Result<CompareOutcome> {
-    let comparison = compare_runs(records, options)?;
+    let comparison = compare_runs(&records, options)?;
     let text = render_text(heading, &comparison);
     let written = match out_dir {
         Some(dir) => write_comparison(dir, heading, &comparison)?,
@@ -414,6 +418,7 @@ fn report(
     };
     Ok(CompareOutcome {
         comparison: Some(comparison),
+        records,
         text,
         written,
         failures: Vec::new(),

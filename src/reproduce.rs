@@ -22,10 +22,14 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::compare::runs::{RunRecord, RunStatus, load_run};
-use crate::compare::study::{Study, load_study, matches_spec};
-use crate::compare::table::{Baseline, CompareOptions, DEFAULT_THRESHOLDS, compare_runs};
-use crate::compare::{CompareRequest, CompareTarget, compare};
+use crate::bench::estimate;
+pub use crate::bench::estimate::format_duration;
+use crate::compare::runs::{RunRecord, RunStatus};
+use crate::compare::study::{
+    PlannedRun, Study, describe_spec, load_study, matches_spec, spec_picks_one_group,
+};
+use crate::compare::table::Comparison;
+use crate::compare::{CompareRequest, CompareTarget, compare, default_jobs};
 use crate::data::DataSource;
 use crate::progress::Progress;
 use crate::run::{RunProgress, first_step_reaching, run_progress};
@@ -102,30 +106,28 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
     let plan = plan_studies(&claims, &studies_dir, &runs_root, request.mode)?;
     let jobs = request.jobs.unwrap_or_else(default_jobs).max(1);
     let costs = estimate::calibrate()?;
-    let estimates: Vec<f64> = plan
+    let remaining: Vec<Remaining> = plan
         .iter()
-        .map(|p| remaining::study_seconds(&p.study, &p.dir, &costs) / jobs as f64)
+        .map(|p| Remaining::of(&p.study, &p.dir, &costs, jobs))
         .collect();
-    let total: f64 = estimates.iter().sum();
+    let total: f64 = remaining.iter().map(|r| r.seconds).sum();
     progress.result(&format!(
         "reproduce ({}): {} studies, {} runs to train; estimated {} on {jobs} job(s) (bench: \
          {:.0} µs per MLP step at batch 60, {:.0} ms per CNN step at batch 128, one thread)",
         mode_name(request.mode),
         plan.len(),
-        plan.iter()
-            .map(|p| remaining::runs_to_train(&p.study, &p.dir))
-            .sum::<usize>(),
-        estimate::format_duration(total),
+        remaining.iter().map(|r| r.runs).sum::<usize>(),
+        format_duration(total),
         costs.mlp_step_us,
         costs.cnn_step_ms,
     ));
-    for (p, &seconds) in plan.iter().zip(&estimates) {
+    for (p, r) in plan.iter().zip(&remaining) {
         progress.note(&format!(
             "{}: {} of {} runs to train, about {}",
             p.study.name,
-            remaining::runs_to_train(&p.study, &p.dir),
+            r.runs,
             p.study.runs.len(),
-            estimate::format_duration(seconds)
+            format_duration(r.seconds)
         ));
     }
     if request.dry_run {
@@ -138,8 +140,9 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
     }
     let suite = SuiteProgress::new(progress, total);
     let mut failures = Vec::new();
-    for (planned, &seconds) in plan.iter().zip(&estimates) {
-        suite.start_study(&planned.study.name, seconds);
+    let mut loaded = Vec::new();
+    for (planned, r) in plan.iter().zip(&remaining) {
+        suite.start_study(&planned.study.name, r.seconds);
         let outcome = compare(
             &CompareRequest {
                 target: CompareTarget::Study(planned.file.clone()),
@@ -148,18 +151,25 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
                 thresholds: None,
                 results_dir: runs_root.clone(),
                 out: None,
-                quiet: true,
+                // Only the command line reads it: compare reports through `suite`.
+                quiet: false,
                 data: request.data.clone(),
             },
             &suite,
         )
         .with_context(|| format!("study {} failed", planned.study.name))?;
+        // Runs that failed to train or could not be read back, which the verdicts miss.
         failures.extend(
             outcome
                 .failures
                 .iter()
                 .map(|f| format!("{}: {f}", planned.study.name)),
         );
+        loaded.push(StudyRuns {
+            name: planned.study.name.clone(),
+            records: outcome.records,
+            comparison: outcome.comparison,
+        });
         suite.finish_study();
         let plots = crate::plot::PlotRequest::study(planned.dir.clone());
         if let Err(err) = crate::plot::make_plots(&plots) {
@@ -174,10 +184,11 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
     let report = judge_claims(
         &claims,
         &plan,
+        &loaded,
         request,
         started.elapsed().as_secs_f64(),
         full_verdicts,
-    )?;
+    );
     let written = report::write(&report, &out_dir)?;
     Ok(ReproduceOutcome {
         report: Some(report),
@@ -194,8 +205,29 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-fn default_jobs() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// How many of a study's runs are still to train, and the wall time they need.
+struct Remaining {
+    runs: usize,
+    /// [`estimate::run_seconds`] summed over those runs, shared among `jobs` cores.
+    seconds: f64,
+}
+
+impl Remaining {
+    fn of(study: &Study, dir: &Path, costs: &estimate::Costs, jobs: usize) -> Self {
+        let to_train: Vec<&PlannedRun> = study
+            .runs
+            .iter()
+            .filter(|r| run_progress(&dir.join(&r.name)) != RunProgress::Done)
+            .collect();
+        let seconds: f64 = to_train
+            .iter()
+            .map(|r| estimate::run_seconds(&r.config, costs))
+            .sum();
+        Self {
+            runs: to_train.len(),
+            seconds: seconds / jobs as f64,
+        }
+    }
 }
 
 /// A study as this mode runs it: its (possibly derived) file, its runs, and their folder.
@@ -224,7 +256,7 @@ fn plan_studies(
             },
         };
         let study = load_study(&file)?;
-        check_groups_exist(claims, &name, &study)?;
+        check_groups(claims, &name, &study)?;
         let dir = runs_root.join(&study.name);
         plan.push(PlannedStudy {
             study,
@@ -236,26 +268,30 @@ fn plan_studies(
     Ok(plan)
 }
 
-/// Every test's groups A and B must pick some run of its study, or the claims file has a typo
-/// (a setting's name, or a value such as a learning rate written differently).
-fn check_groups_exist(claims: &ClaimsFile, name: &str, study: &Study) -> Result<()> {
+/// Every test's groups A and B must each pick one group of its study's runs, checked before
+/// anything trains: a spec that picks none has a typo (a setting's name, or a value such as a
+/// learning rate written differently), one that picks several needs more settings.
+fn check_groups(claims: &ClaimsFile, name: &str, study: &Study) -> Result<()> {
     for claim in &claims.claims {
         for test in claim.tests.iter().filter(|t| t.study == name) {
             for (side, spec) in [("a", &test.a), ("b", &test.b)] {
-                let spec: Vec<(String, Value)> =
-                    spec.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                if !study.runs.iter().any(|r| matches_spec(&r.config, &spec)) {
-                    bail!(
-                        "claim {} ({}): group {side} {} matches no run of study {name}",
-                        claim.id,
-                        test.setting,
-                        crate::compare::study::describe_spec(&spec)
-                    );
-                }
+                spec_picks_one_group(
+                    &spec_of(spec),
+                    &study.runs,
+                    &format!(
+                        "claim {} ({}) of study {name}: group {side}",
+                        claim.id, test.setting
+                    ),
+                )?;
             }
         }
     }
     Ok(())
+}
+
+/// A claims file's group as the `(key.path, value)` spec studies use.
+fn spec_of(group: &Map<String, Value>) -> Vec<(String, Value)> {
+    group.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Write the quick variant of a study file: its base config inlined (the derived file lives
@@ -371,29 +407,11 @@ pub struct ClaimOutcome {
 fn judge_claims(
     claims: &ClaimsFile,
     plan: &[PlannedStudy],
+    loaded: &[StudyRuns],
     request: &ReproduceRequest,
     wall_s: f64,
     full_verdicts: Option<std::collections::BTreeMap<String, String>>,
-) -> Result<report::Report> {
-    let mut loaded: Vec<StudyRuns> = Vec::new();
-    for p in plan {
-        let records: Vec<RunRecord> = p
-            .study
-            .runs
-            .iter()
-            .filter(|r| run_progress(&p.dir.join(&r.name)) == RunProgress::Done)
-            .filter_map(|r| load_run(&p.dir.join(&r.name)).ok())
-            .collect();
-        let labels = match records.is_empty() {
-            true => Vec::new(),
-            false => group_labels(&records)?,
-        };
-        loaded.push(StudyRuns {
-            name: p.study.name.clone(),
-            records,
-            labels,
-        });
-    }
+) -> report::Report {
     let mut outcomes = Vec::new();
     for claim in &claims.claims {
         let mut tests = Vec::new();
@@ -406,7 +424,7 @@ fn judge_claims(
                 planned,
                 claims.bootstrap,
                 request.mode,
-            )?);
+            ));
         }
         // A test whose study was not run (quick mode) does not count either way.
         let run: Vec<Verdict> = tests
@@ -426,22 +444,40 @@ fn judge_claims(
                 .and_then(|v| v.get(&claim.id).cloned()),
         });
     }
-    Ok(report::Report::new(
+    report::Report::new(
         request.mode,
         &claims.quick.note,
         outcomes,
         plan,
-        &loaded,
+        loaded,
         wall_s,
-    ))
+    )
 }
 
-/// A study's finished runs, read once, with the label of each run's group.
+/// A study's finished runs as `compare` read and compared them.
 pub struct StudyRuns {
     pub name: String,
     pub records: Vec<RunRecord>,
-    /// `(run name, group label)`, as `compare` labels the groups.
-    pub labels: Vec<(String, String)>,
+    /// `None` when no run finished.
+    pub comparison: Option<Comparison>,
+}
+
+impl StudyRuns {
+    /// The label `compare` gave the group `spec` picks ([`check_groups`] made sure it picks
+    /// one); `None` when none of its runs finished.
+    fn group_label(&self, spec: &[(String, Value)]) -> Option<&str> {
+        let run = self
+            .records
+            .iter()
+            .find(|r| matches_spec(&r.config, spec))?;
+        let group = self
+            .comparison
+            .as_ref()?
+            .groups
+            .iter()
+            .find(|g| g.runs.iter().any(|r| r.name == run.name))?;
+        Some(&group.label)
+    }
 }
 
 fn judge_test(
@@ -450,11 +486,8 @@ fn judge_test(
     planned: Option<&PlannedStudy>,
     bootstrap: verdict::Bootstrap,
     mode: Mode,
-) -> Result<TestOutcome> {
-    let spec = |m: &Map<String, Value>| -> Vec<(String, Value)> {
-        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    };
-    let (spec_a, spec_b) = (spec(&test.a), spec(&test.b));
+) -> TestOutcome {
+    let (spec_a, spec_b) = (spec_of(&test.a), spec_of(&test.b));
     let mut outcome = TestOutcome {
         setting: test.setting.clone(),
         study: test.study.clone(),
@@ -463,8 +496,8 @@ fn judge_test(
         threshold: test.threshold,
         better: test.better,
         min_effect: test.min_effect,
-        label_a: crate::compare::study::describe_spec(&spec_a),
-        label_b: crate::compare::study::describe_spec(&spec_b),
+        label_a: describe_spec(&spec_a),
+        label_b: describe_spec(&spec_b),
         values_a: Vec::new(),
         values_b: Vec::new(),
         judged: None,
@@ -476,17 +509,22 @@ fn judge_test(
             Mode::Quick => format!("{} is not run in quick mode", test.study),
             Mode::Full => format!("{} was not run", test.study),
         });
-        return Ok(outcome);
+        return outcome;
     };
     let records = runs.records.as_slice();
     outcome.figure = figure_for(test, &planned.dir);
     if records.is_empty() {
         outcome.note = Some(format!("{} has no finished runs", test.study));
-        return Ok(outcome);
+        return outcome;
     }
-    let labels = &runs.labels;
-    outcome.label_a = label_of(records, &spec_a, labels, test, "a")?;
-    outcome.label_b = label_of(records, &spec_b, labels, test, "b")?;
+    for (label, spec) in [
+        (&mut outcome.label_a, &spec_a),
+        (&mut outcome.label_b, &spec_b),
+    ] {
+        if let Some(group) = runs.group_label(spec) {
+            *label = group.to_string();
+        }
+    }
     let values = |spec: &[(String, Value)]| -> Vec<Option<f64>> {
         records
             .iter()
@@ -504,7 +542,7 @@ fn judge_test(
         test.min_seeds,
         bootstrap,
     ));
-    Ok(outcome)
+    outcome
 }
 
 /// The value of a test's metric for one run: `Some(None)` when the run failed (diverged, or
@@ -535,55 +573,6 @@ fn metric_value(run: &RunRecord, test: &ClaimTest) -> Option<Option<f64>> {
     }
 }
 
-/// `(run name, group label)` for every run of a study, with compare's labels.
-fn group_labels(records: &[RunRecord]) -> Result<Vec<(String, String)>> {
-    let cmp = compare_runs(
-        records,
-        &CompareOptions {
-            thresholds: DEFAULT_THRESHOLDS.to_vec(),
-            baseline: Baseline::FirstGroup,
-        },
-    )?;
-    Ok(cmp
-        .groups
-        .iter()
-        .flat_map(|g| g.runs.iter().map(|r| (r.name.clone(), g.label.clone())))
-        .collect())
-}
-
-fn label_of(
-    records: &[RunRecord],
-    spec: &[(String, Value)],
-    labels: &[(String, String)],
-    test: &ClaimTest,
-    side: &str,
-) -> Result<String> {
-    let mut found: Vec<&str> = records
-        .iter()
-        .filter(|r| matches_spec(&r.config, spec))
-        .filter_map(|r| {
-            labels
-                .iter()
-                .find(|(name, _)| *name == r.name)
-                .map(|(_, l)| l.as_str())
-        })
-        .collect();
-    found.sort_unstable();
-    found.dedup();
-    match found.as_slice() {
-        [one] => Ok(one.to_string()),
-        [] => Ok(crate::compare::study::describe_spec(spec)),
-        many => bail!(
-            "the claims file's test \"{}\" picks {} groups of {} as its group {side}: {}; name \
-             more settings",
-            test.setting,
-            many.len(),
-            test.study,
-            many.join(", ")
-        ),
-    }
-}
-
 /// The figure of a study that shows a test's metric, if `plot --study` drew it.
 fn figure_for(test: &ClaimTest, study_dir: &Path) -> Option<PathBuf> {
     let plots = study_dir.join("plots");
@@ -597,38 +586,6 @@ fn figure_for(test: &ClaimTest, study_dir: &Path) -> Option<PathBuf> {
     };
     let path = plots.join(name);
     path.is_file().then_some(path)
-}
-
-use crate::bench::estimate;
-pub use crate::bench::estimate::format_duration;
-
-/// How long a study's runs still to train will take, and how many there are.
-mod remaining {
-    use std::path::Path;
-
-    use super::estimate;
-    use crate::compare::study::Study;
-    use crate::run::{RunProgress, run_progress};
-
-    pub fn runs_to_train(study: &Study, dir: &Path) -> usize {
-        study
-            .runs
-            .iter()
-            .filter(|r| run_progress(&dir.join(&r.name)) != RunProgress::Done)
-            .count()
-    }
-
-    /// Seconds of one core the study's unfinished runs need: steps × the step's cost scaled by
-    /// the batch, plus the evaluations (a forward pass over 10,000 test images, about a third
-    /// of a training step's cost per image), with noise and measures as measured by `bench`.
-    pub fn study_seconds(study: &Study, dir: &Path, costs: &estimate::Costs) -> f64 {
-        study
-            .runs
-            .iter()
-            .filter(|r| run_progress(&dir.join(&r.name)) != RunProgress::Done)
-            .map(|r| estimate::run_seconds(&r.config, costs))
-            .sum()
-    }
 }
 
 /// One bar over the whole suite: its units are estimated seconds; each study's own bar (from

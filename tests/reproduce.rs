@@ -278,6 +278,30 @@ fn reproduce_writes_a_report_a_reader_and_a_parser_can_follow() {
 }
 
 #[test]
+fn a_claims_group_that_picks_no_group_or_several_fails_before_anything_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let claims = write_claims(tmp.path());
+    let original: Value = serde_json::from_str(&std::fs::read_to_string(&claims).unwrap()).unwrap();
+    for (group, expected) in [
+        (json!({}), "matches 2 groups"),
+        (json!({"norm.kind": "layer"}), "matches no run"),
+    ] {
+        let mut edited = original.clone();
+        edited["claims"][0]["tests"][1]["b"] = group;
+        std::fs::write(&claims, edited.to_string()).unwrap();
+        let out = reproduce(tmp.path(), &claims, "--full");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("claim bn_helps (tiny_bn steps_to) of study tiny_bn: group b")
+                && stderr.contains(expected),
+            "{stderr}"
+        );
+        assert!(!tmp.path().join("results").exists(), "{stderr}");
+    }
+}
+
+#[test]
 fn the_expanded_interval_is_wide_for_few_seeds_and_nominal_for_many() {
     use bn_exp::reproduce::verdict::expanded_tail;
     // Φ(−√(3/2)·4.303) = Φ(−5.270) ≈ 6.8e-8; Φ(−√(10/9)·2.262) = Φ(−2.384) ≈ 0.0086.

@@ -208,7 +208,7 @@ pub fn parse_study(text: &str, path: &Path) -> Result<Study> {
         .transpose()
         .context("bad `baseline`")?;
     if let Some(spec) = &baseline {
-        check_baseline_picks_one_group(spec, &runs)?;
+        spec_picks_one_group(spec, &runs, "`baseline`")?;
     }
     Ok(Study {
         name,
@@ -495,8 +495,13 @@ fn make_unique(names: Vec<String>) -> Vec<String> {
     unique
 }
 
-/// The study's `baseline` must pick exactly one group of runs (runs equal up to the seed).
-fn check_baseline_picks_one_group(spec: &[(String, Value)], runs: &[PlannedRun]) -> Result<()> {
+/// A spec (the study's `baseline`, a claim's group) must pick exactly one group of the planned
+/// runs (runs equal up to the seed); `what` names it in the error.
+pub fn spec_picks_one_group(
+    spec: &[(String, Value)],
+    runs: &[PlannedRun],
+    what: &str,
+) -> Result<()> {
     let mut groups: Vec<(Value, &PlannedRun)> = Vec::new();
     for run in runs.iter().filter(|run| matches_spec(&run.config, spec)) {
         let condition = condition_of(&run.config);
@@ -507,11 +512,11 @@ fn check_baseline_picks_one_group(spec: &[(String, Value)], runs: &[PlannedRun])
     let wanted = describe_spec(spec);
     match groups.len() {
         1 => Ok(()),
-        0 => bail!("`baseline` {wanted} matches no run of the study"),
+        0 => bail!("{what} {wanted} matches no run of the study"),
         n => {
             let examples: Vec<&str> = groups.iter().map(|(_, run)| run.name.as_str()).collect();
             bail!(
-                "`baseline` {wanted} matches {n} groups (e.g. runs {}); add keys until it picks one",
+                "{what} {wanted} matches {n} groups (e.g. runs {}); add keys until it picks one",
                 examples.join(", ")
             )
         }

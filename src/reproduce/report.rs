@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::claims::Metric;
 use super::verdict::{Better, Judged, Verdict};
 use super::{ClaimOutcome, Mode, PlannedStudy, StudyRuns, TestOutcome};
-use crate::compare::runs::RunRecord;
+use crate::backend::DeviceKind;
 
 pub const HTML_FILE: &str = "report.html";
 pub const MARKDOWN_FILE: &str = "report.md";
@@ -84,13 +84,7 @@ impl Report {
     ) -> Self {
         let studies: Vec<StudySection> = plan
             .iter()
-            .map(|p| {
-                let records = loaded
-                    .iter()
-                    .find(|s| s.name == p.study.name)
-                    .map_or(&[][..], |s| s.records.as_slice());
-                study_section(p, records)
-            })
+            .map(|p| study_section(p, loaded.iter().find(|s| s.name == p.study.name)))
             .collect();
         let run_wall_s = studies.iter().map(|s| s.run_wall_s).sum();
         let title = match mode {
@@ -109,7 +103,7 @@ impl Report {
             methods: Methods {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 commit: git_commit(),
-                machine: machine(),
+                machine: machine(loaded),
                 wall_s,
                 run_wall_s,
                 command: format!(
@@ -125,23 +119,12 @@ impl Report {
     }
 }
 
-fn study_section(p: &PlannedStudy, records: &[RunRecord]) -> StudySection {
-    let table = crate::compare::table::compare_runs(
-        records,
-        &crate::compare::table::CompareOptions {
-            thresholds: p
-                .study
-                .thresholds
-                .clone()
-                .unwrap_or_else(|| crate::compare::table::DEFAULT_THRESHOLDS.to_vec()),
-            baseline: match &p.study.baseline {
-                Some(spec) => crate::compare::table::Baseline::Spec(spec.clone()),
-                None => crate::compare::table::Baseline::FirstGroup,
-            },
-        },
-    )
-    .map(|cmp| crate::compare::render::markdown_group_table(&cmp))
-    .unwrap_or_else(|err| format!("(no table: {err:#})"));
+fn study_section(p: &PlannedStudy, runs: Option<&StudyRuns>) -> StudySection {
+    let records = runs.map_or(&[][..], |s| s.records.as_slice());
+    let table = match runs.and_then(|s| s.comparison.as_ref()) {
+        Some(comparison) => crate::compare::render::markdown_group_table(comparison),
+        None => "(no table: no finished runs to compare)".to_string(),
+    };
     let mut configs: Vec<(String, Value)> = Vec::new();
     let mut seen: Vec<Value> = Vec::new();
     for r in records {
@@ -174,7 +157,8 @@ fn git_commit() -> String {
         .unwrap_or_else(|| "unknown (not a git checkout)".to_string())
 }
 
-fn machine() -> String {
+/// The machine, and Burn's backends the runs computed on (their configs' `device`).
+fn machine(loaded: &[StudyRuns]) -> String {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -198,8 +182,21 @@ fn machine() -> String {
             Some(format!("{:.0} GiB", kb / 1024.0 / 1024.0))
         })
         .unwrap_or_else(|| "unknown memory".to_string());
+    let mut backends: Vec<&str> = loaded
+        .iter()
+        .flat_map(|s| &s.records)
+        .filter_map(|r| crate::config::config_from_value(r.config.clone()).ok())
+        .map(|c| c.device.backend_name())
+        .collect();
+    backends.sort_unstable();
+    backends.dedup();
+    let backends = match backends.as_slice() {
+        [] => format!("Burn's {} backend", DeviceKind::default().backend_name()),
+        [one] => format!("Burn's {one} backend"),
+        many => format!("Burn's {} backends", many.join(" and ")),
+    };
     format!(
-        "{cores} cores ({cpu}), {memory}, {} {}, Burn's flex backend",
+        "{cores} cores ({cpu}), {memory}, {} {}, {backends}",
         std::env::consts::OS,
         std::env::consts::ARCH
     )
