@@ -26,7 +26,7 @@ use plotters::coord::Shift;
 use plotters::prelude::{DrawingArea, DrawingBackend};
 use serde_json::Value;
 
-use groups::{FlatConfig, Group, flatten_config, format_value, group_runs};
+use groups::{FlatConfig, Group, flatten_config, group_runs};
 use load::{Run, discover_runs, load_run};
 pub use style::ImageFormat;
 use style::{Figure, extension, render};
@@ -213,7 +213,7 @@ impl PlotSet {
             .collect();
         let first = flats.first()?.get(key)?;
         if flats.iter().all(|f| f.get(key) == Some(first)) && !first.is_null() {
-            Some(format_value(Some(first)))
+            Some(crate::labels::value_text(Some(first)))
         } else {
             None
         }

@@ -266,7 +266,7 @@ pub fn write_text_files(dir: &Path, files: &[(&str, String)]) -> Result<Vec<Path
         .iter()
         .map(|(name, text)| {
             let path = dir.join(name);
-            fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            write_text_atomic(&path, text)?;
             Ok(path)
         })
         .collect()
@@ -275,11 +275,16 @@ pub fn write_text_files(dir: &Path, files: &[(&str, String)]) -> Result<Vec<Path
 /// Write JSON to `path` atomically (a temporary file beside it, then rename), pretty-printed, so a
 /// reader or a crash never sees half a file.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_text_atomic(path, &(serde_json::to_string_pretty(value)? + "\n"))
+}
+
+/// Write `text` to `path` through a temporary file beside it and a rename, so that a reader
+/// (a resume, another array task reading a plan) never sees half a file.
+pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let text = serde_json::to_string_pretty(value)? + "\n";
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(text.as_bytes())

@@ -20,6 +20,7 @@ use serde_json::Value;
 use super::study::load_study;
 use crate::data::DataSource;
 use crate::progress::Progress;
+use crate::run::write_text_atomic;
 use crate::train::{Outcome, TrainOptions, TrainRequest};
 
 /// The plan's file name in the study's results folder.
@@ -75,32 +76,6 @@ pub fn write_plan(study_file: &Path, results_dir: &Path) -> Result<PlanOutcome> 
         // The runs plan_study has no job for are the finished ones.
         done: study.runs.len() - jobs.len(),
     })
-}
-
-/// Write `text` to `path` through a temporary file beside it and a rename, so that a reader
-/// never sees half a file.
-fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write as _;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(text.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    // Temporary files are created owner-only; the plan is for every task that can read the folder.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 /// Entry `index` of a plan file.

@@ -13,9 +13,7 @@ use serde_json::Value;
 
 use super::load::Run;
 use super::style::{Colour, palette_colour};
-use crate::labels::readable_labels;
-/// How values read in labels and file names: [`crate::labels`] holds the one definition.
-pub use crate::labels::{format_float, value_text as format_value};
+use crate::labels::{readable_labels, value_text};
 
 /// Config keys that tell runs of one configuration apart without changing the configuration.
 const NOT_IDENTITY: [&str; 3] = ["seed", "name", "study"];
@@ -135,7 +133,7 @@ fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
         }
         _ => rank(a)
             .cmp(&rank(b))
-            .then_with(|| format_value(a).cmp(&format_value(b))),
+            .then_with(|| value_text(a).cmp(&value_text(b))),
     }
 }
 
@@ -161,9 +159,7 @@ pub fn group_runs(runs: &[Run]) -> Vec<Group> {
         configless(a)
             .cmp(&configless(b))
             .then_with(|| compare_on_keys(a, b, &keys))
-            .then_with(|| {
-                format_value(a.get(NO_CONFIG_KEY)).cmp(&format_value(b.get(NO_CONFIG_KEY)))
-            })
+            .then_with(|| value_text(a.get(NO_CONFIG_KEY)).cmp(&value_text(b.get(NO_CONFIG_KEY))))
     });
     // Labels people read ("BN before sigmoid"), from the configs that have one.
     let configured: Vec<FlatConfig> = by_identity
@@ -179,7 +175,7 @@ pub fn group_runs(runs: &[Run]) -> Vec<Group> {
         .map(|(index, (identity, mut members))| {
             members.sort_by(|&a, &b| compare_seeds(&runs[a], &runs[b]));
             let label = match identity.get(NO_CONFIG_KEY) {
-                Some(folder) => format!("{} (no config)", format_value(Some(folder))),
+                Some(folder) => format!("{} (no config)", value_text(Some(folder))),
                 None => {
                     let readable = readable.next().unwrap_or_default();
                     if keys.is_empty() {

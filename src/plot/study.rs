@@ -20,16 +20,14 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::Value;
 
-use super::groups::{
-    FlatConfig, compare_on_keys, format_float, mean_std, run_identity, varying_keys,
-};
+use super::groups::{FlatConfig, compare_on_keys, mean_std, run_identity, varying_keys};
 use super::load::{Run, finite};
 use super::style::{
     AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, TICK_SIZE,
     draw_legend, format_steps, format_tick, legend_height, palette_colour, titled_with_legend,
 };
 use super::{Diagnostics, PlotSet};
-use crate::labels::readable_labels;
+use crate::labels::{format_float, readable_labels};
 
 /// The keys a study may sweep, with their file-name tag and axis title.
 const SWEPT_KEYS: [(&str, &str, &str); 3] = [
