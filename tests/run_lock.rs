@@ -236,18 +236,7 @@ fn a_holder_whose_run_was_taken_over_stops_without_writing_to_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
     signal(&first.0, "STOP");
-    // Its lock now looks like a crashed node's: silent, and naming another host.
-    fs::write(
-        run.join("run.lock"),
-        format!("node-17.cluster {}\n", first.0.id()),
-    )
-    .unwrap();
-    age_lock(&run, Duration::from_secs(120));
-    let resume = [&LONG[..], &["--resume", "--steal-after", "60"]].concat();
-    let second = output(smoke_train(&run, &resume));
-    assert!(second.status.success(), "{}", stderr(&second));
-    assert_eq!(outcome(&run), outcome(&straight));
-    let finished = snapshot(&run);
+    let finished = take_over_and_finish(&run, first.0.id(), &straight);
 
     signal(&first.0, "CONT");
     let ended = wait_with_stderr(&mut first.0);
@@ -391,17 +380,7 @@ fn a_holder_frozen_mid_checkpoint_does_not_put_it_in_place() {
     );
     wait_until_stopped(&first.0);
     assert!(run.join("checkpoint.tmp/state.json").is_file());
-    fs::write(
-        run.join("run.lock"),
-        format!("node-17.cluster {}\n", first.0.id()),
-    )
-    .unwrap();
-    age_lock(&run, Duration::from_secs(120));
-    let resume = [&LONG[..], &["--resume", "--steal-after", "60"]].concat();
-    let second = output(smoke_train(&run, &resume));
-    assert!(second.status.success(), "{}", stderr(&second));
-    assert_eq!(outcome(&run), outcome(&straight));
-    let finished = snapshot(&run);
+    let finished = take_over_and_finish(&run, first.0.id(), &straight);
 
     signal(&first.0, "CONT");
     let mut rest = String::new();
@@ -417,6 +396,19 @@ fn a_holder_frozen_mid_checkpoint_does_not_put_it_in_place() {
         finished,
         "the frozen holder changed the folder"
     );
+}
+
+/// Make the lock of `run`, held by the frozen process `pid`, look like a crashed node's (silent,
+/// naming another host), take the run over with `--steal-after` and finish it; the run must end
+/// as `straight`. Returns the finished folder's snapshot.
+fn take_over_and_finish(run: &Path, pid: u32, straight: &Path) -> Vec<(String, String)> {
+    fs::write(run.join("run.lock"), format!("node-17.cluster {pid}\n")).unwrap();
+    age_lock(run, Duration::from_secs(120));
+    let resume = [&LONG[..], &["--resume", "--steal-after", "60"]].concat();
+    let second = output(smoke_train(run, &resume));
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(outcome(run), outcome(straight));
+    snapshot(run)
 }
 
 /// Wait until a child is in the stopped state (it stopped itself).
