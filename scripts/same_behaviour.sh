@@ -3,6 +3,7 @@
 # each version and compares metrics.jsonl and activations.jsonl byte for byte, apart from
 # elapsed_s (wall time):
 #   mnist_mlp_sigmoid_bn and mnist_mlp_sigmoid_nobn, 5,000 steps;
+#   the MLP with Layer Norm, Group Norm, Batch Renorm and Weight Norm, 1,000 steps each;
 #   cifar10_cnn_relu_bn, 300 steps, evaluation every 100 (needs CIFAR-10: --data-dir or
 #   BN_EXP_DATA_DIR; skipped with a note when neither is given).
 #
@@ -22,11 +23,11 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --data-dir) data_dir=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) args+=("$1"); shift ;;
   esac
 done
-[ ${#args[@]} -eq 2 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
+[ ${#args[@]} -eq 2 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/bn-exp-same.XXXXXX")
 # Building a revision writes its binary to target/release/bn-exp; put this checkout's back.
 [ -f "$repo/target/release/bn-exp" ] && cp -p "$repo/target/release/bn-exp" "$work/bn-exp-checkout"
@@ -60,16 +61,25 @@ prepare() {
 prepare "${args[0]}" a
 prepare "${args[1]}" b
 
-runs=("mnist_mlp_sigmoid_bn --set steps=5000" "mnist_mlp_sigmoid_nobn --set steps=5000")
+# Each run: a label (its folder), the shipped config, and --set overrides.
+short="--set steps=1000 --set eval_every=250"
+runs=(
+  "mlp_bn mnist_mlp_sigmoid_bn --set steps=5000"
+  "mlp_nobn mnist_mlp_sigmoid_nobn --set steps=5000"
+  "mlp_layer mnist_mlp_sigmoid_bn $short --set norm.kind=layer"
+  "mlp_group mnist_mlp_sigmoid_bn $short --set norm.kind=group"
+  "mlp_renorm mnist_mlp_sigmoid_bn $short --set norm.kind=renorm"
+  "mlp_weight mnist_mlp_sigmoid_bn $short --set norm.kind=weight"
+)
 if [ -n "$data_dir" ]; then
-  runs+=("cifar10_cnn_relu_bn --set steps=300 --set eval_every=100")
+  runs+=("cnn_bn cifar10_cnn_relu_bn --set steps=300 --set eval_every=100")
 else
   echo "note: no CIFAR-10 (give --data-dir or BN_EXP_DATA_DIR); cifar10_cnn_relu_bn is not compared"
 fi
 
 status=0
 for run in "${runs[@]}"; do
-  read -r name sets <<<"$run"
+  read -r label name sets <<<"$run"
   # MNIST is the checkout's embedded copy; CIFAR-10 comes from --data-dir.
   run_data=$repo/data
   case $name in cifar*) run_data=$data_dir ;; esac
@@ -80,15 +90,15 @@ for run in "${runs[@]}"; do
     rc=0
     # shellcheck disable=SC2086
     RAYON_NUM_THREADS=1 "$bin" train --quiet --config "$configs/$name.json" $sets \
-      --data-dir "$run_data" --out "$work/$side/$name" >/dev/null || rc=$?
-    case $rc in 0|3) ;; *) echo "$name failed under side $side (exit $rc)" >&2; exit 2 ;; esac
+      --data-dir "$run_data" --out "$work/$side/$label" >/dev/null || rc=$?
+    case $rc in 0|3) ;; *) echo "$label failed under side $side (exit $rc)" >&2; exit 2 ;; esac
   done
   for file in metrics.jsonl activations.jsonl; do
     strip() { sed -E 's/"elapsed_s":[^,}]*//' "$1"; }
-    if cmp -s <(strip "$work/a/$name/$file") <(strip "$work/b/$name/$file"); then
-      echo "same       $name/$file ($(wc -l <"$work/a/$name/$file") lines)"
+    if cmp -s <(strip "$work/a/$label/$file") <(strip "$work/b/$label/$file"); then
+      echo "same       $label/$file ($(wc -l <"$work/a/$label/$file") lines)"
     else
-      echo "DIFFERENT  $name/$file"
+      echo "DIFFERENT  $label/$file"
       status=1
     fi
   done

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, DeviceKind};
 use crate::config::{Config, config_from_value};
-use crate::model::{CLASSES, build_net};
+use crate::model::CLASSES;
 use crate::progress::Progress;
 
 pub mod estimate;
@@ -163,7 +163,7 @@ pub fn workload_config(name: &str) -> Result<Config> {
     };
     let config = config_from_value(serde_json::from_str(base)?)?;
     ensure!(
-        config.has_norm() == bn,
+        config.norm.has_norm() == bn,
         "workload {name} config has the wrong BN placement"
     );
     Ok(config)
@@ -406,7 +406,7 @@ pub fn time_steps(workload: &str, reps: usize, kind: DeviceKind) -> Result<StepR
         &device,
         backend::max_buffer_bytes(kind),
     );
-    let mut net = build_net(&config, &train_device);
+    let mut net = config.build_net(&train_device);
     let mut optim = crate::train::build_optimizer(&config);
     let warmup = (reps / 5).clamp(2, 20);
     let mut times = Vec::with_capacity(reps);

@@ -18,6 +18,8 @@ use serde_json::Value;
 
 pub use crate::backend::DeviceKind;
 pub use crate::data::{Dataset, Preprocess};
+use crate::model::{ImageShape, ModelConfig, Net, NetRecipe};
+use crate::norm::{LayerShape, NormConfig};
 
 /// One training run, fully described.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,9 +33,10 @@ pub struct Config {
     pub seed: u64,
     pub dataset: Dataset,
     pub preprocess: Preprocess,
+    /// The architecture and what every net shares (`crate::model`).
     pub model: ModelConfig,
-    /// The normalisation layer and where it sits. The key `bn` of earlier configs is still
-    /// read, and resolved into this one ([`resolve_legacy_bn`]).
+    /// The normalisation layer and where it sits (`crate::norm`). The key `bn` of earlier
+    /// configs is still read, and resolved into this one ([`resolve_legacy_bn`]).
     pub norm: NormConfig,
     pub optim: OptimConfig,
     /// Mini-batch size m.
@@ -57,228 +60,6 @@ pub struct Config {
     /// `gpu` (Burn's wgpu backend; needs the `gpu` cargo feature). Results agree within
     /// float32 rounding, not bit for bit, so a run resumes only on the device it started on.
     pub device: DeviceKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    Mlp,
-    Cnn,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    Sigmoid,
-    Relu,
-    Tanh,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Init {
-    /// N(0, init_std²): the paper's "small random Gaussian values".
-    Gaussian,
-    /// Glorot normal: std = sqrt(2 / (fan_in + fan_out)).
-    Xavier,
-    /// He normal: std = sqrt(2 / fan_in).
-    He,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelConfig {
-    pub arch: Arch,
-    /// Hidden layer widths of the MLP.
-    pub hidden: Vec<usize>,
-    /// Output channels of each conv block of the CNN (conv 3x3, [BN], activation, max-pool 2x2).
-    pub channels: Vec<usize>,
-    pub activation: Activation,
-    pub init: Init,
-    /// Standard deviation for `init: "gaussian"`.
-    pub init_std: f64,
-    /// Dropout probability after each hidden activation (0 disables it).
-    pub dropout: f64,
-}
-
-/// Which normalisation layer each hidden layer has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NormKind {
-    /// No normalisation; linear and conv layers keep their bias.
-    None,
-    /// Batch Normalization (Ioffe & Szegedy 2015, Algorithms 1 and 2).
-    Batch,
-    /// Batch Renormalization (Ioffe 2017): BN corrected towards its moving averages by r and d.
-    Renorm,
-    /// Layer Normalization (Ba, Kiros & Hinton 2016): per-example statistics over all of a
-    /// layer's units (over C·H·W for conv maps: Group Norm with one group).
-    Layer,
-    /// Group Normalization (Wu & He 2018): per-example statistics over groups of channels.
-    Group,
-    /// Weight Normalization (Salimans & Kingma 2016): w = g·v/‖v‖ per output unit, optionally
-    /// with mean-only BN (`norm.mean_only`).
-    Weight,
-}
-
-impl NormKind {
-    /// The name people read: "BN", "Batch Renorm", "Layer Norm", …
-    pub fn label(self) -> &'static str {
-        match self {
-            NormKind::None => "no normalisation",
-            NormKind::Batch => "BN",
-            NormKind::Renorm => "Batch Renorm",
-            NormKind::Layer => "Layer Norm",
-            NormKind::Group => "Group Norm",
-            NormKind::Weight => "Weight Norm",
-        }
-    }
-
-    /// Whether the layer normalises with statistics of the mini-batch (and so keeps moving
-    /// averages for inference and can take a statistics batch smaller than the training batch).
-    pub fn uses_batch_statistics(self) -> bool {
-        matches!(self, NormKind::Batch | NormKind::Renorm)
-    }
-}
-
-/// Batch Renormalization's limits on r and d, and their schedule. The paper (Ioffe 2017) trains
-/// with r_max = 1, d_max = 0 (plain BN) for 5k steps, then ramps d_max to 5 by 25k steps and
-/// r_max to 3 by 40k. Here the schedule is in fractions of the run's `steps`, so a 50,000-step
-/// run gets exactly the paper's numbers and a shorter run the same shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RenormConfig {
-    /// r is clipped to [1/r_max, r_max] once the ramp is done (at least 1).
-    pub r_max: f64,
-    /// d is clipped to [−d_max, d_max] once the ramp is done (at least 0).
-    pub d_max: f64,
-    /// Fraction of the run trained as plain BN (r_max = 1, d_max = 0) before the ramps start.
-    pub warmup: f64,
-    /// Fraction of the run at which r_max reaches its final value.
-    pub r_max_at: f64,
-    /// Fraction of the run at which d_max reaches its final value.
-    pub d_max_at: f64,
-}
-
-impl Default for RenormConfig {
-    fn default() -> Self {
-        Self {
-            r_max: 3.0,
-            d_max: 5.0,
-            warmup: 0.1,
-            r_max_at: 0.8,
-            d_max_at: 0.5,
-        }
-    }
-}
-
-impl RenormConfig {
-    /// (r_max, d_max) at training step `step` of a run of `steps` steps: 1 and 0 during the
-    /// warm-up, then each rises linearly to its final value.
-    pub fn limits_at(&self, step: u64, steps: u64) -> (f64, f64) {
-        let t = step as f64 / steps.max(1) as f64;
-        let ramp = |end: f64| -> f64 {
-            if t <= self.warmup {
-                0.0
-            } else if t >= end || end <= self.warmup {
-                1.0
-            } else {
-                (t - self.warmup) / (end - self.warmup)
-            }
-        };
-        (
-            1.0 + (self.r_max - 1.0) * ramp(self.r_max_at),
-            self.d_max * ramp(self.d_max_at),
-        )
-    }
-}
-
-/// Where the normalisation layer sits relative to the nonlinearity g.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Placement {
-    /// g(N(Wu)), as in the paper; the layer before N has no bias (β subsumes it).
-    Before,
-    /// N(g(Wu + b)).
-    After,
-}
-
-/// Which statistics BN uses in inference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InferenceStats {
-    /// Moving averages kept during training (the default; what evaluation during training uses).
-    Moving,
-    /// The paper's Algorithm 2: averages over K training mini-batches after training.
-    Population,
-    /// The test batch's own statistics: a known pitfall, kept to show its effect.
-    Batch,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NormConfig {
-    pub kind: NormKind,
-    /// Where the layer sits (ignored when `kind` is `none`).
-    pub placement: Placement,
-    /// ε, added to the variance inside the square root.
-    pub eps: f64,
-    /// running = (1 - momentum)·running + momentum·batch (PyTorch's convention).
-    pub momentum: f64,
-    /// Statistics for the final evaluation (`summary.final_test_acc`).
-    pub inference: InferenceStats,
-    /// K, the number of training mini-batches of the population pass.
-    pub population_batches: usize,
-    /// Run the population pass at the end and report its accuracy too.
-    pub population_pass: bool,
-    /// Group Norm's G: channels (units) per layer are split into G groups. Must divide every
-    /// hidden layer's width. `kind: layer` is G = 1; G = channels is Instance Norm.
-    pub groups: usize,
-    /// BN and Batch Renorm: normalise each group of this many examples of a training batch by
-    /// its own statistics (the papers' "images per GPU"); `null` uses the whole batch.
-    pub stats_batch: Option<usize>,
-    /// Batch Renorm's limits and schedule.
-    pub renorm: RenormConfig,
-    /// Weight Norm: add mean-only BN (subtract the batch mean, keep a running mean for
-    /// inference, never divide by a std), as Salimans & Kingma recommend.
-    pub mean_only: bool,
-    /// Weight Norm: the paper's data-dependent initialisation of g (and b) from the first
-    /// training batch, so every pre-activation starts with mean 0 and variance 1.
-    pub data_init: bool,
-    /// Santurkar et al.'s noisy BN: after the normalisation layer (or, without one, where it
-    /// would sit before g), every training forward pass scales and shifts each value by fresh
-    /// random noise, a ← s·a + m, with the distribution of `noise_params`. Training only:
-    /// inference has no noise.
-    pub noise: bool,
-    /// The distribution of `noise`.
-    pub noise_params: NoiseConfig,
-}
-
-/// The noise of Santurkar et al. (2018), section 2.2: for each layer and training step draw
-/// μ_t ~ U(−mean_range, mean_range) and σ_t ~ U(scale_min, scale_max); then for each value
-/// m ~ U(μ_t − mean_spread, μ_t + mean_spread) and s ~ N(σ_t, scale_std), and a ← s·a + m.
-/// Because μ_t and σ_t change every step, the layer's output distribution moves every step: a
-/// deliberate covariate shift.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NoiseConfig {
-    pub mean_range: f64,
-    pub scale_min: f64,
-    pub scale_max: f64,
-    pub mean_spread: f64,
-    pub scale_std: f64,
-}
-
-impl Default for NoiseConfig {
-    fn default() -> Self {
-        Self {
-            mean_range: 0.5,
-            scale_min: 1.0,
-            scale_max: 1.25,
-            mean_spread: 0.1,
-            scale_std: 0.1,
-        }
-    }
 }
 
 /// When and how `measures.jsonl` is probed (see `crate::measures`).
@@ -374,41 +155,6 @@ impl Default for Config {
     }
 }
 
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self {
-            arch: Arch::Mlp,
-            hidden: vec![100, 100, 100],
-            channels: vec![32, 64],
-            activation: Activation::Sigmoid,
-            init: Init::Gaussian,
-            init_std: 0.01,
-            dropout: 0.0,
-        }
-    }
-}
-
-impl Default for NormConfig {
-    fn default() -> Self {
-        Self {
-            kind: NormKind::Batch,
-            placement: Placement::Before,
-            eps: 1e-5,
-            momentum: 0.1,
-            inference: InferenceStats::Moving,
-            population_batches: 100,
-            population_pass: true,
-            groups: 4,
-            stats_batch: None,
-            renorm: RenormConfig::default(),
-            mean_only: false,
-            data_init: true,
-            noise: false,
-            noise_params: NoiseConfig::default(),
-        }
-    }
-}
-
 impl Default for OptimConfig {
     fn default() -> Self {
         Self {
@@ -449,60 +195,76 @@ impl OptimConfig {
 }
 
 impl Config {
-    /// Number of hidden layers whose pre-activations are probed.
-    pub fn hidden_layers(&self) -> usize {
-        match self.model.arch {
-            Arch::Mlp => self.model.hidden.len(),
-            Arch::Cnn => self.model.channels.len(),
-        }
+    /// The images the net takes.
+    pub fn image(&self) -> ImageShape {
+        self.dataset.image_shape().into()
     }
 
-    /// Width (units or channels) of hidden layer `layer`.
-    pub fn hidden_width(&self, layer: usize) -> usize {
-        match self.model.arch {
-            Arch::Mlp => self.model.hidden[layer],
-            Arch::Cnn => self.model.channels[layer],
-        }
+    /// Each hidden layer's width and positions, input to output: the layers whose
+    /// pre-activations are probed and which have a normalisation slot.
+    pub fn layers(&self) -> Vec<LayerShape> {
+        self.model.arch.geometry().layers(self.image())
     }
 
     /// The probed layer, with `null` resolved to the last hidden layer.
     pub fn probe_layer(&self) -> usize {
         self.probe
             .layer
-            .unwrap_or_else(|| self.hidden_layers().saturating_sub(1))
+            .unwrap_or_else(|| self.layers().len().saturating_sub(1))
     }
 
-    /// True when the net has normalisation layers.
-    pub fn has_norm(&self) -> bool {
-        self.norm.kind != NormKind::None
-    }
-
-    /// Where the normalisation layers sit; `None` when the net has none.
-    pub fn norm_placement(&self) -> Option<Placement> {
-        self.has_norm().then_some(self.norm.placement)
-    }
-
-    /// Whether the layer before each normalisation drops its bias: when the normalisation sits
-    /// before g and ends in its own shift β, which subsumes the bias (BN, Batch Renorm, Layer and
-    /// Group Norm, mean-only BN). Weight Norm alone keeps the bias b of its layer.
-    pub fn norm_subsumes_bias(&self) -> bool {
-        self.norm_placement() == Some(Placement::Before)
-            && (self.norm.kind != NormKind::Weight || self.norm.mean_only)
-    }
-
-    /// Whether inference uses statistics kept from training (moving averages or the population
-    /// pass): BN, Batch Renorm and mean-only BN do; Layer and Group Norm compute each example's
-    /// own, and Weight Norm alone has none.
-    pub fn norm_keeps_statistics(&self) -> bool {
-        match self.norm.kind {
-            NormKind::Batch | NormKind::Renorm => true,
-            NormKind::Weight => self.norm.mean_only,
-            NormKind::None | NormKind::Layer | NormKind::Group => false,
-        }
+    /// The net this config trains, with its initial weights, on `device`.
+    pub fn build_net(&self, device: &burn::tensor::Device) -> Net {
+        let recipe = NetRecipe {
+            model: &self.model,
+            norm: &self.norm,
+            image: self.image(),
+            seed: self.seed,
+            steps: self.steps,
+        };
+        Net::new(recipe, device)
     }
 
     /// Check every constraint that serde's types cannot express. Each failure names the key.
     pub fn validate(&self) -> Result<()> {
+        self.check_optim()?;
+        ensure!(self.batch_size > 0, "batch_size must be at least 1, got 0");
+        ensure!(self.steps > 0, "steps must be at least 1");
+        ensure!(self.eval_every > 0, "eval_every must be at least 1");
+        ensure!(
+            self.eval_batch_size > 0,
+            "eval_batch_size must be at least 1"
+        );
+        let m = &self.model;
+        ensure!(
+            m.init_std.is_finite() && m.init_std > 0.0,
+            "model.init_std must be a positive finite number, got {}",
+            m.init_std
+        );
+        ensure!(
+            m.dropout.is_finite() && (0.0..1.0).contains(&m.dropout),
+            "model.dropout must be in [0, 1), got {}",
+            m.dropout
+        );
+        let arch = m.arch.geometry();
+        arch.check(self.image())?;
+        let layers = self.layers();
+        self.norm
+            .check(&layers, arch.unit_word(), self.batch_size)?;
+        self.check_measures()?;
+        self.check_probe(&layers)?;
+        for &t in &self.thresholds {
+            ensure!(
+                t.is_finite() && t > 0.0 && t <= 1.0,
+                "thresholds are fractions in (0, 1], got {t}"
+            );
+        }
+        check_folder_name(&self.name).context("name")?;
+        check_folder_name(&self.study).context("study")?;
+        self.check_sizes()
+    }
+
+    fn check_optim(&self) -> Result<()> {
         let o = &self.optim;
         ensure!(
             o.lr.is_finite() && o.lr > 0.0,
@@ -525,81 +287,11 @@ impl Config {
             o.gamma
         );
         ensure!(o.step_every > 0, "optim.step_every must be at least 1");
-        ensure!(self.batch_size > 0, "batch_size must be at least 1, got 0");
-        ensure!(
-            !(self.norm_keeps_statistics() && self.batch_size < 2),
-            "batch_size 1 with {} (norm.kind = \"{}\"): a batch of one value per feature has \
-             no variance, so its training statistics are undefined; use batch_size >= 2, or a \
-             per-example normalisation such as norm.kind = \"layer\"",
-            self.norm.kind.label(),
-            kind_name(self.norm.kind)
-        );
-        ensure!(self.steps > 0, "steps must be at least 1");
-        ensure!(self.eval_every > 0, "eval_every must be at least 1");
-        ensure!(
-            self.eval_batch_size > 0,
-            "eval_batch_size must be at least 1"
-        );
-        let norm = &self.norm;
-        ensure!(
-            norm.eps.is_finite() && norm.eps > 0.0,
-            "norm.eps must be a positive finite number, got {}",
-            norm.eps
-        );
-        ensure!(
-            norm.momentum.is_finite() && (0.0..=1.0).contains(&norm.momentum),
-            "norm.momentum must be in [0, 1], got {}",
-            norm.momentum
-        );
-        ensure!(
-            norm.population_batches > 0,
-            "norm.population_batches must be at least 1"
-        );
-        ensure!(
-            !(norm.inference == InferenceStats::Population
-                && !norm.population_pass
-                && self.has_norm()),
-            "norm.inference = \"population\" needs norm.population_pass = true"
-        );
-        self.check_norm_layer()?;
-        self.check_noise()?;
-        self.check_measures()?;
-        let m = &self.model;
-        ensure!(
-            m.init_std.is_finite() && m.init_std > 0.0,
-            "model.init_std must be a positive finite number, got {}",
-            m.init_std
-        );
-        ensure!(
-            m.dropout.is_finite() && (0.0..1.0).contains(&m.dropout),
-            "model.dropout must be in [0, 1), got {}",
-            m.dropout
-        );
-        match m.arch {
-            Arch::Mlp => ensure!(
-                !m.hidden.is_empty() && m.hidden.iter().all(|&w| w > 0),
-                "model.hidden must list at least one positive width, got {:?}",
-                m.hidden
-            ),
-            Arch::Cnn => {
-                ensure!(
-                    !m.channels.is_empty() && m.channels.iter().all(|&w| w > 0),
-                    "model.channels must list at least one positive width, got {:?}",
-                    m.channels
-                );
-                let (_, side) = self.dataset.image_shape();
-                // Checked: a shift by 64 or more would wrap in a release build.
-                let last = u32::try_from(m.channels.len())
-                    .ok()
-                    .and_then(|blocks| side.checked_shr(blocks))
-                    .unwrap_or(0);
-                ensure!(
-                    last >= 1,
-                    "model.channels has {} blocks, but each halves the {side}x{side} image",
-                    m.channels.len()
-                );
-            }
-        }
+        Ok(())
+    }
+
+    /// The probe batch, its histogram, and the tracked unit against the net's layers.
+    fn check_probe(&self, layers: &[LayerShape]) -> Result<()> {
         let p = &self.probe;
         ensure!(p.batch_size >= 2, "probe.batch_size must be at least 2");
         ensure!(p.bins > 0, "probe.bins must be at least 1");
@@ -608,112 +300,18 @@ impl Config {
             "probe.lo must be below probe.hi"
         );
         let layer = self.probe_layer();
+        let Some(shape) = layers.get(layer) else {
+            bail!(
+                "probe.layer {layer} does not exist: the net has {} hidden layers",
+                layers.len()
+            );
+        };
         ensure!(
-            layer < self.hidden_layers(),
-            "probe.layer {layer} does not exist: the net has {} hidden layers",
-            self.hidden_layers()
-        );
-        ensure!(
-            p.unit < self.hidden_width(layer),
-            "probe.unit {} does not exist: hidden layer {layer} has {} units",
+            p.unit < shape.width,
+            "probe.unit {} does not exist: hidden layer {layer} has {} {}",
             p.unit,
-            self.hidden_width(layer)
-        );
-        for &t in &self.thresholds {
-            ensure!(
-                t.is_finite() && t > 0.0 && t <= 1.0,
-                "thresholds are fractions in (0, 1], got {t}"
-            );
-        }
-        check_folder_name(&self.name).context("name")?;
-        check_folder_name(&self.study).context("study")?;
-        self.check_sizes()
-    }
-
-    /// The keys of each normalisation layer: G against every layer's width, the statistics
-    /// batch against the training batch, Batch Renorm's limits and schedule.
-    fn check_norm_layer(&self) -> Result<()> {
-        let norm = &self.norm;
-        if norm.kind == NormKind::Group {
-            self.check_groups()?;
-        }
-        if let Some(k) = norm.stats_batch {
-            ensure!(
-                norm.kind.uses_batch_statistics(),
-                "norm.stats_batch applies to BN and Batch Renorm (norm.kind = \"batch\" or \
-                 \"renorm\"), but norm.kind is \"{}\", whose statistics do not come from the batch; \
-                 remove norm.stats_batch or set it to null",
-                kind_name(norm.kind)
-            );
-            ensure!(
-                k >= 2,
-                "norm.stats_batch is {k}: a statistics batch needs at least 2 examples, or its \
-                 variance is undefined"
-            );
-            ensure!(
-                self.batch_size.is_multiple_of(k),
-                "norm.stats_batch {k} does not divide batch_size {}: each training batch is split \
-                 into groups of norm.stats_batch examples",
-                self.batch_size
-            );
-        }
-        let r = &norm.renorm;
-        ensure!(
-            r.r_max.is_finite() && r.r_max >= 1.0,
-            "norm.renorm.r_max must be a finite number of at least 1 (r is clipped to \
-             [1/r_max, r_max]), got {}",
-            r.r_max
-        );
-        ensure!(
-            r.d_max.is_finite() && r.d_max >= 0.0,
-            "norm.renorm.d_max must be a finite number of at least 0 (d is clipped to \
-             [-d_max, d_max]), got {}",
-            r.d_max
-        );
-        for (key, value) in [
-            ("norm.renorm.warmup", r.warmup),
-            ("norm.renorm.r_max_at", r.r_max_at),
-            ("norm.renorm.d_max_at", r.d_max_at),
-        ] {
-            ensure!(
-                value.is_finite() && (0.0..=1.0).contains(&value),
-                "{key} is a fraction of the run's steps, in [0, 1], got {value}"
-            );
-        }
-        for (key, value) in [
-            ("norm.renorm.r_max_at", r.r_max_at),
-            ("norm.renorm.d_max_at", r.d_max_at),
-        ] {
-            ensure!(
-                value >= r.warmup,
-                "{key} ({value}) comes before the end of norm.renorm.warmup ({}): a ramp \
-                 cannot end before it starts",
-                r.warmup
-            );
-        }
-        Ok(())
-    }
-
-    /// The noise distribution's parameters must describe a distribution.
-    fn check_noise(&self) -> Result<()> {
-        let n = &self.norm.noise_params;
-        for (key, value) in [
-            ("norm.noise_params.mean_range", n.mean_range),
-            ("norm.noise_params.mean_spread", n.mean_spread),
-            ("norm.noise_params.scale_std", n.scale_std),
-            ("norm.noise_params.scale_min", n.scale_min),
-        ] {
-            ensure!(
-                value.is_finite() && value >= 0.0,
-                "{key} must be a finite number of at least 0, got {value}"
-            );
-        }
-        ensure!(
-            n.scale_max.is_finite() && n.scale_max >= n.scale_min,
-            "norm.noise_params.scale_max ({}) must be finite and at least \
-             norm.noise_params.scale_min ({}): σ_t is drawn from U(scale_min, scale_max)",
-            n.scale_max,
-            n.scale_min
+            shape.width,
+            self.model.arch.geometry().unit_word()
         );
         Ok(())
     }
@@ -739,44 +337,6 @@ impl Config {
         Ok(())
     }
 
-    /// Group Norm's G must divide every hidden layer's width and leave at least two values per
-    /// group, or the group's variance is undefined.
-    fn check_groups(&self) -> Result<()> {
-        let g = self.norm.groups;
-        ensure!(g >= 1, "norm.groups must be at least 1, got 0");
-        let (_, side) = self.dataset.image_shape();
-        for layer in 0..self.hidden_layers() {
-            let width = self.hidden_width(layer);
-            ensure!(
-                width.is_multiple_of(g),
-                "norm.groups {g} does not divide the {width} {} of hidden layer {layer}: Group \
-                 Norm splits each layer's {} into norm.groups equal groups",
-                self.unit_word(),
-                self.unit_word()
-            );
-            let per_group = width / g;
-            let positions = match self.model.arch {
-                Arch::Mlp => 1,
-                Arch::Cnn => (side >> layer).pow(2),
-            };
-            ensure!(
-                per_group * positions >= 2,
-                "norm.groups {g} leaves one value per group in hidden layer {layer} ({width} \
-                 units): each example's group would normalise to a constant; use at most {} \
-                 groups",
-                width / 2
-            );
-        }
-        Ok(())
-    }
-
-    fn unit_word(&self) -> &'static str {
-        match self.model.arch {
-            Arch::Mlp => "units",
-            Arch::Cnn => "channels",
-        }
-    }
-
     /// Every size the config sets is bounded, and the whole net's memory is estimated, so that
     /// no value can make bn-exp allocate without end, loop for ever or overflow.
     fn check_sizes(&self) -> Result<()> {
@@ -785,22 +345,7 @@ impl Config {
             ("eval_batch_size", self.eval_batch_size as u64, MAX_BATCH),
             ("probe.batch_size", self.probe.batch_size as u64, MAX_BATCH),
             ("probe.bins", self.probe.bins as u64, MAX_BINS),
-            (
-                "norm.population_batches",
-                self.norm.population_batches as u64,
-                MAX_POPULATION_BATCHES,
-            ),
             ("steps", self.steps, MAX_STEPS),
-            (
-                "model.hidden (layers)",
-                self.model.hidden.len() as u64,
-                MAX_LAYERS,
-            ),
-            (
-                "model.channels (blocks)",
-                self.model.channels.len() as u64,
-                MAX_LAYERS,
-            ),
         ];
         for (key, value, max) in bounded {
             ensure!(
@@ -808,28 +353,14 @@ impl Config {
                 "{key} is {value}, more than the {max} bn-exp allows"
             );
         }
-        for (key, widths) in [
-            ("model.hidden", &self.model.hidden),
-            ("model.channels", &self.model.channels),
-        ] {
-            if let Some(w) = widths.iter().find(|&&w| w as u64 > MAX_WIDTH) {
-                bail!("{key} holds a width of {w}, more than the {MAX_WIDTH} bn-exp allows");
-            }
-        }
         let bytes = self.estimated_memory_bytes();
         ensure!(
             bytes <= MAX_MEMORY_BYTES,
-            "this net needs about {:.1} GiB (model.{} = {:?}, batch_size {}), more than the {} GiB \
-             bn-exp allows; make the layers or the batch smaller",
+            "this net needs about {:.1} GiB (model.arch = \"{}\", widths {:?}, batch_size {}), more \
+             than the {} GiB bn-exp allows; make the layers or the batch smaller",
             bytes as f64 / GIB,
-            match self.model.arch {
-                Arch::Mlp => "hidden",
-                Arch::Cnn => "channels",
-            },
-            match self.model.arch {
-                Arch::Mlp => &self.model.hidden,
-                Arch::Cnn => &self.model.channels,
-            },
+            self.model.arch.arch().name(),
+            self.layers().iter().map(|l| l.width).collect::<Vec<_>>(),
             self.batch_size,
             MAX_MEMORY_BYTES as f64 / GIB
         );
@@ -853,40 +384,14 @@ impl Config {
     /// training and evaluation batches, every activation eight times (forward values, saved
     /// state, gradients and temporaries), all float32. Computed in saturating u64 arithmetic.
     pub fn estimated_memory_bytes(&self) -> u64 {
-        let (channels, side) = self.dataset.image_shape();
-        let (c, s) = (channels as u64, side as u64);
-        let mut params: u64 = 0;
-        let mut activations: u64 = c.saturating_mul(s * s);
-        match self.model.arch {
-            Arch::Mlp => {
-                let mut fan_in = c * s * s;
-                for &w in &self.model.hidden {
-                    let w = w as u64;
-                    params = params.saturating_add(fan_in.saturating_mul(w));
-                    activations = activations.saturating_add(w);
-                    fan_in = w;
-                }
-                params = params.saturating_add(fan_in.saturating_mul(10));
-            }
-            Arch::Cnn => {
-                let (mut ch, mut side) = (c, s);
-                for &w in &self.model.channels {
-                    let w = w as u64;
-                    params = params.saturating_add(ch.saturating_mul(w).saturating_mul(9));
-                    activations = activations.saturating_add(w.saturating_mul(side * side));
-                    ch = w;
-                    side = (side / 2).max(1);
-                }
-                params = params.saturating_add(ch.saturating_mul(side * side).saturating_mul(10));
-            }
-        }
+        let size = self.model.arch.geometry().size(self.image());
         let batch = self
             .batch_size
             .max(self.eval_batch_size)
             .max(self.probe.batch_size) as u64;
-        params
+        size.params
             .saturating_mul(4 * 4)
-            .saturating_add(activations.saturating_mul(batch).saturating_mul(4 * 8))
+            .saturating_add(size.activations.saturating_mul(batch).saturating_mul(4 * 8))
     }
 }
 
@@ -894,10 +399,7 @@ impl Config {
 /// and low enough that no value makes bn-exp allocate without end or loop for ever.
 const MAX_BATCH: u64 = 100_000;
 const MAX_BINS: u64 = 100_000;
-const MAX_POPULATION_BATCHES: u64 = 100_000;
 const MAX_STEPS: u64 = 100_000_000;
-const MAX_LAYERS: u64 = 64;
-const MAX_WIDTH: u64 = 1 << 16;
 const GIB: f64 = (1u64 << 30) as f64;
 /// The estimated memory a run may need (see [`Config::estimated_memory_bytes`]).
 const MAX_MEMORY_BYTES: u64 = 16 << 30;
@@ -1118,18 +620,6 @@ pub fn resolve_legacy_bn(value: &mut Value) -> Result<()> {
     Ok(())
 }
 
-/// The config's spelling of a normalisation kind (`"renorm"`), for messages.
-pub fn kind_name(kind: NormKind) -> &'static str {
-    match kind {
-        NormKind::None => "none",
-        NormKind::Batch => "batch",
-        NormKind::Renorm => "renorm",
-        NormKind::Layer => "layer",
-        NormKind::Group => "group",
-        NormKind::Weight => "weight",
-    }
-}
-
 /// Parse and validate a raw JSON config (the `bn` key of earlier configs resolved into `norm`).
 pub fn config_from_value(mut value: Value) -> Result<Config> {
     resolve_legacy_bn(&mut value).context("invalid config")?;
@@ -1157,6 +647,8 @@ fn describe_type_error(err: &serde_path_to_error::Error<serde_json::Error>) -> S
     };
     match path.as_str() {
         "." | "" => message,
+        // A section's own check (`norm`, `model`) names its key in full already.
+        _ if message.starts_with(&format!("{path}.")) => message,
         _ => format!("{path}: {message}"),
     }
 }
@@ -1194,14 +686,20 @@ mod tests {
         config_from_value(serde_json::from_str(json).unwrap())
     }
 
+    use crate::model::Activation;
+    use crate::norm::{NormKind, Placement};
+
     #[test]
     fn empty_object_gives_the_paper_defaults() {
         let c = parse("{}").unwrap();
-        assert_eq!(c.model.hidden, vec![100, 100, 100]);
+        assert_eq!(
+            c.layers().iter().map(|l| l.width).collect::<Vec<_>>(),
+            vec![100, 100, 100]
+        );
         assert_eq!(c.model.activation, Activation::Sigmoid);
         assert_eq!(c.batch_size, 60);
         assert_eq!(c.steps, 50_000);
-        assert_eq!(c.norm.kind, NormKind::Batch);
+        assert_eq!(c.norm.kind(), NormKind::Batch);
         assert_eq!(c.norm.placement, Placement::Before);
         assert_eq!(c.probe_layer(), 2);
     }
@@ -1220,8 +718,8 @@ mod tests {
         apply_override(&mut v, "model.hidden=[50,50]").unwrap();
         let c = config_from_value(v).unwrap();
         assert_eq!(c.optim.lr, 0.5);
-        assert_eq!(c.norm.kind, NormKind::None);
-        assert_eq!(c.model.hidden, vec![50, 50]);
+        assert_eq!(c.norm.kind(), NormKind::None);
+        assert_eq!(c.layers().len(), 2);
         assert!(apply_override(&mut serde_json::json!({}), "no-equals").is_err());
     }
 
@@ -1250,18 +748,18 @@ mod tests {
             (r#"{"norm": {"stats_batch": 1}}"#, "at least 2 examples"),
             (
                 r#"{"norm": {"kind": "layer", "stats_batch": 4}}"#,
-                "norm.stats_batch applies to BN and Batch Renorm",
+                "norm.stats_batch is set, but it belongs to BN",
             ),
             (
-                r#"{"norm": {"renorm": {"r_max": -1}}}"#,
+                r#"{"norm": {"kind": "renorm", "renorm": {"r_max": -1}}}"#,
                 "norm.renorm.r_max",
             ),
             (
-                r#"{"norm": {"renorm": {"d_max": -0.5}}}"#,
+                r#"{"norm": {"kind": "renorm", "renorm": {"d_max": -0.5}}}"#,
                 "norm.renorm.d_max",
             ),
             (
-                r#"{"norm": {"renorm": {"warmup": 0.6, "d_max_at": 0.5}}}"#,
+                r#"{"norm": {"kind": "renorm", "renorm": {"warmup": 0.6, "d_max_at": 0.5}}}"#,
                 "norm.renorm.d_max_at",
             ),
             (r#"{"bn": {"placement": "middle"}}"#, "bn.placement"),
@@ -1284,14 +782,17 @@ mod tests {
     fn the_legacy_bn_key_resolves_into_norm() {
         let old = parse(r#"{"bn": {"placement": "after", "eps": 0.001}}"#).unwrap();
         assert_eq!(
-            (old.norm.kind, old.norm.placement, old.norm.eps),
+            (old.norm.kind(), old.norm.placement, old.norm.eps),
             (NormKind::Batch, Placement::After, 0.001)
         );
         let none = parse(r#"{"bn": {"placement": "none", "momentum": 0.2}}"#).unwrap();
-        assert_eq!((none.norm.kind, none.norm.momentum), (NormKind::None, 0.2));
+        assert_eq!(
+            (none.norm.kind(), none.norm.momentum),
+            (NormKind::None, 0.2)
+        );
         // Both names may be used while they agree; a disagreement names both keys.
         let both = parse(r#"{"norm": {"eps": 0.01}, "bn": {"placement": "none"}}"#).unwrap();
-        assert_eq!((both.norm.kind, both.norm.eps), (NormKind::None, 0.01));
+        assert_eq!((both.norm.kind(), both.norm.eps), (NormKind::None, 0.01));
         let err = parse(r#"{"norm": {"kind": "batch"}, "bn": {"placement": "none"}}"#).unwrap_err();
         let err = format!("{err:#}");
         assert!(
@@ -1463,7 +964,7 @@ mod tests {
 
     #[test]
     fn the_renorm_schedule_gives_the_papers_numbers_on_a_50k_run() {
-        let r = RenormConfig::default();
+        let r = crate::norm::RenormSchedule::default();
         let at = |step| r.limits_at(step, 50_000);
         assert_eq!(at(0), (1.0, 0.0));
         assert_eq!(at(5_000), (1.0, 0.0));

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::norm::{NormConfig, NormKind};
+
 /// A config flattened to dotted keys (`norm.kind`), as `compare` and `plot` group runs.
 pub type Leaves = BTreeMap<String, Value>;
 
@@ -30,11 +32,10 @@ const NORM_KEYS: [&str; 7] = [
 /// One label per group, in the same order, for the groups' `configs` and the `varying` keys
 /// (the dotted keys whose values differ between groups).
 pub fn readable_labels(configs: &[Leaves], varying: &[String]) -> Vec<String> {
+    // "no BN" beside BN alone; "no normalisation" beside any other layer.
     let none_label = if configs.iter().any(|c| {
-        matches!(
-            norm_kind(c).as_str(),
-            "renorm" | "layer" | "group" | "weight"
-        )
+        NormKind::from_name(&norm_kind(c))
+            .is_some_and(|kind| !matches!(kind, NormKind::None | NormKind::Batch))
     }) {
         "no normalisation"
     } else {
@@ -113,25 +114,17 @@ fn norm_phrase(
     let varies = |key: &str| varying.iter().any(|k| k == key);
     let kind = norm_kind(config);
     let noise = config.get("norm.noise").and_then(Value::as_bool) == Some(true);
-    let name = match kind.as_str() {
-        "none" if noise => return "noise without BN".to_string(),
-        "none" => {
-            // A net without normalisation has no placement; its activation is still a condition.
-            return match (varies("model.activation"), config.get("model.activation")) {
-                (true, Some(act)) => format!("{none_label}, {}", activation_name(act)),
-                _ => none_label.to_string(),
-            };
+    if kind == "none" {
+        if noise {
+            return "noise without BN".to_string();
         }
-        "batch" => "BN".to_string(),
-        "renorm" => "Batch Renorm".to_string(),
-        "layer" => "Layer Norm".to_string(),
-        "group" => format!("Group Norm (G = {})", value_text(config.get("norm.groups"))),
-        "weight" if config.get("norm.mean_only").and_then(Value::as_bool) == Some(true) => {
-            "Weight Norm + mean-only BN".to_string()
-        }
-        "weight" => "Weight Norm".to_string(),
-        other => other.to_string(),
-    };
+        // A net without normalisation has no placement; its activation is still a condition.
+        return match (varies("model.activation"), config.get("model.activation")) {
+            (true, Some(act)) => format!("{none_label}, {}", activation_name(act)),
+            _ => none_label.to_string(),
+        };
+    }
+    let name = layer_name(config, &kind);
     let mut phrase = if noise { format!("noisy {name}") } else { name };
     if with_activation {
         let placement = config
@@ -150,6 +143,40 @@ fn norm_phrase(
         phrase = format!("{phrase}, statistics over {}", value_text(Some(k)));
     }
     phrase
+}
+
+/// The layer's name with the settings that tell it apart ("Group Norm (G = 4)"), as the layer
+/// says it ([`NormConfig::label`]) from the config's `norm.*` keys; the kind as written when
+/// those do not read as a config (a damaged or foreign run folder).
+fn layer_name(config: &Leaves, kind: &str) -> String {
+    let mut norm = serde_json::Map::new();
+    for (key, value) in config {
+        if let Some(path) = key.strip_prefix("norm.") {
+            insert_path(&mut norm, path, value.clone());
+        }
+    }
+    norm.insert("kind".into(), Value::String(kind.to_string()));
+    match serde_json::from_value::<NormConfig>(Value::Object(norm)) {
+        Ok(layer) => layer.label(),
+        Err(_) => NormKind::from_name(kind).map_or(kind.to_string(), |k| k.label().to_string()),
+    }
+}
+
+/// Put `value` at the dotted `path` of a JSON object (`renorm.r_max`), creating objects.
+fn insert_path(object: &mut serde_json::Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            object.insert(path.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let child = object
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Value::Object(child) = child {
+                insert_path(child, rest, value);
+            }
+        }
+    }
 }
 
 fn activation_name(value: &Value) -> String {

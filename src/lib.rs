@@ -24,4 +24,5 @@ pub mod progress;
 pub mod reproduce;
 pub mod rng;
 pub mod run;
+pub mod tensor;
 pub mod train;

@@ -29,32 +29,9 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 
-use crate::norm::batch::tensor_to_f64;
+use crate::model::WeightLayer;
 use crate::run::{LayerIcs, MeasureRecord};
-
-/// One weight layer of a model, for the ICS measure: the parameter whose gradient is compared
-/// (W_i) and every parameter of the layer (W_i, its bias, its normalisation's γ and β), which
-/// is what "the layers before" a later one update.
-#[derive(Debug, Clone)]
-pub struct WeightLayer {
-    /// How tables and plots name it: `hidden 0`, `output`.
-    pub name: String,
-    pub weight: ParamId,
-    pub params: Vec<ParamId>,
-}
-
-/// The ids of every float parameter of `module`, in visiting order.
-pub fn param_ids<M: Module>(module: &M) -> Vec<ParamId> {
-    struct Ids(Vec<ParamId>);
-    impl ModuleVisitor for Ids {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.push(param.id);
-        }
-    }
-    let mut ids = Ids(Vec::new());
-    module.visit(&mut ids);
-    ids.0
-}
+use crate::tensor::tensor_to_f64;
 
 /// A loss and its gradient at one point, both as the optimiser sees it (`params`) and flattened
 /// on the host in f64, in the model's visiting order (`flat`), for norms and differences.

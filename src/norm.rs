@@ -1,56 +1,62 @@
 //! Normalisation layers behind one seam: the model, the training loop and the population pass
-//! ask a [`Norm`] for what they need, and never match on which layer it is.
+//! ask a [`Norm`] for what they need, and never match on which layer it is or read its fields.
 //!
 //! What a layer offers:
 //! - [`Norm::forward_with_stats`]: the forward pass in a [`BnMode`] (training, with the
 //!   statistics it took from the batch, or inference with fixed statistics);
 //! - [`Norm::fused_dense_parts`]: whether the fused dense kernel can apply it in training (BN
-//!   over the whole batch, whose [`BatchNorm::absorb_batch`] takes the statistics the kernel
-//!   hands back);
+//!   over the whole batch, whose statistics the kernel hands back through [`FusedBn::absorb`]);
 //! - [`Norm::inference_affine`]: the per-channel affine map it is in inference, when it is one
 //!   (BN with fixed statistics, Algorithm 2), so that it can be folded into the linear map
 //!   before it;
 //! - [`Norm::set_population`]: where the paper's population statistics go, for layers that
-//!   keep statistics across batches.
-//!
+//!   keep statistics across batches;
 //! - [`Norm::linear_weight`] / [`Norm::conv_weight`]: the weight the layer before it uses, for
-//!   layers that re-parametrise it (Weight Norm);
+//!   layers that re-parametrise it (Weight Norm), and [`Norm::data_init_linear`] /
+//!   [`Norm::data_init_conv`] / [`Norm::with_data_init`] for their data-dependent
+//!   initialisation;
 //! - [`Norm::begin_step`]: the training step about to run, for layers with a schedule (Batch
 //!   Renorm's r_max and d_max).
+//!
+//! The settings: [`NormConfig`] (`config.rs`), the `norm` key of a run's config, with each
+//! layer's own settings beside the layer ([`BatchConfig`], [`RenormConfig`], [`GroupConfig`],
+//! [`WeightConfig`]).
 //!
 //! The layers: [`BatchNorm`] (`batch`), [`BatchRenorm`] (`renorm`), [`GroupNorm`] (`group`, and
 //! `layer` as its one-group case), [`WeightNorm`] (`weight`, optionally with [`MeanOnlyBn`]).
 //! BN and Batch Renorm can take their statistics over groups of `norm.stats_batch` examples
-//! ([`ghost`]).
+//! (`ghost.rs`). Santurkar et al.'s noise after the layer is [`add_noise`] (`noise.rs`).
 //!
-//! Adding a layer: its module under `src/norm/`, a variant of [`Norm`], a [`NormKind`] in the
-//! config, and one arm in each method below. Nothing outside this folder changes unless the
-//! layer needs something no layer offered before.
+//! Adding a layer: its file under `src/norm/` with the layer and its settings, a variant of
+//! [`Norm`] and of [`LayerConfig`] with a [`NormKind`], and one arm wherever the compiler asks
+//! (the methods below, `config.rs`'s conversions). Nothing outside this folder changes unless
+//! the layer needs something no layer offered before.
 
-pub mod batch;
-pub mod ghost;
-pub mod group;
-pub mod noise;
-pub mod renorm;
-pub mod weight;
+mod batch;
+mod config;
+mod ghost;
+mod group;
+mod noise;
+mod renorm;
+mod weight;
 
-use burn::module::{
-    Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
-};
 use burn::tensor::{Device, Tensor};
 
-use crate::config::{NormConfig, NormKind};
-pub use batch::{BatchNorm, BatchStats, BnError, BnMode, InferenceStats, PopulationAccumulator};
-pub use group::GroupNorm;
-pub use renorm::{BatchRenorm, Correction};
-pub use weight::{MeanOnlyBn, WeightNorm};
+pub use batch::{
+    BatchConfig, BatchNorm, BatchStats, BnError, BnMode, InferenceStats, PopulationAccumulator,
+};
+pub use config::{InferenceSource, LayerConfig, LayerShape, NormConfig, NormKind, Placement};
+pub use ghost::{Split, split};
+pub use group::{GroupConfig, GroupNorm};
+pub use noise::{NoiseConfig, add_noise, noise_values};
+pub use renorm::{BatchRenorm, Correction, RenormConfig, RenormSchedule};
+pub use weight::{MeanOnlyBn, WeightConfig, WeightNorm, init_from_outputs, unit_columns};
 
 /// A normalisation layer over C channels (features of an MLP layer, channels of a conv map).
 ///
-/// Its [`Module`] implementation is written out rather than derived: the derive would put the
-/// variant's name into every parameter's path (`norms.0.Batch.gamma`), and checkpoints written
-/// before the seam existed (`norms.0.gamma`) could no longer be resumed. Which layer a run has
-/// is in its `config.json`; the checkpoint only needs the parameters by position.
+/// Its [`burn::module::Module`] implementation hands each call to the layer inside
+/// ([`crate::tensor::enum_module`]), so checkpoints name parameters as if the layer stood there
+/// alone (`norms.0.gamma`).
 #[derive(Debug, Clone)]
 pub enum Norm {
     /// Batch Normalization (Ioffe & Szegedy 2015).
@@ -63,120 +69,71 @@ pub enum Norm {
     Weight(WeightNorm),
 }
 
-/// Run `$body` with `$layer` bound to the layer inside `$norm`, whichever it is.
-macro_rules! each_layer {
-    ($norm:expr, $layer:ident => $body:expr) => {
-        match $norm {
-            Norm::Batch($layer) => $body,
-            Norm::Renorm($layer) => $body,
-            Norm::Group($layer) => $body,
-            Norm::Weight($layer) => $body,
-        }
-    };
-}
-
-/// Like [`each_layer`], rebuilding the same variant from `$body`'s result.
-macro_rules! map_layer {
-    ($norm:expr, $layer:ident => $body:expr) => {
-        match $norm {
-            Norm::Batch($layer) => Norm::Batch($body),
-            Norm::Renorm($layer) => Norm::Renorm($body),
-            Norm::Group($layer) => Norm::Group($body),
-            Norm::Weight($layer) => Norm::Weight($body),
-        }
-    };
-}
-
-impl Module for Norm {
-    fn collect_devices(&self, devices: Devices) -> Devices {
-        each_layer!(self, layer => layer.collect_devices(devices))
-    }
-
-    fn fork(self, device: &Device) -> Self {
-        map_layer!(self, layer => layer.fork(device))
-    }
-
-    fn to_device(self, device: &Device) -> Self {
-        map_layer!(self, layer => layer.to_device(device))
-    }
-
-    fn train(self) -> Self {
-        map_layer!(self, layer => layer.train())
-    }
-
-    fn valid(&self) -> Self {
-        map_layer!(self, layer => layer.valid())
-    }
-
-    fn materialize(self) -> Self {
-        map_layer!(self, layer => layer.materialize())
-    }
-
-    fn visit<Visitor: ModuleVisitor>(&self, visitor: &mut Visitor) {
-        each_layer!(self, layer => layer.visit(visitor))
-    }
-
-    fn map<Mapper: ModuleMapper>(self, mapper: &mut Mapper) -> Self {
-        map_layer!(self, layer => layer.map(mapper))
-    }
-}
-
-impl ModuleDisplayDefault for Norm {
-    fn content(&self, content: Content) -> Option<Content> {
-        each_layer!(self, layer => layer.content(content))
-    }
-}
-
-impl ModuleDisplay for Norm {}
-
-impl std::fmt::Display for Norm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        each_layer!(self, layer => std::fmt::Display::fmt(layer, f))
-    }
-}
+crate::tensor::enum_module!(Norm {
+    Batch,
+    Renorm,
+    Group,
+    Weight
+});
 
 /// What the fused dense kernel can do with a layer's normalisation in training.
 pub enum FusedNorm<'a> {
     /// Nothing to apply at the normalisation slot (Weight Norm without mean-only BN).
     Nothing,
     /// BN over the whole batch: the kernel applies its γ, β and ε, and hands the statistics it
-    /// took back to [`BatchNorm::absorb_batch`].
-    Batch(&'a BatchNorm),
+    /// took back through [`FusedBn::absorb`].
+    Batch(FusedBn<'a>),
     /// The kernel cannot apply it; the layer runs op by op after the kernel's linear map.
     Unsupported,
+}
+
+/// BN as the fused dense kernel applies it: its γ, β and ε going in, its batch statistics
+/// coming back.
+pub struct FusedBn<'a>(&'a BatchNorm);
+
+impl FusedBn<'_> {
+    /// (γ, β, ε) for the kernel.
+    pub fn parts(&self) -> (Tensor<1>, Tensor<1>, f64) {
+        (self.0.gamma(), self.0.beta(), self.0.eps())
+    }
+
+    /// Check the kernel's output shape `dims` (`[N, C]`) for batch statistics; m on success.
+    pub fn check(&self, dims: &[usize]) -> Result<usize, BnError> {
+        self.0.check_train_batch(dims)
+    }
+
+    /// Take the statistics the kernel computed, as [`BatchNorm::forward_with_stats`] takes its
+    /// own (the moving averages absorb them in a real training step).
+    pub fn absorb(
+        &self,
+        mean: Tensor<1>,
+        biased_var: Tensor<1>,
+        count: usize,
+        mode: BnMode,
+    ) -> BatchStats {
+        self.0.absorb_batch(mean, biased_var, count, mode)
+    }
 }
 
 impl Norm {
     /// The layer `config` asks for over `channels` channels, for a run of `steps` steps;
     /// `None` for `kind: none`.
     pub fn new(config: &NormConfig, channels: usize, steps: u64, device: &Device) -> Option<Norm> {
-        let norm = match config.kind {
-            NormKind::None => return None,
-            NormKind::Batch => Norm::Batch(
-                BatchNorm::new(channels, config.eps, config.momentum, device)
-                    .with_stats_batch(config.stats_batch),
+        let (eps, momentum) = (config.eps, config.momentum);
+        let norm = match &config.layer {
+            LayerConfig::None => return None,
+            LayerConfig::Batch(bn) => Norm::Batch(
+                BatchNorm::new(channels, eps, momentum, device).with_stats_batch(bn.stats_batch),
             ),
-            NormKind::Renorm => Norm::Renorm(
-                BatchRenorm::new(
-                    channels,
-                    config.eps,
-                    config.momentum,
-                    config.renorm.clone(),
-                    steps,
-                    device,
-                )
-                .with_stats_batch(config.stats_batch),
+            LayerConfig::Renorm(brn) => Norm::Renorm(
+                BatchRenorm::new(channels, eps, momentum, brn.schedule.clone(), steps, device)
+                    .with_stats_batch(brn.stats_batch),
             ),
-            NormKind::Layer => Norm::Group(GroupNorm::new(channels, 1, config.eps, device)),
-            NormKind::Group => {
-                Norm::Group(GroupNorm::new(channels, config.groups, config.eps, device))
+            LayerConfig::Layer => Norm::Group(GroupNorm::new(channels, 1, eps, device)),
+            LayerConfig::Group(gn) => Norm::Group(GroupNorm::new(channels, gn.groups, eps, device)),
+            LayerConfig::Weight(wn) => {
+                Norm::Weight(WeightNorm::new(channels, wn.mean_only, momentum, device))
             }
-            NormKind::Weight => Norm::Weight(WeightNorm::new(
-                channels,
-                config.mean_only,
-                config.momentum,
-                device,
-            )),
         };
         Some(norm)
     }
@@ -200,8 +157,8 @@ impl Norm {
     /// What the fused dense kernel can do with this layer in training (see [`FusedNorm`]).
     pub fn fused_dense_parts(&self) -> FusedNorm<'_> {
         match self {
-            Norm::Batch(bn) if bn.stats_batch.is_none() => FusedNorm::Batch(bn),
-            Norm::Weight(wn) if wn.mean_only.is_none() => FusedNorm::Nothing,
+            Norm::Batch(bn) if bn.uses_whole_batch() => FusedNorm::Batch(FusedBn(bn)),
+            Norm::Weight(wn) if !wn.has_mean_only() => FusedNorm::Nothing,
             _ => FusedNorm::Unsupported,
         }
     }
@@ -216,13 +173,7 @@ impl Norm {
             Norm::Batch(bn) => Some(bn.inference_affine(stats)),
             Norm::Renorm(brn) => Some(brn.inference_affine(stats)),
             Norm::Group(_) => None,
-            Norm::Weight(wn) => {
-                let g = wn.g.val();
-                Some(match &wn.mean_only {
-                    Some(bn) => (g.ones_like(), bn.beta.val().sub(bn.fixed_mean(stats))),
-                    None => (g.ones_like(), g.zeros_like()),
-                })
-            }
+            Norm::Weight(wn) => wn.inference_affine(stats),
         }
     }
 
@@ -233,7 +184,7 @@ impl Norm {
         match self {
             Norm::Batch(_) | Norm::Renorm(_) => stats != InferenceStats::Batch,
             Norm::Group(_) => false,
-            Norm::Weight(wn) => wn.mean_only.is_none() || stats != InferenceStats::Batch,
+            Norm::Weight(wn) => wn.is_affine_in_inference(stats),
         }
     }
 
@@ -242,11 +193,8 @@ impl Norm {
         match self {
             Norm::Batch(bn) => bn.set_population(mean, var),
             Norm::Renorm(brn) => brn.set_population(mean, var),
-            Norm::Weight(WeightNorm {
-                mean_only: Some(bn),
-                ..
-            }) => bn.set_population(mean),
-            Norm::Group(_) | Norm::Weight(_) => {}
+            Norm::Weight(wn) => wn.set_population(mean),
+            Norm::Group(_) => {}
         }
     }
 
@@ -264,6 +212,40 @@ impl Norm {
         match self {
             Norm::Weight(wn) => wn.conv_weight(v),
             _ => v,
+        }
+    }
+
+    /// The weight `[in, out]` the data-dependent initialisation fits g and b to (each unit's
+    /// v/‖v‖), for layers that take one (Weight Norm); `None` for the others.
+    pub fn data_init_linear(&self, v: Tensor<2>) -> Option<Tensor<2>> {
+        match self {
+            Norm::Weight(_) => Some(unit_columns(v)),
+            _ => None,
+        }
+    }
+
+    /// The conv weight `[out, in, kh, kw]` the data-dependent initialisation fits to.
+    pub fn data_init_conv(&self, v: Tensor<4>) -> Option<Tensor<4>> {
+        match self {
+            Norm::Weight(_) => Some(weight::unit_filters(v)),
+            _ => None,
+        }
+    }
+
+    /// The layer after the data-dependent initialisation from t (the outputs of the weight
+    /// [`Norm::data_init_linear`] gave, `[units, values]`), and the bias the layer before
+    /// should start with. A layer without one is returned as it is, with a zero bias.
+    pub fn with_data_init(self, t: Tensor<2>) -> (Norm, Tensor<1>) {
+        match self {
+            Norm::Weight(wn) => {
+                let (wn, b) = wn.with_data_init(t);
+                (Norm::Weight(wn), b)
+            }
+            other => {
+                let units = t.dims()[0];
+                let zeros = Tensor::zeros([units], (&t.device(), t.dtype()));
+                (other, zeros)
+            }
         }
     }
 

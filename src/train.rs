@@ -22,13 +22,13 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
-use crate::config::{Config, NormKind};
+use crate::config::Config;
 use crate::data::{DataSource, LoadedData, Split};
 use crate::kernels::cross_entropy;
 use crate::measures::{Probe, measure};
 use crate::metrics::{histogram, percentiles_15_50_85, values_mean_std};
-use crate::model::{CLASSES, Mode, Net, Trace, build_net};
-use crate::norm::batch::{InferenceStats, PopulationAccumulator, vector_tensor};
+use crate::model::{CLASSES, Mode, Net, Trace};
+use crate::norm::{InferenceSource, InferenceStats, PopulationAccumulator};
 use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::run::{
@@ -37,6 +37,7 @@ use crate::run::{
     RunLock, SUMMARY_FILE, Summary, TakenOver, TrackedUnit, best_acc, first_step_reaching,
     new_run_id, threshold_key, write_json_atomic,
 };
+use crate::tensor::vector_tensor;
 
 /// Exit code of a run that diverged (so sweeps can tell it from an error, which exits 2).
 pub const EXIT_DIVERGED: u8 = 3;
@@ -537,7 +538,7 @@ pub fn run(
     let (mut net, mut optim, mut state) = match load_checkpoint(config, run_dir, &train_device)? {
         Some(restored) => restored,
         None => (
-            build_net(config, &train_device),
+            config.build_net(&train_device),
             build_optimizer(config),
             LoopState::default(),
         ),
@@ -570,13 +571,13 @@ pub fn run(
         },
     };
 
-    if state.step == 0 && config.norm.kind == NormKind::Weight && config.norm.data_init {
+    if state.step == 0 && config.norm.data_init() {
         // The paper's data-dependent initialisation, on the run's first training batch.
         let first = BatchOrder::new(config.seed, runner.train.len, config.batch_size)
             .indices(0)
             .to_vec();
         let (x, _) = runner.train.batch(&first, &runner.device);
-        net = net.init_weight_norm(x.autodiff())?;
+        net = net.with_data_init(x.autodiff())?;
     }
     let started = Instant::now() - std::time::Duration::from_secs_f64(state.elapsed_s);
     if state.step == 0 {
@@ -810,14 +811,6 @@ impl Runner<'_> {
         Ok((loss_sum / n as f64, correct as f64 / n as f64))
     }
 
-    /// BN statistics used by evaluations during training.
-    fn training_eval_stats(&self) -> InferenceStats {
-        match self.config.norm.inference {
-            InferenceStats::Batch => InferenceStats::Batch,
-            _ => InferenceStats::Moving,
-        }
-    }
-
     /// Evaluate, probe, and append one line to `metrics.jsonl` and `activations.jsonl`.
     fn evaluate_and_record(
         &mut self,
@@ -826,7 +819,7 @@ impl Runner<'_> {
         lr: f64,
         started: Instant,
     ) -> Result<EvalRecord> {
-        let (test_loss, test_acc) = self.evaluate(net, self.training_eval_stats())?;
+        let (test_loss, test_acc) = self.evaluate(net, self.config.norm.training_eval_stats())?;
         let record = EvalRecord {
             step: state.step,
             train_loss: (state.loss_count > 0).then(|| state.loss_sum / state.loss_count as f64),
@@ -904,7 +897,7 @@ impl Runner<'_> {
             self.train.len,
             self.config.batch_size,
         );
-        let mut accs = vec![PopulationAccumulator::default(); net.norms.len()];
+        let mut accs = vec![PopulationAccumulator::default(); net.norms().len()];
         // No noise: the population statistics describe the inputs inference will see, and
         // inference runs without noise. (In a noisy net layer i's noise does reach BN i+1, so
         // the moving averages, learned in training, are of noisy inputs; the population pass's
@@ -922,7 +915,7 @@ impl Runner<'_> {
                 acc.add(stats);
             }
         }
-        for (norm, acc) in net.norms.iter().zip(&accs) {
+        for (norm, acc) in net.norms().iter().zip(&accs) {
             let (mean, var) = acc.finish().context("population pass saw no batch")?;
             norm.set_population(
                 vector_tensor(&mean, &self.train_device),
@@ -943,11 +936,11 @@ impl Runner<'_> {
             .find(|m| m.test_acc.is_some())
             .context("the run recorded no evaluation")?;
         let mut final_metrics = (last.test_acc, last.test_loss);
-        let keeps_statistics = self.config.norm_keeps_statistics();
-        let mut final_inference = match self.config.norm.kind {
-            _ if keeps_statistics => stats_name(self.training_eval_stats()),
-            NormKind::Layer | NormKind::Group => "per-example",
-            _ => "none",
+        let keeps_statistics = self.config.norm.keeps_statistics();
+        let mut final_inference = match self.config.norm.inference_source() {
+            InferenceSource::Kept => stats_name(self.config.norm.training_eval_stats()),
+            InferenceSource::PerExample => "per-example",
+            InferenceSource::None => "none",
         };
         let mut population = None;
         if keeps_statistics && self.config.norm.population_pass {
@@ -1113,7 +1106,8 @@ fn load_checkpoint(
         std::fs::read_to_string(dir.join("state.json")).with_context(|| damaged("state.json"))?;
     let state: LoopState =
         serde_json::from_str(&state_text).with_context(|| damaged("state.json"))?;
-    let net = build_net(config, device)
+    let net = config
+        .build_net(device)
         .try_load_file(dir.join("model.bpk"))
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .with_context(|| damaged("model.bpk"))?;
@@ -1184,7 +1178,7 @@ fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::norm::batch::tensor_to_f32 as host;
+    use crate::tensor::tensor_to_f32 as host;
 
     /// A split of `n` 3-value images whose values and labels name their row.
     fn numbered_split(n: usize) -> Split {

@@ -10,10 +10,9 @@
 mod numeric;
 mod reference;
 
-use bn_exp::norm::batch::{
-    BatchNorm, BatchStats, BnError, BnMode, InferenceStats, PopulationAccumulator, tensor_to_f64,
-};
-use burn::module::{Module, Param, RunningState};
+use bn_exp::norm::{BatchNorm, BatchStats, BnError, BnMode, InferenceStats, PopulationAccumulator};
+use bn_exp::tensor::tensor_to_f64;
+use burn::module::Module;
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
 use numeric::{assert_close_at_scale, assert_close_within as assert_close};
 use reference::{Case, reference};
@@ -39,13 +38,14 @@ fn tensor<const D: usize>(
 fn layer(case: &Case, dtype: DType, device: &Device) -> BatchNorm {
     let c = case.gamma.len();
     let mut bn = BatchNorm::new(c, case.eps, case.momentum, device);
-    bn.gamma = Param::from_tensor(tensor(&case.gamma, [c], dtype, device));
-    bn.beta = Param::from_tensor(tensor(&case.beta, [c], dtype, device));
-    bn.running_mean = RunningState::new(tensor(&case.running_init.mean, [c], dtype, device));
-    bn.running_var = RunningState::new(tensor(&case.running_init.var, [c], dtype, device));
-    bn.population_mean = RunningState::new(tensor(&vec![0.0; c], [c], dtype, device));
-    bn.population_var = RunningState::new(tensor(&vec![1.0; c], [c], dtype, device));
-    bn
+    bn = bn.with_affine(
+        tensor(&case.gamma, [c], dtype, device),
+        tensor(&case.beta, [c], dtype, device),
+    );
+    bn.with_running(
+        tensor(&case.running_init.mean, [c], dtype, device),
+        tensor(&case.running_init.var, [c], dtype, device),
+    )
 }
 
 /// Forward of `x` (flat, with `shape` of rank 2 or 4): output and, in training, batch stats.
@@ -111,8 +111,8 @@ fn forward_backward_any(
         Gradients {
             y: tensor_to_f64(y),
             dx: tensor_to_f64(x.grad(&grads).unwrap()),
-            dgamma: tensor_to_f64(bn.gamma.val().grad(&grads).unwrap()),
-            dbeta: tensor_to_f64(bn.beta.val().grad(&grads).unwrap()),
+            dgamma: tensor_to_f64(bn.gamma().grad(&grads).unwrap()),
+            dbeta: tensor_to_f64(bn.beta().grad(&grads).unwrap()),
         }
     }
     match *shape {
@@ -168,13 +168,13 @@ fn check_case(case: &Case, dtype: DType, rtol: f64) {
         population.add(&stats);
         assert_close(
             &what(&format!("running mean after batch {b}")),
-            &tensor_to_f64(bn.running_mean.value_sync()),
+            &tensor_to_f64(bn.running_mean()),
             &expected.mean,
             rtol,
         );
         assert_close(
             &what(&format!("running var after batch {b}")),
-            &tensor_to_f64(bn.running_var.value_sync()),
+            &tensor_to_f64(bn.running_var()),
             &expected.var,
             rtol,
         );
@@ -263,8 +263,10 @@ fn matches_pytorch_in_float64_within_1e10_relative() {
 fn layer_f64(gamma: &[f64], beta: &[f64], device: &Device) -> BatchNorm {
     let c = gamma.len();
     let mut bn = BatchNorm::new(c, 1e-5, 0.1, device);
-    bn.gamma = Param::from_tensor(tensor(gamma, [c], DType::F64, device));
-    bn.beta = Param::from_tensor(tensor(beta, [c], DType::F64, device));
+    bn = bn.with_affine(
+        tensor(gamma, [c], DType::F64, device),
+        tensor(beta, [c], DType::F64, device),
+    );
     bn
 }
 
@@ -352,8 +354,10 @@ fn gradients_match_finite_differences_for_conv_inputs() {
 fn constant_input_gives_beta() {
     let device = Device::flex();
     let mut bn = BatchNorm::new(2, 1e-5, 0.1, &device);
-    bn.gamma = Param::from_tensor(Tensor::from_floats([2.0, -3.0], &device));
-    bn.beta = Param::from_tensor(Tensor::from_floats([0.25, -0.5], &device));
+    bn = bn.with_affine(
+        Tensor::from_floats([2.0, -3.0], &device),
+        Tensor::from_floats([0.25, -0.5], &device),
+    );
     let x = Tensor::<2>::from_floats([[7.0, -1.0], [7.0, -1.0], [7.0, -1.0]], &device);
     let y = tensor_to_f64(
         bn.forward(
@@ -373,14 +377,18 @@ fn two_samples_give_plus_minus_gamma_plus_beta() {
     let device = Device::flex();
     let eps = 1e-5;
     let mut bn = BatchNorm::new(1, eps, 0.1, &device);
-    bn.gamma = Param::from_tensor(Tensor::from_floats([1.5], &device));
-    bn.beta = Param::from_tensor(Tensor::from_floats([0.5], &device));
+    bn = bn.with_affine(
+        Tensor::from_floats([1.5], &device),
+        Tensor::from_floats([0.5], &device),
+    );
     let (mu, d) = (3.0f64, 0.002f64);
     let x = tensor(&[mu + d, mu - d], [2, 1], DType::F64, &device);
     let bn64 = {
         let mut b = bn.clone();
-        b.gamma = Param::from_tensor(tensor(&[1.5], [1], DType::F64, &device));
-        b.beta = Param::from_tensor(tensor(&[0.5], [1], DType::F64, &device));
+        b = b.with_affine(
+            tensor(&[1.5], [1], DType::F64, &device),
+            tensor(&[0.5], [1], DType::F64, &device),
+        );
         b
     };
     let y = tensor_to_f64(
@@ -418,8 +426,10 @@ fn inference_equals_the_affine_map_of_algorithm_2() {
     let bn = BatchNorm::new(3, 1e-3, 0.3, &device);
     // Move γ, β and the running statistics away from their initial values.
     let mut bn = bn;
-    bn.gamma = Param::from_tensor(Tensor::from_floats([0.5, 2.0, -1.0], &device));
-    bn.beta = Param::from_tensor(Tensor::from_floats([0.1, -0.2, 0.3], &device));
+    bn = bn.with_affine(
+        Tensor::from_floats([0.5, 2.0, -1.0], &device),
+        Tensor::from_floats([0.1, -0.2, 0.3], &device),
+    );
     for seed in 0..4 {
         let x = tensor(&pseudo_random(24, seed), [8, 3], DType::F32, &device);
         bn.forward(
@@ -465,8 +475,8 @@ fn evaluation_leaves_running_statistics_untouched() {
     )
     .unwrap();
     let before = (
-        tensor_to_f64(bn.running_mean.value_sync()),
-        tensor_to_f64(bn.running_var.value_sync()),
+        tensor_to_f64(bn.running_mean()),
+        tensor_to_f64(bn.running_var()),
     );
     let x = tensor(&pseudo_random(32, 2), [8, 4], DType::F32, &device);
     for mode in [
@@ -481,8 +491,8 @@ fn evaluation_leaves_running_statistics_untouched() {
         bn.valid().forward(x.clone().inner(), mode).unwrap();
     }
     let after = (
-        tensor_to_f64(bn.running_mean.value_sync()),
-        tensor_to_f64(bn.running_var.value_sync()),
+        tensor_to_f64(bn.running_mean()),
+        tensor_to_f64(bn.running_var()),
     );
     assert_eq!(before, after);
     // And a training step does change them (the check above can fail).
@@ -493,7 +503,7 @@ fn evaluation_leaves_running_statistics_untouched() {
         },
     )
     .unwrap();
-    assert_ne!(before.0, tensor_to_f64(bn.running_mean.value_sync()));
+    assert_ne!(before.0, tensor_to_f64(bn.running_mean()));
 }
 
 #[test]

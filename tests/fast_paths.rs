@@ -12,8 +12,8 @@
 mod numeric;
 
 use bn_exp::config::{Config, config_from_value};
-use bn_exp::model::{Mode, Net, Trace, build_net};
-use bn_exp::norm::batch::InferenceStats;
+use bn_exp::model::{Mode, Net, Trace};
+use bn_exp::norm::InferenceStats;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
 use numeric::{assert_close, flat, values};
@@ -75,7 +75,9 @@ fn config(arch: &str, placement: &str, activation: &str) -> Config {
 }
 
 fn net(config: &Config) -> Net {
-    build_net(config, &device()).map(&mut PerturbToF64 { seed: 11 })
+    config
+        .build_net(&device())
+        .map(&mut PerturbToF64 { seed: 11 })
 }
 
 fn input(config: &Config, n: usize) -> Tensor<2> {
@@ -377,7 +379,7 @@ fn noise_scales_and_shifts_each_normalised_value_by_its_draws() {
         let (_, with) = pass(&net, input(&config, n), noisy, true);
         let (_, without) = pass(&net, input(&config, n), train_mode(), true);
         let (scale, shift) =
-            bn_exp::norm::noise::noise_values(&config.norm.noise_params, seed, 0, without[0].len());
+            bn_exp::norm::noise_values(&config.norm.noise_params, seed, 0, without[0].len());
         let want: Vec<f64> = without[0]
             .iter()
             .zip(scale.iter().zip(&shift))
@@ -398,13 +400,14 @@ fn weight_norm_data_init_standardises_every_pre_activation_on_its_batch() {
         let config = norm_config(arch, norm.clone(), "sigmoid");
         let n = if arch == "mlp" { 32 } else { 8 };
         let x = input(&config, n);
-        let net = build_net(&config, &device())
+        let net = config
+            .build_net(&device())
             .map(&mut PerturbToF64 { seed: 3 })
-            .init_weight_norm(x.clone())
+            .with_data_init(x.clone())
             .unwrap();
         let (_, pre) = pass(&net, x, train_mode(), true);
         for (layer, values) in pre.iter().enumerate() {
-            let units = config.hidden_width(layer);
+            let units = config.layers()[layer].width;
             let per_unit = values.len() / units;
             // Pre-activations are [N, C] or [N, C, H, W]: unit u's values, strided.
             let inner = per_unit / n;

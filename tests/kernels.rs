@@ -33,8 +33,8 @@ use bn_exp::kernels::{
     self, Act, DenseOutput, FusedOutput, batch_norm_train_fused, conv3x3, cross_entropy, dense,
     max_pool2x2, max_pool2x2_then,
 };
-use bn_exp::norm::batch::{BatchNorm, BnMode, tensor_to_f64};
-use burn::module::RunningState;
+use bn_exp::norm::{BatchNorm, BnMode};
+use bn_exp::tensor::tensor_to_f64;
 use burn::tensor::activation::{relu, sigmoid, tanh};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
@@ -529,8 +529,8 @@ fn dense_training_bn_matches_pytorch_batch_norm_vectors() {
         let mut bn = BatchNorm::new(c, case.eps, case.momentum, &device);
         assert_eq!(
             (
-                tensor_to_f64(bn.running_mean.value_sync()),
-                tensor_to_f64(bn.running_var.value_sync())
+                tensor_to_f64(bn.running_mean()),
+                tensor_to_f64(bn.running_var())
             ),
             (
                 case.running_init.mean.clone(),
@@ -539,9 +539,10 @@ fn dense_training_bn_matches_pytorch_batch_norm_vectors() {
             "bn-exp and PyTorch start the running averages at the same (0, 1)"
         );
         // The same start in float64, where the running averages are kept in that dtype.
-        let f64_state = |v: &[f64]| RunningState::new(tensor(v, [c]).detach());
-        bn.running_mean = f64_state(&case.running_init.mean);
-        bn.running_var = f64_state(&case.running_init.var);
+        bn = bn.with_running(
+            tensor(&case.running_init.mean, [c]).detach(),
+            tensor(&case.running_init.var, [c]).detach(),
+        );
         for (k, batch) in case.batches.iter().enumerate() {
             let out = dense(
                 tensor(batch, [n, c]),
@@ -560,8 +561,8 @@ fn dense_training_bn_matches_pytorch_batch_norm_vectors() {
                 },
             );
             let want = &case.running_after_each_batch[k];
-            let got_mean = tensor_to_f64(bn.running_mean.value_sync());
-            let got_var = tensor_to_f64(bn.running_var.value_sync());
+            let got_mean = tensor_to_f64(bn.running_mean());
+            let got_var = tensor_to_f64(bn.running_var());
             assert_close(
                 &what(&format!("running mean after batch {k}")),
                 &got_mean,

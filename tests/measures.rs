@@ -12,8 +12,8 @@ mod numeric;
 use anyhow::Result;
 use bn_exp::config::{Config, config_from_value};
 use bn_exp::kernels::cross_entropy;
-use bn_exp::measures::{Probe, WeightLayer, gradient, measure};
-use bn_exp::model::{Mode, Net, build_net};
+use bn_exp::measures::{Probe, gradient, measure};
+use bn_exp::model::{Mode, Net, WeightLayer};
 use burn::module::{Module, Param};
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
@@ -267,7 +267,7 @@ fn probe_loss(x: &Tensor<2>, y: &Tensor<2>) -> impl Fn(&Net) -> Result<Tensor<1>
 #[test]
 fn ics_is_zero_for_the_first_layer_and_without_an_earlier_update() {
     let config = small_config();
-    let net = build_net(&config, &device());
+    let net = config.build_net(&device());
     let (x, y) = batch();
     let loss = probe_loss(&x, &y);
     let layers = net.weight_layers();
@@ -310,7 +310,7 @@ fn ics_is_zero_for_the_first_layer_and_without_an_earlier_update() {
 #[test]
 fn ics_of_the_last_layer_matches_a_hand_built_shifted_net() {
     let config = small_config();
-    let mut net = build_net(&config, &device());
+    let mut net = config.build_net(&device());
     let (x, y) = batch();
     let loss = probe_loss(&x, &y);
     // One real step first, so that the optimiser carries momentum into the measured update.
@@ -333,10 +333,12 @@ fn ics_of_the_last_layer_matches_a_hand_built_shifted_net() {
         net.clone(),
         GradientsParams::from_grads(loss(&net).unwrap().backward(), &net),
     );
-    let mut shifted = stepped;
-    shifted.output = net.output.clone();
+    let output = layers
+        .last()
+        .expect("the output layer is the last weight layer");
+    let shifted = with_params_of(stepped, &net, &output.params);
     let after = gradient(&shifted, &loss).unwrap();
-    let id = net.output.weight.id;
+    let id = output.weight;
     let (a, b) = (before.of(id).unwrap(), after.of(id).unwrap());
     let want = a
         .iter()
@@ -355,4 +357,37 @@ fn ics_of_the_last_layer_matches_a_hand_built_shifted_net() {
     );
     // The measures left the optimiser's state alone: a second measure gives the same record.
     assert_eq!(measure(&net, &loss, &probe, 1).unwrap(), record);
+}
+
+/// `net` with the parameters named by `ids` taken from `from` (same architecture): the output
+/// layer put back to where it was before a step, say.
+fn with_params_of(net: Net, from: &Net, ids: &[burn::module::ParamId]) -> Net {
+    use burn::module::{ModuleMapper, ModuleVisitor, ParamId};
+    use std::collections::HashMap;
+    struct Collect<'a>(&'a [ParamId], HashMap<ParamId, TensorData>);
+    impl ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.0.contains(&param.id) {
+                self.1.insert(param.id, param.val().into_data());
+            }
+        }
+    }
+    struct Put(HashMap<ParamId, TensorData>);
+    impl ModuleMapper for Put {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            match self.0.remove(&param.id) {
+                Some(data) => param.map(|t| {
+                    let like = TensorCreationOptions::new(t.device()).with_dtype(t.dtype());
+                    Tensor::from_data(data, like).require_grad()
+                }),
+                None => param,
+            }
+        }
+    }
+    let mut collect = Collect(ids, HashMap::new());
+    from.visit(&mut collect);
+    let mut put = Put(collect.1);
+    let shifted = net.map(&mut put);
+    assert!(put.0.is_empty(), "every named parameter was put back");
+    shifted
 }

@@ -12,11 +12,12 @@
 
 mod numeric;
 
-use bn_exp::norm::batch::{BatchNorm, BnMode, InferenceStats, tensor_to_f64};
-use bn_exp::norm::renorm::BatchRenorm;
-use bn_exp::norm::weight::{MeanOnlyBn, WeightNorm, init_from_outputs, unit_columns};
+use bn_exp::norm::BatchRenorm;
+use bn_exp::norm::{BatchNorm, BnMode, InferenceStats};
 use bn_exp::norm::{GroupNorm, Norm};
-use burn::module::{Param, RunningState};
+use bn_exp::norm::{MeanOnlyBn, WeightNorm, init_from_outputs, unit_columns};
+use bn_exp::tensor::tensor_to_f64;
+use burn::module::Param;
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
 use numeric::{assert_close_at_scale, assert_close_within as assert_close};
 use serde_json::Value;
@@ -74,8 +75,9 @@ fn param(values: &[f64], dtype: DType) -> Param<Tensor<1>> {
     Param::from_tensor(tensor(values, [values.len()], dtype))
 }
 
-fn state(values: &[f64], dtype: DType) -> RunningState<Tensor<1>> {
-    RunningState::new(tensor(values, [values.len()], dtype))
+/// A `[len]` tensor of `values` in `dtype`.
+fn vector(values: &[f64], dtype: DType) -> Tensor<1> {
+    tensor(values, [values.len()], dtype)
 }
 
 /// Run `$body` with `$s` bound to `$shape` as a `[usize; 2]` or `[usize; 4]` array, so the body
@@ -109,8 +111,10 @@ fn group_norm_grads(case: &Value, groups: usize, dtype: DType, fast: bool) -> Gr
     let shape = dims(&case["shape"]);
     let c = shape[1];
     let mut gn = GroupNorm::new(c, groups, case["eps"].as_f64().unwrap(), &device());
-    gn.gamma = param(&floats(&case["gamma"]), dtype);
-    gn.beta = param(&floats(&case["beta"]), dtype);
+    gn = gn.with_affine(
+        vector(&floats(&case["gamma"]), dtype),
+        vector(&floats(&case["beta"]), dtype),
+    );
     let x = floats(&case["x"]);
     let up = floats(&case["upstream"]);
     at_rank!(shape, s => {
@@ -124,8 +128,8 @@ fn group_norm_grads(case: &Value, groups: usize, dtype: DType, fast: bool) -> Gr
         Grads {
             y: tensor_to_f64(y),
             dx: tensor_to_f64(xt.grad(&grads).unwrap()),
-            dgamma: tensor_to_f64(gn.gamma.grad(&grads).unwrap()),
-            dbeta: tensor_to_f64(gn.beta.grad(&grads).unwrap()),
+            dgamma: tensor_to_f64(gn.gamma().grad(&grads).unwrap()),
+            dbeta: tensor_to_f64(gn.beta().grad(&grads).unwrap()),
         }
     })
 }
@@ -193,8 +197,10 @@ fn group_norm_with_one_group_per_channel_is_instance_norm() {
         }
     }
     let mut gn = GroupNorm::new(c, c, eps, &device());
-    gn.gamma = param(&vec![1.0; c], DType::F64);
-    gn.beta = param(&vec![0.0; c], DType::F64);
+    gn = gn.with_affine(
+        vector(&vec![1.0; c], DType::F64),
+        vector(&vec![0.0; c], DType::F64),
+    );
     let got = tensor_to_f64(gn.forward(tensor(&x, [n, c, h, w], DType::F64)).unwrap());
     assert_close("instance norm", &got, &want, F64_TOL);
 }
@@ -207,8 +213,10 @@ fn group_norm_gradients_match_finite_differences() {
         let x = numeric::values(len, 11);
         let up = numeric::values(len, 12);
         let mut gn = GroupNorm::new(c, groups, 1e-5, &device());
-        gn.gamma = param(&numeric::values(c, 13), DType::F64);
-        gn.beta = param(&numeric::values(c, 14), DType::F64);
+        gn = gn.with_affine(
+            vector(&numeric::values(c, 13), DType::F64),
+            vector(&numeric::values(c, 14), DType::F64),
+        );
         let loss = |x: &[f64]| -> f64 {
             at_rank!(shape, s => {
                 let y = gn.forward(tensor(x, s, DType::F64)).unwrap();
@@ -258,10 +266,14 @@ fn renorm_layer(case: &Value, dtype: DType) -> BatchRenorm {
         1,
         &device(),
     );
-    brn.gamma = param(&floats(&case["gamma"]), dtype);
-    brn.beta = param(&floats(&case["beta"]), dtype);
-    brn.running_mean = state(&floats(&case["running_mean_init"]), dtype);
-    brn.running_std = state(&floats(&case["running_std_init"]), dtype);
+    brn = brn.with_affine(
+        vector(&floats(&case["gamma"]), dtype),
+        vector(&floats(&case["beta"]), dtype),
+    );
+    brn = brn.with_running(
+        vector(&floats(&case["running_mean_init"]), dtype),
+        vector(&floats(&case["running_std_init"]), dtype),
+    );
     brn.set_limits(
         case["r_max"].as_f64().unwrap(),
         case["d_max"].as_f64().unwrap(),
@@ -294,9 +306,9 @@ fn batch_renorm_matches_pytorch_batch_after_batch() {
                         assert_close(&what("y"), &tensor_to_f64(y), &floats(&case["y_train"]), tol);
                         let dx = tensor_to_f64(xt.grad(&grads).unwrap());
                         assert_close(&what("dx"), &dx, &floats(&case["dx"]), tol);
-                        let dgamma = tensor_to_f64(brn.gamma.grad(&grads).unwrap());
+                        let dgamma = tensor_to_f64(brn.gamma().grad(&grads).unwrap());
                         assert_close(&what("dgamma"), &dgamma, &floats(&case["dgamma"]), tol);
-                        let dbeta = tensor_to_f64(brn.beta.grad(&grads).unwrap());
+                        let dbeta = tensor_to_f64(brn.beta().grad(&grads).unwrap());
                         assert_close(&what("dbeta"), &dbeta, &floats(&case["dbeta"]), tol);
                     }
                 });
@@ -314,8 +326,8 @@ fn batch_renorm_matches_pytorch_batch_after_batch() {
                     .count();
                 assert_close(&what("r"), &correction.r, &floats(&want["r"]), tol);
                 assert_close(&what("d"), &correction.d, &floats(&want["d"]), tol);
-                let mean = tensor_to_f64(brn.running_mean.value_sync());
-                let std = tensor_to_f64(brn.running_std.value_sync());
+                let mean = tensor_to_f64(brn.running_mean());
+                let std = tensor_to_f64(brn.running_std());
                 assert_close(
                     &what("running mean"),
                     &mean,
@@ -369,16 +381,18 @@ fn batch_renorm_with_r_max_1_and_d_max_0_is_batch_norm() {
             update_running: true,
         };
         let mut brn = BatchRenorm::new(c, 1e-5, 0.1, Default::default(), 1, &device());
-        brn.gamma = param(&gamma, DType::F64);
-        brn.beta = param(&beta, DType::F64);
-        brn.running_mean = state(&vec![0.0; c], DType::F64);
-        brn.running_std = state(&vec![1.0; c], DType::F64);
+        brn = brn.with_affine(vector(&gamma, DType::F64), vector(&beta, DType::F64));
+        brn = brn.with_running(
+            vector(&vec![0.0; c], DType::F64),
+            vector(&vec![1.0; c], DType::F64),
+        );
         brn.set_limits(1.0, 0.0);
         let mut bn = BatchNorm::new(c, 1e-5, 0.1, &device());
-        bn.gamma = param(&gamma, DType::F64);
-        bn.beta = param(&beta, DType::F64);
-        bn.running_mean = state(&vec![0.0; c], DType::F64);
-        bn.running_var = state(&vec![1.0; c], DType::F64);
+        bn = bn.with_affine(vector(&gamma, DType::F64), vector(&beta, DType::F64));
+        bn = bn.with_running(
+            vector(&vec![0.0; c], DType::F64),
+            vector(&vec![1.0; c], DType::F64),
+        );
         at_rank!(shape, s => {
             let xa = tensor(&x, s, DType::F64).require_grad();
             let xb = tensor(&x, s, DType::F64).require_grad();
@@ -395,14 +409,14 @@ fn batch_renorm_with_r_max_1_and_d_max_0_is_batch_norm() {
             );
             assert_close(
                 "dgamma",
-                &tensor_to_f64(brn.gamma.grad(&ga).unwrap()),
-                &tensor_to_f64(bn.gamma.grad(&gb).unwrap()),
+                &tensor_to_f64(brn.gamma().grad(&ga).unwrap()),
+                &tensor_to_f64(bn.gamma().grad(&gb).unwrap()),
                 F64_TOL,
             );
         });
         // The moving averages differ by design: a std (with ε) against an unbiased variance.
-        let std = tensor_to_f64(brn.running_std.value_sync());
-        let var = tensor_to_f64(bn.running_var.value_sync());
+        let std = tensor_to_f64(brn.running_std());
+        let var = tensor_to_f64(bn.running_var());
         let m = (len / c) as f64;
         for (s, v) in std.iter().zip(&var) {
             // var_running = 0.9 + 0.1·m/(m−1)·σ²_B; std_running = 0.9 + 0.1·√(σ²_B + ε).
@@ -425,10 +439,14 @@ fn batch_renorm_gradient_treats_clipped_r_and_d_as_constants() {
         .collect();
     let up = numeric::values(n * c, 32);
     let mut brn = BatchRenorm::new(c, 1e-5, 0.1, Default::default(), 1, &device());
-    brn.gamma = param(&vec![1.0; c], DType::F64);
-    brn.beta = param(&vec![0.0; c], DType::F64);
-    brn.running_mean = state(&vec![0.0; c], DType::F64);
-    brn.running_std = state(&vec![0.01; c], DType::F64);
+    brn = brn.with_affine(
+        vector(&vec![1.0; c], DType::F64),
+        vector(&vec![0.0; c], DType::F64),
+    );
+    brn = brn.with_running(
+        vector(&vec![0.0; c], DType::F64),
+        vector(&vec![0.01; c], DType::F64),
+    );
     brn.set_limits(2.0, 0.5);
     let mode = BnMode::Train {
         update_running: false,
@@ -477,8 +495,7 @@ fn bn_over_statistics_groups_is_bn_on_each_group_alone() {
         };
         let make = |k: Option<usize>| {
             let mut bn = BatchNorm::new(c, 1e-5, 0.1, &device()).with_stats_batch(k);
-            bn.gamma = param(&gamma, DType::F64);
-            bn.beta = param(&beta, DType::F64);
+            bn = bn.with_affine(vector(&gamma, DType::F64), vector(&beta, DType::F64));
             bn
         };
         let grouped = make(Some(k));
@@ -497,7 +514,7 @@ fn bn_over_statistics_groups_is_bn_on_each_group_alone() {
             let grads = y.clone().mul(tensor(&up, s, DType::F64)).sum().backward();
             let y = tensor_to_f64(y);
             let dx = tensor_to_f64(xt.grad(&grads).unwrap());
-            let dgamma = tensor_to_f64(grouped.gamma.grad(&grads).unwrap());
+            let dgamma = tensor_to_f64(grouped.gamma().grad(&grads).unwrap());
             let mut dgamma_want = vec![0.0; c];
             for &(a, b) in &bounds {
                 let rows = a * per_example..b * per_example;
@@ -513,7 +530,7 @@ fn bn_over_statistics_groups_is_bn_on_each_group_alone() {
                     &tensor_to_f64(xs.grad(&gs).unwrap()),
                     F64_TOL,
                 );
-                for (acc, g) in dgamma_want.iter_mut().zip(tensor_to_f64(whole.gamma.grad(&gs).unwrap())) {
+                for (acc, g) in dgamma_want.iter_mut().zip(tensor_to_f64(whole.gamma().grad(&gs).unwrap())) {
                     *acc += g;
                 }
             }
@@ -528,10 +545,8 @@ fn statistics_groups_feed_the_running_averages_their_mean_statistics() {
     // absorbs their average 2, the running variance 2/(2−1)·(1 + 4)/2 = 5.
     let x = [0.0, 2.0, 1.0, 5.0];
     let mut bn = BatchNorm::new(1, 1e-5, 1.0, &device()).with_stats_batch(Some(2));
-    bn.gamma = param(&[1.0], DType::F64);
-    bn.beta = param(&[0.0], DType::F64);
-    bn.running_mean = state(&[0.0], DType::F64);
-    bn.running_var = state(&[1.0], DType::F64);
+    bn = bn.with_affine(vector(&[1.0], DType::F64), vector(&[0.0], DType::F64));
+    bn = bn.with_running(vector(&[0.0], DType::F64), vector(&[1.0], DType::F64));
     bn.forward_with_stats(
         tensor(&x, [4, 1], DType::F64),
         BnMode::Train {
@@ -541,13 +556,13 @@ fn statistics_groups_feed_the_running_averages_their_mean_statistics() {
     .unwrap();
     assert_close(
         "running mean",
-        &tensor_to_f64(bn.running_mean.value_sync()),
+        &tensor_to_f64(bn.running_mean()),
         &[2.0],
         1e-12,
     );
     assert_close(
         "running var",
-        &tensor_to_f64(bn.running_var.value_sync()),
+        &tensor_to_f64(bn.running_var()),
         &[5.0],
         1e-12,
     );
@@ -583,10 +598,7 @@ fn weight_norm_matches_pytorch_including_the_layout_and_the_data_init() {
         for (dtype, tol) in DTYPES {
             let what = |f: &str| format!("{name} {dtype:?} {f}");
             let wn = WeightNorm::new(out, false, 0.1, &device());
-            let wn = WeightNorm {
-                g: param(&floats(&case["g"]), dtype),
-                ..wn
-            };
+            let wn = wn.with_g(vector(&floats(&case["g"]), dtype));
             let norm = Norm::Weight(wn);
             let vt = Param::from_tensor(tensor(&v, [inp, out], dtype));
             let b = param(&floats(&case["b"]), dtype);
@@ -616,7 +628,7 @@ fn weight_norm_matches_pytorch_including_the_layout_and_the_data_init() {
             };
             assert_close(
                 &what("dg"),
-                &tensor_to_f64(wn.g.grad(&grads).unwrap()),
+                &tensor_to_f64(wn.g().grad(&grads).unwrap()),
                 &floats(&case["dg"]),
                 tol,
             );
@@ -653,7 +665,7 @@ fn weight_norm_gradient_in_v_matches_finite_differences() {
     let v = numeric::values(inp * out, 52);
     let up = numeric::values(n * out, 53);
     let mut wn = WeightNorm::new(out, false, 0.1, &device());
-    wn.g = param(&numeric::values(out, 54), DType::F64);
+    wn = wn.with_g(vector(&numeric::values(out, 54), DType::F64));
     let loss = |v: &[f64]| -> f64 {
         let w = wn.linear_weight(tensor(v, [inp, out], DType::F64));
         let y = tensor(&x, [n, inp], DType::F64).matmul(w);
@@ -675,9 +687,10 @@ fn mean_only_bn_matches_pytorch_batch_after_batch() {
         let up = floats(&case["upstream"]);
         let after = case["running_mean_after_each_batch"].as_array().unwrap();
         for (dtype, tol) in DTYPES {
-            let mut bn = MeanOnlyBn::new(c, case["momentum"].as_f64().unwrap(), &device());
-            bn.beta = param(&floats(&case["beta"]), dtype);
-            bn.running_mean = state(&floats(&case["running_init"]), dtype);
+            let bn = MeanOnlyBn::new(c, case["momentum"].as_f64().unwrap(), &device()).with_state(
+                vector(&floats(&case["beta"]), dtype),
+                vector(&floats(&case["running_init"]), dtype),
+            );
             let mode = BnMode::Train {
                 update_running: true,
             };
@@ -691,10 +704,10 @@ fn mean_only_bn_matches_pytorch_batch_after_batch() {
                         let grads = y.clone().mul(tensor(&up, s, dtype)).sum().backward();
                         assert_close(&what("y"), &tensor_to_f64(y), &floats(&case["y_train"]), tol);
                         assert_close(&what("dx"), &tensor_to_f64(xt.grad(&grads).unwrap()), &floats(&case["dx"]), tol);
-                        assert_close(&what("dbeta"), &tensor_to_f64(bn.beta.grad(&grads).unwrap()), &floats(&case["dbeta"]), tol);
+                        assert_close(&what("dbeta"), &tensor_to_f64(bn.beta().grad(&grads).unwrap()), &floats(&case["dbeta"]), tol);
                     }
                 });
-                let running = tensor_to_f64(bn.running_mean.value_sync());
+                let running = tensor_to_f64(bn.running_mean());
                 assert_close(&what("running mean"), &running, &floats(&after[i]), tol);
             }
             let eval = floats(&case["eval_x"]);

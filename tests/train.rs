@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use bn_exp::config::{Config, config_from_value};
-use bn_exp::model::{Mode, build_net};
-use bn_exp::norm::batch::tensor_to_f64;
+use bn_exp::model::Mode;
+use bn_exp::tensor::tensor_to_f64;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 
@@ -283,10 +283,7 @@ fn a_train_that_fails_before_its_first_step_leaves_nothing_behind() {
             &["--set", "batch_size=60001"],
             "exceeds the 60000 training images",
         ),
-        (
-            &["--set", "dataset=cifar10", "--set", "model.arch=cnn"],
-            "missing file",
-        ),
+        (&["--set", "dataset=cifar10"], "missing file"),
     ];
     for (extra, needle) in cases {
         let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
@@ -738,7 +735,7 @@ fn each_bad_config_gets_its_own_clear_error() {
         (&["--set", "norm.stats_batch=1"], "at least 2 examples"),
         (
             &["--set", "norm.kind=layer", "--set", "norm.stats_batch=4"],
-            "norm.stats_batch applies to BN and Batch Renorm",
+            "norm.stats_batch is set, but it belongs to BN",
         ),
         (
             &["--set", "norm.kind=renorm", "--set", "norm.renorm.r_max=-2"],
@@ -778,13 +775,13 @@ fn smoke_config() -> Config {
 }
 
 fn running_stats(net: &bn_exp::model::Net) -> Vec<Vec<f64>> {
-    net.norms
+    net.norms()
         .iter()
         .flat_map(|n| {
             let bn = n.as_batch().expect("the smoke net has BatchNorm layers");
             [
-                tensor_to_f64(bn.running_mean.value_sync()),
-                tensor_to_f64(bn.running_var.value_sync()),
+                tensor_to_f64(bn.running_mean()),
+                tensor_to_f64(bn.running_var()),
             ]
         })
         .collect()
@@ -795,7 +792,7 @@ fn evaluation_and_probes_do_not_change_running_statistics() {
     use burn::module::Module;
     let config = smoke_config();
     let device = Device::flex().autodiff();
-    let net = build_net(&config, &device);
+    let net = config.build_net(&device);
     let mut r = bn_exp::rng::Rng::new(5);
     let x: Vec<f32> = (0..16 * 784).map(|_| r.uniform() as f32).collect();
     let x = Tensor::<2>::from_data(TensorData::new(x, [16, 784]), &device);
@@ -815,9 +812,9 @@ fn evaluation_and_probes_do_not_change_running_statistics() {
     net.forward(x.clone(), probe, Some(&mut trace)).unwrap();
     net.valid().forward(x.clone().inner(), probe, None).unwrap();
     for stats in [
-        bn_exp::config::InferenceStats::Moving,
-        bn_exp::config::InferenceStats::Batch,
-        bn_exp::config::InferenceStats::Population,
+        bn_exp::norm::InferenceStats::Moving,
+        bn_exp::norm::InferenceStats::Batch,
+        bn_exp::norm::InferenceStats::Population,
     ] {
         net.valid()
             .forward(x.clone().inner(), Mode::Infer(stats), None)

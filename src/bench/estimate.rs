@@ -4,7 +4,7 @@
 use anyhow::Result;
 use serde_json::Value;
 
-use crate::config::Arch;
+use crate::model::Arch;
 
 pub struct Costs {
     pub mlp_step_us: f64,
@@ -34,7 +34,7 @@ pub fn calibrate() -> Result<Costs> {
 /// costed as the default one.
 pub fn run_seconds(config: &Value, costs: &Costs) -> f64 {
     let config = crate::config::config_from_value(config.clone()).unwrap_or_default();
-    let cnn = config.model.arch == Arch::Cnn;
+    let cnn = config.model.arch.arch() == Arch::Cnn;
     let per_example = if cnn {
         costs.cnn_step_ms * 1e-3 / 128.0
     } else {

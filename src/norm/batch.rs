@@ -51,13 +51,42 @@
 //! computed channel by channel in place, instead of differentiating through the reductions one op
 //! at a time.
 
+use anyhow::Result;
 use burn::module::{Module, Param, RunningState};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
-use super::ghost::{GroupedOutput, normalise_in_groups, tile};
+use super::ghost::{GroupedOutput, check_stats_batch, normalise_in_groups, tile};
 use crate::kernels::batch_norm_train_fused;
+use crate::tensor::tensor_to_f64;
 
-pub use crate::config::InferenceStats;
+/// BN's own settings in a config: `norm.stats_batch` (its shared ones, ε and momentum, are
+/// [`super::NormConfig`]'s).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchConfig {
+    /// Normalise each group of this many examples of a training batch by its own statistics
+    /// (the papers' "images per GPU", [`super::ghost`]); `None`: the whole batch.
+    pub stats_batch: Option<usize>,
+}
+
+impl BatchConfig {
+    /// The statistics batch against the training batch.
+    pub fn check(&self, batch_size: usize) -> Result<()> {
+        check_stats_batch(self.stats_batch, batch_size)
+    }
+}
+
+/// Which statistics BN uses in inference (`norm.inference`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InferenceStats {
+    /// Moving averages kept during training (the default; what evaluation during training uses).
+    Moving,
+    /// The paper's Algorithm 2: averages over K training mini-batches after training.
+    Population,
+    /// The test batch's own statistics: a known pitfall, kept to show its effect.
+    Batch,
+}
 
 /// Which path [`BatchNorm::forward`] takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,24 +144,24 @@ pub struct BatchStats {
 #[derive(Module, Debug)]
 pub struct BatchNorm {
     /// Scale γ, initialised to 1.
-    pub gamma: Param<Tensor<1>>,
+    gamma: Param<Tensor<1>>,
     /// Shift β, initialised to 0.
-    pub beta: Param<Tensor<1>>,
+    beta: Param<Tensor<1>>,
     /// Moving average of μ_B.
-    pub running_mean: RunningState<Tensor<1>>,
+    running_mean: RunningState<Tensor<1>>,
     /// Moving average of the unbiased batch variance m/(m−1)·σ²_B.
-    pub running_var: RunningState<Tensor<1>>,
+    running_var: RunningState<Tensor<1>>,
     /// E[x] from the population pass (0 until one has run).
-    pub population_mean: RunningState<Tensor<1>>,
+    population_mean: RunningState<Tensor<1>>,
     /// Var[x] = m/(m−1)·E[σ²_B] from the population pass (1 until one has run).
-    pub population_var: RunningState<Tensor<1>>,
+    population_var: RunningState<Tensor<1>>,
     /// ε inside the square root.
-    pub eps: f64,
+    eps: f64,
     /// Weight of the newest batch in the moving averages.
-    pub momentum: f64,
+    momentum: f64,
     /// Examples per statistics group in training (`norm.stats_batch`); `None`: the whole batch.
     #[module(skip)]
-    pub stats_batch: Option<usize>,
+    stats_batch: Option<usize>,
 }
 
 impl BatchNorm {
@@ -174,9 +203,59 @@ impl BatchNorm {
         })
     }
 
+    /// The same layer with γ and β set (fresh trainable parameters): for tests against
+    /// reference vectors, which start from given values.
+    pub fn with_affine(mut self, gamma: Tensor<1>, beta: Tensor<1>) -> Self {
+        self.gamma = Param::from_tensor(gamma);
+        self.beta = Param::from_tensor(beta);
+        self
+    }
+
+    /// The same layer with its moving averages set to (mean, var), and its population
+    /// statistics to 0 and 1 in their dtype: for tests against reference vectors, which start
+    /// from given statistics.
+    pub fn with_running(mut self, mean: Tensor<1>, var: Tensor<1>) -> Self {
+        self.population_mean = RunningState::new(mean.zeros_like());
+        self.population_var = RunningState::new(var.ones_like());
+        self.running_mean = RunningState::new(mean);
+        self.running_var = RunningState::new(var);
+        self
+    }
+
     /// Number of channels C.
     pub fn channels(&self) -> usize {
         self.gamma.val().dims()[0]
+    }
+
+    /// γ, as the forward pass uses it (its gradient is γ's).
+    pub fn gamma(&self) -> Tensor<1> {
+        self.gamma.val()
+    }
+
+    /// β, as the forward pass uses it.
+    pub fn beta(&self) -> Tensor<1> {
+        self.beta.val()
+    }
+
+    /// ε inside the square root.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
+    /// The moving average of μ_B, as the next step reads it.
+    pub fn running_mean(&self) -> Tensor<1> {
+        self.running_mean.value_sync()
+    }
+
+    /// The moving average of the unbiased batch variance, as the next step reads it.
+    pub fn running_var(&self) -> Tensor<1> {
+        self.running_var.value_sync()
+    }
+
+    /// Whether the layer takes its training statistics over the whole batch (no
+    /// `norm.stats_batch`), as the fused dense kernel does.
+    pub fn uses_whole_batch(&self) -> bool {
+        self.stats_batch.is_none()
     }
 
     /// Normalise `x` as `mode` says. See the module documentation.
@@ -420,26 +499,4 @@ impl PopulationAccumulator {
         let var = self.sum_var.iter().map(|s| unbias * s / k).collect();
         Some((mean, var))
     }
-}
-
-/// Copy a tensor to the host as f64, whatever its float dtype.
-pub fn tensor_to_f64<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("tensor data converted to f64")
-}
-
-/// Copy a tensor to the host as f32, whatever its float dtype.
-pub fn tensor_to_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("tensor data converted to f32")
-}
-
-/// A `[C]` tensor from host f64 values, stored as f32 on `device`.
-pub fn vector_tensor(values: &[f64], device: &Device) -> Tensor<1> {
-    let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
-    Tensor::from_data(TensorData::new(v, [values.len()]), device)
 }

@@ -12,9 +12,29 @@
 //! split: the largest divisible head as groups of k, and the rest normalised as one group of
 //! its own (the last group of k joins it when only one example would be left over).
 
+use anyhow::{Result, ensure};
 use burn::tensor::Tensor;
 
 use crate::kernels::FusedOutput;
+
+/// `norm.stats_batch` against the training batch: at least two examples (one has no variance),
+/// and a divisor of `batch_size`, so that every training batch splits into whole groups.
+pub fn check_stats_batch(stats_batch: Option<usize>, batch_size: usize) -> Result<()> {
+    let Some(k) = stats_batch else {
+        return Ok(());
+    };
+    ensure!(
+        k >= 2,
+        "norm.stats_batch is {k}: a statistics batch needs at least 2 examples, or its variance \
+         is undefined"
+    );
+    ensure!(
+        batch_size.is_multiple_of(k),
+        "norm.stats_batch {k} does not divide batch_size {batch_size}: each training batch is \
+         split into groups of norm.stats_batch examples"
+    );
+    Ok(())
+}
 
 /// How a batch of `n` examples splits into statistics groups of `k`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

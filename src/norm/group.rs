@@ -28,23 +28,69 @@
 //! holds the layer to PyTorch's vectors and to finite differences, and its fast path
 //! ([`GroupNorm::forward`]) to the reference ([`GroupNorm::forward_reference`]).
 
+use anyhow::{Result, ensure};
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorCreationOptions};
 
 use super::batch::{BnError, check_channels};
+use super::config::LayerShape;
 use crate::kernels::batch_norm_train_fused;
+
+/// Group Norm's own setting in a config: `norm.groups` (Layer Norm has none: it is one group).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    /// G: each layer's channels (units) split into G groups. Must divide every hidden layer's
+    /// width; G = channels is Instance Norm.
+    pub groups: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self { groups: 4 }
+    }
+}
+
+impl GroupConfig {
+    /// G must divide every hidden layer's width and leave at least two values per group, or the
+    /// group's variance is undefined. `unit` says what a width counts ("units", "channels").
+    pub fn check(&self, layers: &[LayerShape], unit: &str) -> Result<()> {
+        let g = self.groups;
+        ensure!(g >= 1, "norm.groups must be at least 1, got 0");
+        for (layer, shape) in layers.iter().enumerate() {
+            let width = shape.width;
+            ensure!(
+                width.is_multiple_of(g),
+                "norm.groups {g} does not divide the {width} {unit} of hidden layer {layer}: \
+                 Group Norm splits each layer's {unit} into norm.groups equal groups"
+            );
+            ensure!(
+                width / g * shape.positions >= 2,
+                "norm.groups {g} leaves one value per group in hidden layer {layer} ({width} \
+                 {unit}): each example's group would normalise to a constant; use at most {} \
+                 groups",
+                width / 2
+            );
+        }
+        Ok(())
+    }
+
+    /// "Group Norm (G = 4)".
+    pub fn label(&self) -> String {
+        format!("Group Norm (G = {})", self.groups)
+    }
+}
 
 /// Our Group Norm layer; Layer Norm when `groups` is 1. See the module documentation.
 #[derive(Module, Debug)]
 pub struct GroupNorm {
     /// Scale γ per channel, initialised to 1.
-    pub gamma: Param<Tensor<1>>,
+    gamma: Param<Tensor<1>>,
     /// Shift β per channel, initialised to 0.
-    pub beta: Param<Tensor<1>>,
+    beta: Param<Tensor<1>>,
     /// G, the number of groups (it divides the channel count).
-    pub groups: usize,
+    groups: usize,
     /// ε inside the square root.
-    pub eps: f64,
+    eps: f64,
 }
 
 impl GroupNorm {
@@ -59,9 +105,26 @@ impl GroupNorm {
         }
     }
 
+    /// The same layer with γ and β set (fresh trainable parameters), for tests.
+    pub fn with_affine(mut self, gamma: Tensor<1>, beta: Tensor<1>) -> Self {
+        self.gamma = Param::from_tensor(gamma);
+        self.beta = Param::from_tensor(beta);
+        self
+    }
+
     /// Number of channels C.
     pub fn channels(&self) -> usize {
         self.gamma.val().dims()[0]
+    }
+
+    /// γ, as the forward pass uses it.
+    pub fn gamma(&self) -> Tensor<1> {
+        self.gamma.val()
+    }
+
+    /// β, as the forward pass uses it.
+    pub fn beta(&self) -> Tensor<1> {
+        self.beta.val()
     }
 
     /// Normalise `x` (`[N, C]` or `[N, C, H, W]`), the same in training and inference.

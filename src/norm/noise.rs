@@ -13,10 +13,62 @@
 //! seed) and per layer, so a resumed run repeats them exactly. s and m are constants of the
 //! pass: no gradient flows into them.
 
+use anyhow::{Result, ensure};
 use burn::tensor::{Tensor, TensorCreationOptions, TensorData};
+use serde::{Deserialize, Serialize};
 
-use crate::config::NoiseConfig;
 use crate::rng::Rng;
+
+/// The distribution of the noise (`norm.noise_params`), Santurkar et al. (2018), section 2.2:
+/// for each layer and training step draw μ_t ~ U(−mean_range, mean_range) and
+/// σ_t ~ U(scale_min, scale_max); then for each value m ~ U(μ_t − mean_spread, μ_t +
+/// mean_spread) and s ~ N(σ_t, scale_std), and a ← s·a + m.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoiseConfig {
+    pub mean_range: f64,
+    pub scale_min: f64,
+    pub scale_max: f64,
+    pub mean_spread: f64,
+    pub scale_std: f64,
+}
+
+impl Default for NoiseConfig {
+    fn default() -> Self {
+        Self {
+            mean_range: 0.5,
+            scale_min: 1.0,
+            scale_max: 1.25,
+            mean_spread: 0.1,
+            scale_std: 0.1,
+        }
+    }
+}
+
+impl NoiseConfig {
+    /// The parameters must describe a distribution. Each failure names its key.
+    pub fn check(&self) -> Result<()> {
+        for (key, value) in [
+            ("norm.noise_params.mean_range", self.mean_range),
+            ("norm.noise_params.mean_spread", self.mean_spread),
+            ("norm.noise_params.scale_std", self.scale_std),
+            ("norm.noise_params.scale_min", self.scale_min),
+        ] {
+            ensure!(
+                value.is_finite() && value >= 0.0,
+                "{key} must be a finite number of at least 0, got {value}"
+            );
+        }
+        ensure!(
+            self.scale_max.is_finite() && self.scale_max >= self.scale_min,
+            "norm.noise_params.scale_max ({}) must be finite and at least \
+             norm.noise_params.scale_min ({}): σ_t is drawn from U(scale_min, scale_max)",
+            self.scale_max,
+            self.scale_min
+        );
+        Ok(())
+    }
+}
 
 /// Purpose of the noise streams ([`Rng::stream`]), one per layer under a pass's seed.
 const NOISE_STREAM: u64 = 0x2015E;

@@ -29,16 +29,124 @@
 
 use std::sync::{Arc, Mutex};
 
+use anyhow::{Result, ensure};
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
+use serde::{Deserialize, Serialize};
 
 use super::batch::{
     BatchStats, BnError, BnMode, InferenceStats, apply_per_channel, blend_running, check_channels,
-    check_train_channels, store_running, tensor_to_f64,
+    check_train_channels, store_running,
 };
-use super::ghost::{GroupedOutput, normalise_in_groups, tile};
-use crate::config::RenormConfig;
+use super::ghost::{GroupedOutput, check_stats_batch, normalise_in_groups, tile};
 use crate::kernels::{FusedOutput, batch_norm_train_fused};
+use crate::tensor::tensor_to_f64;
+
+/// Batch Renorm's own settings in a config: `norm.stats_batch` (as BN's) and `norm.renorm`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RenormConfig {
+    /// Examples per statistics group in training ([`super::ghost`]); `None`: the whole batch.
+    pub stats_batch: Option<usize>,
+    pub schedule: RenormSchedule,
+}
+
+impl RenormConfig {
+    /// The statistics batch against the training batch, and the limits and their schedule.
+    pub fn check(&self, batch_size: usize) -> Result<()> {
+        check_stats_batch(self.stats_batch, batch_size)?;
+        self.schedule.check()
+    }
+}
+
+/// Batch Renormalization's limits on r and d, and their schedule (`norm.renorm`). The paper
+/// (Ioffe 2017) trains with r_max = 1, d_max = 0 (plain BN) for 5k steps, then ramps d_max to 5
+/// by 25k steps and r_max to 3 by 40k. Here the schedule is in fractions of the run's `steps`,
+/// so a 50,000-step run gets exactly the paper's numbers and a shorter run the same shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenormSchedule {
+    /// r is clipped to [1/r_max, r_max] once the ramp is done (at least 1).
+    pub r_max: f64,
+    /// d is clipped to [−d_max, d_max] once the ramp is done (at least 0).
+    pub d_max: f64,
+    /// Fraction of the run trained as plain BN (r_max = 1, d_max = 0) before the ramps start.
+    pub warmup: f64,
+    /// Fraction of the run at which r_max reaches its final value.
+    pub r_max_at: f64,
+    /// Fraction of the run at which d_max reaches its final value.
+    pub d_max_at: f64,
+}
+
+impl Default for RenormSchedule {
+    fn default() -> Self {
+        Self {
+            r_max: 3.0,
+            d_max: 5.0,
+            warmup: 0.1,
+            r_max_at: 0.8,
+            d_max_at: 0.5,
+        }
+    }
+}
+
+impl RenormSchedule {
+    /// (r_max, d_max) at training step `step` of a run of `steps` steps: 1 and 0 during the
+    /// warm-up, then each rises linearly to its final value.
+    pub fn limits_at(&self, step: u64, steps: u64) -> (f64, f64) {
+        let t = step as f64 / steps.max(1) as f64;
+        let ramp = |end: f64| -> f64 {
+            if t <= self.warmup {
+                0.0
+            } else if t >= end || end <= self.warmup {
+                1.0
+            } else {
+                (t - self.warmup) / (end - self.warmup)
+            }
+        };
+        (
+            1.0 + (self.r_max - 1.0) * ramp(self.r_max_at),
+            self.d_max * ramp(self.d_max_at),
+        )
+    }
+
+    /// The limits and the ramps must describe a schedule. Each failure names its key.
+    pub fn check(&self) -> Result<()> {
+        ensure!(
+            self.r_max.is_finite() && self.r_max >= 1.0,
+            "norm.renorm.r_max must be a finite number of at least 1 (r is clipped to \
+             [1/r_max, r_max]), got {}",
+            self.r_max
+        );
+        ensure!(
+            self.d_max.is_finite() && self.d_max >= 0.0,
+            "norm.renorm.d_max must be a finite number of at least 0 (d is clipped to \
+             [-d_max, d_max]), got {}",
+            self.d_max
+        );
+        for (key, value) in [
+            ("norm.renorm.warmup", self.warmup),
+            ("norm.renorm.r_max_at", self.r_max_at),
+            ("norm.renorm.d_max_at", self.d_max_at),
+        ] {
+            ensure!(
+                value.is_finite() && (0.0..=1.0).contains(&value),
+                "{key} is a fraction of the run's steps, in [0, 1], got {value}"
+            );
+        }
+        for (key, value) in [
+            ("norm.renorm.r_max_at", self.r_max_at),
+            ("norm.renorm.d_max_at", self.d_max_at),
+        ] {
+            ensure!(
+                value >= self.warmup,
+                "{key} ({value}) comes before the end of norm.renorm.warmup ({}): a ramp \
+                 cannot end before it starts",
+                self.warmup
+            );
+        }
+        Ok(())
+    }
+}
 
 /// The correction a training batch got: r and d per channel (and per statistics group,
 /// group-major, when `norm.stats_batch` splits the batch).
@@ -59,24 +167,24 @@ pub struct RenormState {
 /// Our Batch Renormalization layer. See the module documentation.
 #[derive(Module, Debug)]
 pub struct BatchRenorm {
-    pub gamma: Param<Tensor<1>>,
-    pub beta: Param<Tensor<1>>,
+    gamma: Param<Tensor<1>>,
+    beta: Param<Tensor<1>>,
     /// Moving average μ of μ_B.
-    pub running_mean: RunningState<Tensor<1>>,
+    running_mean: RunningState<Tensor<1>>,
     /// Moving average σ of σ_B = √(σ²_B + ε): a standard deviation, not a variance.
-    pub running_std: RunningState<Tensor<1>>,
+    running_std: RunningState<Tensor<1>>,
     /// E[x] and Var[x] from the population pass, as BN's.
-    pub population_mean: RunningState<Tensor<1>>,
-    pub population_var: RunningState<Tensor<1>>,
-    pub eps: f64,
-    pub momentum: f64,
+    population_mean: RunningState<Tensor<1>>,
+    population_var: RunningState<Tensor<1>>,
+    eps: f64,
+    momentum: f64,
     #[module(skip)]
-    pub stats_batch: Option<usize>,
+    stats_batch: Option<usize>,
     /// The schedule of r_max and d_max, over a run of `steps` steps.
     #[module(skip)]
-    pub schedule: RenormConfig,
+    schedule: RenormSchedule,
     #[module(skip)]
-    pub steps: u64,
+    steps: u64,
     #[module(skip)]
     state: Arc<Mutex<RenormState>>,
 }
@@ -88,7 +196,7 @@ impl BatchRenorm {
         channels: usize,
         eps: f64,
         momentum: f64,
-        schedule: RenormConfig,
+        schedule: RenormSchedule,
         steps: u64,
         device: &Device,
     ) -> Self {
@@ -119,9 +227,46 @@ impl BatchRenorm {
         self
     }
 
+    /// The same layer with γ and β set (fresh trainable parameters), for tests.
+    pub fn with_affine(mut self, gamma: Tensor<1>, beta: Tensor<1>) -> Self {
+        self.gamma = Param::from_tensor(gamma);
+        self.beta = Param::from_tensor(beta);
+        self
+    }
+
+    /// The same layer with its moving averages set to (μ, σ), and its population statistics
+    /// to 0 and 1 in their dtype, for tests.
+    pub fn with_running(mut self, mean: Tensor<1>, std: Tensor<1>) -> Self {
+        self.population_mean = RunningState::new(mean.zeros_like());
+        self.population_var = RunningState::new(std.ones_like());
+        self.running_mean = RunningState::new(mean);
+        self.running_std = RunningState::new(std);
+        self
+    }
+
     /// Number of channels C.
     pub fn channels(&self) -> usize {
         self.gamma.val().dims()[0]
+    }
+
+    /// γ, as the forward pass uses it.
+    pub fn gamma(&self) -> Tensor<1> {
+        self.gamma.val()
+    }
+
+    /// β, as the forward pass uses it.
+    pub fn beta(&self) -> Tensor<1> {
+        self.beta.val()
+    }
+
+    /// The moving average μ of μ_B.
+    pub fn running_mean(&self) -> Tensor<1> {
+        self.running_mean.value_sync()
+    }
+
+    /// The moving average σ of σ_B (a standard deviation).
+    pub fn running_std(&self) -> Tensor<1> {
+        self.running_std.value_sync()
     }
 
     /// Set r_max and d_max for the coming training step from the schedule.

@@ -35,24 +35,55 @@ use super::batch::{
     BatchStats, BnError, BnMode, InferenceStats, blend_running, check_channels, store_running,
 };
 use crate::kernels::{center_columns, weight_norm_columns};
+use crate::tensor::leaf;
+
+/// Weight Norm's own settings in a config: `norm.mean_only` and `norm.data_init`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightConfig {
+    /// Add mean-only BN (subtract the batch mean, keep a running mean for inference, never
+    /// divide by a std), as Salimans & Kingma recommend.
+    pub mean_only: bool,
+    /// The paper's data-dependent initialisation of g (and b) from the first training batch, so
+    /// every pre-activation starts with mean 0 and variance 1.
+    pub data_init: bool,
+}
+
+impl Default for WeightConfig {
+    fn default() -> Self {
+        Self {
+            mean_only: false,
+            data_init: true,
+        }
+    }
+}
+
+impl WeightConfig {
+    /// "Weight Norm", or "Weight Norm + mean-only BN".
+    pub fn label(&self) -> String {
+        match self.mean_only {
+            true => "Weight Norm + mean-only BN".to_string(),
+            false => "Weight Norm".to_string(),
+        }
+    }
+}
 
 /// Our Weight Norm layer: the per-unit scales g, and optionally mean-only BN.
 #[derive(Module, Debug)]
 pub struct WeightNorm {
     /// g, one per output unit (channel), initialised to 1 (the data-dependent initialisation
     /// replaces it before training when `norm.data_init` is on).
-    pub g: Param<Tensor<1>>,
+    g: Param<Tensor<1>>,
     /// Mean-only BN at the normalisation slot, when `norm.mean_only`.
-    pub mean_only: Option<MeanOnlyBn>,
+    mean_only: Option<MeanOnlyBn>,
 }
 
 /// Mean-only batch normalisation: subtract the batch mean, add β.
 #[derive(Module, Debug)]
 pub struct MeanOnlyBn {
-    pub beta: Param<Tensor<1>>,
-    pub running_mean: RunningState<Tensor<1>>,
-    pub population_mean: RunningState<Tensor<1>>,
-    pub momentum: f64,
+    beta: Param<Tensor<1>>,
+    running_mean: RunningState<Tensor<1>>,
+    population_mean: RunningState<Tensor<1>>,
+    momentum: f64,
 }
 
 impl WeightNorm {
@@ -67,6 +98,16 @@ impl WeightNorm {
     /// Number of output units C.
     pub fn channels(&self) -> usize {
         self.g.val().dims()[0]
+    }
+
+    /// g, as the weight uses it.
+    pub fn g(&self) -> Tensor<1> {
+        self.g.val()
+    }
+
+    /// Whether the layer does anything at the normalisation slot (mean-only BN).
+    pub fn has_mean_only(&self) -> bool {
+        self.mean_only.is_some()
     }
 
     /// A linear layer's weight `[in, out]` (Burn's layout) as w = g·v/‖v‖, column by column.
@@ -91,6 +132,39 @@ impl WeightNorm {
             Some(bn) => bn.forward_with_stats(x, mode),
             None => Ok((x, None)),
         }
+    }
+
+    /// The slot in inference as `y = scale·x + shift` per channel, when it is such a map (it
+    /// is unless mean-only BN subtracts each test batch's own mean).
+    pub fn inference_affine(&self, stats: InferenceStats) -> Option<(Tensor<1>, Tensor<1>)> {
+        if !self.is_affine_in_inference(stats) {
+            return None;
+        }
+        let g = self.g.val();
+        Some(match &self.mean_only {
+            Some(bn) => (g.ones_like(), bn.beta.val().sub(bn.fixed_mean(stats))),
+            None => (g.ones_like(), g.zeros_like()),
+        })
+    }
+
+    /// Whether [`WeightNorm::inference_affine`] gives the slot for `stats`.
+    pub fn is_affine_in_inference(&self, stats: InferenceStats) -> bool {
+        self.mean_only.is_none() || stats != InferenceStats::Batch
+    }
+
+    /// Store the population pass's mean in mean-only BN (it has no variance); nothing without.
+    pub fn set_population(&self, mean: Tensor<1>) {
+        if let Some(bn) = &self.mean_only {
+            bn.set_population(mean);
+        }
+    }
+
+    /// The data-dependent initialisation from t = x·v/‖v‖ of this layer's units, laid out
+    /// `[units, values]`: g = 1/σ(t) (see [`init_from_outputs`]), and the bias b = −μ(t)/σ(t)
+    /// the layer before should start with. g and b are fresh leaves, so they train.
+    pub fn with_data_init(self, t: Tensor<2>) -> (Self, Tensor<1>) {
+        let (g, b) = init_from_outputs(t);
+        (self.with_g(leaf(g)), leaf(b))
     }
 
     /// The same layer after the data-dependent initialisation: g set to `g`, and mean-only BN's
@@ -119,9 +193,26 @@ impl MeanOnlyBn {
         }
     }
 
+    /// The same layer with β and the running mean set, for tests against reference vectors.
+    pub fn with_state(mut self, beta: Tensor<1>, running_mean: Tensor<1>) -> Self {
+        self.beta = Param::from_tensor(beta);
+        self.running_mean = RunningState::new(running_mean);
+        self
+    }
+
     /// Number of channels C.
     pub fn channels(&self) -> usize {
         self.beta.val().dims()[0]
+    }
+
+    /// β, as the forward pass uses it.
+    pub fn beta(&self) -> Tensor<1> {
+        self.beta.val()
+    }
+
+    /// The running mean, as the next step reads it.
+    pub fn running_mean(&self) -> Tensor<1> {
+        self.running_mean.value_sync()
     }
 
     /// Subtract μ_B (training, or inference with batch statistics) or the fixed mean, add β.

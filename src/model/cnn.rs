@@ -1,0 +1,262 @@
+//! A small CNN: `model.arch = "cnn"`, one block per entry of `model.channels`, each a 3×3
+//! convolution (padding 1), the hidden layer of `block.rs` with per-channel normalisation
+//! before or after g (or none), and a 2×2 max-pool; after the last block, a linear classifier.
+//! Dropout (if any) follows each block's nonlinearity, before its pooling.
+
+use anyhow::{Result, ensure};
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{Device, Tensor};
+
+use super::block::{
+    CLASSES, ConvShape, Mode, NetSpec, Trace, WeightInit, WeightLayer, hidden_weight_layer,
+    output_weight_layer, record_trace,
+};
+use super::geometry::{Architecture, ImageShape, NetSize, check_widths};
+use crate::kernels::{conv3x3, max_pool2x2, max_pool2x2_then};
+use crate::norm::{LayerShape, Norm, NormConfig, Placement};
+use crate::rng::Rng;
+
+/// The CNN's own setting: `model.channels`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CnnConfig {
+    /// Output channels of each block, input to output.
+    pub channels: Vec<usize>,
+}
+
+impl Default for CnnConfig {
+    fn default() -> Self {
+        Self {
+            channels: vec![32, 64],
+        }
+    }
+}
+
+impl Architecture for CnnConfig {
+    fn unit_word(&self) -> &'static str {
+        "channels"
+    }
+
+    /// Block i convolves a map of side `side / 2^i` (each block's pool halves it).
+    fn layers(&self, image: ImageShape) -> Vec<LayerShape> {
+        self.channels
+            .iter()
+            .enumerate()
+            .map(|(i, &width)| LayerShape {
+                width,
+                positions: (image.side >> i.min(63)).pow(2),
+            })
+            .collect()
+    }
+
+    fn check(&self, image: ImageShape) -> Result<()> {
+        check_widths("model.channels", "blocks", &self.channels)?;
+        let side = image.side;
+        // Checked: a shift by 64 or more would wrap in a release build.
+        let last = u32::try_from(self.channels.len())
+            .ok()
+            .and_then(|blocks| side.checked_shr(blocks))
+            .unwrap_or(0);
+        ensure!(
+            last >= 1,
+            "model.channels has {} blocks, but each halves the {side}x{side} image",
+            self.channels.len()
+        );
+        Ok(())
+    }
+
+    fn size(&self, image: ImageShape) -> NetSize {
+        let (mut ch, mut side) = (image.channels as u64, image.side as u64);
+        let mut size = NetSize {
+            params: 0,
+            activations: image.features() as u64,
+        };
+        for &w in &self.channels {
+            let w = w as u64;
+            size.params = size
+                .params
+                .saturating_add(ch.saturating_mul(w).saturating_mul(9));
+            size.activations = size
+                .activations
+                .saturating_add(w.saturating_mul(side * side));
+            ch = w;
+            side = (side / 2).max(1);
+        }
+        size.params = size.params.saturating_add(
+            ch.saturating_mul(side * side)
+                .saturating_mul(CLASSES as u64),
+        );
+        size
+    }
+}
+
+/// The CNN: convolutions, their normalisation layers (one per block, or none), and the output
+/// layer. The field names are the checkpoint's parameter paths.
+#[derive(Module, Debug)]
+pub struct Cnn {
+    convs: Vec<Conv2d>,
+    norms: Vec<Norm>,
+    output: Linear,
+    #[module(skip)]
+    spec: NetSpec,
+}
+
+impl Cnn {
+    /// The CNN `config` describes, with weights drawn from `rng` layer by layer.
+    pub fn new(
+        config: &CnnConfig,
+        spec: NetSpec,
+        norm: &NormConfig,
+        steps: u64,
+        init: &WeightInit,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Self {
+        // The conv feeding a normalisation placed before g has no bias: its β subsumes it.
+        let hidden_bias = !norm.subsumes_bias();
+        let norms = config
+            .channels
+            .iter()
+            .filter_map(|&w| Norm::new(norm, w, steps, device))
+            .collect();
+        let mut convs = Vec::new();
+        let (mut ch, mut side) = (spec.in_channels, spec.side);
+        for &w in &config.channels {
+            convs.push(init.conv(ConvShape::same3x3(ch, w), hidden_bias, rng, device));
+            ch = w;
+            side /= 2;
+        }
+        let output = init.linear(ch * side * side, CLASSES, true, rng, device);
+        Self {
+            convs,
+            norms,
+            output,
+            spec,
+        }
+    }
+
+    /// The normalisation layers, input to output (empty without normalisation).
+    pub fn norms(&self) -> &[Norm] {
+        &self.norms
+    }
+
+    /// Logits, with max-pooling before g where that is the same function: normalisation before
+    /// g (or none) and no dropout ([`Cnn::pool_first`]); op by op otherwise.
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        mode: Mode,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Tensor<2>> {
+        if self.spec.placement == Some(Placement::After) || self.spec.dropout_seed(mode).is_some() {
+            return self.forward_reference(x, mode, trace);
+        }
+        let mut h = self.spec.image_batch(x);
+        for i in 0..self.convs.len() {
+            let z = self.conv(i, h);
+            h = self.pool_first(i, z, mode, trace.as_deref_mut())?;
+        }
+        Ok(self.output.forward(h.flatten(1, 3)))
+    }
+
+    /// The same function op by op: each block's convolution, its hidden block, then
+    /// max-pooling; then the output layer through Burn's `Linear`.
+    pub fn forward_reference(
+        &self,
+        x: Tensor<2>,
+        mode: Mode,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Tensor<2>> {
+        let mut h = self.spec.image_batch(x);
+        for i in 0..self.convs.len() {
+            let z = self.conv(i, h);
+            let a = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
+            h = max_pool2x2(a);
+        }
+        Ok(self.output.forward(h.flatten(1, 3)))
+    }
+
+    fn hidden_block(
+        &self,
+        i: usize,
+        z: Tensor<4>,
+        mode: Mode,
+        trace: Option<&mut Trace>,
+    ) -> Result<Tensor<4>> {
+        self.spec.hidden_block(self.norms.get(i), i, z, mode, trace)
+    }
+
+    /// Block `i`'s 3×3 convolution (padding 1) with its bias, if any.
+    fn conv(&self, i: usize, h: Tensor<4>) -> Tensor<4> {
+        let bias = self.convs[i].bias.as_ref().map(|b| b.val());
+        conv3x3(h, self.conv_weight(i), bias)
+    }
+
+    /// The weight block `i` convolves with (Weight Norm's g·v/‖v‖, or its own).
+    pub fn conv_weight(&self, i: usize) -> Tensor<4> {
+        let v = self.convs[i].weight.val();
+        match self.norms.get(i) {
+            Some(norm) => norm.conv_weight(v),
+            None => v,
+        }
+    }
+
+    /// Block `i` after its convolution, for normalisation before g (or none) and no dropout:
+    /// the normalisation, then max-pooling with g applied after it. Pooling commutes with every
+    /// g bn-exp offers (all are non-decreasing), so this is the same function as g, then
+    /// pooling, on a quarter of the values ([`max_pool2x2_then`]).
+    fn pool_first(
+        &self,
+        i: usize,
+        z: Tensor<4>,
+        mode: Mode,
+        trace: Option<&mut Trace>,
+    ) -> Result<Tensor<4>> {
+        let (pre, stats) = match (self.spec.placement, self.norms.get(i)) {
+            (Some(Placement::Before), Some(norm)) => norm.forward_with_stats(z, mode.bn_mode())?,
+            _ => (z, None),
+        };
+        let pre = self.spec.noise(i, pre, mode);
+        if let Some(trace) = trace {
+            record_trace(trace, &pre, stats);
+        }
+        Ok(max_pool2x2_then(pre, self.spec.kernel_act()))
+    }
+
+    /// The weight layers as Santurkar et al.'s ICS measure sees them, input to output.
+    pub fn weight_layers(&self) -> Vec<WeightLayer> {
+        let mut layers: Vec<WeightLayer> = (0..self.convs.len())
+            .map(|i| {
+                let conv = &self.convs[i];
+                hidden_weight_layer(i, conv.weight.id, conv, self.norms.get(i))
+            })
+            .collect();
+        layers.push(output_weight_layer(&self.output));
+        layers
+    }
+
+    /// The data-dependent initialisation on the batch `x` (see `Net::with_data_init`), block by
+    /// block, each on the previous block's new output; statistics per channel over the batch
+    /// and positions.
+    pub fn with_data_init(mut self, x: Tensor<2>) -> Result<Self> {
+        let mut h = self.spec.image_batch(x.detach());
+        for i in 0..self.convs.len() {
+            let v = self.convs[i].weight.val().detach();
+            if let Some(unit) = self.norms.get(i).and_then(|n| n.data_init_conv(v)) {
+                let t = conv3x3(h.clone(), unit, None);
+                let [n, c, hh, ww] = t.dims();
+                let per_channel = t.swap_dims(0, 1).reshape([c, n * hh * ww]);
+                let (norm, b) = self.norms[i].clone().with_data_init(per_channel);
+                self.norms[i] = norm;
+                if let Some(bias) = self.convs[i].bias.as_mut() {
+                    *bias = Param::from_tensor(b);
+                }
+            }
+            let z = self.conv(i, h);
+            let a = self.hidden_block(i, z, Mode::PROBE, None)?;
+            h = max_pool2x2(a).detach();
+        }
+        Ok(self)
+    }
+}
