@@ -29,7 +29,7 @@ use burn::tensor::{Device, Tensor};
 pub use block::{CLASSES, HostTensor, Mode, NetSpec, Trace, WeightLayer, param_ids};
 pub use cnn::{Cnn, CnnConfig};
 pub use config::{Activation, Arch, ArchConfig, Init, ModelConfig};
-pub use geometry::{Architecture, ImageShape, NetSize};
+pub use geometry::{Architecture, Compute, ImageShape, NetSize};
 pub use mlp::{Mlp, MlpConfig};
 
 use crate::norm::{Norm, NormConfig};

@@ -113,13 +113,12 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
     let total: f64 = remaining.iter().map(|r| r.seconds).sum();
     progress.result(&format!(
         "reproduce ({}): {} studies, {} runs to train; estimated {} on {jobs} job(s) (bench: \
-         {:.0} µs per MLP step at batch 60, {:.0} ms per CNN step at batch 128, one thread)",
+         {}, one thread)",
         mode_name(request.mode),
         plan.len(),
         remaining.iter().map(|r| r.runs).sum::<usize>(),
         format_duration(total),
-        costs.mlp_step_us,
-        costs.cnn_step_ms,
+        costs.describe(),
     ));
     for (p, r) in plan.iter().zip(&remaining) {
         progress.note(&format!(

@@ -13,7 +13,7 @@ use super::block::{
     CLASSES, ConvShape, Mode, NetSpec, Trace, WeightInit, WeightLayer, hidden_weight_layer,
     output_weight_layer, record_trace,
 };
-use super::geometry::{Architecture, ImageShape, NetSize, check_widths};
+use super::geometry::{Architecture, Compute, ImageShape, NetSize, check_widths};
 use crate::kernels::{conv3x3, max_pool2x2, max_pool2x2_then};
 use crate::norm::{LayerShape, Norm, NormConfig, Placement};
 use crate::rng::Rng;
@@ -64,6 +64,23 @@ impl Architecture for CnnConfig {
             self.channels.len()
         );
         Ok(())
+    }
+
+    /// Each block's 3×3 convolution over its full map, then the classifier.
+    fn forward_flops(&self, image: ImageShape) -> u64 {
+        let (mut ch, mut side) = (image.channels as u64, image.side as u64);
+        let mut flops: u64 = 0;
+        for &w in &self.channels {
+            let conv = 2 * 9 * ch * (w as u64) * side * side;
+            flops = flops.saturating_add(conv);
+            ch = w as u64;
+            side = (side / 2).max(1);
+        }
+        flops.saturating_add(2 * ch * side * side * CLASSES as u64)
+    }
+
+    fn compute(&self) -> Compute {
+        Compute::Conv
     }
 
     fn size(&self, image: ImageShape) -> NetSize {

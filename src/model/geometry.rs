@@ -27,6 +27,15 @@ impl ImageShape {
     }
 }
 
+/// Which of bench's timed workloads a net's step time scales from: its cost per FLOP is that
+/// of the paper's MLP (small dense products, bound by launches and memory) or of the CIFAR CNN
+/// (convolutions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compute {
+    Dense,
+    Conv,
+}
+
 /// The sizes the memory estimate needs: weights, and values computed per example.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetSize {
@@ -50,6 +59,13 @@ pub trait Architecture {
 
     /// Weights and per-example values, in saturating arithmetic (the config may be hostile).
     fn size(&self, image: ImageShape) -> NetSize;
+
+    /// Floating-point operations of one example's forward pass through the weight layers
+    /// (2 per multiply-add; normalisation, g and pooling are a rounding error beside them).
+    fn forward_flops(&self, image: ImageShape) -> u64;
+
+    /// Which timed workload the net's cost per FLOP is taken from.
+    fn compute(&self) -> Compute;
 }
 
 /// Limits on what a config may ask for. Far beyond anything the paper's experiments need, and

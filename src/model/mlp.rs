@@ -19,7 +19,7 @@ use super::block::{
     CLASSES, Mode, NetSpec, Trace, WeightInit, WeightLayer, hidden_weight_layer,
     output_weight_layer, record_trace,
 };
-use super::geometry::{Architecture, ImageShape, NetSize, check_widths};
+use super::geometry::{Architecture, Compute, ImageShape, NetSize, check_widths};
 use crate::kernels::{Act, dense};
 use crate::norm::{FusedNorm, InferenceStats, LayerShape, Norm, NormConfig, Placement};
 use crate::rng::Rng;
@@ -56,6 +56,21 @@ impl Architecture for MlpConfig {
 
     fn check(&self, _image: ImageShape) -> Result<()> {
         check_widths("model.hidden", "layers", &self.hidden)
+    }
+
+    fn forward_flops(&self, image: ImageShape) -> u64 {
+        let widths = self.hidden.iter().chain([&CLASSES]);
+        let mut fan_in = image.features() as u64;
+        let mut flops: u64 = 0;
+        for &w in widths {
+            flops = flops.saturating_add(2u64.saturating_mul(fan_in).saturating_mul(w as u64));
+            fan_in = w as u64;
+        }
+        flops
+    }
+
+    fn compute(&self) -> Compute {
+        Compute::Dense
     }
 
     fn size(&self, image: ImageShape) -> NetSize {

@@ -420,3 +420,23 @@ fn vector_like(values: &[f64], like: &Tensor<1>, device: &Device) -> Tensor<1> {
         TensorCreationOptions::new(device.clone()).with_dtype(like.dtype()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_renorm_schedule_gives_the_papers_numbers_on_a_50k_run() {
+        let r = RenormSchedule::default();
+        let at = |step| r.limits_at(step, 50_000);
+        assert_eq!(at(0), (1.0, 0.0));
+        assert_eq!(at(5_000), (1.0, 0.0));
+        assert_eq!(at(25_000).1, 5.0);
+        assert_eq!(at(40_000).0, 3.0);
+        assert_eq!(at(50_000), (3.0, 5.0));
+        // Halfway through d's ramp (5k → 25k) d_max is half of 5; r at 15k is 1 + 2·(10/35).
+        let (r_mid, d_mid) = at(15_000);
+        assert!((d_mid - 2.5).abs() < 1e-12, "{d_mid}");
+        assert!((r_mid - (1.0 + 2.0 * 10.0 / 35.0)).abs() < 1e-12, "{r_mid}");
+    }
+}
