@@ -24,8 +24,9 @@ use anyhow::{Context, Result, bail};
 use crate::data::{DataSource, Dataset};
 use serde_json::Value;
 
+use crate::groups::{flatten, json_equal};
 use crate::progress::Progress;
-use keys::{flatten_leaves, get_path, json_equal};
+use keys::get_path;
 use render::{Heading, render_text, write_comparison};
 use runner::{JobResult, TrainJob, TrainOutcome, TrainSettings, train_all};
 use runs::{
@@ -279,7 +280,7 @@ fn config_difference(run_dir: &Path, run: &PlannedRun) -> Result<Option<String>>
             run_dir.join(CONFIG_FILE).display()
         )
     })?;
-    for (path, wanted) in flatten_leaves(&run.config) {
+    for (path, wanted) in flatten(&run.config) {
         match get_path(&existing, &path) {
             Some(have) if json_equal(have, &wanted) => {}
             Some(have) => {

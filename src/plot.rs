@@ -3,7 +3,8 @@
 //!
 //! The work splits in four steps, one submodule each:
 //! [`load`] reads run folders forgivingly (damage becomes warnings, never a panic),
-//! [`groups`] gathers seeds of one configuration and gives each group a label and a colour,
+//! [`groups`] takes the groups of runs ([`crate::groups`], as `compare`'s tables have them) and
+//! gives each a colour,
 //! [`figures`], [`distributions`] and [`study`] turn the groups into figures, and [`style`] owns the look (bundled
 //! font, Okabe–Ito palette, text sizes) and writes PNG or SVG.
 //!
@@ -26,7 +27,8 @@ use plotters::coord::Shift;
 use plotters::prelude::{DrawingArea, DrawingBackend};
 use serde_json::Value;
 
-use groups::{FlatConfig, Group, flatten_config, group_runs};
+use crate::groups::{Leaves, flatten};
+use groups::{Group, group_runs};
 use load::{Run, discover_runs, load_run};
 pub use style::ImageFormat;
 use style::{Figure, extension, render};
@@ -206,11 +208,7 @@ impl PlotSet {
 
     /// The value of `key` when every run agrees on it, for subtitles ("mnist, mlp, sigmoid").
     pub fn common_value(&self, key: &str) -> Option<String> {
-        let flats: Vec<FlatConfig> = self
-            .runs
-            .iter()
-            .map(|r| flatten_config(&r.config))
-            .collect();
+        let flats: Vec<Leaves> = self.runs.iter().map(|r| flatten(&r.config)).collect();
         let first = flats.first()?.get(key)?;
         if flats.iter().all(|f| f.get(key) == Some(first)) && !first.is_null() {
             Some(crate::labels::value_text(Some(first)))

@@ -244,8 +244,11 @@ fn accuracy_columns_are_mean_and_sample_std_of_finished_runs() {
     let cmp = compare_fixture_dirs(&[study], Baseline::FirstGroup);
 
     let labels: Vec<&str> = cmp.groups.iter().map(|g| g.label.as_str()).collect();
-    // No study.json in the fixture folder: runs, and so groups, come in folder-name order.
-    assert_eq!(labels, ["BN after sigmoid", "BN before sigmoid", "no BN"]);
+    // Groups come in the figures' order (src/groups.rs): no BN first, then by placement, not in
+    // the folder-name order the runs are read in.
+    assert_eq!(labels, ["no BN", "BN after sigmoid", "BN before sigmoid"]);
+    // Without a baseline, it is the group of the first run read (placement-after_seed-0).
+    assert!(group(&cmp, "BN after sigmoid").is_baseline);
     for placement in ["none", "before", "after"] {
         let row = group(&cmp, label(placement));
         let ok = finished_in(&runs, placement);

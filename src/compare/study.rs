@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::keys::{
-    OrderedMap, check_key_path, condition_of, display_value, flatten_leaves, get_path, json_equal,
-    set_path, short_names, type_name,
+    OrderedMap, check_key_path, display_value, get_path, set_path, short_names, type_name,
 };
 use super::table::normalize_thresholds;
 use crate::config::resolve_legacy_bn;
+use crate::groups::{Grouping, Leaves, condition, flatten, json_equal};
 
 /// Keys compare writes itself into every run's config.
 const RESERVED_KEYS: &[&str] = &["name", "study"];
@@ -502,19 +502,24 @@ pub fn spec_picks_one_group(
     runs: &[PlannedRun],
     what: &str,
 ) -> Result<()> {
-    let mut groups: Vec<(Value, &PlannedRun)> = Vec::new();
-    for run in runs.iter().filter(|run| matches_spec(&run.config, spec)) {
-        let condition = condition_of(&run.config);
-        if !groups.iter().any(|(c, _)| json_equal(c, &condition)) {
-            groups.push((condition, run));
-        }
-    }
+    let picked: Vec<&PlannedRun> = runs
+        .iter()
+        .filter(|run| matches_spec(&run.config, spec))
+        .collect();
+    let conditions: Vec<Leaves> = picked
+        .iter()
+        .map(|run| condition(&run.config, &run.name))
+        .collect();
+    let groups = Grouping::new(&conditions).groups;
     let wanted = describe_spec(spec);
     match groups.len() {
         1 => Ok(()),
         0 => bail!("{what} {wanted} matches no run of the study"),
         n => {
-            let examples: Vec<&str> = groups.iter().map(|(_, run)| run.name.as_str()).collect();
+            let examples: Vec<&str> = groups
+                .iter()
+                .map(|group| picked[group.members[0]].name.as_str())
+                .collect();
             bail!(
                 "{what} {wanted} matches {n} groups (e.g. runs {}); add keys until it picks one",
                 examples.join(", ")
@@ -536,7 +541,7 @@ fn resolve_legacy_spec(spec: Vec<(String, Value)>) -> Result<Vec<(String, Value)
         set_path(&mut value, key, v.clone())?;
     }
     resolve_legacy_bn(&mut value)?;
-    Ok(flatten_leaves(&value))
+    Ok(flatten(&value).into_iter().collect())
 }
 
 /// Whether a config has every `(key.path, value)` of a spec.

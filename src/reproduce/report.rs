@@ -125,15 +125,17 @@ fn study_section(p: &PlannedStudy, runs: Option<&StudyRuns>) -> StudySection {
         Some(comparison) => crate::compare::render::markdown_group_table(comparison),
         None => "(no table: no finished runs to compare)".to_string(),
     };
-    let mut configs: Vec<(String, Value)> = Vec::new();
-    let mut seen: Vec<Value> = Vec::new();
-    for r in records {
-        let condition = crate::compare::keys::condition_of(&r.config);
-        if !seen.contains(&condition) {
-            seen.push(condition);
-            configs.push((r.name.clone(), r.config.clone()));
-        }
-    }
+    // One config per group of the table (its first run's), in the table's order.
+    let configs: Vec<(String, Value)> = runs
+        .and_then(|s| s.comparison.as_ref())
+        .map_or(&[][..], |c| c.groups.as_slice())
+        .iter()
+        .filter_map(|group| {
+            let first = &group.runs.first()?.name;
+            let record = records.iter().find(|r| &r.name == first)?;
+            Some((record.name.clone(), record.config.clone()))
+        })
+        .collect();
     StudySection {
         name: p.study.name.clone(),
         description: p.study.description.clone(),
