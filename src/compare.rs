@@ -10,7 +10,9 @@
 //! See docs/studies.md for the study format and how each number can be recomputed by hand.
 
 pub mod keys;
+pub mod options;
 pub mod plan;
+mod prepare;
 pub mod render;
 pub mod runner;
 pub mod runs;
@@ -24,19 +26,16 @@ use anyhow::{Context, Result, bail};
 use crate::data::{DataSource, Dataset};
 use serde_json::Value;
 
-use crate::groups::{flatten, json_equal};
 use crate::progress::Progress;
-use keys::get_path;
+use options::{Baseline, CompareOptions, DEFAULT_THRESHOLDS, normalize_thresholds};
+use prepare::plan_study;
 use render::{Heading, render_text, write_comparison};
-use runner::{JobResult, TrainJob, TrainOutcome, TrainSettings, train_all};
+use runner::{JobResult, TrainOutcome, TrainSettings, train_all};
 use runs::{
-    CONFIG_FILE, CONFIGS_DIR, RunProgress, RunRecord, STUDY_RECORD_FILE, find_runs, load_run,
-    read_json, run_progress,
+    RunProgress, RunRecord, STUDY_RECORD_FILE, find_runs, load_run, read_json, run_progress,
 };
-use study::{PlannedRun, Study, StudyRecord, load_study};
-use table::{
-    Baseline, CompareOptions, Comparison, DEFAULT_THRESHOLDS, compare_runs, normalize_thresholds,
-};
+use study::{Study, StudyRecord, load_study};
+use table::{Comparison, compare_runs};
 
 /// One `bn-exp compare`, resolved from its flags.
 #[derive(Debug, Clone)]
@@ -222,80 +221,6 @@ fn check_study_data(study: &Study, study_dir: &Path, data: &DataSource) -> Resul
 /// Default `--jobs`: one run per available core.
 pub(crate) fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Write the study's record and every run's config, and decide for each run: reuse (done),
-/// resume (started), or start. Refuses, before anything is trained, runs whose folder holds a
-/// run of a different config: reusing it would put wrong numbers in the table.
-pub(crate) fn plan_study(study: &Study, study_dir: &Path) -> Result<Vec<TrainJob>> {
-    let mut stale = Vec::new();
-    for run in &study.runs {
-        let run_dir = study_dir.join(&run.name);
-        if run_progress(&run_dir) != RunProgress::Fresh
-            && let Some(difference) = config_difference(&run_dir, run)?
-        {
-            stale.push(format!("  {}: {difference}", run_dir.display()));
-        }
-    }
-    if !stale.is_empty() {
-        bail!(
-            "these run folders hold runs of a different config than the study now asks for:\n{}\n\
-delete them to train them again, or pass another --results-dir",
-            stale.join("\n")
-        );
-    }
-
-    let configs_dir = study_dir.join(CONFIGS_DIR);
-    std::fs::create_dir_all(&configs_dir)
-        .with_context(|| format!("cannot create {}", configs_dir.display()))?;
-    crate::run::write_json_atomic(&study_dir.join(STUDY_RECORD_FILE), &study.record())?;
-    let mut jobs = Vec::new();
-    for run in &study.runs {
-        let run_dir = study_dir.join(&run.name);
-        let config_file = configs_dir.join(format!("{}.json", run.name));
-        crate::run::write_json_atomic(&config_file, &run.config)?;
-        let progress = run_progress(&run_dir);
-        if progress == RunProgress::Done {
-            continue;
-        }
-        jobs.push(TrainJob {
-            name: run.name.clone(),
-            run_dir,
-            config_file,
-            resume: progress == RunProgress::Started,
-            steps: run.config.get("steps").and_then(Value::as_u64),
-        });
-    }
-    Ok(jobs)
-}
-
-/// The first setting where a run folder's `config.json` disagrees with the planned config,
-/// if any. Only keys the plan sets are checked: train adds defaults for the rest.
-fn config_difference(run_dir: &Path, run: &PlannedRun) -> Result<Option<String>> {
-    let mut existing = read_json(&run_dir.join(CONFIG_FILE))?;
-    // A run folder written before normalisation had its own key says `bn`.
-    crate::config::resolve_legacy_bn(&mut existing).with_context(|| {
-        format!(
-            "{} is not a valid config",
-            run_dir.join(CONFIG_FILE).display()
-        )
-    })?;
-    for (path, wanted) in flatten(&run.config) {
-        match get_path(&existing, &path) {
-            Some(have) if json_equal(have, &wanted) => {}
-            Some(have) => {
-                return Ok(Some(format!(
-                    "{path} is {have} there, {wanted} in the study"
-                )));
-            }
-            None => {
-                return Ok(Some(format!(
-                    "{path} is not set there, {wanted} in the study"
-                )));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// The study's done runs, in study order; runs that could not be read are returned as errors.

@@ -7,11 +7,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use bn_exp::compare::options::{Baseline, CompareOptions, normalize_thresholds};
 use bn_exp::compare::runs::{find_runs, load_run};
 use bn_exp::compare::study::{Study, check_run_configs, load_study, parse_study};
-use bn_exp::compare::table::{
-    Baseline, CompareOptions, Comparison, GroupRow, compare_runs, normalize_thresholds,
-};
+use bn_exp::compare::table::{Comparison, GroupRow, compare_runs};
 use serde_json::{Value, json};
 
 const THRESHOLDS: [f64; 4] = [0.9, 0.95, 0.97, 0.98];

@@ -12,12 +12,10 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::keys::{
-    OrderedMap, check_key_path, display_value, get_path, set_path, short_names, type_name,
-};
-use super::table::normalize_thresholds;
+use super::keys::{OrderedMap, check_key_path, display_value, set_path, short_names, type_name};
+use super::options::{describe_spec, matches_spec, normalize_thresholds};
 use crate::config::resolve_legacy_bn;
-use crate::groups::{Grouping, Leaves, condition, flatten, json_equal};
+use crate::groups::{Grouping, Leaves, condition, flatten};
 
 /// Keys compare writes itself into every run's config.
 const RESERVED_KEYS: &[&str] = &["name", "study"];
@@ -542,16 +540,4 @@ fn resolve_legacy_spec(spec: Vec<(String, Value)>) -> Result<Vec<(String, Value)
     }
     resolve_legacy_bn(&mut value)?;
     Ok(flatten(&value).into_iter().collect())
-}
-
-/// Whether a config has every `(key.path, value)` of a spec.
-pub fn matches_spec(config: &Value, spec: &[(String, Value)]) -> bool {
-    spec.iter()
-        .all(|(key, value)| get_path(config, key).is_some_and(|have| json_equal(have, value)))
-}
-
-/// `{norm.kind: "none", optim.lr: 0.1}`, for messages.
-pub fn describe_spec(spec: &[(String, Value)]) -> String {
-    let parts: Vec<String> = spec.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    format!("{{{}}}", parts.join(", "))
 }

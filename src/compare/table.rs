@@ -12,47 +12,11 @@ use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use super::keys::{display_value, has_suffix};
+use super::options::{Baseline, CompareOptions, describe_spec, matches_spec};
 use super::runs::{RunRecord, RunStatus};
-use super::study::{describe_spec, matches_spec};
 use crate::groups::{Grouping, Leaves, condition, flatten, json_equal};
 use crate::run::MeasureSummary;
 pub use crate::run::{MeanStd, best_acc, final_acc, first_step_reaching, mean_std};
-
-/// Accuracy thresholds used when neither `--thresholds` nor the study gives any.
-pub const DEFAULT_THRESHOLDS: [f64; 4] = [0.9, 0.95, 0.97, 0.98];
-
-/// Accept thresholds as fractions (0.97) or percents (97); return fractions in (0, 1].
-pub fn normalize_thresholds(values: &[f64]) -> Result<Vec<f64>> {
-    ensure!(!values.is_empty(), "no thresholds given");
-    values
-        .iter()
-        .map(|&value| {
-            ensure!(
-                value.is_finite() && value > 0.0 && value <= 100.0,
-                "threshold {value} is not an accuracy: give fractions (0.97) or percents (97)"
-            );
-            Ok(if value > 1.0 { value / 100.0 } else { value })
-        })
-        .collect()
-}
-
-/// Which group the speed-up is measured against.
-#[derive(Debug, Clone)]
-pub enum Baseline {
-    /// The group of the first run (what a study lists first, usually the "none" condition).
-    FirstGroup,
-    /// A group label as printed (`BN before sigmoid, lr 1`), or `key=value` parts of the
-    /// groups' configs that pick one (`placement=before`, `optim.lr=5`).
-    Label(String),
-    /// Config key paths and values, as a study file's `baseline`.
-    Spec(Vec<(String, Value)>),
-}
-
-#[derive(Debug, Clone)]
-pub struct CompareOptions {
-    pub thresholds: Vec<f64>,
-    pub baseline: Baseline,
-}
 
 /// The whole comparison, as written to `comparison.json`.
 #[derive(Debug, Clone, Serialize)]

@@ -6,9 +6,9 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use super::load::Run;
 use super::style::{Colour, palette_colour};
 use crate::groups::{Grouping, Leaves, run_condition};
+use crate::run::Run;
 
 /// Runs of one configuration, across seeds.
 #[derive(Debug, Clone)]

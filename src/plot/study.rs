@@ -22,11 +22,11 @@ use serde_json::Value;
 
 use super::groups::mean_std;
 use super::load::{Run, finite};
+use super::set::{Diagnostics, PlotSet};
 use super::style::{
     AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, TICK_SIZE,
     draw_legend, format_steps, format_tick, legend_height, palette_colour, titled_with_legend,
 };
-use super::{Diagnostics, PlotSet};
 use crate::groups::{Grouping, Leaves, run_condition};
 use crate::labels::{format_float, readable_labels};
 

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::claims::Metric;
+use super::outcome::{ClaimOutcome, Mode, PlannedStudy, StudyRuns, TestOutcome};
 use super::verdict::{Better, Judged, Verdict};
-use super::{ClaimOutcome, Mode, PlannedStudy, StudyRuns, TestOutcome};
 use crate::backend::DeviceKind;
 
 pub const HTML_FILE: &str = "report.html";
