@@ -1,23 +1,29 @@
 //! `bn-exp compare`: run a study (a grid of configs over seeds) and compare its runs in tables,
 //! or compare run folders that already exist.
 //!
-//! - [`study`]: study files, grid expansion and run names.
-//! - [`runner`]: training the unfinished runs as child processes, N at a time.
-//! - [`runs`]: reading run folders.
-//! - [`table`]: grouping runs by condition and computing each column.
-//! - [`render`]: the terminal table and `comparison.{md,csv,json}`.
+//! This file is compare's face: the rest of bn-exp (and the binary, and the tests) use only what
+//! it re-exports below, never the files behind it, which are:
+//!
+//! - `study.rs`: study files, grid expansion and run names, over `keys.rs` (key paths into
+//!   configs, `--set` style);
+//! - `options.rs`: thresholds, the baseline, and the specs that pick a group;
+//! - `prepare.rs`, `runner.rs`: a study's folder made ready, and its unfinished runs trained as
+//!   child processes, N at a time; `plan.rs`: the same runs as a plan a scheduler runs;
+//! - `runs.rs`: reading run folders;
+//! - `table.rs`: the comparison of runs grouped by condition ([`crate::groups`]), column by
+//!   column; `render.rs`: the terminal table and `comparison.{md,csv,json}`.
 //!
 //! See docs/studies.md for the study format and how each number can be recomputed by hand.
 
-pub mod keys;
-pub mod options;
-pub mod plan;
+mod keys;
+mod options;
+mod plan;
 mod prepare;
-pub mod render;
-pub mod runner;
-pub mod runs;
-pub mod study;
-pub mod table;
+mod render;
+mod runner;
+mod runs;
+mod study;
+mod table;
 
 use std::path::{Path, PathBuf};
 
@@ -27,15 +33,25 @@ use crate::data::{DataSource, Dataset};
 use serde_json::Value;
 
 use crate::progress::Progress;
-use options::{Baseline, CompareOptions, DEFAULT_THRESHOLDS, normalize_thresholds};
-use prepare::plan_study;
-use render::{Heading, render_text, write_comparison};
-use runner::{JobResult, TrainOutcome, TrainSettings, train_all};
-use runs::{
-    RunProgress, RunRecord, STUDY_RECORD_FILE, find_runs, load_run, read_json, run_progress,
+pub use options::{
+    Baseline, CompareOptions, DEFAULT_THRESHOLDS, describe_spec, matches_spec, normalize_thresholds,
 };
-use study::{Study, StudyRecord, load_study};
-use table::{Comparison, compare_runs};
+pub use plan::{
+    Emit, EmitOptions, PLAN_FILE, PlanEntry, PlanOutcome, emit, run_entry, task_index, write_plan,
+};
+use prepare::plan_study;
+pub use render::{Heading, markdown_group_table, percent_label, render_text, write_comparison};
+use runner::{JobResult, TrainOutcome, TrainSettings, train_all};
+pub use runs::{FoundRuns, RunRecord, RunStatus, find_runs, load_run};
+use runs::{RunProgress, STUDY_RECORD_FILE, read_json, run_progress};
+pub use study::{
+    Axis, PlannedRun, Study, StudyRecord, check_run_configs, load_study, parse_study, resolve_base,
+    spec_picks_one_group,
+};
+pub use table::{
+    BaselineTarget, Comparison, GroupMeasures, GroupRow, MeasureValue, RunRow, SpeedUp, StepsTo,
+    compare_runs,
+};
 
 /// One `bn-exp compare`, resolved from its flags.
 #[derive(Debug, Clone)]

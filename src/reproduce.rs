@@ -24,10 +24,10 @@ use serde_json::{Map, Value};
 
 use crate::bench::estimate;
 pub use crate::bench::estimate::format_duration;
-use crate::compare::options::{describe_spec, matches_spec};
-use crate::compare::runs::{RunRecord, RunStatus};
-use crate::compare::study::{PlannedRun, Study, load_study, spec_picks_one_group};
-use crate::compare::{CompareRequest, CompareTarget, compare, default_jobs};
+use crate::compare::{
+    CompareRequest, CompareTarget, PlannedRun, RunRecord, RunStatus, Study, compare, default_jobs,
+    describe_spec, load_study, matches_spec, resolve_base, spec_picks_one_group,
+};
 use crate::data::DataSource;
 use crate::progress::Progress;
 use crate::run::{RunProgress, first_step_reaching, run_progress};
@@ -290,7 +290,7 @@ fn quick_study_file(
     let mut study: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", source.display()))?;
     // Inlined, found as `compare` finds it: the derived file lives in another folder.
-    let (base, _) = crate::compare::study::resolve_base(study.get("base"), source)?;
+    let (base, _) = resolve_base(study.get("base"), source)?;
     study["base"] = base;
     let mut fraction = None;
     let study_set = study

@@ -7,10 +7,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bn_exp::compare::options::{Baseline, CompareOptions, normalize_thresholds};
-use bn_exp::compare::runs::{find_runs, load_run};
-use bn_exp::compare::study::{Study, check_run_configs, load_study, parse_study};
-use bn_exp::compare::table::{Comparison, GroupRow, compare_runs};
+use bn_exp::compare::{
+    Baseline, CompareOptions, Comparison, GroupRow, Study, check_run_configs, compare_runs,
+    find_runs, load_run, load_study, normalize_thresholds, parse_study,
+};
 use serde_json::{Value, json};
 
 const THRESHOLDS: [f64; 4] = [0.9, 0.95, 0.97, 0.98];
@@ -311,7 +311,7 @@ fn steps_to_threshold_counts_partial_and_never() {
     }
     assert!(seen_partial && seen_never, "the fixture covers both cases");
 
-    let text = bn_exp::compare::render::render_text(&Default::default(), &cmp);
+    let text = bn_exp::compare::render_text(&Default::default(), &cmp);
     let none_line = text.lines().find(|line| line.starts_with("no BN")).unwrap();
     assert!(none_line.contains("400 (1/3)"), "{none_line}");
     assert!(none_line.contains("never"), "{none_line}");
@@ -365,7 +365,7 @@ fn speedup_is_baseline_steps_to_its_mean_best_over_group_steps() {
     let after = group(&cmp, "BN after sigmoid").speedup.unwrap();
     assert!(steps_to_target("after").is_empty());
     assert_eq!((after.factor, after.reached), (None, 0));
-    let text = bn_exp::compare::render::render_text(&Default::default(), &cmp);
+    let text = bn_exp::compare::render_text(&Default::default(), &cmp);
     let after_line = text
         .lines()
         .find(|l| l.starts_with("BN after sigmoid"))

@@ -9,10 +9,7 @@ use serde_json::Value;
 
 use super::claims::Metric;
 use super::verdict::{Better, Judged, Verdict};
-use crate::compare::options::matches_spec;
-use crate::compare::runs::RunRecord;
-use crate::compare::study::Study;
-use crate::compare::table::Comparison;
+use crate::compare::{Comparison, RunRecord, Study, matches_spec};
 
 /// Quick or full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

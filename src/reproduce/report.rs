@@ -122,7 +122,7 @@ impl Report {
 fn study_section(p: &PlannedStudy, runs: Option<&StudyRuns>) -> StudySection {
     let records = runs.map_or(&[][..], |s| s.records.as_slice());
     let table = match runs.and_then(|s| s.comparison.as_ref()) {
-        Some(comparison) => crate::compare::render::markdown_group_table(comparison),
+        Some(comparison) => crate::compare::markdown_group_table(comparison),
         None => "(no table: no finished runs to compare)".to_string(),
     };
     // One config per group of the table (its first run's), in the table's order.
