@@ -4,7 +4,7 @@
 //! [`crate::groups`]'s.
 
 use anyhow::{Result, bail};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// A JSON object whose keys keep the order they were written in.
@@ -17,20 +17,42 @@ pub struct OrderedMap(pub Vec<(String, Value)>);
 
 impl<'de> Deserialize<'de> for OrderedMap {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(OrderedMapVisitor)
+        let reader = OrderedMaps {
+            expecting: "an object of \"key.path\": value",
+            list: false,
+        };
+        let mut maps = deserializer.deserialize_map(reader)?;
+        Ok(maps.pop().unwrap_or_default())
     }
 }
 
-struct OrderedMapVisitor;
+/// One object read as an [`OrderedMap`], or a list of them (a study's `zip`); `expecting` says
+/// what the value should have been when it is neither.
+pub fn one_or_more_maps<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    expecting: &'static str,
+) -> Result<Vec<OrderedMap>, D::Error> {
+    deserializer.deserialize_any(OrderedMaps {
+        expecting,
+        list: true,
+    })
+}
 
-impl<'de> Visitor<'de> for OrderedMapVisitor {
-    type Value = OrderedMap;
+/// Reads objects keeping their keys' order (refusing a key given twice): one object, or with
+/// `list` a list of them too.
+struct OrderedMaps {
+    expecting: &'static str,
+    list: bool,
+}
+
+impl<'de> Visitor<'de> for OrderedMaps {
+    type Value = Vec<OrderedMap>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an object of \"key.path\": value")
+        f.write_str(self.expecting)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<OrderedMap, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
         let mut entries: Vec<(String, Value)> = Vec::new();
         while let Some((key, value)) = access.next_entry::<String, Value>()? {
             if entries.iter().any(|(k, _)| *k == key) {
@@ -38,7 +60,18 @@ impl<'de> Visitor<'de> for OrderedMapVisitor {
             }
             entries.push((key, value));
         }
-        Ok(OrderedMap(entries))
+        Ok(vec![OrderedMap(entries)])
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        if !self.list {
+            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+        }
+        let mut maps = Vec::new();
+        while let Some(map) = access.next_element::<OrderedMap>()? {
+            maps.push(map);
+        }
+        Ok(maps)
     }
 }
 

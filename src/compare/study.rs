@@ -8,11 +8,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::keys::{OrderedMap, check_key_path, display_value, set_path, short_names, type_name};
+use super::keys::{
+    OrderedMap, check_key_path, display_value, one_or_more_maps, set_path, short_names, type_name,
+};
 use super::options::{describe_spec, matches_spec, normalize_thresholds};
 use crate::config::resolve_legacy_bn;
 use crate::groups::{Grouping, Leaves, condition, flatten};
@@ -34,43 +36,18 @@ struct StudyFile {
     set: OrderedMap,
     #[serde(default)]
     grid: OrderedMap,
-    #[serde(default)]
-    zip: ZipSets,
+    #[serde(default, deserialize_with = "zip_sets")]
+    zip: Vec<OrderedMap>,
     baseline: Option<OrderedMap>,
     thresholds: Option<Vec<f64>>,
 }
 
 /// `"zip"`: one object of equally long lists, or a list of such objects.
-#[derive(Debug, Default)]
-struct ZipSets(Vec<OrderedMap>);
-
-impl<'de> Deserialize<'de> for ZipSets {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ZipSetsVisitor)
-    }
-}
-
-struct ZipSetsVisitor;
-
-impl<'de> Visitor<'de> for ZipSetsVisitor {
-    type Value = ZipSets;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an object of equally long lists, or a list of such objects")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, access: A) -> Result<ZipSets, A::Error> {
-        let set = OrderedMap::deserialize(serde::de::value::MapAccessDeserializer::new(access))?;
-        Ok(ZipSets(vec![set]))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<ZipSets, A::Error> {
-        let mut sets = Vec::new();
-        while let Some(set) = access.next_element::<OrderedMap>()? {
-            sets.push(set);
-        }
-        Ok(ZipSets(sets))
-    }
+fn zip_sets<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<OrderedMap>, D::Error> {
+    one_or_more_maps(
+        deserializer,
+        "an object of equally long lists, or a list of such objects",
+    )
 }
 
 /// A validated study, with its runs already planned.
@@ -279,9 +256,9 @@ fn base_candidates(relative: &str, study_path: &Path) -> Vec<PathBuf> {
 
 /// Turn `zip` sets and `grid` keys into axes, checking that every value list is a non-empty
 /// list and that zipped lists have equal lengths.
-fn build_axes(grid: &OrderedMap, zip: &ZipSets) -> Result<Vec<Axis>> {
+fn build_axes(grid: &OrderedMap, zip: &[OrderedMap]) -> Result<Vec<Axis>> {
     let mut axes = Vec::new();
-    for (index, set) in zip.0.iter().enumerate() {
+    for (index, set) in zip.iter().enumerate() {
         ensure!(
             !set.0.is_empty(),
             "`zip` set {} is empty: list the keys that vary together, e.g. \
