@@ -116,15 +116,6 @@ pub fn same_condition(a: &Leaves, b: &Leaves) -> bool {
             .all(|(key, v)| b.get(key).is_some_and(|w| json_equal(v, w)))
 }
 
-/// Runs of one condition.
-#[derive(Debug, Clone)]
-pub struct Group {
-    pub condition: Leaves,
-    pub label: String,
-    /// Where the group's runs are in the list that was grouped, in that list's order.
-    pub members: Vec<usize>,
-}
-
 /// Runs grouped by condition, the groups in order.
 #[derive(Debug, Clone)]
 pub struct Grouping {
@@ -193,6 +184,15 @@ impl Grouping {
             .iter()
             .position(|group| group.members.contains(&index))
     }
+}
+
+/// Runs of one condition.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub condition: Leaves,
+    pub label: String,
+    /// Where the group's runs are in the list that was grouped, in that list's order.
+    pub members: Vec<usize>,
 }
 
 /// Whether a condition is that of a run without a readable config.
