@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use bn_exp::bench::{self, BenchRequest};
-use bn_exp::compare::{self, CompareRequest, CompareTarget, plan};
+use bn_exp::compare::{self, CompareRequest, CompareTarget};
 use bn_exp::config::{DeviceKind, load_config};
 use bn_exp::data::{CATALOGUE_ENV, Catalogue, DATA_DIR_ENV, DataSource, Dataset};
 use bn_exp::fetch::{self, FetchOptions};
@@ -287,7 +287,7 @@ pub struct CompareArgs {
     pub data: DataDirArg,
 }
 
-/// `--emit`, mapped onto the library's [`plan::Emit`].
+/// `--emit`, mapped onto the library's [`compare::Emit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EmitArg {
     Slurm,
@@ -420,8 +420,8 @@ pub fn run() -> Result<ExitCode> {
 }
 
 fn run_plan_entry(args: &RunArgs) -> Result<ExitCode> {
-    let index = plan::task_index(args.index)?;
-    let (entry, outcome) = plan::run_entry(
+    let index = compare::task_index(args.index)?;
+    let (entry, outcome) = compare::run_entry(
         &args.plan,
         index,
         args.data.source()?,
@@ -547,7 +547,7 @@ fn run_train(args: &TrainArgs) -> Result<ExitCode> {
 
 fn run_compare(args: CompareArgs) -> Result<ExitCode> {
     if let (true, Some(study)) = (args.plan, &args.study) {
-        let outcome = plan::write_plan(study, &args.results_dir)?;
+        let outcome = compare::write_plan(study, &args.results_dir)?;
         println!(
             "wrote {}: {} runs ({} already finished); run entry I with `bn-exp run --plan {} \
              --index I`, I from 0 to {}",
@@ -558,7 +558,7 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
             outcome.runs.saturating_sub(1)
         );
         if let Some(kind) = args.emit {
-            let options = plan::EmitOptions {
+            let options = compare::EmitOptions {
                 partition: args.partition.clone(),
                 account: args.account.clone(),
                 max_parallel: args.max_parallel,
@@ -567,12 +567,12 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
                 image: args.image.clone(),
             };
             let kind = match kind {
-                EmitArg::Slurm => plan::Emit::Slurm,
-                EmitArg::K8s => plan::Emit::K8s,
+                EmitArg::Slurm => compare::Emit::Slurm,
+                EmitArg::K8s => compare::Emit::K8s,
             };
-            let path = plan::emit(&outcome.path, kind, &options)?;
+            let path = compare::emit(&outcome.path, kind, &options)?;
             println!("wrote {}", path.display());
-            if kind == plan::Emit::Slurm {
+            if kind == compare::Emit::Slurm {
                 println!(
                     "submit it with `sbatch {}`; when the array is done, `bn-exp compare --study \
                      {}` collects the runs",

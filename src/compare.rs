@@ -1,21 +1,29 @@
 //! `bn-exp compare`: run a study (a grid of configs over seeds) and compare its runs in tables,
 //! or compare run folders that already exist.
 //!
-//! - [`study`]: study files, grid expansion and run names.
-//! - [`runner`]: training the unfinished runs as child processes, N at a time.
-//! - [`runs`]: reading run folders.
-//! - [`table`]: grouping runs by condition and computing each column.
-//! - [`render`]: the terminal table and `comparison.{md,csv,json}`.
+//! This file is compare's face: the rest of bn-exp (and the binary, and the tests) use only what
+//! it re-exports below, never the files behind it, which are:
+//!
+//! - `study.rs`: study files, grid expansion and run names, over `keys.rs` (key paths into
+//!   configs, `--set` style);
+//! - `options.rs`: thresholds, the baseline, and the specs that pick a group;
+//! - `prepare.rs`, `runner.rs`: a study's folder made ready, and its unfinished runs trained as
+//!   child processes, N at a time; `plan.rs`: the same runs as a plan a scheduler runs;
+//! - `runs.rs`: reading run folders;
+//! - `table.rs`: the comparison of runs grouped by condition ([`crate::groups`]), column by
+//!   column; `render.rs`: the terminal table and `comparison.{md,csv,json}`.
 //!
 //! See docs/studies.md for the study format and how each number can be recomputed by hand.
 
-pub mod keys;
-pub mod plan;
-pub mod render;
-pub mod runner;
-pub mod runs;
-pub mod study;
-pub mod table;
+mod keys;
+mod options;
+mod plan;
+mod prepare;
+mod render;
+mod runner;
+mod runs;
+mod study;
+mod table;
 
 use std::path::{Path, PathBuf};
 
@@ -25,16 +33,24 @@ use crate::data::{DataSource, Dataset};
 use serde_json::Value;
 
 use crate::progress::Progress;
-use keys::{flatten_leaves, get_path, json_equal};
-use render::{Heading, render_text, write_comparison};
-use runner::{JobResult, TrainJob, TrainOutcome, TrainSettings, train_all};
-use runs::{
-    CONFIG_FILE, CONFIGS_DIR, RunProgress, RunRecord, STUDY_RECORD_FILE, find_runs, load_run,
-    read_json, run_progress,
+pub use options::{
+    Baseline, CompareOptions, DEFAULT_THRESHOLDS, describe_spec, matches_spec, normalize_thresholds,
 };
-use study::{PlannedRun, Study, StudyRecord, load_study};
-use table::{
-    Baseline, CompareOptions, Comparison, DEFAULT_THRESHOLDS, compare_runs, normalize_thresholds,
+pub use plan::{
+    Emit, EmitOptions, PLAN_FILE, PlanEntry, PlanOutcome, emit, run_entry, task_index, write_plan,
+};
+use prepare::plan_study;
+pub use render::{Heading, markdown_group_table, percent_label, render_text, write_comparison};
+use runner::{JobResult, TrainOutcome, TrainSettings, train_all};
+pub use runs::{FoundRuns, RunRecord, RunStatus, find_runs, load_run};
+use runs::{RunProgress, STUDY_RECORD_FILE, read_json, run_progress};
+pub use study::{
+    Axis, PlannedRun, Study, StudyRecord, check_run_configs, load_study, parse_study, resolve_base,
+    spec_picks_one_group,
+};
+pub use table::{
+    BaselineTarget, Comparison, GroupMeasures, GroupRow, MeasureValue, RunRow, SpeedUp, StepsTo,
+    compare_runs,
 };
 
 /// One `bn-exp compare`, resolved from its flags.
@@ -221,80 +237,6 @@ fn check_study_data(study: &Study, study_dir: &Path, data: &DataSource) -> Resul
 /// Default `--jobs`: one run per available core.
 pub(crate) fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Write the study's record and every run's config, and decide for each run: reuse (done),
-/// resume (started), or start. Refuses, before anything is trained, runs whose folder holds a
-/// run of a different config: reusing it would put wrong numbers in the table.
-pub(crate) fn plan_study(study: &Study, study_dir: &Path) -> Result<Vec<TrainJob>> {
-    let mut stale = Vec::new();
-    for run in &study.runs {
-        let run_dir = study_dir.join(&run.name);
-        if run_progress(&run_dir) != RunProgress::Fresh
-            && let Some(difference) = config_difference(&run_dir, run)?
-        {
-            stale.push(format!("  {}: {difference}", run_dir.display()));
-        }
-    }
-    if !stale.is_empty() {
-        bail!(
-            "these run folders hold runs of a different config than the study now asks for:\n{}\n\
-delete them to train them again, or pass another --results-dir",
-            stale.join("\n")
-        );
-    }
-
-    let configs_dir = study_dir.join(CONFIGS_DIR);
-    std::fs::create_dir_all(&configs_dir)
-        .with_context(|| format!("cannot create {}", configs_dir.display()))?;
-    crate::run::write_json_atomic(&study_dir.join(STUDY_RECORD_FILE), &study.record())?;
-    let mut jobs = Vec::new();
-    for run in &study.runs {
-        let run_dir = study_dir.join(&run.name);
-        let config_file = configs_dir.join(format!("{}.json", run.name));
-        crate::run::write_json_atomic(&config_file, &run.config)?;
-        let progress = run_progress(&run_dir);
-        if progress == RunProgress::Done {
-            continue;
-        }
-        jobs.push(TrainJob {
-            name: run.name.clone(),
-            run_dir,
-            config_file,
-            resume: progress == RunProgress::Started,
-            steps: run.config.get("steps").and_then(Value::as_u64),
-        });
-    }
-    Ok(jobs)
-}
-
-/// The first setting where a run folder's `config.json` disagrees with the planned config,
-/// if any. Only keys the plan sets are checked: train adds defaults for the rest.
-fn config_difference(run_dir: &Path, run: &PlannedRun) -> Result<Option<String>> {
-    let mut existing = read_json(&run_dir.join(CONFIG_FILE))?;
-    // A run folder written before normalisation had its own key says `bn`.
-    crate::config::resolve_legacy_bn(&mut existing).with_context(|| {
-        format!(
-            "{} is not a valid config",
-            run_dir.join(CONFIG_FILE).display()
-        )
-    })?;
-    for (path, wanted) in flatten_leaves(&run.config) {
-        match get_path(&existing, &path) {
-            Some(have) if json_equal(have, &wanted) => {}
-            Some(have) => {
-                return Ok(Some(format!(
-                    "{path} is {have} there, {wanted} in the study"
-                )));
-            }
-            None => {
-                return Ok(Some(format!(
-                    "{path} is not set there, {wanted} in the study"
-                )));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// The study's done runs, in study order; runs that could not be read are returned as errors.

@@ -13,6 +13,7 @@ pub mod compare;
 pub mod config;
 pub mod data;
 pub mod fetch;
+pub mod groups;
 pub mod kernels;
 pub mod labels;
 pub mod measures;

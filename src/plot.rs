@@ -3,7 +3,8 @@
 //!
 //! The work splits in four steps, one submodule each:
 //! [`load`] reads run folders forgivingly (damage becomes warnings, never a panic),
-//! [`groups`] gathers seeds of one configuration and gives each group a label and a colour,
+//! [`groups`] takes the groups of runs ([`crate::groups`], as `compare`'s tables have them) and
+//! gives each a colour,
 //! [`figures`], [`distributions`] and [`study`] turn the groups into figures, and [`style`] owns the look (bundled
 //! font, Okabe–Ito palette, text sizes) and writes PNG or SVG.
 //!
@@ -14,6 +15,7 @@ pub mod figures;
 pub mod groups;
 pub mod load;
 pub mod measures;
+pub mod set;
 pub mod study;
 pub mod style;
 
@@ -26,22 +28,10 @@ use plotters::coord::Shift;
 use plotters::prelude::{DrawingArea, DrawingBackend};
 use serde_json::Value;
 
-use groups::{FlatConfig, Group, flatten_config, group_runs};
 use load::{Run, discover_runs, load_run};
+pub use set::{Diagnostics, PlotSet};
 pub use style::ImageFormat;
 use style::{Figure, extension, render};
-
-/// Warnings collected while plotting, kept in the [`PlotReport`] for the caller to show.
-#[derive(Debug, Default)]
-pub struct Diagnostics {
-    pub warnings: Vec<String>,
-}
-
-impl Diagnostics {
-    pub fn warn(&mut self, message: impl Into<String>) {
-        self.warnings.push(message.into());
-    }
-}
 
 /// What to plot, where, and how: the command line resolved.
 #[derive(Debug, Clone)]
@@ -175,7 +165,7 @@ pub fn make_plots(request: &PlotRequest) -> Result<PlotReport> {
         figures,
         index,
         warnings: diag.warnings,
-        groups: set.group_colours(),
+        groups: group_colours(&set),
     })
 }
 
@@ -187,57 +177,16 @@ fn list_paths(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// The runs being plotted, grouped; what every figure builder starts from.
-pub struct PlotSet {
-    pub runs: Vec<Run>,
-    pub groups: Vec<Group>,
-}
-
-impl PlotSet {
-    pub fn new(runs: Vec<Run>) -> Self {
-        let groups = group_runs(&runs);
-        Self { runs, groups }
-    }
-
-    /// The runs of a group, first seed first.
-    pub fn runs_of<'a>(&'a self, group: &'a Group) -> impl Iterator<Item = &'a Run> + 'a {
-        group.runs.iter().map(|&i| &self.runs[i])
-    }
-
-    /// The value of `key` when every run agrees on it, for subtitles ("mnist, mlp, sigmoid").
-    pub fn common_value(&self, key: &str) -> Option<String> {
-        let flats: Vec<FlatConfig> = self
-            .runs
-            .iter()
-            .map(|r| flatten_config(&r.config))
-            .collect();
-        let first = flats.first()?.get(key)?;
-        if flats.iter().all(|f| f.get(key) == Some(first)) && !first.is_null() {
-            Some(crate::labels::value_text(Some(first)))
-        } else {
-            None
-        }
-    }
-
-    /// "mnist, mlp, sigmoid": what all runs share, to say in a subtitle.
-    pub fn context(&self) -> String {
-        ["dataset", "model.arch", "model.activation"]
-            .iter()
-            .filter_map(|k| self.common_value(k))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    fn group_colours(&self) -> Vec<GroupColour> {
-        self.groups
-            .iter()
-            .map(|g| GroupColour {
-                label: g.label.clone(),
-                rgb: (g.colour.0, g.colour.1, g.colour.2),
-                runs: self.runs_of(g).map(|r| r.dir.clone()).collect(),
-            })
-            .collect()
-    }
+/// Each group's label, colour and run folders, as the report gives them to the caller.
+fn group_colours(set: &PlotSet) -> Vec<GroupColour> {
+    set.groups
+        .iter()
+        .map(|g| GroupColour {
+            label: g.label.clone(),
+            rgb: (g.colour.0, g.colour.1, g.colour.2),
+            runs: set.runs_of(g).map(|r| r.dir.clone()).collect(),
+        })
+        .collect()
 }
 
 /// A figure to write: file stem, caption, and the figure itself.

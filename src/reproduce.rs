@@ -11,6 +11,7 @@
 //! covers the suite, its units being the estimated seconds of the runs still to train.
 
 pub mod claims;
+pub mod outcome;
 pub mod report;
 pub mod verdict;
 
@@ -19,30 +20,20 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::bench::estimate;
 pub use crate::bench::estimate::format_duration;
-use crate::compare::runs::{RunRecord, RunStatus};
-use crate::compare::study::{
-    PlannedRun, Study, describe_spec, load_study, matches_spec, spec_picks_one_group,
+use crate::compare::{
+    CompareRequest, CompareTarget, PlannedRun, RunRecord, RunStatus, Study, compare, default_jobs,
+    describe_spec, load_study, matches_spec, resolve_base, spec_picks_one_group,
 };
-use crate::compare::table::Comparison;
-use crate::compare::{CompareRequest, CompareTarget, compare, default_jobs};
 use crate::data::DataSource;
 use crate::progress::Progress;
 use crate::run::{RunProgress, first_step_reaching, run_progress};
 use claims::{ClaimTest, ClaimsFile, Metric, load_claims, study_file};
-use verdict::{Judged, Verdict, combine, judge};
-
-/// Quick or full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Quick,
-    Full,
-}
+pub use outcome::{ClaimOutcome, Mode, PlannedStudy, StudyRuns, TestOutcome};
+use verdict::{Verdict, combine, judge};
 
 /// One `bn-exp reproduce`, resolved from its flags.
 #[derive(Debug, Clone)]
@@ -229,15 +220,6 @@ impl Remaining {
     }
 }
 
-/// A study as this mode runs it: its (possibly derived) file, its runs, and their folder.
-pub struct PlannedStudy {
-    pub study: Study,
-    pub file: PathBuf,
-    pub dir: PathBuf,
-    /// The study file as written in the repository.
-    pub source: PathBuf,
-}
-
 fn plan_studies(
     claims: &ClaimsFile,
     studies_dir: &Path,
@@ -307,7 +289,7 @@ fn quick_study_file(
     let mut study: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", source.display()))?;
     // Inlined, found as `compare` finds it: the derived file lives in another folder.
-    let (base, _) = crate::compare::study::resolve_base(study.get("base"), source)?;
+    let (base, _) = resolve_base(study.get("base"), source)?;
     study["base"] = base;
     let mut fraction = None;
     let study_set = study
@@ -363,46 +345,6 @@ fn scale_zip_steps(study: &mut Value, fraction: f64) -> Result<()> {
     Ok(())
 }
 
-/// One test, judged.
-#[derive(Debug, Clone, Serialize)]
-pub struct TestOutcome {
-    pub setting: String,
-    pub study: String,
-    pub metric: Metric,
-    pub metric_name: String,
-    pub threshold: Option<f64>,
-    pub better: verdict::Better,
-    pub min_effect: f64,
-    pub label_a: String,
-    pub label_b: String,
-    pub values_a: Vec<Option<f64>>,
-    pub values_b: Vec<Option<f64>>,
-    pub judged: Option<Judged>,
-    /// Set when the test could not be judged (study not run in this mode, no runs).
-    pub note: Option<String>,
-    /// The figure that shows it, if drawn.
-    pub figure: Option<PathBuf>,
-}
-
-impl TestOutcome {
-    pub fn verdict(&self) -> Verdict {
-        self.judged
-            .as_ref()
-            .map_or(Verdict::Inconclusive, |j| j.verdict)
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ClaimOutcome {
-    pub id: String,
-    pub statement: String,
-    pub source: String,
-    pub verdict: Verdict,
-    pub tests: Vec<TestOutcome>,
-    /// The full report's verdict, on a quick report.
-    pub full_verdict: Option<String>,
-}
-
 fn judge_claims(
     claims: &ClaimsFile,
     plan: &[PlannedStudy],
@@ -451,32 +393,6 @@ fn judge_claims(
         loaded,
         wall_s,
     )
-}
-
-/// A study's finished runs as `compare` read and compared them.
-pub struct StudyRuns {
-    pub name: String,
-    pub records: Vec<RunRecord>,
-    /// `None` when no run finished.
-    pub comparison: Option<Comparison>,
-}
-
-impl StudyRuns {
-    /// The label `compare` gave the group `spec` picks ([`check_groups`] made sure it picks
-    /// one); `None` when none of its runs finished.
-    fn group_label(&self, spec: &[(String, Value)]) -> Option<&str> {
-        let run = self
-            .records
-            .iter()
-            .find(|r| matches_spec(&r.config, spec))?;
-        let group = self
-            .comparison
-            .as_ref()?
-            .groups
-            .iter()
-            .find(|g| g.runs.iter().any(|r| r.name == run.name))?;
-        Some(&group.label)
-    }
 }
 
 fn judge_test(

@@ -7,10 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bn_exp::compare::runs::{find_runs, load_run};
-use bn_exp::compare::study::{Study, check_run_configs, load_study, parse_study};
-use bn_exp::compare::table::{
-    Baseline, CompareOptions, Comparison, GroupRow, compare_runs, normalize_thresholds,
+use bn_exp::compare::{
+    Baseline, CompareOptions, Comparison, GroupRow, Study, check_run_configs, compare_runs,
+    find_runs, load_run, load_study, normalize_thresholds, parse_study,
 };
 use serde_json::{Value, json};
 
@@ -244,8 +243,11 @@ fn accuracy_columns_are_mean_and_sample_std_of_finished_runs() {
     let cmp = compare_fixture_dirs(&[study], Baseline::FirstGroup);
 
     let labels: Vec<&str> = cmp.groups.iter().map(|g| g.label.as_str()).collect();
-    // No study.json in the fixture folder: runs, and so groups, come in folder-name order.
-    assert_eq!(labels, ["BN after sigmoid", "BN before sigmoid", "no BN"]);
+    // Groups come in the figures' order (src/groups.rs): no BN first, then by placement, not in
+    // the folder-name order the runs are read in.
+    assert_eq!(labels, ["no BN", "BN after sigmoid", "BN before sigmoid"]);
+    // Without a baseline, it is the group of the first run read (placement-after_seed-0).
+    assert!(group(&cmp, "BN after sigmoid").is_baseline);
     for placement in ["none", "before", "after"] {
         let row = group(&cmp, label(placement));
         let ok = finished_in(&runs, placement);
@@ -309,7 +311,7 @@ fn steps_to_threshold_counts_partial_and_never() {
     }
     assert!(seen_partial && seen_never, "the fixture covers both cases");
 
-    let text = bn_exp::compare::render::render_text(&Default::default(), &cmp);
+    let text = bn_exp::compare::render_text(&Default::default(), &cmp);
     let none_line = text.lines().find(|line| line.starts_with("no BN")).unwrap();
     assert!(none_line.contains("400 (1/3)"), "{none_line}");
     assert!(none_line.contains("never"), "{none_line}");
@@ -363,7 +365,7 @@ fn speedup_is_baseline_steps_to_its_mean_best_over_group_steps() {
     let after = group(&cmp, "BN after sigmoid").speedup.unwrap();
     assert!(steps_to_target("after").is_empty());
     assert_eq!((after.factor, after.reached), (None, 0));
-    let text = bn_exp::compare::render::render_text(&Default::default(), &cmp);
+    let text = bn_exp::compare::render_text(&Default::default(), &cmp);
     let after_line = text
         .lines()
         .find(|l| l.starts_with("BN after sigmoid"))

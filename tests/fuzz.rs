@@ -205,8 +205,8 @@ fn the_study_parser_never_panics() {
             value.to_string()
         };
         no_panic("the study parser", &input, || {
-            bn_exp::compare::study::parse_study(&input, path)
-                .and_then(|study| bn_exp::compare::study::check_run_configs(&study))
+            bn_exp::compare::parse_study(&input, path)
+                .and_then(|study| bn_exp::compare::check_run_configs(&study))
         });
     }
 }
@@ -259,7 +259,7 @@ fn the_run_folder_reader_never_panics() {
             (run.final_acc(), run.population_acc(), run.drift(200))
         });
         no_panic("compare's run loader", &described, || {
-            bn_exp::compare::runs::load_run(&dir).ok()
+            bn_exp::compare::load_run(&dir).ok()
         });
     }
 }

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use bn_exp::compare::{Baseline, CompareOptions, compare_runs, find_runs, load_run};
 use bn_exp::plot::{ImageFormat, PlotReport, PlotRequest, make_plots};
 use image::RgbImage;
 use serde_json::{Value, json};
@@ -497,6 +498,65 @@ fn study_mode_writes_index_into_study_plots() {
     // Plotting again does not take its own output folder for a run.
     let again = make_plots(&req).unwrap();
     assert_eq!(again.figures.len(), report.figures.len());
+}
+
+/// The folder names of runs, in name order.
+fn folder_names<'a>(dirs: impl Iterator<Item = &'a Path>) -> Vec<String> {
+    let mut names: Vec<String> = dirs
+        .map(|dir| dir.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `compare`'s table and `plot`'s figures of the same runs have the same groups (src/groups.rs):
+/// the same runs in each, in the same order (no BN first, not the folder-name order the runs are
+/// read in), under the same labels.
+#[test]
+fn the_table_and_the_figures_agree_on_groups_and_labels() {
+    let tmp = TempDir::new().unwrap();
+    let study = lr_sweep_study(tmp.path());
+    let report = plot(vec![study.clone()], &tmp.path().join("out"));
+    let found = find_runs(std::slice::from_ref(&study)).unwrap();
+    let records: Vec<_> = found.done.iter().map(|d| load_run(d).unwrap()).collect();
+    let options = CompareOptions {
+        thresholds: vec![0.9],
+        baseline: Baseline::FirstGroup,
+    };
+    let table = compare_runs(&records, &options).unwrap();
+
+    let table_groups: Vec<(String, Vec<String>)> = table
+        .groups
+        .iter()
+        .map(|g| {
+            let dirs = g.runs.iter().map(|r| Path::new(&r.dir));
+            (g.label.clone(), folder_names(dirs))
+        })
+        .collect();
+    let figure_groups: Vec<(String, Vec<String>)> = report
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.label.clone(),
+                folder_names(g.runs.iter().map(PathBuf::as_path)),
+            )
+        })
+        .collect();
+    assert_eq!(table_groups, figure_groups);
+    let labels: Vec<&str> = table_groups.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "no BN, lr 0.1",
+            "no BN, lr 0.5",
+            "no BN, lr 2",
+            "BN before sigmoid, lr 0.1",
+            "BN before sigmoid, lr 0.5",
+            "BN before sigmoid, lr 2",
+        ]
+    );
+    assert!(table_groups.iter().all(|(_, runs)| runs.len() == 2));
 }
 
 #[test]

@@ -1,13 +1,11 @@
 //! Dot-separated key paths into JSON configs (`norm.kind`, `optim.lr`), the same paths
-//! `bn-exp train --set` takes, plus the small JSON helpers studies and tables share.
+//! `bn-exp train --set` takes, plus the small JSON helpers studies and tables share. How runs
+//! group by condition (and the one flattening of a config into key paths) is
+//! [`crate::groups`]'s.
 
 use anyhow::{Result, bail};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-
-/// Tolerance when comparing numbers read back from JSON: `1` and `1.0` are the same learning
-/// rate, and a value that went through a float print/parse round trip may differ in the last bit.
-const NUMBER_TOLERANCE: f64 = 1e-12;
 
 /// A JSON object whose keys keep the order they were written in.
 ///
@@ -19,20 +17,42 @@ pub struct OrderedMap(pub Vec<(String, Value)>);
 
 impl<'de> Deserialize<'de> for OrderedMap {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(OrderedMapVisitor)
+        let reader = OrderedMaps {
+            expecting: "an object of \"key.path\": value",
+            list: false,
+        };
+        let mut maps = deserializer.deserialize_map(reader)?;
+        Ok(maps.pop().unwrap_or_default())
     }
 }
 
-struct OrderedMapVisitor;
+/// One object read as an [`OrderedMap`], or a list of them (a study's `zip`); `expecting` says
+/// what the value should have been when it is neither.
+pub fn one_or_more_maps<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    expecting: &'static str,
+) -> Result<Vec<OrderedMap>, D::Error> {
+    deserializer.deserialize_any(OrderedMaps {
+        expecting,
+        list: true,
+    })
+}
 
-impl<'de> Visitor<'de> for OrderedMapVisitor {
-    type Value = OrderedMap;
+/// Reads objects keeping their keys' order (refusing a key given twice): one object, or with
+/// `list` a list of them too.
+struct OrderedMaps {
+    expecting: &'static str,
+    list: bool,
+}
+
+impl<'de> Visitor<'de> for OrderedMaps {
+    type Value = Vec<OrderedMap>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an object of \"key.path\": value")
+        f.write_str(self.expecting)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<OrderedMap, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
         let mut entries: Vec<(String, Value)> = Vec::new();
         while let Some((key, value)) = access.next_entry::<String, Value>()? {
             if entries.iter().any(|(k, _)| *k == key) {
@@ -40,23 +60,19 @@ impl<'de> Visitor<'de> for OrderedMapVisitor {
             }
             entries.push((key, value));
         }
-        Ok(OrderedMap(entries))
+        Ok(vec![OrderedMap(entries)])
     }
-}
 
-/// Config keys that name or seed a run rather than describe its experimental condition: runs
-/// equal in everything else are repeats of one condition and form one group of the table.
-pub const NON_CONDITION_KEYS: &[&str] = &["seed", "name", "study"];
-
-/// A config without its non-condition keys (`seed`, `name`, `study`): the group identity.
-pub fn condition_of(config: &Value) -> Value {
-    let mut condition = config.clone();
-    if let Some(object) = condition.as_object_mut() {
-        for key in NON_CONDITION_KEYS {
-            object.remove(*key);
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        if !self.list {
+            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
         }
+        let mut maps = Vec::new();
+        while let Some(map) = access.next_element::<OrderedMap>()? {
+            maps.push(map);
+        }
+        Ok(maps)
     }
-    condition
 }
 
 /// Check that a key path is well formed: non-empty segments separated by dots.
@@ -78,49 +94,6 @@ pub fn get_path<'a>(config: &'a Value, path: &str) -> Option<&'a Value> {
 pub fn set_path(config: &mut Value, path: &str, value: Value) -> Result<()> {
     check_key_path(path)?;
     crate::config::set_path(config, path, value)
-}
-
-/// Equality of JSON values where numbers compare by value (`1` equals `1.0`).
-pub fn json_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-            (Some(x), Some(y)) => (x - y).abs() <= NUMBER_TOLERANCE * x.abs().max(y.abs()).max(1.0),
-            _ => x == y,
-        },
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_equal(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
-/// Every leaf of a config as `(key.path, value)`, in key order. Arrays are leaves: a layer-size
-/// list such as `model.hidden` is one setting, not one setting per layer.
-pub fn flatten_leaves(config: &Value) -> Vec<(String, Value)> {
-    let mut leaves = Vec::new();
-    collect_leaves(config, "", &mut leaves);
-    leaves
-}
-
-fn collect_leaves(node: &Value, prefix: &str, out: &mut Vec<(String, Value)>) {
-    match node {
-        Value::Object(object) if !object.is_empty() || prefix.is_empty() => {
-            for (key, child) in object {
-                let path = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                collect_leaves(child, &path, out);
-            }
-        }
-        _ => out.push((prefix.to_string(), node.clone())),
-    }
 }
 
 /// A value as a person would type it: strings without quotes, everything else as JSON.
@@ -195,11 +168,5 @@ mod tests {
             short_names(&paths),
             vec!["bn.momentum", "optim.momentum", "lr"]
         );
-    }
-
-    #[test]
-    fn numbers_compare_by_value() {
-        assert!(json_equal(&json!({"lr": 1}), &json!({"lr": 1.0})));
-        assert!(!json_equal(&json!([1, 2]), &json!([1, 3])));
     }
 }

@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::prepare::plan_study;
 use super::study::load_study;
 use crate::data::DataSource;
 use crate::progress::Progress;
@@ -55,7 +56,7 @@ pub fn write_plan(study_file: &Path, results_dir: &Path) -> Result<PlanOutcome> 
     let study = load_study(study_file)?;
     let study_dir = results_dir.join(&study.name);
     // The same preparation as a local study: configs checked, `study.json` written.
-    let jobs = super::plan_study(&study, &study_dir)?;
+    let jobs = plan_study(&study, &study_dir)?;
     let mut text = String::new();
     for (index, run) in study.runs.iter().enumerate() {
         let entry = PlanEntry {

@@ -583,8 +583,9 @@ pub fn percent_label(fraction: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::options::{Baseline, CompareOptions};
     use crate::compare::runs::{RunRecord, RunStatus};
-    use crate::compare::table::{Baseline, CompareOptions, compare_runs};
+    use crate::compare::table::compare_runs;
     use crate::run::{MeasureSummary, MetricPoint};
     use serde_json::json;
 

@@ -8,16 +8,16 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::keys::{
-    OrderedMap, check_key_path, condition_of, display_value, flatten_leaves, get_path, json_equal,
-    set_path, short_names, type_name,
+    OrderedMap, check_key_path, display_value, one_or_more_maps, set_path, short_names, type_name,
 };
-use super::table::normalize_thresholds;
+use super::options::{describe_spec, matches_spec, normalize_thresholds};
 use crate::config::resolve_legacy_bn;
+use crate::groups::{Grouping, Leaves, condition, flatten};
 
 /// Keys compare writes itself into every run's config.
 const RESERVED_KEYS: &[&str] = &["name", "study"];
@@ -36,43 +36,18 @@ struct StudyFile {
     set: OrderedMap,
     #[serde(default)]
     grid: OrderedMap,
-    #[serde(default)]
-    zip: ZipSets,
+    #[serde(default, deserialize_with = "zip_sets")]
+    zip: Vec<OrderedMap>,
     baseline: Option<OrderedMap>,
     thresholds: Option<Vec<f64>>,
 }
 
 /// `"zip"`: one object of equally long lists, or a list of such objects.
-#[derive(Debug, Default)]
-struct ZipSets(Vec<OrderedMap>);
-
-impl<'de> Deserialize<'de> for ZipSets {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ZipSetsVisitor)
-    }
-}
-
-struct ZipSetsVisitor;
-
-impl<'de> Visitor<'de> for ZipSetsVisitor {
-    type Value = ZipSets;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an object of equally long lists, or a list of such objects")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, access: A) -> Result<ZipSets, A::Error> {
-        let set = OrderedMap::deserialize(serde::de::value::MapAccessDeserializer::new(access))?;
-        Ok(ZipSets(vec![set]))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<ZipSets, A::Error> {
-        let mut sets = Vec::new();
-        while let Some(set) = access.next_element::<OrderedMap>()? {
-            sets.push(set);
-        }
-        Ok(ZipSets(sets))
-    }
+fn zip_sets<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<OrderedMap>, D::Error> {
+    one_or_more_maps(
+        deserializer,
+        "an object of equally long lists, or a list of such objects",
+    )
 }
 
 /// A validated study, with its runs already planned.
@@ -281,9 +256,9 @@ fn base_candidates(relative: &str, study_path: &Path) -> Vec<PathBuf> {
 
 /// Turn `zip` sets and `grid` keys into axes, checking that every value list is a non-empty
 /// list and that zipped lists have equal lengths.
-fn build_axes(grid: &OrderedMap, zip: &ZipSets) -> Result<Vec<Axis>> {
+fn build_axes(grid: &OrderedMap, zip: &[OrderedMap]) -> Result<Vec<Axis>> {
     let mut axes = Vec::new();
-    for (index, set) in zip.0.iter().enumerate() {
+    for (index, set) in zip.iter().enumerate() {
         ensure!(
             !set.0.is_empty(),
             "`zip` set {} is empty: list the keys that vary together, e.g. \
@@ -502,19 +477,24 @@ pub fn spec_picks_one_group(
     runs: &[PlannedRun],
     what: &str,
 ) -> Result<()> {
-    let mut groups: Vec<(Value, &PlannedRun)> = Vec::new();
-    for run in runs.iter().filter(|run| matches_spec(&run.config, spec)) {
-        let condition = condition_of(&run.config);
-        if !groups.iter().any(|(c, _)| json_equal(c, &condition)) {
-            groups.push((condition, run));
-        }
-    }
+    let picked: Vec<&PlannedRun> = runs
+        .iter()
+        .filter(|run| matches_spec(&run.config, spec))
+        .collect();
+    let conditions: Vec<Leaves> = picked
+        .iter()
+        .map(|run| condition(&run.config, &run.name))
+        .collect();
+    let groups = Grouping::new(&conditions).groups;
     let wanted = describe_spec(spec);
     match groups.len() {
         1 => Ok(()),
         0 => bail!("{what} {wanted} matches no run of the study"),
         n => {
-            let examples: Vec<&str> = groups.iter().map(|(_, run)| run.name.as_str()).collect();
+            let examples: Vec<&str> = groups
+                .iter()
+                .map(|group| picked[group.members[0]].name.as_str())
+                .collect();
             bail!(
                 "{what} {wanted} matches {n} groups (e.g. runs {}); add keys until it picks one",
                 examples.join(", ")
@@ -536,17 +516,5 @@ fn resolve_legacy_spec(spec: Vec<(String, Value)>) -> Result<Vec<(String, Value)
         set_path(&mut value, key, v.clone())?;
     }
     resolve_legacy_bn(&mut value)?;
-    Ok(flatten_leaves(&value))
-}
-
-/// Whether a config has every `(key.path, value)` of a spec.
-pub fn matches_spec(config: &Value, spec: &[(String, Value)]) -> bool {
-    spec.iter()
-        .all(|(key, value)| get_path(config, key).is_some_and(|have| json_equal(have, value)))
-}
-
-/// `{norm.kind: "none", optim.lr: 0.1}`, for messages.
-pub fn describe_spec(spec: &[(String, Value)]) -> String {
-    let parts: Vec<String> = spec.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    format!("{{{}}}", parts.join(", "))
+    Ok(flatten(&value).into_iter().collect())
 }

@@ -1,5 +1,5 @@
-//! The comparison: runs grouped by condition (equal configs up to `seed`, `name`, `study`),
-//! and per group the statistics the paper argues with: accuracy, steps to thresholds, and the
+//! The comparison: runs grouped by condition ([`crate::groups`]: equal configs up to `seed`,
+//! `name`, `study`), and per group the statistics the paper argues with: accuracy, steps to thresholds, and the
 //! speed-up over a baseline.
 //!
 //! Every number is computed from `metrics.jsonl` (not copied from `summary.json`), so that it
@@ -11,48 +11,12 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use super::keys::{condition_of, display_value, flatten_leaves, has_suffix, json_equal};
+use super::keys::{display_value, has_suffix};
+use super::options::{Baseline, CompareOptions, describe_spec, matches_spec};
 use super::runs::{RunRecord, RunStatus};
-use super::study::{describe_spec, matches_spec};
-use crate::labels::{Leaves, readable_labels};
+use crate::groups::{Grouping, Leaves, condition, flatten, json_equal};
 use crate::run::MeasureSummary;
 pub use crate::run::{MeanStd, best_acc, final_acc, first_step_reaching, mean_std};
-
-/// Accuracy thresholds used when neither `--thresholds` nor the study gives any.
-pub const DEFAULT_THRESHOLDS: [f64; 4] = [0.9, 0.95, 0.97, 0.98];
-
-/// Accept thresholds as fractions (0.97) or percents (97); return fractions in (0, 1].
-pub fn normalize_thresholds(values: &[f64]) -> Result<Vec<f64>> {
-    ensure!(!values.is_empty(), "no thresholds given");
-    values
-        .iter()
-        .map(|&value| {
-            ensure!(
-                value.is_finite() && value > 0.0 && value <= 100.0,
-                "threshold {value} is not an accuracy: give fractions (0.97) or percents (97)"
-            );
-            Ok(if value > 1.0 { value / 100.0 } else { value })
-        })
-        .collect()
-}
-
-/// Which group the speed-up is measured against.
-#[derive(Debug, Clone)]
-pub enum Baseline {
-    /// The first group in run order (what a study lists first, usually the "none" condition).
-    FirstGroup,
-    /// A group label as printed (`BN before sigmoid, lr 1`), or `key=value` parts of the
-    /// groups' configs that pick one (`placement=before`, `optim.lr=5`).
-    Label(String),
-    /// Config key paths and values, as a study file's `baseline`.
-    Spec(Vec<(String, Value)>),
-}
-
-#[derive(Debug, Clone)]
-pub struct CompareOptions {
-    pub thresholds: Vec<f64>,
-    pub baseline: Baseline,
-}
 
 /// The whole comparison, as written to `comparison.json`.
 #[derive(Debug, Clone, Serialize)]
@@ -327,12 +291,30 @@ fn mean_of_reached(steps: &[Option<u64>]) -> (Option<f64>, usize) {
     (mean(&reached), reached.len())
 }
 
-/// Group the runs by condition, label the groups, and compute every column.
+/// Group the runs by condition ([`crate::groups`]: the groups, their order and labels of every
+/// figure too), and compute every column.
 pub fn compare_runs(runs: &[RunRecord], options: &CompareOptions) -> Result<Comparison> {
     ensure!(!runs.is_empty(), "no finished runs to compare");
-    let groups = group_by_condition(runs);
-    let labels = group_labels(&groups);
-    let baseline_index = pick_baseline(&groups, &labels, &options.baseline)?;
+    let conditions: Vec<Leaves> = runs
+        .iter()
+        .map(|run| condition(&run.config, &run.name))
+        .collect();
+    let grouping = Grouping::new(&conditions);
+    let groups: Vec<Vec<&RunRecord>> = grouping
+        .groups
+        .iter()
+        .map(|group| group.members.iter().map(|&i| &runs[i]).collect())
+        .collect();
+    let labels: Vec<(String, Map<String, Value>)> = grouping
+        .groups
+        .iter()
+        .map(|group| {
+            let settings = settings(&group.condition, &grouping.varying);
+            (group.label.clone(), settings)
+        })
+        .collect();
+    let first_group = grouping.group_of(0).unwrap_or(0);
+    let baseline_index = pick_baseline(&groups, &labels, &options.baseline, first_group)?;
 
     let target = baseline_target(&groups[baseline_index]);
     let mut rows: Vec<GroupRow> = groups
@@ -374,54 +356,14 @@ pub fn compare_runs(runs: &[RunRecord], options: &CompareOptions) -> Result<Comp
     })
 }
 
-/// Runs whose configs are equal up to `seed`, `name` and `study`, in order of first appearance.
-fn group_by_condition(runs: &[RunRecord]) -> Vec<Vec<&RunRecord>> {
-    let mut groups: Vec<(Value, Vec<&RunRecord>)> = Vec::new();
-    for run in runs {
-        let condition = condition_of(&run.config);
-        match groups.iter_mut().find(|(c, _)| json_equal(c, &condition)) {
-            Some((_, members)) => members.push(run),
-            None => groups.push((condition, vec![run])),
-        }
-    }
-    groups.into_iter().map(|(_, members)| members).collect()
-}
-
-/// A label per group from the config leaves that differ between groups, as people say them
-/// (`no BN, lr 5`; [`crate::labels`]; the only group, when nothing varies, is `all`), plus those
-/// settings by full key path.
-fn group_labels(groups: &[Vec<&RunRecord>]) -> Vec<(String, Map<String, Value>)> {
-    let leaves: Vec<Leaves> = groups
+/// The settings that tell a group from the others: each varying key's value (`null` where the
+/// group's config lacks it), by full key path.
+fn settings(condition: &Leaves, varying: &[String]) -> Map<String, Value> {
+    varying
         .iter()
-        .map(|group| {
-            flatten_leaves(&condition_of(&group[0].config))
-                .into_iter()
-                .collect()
-        })
-        .collect();
-    let mut paths: Vec<String> = leaves.iter().flat_map(|l| l.keys().cloned()).collect();
-    paths.sort();
-    paths.dedup();
-    let varying: Vec<String> = paths
-        .into_iter()
-        .filter(|path| {
-            let first = leaves[0].get(path);
-            leaves.iter().any(|l| match (l.get(path), first) {
-                (Some(a), Some(b)) => !json_equal(a, b),
-                (a, b) => a.is_some() != b.is_some(),
-            })
-        })
-        .collect();
-    let readable = readable_labels(&leaves, &varying);
-    leaves
-        .iter()
-        .zip(readable)
-        .map(|(leaf, label)| {
-            let settings: Map<String, Value> = varying
-                .iter()
-                .map(|path| (path.clone(), leaf.get(path).cloned().unwrap_or(Value::Null)))
-                .collect();
-            (label, settings)
+        .map(|path| {
+            let value = condition.get(path).cloned().unwrap_or(Value::Null);
+            (path.clone(), value)
         })
         .collect()
 }
@@ -431,9 +373,10 @@ fn pick_baseline(
     groups: &[Vec<&RunRecord>],
     labels: &[(String, Map<String, Value>)],
     choice: &Baseline,
+    first_group: usize,
 ) -> Result<usize> {
     let matching: Vec<usize> = match choice {
-        Baseline::FirstGroup => return Ok(0),
+        Baseline::FirstGroup => return Ok(first_group),
         Baseline::Spec(spec) => (0..groups.len())
             .filter(|&i| matches_spec(&groups[i][0].config, spec))
             .collect(),
@@ -481,7 +424,7 @@ fn match_label(
     };
     (0..groups.len())
         .filter(|&i| {
-            let leaves = flatten_leaves(&groups[i][0].config);
+            let leaves = flatten(&groups[i][0].config);
             conditions.iter().all(|(key, text)| {
                 leaves
                     .iter()

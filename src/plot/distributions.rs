@@ -13,10 +13,10 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::figures::{FIGURE_WIDTH, draw_note, first_seed_with};
 use super::groups::{Group, file_slug};
 use super::load::{Histogram, Run};
+use super::set::{Diagnostics, PlotSet};
 use super::style::{
     Colour, FONT, Figure, MUTED_TEXT, SMALL_SIZE, format_steps, format_tick, titled,
 };
-use super::{Diagnostics, PlotSet};
 
 /// How many evaluated steps a distribution figure shows (as columns).
 const DISTRIBUTION_COLUMNS: usize = 5;

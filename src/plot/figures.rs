@@ -17,12 +17,12 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::groups::{Group, StepStat, aggregate_by_step, compare_seeds};
 use super::load::{MetricPoint, Percentiles, Run};
+use super::set::{Diagnostics, PlotSet};
 use super::style::{
     AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, MUTED_TEXT,
     PANEL_TITLE_SIZE, TICK_SIZE, draw_legend, even_size, format_steps, format_tick, legend_height,
     padded_range, titled_with_legend,
 };
-use super::{Diagnostics, PlotSet};
 
 /// Width of the figures; heights follow the content.
 pub(super) const FIGURE_WIDTH: u32 = 1200;

@@ -1,194 +1,47 @@
-//! Runs that differ only by seed form a group; groups get short labels and stable colours.
-//!
-//! A group's identity is its config flattened to dotted keys (`norm.kind`, `optim.lr`) with
-//! `seed`, `name` and `study` removed. Labels name only the keys that vary across the groups
-//! being plotted, as people say them ([`crate::labels`]), so a study of BN against none reads
-//! "no BN" / "BN" rather than a wall of settings. Groups are ordered with no-BN first and numbers in numeric order,
-//! and colours are handed out in that order, so one group has one colour in every figure.
+//! Groups as figures draw them: [`crate::groups`]'s groups of runs (one condition across
+//! seeds, in its order, with its labels, the same as `compare`'s tables), each with a colour
+//! from its place in that order, so one group has one colour in every figure; and the seed
+//! order, file names and statistics across seeds the figures share.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use serde_json::Value;
-
-use super::load::Run;
 use super::style::{Colour, palette_colour};
-use crate::labels::{readable_labels, value_text};
-
-/// Config keys that tell runs of one configuration apart without changing the configuration.
-const NOT_IDENTITY: [&str; 3] = ["seed", "name", "study"];
-
-/// The keys whose values lead the order of groups, so "without BN" comes first everywhere:
-/// `norm.kind`, and `bn.placement` in run folders written before normalisation had its own key.
-const PRIMARY_KEYS: [&str; 2] = ["norm.kind", "bn.placement"];
-
-/// The only key of the identity of a run without a readable config (its folder name). Not a
-/// dotted name, so it cannot clash with a real config key.
-const NO_CONFIG_KEY: &str = "(no config)";
-
-/// A config flattened to dotted keys; arrays are leaves.
-pub type FlatConfig = BTreeMap<String, Value>;
+use crate::groups::{Grouping, Leaves, run_condition};
+use crate::run::Run;
 
 /// Runs of one configuration, across seeds.
 #[derive(Debug, Clone)]
 pub struct Group {
     pub label: String,
     pub colour: Colour,
-    pub identity: FlatConfig,
+    pub condition: Leaves,
     /// Indices into the run list, ordered by seed (runs without a seed last, by name).
     pub runs: Vec<usize>,
 }
 
-/// Flatten nested objects into `a.b.c` keys.
-pub fn flatten_config(config: &Value) -> FlatConfig {
-    let mut out = FlatConfig::new();
-    flatten_into(config, "", &mut out);
-    out
-}
-
-fn flatten_into(value: &Value, prefix: &str, out: &mut FlatConfig) {
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten_into(v, &key, out);
-            }
-        }
-        Value::Null if prefix.is_empty() => {}
-        leaf => {
-            out.insert(prefix.to_string(), leaf.clone());
-        }
-    }
-}
-
-/// The identity of a run's configuration. A run without a readable config gets an identity of
-/// its own (its folder name) rather than being lumped with every other such run.
-pub fn run_identity(run: &Run) -> FlatConfig {
-    let mut flat = flatten_config(&run.config);
-    if flat.is_empty() {
-        let folder = run
-            .dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| run.name.clone());
-        flat.insert(NO_CONFIG_KEY.to_string(), Value::String(folder));
-        return flat;
-    }
-    for key in NOT_IDENTITY {
-        flat.remove(key);
-    }
-    flat
-}
-
-/// Keys whose value (or presence) differs between any two of the given configs.
-pub fn varying_keys<'a>(configs: impl IntoIterator<Item = &'a FlatConfig> + Clone) -> Vec<String> {
-    let all_keys: BTreeSet<&String> = configs.clone().into_iter().flat_map(|c| c.keys()).collect();
-    let mut keys: Vec<String> = all_keys
-        .into_iter()
-        .filter(|key| {
-            let mut values = configs.clone().into_iter().map(|c| c.get(*key));
-            let first = values.next().flatten();
-            values.any(|v| v != first)
-        })
-        .cloned()
-        .collect();
-    keys.sort_by(|a, b| key_rank(a).cmp(&key_rank(b)).then_with(|| a.cmp(b)));
-    keys
-}
-
-fn key_rank(key: &str) -> u8 {
-    u8::from(!PRIMARY_KEYS.contains(&key))
-}
-
-/// Order configs by their values on `keys`: `none` first among strings, numbers numerically.
-pub fn compare_on_keys(a: &FlatConfig, b: &FlatConfig, keys: &[String]) -> Ordering {
-    keys.iter()
-        .map(|k| compare_values(a.get(k), b.get(k)))
-        .find(|o| o.is_ne())
-        .unwrap_or(Ordering::Equal)
-}
-
-fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
-    fn rank(v: Option<&Value>) -> u8 {
-        match v {
-            None | Some(Value::Null) => 0,
-            Some(Value::String(s)) if s == "none" => 1,
-            Some(Value::Bool(_)) => 2,
-            Some(Value::Number(_)) => 3,
-            Some(Value::String(_)) => 4,
-            Some(_) => 5,
-        }
-    }
-    match (a, b) {
-        (Some(Value::Number(x)), Some(Value::Number(y))) => {
-            let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
-            x.total_cmp(&y)
-        }
-        (Some(Value::String(x)), Some(Value::String(y))) => {
-            rank(a).cmp(&rank(b)).then_with(|| x.cmp(y))
-        }
-        _ => rank(a)
-            .cmp(&rank(b))
-            .then_with(|| value_text(a).cmp(&value_text(b))),
-    }
-}
-
-/// Group runs by configuration, order the groups, label and colour them.
+/// Group runs by condition ([`crate::groups`]), and colour the groups in their order. When no
+/// setting varies, a figure names the one group by its first run rather than `all`.
 pub fn group_runs(runs: &[Run]) -> Vec<Group> {
-    let mut by_identity: Vec<(FlatConfig, Vec<usize>)> = Vec::new();
-    for (i, run) in runs.iter().enumerate() {
-        let id = run_identity(run);
-        match by_identity.iter_mut().find(|(known, _)| *known == id) {
-            Some((_, members)) => members.push(i),
-            None => by_identity.push((id, vec![i])),
-        }
-    }
-    // Config-less runs would make every key look varying; they are labelled by folder instead.
-    let keys = varying_keys(
-        by_identity
-            .iter()
-            .map(|(id, _)| id)
-            .filter(|id| !id.contains_key(NO_CONFIG_KEY)),
-    );
-    by_identity.sort_by(|(a, _), (b, _)| {
-        let configless = |id: &FlatConfig| id.contains_key(NO_CONFIG_KEY);
-        configless(a)
-            .cmp(&configless(b))
-            .then_with(|| compare_on_keys(a, b, &keys))
-            .then_with(|| value_text(a.get(NO_CONFIG_KEY)).cmp(&value_text(b.get(NO_CONFIG_KEY))))
-    });
-    // Labels people read ("BN before sigmoid"), from the configs that have one.
-    let configured: Vec<FlatConfig> = by_identity
-        .iter()
-        .map(|(id, _)| id)
-        .filter(|id| !id.contains_key(NO_CONFIG_KEY))
-        .cloned()
-        .collect();
-    let mut readable = readable_labels(&configured, &keys).into_iter();
-    by_identity
+    let conditions: Vec<Leaves> = runs.iter().map(run_condition).collect();
+    let grouping = Grouping::new(&conditions);
+    let nothing_varies = grouping.varying.is_empty();
+    grouping
+        .groups
         .into_iter()
         .enumerate()
-        .map(|(index, (identity, mut members))| {
+        .map(|(index, group)| {
+            let mut members = group.members;
             members.sort_by(|&a, &b| compare_seeds(&runs[a], &runs[b]));
-            let label = match identity.get(NO_CONFIG_KEY) {
-                Some(folder) => format!("{} (no config)", value_text(Some(folder))),
-                None => {
-                    let readable = readable.next().unwrap_or_default();
-                    if keys.is_empty() {
-                        runs[members[0]].name.clone()
-                    } else {
-                        readable
-                    }
-                }
+            let label = if nothing_varies && !crate::groups::is_configless(&group.condition) {
+                runs[members[0]].name.clone()
+            } else {
+                group.label
             };
             Group {
                 label,
                 colour: palette_colour(index),
-                identity,
+                condition: group.condition,
                 runs: members,
             }
         })
@@ -270,46 +123,7 @@ pub fn aggregate_by_step(series: &[Vec<(u64, f64)>]) -> Vec<StepStat> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn flatten_and_vary() {
-        let a =
-            flatten_config(&json!({"seed": 1, "bn": {"placement": "none"}, "optim": {"lr": 0.5}}));
-        let b = flatten_config(
-            &json!({"seed": 2, "bn": {"placement": "before"}, "optim": {"lr": 0.5}}),
-        );
-        assert_eq!(a.get("bn.placement"), Some(&json!("none")));
-        assert_eq!(varying_keys([&a, &b]), vec!["bn.placement", "seed"]);
-    }
-
-    #[test]
-    fn none_sorts_first_and_numbers_numerically() {
-        let keys = vec!["bn.placement".to_string(), "optim.lr".to_string()];
-        let mk = |p: &str, lr: f64| {
-            flatten_config(&json!({"bn": {"placement": p}, "optim": {"lr": lr}}))
-        };
-        let mut configs = [
-            mk("before", 2.0),
-            mk("none", 10.0),
-            mk("before", 0.5),
-            mk("after", 1.0),
-        ];
-        configs.sort_by(|a, b| compare_on_keys(a, b, &keys));
-        let labels: Vec<String> = configs
-            .iter()
-            .map(|c| crate::labels::key_value_label(c, &keys))
-            .collect();
-        assert_eq!(
-            labels,
-            [
-                "bn.placement=none, optim.lr=10",
-                "bn.placement=after, optim.lr=1",
-                "bn.placement=before, optim.lr=0.5",
-                "bn.placement=before, optim.lr=2",
-            ]
-        );
-    }
+    use serde_json::{Value, json};
 
     fn run(folder: &str, config: Value) -> Run {
         Run {

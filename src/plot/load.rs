@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::Diagnostics;
+use super::set::Diagnostics;
 use crate::run::is_run_folder;
 pub use crate::run::{
     ActivationPoint, HistogramCounts as Histogram, MetricPoint, Percentiles, Run, finite, fraction,

@@ -23,12 +23,12 @@ use super::figures::{
 };
 use super::groups::{StepStat, aggregate_by_step};
 use super::load::Run;
+use super::set::{Diagnostics, PlotSet};
 use super::style::{
     AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, PANEL_TITLE_SIZE,
     TICK_SIZE, draw_legend, format_steps, format_tick, legend_height, padded_range,
     titled_with_legend,
 };
-use super::{Diagnostics, PlotSet};
 use crate::run::MeasureRecord;
 
 /// One group's curve in one panel: mean ± std over its seeds, per probed step.

@@ -20,13 +20,14 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::Value;
 
-use super::groups::{FlatConfig, compare_on_keys, mean_std, run_identity, varying_keys};
+use super::groups::mean_std;
 use super::load::{Run, finite};
+use super::set::{Diagnostics, PlotSet};
 use super::style::{
     AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, TICK_SIZE,
     draw_legend, format_steps, format_tick, legend_height, palette_colour, titled_with_legend,
 };
-use super::{Diagnostics, PlotSet};
+use crate::groups::{Grouping, Leaves, run_condition};
 use crate::labels::{format_float, readable_labels};
 
 /// The keys a study may sweep, with their file-name tag and axis title.
@@ -150,16 +151,12 @@ fn percent(fraction: f64) -> String {
     format_float((fraction * 1e5).round() / 1e3)
 }
 
-/// One series while it is gathered: its identity, `(run index, x)` members, and whether it is a
-/// flat reference.
-type SeriesMembers = (FlatConfig, Vec<(usize, f64)>, bool);
-
 /// Runs that carry a positive value of the swept key, with their series identity.
 struct SweptRuns {
     /// `(run index, x, series identity)`.
-    runs: Vec<(usize, f64, FlatConfig)>,
+    runs: Vec<(usize, f64, Leaves)>,
     /// Runs drawn as flat references (see [`FLAT_WHEN_NULL`]), with their series identity.
-    flat: Vec<(usize, FlatConfig)>,
+    flat: Vec<(usize, Leaves)>,
 }
 
 impl SweptRuns {
@@ -169,7 +166,7 @@ impl SweptRuns {
         let mut flat = Vec::new();
         let mut missing = 0;
         for (i, run) in set.runs.iter().enumerate() {
-            let mut identity = run_identity(run);
+            let mut identity = run_condition(run);
             let value = identity.remove(key);
             if key == FLAT_WHEN_NULL && matches!(value, Some(Value::Null)) {
                 flat.push((i, identity));
@@ -194,56 +191,59 @@ impl SweptRuns {
         Some(Self { runs, flat })
     }
 
-    /// Split into series by the remaining config, order and colour them, reduce each swept
-    /// value over seeds.
+    /// Split into series by the remaining config (groups of [`crate::groups`], in their order,
+    /// with their labels; a group's flat references a series of their own after it), colour
+    /// them, and reduce each swept value over seeds.
     fn series(&self, set: &PlotSet, metric: SweepMetric) -> Vec<SweepSeries> {
         // A flat series' members all have x = NaN.
-        let mut by_series: Vec<SeriesMembers> = Vec::new();
-        let members = self
+        let members: Vec<(usize, f64, &Leaves, bool)> = self
             .runs
             .iter()
             .map(|(run, x, id)| (*run, *x, id, false))
-            .chain(self.flat.iter().map(|(run, id)| (*run, f64::NAN, id, true)));
-        for (run, x, id, flat) in members {
-            match by_series
-                .iter_mut()
-                .find(|(known, _, is_flat)| known == id && *is_flat == flat)
-            {
-                Some((_, members, _)) => members.push((run, x)),
-                None => by_series.push((id.clone(), vec![(run, x)], flat)),
+            .chain(self.flat.iter().map(|(run, id)| (*run, f64::NAN, id, true)))
+            .collect();
+        let ids: Vec<Leaves> = members.iter().map(|(_, _, id, _)| (*id).clone()).collect();
+        let grouping = Grouping::new(&ids);
+        let mut series = Vec::new();
+        for group in &grouping.groups {
+            let label = match grouping.varying.as_slice() {
+                [] => lone_series_label(&group.condition),
+                _ => group.label.clone(),
+            };
+            for flat in [false, true] {
+                let of: Vec<(usize, f64)> = group
+                    .members
+                    .iter()
+                    .map(|&m| members[m])
+                    .filter(|member| member.3 == flat)
+                    .map(|(run, x, _, _)| (run, x))
+                    .collect();
+                if of.is_empty() {
+                    continue;
+                }
+                series.push(SweepSeries {
+                    label: label.clone(),
+                    colour: palette_colour(series.len()),
+                    points: sweep_points(&set.runs, &of, metric),
+                    flat,
+                });
             }
         }
-        let keys = varying_keys(by_series.iter().map(|(id, _, _)| id));
-        by_series.sort_by(|(a, _, _), (b, _, _)| compare_on_keys(a, b, &keys));
-        let ids: Vec<FlatConfig> = by_series.iter().map(|(id, _, _)| id.clone()).collect();
-        let labels = series_labels(&ids, &keys);
-        by_series
-            .into_iter()
-            .zip(labels)
-            .enumerate()
-            .map(|(i, ((_, members, flat), label))| SweepSeries {
-                label,
-                colour: palette_colour(i),
-                points: sweep_points(&set.runs, &members, metric),
-                flat,
-            })
-            .collect()
+        series
     }
 }
 
-/// Labels people read ([`crate::labels`]) over the keys that vary between series; with a
-/// single series, its normalisation (`norm.kind`, or `bn.placement` in run folders written
-/// before it had its own key).
-fn series_labels(ids: &[FlatConfig], keys: &[String]) -> Vec<String> {
-    if !keys.is_empty() {
-        return readable_labels(ids, keys);
-    }
+/// The label of the only series: its normalisation (`norm.kind`, or `bn.placement` in run
+/// folders written before it had its own key), as people say it ([`crate::labels`]).
+fn lone_series_label(id: &Leaves) -> String {
     match ["norm.kind", "bn.placement"]
         .iter()
-        .find(|key| ids.first().is_some_and(|id| id.contains_key(**key)))
+        .find(|key| id.contains_key(**key))
     {
-        Some(key) => readable_labels(ids, &[key.to_string()]),
-        None => vec!["all runs".to_string(); ids.len()],
+        Some(key) => readable_labels(std::slice::from_ref(id), &[key.to_string()])
+            .pop()
+            .unwrap_or_default(),
+        None => "all runs".to_string(),
     }
 }
 

@@ -58,7 +58,7 @@ impl Metric {
             Metric::FinalAcc => "final test accuracy".to_string(),
             Metric::StepsTo => format!(
                 "steps to {} test accuracy",
-                threshold.map_or("?".to_string(), crate::compare::render::percent_label)
+                threshold.map_or("?".to_string(), crate::compare::percent_label)
             ),
             Metric::Drift => "Figure 1 drift (mean of p15, p50, p85)".to_string(),
             Metric::Ics => "ICS as gradient change, ‖G−G′‖/‖G‖".to_string(),

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::claims::Metric;
+use super::outcome::{ClaimOutcome, Mode, PlannedStudy, StudyRuns, TestOutcome};
 use super::verdict::{Better, Judged, Verdict};
-use super::{ClaimOutcome, Mode, PlannedStudy, StudyRuns, TestOutcome};
 use crate::backend::DeviceKind;
 
 pub const HTML_FILE: &str = "report.html";
@@ -122,18 +122,20 @@ impl Report {
 fn study_section(p: &PlannedStudy, runs: Option<&StudyRuns>) -> StudySection {
     let records = runs.map_or(&[][..], |s| s.records.as_slice());
     let table = match runs.and_then(|s| s.comparison.as_ref()) {
-        Some(comparison) => crate::compare::render::markdown_group_table(comparison),
+        Some(comparison) => crate::compare::markdown_group_table(comparison),
         None => "(no table: no finished runs to compare)".to_string(),
     };
-    let mut configs: Vec<(String, Value)> = Vec::new();
-    let mut seen: Vec<Value> = Vec::new();
-    for r in records {
-        let condition = crate::compare::keys::condition_of(&r.config);
-        if !seen.contains(&condition) {
-            seen.push(condition);
-            configs.push((r.name.clone(), r.config.clone()));
-        }
-    }
+    // One config per group of the table (its first run's), in the table's order.
+    let configs: Vec<(String, Value)> = runs
+        .and_then(|s| s.comparison.as_ref())
+        .map_or(&[][..], |c| c.groups.as_slice())
+        .iter()
+        .filter_map(|group| {
+            let first = &group.runs.first()?.name;
+            let record = records.iter().find(|r| &r.name == first)?;
+            Some((record.name.clone(), record.config.clone()))
+        })
+        .collect();
     StudySection {
         name: p.study.name.clone(),
         description: p.study.description.clone(),
