@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::bench::estimate;
 pub use crate::bench::estimate::format_duration;
-use crate::compare::runs::{RunRecord, RunStatus};
+use crate::compare::runs::RunRecord;
 use crate::compare::study::{
     PlannedRun, Study, describe_spec, load_study, matches_spec, spec_picks_one_group,
 };
@@ -32,7 +32,7 @@ use crate::compare::table::Comparison;
 use crate::compare::{CompareRequest, CompareTarget, compare, default_jobs};
 use crate::data::DataSource;
 use crate::progress::Progress;
-use crate::run::{RunProgress, first_step_reaching, run_progress};
+use crate::run::{RunProgress, RunStatus, first_step_reaching, run_progress};
 use claims::{ClaimTest, ClaimsFile, Metric, load_claims, study_file};
 use verdict::{Judged, Verdict, combine, judge};
 

@@ -12,11 +12,11 @@ use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use super::keys::{condition_of, display_value, flatten_leaves, has_suffix, json_equal};
-use super::runs::{RunRecord, RunStatus};
+use super::runs::RunRecord;
 use super::study::{describe_spec, matches_spec};
 use crate::labels::{Leaves, readable_labels};
-use crate::run::MeasureSummary;
 pub use crate::run::{MeanStd, best_acc, final_acc, first_step_reaching, mean_std};
+use crate::run::{MeasureSummary, RunStatus};
 
 /// Accuracy thresholds used when neither `--thresholds` nor the study gives any.
 pub const DEFAULT_THRESHOLDS: [f64; 4] = [0.9, 0.95, 0.97, 0.98];

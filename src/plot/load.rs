@@ -11,9 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use super::Diagnostics;
 use crate::run::is_run_folder;
-pub use crate::run::{
-    ActivationPoint, HistogramCounts as Histogram, MetricPoint, Percentiles, Run, finite, fraction,
-};
+pub use crate::run::{Run, finite};
 
 /// Folders inside a study folder that are never runs (our own output, checkpoints).
 const NOT_RUN_FOLDERS: [&str; 2] = ["plots", "checkpoint"];
