@@ -29,8 +29,8 @@ use keys::{flatten_leaves, get_path, json_equal};
 use render::{Heading, render_text, write_comparison};
 use runner::{JobResult, TrainJob, TrainOutcome, TrainSettings, train_all};
 use runs::{
-    CONFIG_FILE, CONFIGS_DIR, RunProgress, RunRecord, STUDY_RECORD_FILE, find_runs, load_run,
-    read_json, run_progress,
+    CONFIGS_DIR, RunProgress, RunRecord, STUDY_RECORD_FILE, find_runs, load_run, read_json,
+    run_progress,
 };
 use study::{PlannedRun, Study, StudyRecord, load_study};
 use table::{
@@ -271,14 +271,8 @@ delete them to train them again, or pass another --results-dir",
 /// The first setting where a run folder's `config.json` disagrees with the planned config,
 /// if any. Only keys the plan sets are checked: train adds defaults for the rest.
 fn config_difference(run_dir: &Path, run: &PlannedRun) -> Result<Option<String>> {
-    let mut existing = read_json(&run_dir.join(CONFIG_FILE))?;
-    // A run folder written before normalisation had its own key says `bn`.
-    crate::config::resolve_legacy_bn(&mut existing).with_context(|| {
-        format!(
-            "{} is not a valid config",
-            run_dir.join(CONFIG_FILE).display()
-        )
-    })?;
+    // Resolved: a run folder written before normalisation had its own key says `bn`.
+    let existing = crate::run::read_run_config(run_dir)?;
     for (path, wanted) in flatten_leaves(&run.config) {
         match get_path(&existing, &path) {
             Some(have) if json_equal(have, &wanted) => {}

@@ -13,7 +13,8 @@
 //!   [`RunStatus`] and [`FinalInference`]);
 //! - `write`: appending JSON lines ([`RecordWriters`]) and replacing files atomically;
 //! - `lock`: [`RunLock`], one writer per folder, with the heartbeat `--steal-after` reads;
-//! - `read`: [`Run::read`], the lenient reader;
+//! - `read`: [`Run::read`], the lenient reader, and [`read_run_config`], both giving the config
+//!   with the older `bn` key resolved;
 //! - `report`: the one definition of each number reported about a run (final and best
 //!   accuracy, steps to a threshold, drift, mean ± std over runs, the measures' summary);
 //! - `checkpoint`: saving and loading the model, optimiser and [`LoopState`], for any Burn
@@ -38,7 +39,7 @@ pub use files::{
     run_progress, run_subfolders,
 };
 pub use lock::{LOCK_HEARTBEAT, MIN_STEAL_AFTER, RunLock, TakenOver};
-pub use read::{PLOTTABLE_LIMIT, Run, finite, fraction};
+pub use read::{PLOTTABLE_LIMIT, Run, finite, fraction, read_run_config};
 pub use records::{
     ActivationRecord, Drift, EvalRecord, FinalInference, Histogram, LayerIcs, LayerStats,
     MeasureRecord, PopulationResult, RunStatus, Summary, TrackedUnit, new_run_id,

@@ -1,14 +1,16 @@
 //! The one reader of a run folder, [`Run::read`], which `train` (for its summary), `compare`
-//! and `plot` use.
+//! and `plot` use, and [`read_run_config`], the strict read of a run's `config.json`.
 //!
 //! [`Run::read`] never gives up on damage: plots and tables are most wanted exactly when a run
 //! diverged, was killed mid-write or is still going. A line cut mid-JSON, a `null`, a stray
 //! `NaN` or an accuracy outside [0, 1] each become a note in [`Run::notes`] and the rest is
-//! kept.
+//! kept. Either way a run's config comes with the older `bn` key resolved into `norm`
+//! ([`crate::config::resolve_legacy_bn`]), so no caller resolves it again.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::files::{ACTIVATIONS_FILE, CONFIG_FILE, MEASURES_FILE, METRICS_FILE, SUMMARY_FILE};
@@ -21,7 +23,8 @@ use super::records::{
 pub struct Run {
     pub dir: PathBuf,
     pub name: String,
-    /// The resolved config, or `Value::Null` when `config.json` is missing or damaged.
+    /// The resolved config (the older `bn` key read as `norm`), or `Value::Null` when
+    /// `config.json` is missing or damaged.
     pub config: Value,
     pub seed: Option<i64>,
     /// `metrics.jsonl`, in step order.
@@ -73,8 +76,10 @@ impl Run {
     /// said in [`Run::notes`].
     pub fn read(dir: &Path) -> Run {
         let mut notes = Vec::new();
-        let config =
-            read_json_object(&dir.join(CONFIG_FILE), &mut notes, true).unwrap_or(Value::Null);
+        let config_path = dir.join(CONFIG_FILE);
+        let config = read_json_object(&config_path, &mut notes, true)
+            .map(|config| resolved_or_as_is(config, &config_path, &mut notes))
+            .unwrap_or(Value::Null);
         let summary_path = dir.join(SUMMARY_FILE);
         let summary = read_json_object(&summary_path, &mut notes, false).and_then(|value| {
             match serde_json::from_value::<Summary>(value) {
@@ -109,6 +114,33 @@ impl Run {
             measures,
             summary,
             notes,
+        }
+    }
+}
+
+/// A run's `config.json`, strictly (a JSON object, no duplicate keys), with the older `bn` key
+/// resolved into `norm`: what a resume compares its config with, and what `compare` checks a
+/// planned run against.
+pub fn read_run_config(dir: &Path) -> Result<Value> {
+    let path = dir.join(CONFIG_FILE);
+    let mut config = crate::config::read_config_value(&path)?;
+    crate::config::resolve_legacy_bn(&mut config)
+        .with_context(|| format!("{} is not a valid config", path.display()))?;
+    Ok(config)
+}
+
+/// `config` with the `bn` key resolved, or as it is (with a note) when the two names
+/// disagree: the reader keeps what it can.
+fn resolved_or_as_is(config: Value, path: &Path, notes: &mut Vec<String>) -> Value {
+    let mut resolved = config.clone();
+    match crate::config::resolve_legacy_bn(&mut resolved) {
+        Ok(()) => resolved,
+        Err(err) => {
+            notes.push(format!(
+                "{}: its bn key cannot be read as norm ({err:#}); kept as written",
+                path.display()
+            ));
+            config
         }
     }
 }
@@ -515,5 +547,32 @@ mod tests {
             (None, None)
         );
         assert_eq!(run.final_acc(), Some(0.1));
+    }
+
+    /// A run folder written before normalisation had its own key reads with `norm`, as every
+    /// other does; one whose two names disagree is kept as written, with a note.
+    #[test]
+    fn a_legacy_bn_config_reads_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = serde_json::json!({"seed": 2, "bn": {"placement": "before", "momentum": 0.1}});
+        write_json_atomic(&dir.path().join(CONFIG_FILE), &legacy).unwrap();
+        let run = Run::read(dir.path());
+        assert!(run.config.get("bn").is_none(), "{}", run.config);
+        assert_eq!(run.config["norm"]["kind"], "batch");
+        assert_eq!(run.config["norm"]["placement"], "before");
+        assert_eq!(run.config["norm"]["momentum"], 0.1);
+        assert_eq!(run.seed, Some(2));
+        assert_eq!(read_run_config(dir.path()).unwrap(), run.config);
+
+        let clash = serde_json::json!({"bn": {"momentum": 0.1}, "norm": {"momentum": 0.2}});
+        write_json_atomic(&dir.path().join(CONFIG_FILE), &clash).unwrap();
+        let run = Run::read(dir.path());
+        assert_eq!(run.config, clash);
+        assert!(
+            run.notes.iter().any(|n| n.contains("bn key")),
+            "{:?}",
+            run.notes
+        );
+        assert!(read_run_config(dir.path()).is_err());
     }
 }

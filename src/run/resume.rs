@@ -14,6 +14,7 @@ use super::files::{
     is_run_folder,
 };
 use super::lock::RunLock;
+use super::read::read_run_config;
 use super::records::Summary;
 use super::write::write_json_atomic;
 use crate::config::{Config, config_from_value};
@@ -100,8 +101,7 @@ pub fn inspect_run_dir(dir: &Path, config: &Config, resume: bool, force: bool) -
         dir.display()
     );
     // Through the config parser, so that a run folder written with the older `bn` key resumes.
-    let saved_value = crate::config::read_config_value(&config_path)?;
-    let saved = config_from_value(saved_value)
+    let saved = config_from_value(read_run_config(dir)?)
         .with_context(|| format!("{} is not a valid config", config_path.display()))?;
     ensure!(
         &saved == config,
