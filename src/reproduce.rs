@@ -32,7 +32,7 @@ use crate::compare::table::Comparison;
 use crate::compare::{CompareRequest, CompareTarget, compare, default_jobs};
 use crate::data::DataSource;
 use crate::progress::Progress;
-use crate::run::{RunProgress, RunStatus, first_step_reaching, run_progress};
+use crate::run::{PLOTS_DIR, RunProgress, RunStatus, first_step_reaching, run_progress};
 use claims::{ClaimTest, ClaimsFile, Metric, load_claims, study_file};
 use verdict::{Judged, Verdict, combine, judge};
 
@@ -575,7 +575,7 @@ fn metric_value(run: &RunRecord, test: &ClaimTest) -> Option<Option<f64>> {
 
 /// The figure of a study that shows a test's metric, if `plot --study` drew it.
 fn figure_for(test: &ClaimTest, study_dir: &Path) -> Option<PathBuf> {
-    let plots = study_dir.join("plots");
+    let plots = study_dir.join(PLOTS_DIR);
     let name = match test.metric {
         Metric::Drift => "fig1bc_percentiles.png",
         Metric::Ics => "measures.png",
