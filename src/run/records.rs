@@ -1,5 +1,5 @@
 //! What a run folder's files hold: one type per record, which train writes and
-//! [`super::read::Run::read`] reads back. Formats: `docs/formats.md`.
+//! [`crate::run::Run::read`] reads back. Formats: `docs/formats.md`.
 //!
 //! A value the lenient reader may find missing, `null` or not finite is an `Option`; train
 //! writes `Some` of what it measured (a NaN or an infinity is written as `null`, as the bare
