@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::keys::{condition_of, display_value, flatten_leaves, has_suffix, json_equal};
 use super::runs::RunRecord;
-use super::study::{describe_spec, matches_spec};
+use super::study::{describe_spec, matches_spec, resolve_legacy_spec};
 use crate::labels::{Leaves, readable_labels};
 pub use crate::run::{MeanStd, best_acc, final_acc, first_step_reaching, mean_std};
 use crate::run::{MeasureSummary, RunStatus};
@@ -434,9 +434,14 @@ fn pick_baseline(
 ) -> Result<usize> {
     let matching: Vec<usize> = match choice {
         Baseline::FirstGroup => return Ok(0),
-        Baseline::Spec(spec) => (0..groups.len())
-            .filter(|&i| matches_spec(&groups[i][0].config, spec))
-            .collect(),
+        Baseline::Spec(spec) => {
+            // Run folders' configs are read with the older `bn` key resolved (`Run::read`), so
+            // a spec that names it (an older study.json's baseline) is resolved too.
+            let spec = resolve_legacy_spec(spec.clone())?;
+            (0..groups.len())
+                .filter(|&i| matches_spec(&groups[i][0].config, &spec))
+                .collect()
+        }
         Baseline::Label(label) => match_label(groups, labels, label),
     };
     let wanted = match choice {
