@@ -33,6 +33,7 @@ use crate::data::{DataSource, Dataset};
 use serde_json::Value;
 
 use crate::progress::Progress;
+pub use crate::run::RunStatus;
 pub use options::{
     Baseline, CompareOptions, DEFAULT_THRESHOLDS, describe_spec, matches_spec, normalize_thresholds,
 };
@@ -42,7 +43,7 @@ pub use plan::{
 use prepare::plan_study;
 pub use render::{Heading, markdown_group_table, percent_label, render_text, write_comparison};
 use runner::{JobResult, TrainOutcome, TrainSettings, train_all};
-pub use runs::{FoundRuns, RunRecord, RunStatus, find_runs, load_run};
+pub use runs::{FoundRuns, RunRecord, find_runs, load_run};
 use runs::{RunProgress, STUDY_RECORD_FILE, read_json, run_progress};
 pub use study::{
     Axis, PlannedRun, Study, StudyRecord, check_run_configs, load_study, parse_study, resolve_base,

@@ -28,6 +28,7 @@ use plotters::coord::Shift;
 use plotters::prelude::{DrawingArea, DrawingBackend};
 use serde_json::Value;
 
+use crate::run::PLOTS_DIR;
 use load::{Run, discover_runs, load_run};
 pub use set::{Diagnostics, PlotSet};
 pub use style::ImageFormat;
@@ -56,7 +57,7 @@ impl PlotRequest {
 
     /// `bn-exp plot --study DIR`: the study's figures into `DIR/plots/`, with an index.
     pub fn study(dir: PathBuf) -> Self {
-        let out = dir.join("plots");
+        let out = dir.join(PLOTS_DIR);
         Self {
             write_index: true,
             ..Self::new(vec![dir], out)
@@ -67,8 +68,8 @@ impl PlotRequest {
     /// `./plots`.
     pub fn default_out(inputs: &[PathBuf]) -> PathBuf {
         match inputs {
-            [single] => single.join("plots"),
-            _ => PathBuf::from("plots"),
+            [single] => single.join(PLOTS_DIR),
+            _ => PathBuf::from(PLOTS_DIR),
         }
     }
 }

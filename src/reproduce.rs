@@ -25,12 +25,12 @@ use serde_json::{Map, Value};
 use crate::bench::estimate;
 pub use crate::bench::estimate::format_duration;
 use crate::compare::{
-    CompareRequest, CompareTarget, PlannedRun, RunRecord, RunStatus, Study, compare, default_jobs,
+    CompareRequest, CompareTarget, PlannedRun, RunRecord, Study, compare, default_jobs,
     describe_spec, load_study, matches_spec, resolve_base, spec_picks_one_group,
 };
 use crate::data::DataSource;
 use crate::progress::Progress;
-use crate::run::{RunProgress, first_step_reaching, run_progress};
+use crate::run::{PLOTS_DIR, RunProgress, RunStatus, first_step_reaching, run_progress};
 use claims::{ClaimTest, ClaimsFile, Metric, load_claims, study_file};
 pub use outcome::{ClaimOutcome, Mode, PlannedStudy, StudyRuns, TestOutcome};
 use verdict::{Verdict, combine, judge};
@@ -490,7 +490,7 @@ fn metric_value(run: &RunRecord, test: &ClaimTest) -> Option<Option<f64>> {
 
 /// The figure of a study that shows a test's metric, if `plot --study` drew it.
 fn figure_for(test: &ClaimTest, study_dir: &Path) -> Option<PathBuf> {
-    let plots = study_dir.join("plots");
+    let plots = study_dir.join(PLOTS_DIR);
     let name = match test.metric {
         Metric::Drift => "fig1bc_percentiles.png",
         Metric::Ics => "measures.png",

@@ -14,12 +14,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
 
 use crate::backend;
 use crate::config::Config;
@@ -32,10 +31,10 @@ use crate::norm::{InferenceSource, InferenceStats, PopulationAccumulator};
 use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::run::{
-    ACTIVATIONS_FILE, ActivationRecord, CHECKPOINT_DIR, CONFIG_FILE, EvalRecord, JsonlWriter,
-    LayerStats, MEASURES_FILE, METRICS_FILE, MetricPoint, PopulationResult, RUN_FILES, Run,
-    RunLock, SUMMARY_FILE, Summary, TakenOver, TrackedUnit, best_acc, first_step_reaching,
-    new_run_id, threshold_key, write_json_atomic,
+    ActivationRecord, EvalRecord, FinalInference, Found, LayerStats, LoopState, PopulationResult,
+    RecordWriters, Run, RunLock, RunStatus, Summary, TakenOver, TrackedUnit, best_acc,
+    claim_run_dir, first_step_reaching, inspect_run_dir, load_checkpoint, new_run_id,
+    save_checkpoint, set_up_run_dir, threshold_key, truncate_records_after, write_summary,
 };
 use crate::tensor::vector_tensor;
 
@@ -107,24 +106,8 @@ pub fn default_run_dir(results_dir: &Path, config: &Config) -> PathBuf {
 /// writes.
 pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome> {
     let (config, run_dir) = (&request.config, &request.run_dir);
-    ensure!(
-        !run_dir.exists() || run_dir.is_dir(),
-        "{} exists and is not a folder; give --out a folder to write the run into",
-        run_dir.display()
-    );
-    let created = !run_dir.exists();
-    std::fs::create_dir_all(run_dir)
-        .with_context(|| format!("cannot create the run folder {}", run_dir.display()))?;
-    let lock = match RunLock::acquire(run_dir, request.options.steal_after) {
-        Ok(lock) => lock,
-        Err(err) => {
-            if created {
-                let _ = std::fs::remove_dir(run_dir);
-            }
-            return Err(err);
-        }
-    };
-    if let Some(previous) = &lock.took_over {
+    let claimed = claim_run_dir(run_dir, request.options.steal_after)?;
+    if let Some(previous) = &claimed.lock.took_over {
         progress.note(&format!(
             "{} was held by {previous}; continuing from its files",
             run_dir.display()
@@ -136,44 +119,54 @@ pub fn train(request: &TrainRequest, progress: &dyn Progress) -> Result<Outcome>
             return Ok(Prepared::Done(*summary));
         }
         // A GPU asked for but absent is an error before anything is written.
-        backend::device(config.device)?;
+        let device = backend::device(config.device)?;
         let data = request.data.load(config.dataset, config.preprocess)?;
         config.check_training_set(data.train.len)?;
         set_up_run_dir(run_dir, config, &found)?;
-        Ok(Prepared::Ready(data))
+        Ok(Prepared::Ready(data, device))
     })();
     match prepared {
         Ok(Prepared::Done(summary)) => Ok(Outcome::AlreadyDone(summary)),
-        Ok(Prepared::Ready(data)) => run(config, data, run_dir, &request.options, &lock, progress)
-            .map_err(|err| match lock.ensure_held() {
-                // Whatever failed (a write racing the take-over), the take-over is the cause
-                // to report.
-                Err(taken) if !err.is::<TakenOver>() => err.context(taken.to_string()),
-                _ => err,
-            }),
+        Ok(Prepared::Ready(data, device)) => {
+            let lock = &claimed.lock;
+            run(
+                config,
+                data,
+                device,
+                run_dir,
+                &request.options,
+                lock,
+                progress,
+            )
+            .map_err(|err| {
+                match lock.ensure_held() {
+                    // Whatever failed (a write racing the take-over), the take-over is the
+                    // cause to report.
+                    Err(taken) if !err.is::<TakenOver>() => err.context(taken.to_string()),
+                    _ => err,
+                }
+            })
+        }
         Err(err) => {
-            if created {
-                // Leave no trace of an attempt that never started.
-                lock.release_and_remove();
-                let _ = std::fs::remove_dir(run_dir);
-            }
+            // Leave no trace of an attempt that never started.
+            claimed.abandon();
             Err(err)
         }
     }
 }
 
-/// A run folder ready to train into, or a run `--resume` found finished.
+/// A run folder ready to train into (with the data and the device, both checked), or a run
+/// `--resume` found finished.
 enum Prepared {
-    Ready(LoadedData),
+    Ready(LoadedData, Device),
     Done(Summary),
 }
 
 /// The exit status of a finished or diverged run: 0, or [`EXIT_DIVERGED`].
 pub fn exit_status(summary: &Summary) -> u8 {
-    if summary.status == "diverged" {
-        EXIT_DIVERGED
-    } else {
-        0
+    match summary.status {
+        RunStatus::Diverged => EXIT_DIVERGED,
+        RunStatus::Finished => 0,
     }
 }
 
@@ -199,16 +192,16 @@ fn stop_this_process(step: u64) {
 /// One line a person reads at the end of a run.
 pub fn summary_line(s: &Summary, run_dir: &Path) -> String {
     let pct = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{:.2}%", 100.0 * v));
-    let mut line = if s.status == "diverged" {
+    let mut line = if s.diverged() {
         format!(
             "{}: DIVERGED at step {} (loss not finite)",
             s.name,
             s.diverged_at.unwrap_or(0)
         )
     } else {
-        let stats = match s.final_inference.as_str() {
-            "none" => String::new(),
-            "per-example" => " (statistics of each example)".to_string(),
+        let stats = match s.final_inference {
+            FinalInference::None => String::new(),
+            FinalInference::PerExample => " (statistics of each example)".to_string(),
             name => format!(" (inference with {name} statistics)"),
         };
         format!(
@@ -233,123 +226,6 @@ pub fn summary_line(s: &Summary, run_dir: &Path) -> String {
         s.steps_per_s,
         run_dir.display()
     )
-}
-
-/// What [`inspect_run_dir`] found in a run folder, before anything is written.
-enum Found {
-    /// No run: start one.
-    Fresh,
-    /// A run to replace (`--force`): bn-exp's files are removed, the user's stay.
-    Replace,
-    /// An unfinished run to resume.
-    Unfinished,
-    /// A finished (or diverged) run that `--resume` leaves as it is.
-    Finished(Box<Summary>),
-}
-
-/// Look at a run folder and decide, writing nothing: refuse to overwrite a run unless
-/// `--force` or `--resume`; refuse to resume a run whose config differs or whose records are
-/// gone.
-fn inspect_run_dir(dir: &Path, config: &Config, resume: bool, force: bool) -> Result<Found> {
-    let has_run = crate::run::is_run_folder(dir);
-    match (has_run, resume, force) {
-        (false, _, _) => return Ok(Found::Fresh),
-        (true, _, true) => return Ok(Found::Replace),
-        (true, false, false) => bail!(
-            "{} already holds a run; pass --resume to continue it or --force to start afresh",
-            dir.display()
-        ),
-        (true, true, _) => {}
-    }
-    let config_path = dir.join(CONFIG_FILE);
-    ensure!(
-        config_path.is_file(),
-        "{} holds part of a run but no config.json, so it cannot be resumed; pass --force to \
-         start afresh",
-        dir.display()
-    );
-    // Through the config parser, so that a run folder written with the older `bn` key resumes.
-    let saved_value = crate::config::read_config_value(&config_path)?;
-    let saved = crate::config::config_from_value(saved_value)
-        .with_context(|| format!("{} is not a valid config", config_path.display()))?;
-    ensure!(
-        &saved == config,
-        "the config differs from the one {} was started with; resume with the same config and \
-         --set overrides, or pass --force to start afresh",
-        dir.display()
-    );
-    let summary_path = dir.join(SUMMARY_FILE);
-    if summary_path.exists() {
-        let summary = std::fs::read_to_string(&summary_path)
-            .with_context(|| format!("cannot read {}", summary_path.display()))?;
-        let summary = serde_json::from_str(&summary)
-            .with_context(|| format!("{} is not a valid summary", summary_path.display()))?;
-        return Ok(Found::Finished(Box::new(summary)));
-    }
-    let checkpoint_step = checkpoint_step(dir)?;
-    if checkpoint_step > 0 {
-        for file in [METRICS_FILE, ACTIVATIONS_FILE] {
-            ensure!(
-                dir.join(file).is_file(),
-                "{} is missing, so the records of the steps before {checkpoint_step} (where the \
-                 checkpoint resumes) are lost and the run cannot be completed; restore the file, \
-                 or pass --force to start afresh",
-                dir.join(file).display()
-            );
-        }
-    }
-    Ok(Found::Unfinished)
-}
-
-/// The step of the checkpoint a resume would start from (0 without one).
-fn checkpoint_step(run_dir: &Path) -> Result<u64> {
-    for dir in [run_dir.join(CHECKPOINT_DIR), run_dir.join("checkpoint.old")] {
-        let state = dir.join("state.json");
-        if state.is_file() {
-            let text = std::fs::read_to_string(&state)
-                .with_context(|| format!("cannot read {}", state.display()))?;
-            let state: LoopState = serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{} is damaged; pass --force to start the run afresh",
-                    state.display()
-                )
-            })?;
-            return Ok(state.step);
-        }
-    }
-    Ok(0)
-}
-
-/// Make the run folder ready for what [`inspect_run_dir`] found.
-fn set_up_run_dir(dir: &Path, config: &Config, found: &Found) -> Result<()> {
-    match found {
-        Found::Unfinished | Found::Finished(_) => Ok(()),
-        Found::Replace => {
-            for name in RUN_FILES {
-                let path = dir.join(name);
-                let removed = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else if path.exists() {
-                    std::fs::remove_file(&path)
-                } else {
-                    continue;
-                };
-                removed.with_context(|| format!("cannot remove the old {}", path.display()))?;
-            }
-            write_json_atomic(&dir.join(CONFIG_FILE), config)
-        }
-        Found::Fresh => write_json_atomic(&dir.join(CONFIG_FILE), config),
-    }
-}
-
-/// Loop state saved in every checkpoint beside the model and optimiser.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct LoopState {
-    step: u64,
-    loss_sum: f64,
-    loss_count: u64,
-    elapsed_s: f64,
-    train_s: f64,
 }
 
 /// A data split uploaded once; mini-batches are gathered from it by index, on the device.
@@ -514,35 +390,30 @@ struct Runner<'a> {
     train: DeviceSplit,
     test: DeviceSplit,
     probe_indices: Vec<usize>,
-    metrics: JsonlWriter,
-    activations: JsonlWriter,
-    /// `measures.jsonl`, when the config takes measures.
-    measures: Option<JsonlWriter>,
+    /// The run's records: evaluations, probes and, when the config takes measures, measures.
+    records: RecordWriters,
 }
 
-/// Train (or resume) the run described by `config` into `run_dir`.
+/// Train (or resume) the run described by `config` into `run_dir`, on `device`, with `data`
+/// (both checked by [`train`], which prepared the folder).
 ///
-/// `run_dir` must exist and hold `config.json`; a `checkpoint/` in it is resumed from. `lock`
-/// is the folder's lock: if another process takes it over, the run stops before its next write.
-pub fn run(
+/// `run_dir` holds `config.json`; a checkpoint in it is resumed from. `lock` is the folder's
+/// lock: if another process takes it over, the run stops before its next write.
+fn run(
     config: &Config,
     data: LoadedData,
+    device: Device,
     run_dir: &Path,
     opts: &TrainOptions,
     lock: &RunLock,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
-    config.check_training_set(data.train.len)?;
-    let device = backend::device(config.device)?;
-    let train_device = backend::train_device(config.device)?;
-    let (mut net, mut optim, mut state) = match load_checkpoint(config, run_dir, &train_device)? {
-        Some(restored) => restored,
-        None => (
-            config.build_net(&train_device),
-            build_optimizer(config),
-            LoopState::default(),
-        ),
-    };
+    let train_device = device.clone().autodiff();
+    let (mut net, mut optim, mut state) = load_checkpoint(
+        run_dir,
+        config.build_net(&train_device),
+        build_optimizer(config),
+    )?;
     truncate_records_after(run_dir, state.step)?;
 
     let probe_indices = Rng::stream(config.seed, STREAM_PROBE, 0)
@@ -563,12 +434,7 @@ pub fn run(
         device,
         train_device,
         probe_indices,
-        metrics: JsonlWriter::append(&run_dir.join(METRICS_FILE))?,
-        activations: JsonlWriter::append(&run_dir.join(ACTIVATIONS_FILE))?,
-        measures: match config.measures.every {
-            0 => None,
-            _ => Some(JsonlWriter::append(&run_dir.join(MEASURES_FILE))?),
-        },
+        records: RecordWriters::open(run_dir, config.measures.every > 0)?,
     };
 
     if state.step == 0 && config.norm.data_init() {
@@ -594,7 +460,7 @@ pub fn run(
             .is_some_and(|n| state.step - first_step >= n)
         {
             state.elapsed_s = started.elapsed().as_secs_f64();
-            save_checkpoint(&net, &optim, &state, run_dir, lock, opts)?;
+            checkpoint(&net, &optim, &state, run_dir, lock, opts)?;
             progress.end();
             return Ok(Outcome::Stopped(state.step));
         }
@@ -627,15 +493,13 @@ pub fn run(
         state.loss_count += 1;
         let is_eval = state.step % config.eval_every == 0 || state.step == config.steps;
         if is_eval {
-            last_acc = runner
-                .evaluate_and_record(&net, &state, lr, started)?
-                .test_acc;
+            last_acc = runner.evaluate_and_record(&net, &state, lr, started)?;
             state.loss_sum = 0.0;
             state.loss_count = 0;
         }
         if config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0 {
             state.elapsed_s = started.elapsed().as_secs_f64();
-            save_checkpoint(&net, &optim, &state, run_dir, lock, opts)?;
+            checkpoint(&net, &optim, &state, run_dir, lock, opts)?;
         }
         if state.step % 25 == 0 || is_eval {
             let rate = (state.step - first_step) as f64 / bar_started.elapsed().as_secs_f64();
@@ -656,7 +520,7 @@ pub fn run(
     progress.end();
     state.elapsed_s = started.elapsed().as_secs_f64();
     let summary = runner.finish(&mut net, &state)?;
-    save_checkpoint(&net, &optim, &state, run_dir, lock, opts)?;
+    checkpoint(&net, &optim, &state, run_dir, lock, opts)?;
     Ok(Outcome::Finished(summary))
 }
 
@@ -778,11 +642,7 @@ impl Runner<'_> {
         };
         let record = measure(net, &loss_of, &probe, step)?;
         self.lock.ensure_held()?;
-        let writer = self
-            .measures
-            .as_mut()
-            .context("measures are on but measures.jsonl is not open")?;
-        writer.write(&record)
+        self.records.measures(&record)
     }
 
     /// Test loss and accuracy on the full test set with `stats`.
@@ -811,28 +671,29 @@ impl Runner<'_> {
         Ok((loss_sum / n as f64, correct as f64 / n as f64))
     }
 
-    /// Evaluate, probe, and append one line to `metrics.jsonl` and `activations.jsonl`.
+    /// Evaluate, probe, and append one evaluation record and one activation record. Returns
+    /// the test accuracy.
     fn evaluate_and_record(
         &mut self,
         net: &Net,
         state: &LoopState,
         lr: f64,
         started: Instant,
-    ) -> Result<EvalRecord> {
+    ) -> Result<f64> {
         let (test_loss, test_acc) = self.evaluate(net, self.config.norm.training_eval_stats())?;
         let record = EvalRecord {
             step: state.step,
             train_loss: (state.loss_count > 0).then(|| state.loss_sum / state.loss_count as f64),
-            test_loss,
-            test_acc,
-            lr,
-            elapsed_s: started.elapsed().as_secs_f64(),
+            test_loss: Some(test_loss),
+            test_acc: Some(test_acc),
+            lr: Some(lr),
+            elapsed_s: Some(started.elapsed().as_secs_f64()),
         };
         self.lock.ensure_held()?;
-        self.metrics.write(&record)?;
+        self.records.eval(&record)?;
         let activations = self.probe(net, state.step)?;
-        self.activations.write(&activations)?;
-        Ok(record)
+        self.records.activations(&activations)?;
+        Ok(test_acc)
     }
 
     /// Pre-activation statistics of every hidden layer on the probe batch, in training mode
@@ -864,12 +725,12 @@ impl Runner<'_> {
                 let [p15, p50, p85] = percentiles_15_50_85(&mut values);
                 LayerStats {
                     layer: i,
-                    units: pre.shape[1],
-                    p15,
-                    p50,
-                    p85,
-                    mean,
-                    std,
+                    units: Some(pre.shape[1]),
+                    p15: Some(p15),
+                    p50: Some(p50),
+                    p85: Some(p85),
+                    mean: Some(mean),
+                    std: Some(std),
                     hist,
                 }
             })
@@ -877,11 +738,11 @@ impl Runner<'_> {
         Ok(ActivationRecord {
             step,
             tracked: TrackedUnit {
-                layer,
-                unit: p.unit,
-                p15,
-                p50,
-                p85,
+                layer: Some(layer),
+                unit: Some(p.unit),
+                p15: Some(p15),
+                p50: Some(p50),
+                p85: Some(p85),
             },
             layers,
         })
@@ -938,9 +799,9 @@ impl Runner<'_> {
         let mut final_metrics = (last.test_acc, last.test_loss);
         let keeps_statistics = self.config.norm.keeps_statistics();
         let mut final_inference = match self.config.norm.inference_source() {
-            InferenceSource::Kept => stats_name(self.config.norm.training_eval_stats()),
-            InferenceSource::PerExample => "per-example",
-            InferenceSource::None => "none",
+            InferenceSource::Kept => final_inference_of(self.config.norm.training_eval_stats()),
+            InferenceSource::PerExample => FinalInference::PerExample,
+            InferenceSource::None => FinalInference::None,
         };
         let mut population = None;
         if keeps_statistics && self.config.norm.population_pass {
@@ -953,19 +814,19 @@ impl Runner<'_> {
             });
             if self.config.norm.inference == InferenceStats::Population {
                 final_metrics = (Some(acc), Some(loss));
-                final_inference = "population";
+                final_inference = FinalInference::Population;
             }
         }
         let summary = Summary {
-            status: "finished".to_string(),
+            status: RunStatus::Finished,
             final_test_acc: final_metrics.0,
             final_test_loss: final_metrics.1,
-            final_inference: final_inference.to_string(),
+            final_inference,
             population,
             ..self.summary(state, &run)
         };
         self.lock.ensure_held()?;
-        write_json_atomic(&self.run_dir.join(SUMMARY_FILE), &summary)?;
+        write_summary(self.run_dir, &summary)?;
         Ok(summary)
     }
 
@@ -974,22 +835,22 @@ impl Runner<'_> {
         let run = Run::read(self.run_dir);
         let last = run.metrics.last();
         let summary = Summary {
-            status: "diverged".to_string(),
+            status: RunStatus::Diverged,
             diverged_at: Some(at),
             final_test_acc: last.and_then(|m| m.test_acc),
             final_test_loss: last.and_then(|m| m.test_loss),
-            final_inference: "none".to_string(),
+            final_inference: FinalInference::None,
             ..self.summary(state, &run)
         };
         self.lock.ensure_held()?;
-        write_json_atomic(&self.run_dir.join(SUMMARY_FILE), &summary)?;
+        write_summary(self.run_dir, &summary)?;
         Ok(summary)
     }
 
     /// What every summary holds, from the run's own files as the run module reads them: best
     /// accuracy, steps to each threshold, drift, timings. The caller sets status and finals.
     fn summary(&self, state: &LoopState, run: &Run) -> Summary {
-        let metrics: &[MetricPoint] = &run.metrics;
+        let metrics: &[EvalRecord] = &run.metrics;
         let best = best_acc(metrics);
         let steps_to = self
             .config
@@ -1020,25 +881,18 @@ impl Runner<'_> {
     }
 }
 
-fn stats_name(stats: InferenceStats) -> &'static str {
+/// The statistics inference used with `stats`, as the summary names them.
+fn final_inference_of(stats: InferenceStats) -> FinalInference {
     match stats {
-        InferenceStats::Moving => "moving",
-        InferenceStats::Population => "population",
-        InferenceStats::Batch => "batch",
+        InferenceStats::Moving => FinalInference::Moving,
+        InferenceStats::Population => FinalInference::Population,
+        InferenceStats::Batch => FinalInference::Batch,
     }
 }
 
-fn checkpoint_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join(CHECKPOINT_DIR)
-}
-
-/// Save model, optimiser and loop state. Written to a fresh folder and renamed into place, so a
-/// crash mid-save leaves the previous checkpoint intact.
-///
-/// The lock is checked before anything is written, and again just before the renames, which
-/// replace the folder's checkpoint: a holder frozen mid-save while another process took the
-/// run over must not put its stale checkpoint in place when it wakes.
-fn save_checkpoint(
+/// Save the run's checkpoint (see [`save_checkpoint`]), stopping this process in it when
+/// [`TrainOptions::stop_in_checkpoint`] asks for this step.
+fn checkpoint(
     net: &Net,
     optim: &ModuleOptimizer,
     state: &LoopState,
@@ -1046,133 +900,13 @@ fn save_checkpoint(
     lock: &RunLock,
     opts: &TrainOptions,
 ) -> Result<()> {
-    let dir = checkpoint_dir(run_dir);
-    let tmp = run_dir.join("checkpoint.tmp");
-    let io = |what: &str, path: &Path| format!("cannot {what} {}", path.display());
-    lock.ensure_held()?;
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).with_context(|| io("remove", &tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).with_context(|| io("create", &tmp))?;
     // `valid()` syncs the running statistics: a RunningState's stored value can lag its last
     // update by one step, and a checkpoint must hold the value the next step will read.
-    net.valid()
-        .save_file(tmp.join("model.bpk"))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .with_context(|| io("save the model checkpoint to", &tmp.join("model.bpk")))?;
-    optim
-        .save(tmp.join("optim.bpk"))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .with_context(|| io("save the optimiser checkpoint to", &tmp.join("optim.bpk")))?;
-    write_json_atomic(&tmp.join("state.json"), state)?;
-    if opts.stop_in_checkpoint == Some(state.step) {
-        stop_this_process(state.step);
-    }
-    lock.ensure_held()?;
-    let old = run_dir.join("checkpoint.old");
-    if dir.exists() {
-        if old.exists() {
-            std::fs::remove_dir_all(&old).with_context(|| io("remove", &old))?;
+    save_checkpoint(run_dir, net.valid(), optim, state, lock, || {
+        if opts.stop_in_checkpoint == Some(state.step) {
+            stop_this_process(state.step);
         }
-        std::fs::rename(&dir, &old).with_context(|| io("move aside", &dir))?;
-    }
-    std::fs::rename(&tmp, &dir).with_context(|| io("move into place", &dir))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).with_context(|| io("remove", &old))?;
-    }
-    Ok(())
-}
-
-fn load_checkpoint(
-    config: &Config,
-    run_dir: &Path,
-    device: &Device,
-) -> Result<Option<(Net, ModuleOptimizer, LoopState)>> {
-    let mut dir = checkpoint_dir(run_dir);
-    if !dir.join("state.json").exists() {
-        // A crash between the two renames of save_checkpoint leaves the previous one here.
-        dir = run_dir.join("checkpoint.old");
-        if !dir.join("state.json").exists() {
-            return Ok(None);
-        }
-    }
-    let damaged = |file: &str| {
-        format!(
-            "the checkpoint {} is damaged or unreadable; pass --force to start the run afresh",
-            dir.join(file).display()
-        )
-    };
-    let state_text =
-        std::fs::read_to_string(dir.join("state.json")).with_context(|| damaged("state.json"))?;
-    let state: LoopState =
-        serde_json::from_str(&state_text).with_context(|| damaged("state.json"))?;
-    let net = config
-        .build_net(device)
-        .try_load_file(dir.join("model.bpk"))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .with_context(|| damaged("model.bpk"))?;
-    let optim = build_optimizer(config)
-        .load(dir.join("optim.bpk"))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .with_context(|| damaged("optim.bpk"))?;
-    Ok(Some((net, optim, state)))
-}
-
-/// Drop records after `step` (written after the checkpoint a resume starts from), so the
-/// resumed run's files read as if it had never stopped.
-fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
-    for name in [METRICS_FILE, ACTIVATIONS_FILE, MEASURES_FILE] {
-        // Evaluations at step s follow s updates, so the checkpoint's own step stays (but a
-        // run resumed at 0 redoes its step-0 evaluation); measures at s precede update s,
-        // which the resumed run does again.
-        let stale = |s: u64| match name {
-            MEASURES_FILE => s >= step,
-            _ => s > step || (step == 0 && s == 0),
-        };
-        let path = run_dir.join(name);
-        if !path.exists() {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        // Only a last line written without its newline is a torn write (a crash mid-line); a
-        // bad line anywhere else is damage, and dropping what follows it would leave a hole.
-        let torn_tail = !text.ends_with('\n');
-        let count = text.lines().count();
-        let mut kept = String::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let damaged = |why: String| {
-                anyhow::anyhow!(
-                    "{} line {} {why}: the file is damaged, and resuming would lose what follows \
-                     it. Repair or remove that line, or pass --force to start the run afresh",
-                    path.display(),
-                    i + 1
-                )
-            };
-            let row: serde_json::Value = match serde_json::from_str(line) {
-                Ok(row) => row,
-                Err(_) if torn_tail && i + 1 == count => break,
-                Err(err) => return Err(damaged(format!("is not a whole record ({err})"))),
-            };
-            let Some(s) = row.get("step").and_then(|s| s.as_u64()) else {
-                return Err(damaged("has no step".to_string()));
-            };
-            if stale(s) {
-                break;
-            }
-            kept.push_str(line);
-            kept.push('\n');
-        }
-        // A new file renamed over the old: a kill mid-write cannot lose the records.
-        let tmp = run_dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, kept)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -211,7 +211,8 @@ fn finished_in<'a>(runs: &'a [Fixture], placement: &str) -> Vec<&'a Fixture> {
         .collect()
 }
 
-/// The label `compare` gives the fixtures' groups (`bn.placement` of an older run folder).
+/// The label `compare` gives the fixtures' groups (`bn.placement` of an older run folder, read
+/// as `norm.kind` and `norm.placement`).
 fn label(placement: &str) -> &'static str {
     match placement {
         "none" => "no BN",
@@ -430,9 +431,10 @@ fn baseline_label_picks_a_group_and_bad_labels_list_the_groups() {
     let cmp = with(Baseline::Label("placement=before, lr=1".into())).unwrap();
     assert_eq!(cmp.baseline.unwrap().label, "BN before sigmoid, lr 1");
 
+    // The fixtures' older `bn.placement: none` is read as `norm.kind: none`.
     let err = format!(
         "{:#}",
-        with(Baseline::Label("placement=none".into())).unwrap_err()
+        with(Baseline::Label("kind=none".into())).unwrap_err()
     );
     assert!(err.contains("matches 2 groups"), "{err}");
     let err = format!(

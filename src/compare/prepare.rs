@@ -10,9 +10,7 @@ use serde_json::Value;
 
 use super::keys::get_path;
 use super::runner::TrainJob;
-use super::runs::{
-    CONFIG_FILE, CONFIGS_DIR, RunProgress, STUDY_RECORD_FILE, read_json, run_progress,
-};
+use super::runs::{CONFIGS_DIR, RunProgress, STUDY_RECORD_FILE, run_progress};
 use super::study::{PlannedRun, Study};
 use crate::groups::{flatten, json_equal};
 
@@ -64,14 +62,8 @@ delete them to train them again, or pass another --results-dir",
 /// The first setting where a run folder's `config.json` disagrees with the planned config,
 /// if any. Only keys the plan sets are checked: train adds defaults for the rest.
 fn config_difference(run_dir: &Path, run: &PlannedRun) -> Result<Option<String>> {
-    let mut existing = read_json(&run_dir.join(CONFIG_FILE))?;
-    // A run folder written before normalisation had its own key says `bn`.
-    crate::config::resolve_legacy_bn(&mut existing).with_context(|| {
-        format!(
-            "{} is not a valid config",
-            run_dir.join(CONFIG_FILE).display()
-        )
-    })?;
+    // Resolved: a run folder written before normalisation had its own key says `bn`.
+    let existing = crate::run::read_run_config(run_dir)?;
     for (path, wanted) in flatten(&run.config) {
         match get_path(&existing, &path) {
             Some(have) if json_equal(have, &wanted) => {}

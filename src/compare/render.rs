@@ -495,10 +495,7 @@ fn run_row_cells(group: &GroupRow, run: &RunRow) -> Vec<String> {
     let step = |s: Option<u64>| s.map_or("never".to_string(), |s| s.to_string());
     let status = match run.diverged_at {
         Some(at) => format!("diverged at {at}"),
-        None => serde_json::to_value(run.status)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        None => run.status.to_string(),
     };
     let mut cells = vec![
         run.name.clone(),
@@ -584,9 +581,9 @@ pub fn percent_label(fraction: f64) -> String {
 mod tests {
     use super::*;
     use crate::compare::options::{Baseline, CompareOptions};
-    use crate::compare::runs::{RunRecord, RunStatus};
+    use crate::compare::runs::RunRecord;
     use crate::compare::table::compare_runs;
-    use crate::run::{MeasureSummary, MetricPoint};
+    use crate::run::{EvalRecord, MeasureSummary, RunStatus};
     use serde_json::json;
 
     fn record(kind: &str, seed: u64, measures: Option<MeasureSummary>) -> RunRecord {
@@ -596,10 +593,11 @@ mod tests {
             config: json!({"norm": {"kind": kind}, "seed": seed}),
             status: RunStatus::Finished,
             diverged_at: None,
-            evals: vec![MetricPoint {
+            evals: vec![EvalRecord {
                 step: 100,
                 test_acc: Some(0.9),
                 test_loss: Some(0.3),
+                ..EvalRecord::default()
             }],
             wall_s: None,
             steps_per_s: None,

@@ -307,7 +307,7 @@ fn final_accuracy_note(run_dir: &Path) -> String {
 
 /// `steps` from the config train wrote into the run folder.
 fn planned_steps(run_dir: &Path) -> Option<u64> {
-    read_json(&run_dir.join(super::runs::CONFIG_FILE))
+    crate::run::read_run_config(run_dir)
         .ok()?
         .get("steps")?
         .as_u64()

@@ -5,27 +5,20 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail, ensure};
-use serde::Serialize;
 use serde_json::Value;
 
 pub use crate::run::{
-    CONFIG_FILE, LOG_FILE, METRICS_FILE, MetricPoint as Eval, RunProgress, SUMMARY_FILE,
-    folder_name, run_progress,
+    CONFIG_FILE, LOG_FILE, METRICS_FILE, RunProgress, SUMMARY_FILE, folder_name, run_progress,
 };
-use crate::run::{Drift, MeasureSummary, Run, is_run_folder, run_subfolders, summarise_measures};
+use crate::run::{
+    Drift, EvalRecord, MeasureSummary, Run, RunStatus, is_run_folder, run_subfolders,
+    summarise_measures,
+};
 
 /// Study description kept next to a study's runs (see [`super::study::StudyRecord`]).
 pub const STUDY_RECORD_FILE: &str = "study.json";
 /// Folder of a study's expanded per-run configs, hidden so it is never taken for a run.
 pub const CONFIGS_DIR: &str = ".configs";
-
-/// How a done run ended (`summary.json` `status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Finished,
-    Diverged,
-}
 
 /// A done run, loaded.
 #[derive(Debug, Clone)]
@@ -37,7 +30,7 @@ pub struct RunRecord {
     pub config: Value,
     pub status: RunStatus,
     pub diverged_at: Option<u64>,
-    pub evals: Vec<Eval>,
+    pub evals: Vec<EvalRecord>,
     pub wall_s: Option<f64>,
     pub steps_per_s: Option<f64>,
     /// Test accuracy with the paper's population statistics (BN runs with the pass on).
@@ -66,14 +59,6 @@ pub fn load_run(dir: &Path) -> Result<RunRecord> {
         "{} is missing or damaged",
         dir.join(CONFIG_FILE).display()
     );
-    let status = match summary.status.as_str() {
-        "finished" => RunStatus::Finished,
-        "diverged" => RunStatus::Diverged,
-        other => bail!(
-            "{}: unknown status `{other}` (expected \"finished\" or \"diverged\")",
-            summary_path.display()
-        ),
-    };
     let total_steps = run
         .config
         .get("steps")
@@ -82,7 +67,7 @@ pub fn load_run(dir: &Path) -> Result<RunRecord> {
     Ok(RunRecord {
         name: folder_name(dir),
         dir: dir.to_path_buf(),
-        status,
+        status: summary.status,
         diverged_at: summary.diverged_at,
         wall_s: Some(summary.wall_s).filter(|w| *w > 0.0),
         steps_per_s: Some(summary.steps_per_s).filter(|s| *s > 0.0),

@@ -504,7 +504,7 @@ pub fn spec_picks_one_group(
 }
 
 /// A `(key.path, value)` spec with `bn.*` keys resolved into `norm.*` as in a config.
-fn resolve_legacy_spec(spec: Vec<(String, Value)>) -> Result<Vec<(String, Value)>> {
+pub(crate) fn resolve_legacy_spec(spec: Vec<(String, Value)>) -> Result<Vec<(String, Value)>> {
     if !spec
         .iter()
         .any(|(key, _)| key == "bn" || key.starts_with("bn."))

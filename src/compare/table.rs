@@ -13,10 +13,11 @@ use serde_json::{Map, Value};
 
 use super::keys::{display_value, has_suffix};
 use super::options::{Baseline, CompareOptions, describe_spec, matches_spec};
-use super::runs::{RunRecord, RunStatus};
+use super::runs::RunRecord;
+use super::study::resolve_legacy_spec;
 use crate::groups::{Grouping, Leaves, condition, flatten, json_equal};
-use crate::run::MeasureSummary;
 pub use crate::run::{MeanStd, best_acc, final_acc, first_step_reaching, mean_std};
+use crate::run::{MeasureSummary, RunStatus};
 
 /// The whole comparison, as written to `comparison.json`.
 #[derive(Debug, Clone, Serialize)]
@@ -377,9 +378,14 @@ fn pick_baseline(
 ) -> Result<usize> {
     let matching: Vec<usize> = match choice {
         Baseline::FirstGroup => return Ok(first_group),
-        Baseline::Spec(spec) => (0..groups.len())
-            .filter(|&i| matches_spec(&groups[i][0].config, spec))
-            .collect(),
+        Baseline::Spec(spec) => {
+            // Run folders' configs are read with the older `bn` key resolved (`Run::read`), so
+            // a spec that names it (an older study.json's baseline) is resolved too.
+            let spec = resolve_legacy_spec(spec.clone())?;
+            (0..groups.len())
+                .filter(|&i| matches_spec(&groups[i][0].config, &spec))
+                .collect()
+        }
         Baseline::Label(label) => match_label(groups, labels, label),
     };
     let wanted = match choice {

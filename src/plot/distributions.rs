@@ -12,11 +12,12 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::figures::{FIGURE_WIDTH, draw_note, first_seed_with};
 use super::groups::{Group, file_slug};
-use super::load::{Histogram, Run};
+use super::load::Run;
 use super::set::{Diagnostics, PlotSet};
 use super::style::{
     Colour, FONT, Figure, MUTED_TEXT, SMALL_SIZE, format_steps, format_tick, titled,
 };
+use crate::run::Histogram;
 
 /// How many evaluated steps a distribution figure shows (as columns).
 const DISTRIBUTION_COLUMNS: usize = 5;
@@ -24,7 +25,7 @@ const DISTRIBUTION_COLUMNS: usize = 5;
 /// One hidden layer's histograms at the chosen steps (`None` where that step lacks it).
 #[derive(Debug, Clone)]
 pub struct LayerRow {
-    pub layer: u64,
+    pub layer: usize,
     pub cells: Vec<Option<Histogram>>,
 }
 
@@ -103,9 +104,9 @@ fn distribution_figure(set: &PlotSet, group: &Group, run: &Run) -> DistributionF
         .collect();
     let picks = evenly_spaced(with_hist.len(), DISTRIBUTION_COLUMNS);
     let chosen: Vec<_> = picks.iter().map(|&i| with_hist[i]).collect();
-    let mut layers: Vec<u64> = chosen
+    let mut layers: Vec<usize> = chosen
         .iter()
-        .flat_map(|a| a.layers.iter().map(|(l, _)| *l))
+        .flat_map(|a| a.layers.iter().map(|l| l.layer))
         .collect();
     layers.sort_unstable();
     layers.dedup();
@@ -118,8 +119,8 @@ fn distribution_figure(set: &PlotSet, group: &Group, run: &Run) -> DistributionF
                 .map(|a| {
                     a.layers
                         .iter()
-                        .find(|(l, _)| *l == layer)
-                        .map(|(_, h)| h.clone())
+                        .find(|l| l.layer == layer)
+                        .map(|l| l.hist.clone())
                 })
                 .collect(),
         })
@@ -150,7 +151,7 @@ impl DistributionFigure {
             .flatten()
             .flat_map(|h| {
                 let total = h.total().max(1.0);
-                h.counts.iter().map(move |c| 100.0 * c / total)
+                h.counts.iter().map(move |&c| 100.0 * c as f64 / total)
             })
             .fold(0.0, f64::max)
             .max(1e-3)
@@ -205,16 +206,16 @@ impl DistributionFigure {
             .counts
             .iter()
             .enumerate()
-            .filter(|(_, c)| **c > 0.0)
-            .map(|(i, c)| {
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, &c)| {
                 let x0 = h.lo + i as f64 * width;
                 Rectangle::new(
-                    [(x0, 0.0), (x0 + width, 100.0 * c / total)],
+                    [(x0, 0.0), (x0 + width, 100.0 * c as f64 / total)],
                     self.colour.filled(),
                 )
             });
         chart.draw_series(bars)?;
-        let outside = 100.0 * (h.below + h.above) / total;
+        let outside = 100.0 * (h.below as f64 + h.above as f64) / total;
         if outside > 0.0 {
             let style = TextStyle::from((FONT, SMALL_SIZE).into_font())
                 .color(&MUTED_TEXT)

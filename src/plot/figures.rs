@@ -16,13 +16,14 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::groups::{Group, StepStat, aggregate_by_step, compare_seeds};
-use super::load::{MetricPoint, Percentiles, Run};
+use super::load::Run;
 use super::set::{Diagnostics, PlotSet};
 use super::style::{
     AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, MUTED_TEXT,
     PANEL_TITLE_SIZE, TICK_SIZE, draw_legend, even_size, format_steps, format_tick, legend_height,
     padded_range, titled_with_legend,
 };
+use crate::run::EvalRecord;
 
 /// Width of the figures; heights follow the content.
 pub(super) const FIGURE_WIDTH: u32 = 1200;
@@ -66,7 +67,7 @@ pub fn convergence_figure(
     let mut curves = Vec::new();
     for group in &set.groups {
         let runs: Vec<&Run> = set.runs_of(group).collect();
-        let series = |pick: fn(&MetricPoint) -> Option<f64>| {
+        let series = |pick: fn(&EvalRecord) -> Option<f64>| {
             runs.iter()
                 .map(|r| {
                     r.healthy_metrics()
@@ -113,8 +114,7 @@ pub fn convergence_figure(
 /// Where to mark a diverged seed: at its divergence step, at its last healthy values.
 fn divergence_mark(run: &Run) -> Option<(f64, Option<f64>, Option<f64>)> {
     let at = run.diverged_at()? as f64;
-    let last =
-        |pick: fn(&MetricPoint) -> Option<f64>| run.healthy_metrics().filter_map(pick).last();
+    let last = |pick: fn(&EvalRecord) -> Option<f64>| run.healthy_metrics().filter_map(pick).last();
     Some((
         at,
         last(|m| m.test_acc.map(|a| a * 100.0)),
@@ -384,7 +384,8 @@ pub struct PercentilePanel {
     pub colour: Colour,
     pub run_name: String,
     pub seed: Option<i64>,
-    pub points: Vec<(f64, Percentiles)>,
+    /// `(step, [p15, p50, p85])`.
+    pub points: Vec<(f64, [f64; 3])>,
 }
 
 /// Figure 1 (b, c): one panel per group, shared y range.
@@ -416,7 +417,11 @@ pub fn percentile_figure(
     let mut panels = Vec::new();
     let mut units = Vec::new();
     for group in &set.groups {
-        let has_tracked = |r: &Run| r.activations.iter().any(|a| a.tracked.is_some());
+        let has_tracked = |r: &Run| {
+            r.activations
+                .iter()
+                .any(|a| a.tracked.percentiles().is_some())
+        };
         let Some(run) = first_seed_with(set, group, has_tracked) else {
             diag.warn(format!(
                 "group {}: no tracked-unit percentiles (activations.jsonl); left out of fig1bc",
@@ -424,7 +429,7 @@ pub fn percentile_figure(
             ));
             continue;
         };
-        units.extend(run.activations.iter().find_map(|a| a.tracked_unit));
+        units.extend(run.activations.iter().find_map(|a| a.tracked.position()));
         panels.push(PercentilePanel {
             label: group.label.clone(),
             colour: group.colour,
@@ -433,7 +438,7 @@ pub fn percentile_figure(
             points: run
                 .activations
                 .iter()
-                .filter_map(|a| Some((a.step as f64, a.tracked?)))
+                .filter_map(|a| Some((a.step as f64, a.tracked.percentiles()?)))
                 .collect(),
         });
     }
@@ -443,7 +448,7 @@ pub fn percentile_figure(
     let y_range = padded_range(
         panels
             .iter()
-            .flat_map(|p| p.points.iter().flat_map(|(_, q)| [q.p15, q.p50, q.p85])),
+            .flat_map(|p| p.points.iter().flat_map(|(_, q)| *q)),
         0.05,
     );
     let max_step = max_step(panels.iter().flat_map(|p| p.points.iter().map(|(s, _)| *s)));
@@ -538,24 +543,24 @@ impl PercentileFigure {
             .axis_desc_style((FONT, AXIS_DESC_SIZE))
             .draw()?;
         let c = panel.colour;
-        let upper = panel.points.iter().map(|(s, q)| (*s, q.p85));
-        let lower = panel.points.iter().rev().map(|(s, q)| (*s, q.p15));
+        let upper = panel.points.iter().map(|&(s, [_, _, p85])| (s, p85));
+        let lower = panel.points.iter().rev().map(|&(s, [p15, _, _])| (s, p15));
         if panel.points.len() > 1 {
             let band: Vec<(f64, f64)> = upper.clone().chain(lower).collect();
             chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.25).filled())))?;
         }
         chart.draw_series(LineSeries::new(upper, c.stroke_width(1)))?;
         chart.draw_series(LineSeries::new(
-            panel.points.iter().map(|(s, q)| (*s, q.p15)),
+            panel.points.iter().map(|&(s, [p15, _, _])| (s, p15)),
             c.stroke_width(1),
         ))?;
         chart.draw_series(LineSeries::new(
-            panel.points.iter().map(|(s, q)| (*s, q.p50)),
+            panel.points.iter().map(|&(s, [_, p50, _])| (s, p50)),
             c.stroke_width(3),
         ))?;
         if panel.points.len() == 1 {
-            let (s, q) = panel.points[0];
-            chart.draw_series(std::iter::once(Circle::new((s, q.p50), 5, c.filled())))?;
+            let (s, [_, p50, _]) = panel.points[0];
+            chart.draw_series(std::iter::once(Circle::new((s, p50), 5, c.filled())))?;
         }
         Ok(())
     }

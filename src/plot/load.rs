@@ -10,13 +10,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::set::Diagnostics;
-use crate::run::is_run_folder;
-pub use crate::run::{
-    ActivationPoint, HistogramCounts as Histogram, MetricPoint, Percentiles, Run, finite, fraction,
-};
+use crate::run::{CHECKPOINT_DIR, PLOTS_DIR, is_run_folder};
+pub use crate::run::{Run, finite};
 
 /// Folders inside a study folder that are never runs (our own output, checkpoints).
-const NOT_RUN_FOLDERS: [&str; 2] = ["plots", "checkpoint"];
+const NOT_RUN_FOLDERS: [&str; 2] = [PLOTS_DIR, CHECKPOINT_DIR];
 
 /// Read one run folder; what the reader left out becomes warnings.
 pub fn load_run(dir: &Path, diag: &mut Diagnostics) -> Run {
