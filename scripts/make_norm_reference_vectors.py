@@ -7,7 +7,8 @@
 
 Covers LayerNorm, GroupNorm, Batch Renormalization, Weight Normalization and mean-only BatchNorm,
 all in float64, with the layout of the `doc` string below (the same structure, key names, case
-names, shapes and hyper-parameters as the shared reference file it was written to reproduce).
+names, shapes and hyper-parameters as the shared reference file it was written to reproduce, plus
+single-example cases of LayerNorm and GroupNorm, which that file lacks).
 PyTorch's own modules compute what they can: torch.nn.LayerNorm, torch.nn.GroupNorm, and
 torch.nn.utils.parametrizations.weight_norm on a torch.nn.Linear (weight layout (out, in)).
 PyTorch has no Batch Renormalization or mean-only BatchNorm, so those two are written out here in
@@ -63,12 +64,17 @@ TOLERANCE = 1e-12
 
 # The cases, by kind: (name, shape or shapes, hyper-parameters, number of training batches, seed).
 # Shapes cover a paper-sized MLP layer, a conv feature map, and the smallest shapes where every
-# normalisation still does something (2 features, 1 group, m = 8 per channel...).
-LAYER_NORM = [("ln_60x100", [60, 100], 11), ("ln_3x2", [3, 2], 12)]
+# normalisation still does something (2 features, 1 group, m = 8 per channel...). The single
+# examples (N = 1) normalise over counts that are not powers of two (7 features; 2 channels of
+# 3 x 3): dividing by such a count is where a float32 constant in a backward shows (1/7 and 1/18
+# are inexact in float32, 1/2 and 1/64 are exact).
+LAYER_NORM = [("ln_60x100", [60, 100], 11), ("ln_3x2", [3, 2], 12), ("ln_1x7", [1, 7], 13)]
 GROUP_NORM = [
     ("gn_mlp_60x100_g10", [60, 100], 10, 21),
     ("gn_conv_4x8x5x5_g4", [4, 8, 5, 5], 4, 22),
     ("gn_conv_2x6x3x3_g1", [2, 6, 3, 3], 1, 23),  # G = 1: LayerNorm over (C, H, W)
+    ("gn_mlp_1x4_g2", [1, 4], 2, 24),  # one example, 2 groups of 2 channels
+    ("gn_conv_1x4x3x3_g2", [1, 4, 3, 3], 2, 25),  # the same on 3 x 3 maps: 18 values a group
 ]
 # r_max, d_max: the MLP case uses tight clips (1.5, 0.5) so r and d clip often; the conv case
 # loose ones (3, 5) with running statistics far from the batch's, so r and d are large but mostly
@@ -183,9 +189,11 @@ def make_batch_renorm_inputs(shape, n_batches, seed):
         "gamma": 0.5 + torch.rand(c, generator=g, dtype=F64),
         "beta": torch.randn(c, generator=g, dtype=F64),
         # Running statistics that disagree with the batches' (as early in training), so that r
-        # and d are far from 1 and 0 and the clips matter.
+        # and d are far from 1 and 0 and the clips matter. A running std from 0.5 lets r reach the
+        # conv case's loose r_max = 3 against batches whose std is 1.5 to 2.5 (from 0.8 it never
+        # did, see clipped_values).
         "running_mean_init": torch.randn(c, generator=g, dtype=F64),
-        "running_std_init": 0.8 + torch.rand(c, generator=g, dtype=F64),
+        "running_std_init": 0.5 + torch.rand(c, generator=g, dtype=F64),
         "batches": [offset + scale * torch.randn(shape, generator=g, dtype=F64)
                     for _ in range(n_batches)],
         "upstream": torch.randn(shape, generator=g, dtype=F64),
@@ -208,6 +216,14 @@ def batch_renorm_train(x, gamma, beta, mu, sigma, r_max, d_max, eps):
     x_hat = (x - mu_b.reshape(view)) / sigma_b.reshape(view) * r.reshape(view) + d.reshape(view)
     y = gamma.reshape(view) * x_hat + beta.reshape(view)
     return y, r, d, mu_b.detach(), sigma_b.detach()
+
+
+def clipped_values(case):
+    """How many of a Batch Renorm case's r and d, over its batches, sit at their clip."""
+    r_max, d_max = case["r_max"], case["d_max"]
+    at = lambda v, limit: abs(v - limit) < 1e-12
+    return sum(sum(at(r, r_max) or at(r, 1.0 / r_max) for r in b["r"])
+               + sum(at(abs(d), d_max) for d in b["d"]) for b in case["per_batch"])
 
 
 def compute_batch_renorm(name, shape, r_max, d_max, inputs, eps=EPS, momentum=MOMENTUM):
@@ -346,7 +362,7 @@ def compute_mean_only_bn(name, shape, inputs, momentum=MOMENTUM):
 # ---------------------------------------------------------------------------------------------
 
 def generate():
-    return {
+    cases = {
         "layer_norm": [compute_layer_norm(n, s, make_layer_norm_inputs(s, seed))
                        for n, s, seed in LAYER_NORM],
         "group_norm": [compute_group_norm(n, s, groups, make_group_norm_inputs(s, seed))
@@ -359,6 +375,10 @@ def generate():
         "mean_only_bn": [compute_mean_only_bn(n, s, make_mean_only_bn_inputs(s, nb, seed))
                          for n, s, nb, seed in MEAN_ONLY_BN],
     }
+    # tests/norm_layers.rs tests the clips through these cases: each must clip something.
+    for case in cases["batch_renorm"]:
+        assert clipped_values(case) > 0, f"{case['name']}: no r or d is clipped"
+    return cases
 
 
 def recompute(kind, case):

@@ -31,9 +31,9 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, Shape, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::Tensor;
 
-use super::{Real, as_dtype, as_f32, tensor_from, values};
+use super::common::{Real, backward_node, float_dispatch, tensor_from, values};
 
 #[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FusedColumns: Backend {
@@ -220,22 +220,13 @@ fn center_backward<T: Real>(dy: &[T], n: usize, c: usize) -> (Vec<T>, Vec<T>) {
 /// (w, column norms) on Flex tensors.
 fn flex_wn_forward(v: &FlexTensor, g: &FlexTensor) -> (FlexTensor, Vec<f64>) {
     let (r, c) = dims2(v);
-    macro_rules! run {
-        ($t:ty) => {{
-            let (w, norms) = wn_forward::<$t>(&values(v), &values(g), c);
-            (tensor_from(w, vec![r, c]), norms)
-        }};
-    }
-    match v.dtype() {
-        DType::F64 => run!(f64),
-        DType::F32 => run!(f32),
-        other => {
-            let (w, norms) = flex_wn_forward(&as_f32(v), &as_f32(g));
-            (as_dtype(w, other), norms)
-        }
-    }
+    float_dispatch!(v.dtype(), |T| {
+        let (w, norms) = wn_forward::<T>(&values(v), &values(g), c);
+        (tensor_from(w, vec![r, c]), norms)
+    })
 }
 
+/// (∂v, ∂g) on Flex tensors.
 fn flex_wn_backward(
     v: &FlexTensor,
     g: &FlexTensor,
@@ -243,56 +234,28 @@ fn flex_wn_backward(
     dw: &FlexTensor,
 ) -> (FlexTensor, FlexTensor) {
     let (r, c) = dims2(v);
-    macro_rules! run {
-        ($t:ty) => {{
-            let (dv, dg) = wn_backward::<$t>(&values(v), &values(g), norms, &values(dw), c);
-            (tensor_from(dv, vec![r, c]), tensor_from(dg, vec![c]))
-        }};
-    }
-    match v.dtype() {
-        DType::F64 => run!(f64),
-        DType::F32 => run!(f32),
-        other => {
-            let (dv, dg) = flex_wn_backward(&as_f32(v), &as_f32(g), norms, &as_f32(dw));
-            (as_dtype(dv, other), as_dtype(dg, other))
-        }
-    }
+    float_dispatch!(v.dtype(), |T| {
+        let (dv, dg) = wn_backward::<T>(&values(v), &values(g), norms, &values(dw), c);
+        (tensor_from(dv, vec![r, c]), tensor_from(dg, vec![c]))
+    })
 }
 
+/// (y, μ_B) on Flex tensors.
 fn flex_center_forward(x: &FlexTensor, beta: &FlexTensor) -> (FlexTensor, FlexTensor) {
     let (n, c) = dims2(x);
-    macro_rules! run {
-        ($t:ty) => {{
-            let (y, mean) = center_forward::<$t>(&values(x), &values(beta), n, c);
-            (tensor_from(y, vec![n, c]), tensor_from(mean, vec![c]))
-        }};
-    }
-    match x.dtype() {
-        DType::F64 => run!(f64),
-        DType::F32 => run!(f32),
-        other => {
-            let (y, mean) = flex_center_forward(&as_f32(x), &as_f32(beta));
-            (as_dtype(y, other), as_dtype(mean, other))
-        }
-    }
+    float_dispatch!(x.dtype(), |T| {
+        let (y, mean) = center_forward::<T>(&values(x), &values(beta), n, c);
+        (tensor_from(y, vec![n, c]), tensor_from(mean, vec![c]))
+    })
 }
 
+/// (∂x, ∂β) on Flex tensors.
 fn flex_center_backward(dy: &FlexTensor) -> (FlexTensor, FlexTensor) {
     let (n, c) = dims2(dy);
-    macro_rules! run {
-        ($t:ty) => {{
-            let (dx, dbeta) = center_backward::<$t>(&values(dy), n, c);
-            (tensor_from(dx, vec![n, c]), tensor_from(dbeta, vec![c]))
-        }};
-    }
-    match dy.dtype() {
-        DType::F64 => run!(f64),
-        DType::F32 => run!(f32),
-        other => {
-            let (dx, dbeta) = flex_center_backward(&as_f32(dy));
-            (as_dtype(dx, other), as_dtype(dbeta, other))
-        }
-    }
+    float_dispatch!(dy.dtype(), |T| {
+        let (dx, dbeta) = center_backward::<T>(&values(dy), n, c);
+        (tensor_from(dx, vec![n, c]), tensor_from(dbeta, vec![c]))
+    })
 }
 
 impl FusedColumns for Flex {
@@ -313,16 +276,10 @@ impl Backward<Flex, 2> for WeightNormBackward {
     type State = (FlexTensor, FlexTensor, Vec<f64>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_v, node_g] = ops.parents;
-        let dw = grads.consume::<Flex>(&ops.node);
-        let (v, g, norms) = ops.state;
-        let (dv, dg) = flex_wn_backward(&v, &g, &norms, &dw);
-        if let Some(node) = node_v {
-            grads.register::<Flex>(node.id, dv);
-        }
-        if let Some(node) = node_g {
-            grads.register::<Flex>(node.id, dg);
-        }
+        backward_node(ops, grads, |(v, g, norms), dw, _| {
+            let (dv, dg) = flex_wn_backward(&v, &g, &norms, &dw);
+            [Some(dv), Some(dg)]
+        })
     }
 }
 
@@ -334,15 +291,10 @@ impl Backward<Flex, 2> for CenterBackward {
     type State = ();
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_beta] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let (dx, dbeta) = flex_center_backward(&dy);
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, dx);
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, dbeta);
-        }
+        backward_node(ops, grads, |(), dy, _| {
+            let (dx, dbeta) = flex_center_backward(&dy);
+            [Some(dx), Some(dbeta)]
+        })
     }
 }
 

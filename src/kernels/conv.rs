@@ -26,11 +26,11 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Tensor, TensorCreationOptions};
+use burn::tensor::{Tensor, TensorCreationOptions};
 use rayon::prelude::*;
 
+use super::common::{Real, backward_node, float_dispatch, tensor_from, values};
 use super::gemm::{Operand, gemm_into};
-use super::{Real, as_dtype, as_f32, tensor_from, values};
 
 /// Images per parallel task: small enough to balance two threads over a batch of 128, large
 /// enough that a task's ∂W partial sum is worth its memory.
@@ -342,21 +342,11 @@ fn backward<T: Real>(
 fn flex_forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, has_bias: bool) -> FlexTensor {
     let d = Dims::of(x, w);
     let shape = vec![d.n, d.c_out, d.h, d.w];
-    macro_rules! run {
-        ($t:ty) => {{
-            let bv = values::<$t>(b);
-            let z = forward::<$t>(&values(x), &values(w), has_bias.then_some(&bv[..]), d);
-            tensor_from(z, shape)
-        }};
-    }
-    match x.dtype() {
-        DType::F64 => run!(f64),
-        DType::F32 => run!(f32),
-        other => as_dtype(
-            flex_forward(&as_f32(x), &as_f32(w), &as_f32(b), has_bias),
-            other,
-        ),
-    }
+    float_dispatch!(x.dtype(), |T| {
+        let bv = values::<T>(b);
+        let z = forward::<T>(&values(x), &values(w), has_bias.then_some(&bv[..]), d);
+        tensor_from(z, shape)
+    })
 }
 
 /// (∂x, ∂W, ∂b) as tensors; ∂x only when `want_dx`.
@@ -367,28 +357,14 @@ fn flex_backward(
     want_dx: bool,
 ) -> (Option<FlexTensor>, FlexTensor, FlexTensor) {
     let d = Dims::of(x, w);
-    macro_rules! run {
-        ($t:ty) => {{
-            let (dx, dw, db) = backward::<$t>(&values(x), &values(w), &values(gz), d, want_dx);
-            (
-                dx.map(|v| tensor_from(v, vec![d.n, d.c, d.h, d.w])),
-                tensor_from(dw, vec![d.c_out, d.c, 3, 3]),
-                tensor_from(db, vec![d.c_out]),
-            )
-        }};
-    }
-    match x.dtype() {
-        DType::F64 => run!(f64),
-        DType::F32 => run!(f32),
-        other => {
-            let (dx, dw, db) = flex_backward(&as_f32(x), &as_f32(w), &as_f32(gz), want_dx);
-            (
-                dx.map(|t| as_dtype(t, other)),
-                as_dtype(dw, other),
-                as_dtype(db, other),
-            )
-        }
-    }
+    float_dispatch!(x.dtype(), |T| {
+        let (dx, dw, db) = backward::<T>(&values(x), &values(w), &values(gz), d, want_dx);
+        (
+            dx.map(|v| tensor_from(v, vec![d.n, d.c, d.h, d.w])),
+            tensor_from(dw, vec![d.c_out, d.c, 3, 3]),
+            tensor_from(db, vec![d.c_out]),
+        )
+    })
 }
 
 impl FusedConv for Flex {
@@ -404,25 +380,11 @@ impl Backward<Flex, 3> for Conv3x3Backward {
     /// The input and the weight.
     type State = (FlexTensor, FlexTensor);
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let [node_x, node_w, node_b] = ops.parents;
-        let gz = grads.consume::<Flex>(&ops.node);
-        let (x, w) = ops.state;
-        let (dx, dw, db) = flex_backward(&x, &w, &gz, node_x.is_some());
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, dx);
-        }
-        if let Some(node) = node_w {
-            grads.register::<Flex>(node.id, dw);
-        }
-        if let Some(node) = node_b {
-            grads.register::<Flex>(node.id, db);
-        }
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        backward_node(ops, grads, |(x, w), gz, [want_dx, ..]| {
+            let (dx, dw, db) = flex_backward(&x, &w, &gz, want_dx);
+            [dx, Some(dw), Some(db)]
+        })
     }
 }
 

@@ -3,12 +3,12 @@
 //!
 //! ```text
 //! z   = x·W + b               x: [N, K], W: [K, M] (Burn's Linear layout), b: [M] or none
-//! pre = BN(z) or z            BN with the batch's statistics (Algorithm 1), see `super`
+//! pre = BN(z) or z            BN with the batch's statistics (Algorithm 1), `super::batch_norm`
 //! a   = g(pre)                g: identity, sigmoid, ReLU or tanh
 //!
 //! backward, from ∂a:
 //! ∂pre = ∂a · g'(pre)         from the saved a: σ' = a(1 − a), tanh' = 1 − a², ReLU' = [a > 0]
-//! ∂z, ∂γ, ∂β                  BN's closed form (`super::backward`), or ∂z = ∂pre without BN
+//! ∂z, ∂γ, ∂β                  BN's closed form (`super::batch_norm`), or ∂z = ∂pre without BN
 //! ∂b = Σ_rows ∂z      ∂W = xᵀ·∂z      ∂x = ∂z·Wᵀ (only when x needs it)
 //! ```
 //!
@@ -30,10 +30,12 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, Shape, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Tensor, TensorCreationOptions};
+use burn::tensor::{Tensor, TensorCreationOptions};
 
+use super::batch_norm::{self, batch_norm_train_reference, channel_sums};
+use super::common::{Real, backward_node, float_dispatch, tensor_from, values};
 use super::gemm::{Operand, gemm_into};
-use super::{Real, as_dtype, as_f32, channel_sums, tensor_from, values};
+use super::sigmoid::SigmoidInPlace;
 
 /// The nonlinearity a [`dense`] layer applies after its affine map (and BN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +93,7 @@ type DenseTensors<B> = (
 ///
 /// ```text
 /// z   = x·W + b                   float_matmul, then float_add of b as a [1, M] row
-/// pre = BN(z) or z                super::batch_norm_train_reference (Burn's batch_norm_train)
+/// pre = BN(z) or z                batch_norm_train_reference (Burn's batch_norm_train)
 /// a   = g(pre)                    activation_reference
 /// ```
 ///
@@ -112,7 +114,7 @@ pub(crate) fn dense_reference<B: Backend>(
         z = B::float_add(z, B::float_reshape(bias, Shape::new([1, m])));
     }
     let (pre, mean, var) = match spec.bn_eps {
-        Some(eps) => super::batch_norm_train_reference::<B>(z, gamma, beta, eps),
+        Some(eps) => batch_norm_train_reference::<B>(z, gamma, beta, eps),
         None => {
             let empty = || B::float_zeros(Shape::new([0]), &device, dtype.into());
             (z, empty(), empty())
@@ -208,8 +210,8 @@ pub(super) fn dense_with(
     }
 }
 
-/// g(v) elementwise. Float32 sigmoid uses the vectorisable `exp_neg_abs` (as `super::sigmoid`).
-pub(super) fn activate<T: Real>(v: &mut [T], act: Act) {
+/// g(v) elementwise. The sigmoid is `super::sigmoid`'s loop, vectorised in float32.
+pub(super) fn activate<T: Real + SigmoidInPlace>(v: &mut [T], act: Act) {
     match act {
         Act::Identity => {}
         // As Burn's relu: values ≤ 0 become 0, a NaN stays NaN (so divergence is still seen).
@@ -253,7 +255,7 @@ struct Forward<T> {
     var: Vec<T>,
 }
 
-fn forward<T: Real>(
+fn forward<T: Real + SigmoidInPlace>(
     x: &[T],
     w: &[T],
     bias: Option<&[T]>,
@@ -278,7 +280,7 @@ fn forward<T: Real>(
     gemm_into((n, m, k), &mut z, x_op, w_op, bias.is_some());
     let (pre, z, mean, var) = match bn {
         Some((gamma, beta, eps)) => {
-            let (y, mean, var) = super::forward(&z, gamma, beta, &[n, m], eps);
+            let (y, mean, var) = batch_norm::forward(&z, gamma, beta, &[n, m], eps);
             (y, z, mean, var)
         }
         None => (z, Vec::new(), Vec::new(), Vec::new()),
@@ -328,7 +330,7 @@ fn backward<T: Real>(
     let (gz, dgamma, dbeta) = match spec.bn_eps {
         Some(eps) => {
             let (gz, dgamma, dbeta) =
-                super::backward(s.z, &gpre, s.gamma, s.mean, s.var, &[n, m], eps);
+                batch_norm::backward(s.z, &gpre, s.gamma, s.mean, s.var, &[n, m], eps);
             (gz, Some(dgamma), Some(dbeta))
         }
         None => (gpre, None, None),
@@ -380,8 +382,8 @@ fn backward<T: Real>(
     }
 }
 
-/// Flex tensors of one forward: (a, pre, z, mean, var).
-type FlexForward = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor);
+/// Flex tensors of one forward: [a, pre, z, mean, var].
+type FlexForward = [FlexTensor; 5];
 
 /// (N, K, M) of a layer, from x `[N, K]` and W `[K, M]`.
 fn layer_dims(x: &FlexTensor, w: &FlexTensor) -> (usize, usize, usize) {
@@ -406,48 +408,25 @@ fn flex_forward(
 ) -> FlexForward {
     let dims = layer_dims(x, w);
     let (n, _, m) = dims;
-    macro_rules! run {
-        ($t:ty) => {{
-            let (xv, wv, bv) = (values::<$t>(x), values::<$t>(w), values::<$t>(b));
-            let (gv, betav) = (values::<$t>(gamma), values::<$t>(beta));
-            let bias = spec.bias.then_some(&bv[..]);
-            let bn = spec.bn_eps.map(|eps| (&gv[..], &betav[..], eps));
-            let f = forward::<$t>(&xv, &wv, bias, bn, dims, spec.act);
-            let per_channel = |v: Vec<$t>| {
-                let len = v.len();
-                tensor_from(v, vec![len])
-            };
-            let zlen = f.z.len();
-            (
-                tensor_from(f.a, vec![n, m]),
-                tensor_from(f.pre, vec![n, m]),
-                tensor_from(f.z, if zlen == 0 { vec![0] } else { vec![n, m] }),
-                per_channel(f.mean),
-                per_channel(f.var),
-            )
-        }};
-    }
-    match x.dtype() {
-        DType::F64 => run!(f64),
-        DType::F32 => run!(f32),
-        other => {
-            let (a, pre, z, mean, var) = flex_forward(
-                &as_f32(x),
-                &as_f32(w),
-                &as_f32(b),
-                &as_f32(gamma),
-                &as_f32(beta),
-                spec,
-            );
-            (
-                as_dtype(a, other),
-                as_dtype(pre, other),
-                as_dtype(z, other),
-                as_dtype(mean, other),
-                as_dtype(var, other),
-            )
-        }
-    }
+    float_dispatch!(x.dtype(), |T| {
+        let (xv, wv, bv) = (values::<T>(x), values::<T>(w), values::<T>(b));
+        let (gv, betav) = (values::<T>(gamma), values::<T>(beta));
+        let bias = spec.bias.then_some(&bv[..]);
+        let bn = spec.bn_eps.map(|eps| (&gv[..], &betav[..], eps));
+        let f = forward::<T>(&xv, &wv, bias, bn, dims, spec.act);
+        let per_channel = |v: Vec<T>| {
+            let len = v.len();
+            tensor_from(v, vec![len])
+        };
+        let zlen = f.z.len();
+        [
+            tensor_from(f.a, vec![n, m]),
+            tensor_from(f.pre, vec![n, m]),
+            tensor_from(f.z, if zlen == 0 { vec![0] } else { vec![n, m] }),
+            per_channel(f.mean),
+            per_channel(f.var),
+        ]
+    })
 }
 
 /// What the autodiff node keeps: x, W, γ, a, z, mean, var.
@@ -462,48 +441,37 @@ fn flex_backward(
     let [x, w, gamma, a, z, mean, var] = saved;
     let dims = layer_dims(x, w);
     let (n, k, m) = dims;
-    let dtype = x.dtype();
-    macro_rules! run {
-        ($t:ty) => {{
-            let (xv, wv, gv, av) = (
-                values::<$t>(x),
-                values::<$t>(w),
-                values::<$t>(gamma),
-                values::<$t>(a),
-            );
-            let (zv, mv, vv, gav) = (
-                values::<$t>(z),
-                values::<$t>(mean),
-                values::<$t>(var),
-                values::<$t>(ga),
-            );
-            let s = Saved {
-                x: &xv,
-                w: &wv,
-                a: &av,
-                z: &zv,
-                gamma: &gv,
-                mean: &mv,
-                var: &vv,
-            };
-            let g = backward::<$t>(&s, &gav, dims, spec, want);
-            [
-                g.dx.map(|v| tensor_from(v, vec![n, k])),
-                g.dw.map(|v| tensor_from(v, vec![k, m])),
-                g.db.map(|v| tensor_from(v, vec![m])),
-                g.dgamma.map(|v| tensor_from(v, vec![m])),
-                g.dbeta.map(|v| tensor_from(v, vec![m])),
-            ]
-        }};
-    }
-    match dtype {
-        DType::F64 => run!(f64),
-        DType::F32 => run!(f32),
-        other => {
-            let saved32 = saved.each_ref().map(as_f32);
-            flex_backward(&saved32, &as_f32(ga), spec, want).map(|g| g.map(|g| as_dtype(g, other)))
-        }
-    }
+    float_dispatch!(x.dtype(), |T| {
+        let (xv, wv, gv, av) = (
+            values::<T>(x),
+            values::<T>(w),
+            values::<T>(gamma),
+            values::<T>(a),
+        );
+        let (zv, mv, vv, gav) = (
+            values::<T>(z),
+            values::<T>(mean),
+            values::<T>(var),
+            values::<T>(ga),
+        );
+        let s = Saved {
+            x: &xv,
+            w: &wv,
+            a: &av,
+            z: &zv,
+            gamma: &gv,
+            mean: &mv,
+            var: &vv,
+        };
+        let g = backward::<T>(&s, &gav, dims, spec, want);
+        [
+            g.dx.map(|v| tensor_from(v, vec![n, k])),
+            g.dw.map(|v| tensor_from(v, vec![k, m])),
+            g.db.map(|v| tensor_from(v, vec![m])),
+            g.dgamma.map(|v| tensor_from(v, vec![m])),
+            g.dbeta.map(|v| tensor_from(v, vec![m])),
+        ]
+    })
 }
 
 impl FusedDense for Flex {
@@ -514,8 +482,8 @@ impl FusedDense for Flex {
         gamma: FlexTensor,
         beta: FlexTensor,
         spec: DenseSpec,
-    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
-        let (a, pre, _z, mean, var) = flex_forward(&x, &weight, &bias, &gamma, &beta, spec);
+    ) -> DenseTensors<Self> {
+        let [a, pre, _z, mean, var] = flex_forward(&x, &weight, &bias, &gamma, &beta, spec);
         (a, pre, mean, var)
     }
 }
@@ -528,20 +496,10 @@ struct FusedDenseBackward {
 impl Backward<Flex, 5> for FusedDenseBackward {
     type State = FlexSaved;
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 5>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let ga = grads.consume::<Flex>(&ops.node);
-        let want = ops.parents.each_ref().map(Option::is_some);
-        let results = flex_backward(&ops.state, &ga, self.spec, want);
-        for (parent, grad) in ops.parents.into_iter().zip(results) {
-            if let (Some(node), Some(grad)) = (parent, grad) {
-                grads.register::<Flex>(node.id, grad);
-            }
-        }
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        backward_node(ops, grads, |saved, ga, want| {
+            flex_backward(&saved, &ga, self.spec, want)
+        })
     }
 }
 
@@ -553,13 +511,8 @@ impl<C: CheckpointStrategy> FusedDense for Autodiff<Flex, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         spec: DenseSpec,
-    ) -> (
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-    ) {
-        let (a, pre, z, mean, var) = flex_forward(
+    ) -> DenseTensors<Self> {
+        let [a, pre, z, mean, var] = flex_forward(
             x.primitive(),
             weight.primitive(),
             bias.primitive(),
@@ -599,24 +552,5 @@ impl<C: CheckpointStrategy> FusedDense for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => prep.finish(a),
         };
         (output, constants.0, constants.1, constants.2)
-    }
-}
-
-/// `sigmoid_in_place` for each float the kernels run in.
-pub(super) trait SigmoidInPlace: Sized {
-    fn sigmoid_in_place(v: &mut [Self]);
-}
-
-impl SigmoidInPlace for f32 {
-    fn sigmoid_in_place(v: &mut [f32]) {
-        super::sigmoid_in_place_f32(v)
-    }
-}
-
-impl SigmoidInPlace for f64 {
-    fn sigmoid_in_place(v: &mut [f64]) {
-        for x in v.iter_mut() {
-            *x = 1.0 / (1.0 + (-*x).exp());
-        }
     }
 }

@@ -23,7 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use super::Real;
+use super::common::Real;
 
 /// Products with at least this many multiply-adds are split over the caller and the helper.
 pub const SPLIT_MIN_MACS: usize = 2_000_000;

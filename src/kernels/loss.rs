@@ -16,9 +16,9 @@ use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, Scalar, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::Tensor;
 
-use super::{OneInputBackward, Real, as_dtype, as_f32, tensor_from, values};
+use super::common::{OneInputBackward, Real, float_dispatch, tensor_from, values};
 
 #[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FusedCrossEntropy: Backend {
@@ -112,41 +112,21 @@ fn dims_of(logits: &FlexTensor, targets: &FlexTensor) -> (usize, usize) {
 /// (loss `[1]`, softmax `[N, C]`).
 fn flex_forward(logits: &FlexTensor, targets: &FlexTensor) -> (FlexTensor, FlexTensor) {
     let (n, c) = dims_of(logits, targets);
-    macro_rules! run {
-        ($t:ty) => {{
-            let (loss, p) = forward::<$t>(&values(logits), &values(targets), n, c);
-            (tensor_from(vec![loss], vec![1]), tensor_from(p, vec![n, c]))
-        }};
-    }
-    match logits.dtype() {
-        DType::F64 => run!(f64),
-        DType::F32 => run!(f32),
-        other => {
-            let (loss, p) = flex_forward(&as_f32(logits), &as_f32(targets));
-            (as_dtype(loss, other), as_dtype(p, other))
-        }
-    }
+    float_dispatch!(logits.dtype(), |T| {
+        let (loss, p) = forward::<T>(&values(logits), &values(targets), n, c);
+        (tensor_from(vec![loss], vec![1]), tensor_from(p, vec![n, c]))
+    })
 }
 
 fn flex_backward(softmax: &FlexTensor, targets: &FlexTensor, g: &FlexTensor) -> FlexTensor {
     let (n, c) = dims_of(softmax, targets);
-    macro_rules! run {
-        ($t:ty) => {{
-            let g = values::<$t>(g)[0].to_f64();
-            tensor_from(
-                backward::<$t>(&values(softmax), &values(targets), g, n, c),
-                vec![n, c],
-            )
-        }};
-    }
-    match softmax.dtype() {
-        DType::F64 => run!(f64),
-        DType::F32 => run!(f32),
-        other => as_dtype(
-            flex_backward(&as_f32(softmax), &as_f32(targets), &as_f32(g)),
-            other,
-        ),
-    }
+    float_dispatch!(softmax.dtype(), |T| {
+        let g = values::<T>(g)[0].to_f64();
+        tensor_from(
+            backward::<T>(&values(softmax), &values(targets), g, n, c),
+            vec![n, c],
+        )
+    })
 }
 
 impl FusedCrossEntropy for Flex {

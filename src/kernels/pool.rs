@@ -27,8 +27,8 @@ use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
+use super::common::{InDtype, OneInputBackward, Real, float_dispatch, tensor_from, values};
 use super::dense::{Act, activate, activation_backward, activation_reference};
-use super::{OneInputBackward, Real, as_dtype, as_f32, tensor_from, values};
 
 #[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FusedMaxPool: Backend {
@@ -153,35 +153,32 @@ struct Winners {
     output: FlexTensor,
 }
 
+/// Only the dtype changes: the winners and the output the backward reads stay as the kernel
+/// computed them (in float32 for f16 and bf16), for the backward runs in that float too.
+impl InDtype for Winners {
+    fn in_dtype(self, dtype: DType) -> Self {
+        Winners { dtype, ..self }
+    }
+}
+
 fn flex_forward(x: &FlexTensor, act: Act) -> (FlexTensor, Winners) {
     let d = PoolDims::of(x);
     let dims = x.layout().shape().to_vec();
     let (oh, ow) = d.out_hw();
     let out_shape = vec![dims[0], dims[1], oh, ow];
-    macro_rules! run {
-        ($t:ty) => {{
-            let (mut y, arg) = forward::<$t>(&values(x), d);
-            activate(&mut y, act);
-            (tensor_from(y, out_shape), arg)
-        }};
-    }
-    let (y, arg) = match x.dtype() {
-        DType::F64 => run!(f64),
-        DType::F32 => run!(f32),
-        other => {
-            // The winners and the float32 output serve the backward, which runs in float32.
-            let (y, w) = flex_forward(&as_f32(x), act);
-            return (as_dtype(y, other), Winners { dtype: other, ..w });
-        }
-    };
-    let winners = Winners {
-        arg: Arc::new(arg),
-        dims,
-        dtype: x.dtype(),
-        act,
-        output: y.clone(),
-    };
-    (y, winners)
+    float_dispatch!(x.dtype(), |T| {
+        let (mut y, arg) = forward::<T>(&values(x), d);
+        activate(&mut y, act);
+        let y = tensor_from(y, out_shape);
+        let winners = Winners {
+            arg: Arc::new(arg),
+            dims,
+            dtype: x.dtype(),
+            act,
+            output: y.clone(),
+        };
+        (y, winners)
+    })
 }
 
 fn flex_backward(g: &FlexTensor, w: &Winners) -> FlexTensor {
@@ -190,17 +187,10 @@ fn flex_backward(g: &FlexTensor, w: &Winners) -> FlexTensor {
         h: w.dims[2],
         w: w.dims[3],
     };
-    macro_rules! run {
-        ($t:ty, $g:expr) => {{
-            let gy = activation_backward::<$t>(&values(&w.output), &values($g), w.act);
-            tensor_from(backward::<$t>(&gy, &w.arg, d), w.dims.clone())
-        }};
-    }
-    match w.dtype {
-        DType::F64 => run!(f64, g),
-        DType::F32 => run!(f32, g),
-        other => as_dtype(run!(f32, &as_f32(g)), other),
-    }
+    float_dispatch!(w.dtype, |T| {
+        let gy = activation_backward::<T>(&values(&w.output), &values(g), w.act);
+        tensor_from(backward::<T>(&gy, &w.arg, d), w.dims.clone())
+    })
 }
 
 impl FusedMaxPool for Flex {

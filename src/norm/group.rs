@@ -153,15 +153,22 @@ impl GroupNorm {
     }
 
     /// The same function as [`GroupNorm::forward`] in Burn's own ops: a reshape to `[N, G, M]`,
-    /// `var_mean_bias`, and broadcasting, differentiated op by op by autodiff.
+    /// two `mean_dim`s (μ, then the biased σ² as the mean of the squared deviations), and
+    /// broadcasting, differentiated op by op by autodiff.
+    ///
+    /// Not Burn's `var_mean_bias`: it divides the sum of squares by M with `div_scalar`, whose
+    /// backward in burn-autodiff 0.22 multiplies by 1/M rounded to float32 whatever the tensor's
+    /// dtype (`1.0 / ops.state.elem::<f32>()`, `src/ops/tensor.rs` line 508). Where 1/M is
+    /// inexact in float32 (M = 7: 4e-8 relative) that put float64's ∂x 3e-8 away from PyTorch's.
+    /// `mean_dim`'s backward takes 1/M in f64. The forward values are the same bits either way.
     pub fn forward_reference<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>, BnError> {
         let dims = self.check_input(&x)?;
         let (n, c, inner) = (dims[0], dims[1], dims[2..].iter().product::<usize>());
         let g = self.groups;
         let grouped = x.reshape([n, g, (c / g) * inner]);
-        let (var, mean) = grouped.clone().var_mean_bias(2);
-        let x_hat = grouped
-            .sub(mean)
+        let centred = grouped.clone().sub(grouped.mean_dim(2));
+        let var = centred.clone().square().mean_dim(2);
+        let x_hat = centred
             .div(var.add_scalar(self.eps).sqrt())
             .reshape([n, c, inner]);
         Ok(self.scale_and_shift(x_hat, dims))

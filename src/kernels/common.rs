@@ -1,0 +1,319 @@
+//! What every Flex kernel shares, so that each kernel's file holds only its own arithmetic:
+//!
+//! - [`Real`]: the floats the kernels compute in (f32 in training, f64 in the reference tests);
+//! - [`float_dispatch!`]: the one place where a kernel picks that float from a tensor's dtype;
+//! - [`values`] and [`tensor_from`]: a Flex tensor's values as a slice, and a tensor from a `Vec`;
+//! - [`backward_node`]: the part of a hand-written backward that is the same for every op
+//!   (take ∂out, compute the inputs' gradients, give each to the input that tracks one), and
+//!   [`OneInputBackward`], the whole node of the ops with one differentiable input.
+//!
+//! This file imports nothing from the other kernel files; they all import from it.
+
+use std::borrow::Cow;
+
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::flex::FlexTensor;
+use burn::tensor::{DType, TensorData};
+
+/// A float the kernels run in: f32 in training, f64 in the reference tests.
+pub(super) trait Real:
+    Copy
+    + bytemuck::Pod
+    + burn::tensor::Element
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::AddAssign
+    + Send
+    + Sync
+    + 'static
+{
+    const ZERO: Self;
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Real for f32 {
+    const ZERO: Self = 0.0;
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Real for f64 {
+    const ZERO: Self = 0.0;
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// `float_dispatch!(dtype, |T| body)`: `body` with the type `T` set to the float the kernels
+/// compute a tensor of `dtype` in (written as a closure so that rustfmt formats the body; `T` is
+/// a type, and the body is expanded once per float, not called). f64 and f32 run natively. Any other float dtype (f16, bf16)
+/// runs in f32: [`values`] reads its inputs converted, and the body's result (tensors, options,
+/// tuples and arrays of them: [`InDtype`]) is converted back to `dtype`.
+///
+/// Every kernel's Flex entry point goes through this, so a new dtype or a change of how the
+/// others are handled is made here once.
+macro_rules! float_dispatch {
+    ($dtype:expr, |$t:ident| $body:expr) => {
+        match $dtype {
+            burn::tensor::DType::F64 => {
+                type $t = f64;
+                $body
+            }
+            burn::tensor::DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            other => {
+                type $t = f32;
+                $crate::kernels::common::InDtype::in_dtype($body, other)
+            }
+        }
+    };
+}
+pub(super) use float_dispatch;
+
+/// A kernel's result converted to another float dtype: every tensor in it, and nothing else.
+pub(super) trait InDtype: Sized {
+    fn in_dtype(self, dtype: DType) -> Self;
+}
+
+impl InDtype for FlexTensor {
+    fn in_dtype(self, dtype: DType) -> Self {
+        FlexTensor::from_data(self.into_data().convert_dtype(dtype))
+    }
+}
+
+/// Numbers a kernel keeps in f64 whatever its tensors' dtype (Weight Norm's column norms).
+impl InDtype for Vec<f64> {
+    fn in_dtype(self, _: DType) -> Self {
+        self
+    }
+}
+
+impl<T: InDtype> InDtype for Option<T> {
+    fn in_dtype(self, dtype: DType) -> Self {
+        self.map(|t| t.in_dtype(dtype))
+    }
+}
+
+impl<T: InDtype, const N: usize> InDtype for [T; N] {
+    fn in_dtype(self, dtype: DType) -> Self {
+        self.map(|t| t.in_dtype(dtype))
+    }
+}
+
+impl<A: InDtype, B: InDtype> InDtype for (A, B) {
+    fn in_dtype(self, dtype: DType) -> Self {
+        (self.0.in_dtype(dtype), self.1.in_dtype(dtype))
+    }
+}
+
+impl<A: InDtype, B: InDtype, C: InDtype> InDtype for (A, B, C) {
+    fn in_dtype(self, dtype: DType) -> Self {
+        let (a, b, c) = self;
+        (a.in_dtype(dtype), b.in_dtype(dtype), c.in_dtype(dtype))
+    }
+}
+
+/// (N, C, inner) of a `[N, C, ...]` shape.
+pub(super) fn split_shape(dims: &[usize]) -> (usize, usize, usize) {
+    (dims[0], dims[1], dims[2..].iter().product())
+}
+
+/// The values of `t` as `T`, row-major: borrowed when `t` is contiguous and holds `T`, otherwise
+/// a copy (made contiguous, and converted when `t` holds another dtype, as f16 does under
+/// [`float_dispatch!`]).
+pub(super) fn values<T: Real>(t: &FlexTensor) -> Cow<'_, [T]> {
+    if t.dtype() != T::dtype() {
+        let data = t.clone().into_data().convert_dtype(T::dtype());
+        return Cow::Owned(
+            data.try_into_vec::<T>()
+                .expect("converted to the kernel's float"),
+        );
+    }
+    match t.as_slice::<T>() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<T>()
+                .expect("contiguous")
+                .to_vec(),
+        ),
+    }
+}
+
+/// A Flex tensor of `shape` holding `v`.
+pub(super) fn tensor_from<T: Real>(v: Vec<T>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape))
+}
+
+/// The body of every hand-written backward: takes the node's gradient ∂out, asks `grad(state,
+/// ∂out, wanted)` for the inputs' gradients (`wanted[i]`: whether input i tracks one, so a kernel
+/// can skip what nobody reads), and registers each one that is given for its input.
+pub(super) fn backward_node<S, const N: usize>(
+    ops: Ops<S, N>,
+    grads: &mut Gradients,
+    grad: impl FnOnce(S, FlexTensor, [bool; N]) -> [Option<FlexTensor>; N],
+) {
+    let g = grads.consume::<Flex>(&ops.node);
+    let wanted = ops.parents.each_ref().map(Option::is_some);
+    let results = grad(ops.state, g, wanted);
+    for (parent, result) in ops.parents.into_iter().zip(results) {
+        if let (Some(node), Some(result)) = (parent, result) {
+            grads.register::<Flex>(node.id, result);
+        }
+    }
+}
+
+/// The backward of an op with one differentiable input, whose gradient is `grad(state, ∂out)`.
+/// One type for the sigmoid, the max-pool and the loss, whose nodes differ only in that function.
+pub(super) struct OneInputBackward<S> {
+    grad: fn(S, FlexTensor) -> FlexTensor,
+}
+
+impl<S> OneInputBackward<S> {
+    pub(super) fn new(grad: fn(S, FlexTensor) -> FlexTensor) -> Self {
+        Self { grad }
+    }
+}
+
+impl<S> std::fmt::Debug for OneInputBackward<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OneInputBackward")
+    }
+}
+
+impl<S: Clone + Send + std::fmt::Debug + 'static> Backward<Flex, 1> for OneInputBackward<S> {
+    type State = S;
+
+    fn backward(self, ops: Ops<S, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        backward_node(ops, grads, |state, g, [wanted]| {
+            [wanted.then(|| (self.grad)(state, g))]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! [`float_dispatch!`]'s third arm, which no other test reaches: a half-precision input runs
+    //! the float32 kernel on its values, and every output and gradient comes back in its dtype.
+
+    use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
+
+    use crate::kernels::{self, Act};
+
+    /// Values in [-2, 2) that f16 holds exactly, so both sides start from the same numbers.
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 37 + seed * 11) % 64) as f32 - 32.0) / 16.0)
+            .collect()
+    }
+
+    fn tensor<const D: usize>(v: &[f32], shape: [usize; D], dtype: DType) -> Tensor<D> {
+        let options = TensorCreationOptions::new(Device::flex().autodiff()).with_dtype(dtype);
+        Tensor::from_data(TensorData::new(v.to_vec(), shape), options).require_grad()
+    }
+
+    /// A tensor's values as f32, after rounding them to f16 (a no-op for an f16 tensor).
+    fn as_f16_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        let data = t.into_data().convert_dtype(DType::F16);
+        data.convert_dtype(DType::F32)
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    /// Runs `op` on f16 inputs and on the same values in f32. The f16 outputs must be the f32
+    /// ones rounded to f16, and the gradients of Σ outputs f16 tensors within f16's rounding of
+    /// the f32 ones (not equal: what a kernel saves for its backward, such as BN's statistics, is
+    /// rounded to f16 too). Each input feeds one op once (and reshapes), so that no gradient is
+    /// summed in f16 on one side and in f32 on the other.
+    fn assert_half_is_single_rounded<const D: usize>(
+        inputs: &[(Vec<f32>, [usize; D])],
+        op: impl Fn(&[Tensor<D>]) -> Vec<Tensor<D>>,
+    ) {
+        let run = |dtype| {
+            let xs: Vec<Tensor<D>> = inputs.iter().map(|(v, s)| tensor(v, *s, dtype)).collect();
+            let outs = op(&xs);
+            let loss = outs.iter().map(|o| o.clone().sum()).reduce(|a, b| a + b);
+            let grads = loss.unwrap().backward();
+            let grads: Vec<Tensor<D>> = xs.iter().map(|x| x.grad(&grads).unwrap()).collect();
+            for t in outs.iter().chain(&grads) {
+                assert_eq!(t.dtype(), dtype, "an output or gradient changed dtype");
+            }
+            let outs: Vec<Vec<f32>> = outs.into_iter().map(as_f16_values).collect();
+            (
+                outs,
+                grads.into_iter().map(as_f16_values).collect::<Vec<_>>(),
+            )
+        };
+        let (half, single) = (run(DType::F16), run(DType::F32));
+        assert_eq!(half.0, single.0, "outputs");
+        for (h, s) in half.1.iter().flatten().zip(single.1.iter().flatten()) {
+            assert!(
+                (h - s).abs() <= 4e-3 * s.abs().max(1.0),
+                "gradient {h} vs {s}"
+            );
+        }
+    }
+
+    /// The values of `len` inputs, each `[rows, cols]`, drawn with seeds from `seed` on.
+    fn matrices(shapes: &[[usize; 2]], seed: usize) -> Vec<(Vec<f32>, [usize; 2])> {
+        let draw = |(i, s): (usize, &[usize; 2])| (values(s[0] * s[1], seed + i), *s);
+        shapes.iter().enumerate().map(draw).collect()
+    }
+
+    #[test]
+    fn half_precision_inputs_run_in_float32_and_come_back_in_their_dtype() {
+        let row = |t: &Tensor<2>| t.clone().reshape([4]);
+        let bn = matrices(&[[3, 4], [1, 4], [1, 4]], 1);
+        assert_half_is_single_rounded(&bn, |t| {
+            vec![kernels::batch_norm_train_fused(t[0].clone(), row(&t[1]), row(&t[2]), 1e-5).output]
+        });
+        assert_half_is_single_rounded(&matrices(&[[3, 4]], 4), |t| {
+            vec![kernels::sigmoid(t[0].clone())]
+        });
+        assert_half_is_single_rounded(&matrices(&[[3, 4], [1, 4]], 5), |t| {
+            vec![kernels::weight_norm_columns(t[0].clone(), row(&t[1]))]
+        });
+        assert_half_is_single_rounded(&matrices(&[[3, 4], [1, 4]], 7), |t| {
+            vec![kernels::center_columns(t[0].clone(), row(&t[1])).0]
+        });
+        assert_half_is_single_rounded(&matrices(&[[3, 4]], 9), |t| {
+            let targets = t[0].clone().detach().mul_scalar(0.0).add_scalar(0.25);
+            vec![kernels::cross_entropy(t[0].clone(), targets).reshape([1, 1])]
+        });
+        let dense = matrices(&[[3, 4], [4, 5], [1, 5], [1, 5], [1, 5]], 10);
+        assert_half_is_single_rounded(&dense, |t| {
+            let (bias, gamma, beta) = (t[2].clone(), t[3].clone(), t[4].clone());
+            let bn = Some((gamma.reshape([5]), beta.reshape([5]), 1e-5));
+            let out = kernels::dense(
+                t[0].clone(),
+                t[1].clone(),
+                Some(bias.reshape([5])),
+                bn,
+                Act::Tanh,
+            );
+            vec![out.output]
+        });
+        let images = [(values(2 * 2 * 5 * 4, 15), [2, 2, 5, 4])];
+        assert_half_is_single_rounded(&images, |t| {
+            vec![kernels::max_pool2x2_then(t[0].clone(), Act::Relu)]
+        });
+        let conv = [images[0].clone(), (values(3 * 2 * 3 * 3, 16), [3, 2, 3, 3])];
+        assert_half_is_single_rounded(&conv, |t| {
+            vec![kernels::conv3x3(t[0].clone(), t[1].clone(), None)]
+        });
+    }
+}
