@@ -7,15 +7,13 @@
 //!   affine map of Algorithm 2;
 //! - the switch between training and inference, and the errors.
 
-mod numeric;
-mod reference;
-
 use bn_exp::norm::{BatchNorm, BatchStats, BnError, BnMode, InferenceStats, PopulationAccumulator};
 use bn_exp::tensor::tensor_to_f64;
 use burn::module::Module;
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use numeric::{assert_close_at_scale, assert_close_within as assert_close};
-use reference::{Case, reference};
+
+use crate::numeric::{assert_close_at_scale, assert_close_within as assert_close};
+use crate::reference::{Case, reference};
 
 fn device() -> Device {
     Device::flex().autodiff()

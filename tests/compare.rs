@@ -2,8 +2,6 @@
 //! recomputed here from the fixture data), study files and grid expansion, and the whole command
 //! end to end through the real binary (which trains with `configs/smoke.json`).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -13,6 +11,8 @@ use bn_exp::compare::table::{
     Baseline, CompareOptions, Comparison, GroupRow, compare_runs, normalize_thresholds,
 };
 use serde_json::{Value, json};
+
+use crate::common;
 
 const THRESHOLDS: [f64; 4] = [0.9, 0.95, 0.97, 0.98];
 /// The slack compare allows when testing `acc >= target` (docs/studies.md).

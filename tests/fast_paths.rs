@@ -9,15 +9,15 @@
 //! γ ≠ 1, β ≠ 0 and the running statistics are not (0, 1): a folding that dropped any of them
 //! would still agree on a freshly built net.
 
-mod numeric;
-
 use bn_exp::config::{Config, config_from_value};
 use bn_exp::model::{Mode, Net, Trace};
 use bn_exp::norm::InferenceStats;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use numeric::{assert_close, flat, values};
 use serde_json::json;
+
+use crate::numeric;
+use crate::numeric::{assert_close, flat, values};
 
 const ACTIVATIONS: [&str; 3] = ["sigmoid", "relu", "tanh"];
 

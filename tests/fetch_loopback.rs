@@ -2,8 +2,6 @@
 //! corrupt, truncated and missing ones fail with the check that caught them and leave nothing
 //! behind. No address other than the loopback one is ever contacted.
 
-mod common;
-
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -20,6 +18,8 @@ use bn_exp::progress::Silent;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use tempfile::TempDir;
+
+use crate::common;
 
 /// What the server answers for one path.
 #[derive(Clone)]

@@ -26,9 +26,6 @@
 //! different orders). The MLP's float32 path runs the same code and is exercised by the training
 //! tests; float32 results differ from these by rounding only.
 
-mod numeric;
-mod reference;
-
 use bn_exp::kernels::{
     self, Act, DenseOutput, FusedOutput, batch_norm_train_fused, conv3x3, cross_entropy, dense,
     max_pool2x2, max_pool2x2_then,
@@ -39,7 +36,9 @@ use burn::tensor::activation::{relu, sigmoid, tanh};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use numeric::{assert_close, flat, values};
+
+use crate::numeric::{assert_close, flat, values};
+use crate::reference;
 
 fn device() -> Device {
     Device::flex().autodiff()

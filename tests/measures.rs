@@ -7,8 +7,6 @@
 //!   earlier layers' update is zero; for the last layer it equals the change computed by hand
 //!   from a net whose hidden layers alone took the optimiser's step.
 
-mod numeric;
-
 use anyhow::Result;
 use bn_exp::config::{Config, config_from_value};
 use bn_exp::kernels::cross_entropy;
@@ -17,8 +15,9 @@ use bn_exp::model::{Mode, Net, WeightLayer};
 use burn::module::{Module, Param};
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use numeric::values;
 use serde_json::json;
+
+use crate::numeric::values;
 
 fn device() -> Device {
     Device::flex().autodiff()

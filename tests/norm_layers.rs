@@ -10,8 +10,6 @@
 //!   d_max = 0 is BN; BN over statistics groups of k is BN applied to each group alone;
 //! - each fast path against its reference body.
 
-mod numeric;
-
 use bn_exp::norm::BatchRenorm;
 use bn_exp::norm::{BatchNorm, BnMode, InferenceStats};
 use bn_exp::norm::{GroupNorm, Norm};
@@ -19,8 +17,10 @@ use bn_exp::norm::{MeanOnlyBn, WeightNorm, init_from_outputs, unit_columns};
 use bn_exp::tensor::tensor_to_f64;
 use burn::module::Param;
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use numeric::{assert_close_at_scale, assert_close_within as assert_close};
 use serde_json::Value;
+
+use crate::numeric;
+use crate::numeric::{assert_close_at_scale, assert_close_within as assert_close};
 
 fn device() -> Device {
     Device::flex().autodiff()

@@ -3,15 +3,14 @@
 //! host in the file) is taken over only when asked, never from a live process on this host,
 //! and a holder that wakes up to find its run taken over stops without writing to it again.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::{bn_exp, embedded_data, metrics_without_timing};
 use sha2::Digest;
+
+use crate::common::{bn_exp, embedded_data, metrics_without_timing};
 
 /// A smoke run long enough to be stopped mid-way (20,000 steps, a few seconds).
 const LONG: [&str; 6] = [

@@ -8,13 +8,13 @@
 //! checkpoint, resubmitted alone, and the result must still be identical. The cluster is
 //! stopped at the end, after a failure too.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+
+use crate::common;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,8 +1,6 @@
 //! `bn-exp train` end to end, through the real binary, on the embedded MNIST and on the small
 //! CIFAR-format set the tests write.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -11,6 +9,8 @@ use bn_exp::model::Mode;
 use bn_exp::tensor::tensor_to_f64;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
+
+use crate::common;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
