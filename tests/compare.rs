@@ -3,7 +3,7 @@
 //! end to end through the real binary (which trains with `configs/smoke.json`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use bn_exp::compare::runs::{find_runs, load_run};
 use bn_exp::compare::study::{Study, check_run_configs, load_study, parse_study};
@@ -12,7 +12,7 @@ use bn_exp::compare::table::{
 };
 use serde_json::{Value, json};
 
-use crate::common;
+use crate::common::{self, bn_exp, describe, repo, text};
 
 const THRESHOLDS: [f64; 4] = [0.9, 0.95, 0.97, 0.98];
 /// The slack compare allows when testing `acc >= target` (docs/studies.md).
@@ -705,7 +705,7 @@ fn base_path_is_found_from_the_study_file_folder() {
 
 #[test]
 fn shipped_studies_are_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/studies");
+    let dir = repo().join("configs/studies");
     let mut seen = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -753,27 +753,6 @@ fn shipped_studies_are_valid() {
 
 // ---------------------------------------------------------------------------------------------
 // The binary.
-
-fn bn_exp() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bn-exp"))
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    )
-}
 
 #[test]
 fn compare_dirs_prints_and_writes_into_the_one_study_folder() {
@@ -888,15 +867,8 @@ fn run_study(study: &Path, results: &Path, quiet: bool) -> Output {
 }
 
 fn run_study_with_data(study: &Path, results: &Path, quiet: bool, data: &Path) -> Output {
-    let mut command = bn_exp();
-    command
-        .arg("compare")
-        .arg("--study")
-        .arg(study)
-        .arg("--results-dir")
-        .arg(results)
-        .args(["--jobs", "2", "--data-dir"])
-        .arg(data);
+    let mut command = common::compare_study(study, results);
+    command.args(["--jobs", "2", "--data-dir"]).arg(data);
     if quiet {
         command.arg("--quiet");
     }
@@ -1295,14 +1267,7 @@ fn a_plan_run_entry_by_entry_matches_the_study_run_locally() {
     let output = run_study(&study, &local, true);
     assert!(output.status.success(), "{}", describe(&output));
 
-    let output = bn_exp()
-        .args(["compare", "--plan", "--study"])
-        .arg(&study)
-        .arg("--results-dir")
-        .arg(&scheduled)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", describe(&output));
+    let output = common::plan_study(&study, &scheduled);
     let plan = scheduled.join("planned/plan.jsonl");
     let entries: Vec<Value> = std::fs::read_to_string(&plan)
         .unwrap()
@@ -1357,20 +1322,15 @@ fn a_plan_run_entry_by_entry_matches_the_study_run_locally() {
     // The scheduler files: an sbatch array over the 4 entries, and a Kubernetes indexed Job
     // that parses as YAML.
     for emit in ["slurm", "k8s"] {
-        let output = bn_exp()
+        let output = common::compare_study(&study, &scheduled)
             .args([
-                "compare",
                 "--plan",
                 "--emit",
                 emit,
                 "--max-parallel",
                 "2",
-                "--study",
+                "--data-dir",
             ])
-            .arg(&study)
-            .arg("--results-dir")
-            .arg(&scheduled)
-            .arg("--data-dir")
             .arg(repo().join("data"))
             .output()
             .unwrap();
@@ -1403,16 +1363,9 @@ fn a_plan_run_entry_by_entry_matches_the_study_run_locally() {
         "{}",
         describe(&output)
     );
-    for entry in &entries {
-        let name = entry["name"].as_str().unwrap();
-        assert_eq!(
-            common::metrics_without_timing(&local.join("planned").join(name)),
-            common::metrics_without_timing(&scheduled.join("planned").join(name)),
-            "{name}"
-        );
-    }
-    assert_eq!(
-        common::group_table_without_timing(&local.join("planned")),
-        common::group_table_without_timing(&scheduled.join("planned"))
-    );
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    common::assert_same_study(&local.join("planned"), &scheduled.join("planned"), &names);
 }

@@ -12,6 +12,8 @@
 //!   relative.
 #![cfg(feature = "gpu")]
 
+// The helpers the suite's harness (tests/tests.rs) shares; this harness uses a few of them.
+#[allow(dead_code)]
 mod common;
 mod numeric;
 
