@@ -7,32 +7,16 @@
 //!   affine map of Algorithm 2;
 //! - the switch between training and inference, and the errors.
 
-mod numeric;
-mod reference;
-
 use bn_exp::norm::{BatchNorm, BatchStats, BnError, BnMode, InferenceStats, PopulationAccumulator};
 use bn_exp::tensor::tensor_to_f64;
 use burn::module::Module;
-use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use numeric::{assert_close_at_scale, assert_close_within as assert_close};
-use reference::{Case, reference};
+use burn::tensor::{DType, Device, Tensor};
 
-fn device() -> Device {
-    Device::flex().autodiff()
-}
-
-fn tensor<const D: usize>(
-    values: &[f64],
-    shape: [usize; D],
-    dtype: DType,
-    device: &Device,
-) -> Tensor<D> {
-    let data = TensorData::new(values.to_vec(), shape);
-    Tensor::from_data(
-        data,
-        TensorCreationOptions::new(device.clone()).with_dtype(dtype),
-    )
-}
+use crate::numeric::{
+    F32_TOL, F64_TOL, assert_close_at_scale, assert_close_within as assert_close, assert_gradient,
+    device, tensor,
+};
+use crate::reference::{Case, reference};
 
 /// A BatchNorm with given γ, β, running statistics, all of `dtype`.
 fn layer(case: &Case, dtype: DType, device: &Device) -> BatchNorm {
@@ -248,14 +232,14 @@ fn infer(bn: &BatchNorm, case: &Case, dtype: DType, stats: InferenceStats) -> Ve
 #[test]
 fn matches_pytorch_in_float32_within_1e5_relative() {
     for case in &reference().cases {
-        check_case(case, DType::F32, 1e-5);
+        check_case(case, DType::F32, F32_TOL);
     }
 }
 
 #[test]
 fn matches_pytorch_in_float64_within_1e10_relative() {
     for case in &reference().cases {
-        check_case(case, DType::F64, 1e-10);
+        check_case(case, DType::F64, F64_TOL);
     }
 }
 
@@ -282,20 +266,6 @@ fn loss_f64(x: &[f64], shape: &[usize], gamma: &[f64], beta: &[f64], upstream: &
     y.iter().zip(upstream).map(|(a, b)| a * b).sum()
 }
 
-/// Central differences of the loss w.r.t. every entry of `v` (one of x, γ, β).
-fn numeric_grad(v: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
-    let h = 1e-6;
-    (0..v.len())
-        .map(|i| {
-            let mut plus = v.to_vec();
-            let mut minus = v.to_vec();
-            plus[i] += h;
-            minus[i] -= h;
-            (f(&plus) - f(&minus)) / (2.0 * h)
-        })
-        .collect()
-}
-
 fn pseudo_random(n: usize, seed: u64) -> Vec<f64> {
     let mut r = bn_exp::rng::Rng::new(seed);
     (0..n).map(|_| r.normal() * 1.5 + 0.3).collect()
@@ -316,28 +286,16 @@ fn finite_difference_check(shape: &[usize]) {
         dx, dgamma, dbeta, ..
     } = forward_backward_any(&bn, &x, &upstream, shape, DType::F64, &device, NO_UPDATE);
 
-    let fx = numeric_grad(&x, |v| loss_f64(v, shape, &gamma, &beta, &upstream));
-    let fg = numeric_grad(&gamma, |v| loss_f64(&x, shape, v, &beta, &upstream));
-    let fb = numeric_grad(&beta, |v| loss_f64(&x, shape, &gamma, v, &upstream));
-    // Central differences with h = 1e-6 in float64 are good to about 1e-8 here.
-    assert_close(
-        &format!("{shape:?} dx vs finite differences"),
-        &dx,
-        &fx,
-        1e-6,
-    );
-    assert_close(
-        &format!("{shape:?} dgamma vs finite differences"),
-        &dgamma,
-        &fg,
-        1e-6,
-    );
-    assert_close(
-        &format!("{shape:?} dbeta vs finite differences"),
-        &dbeta,
-        &fb,
-        1e-6,
-    );
+    let what = |d: &str| format!("{shape:?} {d} vs finite differences");
+    assert_gradient(&what("dx"), &dx, &x, |v| {
+        loss_f64(v, shape, &gamma, &beta, &upstream)
+    });
+    assert_gradient(&what("dgamma"), &dgamma, &gamma, |v| {
+        loss_f64(&x, shape, v, &beta, &upstream)
+    });
+    assert_gradient(&what("dbeta"), &dbeta, &beta, |v| {
+        loss_f64(&x, shape, &gamma, v, &upstream)
+    });
 }
 
 #[test]

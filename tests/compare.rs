@@ -2,16 +2,16 @@
 //! recomputed here from the fixture data), study files and grid expansion, and the whole command
 //! end to end through the real binary (which trains with `configs/smoke.json`).
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use bn_exp::compare::{
     Baseline, CompareOptions, Comparison, GroupRow, Study, check_run_configs, compare_runs,
     find_runs, load_run, load_study, normalize_thresholds, parse_study,
 };
 use serde_json::{Value, json};
+
+use crate::common::{self, bn_exp, describe, repo, text};
 
 const THRESHOLDS: [f64; 4] = [0.9, 0.95, 0.97, 0.98];
 /// The slack compare allows when testing `acc >= target` (docs/studies.md).
@@ -709,7 +709,7 @@ fn base_path_is_found_from_the_study_file_folder() {
 
 #[test]
 fn shipped_studies_are_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/studies");
+    let dir = repo().join("configs/studies");
     let mut seen = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -757,27 +757,6 @@ fn shipped_studies_are_valid() {
 
 // ---------------------------------------------------------------------------------------------
 // The binary.
-
-fn bn_exp() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bn-exp"))
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    )
-}
 
 #[test]
 fn compare_dirs_prints_and_writes_into_the_one_study_folder() {
@@ -892,15 +871,8 @@ fn run_study(study: &Path, results: &Path, quiet: bool) -> Output {
 }
 
 fn run_study_with_data(study: &Path, results: &Path, quiet: bool, data: &Path) -> Output {
-    let mut command = bn_exp();
-    command
-        .arg("compare")
-        .arg("--study")
-        .arg(study)
-        .arg("--results-dir")
-        .arg(results)
-        .args(["--jobs", "2", "--data-dir"])
-        .arg(data);
+    let mut command = common::compare_study(study, results);
+    command.args(["--jobs", "2", "--data-dir"]).arg(data);
     if quiet {
         command.arg("--quiet");
     }
@@ -1299,14 +1271,7 @@ fn a_plan_run_entry_by_entry_matches_the_study_run_locally() {
     let output = run_study(&study, &local, true);
     assert!(output.status.success(), "{}", describe(&output));
 
-    let output = bn_exp()
-        .args(["compare", "--plan", "--study"])
-        .arg(&study)
-        .arg("--results-dir")
-        .arg(&scheduled)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", describe(&output));
+    let output = common::plan_study(&study, &scheduled);
     let plan = scheduled.join("planned/plan.jsonl");
     let entries: Vec<Value> = std::fs::read_to_string(&plan)
         .unwrap()
@@ -1361,20 +1326,15 @@ fn a_plan_run_entry_by_entry_matches_the_study_run_locally() {
     // The scheduler files: an sbatch array over the 4 entries, and a Kubernetes indexed Job
     // that parses as YAML.
     for emit in ["slurm", "k8s"] {
-        let output = bn_exp()
+        let output = common::compare_study(&study, &scheduled)
             .args([
-                "compare",
                 "--plan",
                 "--emit",
                 emit,
                 "--max-parallel",
                 "2",
-                "--study",
+                "--data-dir",
             ])
-            .arg(&study)
-            .arg("--results-dir")
-            .arg(&scheduled)
-            .arg("--data-dir")
             .arg(repo().join("data"))
             .output()
             .unwrap();
@@ -1407,16 +1367,9 @@ fn a_plan_run_entry_by_entry_matches_the_study_run_locally() {
         "{}",
         describe(&output)
     );
-    for entry in &entries {
-        let name = entry["name"].as_str().unwrap();
-        assert_eq!(
-            common::metrics_without_timing(&local.join("planned").join(name)),
-            common::metrics_without_timing(&scheduled.join("planned").join(name)),
-            "{name}"
-        );
-    }
-    assert_eq!(
-        common::group_table_without_timing(&local.join("planned")),
-        common::group_table_without_timing(&scheduled.join("planned"))
-    );
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    common::assert_same_study(&local.join("planned"), &scheduled.join("planned"), &names);
 }

@@ -5,13 +5,13 @@
 //! CIFAR-10 cases damage the small CIFAR-format set the tests write (checked against its own
 //! catalogue, through the same code). The checks on the real CIFAR-10 are in `data_real.rs`.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
 use bn_exp::data::{self, Catalogue, DataError, Dataset, DatasetState, FileStatus, Preprocess};
 use tempfile::TempDir;
+
+use crate::common;
 
 /// Load with the published catalogue and return the `DataError` it fails with (panics if it
 /// loads, or fails otherwise).

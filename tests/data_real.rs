@@ -6,12 +6,12 @@
 //! `BN_EXP_DATA_DIR=DIR cargo test --release -- --ignored`. Run without the data, they fail
 //! with instructions; they never pass silently.
 
-mod common;
-
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use bn_exp::data::{self, Catalogue, Dataset, LoadedData, Preprocess, Split};
+
+use crate::common;
 
 const MNIST_TRAIN_COUNTS: [usize; 10] =
     [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949];

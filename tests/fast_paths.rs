@@ -9,28 +9,16 @@
 //! γ ≠ 1, β ≠ 0 and the running statistics are not (0, 1): a folding that dropped any of them
 //! would still agree on a freshly built net.
 
-mod numeric;
-
 use bn_exp::config::{Config, config_from_value};
 use bn_exp::model::{Mode, Net, Trace};
 use bn_exp::norm::InferenceStats;
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use numeric::{assert_close, flat, values};
-use serde_json::json;
+use burn::tensor::{DType, Tensor};
+use serde_json::{Value, json};
+
+use crate::numeric::{self, assert_close, device, f64_tensor, flat, values};
 
 const ACTIVATIONS: [&str; 3] = ["sigmoid", "relu", "tanh"];
-
-fn device() -> Device {
-    Device::flex().autodiff()
-}
-
-fn tensor<const D: usize>(v: Vec<f64>, shape: [usize; D]) -> Tensor<D> {
-    Tensor::from_data(
-        TensorData::new(v, shape),
-        TensorCreationOptions::new(device()).with_dtype(DType::F64),
-    )
-}
 
 /// Casts every float parameter and buffer to f64 and moves it off its initial value:
 /// x · (1 + 0.5·u) + 0.2·v with u, v in [-1, 1), which keeps variances positive.
@@ -46,32 +34,44 @@ impl ModuleMapper for PerturbToF64 {
             let shape: [usize; D] = t.dims();
             let n = shape.iter().product();
             let t = t.cast(DType::F64).detach();
-            let scale = tensor(
-                values(n, seed).iter().map(|u| 1.0 + 0.5 * u).collect(),
-                shape,
-            );
-            let shift = tensor(values(n, seed + 1).iter().map(|v| 0.2 * v).collect(), shape);
+            let scale: Vec<f64> = values(n, seed).iter().map(|u| 1.0 + 0.5 * u).collect();
+            let shift: Vec<f64> = values(n, seed + 1).iter().map(|v| 0.2 * v).collect();
+            let (scale, shift) = (f64_tensor(&scale, shape), f64_tensor(&shift, shape));
             (t * scale + shift).require_grad()
         })
     }
 }
 
-fn config(arch: &str, placement: &str, activation: &str) -> Config {
+/// A small MLP on MNIST or CNN on CIFAR-10 with two hidden `widths` (units or channels), and
+/// the normalisation object `norm` under the config key `key`.
+fn net_config(arch: &str, widths: [usize; 2], activation: &str, key: &str, norm: Value) -> Config {
     let (dataset, model) = match arch {
         "mlp" => (
             "mnist",
-            json!({"arch": "mlp", "hidden": [7, 5], "activation": activation, "init": "xavier"}),
+            json!({"arch": "mlp", "hidden": widths, "activation": activation, "init": "xavier"}),
         ),
         _ => (
             "cifar10",
-            json!({"arch": "cnn", "channels": [3, 4], "activation": activation, "init": "he"}),
+            json!({"arch": "cnn", "channels": widths, "activation": activation, "init": "he"}),
         ),
     };
-    config_from_value(json!({
-        "dataset": dataset, "model": model, "bn": {"placement": placement}, "seed": 5,
-        "batch_size": 6, "probe": {"batch_size": 6}
-    }))
-    .unwrap()
+    let mut config = json!({
+        "dataset": dataset, "model": model, "seed": 5, "batch_size": 6, "probe": {"batch_size": 6}
+    });
+    config[key] = norm;
+    config_from_value(config).unwrap()
+}
+
+/// A net with BN at `placement`.
+fn config(arch: &str, placement: &str, activation: &str) -> Config {
+    let widths = if arch == "mlp" { [7, 5] } else { [3, 4] };
+    net_config(
+        arch,
+        widths,
+        activation,
+        "bn",
+        json!({"placement": placement}),
+    )
 }
 
 fn net(config: &Config) -> Net {
@@ -85,7 +85,7 @@ fn input(config: &Config, n: usize) -> Tensor<2> {
         bn_exp::data::Dataset::Mnist => 784,
         bn_exp::data::Dataset::Cifar10 => 3 * 32 * 32,
     };
-    tensor(values(n * features, 3), [n, features])
+    f64_tensor(&values(n * features, 3), [n, features])
 }
 
 /// Logits and traced pre-activations of one pass, fast or reference.
@@ -114,7 +114,7 @@ fn gradients(net: &Net, x: Tensor<2>, mode: Mode, reference: bool) -> (Vec<f64>,
     }
     .unwrap();
     let [n, k] = logits.dims();
-    let upstream = tensor(values(n * k, 9), [n, k]);
+    let upstream = f64_tensor(&values(n * k, 9), [n, k]);
     let out = flat(logits.clone());
     let grads = (logits * upstream).sum().backward();
     struct Collect<'a> {
@@ -225,22 +225,9 @@ fn cnn_pool_before_activation_equals_activation_then_pool_on_a_whole_net() {
 }
 
 /// A net with normalisation `norm` (a config's `norm` object) and widths `G` divides.
-fn norm_config(arch: &str, norm: serde_json::Value, activation: &str) -> Config {
-    let (dataset, model) = match arch {
-        "mlp" => (
-            "mnist",
-            json!({"arch": "mlp", "hidden": [6, 4], "activation": activation, "init": "xavier"}),
-        ),
-        _ => (
-            "cifar10",
-            json!({"arch": "cnn", "channels": [4, 6], "activation": activation, "init": "he"}),
-        ),
-    };
-    config_from_value(json!({
-        "dataset": dataset, "model": model, "norm": norm, "seed": 5,
-        "batch_size": 6, "probe": {"batch_size": 6}
-    }))
-    .unwrap()
+fn norm_config(arch: &str, norm: Value, activation: &str) -> Config {
+    let widths = if arch == "mlp" { [6, 4] } else { [4, 6] };
+    net_config(arch, widths, activation, "norm", norm)
 }
 
 /// Every normalisation layer beside plain BN, as config `norm` objects.

@@ -2,13 +2,12 @@
 //! corrupt, truncated and missing ones fail with the check that caught them and leave nothing
 //! behind. No address other than the loopback one is ever contacted.
 
-mod common;
-
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -20,6 +19,8 @@ use bn_exp::progress::Silent;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use tempfile::TempDir;
+
+use crate::common;
 
 /// What the server answers for one path.
 #[derive(Clone)]
@@ -149,6 +150,27 @@ fn options(server: &Server) -> FetchOptions {
     }
 }
 
+/// `bn-exp data fetch DATASET` from `server` into `data_dir`, to add flags to.
+fn fetch_command(dataset: &str, server: &Server, data_dir: &Path) -> Command {
+    let mut command = common::bn_exp();
+    command
+        .args(["data", "fetch", dataset, "--base-url", &server.base_url()])
+        .arg("--data-dir")
+        .arg(data_dir);
+    command
+}
+
+/// `bn-exp data fetch mnist` from `server` into `data_dir`, through the binary, which must fail
+/// without a panic and leave nothing behind. Returns what it printed.
+fn failed_mnist_fetch(server: &Server, data_dir: &Path) -> String {
+    let output = fetch_command("mnist", server, data_dir).output().unwrap();
+    let text = common::all_output(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(common::list_tree(data_dir), Vec::<String>::new());
+    text
+}
+
 /// Run the fetch through the library and return its error.
 fn fetch_error(data_dir: &Path, dataset: Dataset, server: &Server) -> anyhow::Error {
     match fetch::fetch(data_dir, dataset, &options(server), &Silent) {
@@ -168,21 +190,9 @@ fn fetch_mnist_through_the_binary_then_skip_then_force() {
     let tmp = TempDir::new().unwrap();
     let data_dir = tmp.path().join("data");
     let server = Server::start(mnist_routes(), 8);
-    let fetch_args = |extra: &[&str]| {
-        let mut args = vec![
-            "data".to_string(),
-            "fetch".into(),
-            "mnist".into(),
-            "--base-url".into(),
-            server.base_url(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    };
+    let fetch_mnist = || fetch_command("mnist", &server, &data_dir);
 
-    let output = common::bn_exp().args(fetch_args(&[])).output().unwrap();
+    let output = fetch_mnist().output().unwrap();
     let text = common::all_output(&output);
     assert!(output.status.success(), "{text}");
     assert_eq!(
@@ -199,15 +209,12 @@ fn fetch_mnist_through_the_binary_then_skip_then_force() {
     assert_eq!(common::list_dir(&data_dir.join("mnist")), expected);
 
     // Present and valid: nothing is downloaded.
-    let output = common::bn_exp().args(fetch_args(&[])).output().unwrap();
+    let output = fetch_mnist().output().unwrap();
     assert!(output.status.success(), "{}", common::all_output(&output));
     assert!(common::all_output(&output).contains("already present and valid"));
 
     // --force downloads again.
-    let output = common::bn_exp()
-        .args(fetch_args(&["--force"]))
-        .output()
-        .unwrap();
+    let output = fetch_mnist().arg("--force").output().unwrap();
     assert!(output.status.success(), "{}", common::all_output(&output));
 
     let requested = server.finish();
@@ -253,23 +260,8 @@ fn corrupt_download_fails_its_checksum_and_leaves_nothing() {
     assert_eq!(common::list_tree(tmp.path()), Vec::<String>::new());
 
     // The same through the binary: non-zero exit, the check named, nothing left.
-    let output = common::bn_exp()
-        .args([
-            "data",
-            "fetch",
-            "mnist",
-            "--base-url",
-            &server.base_url(),
-            "--data-dir",
-        ])
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    let text = common::all_output(&output);
-    assert!(!output.status.success(), "{text}");
+    let text = failed_mnist_fetch(&server, tmp.path());
     assert!(text.contains("checksum mismatch"), "{text}");
-    assert!(!text.contains("panicked"), "{text}");
-    assert_eq!(common::list_tree(tmp.path()), Vec::<String>::new());
     drop(server);
 }
 
@@ -319,24 +311,9 @@ fn missing_file_on_the_server_is_a_clear_404_and_leaves_nothing() {
     routes.remove("/t10k-labels-idx1-ubyte.gz");
     let server = Server::start(routes, 4);
 
-    let output = common::bn_exp()
-        .args([
-            "data",
-            "fetch",
-            "mnist",
-            "--base-url",
-            &server.base_url(),
-            "--data-dir",
-        ])
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    let text = common::all_output(&output);
-    assert!(!output.status.success(), "{text}");
+    let text = failed_mnist_fetch(&server, tmp.path());
     assert!(text.contains("404"), "{text}");
     assert!(text.contains("t10k-labels-idx1-ubyte.gz"), "{text}");
-    assert!(!text.contains("panicked"), "{text}");
-    assert_eq!(common::list_tree(tmp.path()), Vec::<String>::new());
 }
 
 #[test]
@@ -380,16 +357,7 @@ fn fetch_cifar_archive_through_the_binary_extracts_and_verifies() {
     let set = common::write_small_cifar(&tmp.path().join("source"));
     let data_dir = tmp.path().join("data");
     let server = Server::start(cifar_routes(Reply::Body(cifar_archive(&set))), 1);
-    let output = common::bn_exp()
-        .args([
-            "data",
-            "fetch",
-            "cifar10",
-            "--base-url",
-            &server.base_url(),
-            "--data-dir",
-        ])
-        .arg(&data_dir)
+    let output = fetch_command("cifar10", &server, &data_dir)
         .env(data::CATALOGUE_ENV, &set.catalogue_path)
         .output()
         .unwrap();

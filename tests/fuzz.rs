@@ -13,14 +13,12 @@ use bn_exp::rng::Rng;
 use bn_exp::run::Run;
 use serde_json::{Value, json};
 
+use crate::common::{self, repo};
+
 const CONFIG_CASES: usize = 3000;
 const OVERRIDE_CASES: usize = 3000;
 const STUDY_CASES: usize = 1000;
 const RUN_FOLDER_CASES: usize = 300;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn shipped(dir: &str) -> Vec<(PathBuf, String)> {
     let mut files: Vec<(PathBuf, String)> = std::fs::read_dir(repo().join(dir))
@@ -214,14 +212,8 @@ fn the_study_parser_never_panics() {
 /// A real run folder's files, written once by the binary, to mutate.
 fn sample_run(dir: &Path) -> Vec<(String, String)> {
     let out = dir.join("sample");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_bn-exp"))
-        .args(["train", "--quiet", "--config"])
-        .arg(repo().join("configs/smoke.json"))
-        .arg("--data-dir")
-        .arg(repo().join("data"))
-        .arg("--out")
-        .arg(&out)
-        .args(["--set", "steps=200"])
+    let o = common::smoke_train(&out)
+        .args(["--quiet", "--set", "steps=200"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -22,12 +22,9 @@
 //!   (`tests/fixtures/batch_norm_pytorch.json`): output, ∂x, ∂γ, ∂β and, through
 //!   `BatchNorm::absorb_batch`, the running statistics after each batch.
 //!
-//! Tolerance: 1e-10 relative to the largest reference value (float64; the two sides sum in
+//! Tolerance: `F64_TOL`, 1e-10 relative to the largest reference value (float64; the two sides sum in
 //! different orders). The MLP's float32 path runs the same code and is exercised by the training
 //! tests; float32 results differ from these by rounding only.
-
-mod numeric;
-mod reference;
 
 use bn_exp::kernels::{
     self, Act, DenseOutput, FusedOutput, batch_norm_train_fused, conv3x3, cross_entropy, dense,
@@ -38,33 +35,21 @@ use bn_exp::tensor::tensor_to_f64;
 use burn::tensor::activation::{relu, sigmoid, tanh};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
-use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use numeric::{assert_close, flat, values};
+use burn::tensor::{Device, Tensor, TensorData};
 
-fn device() -> Device {
-    Device::flex().autodiff()
-}
+use crate::numeric::{assert_close, device, f64_tensor, flat, values};
+use crate::reference;
 
-fn tensor<const D: usize>(v: &[f64], shape: [usize; D]) -> Tensor<D> {
-    Tensor::from_data(
-        TensorData::new(v.to_vec(), shape),
-        TensorCreationOptions::new(device()).with_dtype(DType::F64),
-    )
-    .require_grad()
-}
-
-/// A float64 tensor that takes no gradient (upstream weights, targets).
-fn constant<const D: usize>(v: &[f64], shape: [usize; D]) -> Tensor<D> {
-    Tensor::from_data(
-        TensorData::new(v.to_vec(), shape),
-        TensorCreationOptions::new(device()).with_dtype(DType::F64),
-    )
+/// A float64 input of an op under test: it takes gradients. Upstream weights and targets, which
+/// take none, are plain [`f64_tensor`]s.
+fn input<const D: usize>(v: &[f64], shape: [usize; D]) -> Tensor<D> {
+    f64_tensor(v, shape).require_grad()
 }
 
 /// Σ upstream·out, with upstream drawn from `seed`: one output's term of a test loss.
 fn weighted<const D: usize>(out: Tensor<D>, seed: u64) -> Tensor<1> {
     let dims = out.dims();
-    (out * constant(&values(dims.iter().product(), seed), dims)).sum()
+    (out * f64_tensor(&values(dims.iter().product(), seed), dims)).sum()
 }
 
 /// One output or gradient of an op: its shape and values.
@@ -90,7 +75,7 @@ fn grad_part<const D: usize>(t: &Tensor<D>, grads: &burn::tensor::Gradients) -> 
 }
 
 /// Checks each named part of a fast result against the reference's: same shape, values within
-/// `TOL`.
+/// `F64_TOL`.
 fn assert_parts_close(what: &str, names: &[&str], got: &[Part], want: &[Part]) {
     assert_eq!(
         (got.len(), want.len()),
@@ -111,7 +96,7 @@ fn sigmoid_matches_its_reference() {
     let n: usize = shape.iter().product();
     let xs: Vec<f64> = values(n, 51).iter().map(|v| 40.0 * v).collect();
     let run = |fast: bool| -> [Part; 2] {
-        let x = tensor(&xs, shape);
+        let x = input(&xs, shape);
         let op = if fast {
             kernels::sigmoid
         } else {
@@ -134,9 +119,9 @@ fn batch_norm_case<const D: usize>(fast: bool, shape: [usize; D]) -> [Part; 6] {
     let xs: Vec<f64> = values(n, 41).iter().map(|v| 3.0 * v + 0.5).collect();
     let gammas: Vec<f64> = values(c, 42).iter().map(|g| g + 1.5).collect();
     let (x, gamma, beta) = (
-        tensor(&xs, shape),
-        tensor(&gammas, [c]),
-        tensor(&values(c, 43), [c]),
+        input(&xs, shape),
+        input(&gammas, [c]),
+        input(&values(c, 43), [c]),
     );
     let op: fn(Tensor<D>, Tensor<1>, Tensor<1>, f64) -> FusedOutput<D> = if fast {
         batch_norm_train_fused
@@ -213,11 +198,11 @@ const EPS: f64 = 1e-5;
 
 /// The layer through `kernels::dense` (`fast`) or `kernels::reference::dense`.
 fn dense_case(c: &DenseCase, fast: bool, bias: bool, bn: bool, act: Act) -> DenseResult {
-    let (x, w) = (tensor(&c.x, [c.n, c.k]), tensor(&c.w, [c.k, c.m]));
+    let (x, w) = (input(&c.x, [c.n, c.k]), input(&c.w, [c.k, c.m]));
     let (b, g, be) = (
-        tensor(&c.b, [c.m]),
-        tensor(&c.gamma, [c.m]),
-        tensor(&c.beta, [c.m]),
+        input(&c.b, [c.m]),
+        input(&c.gamma, [c.m]),
+        input(&c.beta, [c.m]),
     );
     let op = if fast {
         dense
@@ -231,7 +216,7 @@ fn dense_case(c: &DenseCase, fast: bool, bias: bool, bn: bool, act: Act) -> Dens
         bn.then(|| (g.clone(), be.clone(), EPS)),
         act,
     );
-    let loss = (out.output.clone() * constant(&c.upstream, [c.n, c.m])).sum()
+    let loss = (out.output.clone() * f64_tensor(&c.upstream, [c.n, c.m])).sum()
         + weighted(out.pre.clone(), 7)
         + weighted(out.mean.clone(), 8)
         + weighted(out.variance.clone(), 9);
@@ -334,9 +319,9 @@ fn dense_gradients_match_central_finite_differences() {
 /// or `kernels::reference::conv3x3`.
 fn conv_case(fast: bool, bias: bool) -> [Part; 4] {
     let (n, c, h, w, co) = (11, 3, 5, 7, 4);
-    let x = tensor(&values(n * c * h * w, 11), [n, c, h, w]);
-    let wt = tensor(&values(co * c * 9, 12), [co, c, 3, 3]);
-    let b = tensor(&values(co, 13), [co]);
+    let x = input(&values(n * c * h * w, 11), [n, c, h, w]);
+    let wt = input(&values(co * c * 9, 12), [co, c, 3, 3]);
+    let b = input(&values(co, 13), [co]);
     let op = if fast {
         conv3x3
     } else {
@@ -366,7 +351,7 @@ fn conv3x3_matches_its_reference_with_and_without_bias() {
 /// `kernels::reference::max_pool2x2_then`.
 fn pool_case(fast: bool, shape: [usize; 4], act: Act) -> [Part; 2] {
     let n: usize = shape.iter().product();
-    let x = tensor(&values(n, 21), shape);
+    let x = input(&values(n, 21), shape);
     let op = if fast {
         max_pool2x2_then
     } else {
@@ -405,7 +390,7 @@ fn pooling_then_activation_equals_activation_then_pooling() {
     let n: usize = shape.iter().product();
     for act in [Act::Sigmoid, Act::Relu, Act::Tanh] {
         let run = |fused: bool| -> [Part; 2] {
-            let x = tensor(&values(n, 23), shape);
+            let x = input(&values(n, 23), shape);
             let out = if fused {
                 max_pool2x2_then(x.clone(), act)
             } else {
@@ -440,8 +425,8 @@ fn max_pool2x2_lets_a_nan_through() {
 /// Loss and ∂logits through `kernels::cross_entropy` (`fast`) or
 /// `kernels::reference::cross_entropy`; asserts that the targets get no gradient.
 fn loss_case(fast: bool, logits: &[f64], targets: &[f64], n: usize, c: usize) -> [Part; 2] {
-    let z = tensor(logits, [n, c]);
-    let y = tensor(targets, [n, c]);
+    let z = input(logits, [n, c]);
+    let y = input(targets, [n, c]);
     let op = if fast {
         cross_entropy
     } else {
@@ -499,16 +484,16 @@ fn dense_training_bn_matches_pytorch_batch_norm_vectors() {
         let identity: Vec<f64> = (0..c * c)
             .map(|i| if i / c == i % c { 1.0 } else { 0.0 })
             .collect();
-        let x = tensor(&case.batches[0], [n, c]);
-        let (gamma, beta) = (tensor(&case.gamma, [c]), tensor(&case.beta, [c]));
+        let x = input(&case.batches[0], [n, c]);
+        let (gamma, beta) = (input(&case.gamma, [c]), input(&case.beta, [c]));
         let out = dense(
             x.clone(),
-            tensor(&identity, [c, c]),
+            input(&identity, [c, c]),
             None,
             Some((gamma.clone(), beta.clone(), case.eps)),
             Act::Identity,
         );
-        let upstream = tensor(&case.upstream, [n, c]);
+        let upstream = input(&case.upstream, [n, c]);
         let grads = (out.output.clone() * upstream).sum().backward();
         let what = |part: &str| format!("{} {part}", case.name);
         assert_close(&what("output"), &flat(out.output.clone()), &case.y_train);
@@ -540,13 +525,13 @@ fn dense_training_bn_matches_pytorch_batch_norm_vectors() {
         );
         // The same start in float64, where the running averages are kept in that dtype.
         bn = bn.with_running(
-            tensor(&case.running_init.mean, [c]).detach(),
-            tensor(&case.running_init.var, [c]).detach(),
+            input(&case.running_init.mean, [c]).detach(),
+            input(&case.running_init.var, [c]).detach(),
         );
         for (k, batch) in case.batches.iter().enumerate() {
             let out = dense(
-                tensor(batch, [n, c]),
-                tensor(&identity, [c, c]),
+                input(batch, [n, c]),
+                input(&identity, [c, c]),
                 None,
                 Some((gamma.clone(), beta.clone(), case.eps)),
                 Act::Identity,
@@ -579,8 +564,8 @@ fn dense_training_bn_matches_pytorch_batch_norm_vectors() {
 
 /// (w, ∂v, ∂g) of Weight Norm's w = g·v/‖v‖ per column, fast or reference.
 fn weight_norm_case(fast: bool, rows: usize, cols: usize) -> [Part; 3] {
-    let v = tensor(&values(rows * cols, 61), [rows, cols]);
-    let g = tensor(
+    let v = input(&values(rows * cols, 61), [rows, cols]);
+    let g = input(
         &values(cols, 62).iter().map(|g| g + 1.5).collect::<Vec<_>>(),
         [cols],
     );
@@ -610,8 +595,8 @@ fn weight_norm_columns_matches_its_reference() {
 /// (y, μ_B, ∂x, ∂β) of mean-only BN, fast or reference.
 fn center_case(fast: bool, n: usize, c: usize) -> [Part; 4] {
     let xs: Vec<f64> = values(n * c, 71).iter().map(|v| 2.0 * v + 0.7).collect();
-    let x = tensor(&xs, [n, c]);
-    let beta = tensor(&values(c, 72), [c]);
+    let x = input(&xs, [n, c]);
+    let beta = input(&values(c, 72), [c]);
     let op = if fast {
         kernels::center_columns
     } else {

@@ -7,8 +7,6 @@
 //!   earlier layers' update is zero; for the last layer it equals the change computed by hand
 //!   from a net whose hidden layers alone took the optimiser's step.
 
-mod numeric;
-
 use anyhow::Result;
 use bn_exp::config::{Config, config_from_value};
 use bn_exp::kernels::cross_entropy;
@@ -16,20 +14,10 @@ use bn_exp::measures::{Probe, gradient, measure};
 use bn_exp::model::{Mode, Net, WeightLayer};
 use burn::module::{Module, Param};
 use burn::optim::{GradientsParams, SgdConfig};
-use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use numeric::values;
+use burn::tensor::{Tensor, TensorCreationOptions, TensorData};
 use serde_json::json;
 
-fn device() -> Device {
-    Device::flex().autodiff()
-}
-
-fn f64_tensor<const D: usize>(v: Vec<f64>, shape: [usize; D]) -> Tensor<D> {
-    Tensor::from_data(
-        TensorData::new(v, shape),
-        TensorCreationOptions::new(device()).with_dtype(DType::F64),
-    )
-}
+use crate::numeric::{device, f64_tensor, values};
 
 /// The linear model x ↦ x·w.
 #[derive(Module, Debug)]
@@ -47,32 +35,23 @@ struct Quadratic {
 
 impl Quadratic {
     fn loss(&self, model: &Linear) -> Result<Tensor<1>> {
-        let x = f64_tensor(self.x.clone(), [self.n, self.d]);
-        let y = f64_tensor(self.y.clone(), [self.n, 1]);
+        let x = f64_tensor(&self.x, [self.n, self.d]);
+        let y = f64_tensor(&self.y, [self.n, 1]);
         let r = x.matmul(model.w.val()) - y;
         // 1/(2n) as an f64 tensor: a scalar op's backward would round it to f32.
-        let half_mean = f64_tensor(vec![1.0 / (2.0 * self.n as f64)], [1]);
+        let half_mean = f64_tensor(&[1.0 / (2.0 * self.n as f64)], [1]);
         Ok((r.clone() * r).sum() * half_mean)
     }
 
-    fn residual(&self, w: &[f64]) -> Vec<f64> {
+    /// X·w.
+    fn x_times(&self, w: &[f64]) -> Vec<f64> {
         (0..self.n)
-            .map(|i| {
-                (0..self.d)
-                    .map(|j| self.x[i * self.d + j] * w[j])
-                    .sum::<f64>()
-                    - self.y[i]
-            })
+            .map(|i| (0..self.d).map(|j| self.x[i * self.d + j] * w[j]).sum())
             .collect()
     }
 
-    fn loss_at(&self, w: &[f64]) -> f64 {
-        self.residual(w).iter().map(|r| r * r).sum::<f64>() / (2.0 * self.n as f64)
-    }
-
     /// Xᵀr/n.
-    fn gradient_at(&self, w: &[f64]) -> Vec<f64> {
-        let r = self.residual(w);
+    fn xt_times_over_n(&self, r: &[f64]) -> Vec<f64> {
         (0..self.d)
             .map(|j| {
                 (0..self.n)
@@ -83,19 +62,23 @@ impl Quadratic {
             .collect()
     }
 
+    fn residual(&self, w: &[f64]) -> Vec<f64> {
+        let xw = self.x_times(w);
+        xw.iter().zip(&self.y).map(|(xw, y)| xw - y).collect()
+    }
+
+    fn loss_at(&self, w: &[f64]) -> f64 {
+        self.residual(w).iter().map(|r| r * r).sum::<f64>() / (2.0 * self.n as f64)
+    }
+
+    /// Xᵀr/n.
+    fn gradient_at(&self, w: &[f64]) -> Vec<f64> {
+        self.xt_times_over_n(&self.residual(w))
+    }
+
     /// H·v with H = XᵀX/n.
     fn hessian_times(&self, v: &[f64]) -> Vec<f64> {
-        let xv: Vec<f64> = (0..self.n)
-            .map(|i| (0..self.d).map(|j| self.x[i * self.d + j] * v[j]).sum())
-            .collect();
-        (0..self.d)
-            .map(|j| {
-                (0..self.n)
-                    .map(|i| self.x[i * self.d + j] * xv[i])
-                    .sum::<f64>()
-                    / self.n as f64
-            })
-            .collect()
+        self.xt_times_over_n(&self.x_times(v))
     }
 }
 
@@ -121,7 +104,7 @@ fn close_at(what: &str, got: f64, want: f64, scale: f64) {
 
 fn linear(w: &[f64]) -> Linear {
     Linear {
-        w: Param::from_tensor(f64_tensor(w.to_vec(), [w.len(), 1]).require_grad()),
+        w: Param::from_tensor(f64_tensor(w, [w.len(), 1]).require_grad()),
     }
 }
 

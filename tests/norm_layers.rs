@@ -11,29 +11,25 @@
 //!   d_max = 0 is BN; BN over statistics groups of k is BN applied to each group alone;
 //! - each fast path against its reference body.
 
-mod numeric;
-
 use bn_exp::norm::BatchRenorm;
 use bn_exp::norm::{BatchNorm, BnMode, InferenceStats};
 use bn_exp::norm::{GroupNorm, Norm};
 use bn_exp::norm::{MeanOnlyBn, WeightNorm, init_from_outputs, unit_columns};
 use bn_exp::tensor::tensor_to_f64;
 use burn::module::Param;
-use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData};
-use numeric::{assert_close_at_scale, assert_close_within as assert_close};
+use burn::tensor::{DType, Gradients, Tensor};
 use serde_json::Value;
 
-fn device() -> Device {
-    Device::flex().autodiff()
-}
+use crate::common;
+use crate::numeric::{
+    self, F32_TOL, F64_TOL, assert_close_at_scale, assert_close_within as assert_close,
+    assert_gradient, device, f64_tensor, tensor,
+};
 
-const F64_TOL: f64 = 1e-10;
-const F32_TOL: f64 = 1e-5;
 const DTYPES: [(DType, f64); 2] = [(DType::F64, F64_TOL), (DType::F32, F32_TOL)];
 
 fn fixture() -> Value {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/norm_pytorch.json");
+    let path = common::repo().join("tests/fixtures/norm_pytorch.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).expect("the fixture parses")
@@ -65,20 +61,13 @@ fn dims(v: &Value) -> Vec<usize> {
         .collect()
 }
 
-fn tensor<const D: usize>(values: &[f64], shape: [usize; D], dtype: DType) -> Tensor<D> {
-    Tensor::from_data(
-        TensorData::new(values.to_vec(), shape),
-        TensorCreationOptions::new(device()).with_dtype(dtype),
-    )
-}
-
 fn param(values: &[f64], dtype: DType) -> Param<Tensor<1>> {
-    Param::from_tensor(tensor(values, [values.len()], dtype))
+    Param::from_tensor(tensor(values, [values.len()], dtype, &device()))
 }
 
 /// A `[len]` tensor of `values` in `dtype`.
 fn vector(values: &[f64], dtype: DType) -> Tensor<1> {
-    tensor(values, [values.len()], dtype)
+    tensor(values, [values.len()], dtype, &device())
 }
 
 /// Run `$body` with `$s` bound to `$shape` as a `[usize; 2]` or `[usize; 4]` array, so the body
@@ -97,6 +86,72 @@ macro_rules! at_rank {
             ref other => panic!("unexpected shape {other:?}"),
         }
     };
+}
+
+/// The layers checked against PyTorch batch after batch, Batch Renorm and mean-only BN, which
+/// share no trait in bn-exp: their output in `mode`.
+trait BatchLayer {
+    fn output<const D: usize>(&self, x: Tensor<D>, mode: BnMode) -> Tensor<D>;
+}
+
+impl BatchLayer for BatchRenorm {
+    fn output<const D: usize>(&self, x: Tensor<D>, mode: BnMode) -> Tensor<D> {
+        self.forward_with_stats(x, mode).unwrap().0
+    }
+}
+
+impl BatchLayer for MeanOnlyBn {
+    fn output<const D: usize>(&self, x: Tensor<D>, mode: BnMode) -> Tensor<D> {
+        self.forward_with_stats(x, mode).unwrap().0
+    }
+}
+
+/// A training step of `layer` on the batch `x` of `case` in `dtype`. On the `first` batch, the
+/// one the fixture holds gradients for, its output and ∂x of Σ y·upstream are held to the case's
+/// within `tol`, and the gradients are returned to check the layer's own.
+fn train_step(
+    layer: &impl BatchLayer,
+    case: &Value,
+    x: &[f64],
+    first: bool,
+    dtype: DType,
+    tol: f64,
+    what: &dyn Fn(&str) -> String,
+) -> Option<Gradients> {
+    let mode = BnMode::Train {
+        update_running: true,
+    };
+    let up = floats(&case["upstream"]);
+    at_rank!(dims(&case["shape"]), s => {
+        let xt = tensor(x, s, dtype, &device()).require_grad();
+        let y = layer.output(xt.clone(), mode);
+        first.then(|| {
+            let grads = y.clone().mul(tensor(&up, s, dtype, &device())).sum().backward();
+            let dx = tensor_to_f64(xt.grad(&grads).unwrap());
+            assert_close(&what("y"), &tensor_to_f64(y), &floats(&case["y_train"]), tol);
+            assert_close(&what("dx"), &dx, &floats(&case["dx"]), tol);
+            grads
+        })
+    })
+}
+
+/// `layer`'s inference with its moving averages on `case`'s `eval_x` against the case's
+/// `y_eval`.
+fn assert_y_eval(
+    layer: &impl BatchLayer,
+    case: &Value,
+    name: &str,
+    shape: &[usize],
+    dtype: DType,
+    tol: f64,
+) {
+    let eval = floats(&case["eval_x"]);
+    let y_eval = at_rank!(shape, s => {
+        let x = tensor(&eval, s, dtype, &device());
+        tensor_to_f64(layer.output(x, BnMode::Inference(InferenceStats::Moving)))
+    });
+    let what = format!("{name} {dtype:?} y_eval");
+    assert_close(&what, &y_eval, &floats(&case["y_eval"]), tol);
 }
 
 /// Output and the gradients of sum(y·upstream) w.r.t. x and the layer's γ and β.
@@ -119,13 +174,13 @@ fn group_norm_grads(case: &Value, groups: usize, dtype: DType, fast: bool) -> Gr
     let x = floats(&case["x"]);
     let up = floats(&case["upstream"]);
     at_rank!(shape, s => {
-        let xt = tensor(&x, s, dtype).require_grad();
+        let xt = tensor(&x, s, dtype, &device()).require_grad();
         let y = if fast {
             gn.forward(xt.clone()).unwrap()
         } else {
             gn.forward_reference(xt.clone()).unwrap()
         };
-        let grads = y.clone().mul(tensor(&up, s, dtype)).sum().backward();
+        let grads = y.clone().mul(tensor(&up, s, dtype, &device())).sum().backward();
         Grads {
             y: tensor_to_f64(y),
             dx: tensor_to_f64(xt.grad(&grads).unwrap()),
@@ -208,7 +263,7 @@ fn group_norm_with_one_group_per_channel_is_instance_norm() {
         vector(&vec![1.0; c], DType::F64),
         vector(&vec![0.0; c], DType::F64),
     );
-    let got = tensor_to_f64(gn.forward(tensor(&x, [n, c, h, w], DType::F64)).unwrap());
+    let got = tensor_to_f64(gn.forward(f64_tensor(&x, [n, c, h, w])).unwrap());
     assert_close("instance norm", &got, &want, F64_TOL);
 }
 
@@ -226,38 +281,18 @@ fn group_norm_gradients_match_finite_differences() {
         );
         let loss = |x: &[f64]| -> f64 {
             at_rank!(shape, s => {
-                let y = gn.forward(tensor(x, s, DType::F64)).unwrap();
+                let y = gn.forward(f64_tensor(x, s)).unwrap();
                 tensor_to_f64(y).iter().zip(&up).map(|(a, b)| a * b).sum()
             })
         };
         let analytic = at_rank!(shape, s => {
-            let xt = tensor(&x, s, DType::F64).require_grad();
+            let xt = f64_tensor(&x, s).require_grad();
             let y = gn.forward(xt.clone()).unwrap();
-            let grads = y.mul(tensor(&up, s, DType::F64)).sum().backward();
+            let grads = y.mul(f64_tensor(&up, s)).sum().backward();
             tensor_to_f64(xt.grad(&grads).unwrap())
         });
-        let numeric = central_differences(&x, &loss);
-        assert_close_fd(&format!("group norm {shape:?} dx"), &analytic, &numeric);
+        assert_gradient(&format!("group norm {shape:?} dx"), &analytic, &x, loss);
     }
-}
-
-/// ∂loss/∂x_i by central differences with step 1e-6.
-fn central_differences(x: &[f64], loss: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
-    let h = 1e-6;
-    (0..x.len())
-        .map(|i| {
-            let mut plus = x.to_vec();
-            let mut minus = x.to_vec();
-            plus[i] += h;
-            minus[i] -= h;
-            (loss(&plus) - loss(&minus)) / (2.0 * h)
-        })
-        .collect()
-}
-
-/// Finite differences agree to about 1e-8 in float64; 1e-6 leaves room for the cancellation.
-fn assert_close_fd(what: &str, analytic: &[f64], numeric: &[f64]) {
-    assert_close(what, analytic, numeric, 1e-6);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,30 +330,18 @@ fn batch_renorm_matches_pytorch_batch_after_batch() {
         let shape = dims(&case["shape"]);
         let batches = case["batches"].as_array().unwrap();
         let per_batch = case["per_batch"].as_array().unwrap();
-        let up = floats(&case["upstream"]);
         let mut clipped = 0;
         for (dtype, tol) in DTYPES {
             let brn = renorm_layer(&case, dtype);
             for (i, (batch, want)) in batches.iter().zip(per_batch).enumerate() {
                 let what = |f: &str| format!("{name} {dtype:?} batch {i} {f}");
-                let x = floats(batch);
-                let mode = BnMode::Train {
-                    update_running: true,
-                };
-                at_rank!(shape, s => {
-                    let xt = tensor(&x, s, dtype).require_grad();
-                    let (y, _) = brn.forward_with_stats(xt.clone(), mode).unwrap();
-                    if i == 0 {
-                        let grads = y.clone().mul(tensor(&up, s, dtype)).sum().backward();
-                        assert_close(&what("y"), &tensor_to_f64(y), &floats(&case["y_train"]), tol);
-                        let dx = tensor_to_f64(xt.grad(&grads).unwrap());
-                        assert_close(&what("dx"), &dx, &floats(&case["dx"]), tol);
-                        let dgamma = tensor_to_f64(brn.gamma().grad(&grads).unwrap());
-                        assert_close(&what("dgamma"), &dgamma, &floats(&case["dgamma"]), tol);
-                        let dbeta = tensor_to_f64(brn.beta().grad(&grads).unwrap());
-                        assert_close(&what("dbeta"), &dbeta, &floats(&case["dbeta"]), tol);
-                    }
-                });
+                let step = train_step(&brn, &case, &floats(batch), i == 0, dtype, tol, &what);
+                if let Some(grads) = step {
+                    let dgamma = tensor_to_f64(brn.gamma().grad(&grads).unwrap());
+                    assert_close(&what("dgamma"), &dgamma, &floats(&case["dgamma"]), tol);
+                    let dbeta = tensor_to_f64(brn.beta().grad(&grads).unwrap());
+                    assert_close(&what("dbeta"), &dbeta, &floats(&case["dbeta"]), tol);
+                }
                 let correction = brn.last_correction();
                 let (r_max, d_max) = brn.limits();
                 clipped += correction
@@ -348,22 +371,7 @@ fn batch_renorm_matches_pytorch_batch_after_batch() {
                     tol,
                 );
             }
-            let eval = floats(&case["eval_x"]);
-            let y_eval = at_rank!(shape, s => {
-                let (y, _) = brn
-                    .forward_with_stats(
-                        tensor(&eval, s, dtype),
-                        BnMode::Inference(InferenceStats::Moving),
-                    )
-                    .unwrap();
-                tensor_to_f64(y)
-            });
-            assert_close(
-                &format!("{name} {dtype:?} y_eval"),
-                &y_eval,
-                &floats(&case["y_eval"]),
-                tol,
-            );
+            assert_y_eval(&brn, &case, name, &shape, dtype, tol);
         }
         assert!(
             clipped > 0,
@@ -401,12 +409,12 @@ fn batch_renorm_with_r_max_1_and_d_max_0_is_batch_norm() {
             vector(&vec![1.0; c], DType::F64),
         );
         at_rank!(shape, s => {
-            let xa = tensor(&x, s, DType::F64).require_grad();
-            let xb = tensor(&x, s, DType::F64).require_grad();
+            let xa = f64_tensor(&x, s).require_grad();
+            let xb = f64_tensor(&x, s).require_grad();
             let (ya, _) = brn.forward_with_stats(xa.clone(), mode).unwrap();
             let (yb, _) = bn.forward_with_stats(xb.clone(), mode).unwrap();
-            let ga = ya.clone().mul(tensor(&up, s, DType::F64)).sum().backward();
-            let gb = yb.clone().mul(tensor(&up, s, DType::F64)).sum().backward();
+            let ga = ya.clone().mul(f64_tensor(&up, s)).sum().backward();
+            let gb = yb.clone().mul(f64_tensor(&up, s)).sum().backward();
             assert_close("y", &tensor_to_f64(ya), &tensor_to_f64(yb), F64_TOL);
             assert_close(
                 "dx",
@@ -459,23 +467,17 @@ fn batch_renorm_gradient_treats_clipped_r_and_d_as_constants() {
         update_running: false,
     };
     let loss = |x: &[f64]| -> f64 {
-        let (y, _) = brn
-            .forward_with_stats(tensor(x, [n, c], DType::F64), mode)
-            .unwrap();
+        let (y, _) = brn.forward_with_stats(f64_tensor(x, [n, c]), mode).unwrap();
         tensor_to_f64(y).iter().zip(&up).map(|(a, b)| a * b).sum()
     };
-    let xt = tensor(&x, [n, c], DType::F64).require_grad();
+    let xt = f64_tensor(&x, [n, c]).require_grad();
     let (y, _) = brn.forward_with_stats(xt.clone(), mode).unwrap();
     let correction = brn.last_correction();
     assert!(correction.r.iter().all(|&r| r == 2.0), "{:?}", correction.r);
     assert!(correction.d.iter().all(|&d| d == 0.5), "{:?}", correction.d);
-    let grads = y.mul(tensor(&up, [n, c], DType::F64)).sum().backward();
+    let grads = y.mul(f64_tensor(&up, [n, c])).sum().backward();
     let analytic = tensor_to_f64(xt.grad(&grads).unwrap());
-    assert_close_fd(
-        "clipped renorm dx",
-        &analytic,
-        &central_differences(&x, &loss),
-    );
+    assert_gradient("clipped renorm dx", &analytic, &x, loss);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -516,9 +518,9 @@ fn bn_over_statistics_groups_is_bn_on_each_group_alone() {
             bounds.push((head, n));
         }
         at_rank!(shape, s => {
-            let xt = tensor(&x, s, DType::F64).require_grad();
+            let xt = f64_tensor(&x, s).require_grad();
             let (y, _) = grouped.forward_with_stats(xt.clone(), mode).unwrap();
-            let grads = y.clone().mul(tensor(&up, s, DType::F64)).sum().backward();
+            let grads = y.clone().mul(f64_tensor(&up, s)).sum().backward();
             let y = tensor_to_f64(y);
             let dx = tensor_to_f64(xt.grad(&grads).unwrap());
             let dgamma = tensor_to_f64(grouped.gamma().grad(&grads).unwrap());
@@ -527,9 +529,9 @@ fn bn_over_statistics_groups_is_bn_on_each_group_alone() {
                 let rows = a * per_example..b * per_example;
                 let mut sub = s;
                 sub[0] = b - a;
-                let xs = tensor(&x[rows.clone()], sub, DType::F64).require_grad();
+                let xs = f64_tensor(&x[rows.clone()], sub).require_grad();
                 let (ys, _) = whole.forward_with_stats(xs.clone(), mode).unwrap();
-                let gs = ys.clone().mul(tensor(&up[rows.clone()], sub, DType::F64)).sum().backward();
+                let gs = ys.clone().mul(f64_tensor(&up[rows.clone()], sub)).sum().backward();
                 assert_close(&format!("{shape:?} k={k} y rows {a}..{b}"), &y[rows.clone()], &tensor_to_f64(ys), F64_TOL);
                 assert_close(
                     &format!("{shape:?} k={k} dx rows {a}..{b}"),
@@ -555,7 +557,7 @@ fn statistics_groups_feed_the_running_averages_their_mean_statistics() {
     bn = bn.with_affine(vector(&[1.0], DType::F64), vector(&[0.0], DType::F64));
     bn = bn.with_running(vector(&[0.0], DType::F64), vector(&[1.0], DType::F64));
     bn.forward_with_stats(
-        tensor(&x, [4, 1], DType::F64),
+        f64_tensor(&x, [4, 1]),
         BnMode::Train {
             update_running: true,
         },
@@ -607,14 +609,14 @@ fn weight_norm_matches_pytorch_including_the_layout_and_the_data_init() {
             let wn = WeightNorm::new(out, false, 0.1, &device());
             let wn = wn.with_g(vector(&floats(&case["g"]), dtype));
             let norm = Norm::Weight(wn);
-            let vt = Param::from_tensor(tensor(&v, [inp, out], dtype));
+            let vt = Param::from_tensor(tensor(&v, [inp, out], dtype, &device()));
             let b = param(&floats(&case["b"]), dtype);
-            let xt = tensor(&x, [n, inp], dtype).require_grad();
+            let xt = tensor(&x, [n, inp], dtype, &device()).require_grad();
             let y = xt
                 .clone()
                 .matmul(norm.linear_weight(vt.val()))
                 .add(b.val().unsqueeze::<2>());
-            let up = tensor(&floats(&case["upstream"]), [n, out], dtype);
+            let up = tensor(&floats(&case["upstream"]), [n, out], dtype, &device());
             let grads = y.clone().mul(up).sum().backward();
             assert_close(&what("y"), &tensor_to_f64(y), &floats(&case["y"]), tol);
             assert_close(
@@ -647,7 +649,12 @@ fn weight_norm_matches_pytorch_including_the_layout_and_the_data_init() {
             );
 
             // The data-dependent init: t = x·v/‖v‖, g = 1/σ(t), b = −μ(t)/σ(t).
-            let t = tensor(&x, [n, inp], dtype).matmul(unit_columns(tensor(&v, [inp, out], dtype)));
+            let t = tensor(&x, [n, inp], dtype, &device()).matmul(unit_columns(tensor(
+                &v,
+                [inp, out],
+                dtype,
+                &device(),
+            )));
             let (g0, b0) = init_from_outputs(t.swap_dims(0, 1));
             assert_close(
                 &what("init g"),
@@ -674,15 +681,15 @@ fn weight_norm_gradient_in_v_matches_finite_differences() {
     let mut wn = WeightNorm::new(out, false, 0.1, &device());
     wn = wn.with_g(vector(&numeric::values(out, 54), DType::F64));
     let loss = |v: &[f64]| -> f64 {
-        let w = wn.linear_weight(tensor(v, [inp, out], DType::F64));
-        let y = tensor(&x, [n, inp], DType::F64).matmul(w);
+        let w = wn.linear_weight(f64_tensor(v, [inp, out]));
+        let y = f64_tensor(&x, [n, inp]).matmul(w);
         tensor_to_f64(y).iter().zip(&up).map(|(a, b)| a * b).sum()
     };
-    let vt = tensor(&v, [inp, out], DType::F64).require_grad();
-    let y = tensor(&x, [n, inp], DType::F64).matmul(wn.linear_weight(vt.clone()));
-    let grads = y.mul(tensor(&up, [n, out], DType::F64)).sum().backward();
+    let vt = f64_tensor(&v, [inp, out]).require_grad();
+    let y = f64_tensor(&x, [n, inp]).matmul(wn.linear_weight(vt.clone()));
+    let grads = y.mul(f64_tensor(&up, [n, out])).sum().backward();
     let analytic = tensor_to_f64(vt.grad(&grads).unwrap());
-    assert_close_fd("weight norm dv", &analytic, &central_differences(&v, &loss));
+    assert_gradient("weight norm dv", &analytic, &v, loss);
 }
 
 #[test]
@@ -691,45 +698,23 @@ fn mean_only_bn_matches_pytorch_batch_after_batch() {
         let name = case["name"].as_str().unwrap();
         let shape = dims(&case["shape"]);
         let c = shape[1];
-        let up = floats(&case["upstream"]);
         let after = case["running_mean_after_each_batch"].as_array().unwrap();
         for (dtype, tol) in DTYPES {
             let bn = MeanOnlyBn::new(c, case["momentum"].as_f64().unwrap(), &device()).with_state(
                 vector(&floats(&case["beta"]), dtype),
                 vector(&floats(&case["running_init"]), dtype),
             );
-            let mode = BnMode::Train {
-                update_running: true,
-            };
             for (i, batch) in case["batches"].as_array().unwrap().iter().enumerate() {
                 let what = |f: &str| format!("{name} {dtype:?} batch {i} {f}");
-                let x = floats(batch);
-                at_rank!(shape, s => {
-                    let xt = tensor(&x, s, dtype).require_grad();
-                    let (y, _) = bn.forward_with_stats(xt.clone(), mode).unwrap();
-                    if i == 0 {
-                        let grads = y.clone().mul(tensor(&up, s, dtype)).sum().backward();
-                        assert_close(&what("y"), &tensor_to_f64(y), &floats(&case["y_train"]), tol);
-                        assert_close(&what("dx"), &tensor_to_f64(xt.grad(&grads).unwrap()), &floats(&case["dx"]), tol);
-                        assert_close(&what("dbeta"), &tensor_to_f64(bn.beta().grad(&grads).unwrap()), &floats(&case["dbeta"]), tol);
-                    }
-                });
+                let step = train_step(&bn, &case, &floats(batch), i == 0, dtype, tol, &what);
+                if let Some(grads) = step {
+                    let dbeta = tensor_to_f64(bn.beta().grad(&grads).unwrap());
+                    assert_close(&what("dbeta"), &dbeta, &floats(&case["dbeta"]), tol);
+                }
                 let running = tensor_to_f64(bn.running_mean());
                 assert_close(&what("running mean"), &running, &floats(&after[i]), tol);
             }
-            let eval = floats(&case["eval_x"]);
-            let y_eval = at_rank!(shape, s => {
-                let (y, _) = bn
-                    .forward_with_stats(tensor(&eval, s, dtype), BnMode::Inference(InferenceStats::Moving))
-                    .unwrap();
-                tensor_to_f64(y)
-            });
-            assert_close(
-                &format!("{name} {dtype:?} y_eval"),
-                &y_eval,
-                &floats(&case["y_eval"]),
-                tol,
-            );
+            assert_y_eval(&bn, &case, name, &shape, dtype, tol);
         }
     }
 }

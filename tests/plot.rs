@@ -4,13 +4,15 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use bn_exp::compare::{Baseline, CompareOptions, compare_runs, find_runs, load_run};
 use bn_exp::plot::{ImageFormat, PlotReport, PlotRequest, make_plots};
 use image::RgbImage;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+
+use crate::common::{self, run_bn_exp, text};
 
 const BLUE: (u8, u8, u8) = (0, 114, 178); // Okabe–Ito, first group (no BN)
 const VERMILLION: (u8, u8, u8) = (213, 94, 0); // second group
@@ -25,6 +27,17 @@ struct Spec<'a> {
     seed: u64,
     evals: u64,
     diverge_at: Option<u64>,
+}
+
+/// A run of 20 evaluations that does not diverge.
+fn spec(placement: &str, lr: f64, seed: u64) -> Spec<'_> {
+    Spec {
+        placement,
+        lr,
+        seed,
+        evals: 20,
+        diverge_at: None,
+    }
 }
 
 fn config(spec: &Spec) -> Value {
@@ -149,14 +162,7 @@ fn placement_study(root: &Path) -> PathBuf {
     let study = root.join("placement");
     for placement in ["none", "before"] {
         for seed in [0, 1] {
-            let spec = Spec {
-                placement,
-                lr: 1.0,
-                seed,
-                evals: 20,
-                diverge_at: None,
-            };
-            write_run(&study, &spec);
+            write_run(&study, &spec(placement, 1.0, seed));
         }
     }
     study
@@ -212,13 +218,7 @@ fn measured_study(root: &Path, seeds: u64) -> PathBuf {
     let study = root.join(format!("measured_{seeds}"));
     for placement in ["none", "before"] {
         for seed in 0..seeds {
-            let spec = Spec {
-                placement,
-                lr: 1.0,
-                seed,
-                evals: 20,
-                diverge_at: None,
-            };
+            let spec = spec(placement, 1.0, seed);
             let dir = write_run(&study, &spec);
             write_lines(&dir.join("measures.jsonl"), &measure_lines(&spec));
         }
@@ -229,14 +229,7 @@ fn measured_study(root: &Path, seeds: u64) -> PathBuf {
 /// A run with every kind of damage: last metrics line cut mid-JSON, a `null` and a bare `NaN`,
 /// no activations.jsonl, no summary.json.
 fn damaged_run(root: &Path) -> PathBuf {
-    let spec = Spec {
-        placement: "none",
-        lr: 1.0,
-        seed: 0,
-        evals: 20,
-        diverge_at: None,
-    };
-    let dir = write_run(&root.join("damaged"), &spec);
+    let dir = write_run(&root.join("damaged"), &spec("none", 1.0, 0));
     fs::remove_file(dir.join("activations.jsonl")).unwrap();
     fs::remove_file(dir.join("summary.json")).unwrap();
     let mut text = fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
@@ -280,17 +273,6 @@ fn count_colour(img: &RgbImage, colour: (u8, u8, u8), bx: (f64, f64), by: (f64, 
         }
     }
     n
-}
-
-fn bn_exp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bn-exp"))
-        .args(args)
-        .output()
-        .expect("cannot run bn-exp")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,16 +545,7 @@ fn the_table_and_the_figures_agree_on_groups_and_labels() {
 fn damaged_run_is_plotted_for_what_is_there_with_warnings() {
     let tmp = TempDir::new().unwrap();
     let damaged = damaged_run(tmp.path());
-    let healthy = write_run(
-        &tmp.path().join("damaged"),
-        &Spec {
-            placement: "before",
-            lr: 1.0,
-            seed: 0,
-            evals: 20,
-            diverge_at: None,
-        },
-    );
+    let healthy = write_run(&tmp.path().join("damaged"), &spec("before", 1.0, 0));
     let out = tmp.path().join("out");
     let report = plot(vec![damaged.parent().unwrap().to_path_buf()], &out);
     assert!(out.join("fig1a_accuracy.png").exists());
@@ -603,7 +576,7 @@ fn damaged_run_is_plotted_for_what_is_there_with_warnings() {
 fn binary_on_a_damaged_run_exits_zero_with_warnings() {
     let tmp = TempDir::new().unwrap();
     let run = damaged_run(tmp.path());
-    let output = bn_exp(&["plot", run.to_str().unwrap()]);
+    let output = run_bn_exp(&["plot", run.to_str().unwrap()]);
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert!(
         output.status.success(),
@@ -635,7 +608,7 @@ fn missing_or_empty_inputs_fail_with_a_clear_message() {
         (vec!["plot"], "nothing to plot"),
     ];
     for (args, message) in cases {
-        let output = bn_exp(&args);
+        let output = run_bn_exp(&args);
         let stderr = text(&output.stderr);
         assert!(!output.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
@@ -700,7 +673,7 @@ fn bn_exp_within(args: &[&str], limit: std::time::Duration) -> Output {
     // like a hang.
     let logs = TempDir::new().unwrap();
     let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+    let mut child = common::bn_exp()
         .args(args)
         .stdout(fs::File::create(&out_path).unwrap())
         .stderr(fs::File::create(&err_path).unwrap())
@@ -733,13 +706,7 @@ fn bn_exp_within(args: &[&str], limit: std::time::Duration) -> Output {
 fn stats_batch_study(root: &Path) -> PathBuf {
     let study = root.join("small_batch");
     let write = |kind: &str, stats_batch: Value, lr: f64, seed: u64| {
-        let spec = Spec {
-            placement: "before",
-            lr,
-            seed,
-            evals: 20,
-            diverge_at: None,
-        };
+        let spec = spec("before", lr, seed);
         let dir = write_run(&study, &spec);
         let renamed = study.join(format!("{kind}_{stats_batch}_s{seed}"));
         fs::rename(&dir, &renamed).unwrap();

@@ -2,11 +2,12 @@
 //! two small studies of the smoke config, its HTML report read with an HTML parser.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bn_exp::reproduce::verdict::{Better, Bootstrap, Verdict, combine, judge};
 use scraper::{Html, Selector};
 use serde_json::{Value, json};
+
+use crate::common::{bn_exp, repo};
 
 const BOOT: Bootstrap = Bootstrap {
     resamples: 10_000,
@@ -124,10 +125,6 @@ fn claims_combine_their_tests() {
     assert_eq!(combine(&[]), Inconclusive);
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// A claims file beside a `studies/` folder of two smoke studies (the embedded MNIST).
 fn write_claims(dir: &Path) -> PathBuf {
     let studies = dir.join("studies");
@@ -172,7 +169,7 @@ fn write_claims(dir: &Path) -> PathBuf {
 }
 
 fn reproduce(dir: &Path, claims: &Path, mode: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+    bn_exp()
         .current_dir(repo())
         .args(["reproduce", mode, "--jobs", "2", "--quiet", "--claims"])
         .arg(claims)

@@ -3,15 +3,14 @@
 //! host in the file) is taken over only when asked, never from a live process on this host,
 //! and a holder that wakes up to find its run taken over stops without writing to it again.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::{bn_exp, embedded_data, metrics_without_timing};
 use sha2::Digest;
+
+use crate::common::{self, bn_exp, embedded_data, metrics_without_timing, repo, stderr};
 
 /// A smoke run long enough to be stopped mid-way (20,000 steps, a few seconds).
 const LONG: [&str; 6] = [
@@ -23,17 +22,10 @@ const LONG: [&str; 6] = [
     "checkpoint_every=1000",
 ];
 
+/// [`common::smoke_train`] into `out` with `extra` flags.
 fn smoke_train(out: &Path, extra: &[&str]) -> Command {
-    let mut command = bn_exp();
-    command
-        .arg("train")
-        .arg("--config")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.json"))
-        .arg("--data-dir")
-        .arg(embedded_data())
-        .arg("--out")
-        .arg(out)
-        .args(extra);
+    let mut command = common::smoke_train(out);
+    command.args(extra);
     command
 }
 
@@ -41,8 +33,18 @@ fn output(mut command: Command) -> Output {
     command.output().expect("bn-exp runs")
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// What a test's run must end as: the smoke run with `extra`, trained uninterrupted into
+/// `<dir>/straight`.
+fn straight_run(dir: &Path, extra: &[&str]) -> PathBuf {
+    let straight = dir.join("straight");
+    assert!(output(smoke_train(&straight, extra)).status.success());
+    straight
+}
+
+/// `o` was refused (exit 2) with a message on stderr that says `says`.
+fn assert_refused(o: &Output, says: &str) {
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+    assert!(stderr(o).contains(says), "{}", stderr(o));
 }
 
 /// Make the lock file look as if its holder last beat `ago` before now.
@@ -111,8 +113,7 @@ fn outcome(run: &Path) -> (Vec<serde_json::Value>, serde_json::Value) {
 #[test]
 fn a_silent_foreign_lock_is_taken_over_only_with_steal_after() {
     let dir = tempfile::tempdir().unwrap();
-    let straight = dir.path().join("straight");
-    assert!(output(smoke_train(&straight, &[])).status.success());
+    let straight = straight_run(dir.path(), &[]);
     let run = dir.path().join("run");
     let first = output(smoke_train(&run, &["--stop-after", "100"]));
     assert!(first.status.success(), "{}", stderr(&first));
@@ -144,19 +145,9 @@ fn a_silent_foreign_lock_is_taken_over_only_with_steal_after() {
         "{message}"
     );
     let too_short = output(smoke_train(&run, &["--resume", "--steal-after", "10"]));
-    assert_eq!(too_short.status.code(), Some(2));
-    assert!(
-        stderr(&too_short).contains("at least 30 s"),
-        "{}",
-        stderr(&too_short)
-    );
+    assert_refused(&too_short, "at least 30 s");
     let not_stale = output(smoke_train(&run, &["--resume", "--steal-after", "3600"]));
-    assert_eq!(not_stale.status.code(), Some(2));
-    assert!(
-        stderr(&not_stale).contains("not stale"),
-        "{}",
-        stderr(&not_stale)
-    );
+    assert_refused(&not_stale, "not stale");
     assert!(
         !run.join("summary.json").exists(),
         "a refused process trained"
@@ -196,12 +187,7 @@ fn a_stopped_holder_on_this_host_is_never_taken_over_and_its_heartbeat_resumes()
     signal(&holder.0, "STOP");
     age_lock(&run, Duration::from_secs(120));
     let refused = output(smoke_train(&run, &["--resume", "--steal-after", "60"]));
-    assert_eq!(refused.status.code(), Some(2));
-    assert!(
-        stderr(&refused).contains("alive on this host"),
-        "{}",
-        stderr(&refused)
-    );
+    assert_refused(&refused, "alive on this host");
     // Continued, it beats again within one heartbeat (5 s).
     signal(&holder.0, "CONT");
     let woke = std::time::Instant::now();
@@ -217,8 +203,7 @@ fn a_stopped_holder_on_this_host_is_never_taken_over_and_its_heartbeat_resumes()
 #[test]
 fn a_holder_whose_run_was_taken_over_stops_without_writing_to_it() {
     let dir = tempfile::tempdir().unwrap();
-    let straight = dir.path().join("straight");
-    assert!(output(smoke_train(&straight, &LONG)).status.success());
+    let straight = straight_run(dir.path(), &LONG);
     let run = dir.path().join("run");
     let mut first = Reaped(
         smoke_train(&run, &LONG)
@@ -296,7 +281,7 @@ fn wait_with_stderr(child: &mut Child) -> Output {
 #[test]
 fn two_tasks_on_one_plan_entry_at_once_train_it_once() {
     let dir = tempfile::tempdir().unwrap();
-    let smoke = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.json");
+    let smoke = repo().join("configs/smoke.json");
     let study = dir.path().join("twice.json");
     let spec = serde_json::json!({
         "study": "twice", "description": "one long smoke run", "base": smoke,
@@ -305,14 +290,7 @@ fn two_tasks_on_one_plan_entry_at_once_train_it_once() {
     });
     fs::write(&study, spec.to_string()).unwrap();
     let results = dir.path().join("results");
-    let planned = bn_exp()
-        .args(["compare", "--plan", "--study"])
-        .arg(&study)
-        .arg("--results-dir")
-        .arg(&results)
-        .output()
-        .unwrap();
-    assert!(planned.status.success(), "{}", stderr(&planned));
+    common::plan_study(&study, &results);
     let plan = results.join("twice/plan.jsonl");
     let task = || {
         let mut command = bn_exp();
@@ -345,8 +323,7 @@ fn two_tasks_on_one_plan_entry_at_once_train_it_once() {
         "{}",
         stderr(loser)
     );
-    let straight = dir.path().join("straight");
-    assert!(output(smoke_train(&straight, &LONG)).status.success());
+    let straight = straight_run(dir.path(), &LONG);
     let run = fs::read_dir(results.join("twice"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -361,8 +338,7 @@ fn two_tasks_on_one_plan_entry_at_once_train_it_once() {
 #[test]
 fn a_holder_frozen_mid_checkpoint_does_not_put_it_in_place() {
     let dir = tempfile::tempdir().unwrap();
-    let straight = dir.path().join("straight");
-    assert!(output(smoke_train(&straight, &LONG)).status.success());
+    let straight = straight_run(dir.path(), &LONG);
     let run = dir.path().join("run");
     let frozen = [&LONG[..], &["--stop-in-checkpoint", "2000"]].concat();
     let mut first = Reaped(

@@ -8,30 +8,13 @@
 //! checkpoint, resubmitted alone, and the result must still be identical. The cluster is
 //! stopped at the end, after a failure too.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    )
-}
+use crate::common::{self, describe, repo, text};
 
 fn slurm_local(action: &str) -> Output {
     Command::new(repo().join("scripts/slurm-local.sh"))
@@ -63,56 +46,57 @@ fn study_file(dir: &Path) -> PathBuf {
 }
 
 fn plan_and_emit(study: &Path, results: &Path) -> PathBuf {
-    let data = common::embedded_data().display().to_string();
-    let o = common::run_bn_exp(&[
-        "compare",
-        "--study",
-        &study.display().to_string(),
-        "--plan",
-        "--emit",
-        "slurm",
-        "--max-parallel",
-        "2",
-        "--results-dir",
-        &results.display().to_string(),
-        "--data-dir",
-        &data,
-    ]);
+    let plan = ["--plan", "--emit", "slurm", "--max-parallel", "2"];
+    let o = run_compare(study, results, &plan);
     assert!(o.status.success(), "{}", describe(&o));
     results.join("slurm_smoke/slurm.sh")
 }
 
-fn collect(study: &Path, results: &Path) {
-    let o = common::run_bn_exp(&[
+/// `bn-exp compare --study` of `study` into `results` on the embedded MNIST, with `extra` flags.
+fn run_compare(study: &Path, results: &Path, extra: &[&str]) -> Output {
+    let [study, results, data] =
+        [study, results, &common::embedded_data()].map(|p| p.display().to_string());
+    let args = [
         "compare",
         "--study",
-        &study.display().to_string(),
+        &study,
         "--results-dir",
-        &results.display().to_string(),
+        &results,
         "--data-dir",
-        &common::embedded_data().display().to_string(),
-    ]);
+        &data,
+    ];
+    common::run_bn_exp(&[&args[..], extra].concat())
+}
+
+fn collect(study: &Path, results: &Path) {
+    let o = run_compare(study, results, &[]);
     assert!(o.status.success(), "{}", describe(&o));
     assert!(text(&o.stderr).contains("0 to train"), "{}", describe(&o));
 }
 
 fn assert_same_as_local(local: &Path, other: &Path) {
-    for name in [
+    let runs = [
         "kind-none_seed-0",
         "kind-none_seed-1",
         "kind-batch_seed-0",
         "kind-batch_seed-1",
-    ] {
-        assert_eq!(
-            common::metrics_without_timing(&local.join("slurm_smoke").join(name)),
-            common::metrics_without_timing(&other.join("slurm_smoke").join(name)),
-            "{name}"
-        );
-    }
-    assert_eq!(
-        common::group_table_without_timing(&local.join("slurm_smoke")),
-        common::group_table_without_timing(&other.join("slurm_smoke"))
+    ];
+    common::assert_same_study(
+        &local.join("slurm_smoke"),
+        &other.join("slurm_smoke"),
+        &runs,
     );
+}
+
+/// `sbatch ARGS SCRIPT`, which must succeed.
+fn sbatch(args: &[&str], script: &Path) -> Output {
+    let o = Command::new("sbatch")
+        .args(args)
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "sbatch {args:?}: {}", describe(&o));
+    o
 }
 
 #[test]
@@ -125,27 +109,13 @@ fn a_study_as_a_slurm_array_equals_it_run_locally_even_after_a_cancelled_task() 
     let tmp = tempfile::tempdir().unwrap();
     let study = study_file(tmp.path());
     let local = tmp.path().join("local");
-    let o = common::run_bn_exp(&[
-        "compare",
-        "--study",
-        &study.display().to_string(),
-        "--results-dir",
-        &local.display().to_string(),
-        "--data-dir",
-        &common::embedded_data().display().to_string(),
-        "--quiet",
-    ]);
+    let o = run_compare(&study, &local, &["--quiet"]);
     assert!(o.status.success(), "{}", describe(&o));
 
     // The whole array, waited for.
     let array = tmp.path().join("array");
     let script = plan_and_emit(&study, &array);
-    let o = Command::new("sbatch")
-        .arg("--wait")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "sbatch: {}", describe(&o));
+    sbatch(&["--wait"], &script);
     collect(&study, &array);
     assert_same_as_local(&local, &array);
     let array_s = started.elapsed().as_secs_f64();
@@ -153,12 +123,7 @@ fn a_study_as_a_slurm_array_equals_it_run_locally_even_after_a_cancelled_task() 
     // Cancel task 0 after its first checkpoint, then resubmit it alone.
     let cancelled = tmp.path().join("cancelled");
     let script = plan_and_emit(&study, &cancelled);
-    let o = Command::new("sbatch")
-        .arg("--parsable")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "sbatch: {}", describe(&o));
+    let o = sbatch(&["--parsable"], &script);
     let job = text(&o.stdout)
         .trim()
         .split(';')
@@ -209,12 +174,7 @@ fn a_study_as_a_slurm_array_equals_it_run_locally_even_after_a_cancelled_task() 
             .map(str::to_string)
     };
     let first_before = first_record(&task0);
-    let o = Command::new("sbatch")
-        .args(["--wait", "--array=0"])
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "resubmit: {}", describe(&o));
+    sbatch(&["--wait", "--array=0"], &script);
     assert_eq!(
         first_record(&task0),
         first_before,

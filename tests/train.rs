@@ -1,8 +1,6 @@
 //! `bn-exp train` end to end, through the real binary, on the embedded MNIST and on the small
 //! CIFAR-format set the tests write.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,23 +10,7 @@ use bn_exp::tensor::tensor_to_f64;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `bn-exp train` of the smoke config on the embedded MNIST into `out`, to add flags to.
-fn smoke_train(out: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bn-exp"));
-    command
-        .arg("train")
-        .arg("--config")
-        .arg(repo().join("configs/smoke.json"))
-        .arg("--data-dir")
-        .arg(repo().join("data"))
-        .arg("--out")
-        .arg(out);
-    command
-}
+use crate::common::{self, bn_exp, repo, smoke_train, stderr};
 
 /// `bn-exp train --config configs/smoke.json --out DIR` plus extra arguments.
 fn train(out: &Path, extra: &[&str]) -> Output {
@@ -37,10 +19,6 @@ fn train(out: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .expect("bn-exp runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn read_lines(path: &Path) -> Vec<Value> {
@@ -224,7 +202,7 @@ fn a_run_folder_written_with_the_older_bn_key_resumes() {
             .unwrap();
     let legacy_config = dir.path().join("smoke-legacy.json");
     std::fs::write(&legacy_config, to_legacy(shipped).to_string()).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+    let o = bn_exp()
         .args(["train", "--quiet", "--resume", "--config"])
         .arg(&legacy_config)
         .arg("--data-dir")
@@ -286,7 +264,7 @@ fn a_train_that_fails_before_its_first_step_leaves_nothing_behind() {
         (&["--set", "dataset=cifar10"], "missing file"),
     ];
     for (extra, needle) in cases {
-        let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+        let o = bn_exp()
             .args(["train", "--quiet", "--config"])
             .arg(repo().join("configs/smoke.json"))
             .arg("--data-dir")
@@ -487,10 +465,7 @@ fn bad_command_lines_are_errors_that_say_what_to_do() {
         ),
     ];
     for (args, needle) in cases {
-        let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
-            .args(&args)
-            .output()
-            .unwrap();
+        let o = bn_exp().args(&args).output().unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
         assert!(o.stdout.is_empty(), "{args:?} printed before failing");
@@ -576,7 +551,7 @@ fn cnn_trains_on_the_small_cifar_set_with_and_without_bn() {
     for kind in ["batch", "none"] {
         let placement = kind;
         let out = dir.path().join(placement);
-        let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+        let o = bn_exp()
             .args(["train", "--quiet", "--config"])
             .arg(repo().join("configs/cifar10_cnn_relu_bn.json"))
             .arg("--data-dir")
@@ -761,7 +736,7 @@ fn each_bad_config_gets_its_own_clear_error() {
         assert!(err.contains(needle), "{extra:?}: {err}");
         assert!(!err.contains("panicked"), "{extra:?}: {err}");
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+    let o = bn_exp()
         .args(["train", "--config", "/no/such/config.json"])
         .output()
         .unwrap();

@@ -1,9 +1,7 @@
-//! Helpers shared by the data-layer tests: the embedded MNIST, a small CIFAR-10-format set the
-//! tests write themselves, copies of both to damage in temporary folders, and where the real
-//! data sets live for the ignored real-data group.
-
-// Each test file uses its own subset of these helpers.
-#![allow(dead_code)]
+//! Helpers shared by the tests that work with files and the binary: the repository, the bn-exp
+//! binary and what it printed, the embedded MNIST, a small CIFAR-10-format set the tests write
+//! themselves, copies of both to damage in temporary folders, and where the real data sets live
+//! for the ignored real-data group.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -35,14 +33,15 @@ pub const CIFAR_FILES: [&str; 7] = [
     "batches.meta.txt",
 ];
 
-/// The MNIST copy embedded in the repository (`data/`).
-pub fn embedded_data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+/// The repository's root (shipped configs, studies, scripts and fixtures live under it).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Why the real-data tests are ignored by default; `cargo test --release -- --ignored` with
-/// `BN_EXP_DATA_DIR` set runs them.
-pub const NEEDS_REAL_DATA: &str = "needs the real data sets: set BN_EXP_DATA_DIR";
+/// The MNIST copy embedded in the repository (`data/`).
+pub fn embedded_data() -> PathBuf {
+    repo().join("data")
+}
 
 /// The folder holding the real MNIST and CIFAR-10, from `BN_EXP_DATA_DIR`. Panics (so the test
 /// fails, never passes silently) with instructions when it is unset or lacks either data set.
@@ -141,9 +140,47 @@ pub fn write_small_cifar(root: &Path) -> SmallCifar {
     }
 }
 
-/// The bn-exp binary cargo built for these tests.
+/// The bn-exp binary cargo built for these tests, to add arguments to. The environment is the
+/// test process's; a test that needs another gives it to this command, never to its own process
+/// (the tests of every module share it).
 pub fn bn_exp() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bn-exp"))
+}
+
+/// `bn-exp train` of `configs/smoke.json` on the embedded MNIST into `out`, to add flags to.
+pub fn smoke_train(out: &Path) -> Command {
+    let mut command = bn_exp();
+    command
+        .arg("train")
+        .arg("--config")
+        .arg(repo().join("configs/smoke.json"))
+        .arg("--data-dir")
+        .arg(embedded_data())
+        .arg("--out")
+        .arg(out);
+    command
+}
+
+/// `bn-exp compare --study STUDY --results-dir RESULTS`, to add flags to.
+pub fn compare_study(study: &Path, results: &Path) -> Command {
+    let mut command = bn_exp();
+    command
+        .arg("compare")
+        .arg("--study")
+        .arg(study)
+        .arg("--results-dir")
+        .arg(results);
+    command
+}
+
+/// `bn-exp compare --plan` of `study` into `results`, which must succeed.
+pub fn plan_study(study: &Path, results: &Path) -> Output {
+    let output = compare_study(study, results)
+        .arg("--plan")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    output
 }
 
 /// Run bn-exp with `args`, without `BN_EXP_DATA_DIR` or a data catalogue leaking in from the
@@ -157,13 +194,29 @@ pub fn run_bn_exp(args: &[&str]) -> Output {
         .expect("bn-exp binary runs")
 }
 
+/// Bytes a run printed, as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// What a run printed on stderr.
+pub fn stderr(output: &Output) -> String {
+    text(&output.stderr)
+}
+
+/// A run's exit status, stdout and stderr, for a failed assertion's message.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    )
+}
+
 /// stdout and stderr of a run, together, for messages that may go to either.
 pub fn all_output(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    text(&output.stdout) + &text(&output.stderr)
 }
 
 /// Bytes of an embedded MNIST file, `.gz` as stored.
@@ -262,6 +315,20 @@ pub fn metrics_without_timing(run_dir: &Path) -> Vec<serde_json::Value> {
             v
         })
         .collect()
+}
+
+/// Two results folders of one study (`a` and `b`, each `<results>/<study>`) hold the same
+/// records for each of `runs` and the same group table, but for wall-clock times: what a study
+/// must give wherever and however its runs trained.
+pub fn assert_same_study(a: &Path, b: &Path, runs: &[&str]) {
+    for name in runs {
+        assert_eq!(
+            metrics_without_timing(&a.join(name)),
+            metrics_without_timing(&b.join(name)),
+            "{name}"
+        );
+    }
+    assert_eq!(group_table_without_timing(a), group_table_without_timing(b));
 }
 
 /// A study's `comparison.md` up to its per-run table, without each row's last two cells

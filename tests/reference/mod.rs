@@ -2,11 +2,6 @@
 //! remade by `scripts/make_reference_vectors.py`; its `doc` field says what each case holds).
 //! Tensors are flattened row-major `(N, C[, H, W])`.
 
-// Each test file uses its own subset of the fields.
-#![allow(dead_code)]
-
-use std::path::PathBuf;
-
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -49,8 +44,7 @@ pub struct Case {
 }
 
 pub fn reference() -> Reference {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/batch_norm_pytorch.json");
+    let path = crate::common::repo().join("tests/fixtures/batch_norm_pytorch.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).expect("reference JSON parses")
