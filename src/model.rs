@@ -26,9 +26,11 @@ mod mlp;
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 
-pub use block::{CLASSES, HostTensor, Mode, NetSpec, Trace, WeightLayer, param_ids};
+pub use block::{
+    Activation, CLASSES, HostTensor, Init, Mode, NetSpec, Trace, WeightLayer, param_ids,
+};
 pub use cnn::{Cnn, CnnConfig};
-pub use config::{Activation, Arch, ArchConfig, Init, ModelConfig};
+pub use config::{Arch, ArchConfig, ModelConfig};
 pub use geometry::{Architecture, Compute, ImageShape, NetSize};
 pub use mlp::{Mlp, MlpConfig};
 

@@ -38,6 +38,7 @@ mod ghost;
 mod group;
 mod noise;
 mod renorm;
+mod shape;
 mod weight;
 
 use burn::tensor::{Device, Tensor};
@@ -45,11 +46,12 @@ use burn::tensor::{Device, Tensor};
 pub use batch::{
     BatchConfig, BatchNorm, BatchStats, BnError, BnMode, InferenceStats, PopulationAccumulator,
 };
-pub use config::{InferenceSource, LayerConfig, LayerShape, NormConfig, NormKind, Placement};
+pub use config::{InferenceSource, LayerConfig, NormConfig, NormKind, Placement};
 pub use ghost::{Split, split};
 pub use group::{GroupConfig, GroupNorm};
 pub use noise::{NoiseConfig, add_noise, noise_values};
 pub use renorm::{BatchRenorm, Correction, RenormConfig, RenormSchedule};
+pub use shape::LayerShape;
 pub use weight::{MeanOnlyBn, WeightConfig, WeightNorm, init_from_outputs, unit_columns};
 
 /// A normalisation layer over C channels (features of an MLP layer, channels of a conv map).

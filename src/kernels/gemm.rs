@@ -5,11 +5,21 @@
 //! `x·W` and its `∂W = xᵀ·∂z`, 60×784×100 = 4.7·10⁶ multiply-adds each, about 100 µs on one
 //! core) and many small ones between them. Handing half of a big product to a rayon worker cost
 //! more than it saved, 410 → 655 µs a step: the worker falls asleep in the gaps, and waking it
-//! takes tens of µs in this VM. So bn-exp keeps one helper thread of its own that spins for a
-//! millisecond after each job (yielding the core to anything else runnable) before it sleeps:
-//! during training the next big product arrives well within that, and the hand-over costs well
-//! under a µs. The helper is used only when rayon may use more than one thread
+//! takes tens of µs in this VM. So bn-exp keeps one helper thread of its own that spins for up
+//! to a millisecond after each job (yielding the core to anything else runnable) before it
+//! sleeps: during training the next big product arrives well within that, and the hand-over
+//! costs well under a µs. The helper is used only when rayon may use more than one thread
 //! (`RAYON_NUM_THREADS` unset or above 1) and the caller is not itself a rayon worker.
+//!
+//! A shared machine must not make this slower than one thread. When another busy process holds
+//! the second core, the helper is often not running when a job is posted. So a posted job is
+//! only the helper's once it *claims* it: the caller computes its own half, then takes the
+//! unclaimed half back and computes it too, which costs what one thread costs. A caller whose
+//! half the helper did claim waits for it briefly by spinning, then by sleeping, so that a
+//! descheduled helper gets the core instead of a waiter burning it. And every job taken back
+//! halves how long the helper spins between jobs (every claimed one doubles it again, up to a
+//! millisecond): on a busy machine it soon sleeps instead of taking time from the caller.
+//! `bench --contended` measures the result against one thread under the same load.
 //!
 //! A big product is split into two halves of its output rows or columns *whatever the thread
 //! count*: with no helper the caller computes both halves itself. Each output element is one
@@ -18,7 +28,7 @@
 //! differently (they did: the MLP's losses differed in the seventh digit between one and two
 //! threads). Splitting always makes a run's numbers independent of how many threads it has.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -28,8 +38,12 @@ use super::common::Real;
 /// Products with at least this many multiply-adds are split over the caller and the helper.
 pub const SPLIT_MIN_MACS: usize = 2_000_000;
 
-/// How long the helper spins for the next job before it sleeps.
-const HELPER_SPIN: Duration = Duration::from_millis(1);
+/// The longest the helper spins for the next job before it sleeps, in µs (see the module docs
+/// for how the spin shrinks on a busy machine).
+const HELPER_SPIN_MAX_US: u32 = 1000;
+
+/// How long a caller spins for the helper's half before it sleeps until woken.
+const WAIT_SPIN: Duration = Duration::from_micros(100);
 
 /// A row-major matrix operand: its values and (row stride, column stride), both positive.
 pub(super) struct Operand<'a, T> {
@@ -187,26 +201,57 @@ impl<T: Real> RawProduct<T> {
     }
 }
 
+/// The states of the one job slot.
+const IDLE: u8 = 0;
+/// A job is in the slot; neither the helper nor the caller has claimed it yet.
+const POSTED: u8 = 1;
+/// The helper claimed the job and is running it.
+const CLAIMED: u8 = 2;
+/// The helper finished the job it claimed.
+const DONE: u8 = 3;
+
 /// The helper thread and its one job slot.
 struct Helper {
     /// Held by the one caller whose job is in flight; others compute alone.
     busy: Mutex<()>,
     job: Mutex<Option<Job>>,
-    posted: AtomicBool,
-    done: AtomicBool,
+    /// [`IDLE`] → [`POSTED`] (by the caller) → [`CLAIMED`] (by the helper) → [`DONE`], or
+    /// [`POSTED`] → [`IDLE`] when the caller takes its job back unclaimed.
+    state: AtomicU8,
     panicked: AtomicBool,
     sleeping: AtomicBool,
+    /// The caller waiting for [`DONE`] sleeps; the helper wakes it.
+    waiter: Mutex<Option<Thread>>,
+    /// How long the helper spins between jobs now, in µs.
+    spin_us: AtomicU32,
     thread: Thread,
 }
 
-/// Spins until the helper has set `done`, when dropped.
-struct WaitForHelper<'a>(&'a AtomicBool);
+/// Waits, when dropped, until the job posted to the helper is either taken back unclaimed or
+/// finished: also when the caller's own half panics, so that the helper never runs a closure
+/// borrowed from a frame that has unwound. Taken back, the job is run here unless unwinding.
+struct Settle<'a> {
+    helper: &'a Helper,
+    job: &'a (dyn Fn() + Sync),
+}
 
-impl Drop for WaitForHelper<'_> {
+impl Drop for Settle<'_> {
     fn drop(&mut self) {
-        while !self.0.load(Ordering::Acquire) {
-            std::hint::spin_loop();
+        let helper = self.helper;
+        if helper
+            .state
+            .compare_exchange(POSTED, IDLE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // The helper never started it (it was not running): take the job back.
+            helper.job.lock().expect("job slot").take();
+            helper.spin_less();
+            if !std::thread::panicking() {
+                (self.job)();
+            }
+            return;
         }
+        helper.wait_done();
     }
 }
 
@@ -239,25 +284,27 @@ impl Helper {
         let helper: &'static Helper = Box::leak(Box::new(Helper {
             busy: Mutex::new(()),
             job: Mutex::new(None),
-            posted: AtomicBool::new(false),
-            done: AtomicBool::new(false),
+            state: AtomicU8::new(IDLE),
             panicked: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
+            waiter: Mutex::new(None),
+            spin_us: AtomicU32::new(HELPER_SPIN_MAX_US),
             thread: handle.thread().clone(),
         }));
         tx.send(helper).expect("helper thread alive");
         helper
     }
 
-    /// Run `a` on the helper and `b` here; return when both have finished.
+    /// Run `a` on the helper (or here, if the helper does not claim it in time) and `b` here;
+    /// return when both have finished.
     fn join(&self, a: &(dyn Fn() + Sync), b: impl FnOnce()) {
         let Ok(_busy) = self.busy.try_lock() else {
             a();
             b();
             return;
         };
-        // SAFETY (lifetime): `a` is only called before `done` is set, and this function does
-        // not return before it sees `done`.
+        // SAFETY (lifetime): `a` is only called by the helper after it claims the job, and
+        // `Settle` does not let this function return before the claimed job is done.
         let erased: *const (dyn Fn() + Sync + '_) = a;
         let job = Job(unsafe {
             std::mem::transmute::<*const (dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(
@@ -265,15 +312,15 @@ impl Helper {
             )
         });
         *self.job.lock().expect("job slot") = Some(job);
-        self.done.store(false, Ordering::SeqCst);
-        self.posted.store(true, Ordering::SeqCst);
+        self.state.store(POSTED, Ordering::Release);
         if self.sleeping.load(Ordering::SeqCst) {
             self.thread.unpark();
         }
         {
-            // Waits for the helper when dropped: also if `b` panics, so that `a` (borrowed from
-            // the caller's frame) is never run after that frame has unwound.
-            let _wait = WaitForHelper(&self.done);
+            let _settle = Settle {
+                helper: self,
+                job: a,
+            };
             b();
         }
         assert!(
@@ -282,25 +329,69 @@ impl Helper {
         );
     }
 
-    /// The helper thread's loop: run posted jobs, spin a while between them, then sleep.
+    /// Wait for the claimed job: spin for [`WAIT_SPIN`], then sleep until the helper wakes
+    /// this thread. Leaves the slot [`IDLE`].
+    fn wait_done(&self) {
+        let started = Instant::now();
+        while self.state.load(Ordering::Acquire) != DONE {
+            if started.elapsed() < WAIT_SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            *self.waiter.lock().expect("waiter slot") = Some(std::thread::current());
+            // The helper may have finished between the check and the registration: look again
+            // before sleeping (a wake-up that came first makes `park` return at once).
+            if self.state.load(Ordering::Acquire) != DONE {
+                std::thread::park_timeout(Duration::from_millis(10));
+            }
+            *self.waiter.lock().expect("waiter slot") = None;
+        }
+        self.state.store(IDLE, Ordering::Release);
+        self.spin_more();
+    }
+
+    /// A job was taken back unclaimed: the helper should sleep sooner.
+    fn spin_less(&self) {
+        let now = self.spin_us.load(Ordering::Relaxed);
+        self.spin_us.store(now / 2, Ordering::Relaxed);
+    }
+
+    /// A job was claimed: the helper may spin longer again.
+    fn spin_more(&self) {
+        let now = self.spin_us.load(Ordering::Relaxed);
+        let more = (now.saturating_mul(2)).max(1).min(HELPER_SPIN_MAX_US);
+        self.spin_us.store(more, Ordering::Relaxed);
+    }
+
+    /// The helper thread's loop: claim and run posted jobs, spin a while between them, then
+    /// sleep.
     fn serve(&self) {
         let mut idle_since = Instant::now();
         let mut spins = 0u32;
         loop {
-            if self.posted.load(Ordering::Acquire) {
+            let claimed = self
+                .state
+                .compare_exchange(POSTED, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if claimed {
                 let job = self.job.lock().expect("job slot").take();
-                self.posted.store(false, Ordering::SeqCst);
                 if let Some(Job(f)) = job {
-                    // SAFETY: see `join`: the closure is alive until `done` is set.
+                    // SAFETY: see `join`: the closure is alive until `DONE` is seen.
                     let result =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
                             (*f)()
                         }));
                     self.panicked.store(result.is_err(), Ordering::SeqCst);
                 }
-                self.done.store(true, Ordering::Release);
+                self.state.store(DONE, Ordering::Release);
+                if let Some(waiter) = self.waiter.lock().expect("waiter slot").as_ref() {
+                    waiter.unpark();
+                }
                 idle_since = Instant::now();
-            } else if idle_since.elapsed() < HELPER_SPIN {
+                continue;
+            }
+            let spin = Duration::from_micros(u64::from(self.spin_us.load(Ordering::Relaxed)));
+            if idle_since.elapsed() < spin {
                 spins = spins.wrapping_add(1);
                 if spins.is_multiple_of(64) {
                     std::thread::yield_now();
@@ -309,7 +400,7 @@ impl Helper {
                 }
             } else {
                 self.sleeping.store(true, Ordering::SeqCst);
-                if !self.posted.load(Ordering::SeqCst) {
+                if self.state.load(Ordering::SeqCst) != POSTED {
                     std::thread::park_timeout(Duration::from_millis(100));
                 }
                 self.sleeping.store(false, Ordering::SeqCst);

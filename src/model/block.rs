@@ -12,12 +12,33 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 
-use super::config::{Activation, Init};
 use crate::kernels::{Act, sigmoid};
 use crate::norm::{BatchStats, BnMode, InferenceStats, NoiseConfig, Norm, Placement, add_noise};
 use crate::rng::Rng;
 use crate::tensor::tensor_to_f32;
+
+/// The nonlinearity g.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Sigmoid,
+    Relu,
+    Tanh,
+}
+
+/// How weights start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// N(0, init_std²): the paper's "small random Gaussian values".
+    Gaussian,
+    /// Glorot normal: std = sqrt(2 / (fan_in + fan_out)).
+    Xavier,
+    /// He normal: std = sqrt(2 / fan_in).
+    He,
+}
 
 /// Number of classes of both data sets.
 pub const CLASSES: usize = 10;

@@ -8,30 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::block::{Activation, Init};
 use super::cnn::CnnConfig;
 use super::geometry::Architecture;
 use super::mlp::MlpConfig;
-
-/// The nonlinearity g.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    Sigmoid,
-    Relu,
-    Tanh,
-}
-
-/// How weights start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Init {
-    /// N(0, init_std²): the paper's "small random Gaussian values".
-    Gaussian,
-    /// Glorot normal: std = sqrt(2 / (fan_in + fan_out)).
-    Xavier,
-    /// He normal: std = sqrt(2 / fan_in).
-    He,
-}
 
 /// The `model.arch` key: which architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

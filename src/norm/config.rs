@@ -22,6 +22,7 @@ use super::batch::{BatchConfig, InferenceStats};
 use super::group::GroupConfig;
 use super::noise::NoiseConfig;
 use super::renorm::{RenormConfig, RenormSchedule};
+use super::shape::LayerShape;
 use super::weight::WeightConfig;
 
 /// Which normalisation layer each hidden layer has: the `norm.kind` key.
@@ -290,15 +291,6 @@ impl NormConfig {
             other => other.kind().label().to_string(),
         }
     }
-}
-
-/// What [`NormConfig::check`] needs to know of one hidden layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LayerShape {
-    /// Units (MLP) or channels (conv).
-    pub width: usize,
-    /// Values per channel of one example: 1 in an MLP, H·W in a conv map.
-    pub positions: usize,
 }
 
 /// Far beyond what the paper's population pass needs, low enough to never loop for ever.

@@ -33,7 +33,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorCreationOptions};
 
 use super::batch::{BnError, check_channels};
-use super::config::LayerShape;
+use super::shape::LayerShape;
 use crate::kernels::batch_norm_train_fused;
 
 /// Group Norm's own setting in a config: `norm.groups` (Layer Norm has none: it is one group).
