@@ -295,9 +295,14 @@ fn run(
 
     if state.step == 0 && config.norm.data_init() {
         // The paper's data-dependent initialisation, on the run's first training batch.
-        let first = BatchOrder::new(config.seed, runner.train.len, config.batch_size)
-            .indices(0)
-            .to_vec();
+        let first = BatchOrder::new(
+            config.seed,
+            STREAM_DATA,
+            runner.train.len,
+            config.batch_size,
+        )
+        .indices(0)
+        .to_vec();
         let (x, _) = runner.train.batch(&first, &runner.device);
         net = net.with_data_init(x.autodiff())?;
     }
@@ -307,7 +312,12 @@ fn run(
     }
     progress.begin(&config.name, Some(config.steps), state.step);
     let bar_started = Instant::now();
-    let mut order = BatchOrder::new(config.seed, runner.train.len, config.batch_size);
+    let mut order = BatchOrder::new(
+        config.seed,
+        STREAM_DATA,
+        runner.train.len,
+        config.batch_size,
+    );
     let mut last_acc = f64::NAN;
     let first_step = state.step;
     while state.step < config.steps {
@@ -552,6 +562,7 @@ impl Runner<'_> {
         let k = self.config.norm.population_batches;
         let mut order = BatchOrder::new(
             self.config.seed ^ STREAM_POPULATION,
+            STREAM_DATA,
             self.train.len,
             self.config.batch_size,
         );

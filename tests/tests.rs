@@ -13,6 +13,7 @@ mod common;
 mod numeric;
 mod reference;
 
+mod architecture;
 mod batch_norm;
 mod compare;
 mod data_errors;

@@ -6,7 +6,6 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::STREAM_DATA;
 use crate::data::Split;
 use crate::model::CLASSES;
 use crate::rng::Rng;
@@ -128,9 +127,11 @@ impl DeviceSplit {
     }
 }
 
-/// Mini-batch indices for each step: epochs of permutations drawn from the seed.
+/// Mini-batch indices for each step: epochs of permutations, each drawn from the seed's
+/// `stream` (the run's data stream; the population pass draws its own from another seed).
 pub(super) struct BatchOrder {
     seed: u64,
+    stream: u64,
     n: usize,
     batch: usize,
     epoch: u64,
@@ -138,9 +139,10 @@ pub(super) struct BatchOrder {
 }
 
 impl BatchOrder {
-    pub(super) fn new(seed: u64, n: usize, batch: usize) -> Self {
+    pub(super) fn new(seed: u64, stream: u64, n: usize, batch: usize) -> Self {
         Self {
             seed,
+            stream,
             n,
             batch,
             epoch: u64::MAX,
@@ -153,7 +155,7 @@ impl BatchOrder {
         let per_epoch = (self.n / self.batch) as u64;
         let epoch = step / per_epoch;
         if epoch != self.epoch {
-            self.perm = Rng::stream(self.seed, STREAM_DATA, epoch).permutation(self.n);
+            self.perm = Rng::stream(self.seed, self.stream, epoch).permutation(self.n);
             self.epoch = epoch;
         }
         let start = (step % per_epoch) as usize * self.batch;
