@@ -396,9 +396,17 @@ pub struct BenchArgs {
     /// `--features gpu`; fig1 and measures are CPU-only). Every figure names its device.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
+    /// Also time each step workload beside a busy process pinned to the last core, on one
+    /// thread and on the default threads, and print the slowdown (target ≤ 1.3x). Example:
+    /// `bn-exp bench --only mlp-bn,cnn-bn --contended`.
+    #[arg(long)]
+    pub contended: bool,
     /// Internal: time one workload in this process and print its JSON line.
     #[arg(long, hide = true, value_name = "WORKLOAD")]
     pub worker: Option<String>,
+    /// Internal: the busy process of `--contended`; spins until killed.
+    #[arg(long, hide = true)]
+    pub busy: bool,
     #[command(flatten)]
     pub data: DataDirArg,
 }
@@ -678,6 +686,10 @@ fn run_data(args: &DataArgs) -> Result<ExitCode> {
 }
 
 fn run_bench(args: &BenchArgs) -> Result<ExitCode> {
+    if args.busy {
+        bench::busy_loop();
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(worker) = &args.worker {
         let result = bench::time_steps(worker, args.reps, args.device.into())?;
         println!("{}", serde_json::to_string(&result)?);
@@ -691,6 +703,7 @@ fn run_bench(args: &BenchArgs) -> Result<ExitCode> {
         threads: args.threads.map(|t| t as usize),
         data_dir: args.data.resolve(),
         device: args.device.into(),
+        contended: args.contended,
     };
     bench::bench(&request, &Terminal::new())?;
     Ok(ExitCode::SUCCESS)

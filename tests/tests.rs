@@ -15,6 +15,7 @@ mod reference;
 
 mod architecture;
 mod batch_norm;
+mod bench;
 mod compare;
 mod data_errors;
 mod data_real;

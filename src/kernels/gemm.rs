@@ -359,7 +359,7 @@ impl Helper {
     /// A job was claimed: the helper may spin longer again.
     fn spin_more(&self) {
         let now = self.spin_us.load(Ordering::Relaxed);
-        let more = (now.saturating_mul(2)).max(1).min(HELPER_SPIN_MAX_US);
+        let more = now.saturating_mul(2).clamp(1, HELPER_SPIN_MAX_US);
         self.spin_us.store(more, Ordering::Relaxed);
     }
 
