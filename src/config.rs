@@ -19,7 +19,7 @@ use serde_json::Value;
 mod json;
 
 pub use crate::backend::DeviceKind;
-pub use crate::data::{Dataset, Preprocess};
+pub use crate::data::{AugmentConfig, Dataset, Preprocess};
 use crate::model::{ImageShape, ModelConfig, Net, NetRecipe};
 use crate::norm::{LayerShape, NormConfig};
 use json::describe_type_error;
@@ -64,6 +64,10 @@ pub struct Config {
     /// `gpu` (Burn's wgpu backend; needs the `gpu` cargo feature). Results agree within
     /// float32 rounding, not bit for bit, so a run resumes only on the device it started on.
     pub device: DeviceKind,
+    /// Random crops and flips of the training images (`crate::data::AugmentConfig`); off by
+    /// default, and then not written to a run's `config.json`, which keeps the shape it had.
+    #[serde(skip_serializing_if = "AugmentConfig::is_off")]
+    pub augment: AugmentConfig,
 }
 
 /// When and how `measures.jsonl` is probed (see `crate::measures`).
@@ -155,6 +159,7 @@ impl Default for Config {
             thresholds: vec![0.90, 0.95, 0.97, 0.98],
             checkpoint_every: 5000,
             device: DeviceKind::Cpu,
+            augment: AugmentConfig::default(),
         }
     }
 }
@@ -252,6 +257,7 @@ impl Config {
         );
         let arch = m.arch.geometry();
         arch.check(self.image())?;
+        self.augment.check(self.image().side)?;
         let layers = self.layers();
         self.norm
             .check(&layers, arch.unit_word(), self.batch_size)?;

@@ -11,10 +11,12 @@
 //! [`report`] is what `data verify` and `data info` show; this module holds the data sets,
 //! their images in memory and the preprocessing.
 
+mod augment;
 mod catalogue;
 mod check;
 mod report;
 
+pub use augment::{AugmentConfig, Draw, augment, augment_reference, draws};
 pub use catalogue::*;
 pub use check::*;
 pub use report::*;

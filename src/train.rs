@@ -21,7 +21,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::backend;
 use crate::config::Config;
-use crate::data::{DataSource, LoadedData};
+use crate::data::{self, DataSource, LoadedData};
 use crate::kernels::cross_entropy;
 use crate::measures::{Probe, measure};
 use crate::metrics::{histogram, percentiles_15_50_85, values_mean_std};
@@ -53,6 +53,7 @@ const STREAM_PROBE: u64 = 2;
 const STREAM_DROPOUT: u64 = 3;
 const STREAM_POPULATION: u64 = 4;
 const STREAM_NOISE: u64 = 5;
+const STREAM_AUGMENT: u64 = 6;
 
 /// Settings of one invocation that are not part of the run's config.
 #[derive(Debug, Clone, Default)]
@@ -402,6 +403,7 @@ impl Runner<'_> {
         lr: f64,
     ) -> Result<(f64, Option<Net>)> {
         let (x, y) = self.train.batch(indices, &self.device);
+        let x = self.augmented(x, step);
         net.begin_step(step);
         let seeds = StepSeeds {
             dropout: (self.config.model.dropout > 0.0)
@@ -413,6 +415,19 @@ impl Runner<'_> {
             self.take_measures(&net, optim, (&x, &y), seeds, step, lr)?;
         }
         sgd_step(net, optim, x, y, seeds, lr)
+    }
+
+    /// Training step `step`'s batch with the config's crops and flips (as it is when off),
+    /// drawn from the seed and the step alone, so a resumed run repeats them.
+    fn augmented(&self, x: Tensor<2>, step: u64) -> Tensor<2> {
+        let augment = &self.config.augment;
+        if augment.is_off() {
+            return x;
+        }
+        let image = self.config.image();
+        let mut rng = Rng::stream(self.config.seed, STREAM_AUGMENT, step);
+        let draws = data::draws(augment, x.dims()[0], &mut rng);
+        data::augment(x, image.channels, image.side, augment.pad, &draws)
     }
 
     /// The seed of training step `step`'s noise, when the config has noise.

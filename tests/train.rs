@@ -142,10 +142,27 @@ fn stopped_and_resumed_run_matches_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let straight = dir.path().join("straight");
     let resumed = dir.path().join("resumed");
-    // Dropout and noise exercise the seeded masks and draws; 150 is between checkpoints and
-    // evaluations.
-    let set = ["--set", "model.dropout=0.2", "--set", "norm.noise=true"];
+    // Dropout, noise and augmentation exercise the seeded masks and draws; 150 is between
+    // checkpoints and evaluations.
+    let set = [
+        "--set",
+        "model.dropout=0.2",
+        "--set",
+        "norm.noise=true",
+        "--set",
+        "augment.pad=2",
+        "--set",
+        "augment.flip=true",
+    ];
     assert!(train(&straight, &set).status.success());
+    // The crops and flips change what the net sees: the same run without them differs.
+    let plain = dir.path().join("plain");
+    assert!(train(&plain, &set[..4]).status.success());
+    assert_ne!(
+        without_timing(read_lines(&straight.join("metrics.jsonl"))),
+        without_timing(read_lines(&plain.join("metrics.jsonl"))),
+        "augmentation changed nothing"
+    );
     let first = train(&resumed, &[&set[..], &["--stop-after", "150"]].concat());
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
@@ -620,6 +637,7 @@ fn results_do_not_depend_on_the_thread_count() {
             let o = smoke_train(&out)
                 .args(["--quiet"])
                 .args(["--set", "model.hidden=[100,100]", "--set", "steps=200"])
+                .args(["--set", "augment.pad=3", "--set", "augment.flip=true"])
                 .env("RAYON_NUM_THREADS", threads)
                 .output()
                 .unwrap();
