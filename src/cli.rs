@@ -3,7 +3,6 @@
 //! Flags are kept raw here; each module validates what it is given and turns it into
 //! settings. Nothing here panics on user input: errors travel up as `anyhow` chains.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,10 +13,8 @@ use bn_exp::config::{DeviceKind, load_config};
 use bn_exp::data::{CATALOGUE_ENV, Catalogue, DATA_DIR_ENV, DataSource, Dataset};
 use bn_exp::fetch::{self, FetchOptions};
 use bn_exp::plot::{self, ImageFormat, PlotRequest};
-use bn_exp::progress::{Progress, Silent};
 use bn_exp::reproduce::{self, Mode, ReproduceRequest};
 use bn_exp::train::{self, Outcome, TrainOptions, TrainRequest};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Exit status of `compare` when the comparison was made but some runs failed to train.
 const EXIT_RUNS_FAILED: u8 = 1;
@@ -25,6 +22,8 @@ const EXIT_RUNS_FAILED: u8 = 1;
 /// an error, like every other.
 const EXIT_DATA_DAMAGED: u8 = 2;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::terminal::{Terminal, terminal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -714,86 +713,6 @@ impl From<&DatasetName> for Dataset {
         match name {
             DatasetName::Mnist => Dataset::Mnist,
             DatasetName::Cifar10 => Dataset::Cifar10,
-        }
-    }
-}
-
-/// The terminal's view of long-running work: notes on stderr, result lines on stdout, and one
-/// progress bar drawn only when stderr is a terminal (notes then print above it).
-struct Terminal {
-    bar: std::sync::Mutex<Option<ProgressBar>>,
-    draw: bool,
-}
-
-impl Terminal {
-    fn new() -> Self {
-        Terminal {
-            bar: std::sync::Mutex::new(None),
-            draw: std::io::stderr().is_terminal(),
-        }
-    }
-
-    /// Run `f` with the bar (if any) out of the way.
-    fn around_bar(&self, f: impl FnOnce()) {
-        match self.bar.lock().ok().as_deref().and_then(Option::as_ref) {
-            Some(bar) => bar.suspend(f),
-            None => f(),
-        }
-    }
-}
-
-/// Where a command's progress goes: nowhere with `--quiet`.
-fn terminal(quiet: bool) -> Box<dyn Progress> {
-    if quiet {
-        Box::new(Silent)
-    } else {
-        Box::new(Terminal::new())
-    }
-}
-
-impl Progress for Terminal {
-    fn note(&self, line: &str) {
-        self.around_bar(|| eprintln!("{line}"));
-    }
-
-    fn result(&self, line: &str) {
-        self.around_bar(|| println!("{line}"));
-    }
-
-    fn begin(&self, label: &str, total: Option<u64>, position: u64) {
-        if !self.draw {
-            return;
-        }
-        let bar = match total {
-            Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()),
-            None => ProgressBar::new_spinner(),
-        };
-        let template = match total {
-            Some(_) => "{prefix} [{bar:30}] {percent:>3}%  {msg}  ETA {eta}",
-            None => "{prefix} {spinner} {msg}",
-        };
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_prefix(label.to_string());
-        bar.set_position(position);
-        if let Ok(mut slot) = self.bar.lock()
-            && let Some(old) = slot.replace(bar)
-        {
-            old.finish_and_clear();
-        }
-    }
-
-    fn advance(&self, position: u64, status: &str) {
-        if let Some(bar) = self.bar.lock().ok().as_deref().and_then(Option::as_ref) {
-            bar.set_position(position);
-            bar.set_message(status.to_string());
-        }
-    }
-
-    fn end(&self) {
-        if let Some(bar) = self.bar.lock().ok().and_then(|mut slot| slot.take()) {
-            bar.finish_and_clear();
         }
     }
 }

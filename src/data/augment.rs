@@ -171,7 +171,6 @@ mod tests {
         )
     }
 
-
     /// The gather on the device against the pixel-by-pixel reference, over every corner and
     /// both flips of a 3-channel 5×5 image padded by 2: exactly equal (values are only moved).
     #[test]
