@@ -21,7 +21,7 @@ use super::block::{
 };
 use super::geometry::{Architecture, Compute, ImageShape, NetSize, check_widths};
 use crate::kernels::{Act, dense};
-use crate::norm::{FusedNorm, InferenceStats, LayerShape, Norm, NormConfig, Placement};
+use crate::norm::{BatchStats, FusedNorm, InferenceStats, LayerShape, Norm, NormConfig, Placement};
 use crate::rng::Rng;
 
 /// The MLP's own setting: `model.hidden`.
@@ -254,7 +254,12 @@ impl Mlp {
                 FusedNorm::Batch(bn) => {
                     let count = bn.check(&[x.dims()[0], w.dims()[1]])?;
                     let out = dense(x, w, b, Some(bn.parts()), act);
-                    let stats = bn.absorb(out.mean, out.variance, count, mode.bn_mode());
+                    let batch = BatchStats {
+                        mean: out.mean,
+                        biased_var: out.variance,
+                        count,
+                    };
+                    let stats = bn.absorb(batch, mode.bn_mode());
                     (out.pre, out.output, Some(stats))
                 }
             },

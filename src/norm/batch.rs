@@ -56,7 +56,7 @@ use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::ghost::{GroupedOutput, check_stats_batch, normalise_in_groups, tile};
+use super::ghost::{BatchStats, GroupedOutput, check_stats_batch, normalise_in_groups, tile};
 use crate::kernels::batch_norm_train_fused;
 use crate::tensor::tensor_to_f64;
 
@@ -98,6 +98,15 @@ pub enum BnMode {
     Inference(InferenceStats),
 }
 
+impl BnMode {
+    /// Whether the moving averages absorb this batch: only in a real training step.
+    pub fn updates_running(self) -> bool {
+        self == BnMode::Train {
+            update_running: true,
+        }
+    }
+}
+
 /// What can go wrong in a BN forward pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BnError {
@@ -130,15 +139,6 @@ impl std::fmt::Display for BnError {
 }
 
 impl std::error::Error for BnError {}
-
-/// Per-channel statistics of one training mini-batch: μ_B and the biased σ²_B, plus m.
-#[derive(Debug, Clone)]
-pub struct BatchStats {
-    pub mean: Tensor<1>,
-    pub biased_var: Tensor<1>,
-    /// Values per channel the statistics were taken over (N, or N·H·W).
-    pub count: usize,
-}
 
 /// Our BatchNorm layer. See the module documentation for the formulas and conventions.
 #[derive(Module, Debug)]
@@ -278,7 +278,7 @@ impl BatchNorm {
             BnMode::Train { .. } => {
                 self.check_train_batch(&x.dims())?;
                 let out = self.normalise_batch(x);
-                let stats = self.absorb_batch(out.mean, out.variance, out.count, mode);
+                let stats = self.absorb_batch(out.stats, mode);
                 Ok((out.output, Some(stats)))
             }
             BnMode::Inference(InferenceStats::Batch) => {
@@ -338,23 +338,9 @@ impl BatchNorm {
     /// Take the batch statistics a fused op computed with this layer's γ and β, exactly as
     /// [`BatchNorm::forward_with_stats`] does with its own: the moving averages absorb them
     /// when `mode` is `Train { update_running: true }`.
-    pub fn absorb_batch(
-        &self,
-        mean: Tensor<1>,
-        biased_var: Tensor<1>,
-        count: usize,
-        mode: BnMode,
-    ) -> BatchStats {
-        let stats = BatchStats {
-            mean: mean.detach(),
-            biased_var: biased_var.detach(),
-            count,
-        };
-        if mode
-            == (BnMode::Train {
-                update_running: true,
-            })
-        {
+    pub fn absorb_batch(&self, stats: BatchStats, mode: BnMode) -> BatchStats {
+        let stats = stats.detach();
+        if mode.updates_running() {
             self.update_running(&stats);
         }
         stats

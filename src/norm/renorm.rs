@@ -35,10 +35,10 @@ use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::batch::{
-    BatchStats, BnError, BnMode, InferenceStats, apply_per_channel, blend_running, check_channels,
+    BnError, BnMode, InferenceStats, apply_per_channel, blend_running, check_channels,
     check_train_channels, store_running,
 };
-use super::ghost::{GroupedOutput, check_stats_batch, normalise_in_groups, tile};
+use super::ghost::{BatchStats, GroupedOutput, check_stats_batch, normalise_in_groups, tile};
 use crate::kernels::{FusedOutput, batch_norm_train_fused};
 use crate::tensor::tensor_to_f64;
 
@@ -305,11 +305,7 @@ impl BatchRenorm {
             BnMode::Train { update_running } => {
                 check_train_channels(&x.dims(), self.channels())?;
                 let out = self.normalise_batch(x);
-                let stats = BatchStats {
-                    mean: out.mean.detach(),
-                    biased_var: out.variance.detach(),
-                    count: out.count,
-                };
+                let stats = out.stats.detach();
                 if update_running {
                     self.update_running(&stats);
                 }
