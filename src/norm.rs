@@ -32,6 +32,7 @@
 //! (the methods below, `config.rs`'s conversions). Nothing outside this folder changes unless
 //! the layer needs something no layer offered before.
 
+mod affine;
 mod batch;
 mod config;
 mod ghost;

@@ -56,6 +56,7 @@ use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::affine::affine_accessors;
 use super::ghost::{BatchStats, GroupedOutput, check_stats_batch, normalise_in_groups, tile};
 use crate::kernels::batch_norm_train_fused;
 use crate::tensor::tensor_to_f64;
@@ -203,14 +204,6 @@ impl BatchNorm {
         })
     }
 
-    /// The same layer with γ and β set (fresh trainable parameters): for tests against
-    /// reference vectors, which start from given values.
-    pub fn with_affine(mut self, gamma: Tensor<1>, beta: Tensor<1>) -> Self {
-        self.gamma = Param::from_tensor(gamma);
-        self.beta = Param::from_tensor(beta);
-        self
-    }
-
     /// The same layer with its moving averages set to (mean, var), and its population
     /// statistics to 0 and 1 in their dtype: for tests against reference vectors, which start
     /// from given statistics.
@@ -222,20 +215,7 @@ impl BatchNorm {
         self
     }
 
-    /// Number of channels C.
-    pub fn channels(&self) -> usize {
-        self.gamma.val().dims()[0]
-    }
-
-    /// γ, as the forward pass uses it (its gradient is γ's).
-    pub fn gamma(&self) -> Tensor<1> {
-        self.gamma.val()
-    }
-
-    /// β, as the forward pass uses it.
-    pub fn beta(&self) -> Tensor<1> {
-        self.beta.val()
-    }
+    affine_accessors!();
 
     /// ε inside the square root.
     pub fn eps(&self) -> f64 {

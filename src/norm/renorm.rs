@@ -34,6 +34,7 @@ use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::affine::affine_accessors;
 use super::batch::{
     BnError, BnMode, InferenceStats, apply_per_channel, blend_running, check_channels,
     check_train_channels, store_running,
@@ -227,13 +228,6 @@ impl BatchRenorm {
         self
     }
 
-    /// The same layer with γ and β set (fresh trainable parameters), for tests.
-    pub fn with_affine(mut self, gamma: Tensor<1>, beta: Tensor<1>) -> Self {
-        self.gamma = Param::from_tensor(gamma);
-        self.beta = Param::from_tensor(beta);
-        self
-    }
-
     /// The same layer with its moving averages set to (μ, σ), and its population statistics
     /// to 0 and 1 in their dtype, for tests.
     pub fn with_running(mut self, mean: Tensor<1>, std: Tensor<1>) -> Self {
@@ -244,20 +238,7 @@ impl BatchRenorm {
         self
     }
 
-    /// Number of channels C.
-    pub fn channels(&self) -> usize {
-        self.gamma.val().dims()[0]
-    }
-
-    /// γ, as the forward pass uses it.
-    pub fn gamma(&self) -> Tensor<1> {
-        self.gamma.val()
-    }
-
-    /// β, as the forward pass uses it.
-    pub fn beta(&self) -> Tensor<1> {
-        self.beta.val()
-    }
+    affine_accessors!();
 
     /// The moving average μ of μ_B.
     pub fn running_mean(&self) -> Tensor<1> {
