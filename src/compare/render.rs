@@ -340,26 +340,28 @@ fn baseline_sentence(cmp: &Comparison) -> String {
     }
 }
 
+/// A table's header: the columns `before`, one "steps to" column per threshold, then `after`.
+fn header_with_thresholds(before: &[&str], thresholds: &[f64], after: &[&str]) -> Vec<String> {
+    let steps_to = thresholds
+        .iter()
+        .map(|&t| format!("steps to {}", percent_label(t)));
+    let before = before.iter().map(|&name| name.to_string());
+    let after = after.iter().map(|&name| name.to_string());
+    before.chain(steps_to).chain(after).collect()
+}
+
 /// Header and cells of the group table, shared by the terminal and Markdown.
 fn table_cells(cmp: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut header: Vec<String> = ["group", "n", "final acc %", "best acc %", "pop. acc %"]
-        .map(String::from)
-        .to_vec();
-    header.extend(
-        cmp.thresholds
-            .iter()
-            .map(|&t| format!("steps to {}", percent_label(t))),
-    );
-    header.extend(
-        [
+    let header = header_with_thresholds(
+        &["group", "n", "final acc %", "best acc %", "pop. acc %"],
+        &cmp.thresholds,
+        &[
             "drift p15/p50/p85",
             "speed-up",
             "diverged",
             "wall s",
             "steps/s",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
     );
     let rows = cmp
         .groups
@@ -465,23 +467,19 @@ fn significant(x: f64) -> String {
 
 /// Per-run table of `comparison.md`: the inputs of every group statistic.
 fn run_cells(cmp: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut header: Vec<String> = [
-        "run",
-        "group",
-        "status",
-        "last step",
-        "final acc %",
-        "best acc % (step)",
-        "pop. acc %",
-    ]
-    .map(String::from)
-    .to_vec();
-    header.extend(
-        cmp.thresholds
-            .iter()
-            .map(|&t| format!("steps to {}", percent_label(t))),
+    let header = header_with_thresholds(
+        &[
+            "run",
+            "group",
+            "status",
+            "last step",
+            "final acc %",
+            "best acc % (step)",
+            "pop. acc %",
+        ],
+        &cmp.thresholds,
+        &["steps to target", "wall s"],
     );
-    header.extend(["steps to target", "wall s"].map(String::from));
     let mut rows = Vec::new();
     for group in &cmp.groups {
         for run in &group.runs {
