@@ -15,18 +15,17 @@
 
 use anyhow::Result;
 use plotters::coord::Shift;
-use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
 use super::figures::{
-    FIGURE_WIDTH, draw_note, has_spread, join_nonempty, log_range, max_step, std_band, steps_chart,
+    FIGURE_WIDTH, FloatAxis, PanelSize, draw_note, has_spread, join_nonempty, log_range, max_step,
+    std_band, steps_chart,
 };
 use super::groups::{StepStat, aggregate_by_step};
 use super::load::Run;
 use super::set::{Diagnostics, PlotSet};
 use super::style::{
-    AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, PANEL_TITLE_SIZE,
-    TICK_SIZE, draw_legend, format_steps, format_tick, legend_height, padded_range,
+    Colour, Figure, LegendEntry, LegendKey, MARKER_GREY, draw_legend, legend_height, padded_range,
     titled_with_legend,
 };
 use crate::run::MeasureRecord;
@@ -350,7 +349,7 @@ where
     }
 }
 
-fn chart_with_curves<DB, Y>(
+fn chart_with_curves<DB, Y: FloatAxis>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
     x_max: f64,
@@ -362,26 +361,8 @@ fn chart_with_curves<DB, Y>(
 where
     DB: DrawingBackend,
     DB::ErrorType: 'static,
-    Y: AsRangedCoord<Value = f64>,
-    Y::CoordDescType: ValueFormatter<f64>,
 {
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, (FONT, PANEL_TITLE_SIZE - 4))
-        .margin(10)
-        .margin_right(20)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_max, y)?;
-    chart
-        .configure_mesh()
-        .x_desc("training steps")
-        .x_labels(5)
-        .y_labels(6)
-        .x_label_formatter(&|x| format_steps(*x))
-        .y_label_formatter(&|y| format_tick(*y))
-        .label_style((FONT, TICK_SIZE - 2))
-        .axis_desc_style((FONT, AXIS_DESC_SIZE - 4))
-        .draw()?;
+    let mut chart = steps_chart(area, title, None, x_max, y, PanelSize::SMALL)?;
     for c in curves {
         if let Some(band) = std_band(&c.stats, lo, hi) {
             chart.draw_series(std::iter::once(Polygon::new(
@@ -411,7 +392,8 @@ where
         return draw_note(area, "no positive values");
     };
     let x_max = max_step(all().map(|s| s.step));
-    let mut chart = steps_chart(area, title, None, x_max, (lo..hi).log_scale())?;
+    let y = (lo..hi).log_scale();
+    let mut chart = steps_chart(area, title, None, x_max, y, PanelSize::FULL)?;
     let clamp = |v: f64| v.clamp(lo, hi);
     for b in bands {
         let upper = b.high.iter().map(|s| (s.step, clamp(s.mean)));
