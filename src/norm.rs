@@ -122,7 +122,7 @@ impl Norm {
             ),
             LayerConfig::Renorm(brn) => Norm::Renorm(
                 BatchRenorm::new(channels, eps, momentum, brn.schedule.clone(), steps, device)
-                    .with_stats_batch(brn.stats_batch),
+                    .with_stats_batch(brn.bn.stats_batch),
             ),
             LayerConfig::Layer => Norm::Group(GroupNorm::new(channels, 1, eps, device)),
             LayerConfig::Group(gn) => Norm::Group(GroupNorm::new(channels, gn.groups, eps, device)),

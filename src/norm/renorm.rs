@@ -36,25 +36,24 @@ use serde::{Deserialize, Serialize};
 
 use super::affine::affine_accessors;
 use super::batch::{
-    BnError, BnMode, InferenceStats, apply_per_channel, blend_running, check_channels,
+    BatchConfig, BnError, BnMode, InferenceStats, apply_per_channel, blend_running, check_channels,
     check_train_channels, store_running,
 };
-use super::ghost::{BatchStats, GroupedOutput, check_stats_batch, normalise_in_groups, tile};
+use super::ghost::{BatchStats, GroupedOutput, normalise_in_groups, tile};
 use crate::kernels::{FusedOutput, batch_norm_train_fused};
 use crate::tensor::tensor_to_f64;
 
-/// Batch Renorm's own settings in a config: `norm.stats_batch` (as BN's) and `norm.renorm`.
+/// Batch Renorm's own settings in a config: BN's (`norm.stats_batch`) and `norm.renorm`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RenormConfig {
-    /// Examples per statistics group in training ([`super::ghost`]); `None`: the whole batch.
-    pub stats_batch: Option<usize>,
+    pub bn: BatchConfig,
     pub schedule: RenormSchedule,
 }
 
 impl RenormConfig {
     /// The statistics batch against the training batch, and the limits and their schedule.
     pub fn check(&self, batch_size: usize) -> Result<()> {
-        check_stats_batch(self.stats_batch, batch_size)?;
+        self.bn.check(batch_size)?;
         self.schedule.check()
     }
 }
