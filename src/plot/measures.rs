@@ -286,32 +286,39 @@ impl Figure for MeasureFigures {
     where
         DB::ErrorType: 'static,
     {
+        let (title, subtitle, legend) = self.frame();
+        let (charts, legend_area) = titled_with_legend(root, title, subtitle, legend)?;
         match self {
             Self::Curves(f) => {
-                let (charts, legend_area) = titled_with_legend(
-                    root,
-                    "Optimisation measures (Santurkar et al. 2018)",
-                    &f.subtitle,
-                    &f.legend,
-                )?;
                 let areas = charts.split_evenly((rows(f.panels.len()) as usize, COLUMNS));
                 for (panel, area) in f.panels.iter().zip(&areas) {
                     draw_curves(area, panel)?;
                 }
-                draw_legend(&legend_area, &f.legend)
             }
             Self::Landscape(f) => {
-                let (charts, legend_area) = titled_with_legend(
-                    root,
-                    "The landscape along the gradient (Santurkar et al.'s Figure 4)",
-                    &f.subtitle,
-                    &f.legend,
-                )?;
                 let (left, right) = charts.split_horizontally(charts.dim_in_pixel().0 / 2);
                 draw_bands(&left, "loss L(w − η·g) over η (log)", &f.loss)?;
                 draw_bands(&right, "‖∇L(w) − ∇L(w − η·g)‖ over η (log)", &f.grad_change)?;
-                draw_legend(&legend_area, &f.legend)
             }
+        }
+        draw_legend(&legend_area, legend)
+    }
+}
+
+impl MeasureFigures {
+    /// What frames the figure's charts: its title, subtitle and legend.
+    fn frame(&self) -> (&str, &str, &[LegendEntry]) {
+        match self {
+            Self::Curves(f) => (
+                "Optimisation measures (Santurkar et al. 2018)",
+                &f.subtitle,
+                &f.legend,
+            ),
+            Self::Landscape(f) => (
+                "The landscape along the gradient (Santurkar et al.'s Figure 4)",
+                &f.subtitle,
+                &f.legend,
+            ),
         }
     }
 }
