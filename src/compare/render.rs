@@ -581,28 +581,33 @@ mod tests {
     use crate::compare::options::{Baseline, CompareOptions};
     use crate::compare::runs::RunRecord;
     use crate::compare::table::compare_runs;
-    use crate::run::{EvalRecord, MeasureSummary, RunStatus};
+    use crate::run::{EvalRecord, MeasureSummary, Run, Summary};
     use serde_json::json;
 
+    /// A finished run of `kind` with one evaluation; its summary says nothing else.
     fn record(kind: &str, seed: u64, measures: Option<MeasureSummary>) -> RunRecord {
-        RunRecord {
-            name: format!("{kind}-{seed}"),
-            dir: format!("/results/{kind}-{seed}").into(),
+        let name = format!("{kind}-{seed}");
+        let summary = Summary::default();
+        let run = Run {
+            dir: format!("/results/{name}").into(),
+            name,
             config: json!({"norm": {"kind": kind}, "seed": seed}),
-            status: RunStatus::Finished,
-            diverged_at: None,
-            evals: vec![EvalRecord {
+            seed: Some(seed as i64),
+            metrics: vec![EvalRecord {
                 step: 100,
                 test_acc: Some(0.9),
                 test_loss: Some(0.3),
                 ..EvalRecord::default()
             }],
-            wall_s: None,
-            steps_per_s: None,
-            population_acc: None,
-            drift: None,
-            measures,
+            activations: Vec::new(),
+            measures: Vec::new(),
+            summary: Some(summary.clone()),
             notes: Vec::new(),
+        };
+        RunRecord {
+            run,
+            summary,
+            measures,
         }
     }
 
