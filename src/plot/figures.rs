@@ -21,7 +21,7 @@ use super::set::{Diagnostics, PlotSet};
 use super::style::{
     AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, MUTED_TEXT,
     PANEL_TITLE_SIZE, TICK_SIZE, draw_legend, even_size, format_steps, format_tick, legend_height,
-    padded_range, titled_with_legend,
+    legend_with_markers, padded_range, titled_with_legend,
 };
 use crate::run::EvalRecord;
 
@@ -124,33 +124,25 @@ fn divergence_mark(run: &Run) -> Option<(f64, Option<f64>, Option<f64>)> {
 
 impl ConvergenceFigure {
     fn legend(&self) -> Vec<LegendEntry> {
-        let mut entries: Vec<LegendEntry> = self
-            .curves
-            .iter()
-            .map(|c| {
-                let seeds = if c.seeds == 1 { "seed" } else { "seeds" };
-                LegendEntry::new(
-                    format!("{} ({} {seeds})", c.label, c.seeds),
-                    c.colour,
-                    LegendKey::Line,
-                )
-            })
-            .collect();
-        if self.curves.iter().any(|c| c.seeds > 1) {
-            entries.push(LegendEntry::new(
-                "±1 std across seeds",
-                MARKER_GREY,
-                LegendKey::Band,
-            ));
-        }
-        if self.curves.iter().any(|c| !c.divergences.is_empty()) {
-            entries.push(LegendEntry::new(
+        let curves = self.curves.iter().map(|c| {
+            let seeds = if c.seeds == 1 { "seed" } else { "seeds" };
+            LegendEntry::new(
+                format!("{} ({} {seeds})", c.label, c.seeds),
+                c.colour,
+                LegendKey::Line,
+            )
+        });
+        let spread = self.curves.iter().any(|c| c.seeds > 1);
+        let diverged = self.curves.iter().any(|c| !c.divergences.is_empty());
+        let markers = [
+            (spread, "±1 std across seeds", LegendKey::Band),
+            (
+                diverged,
                 "a seed diverged here (dropped from then on)",
-                MARKER_GREY,
                 LegendKey::Cross,
-            ));
-        }
-        entries
+            ),
+        ];
+        legend_with_markers(curves, &markers)
     }
 
     fn draw_accuracy<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>
