@@ -245,16 +245,8 @@ impl Config {
             "eval_batch_size must be at least 1"
         );
         let m = &self.model;
-        ensure!(
-            m.init_std.is_finite() && m.init_std > 0.0,
-            "model.init_std must be a positive finite number, got {}",
-            m.init_std
-        );
-        ensure!(
-            m.dropout.is_finite() && (0.0..1.0).contains(&m.dropout),
-            "model.dropout must be in [0, 1), got {}",
-            m.dropout
-        );
+        check_positive("model.init_std", m.init_std)?;
+        check_fraction("model.dropout", m.dropout)?;
         let arch = m.arch.geometry();
         arch.check(self.image())?;
         self.augment.check(self.image().side)?;
@@ -276,26 +268,14 @@ impl Config {
 
     fn check_optim(&self) -> Result<()> {
         let o = &self.optim;
-        ensure!(
-            o.lr.is_finite() && o.lr > 0.0,
-            "optim.lr must be a positive finite number, got {}",
-            o.lr
-        );
-        ensure!(
-            o.momentum.is_finite() && (0.0..1.0).contains(&o.momentum),
-            "optim.momentum must be in [0, 1), got {}",
-            o.momentum
-        );
+        check_positive("optim.lr", o.lr)?;
+        check_fraction("optim.momentum", o.momentum)?;
         ensure!(
             o.weight_decay.is_finite() && o.weight_decay >= 0.0,
             "optim.weight_decay must be a non-negative finite number, got {}",
             o.weight_decay
         );
-        ensure!(
-            o.gamma.is_finite() && o.gamma > 0.0,
-            "optim.gamma must be a positive finite number, got {}",
-            o.gamma
-        );
+        check_positive("optim.gamma", o.gamma)?;
         ensure!(o.step_every > 0, "optim.step_every must be at least 1");
         Ok(())
     }
@@ -413,6 +393,24 @@ const MAX_STEPS: u64 = 100_000_000;
 const GIB: f64 = (1u64 << 30) as f64;
 /// The estimated memory a run may need (see [`Config::estimated_memory_bytes`]).
 const MAX_MEMORY_BYTES: u64 = 16 << 30;
+
+/// The setting `key` must be a positive finite number.
+fn check_positive(key: &str, value: f64) -> Result<()> {
+    ensure!(
+        value.is_finite() && value > 0.0,
+        "{key} must be a positive finite number, got {value}"
+    );
+    Ok(())
+}
+
+/// The setting `key` must be a fraction in [0, 1) (a dropout rate, a momentum).
+fn check_fraction(key: &str, value: f64) -> Result<()> {
+    ensure!(
+        value.is_finite() && (0.0..1.0).contains(&value),
+        "{key} must be in [0, 1), got {value}"
+    );
+    Ok(())
+}
 
 /// A run or study name: one plain folder name, so that a run can never be written into its
 /// study folder, a parent or an absolute path. Letters, digits and `_ - . +`, not starting

@@ -229,17 +229,9 @@ impl DataSource {
     }
 }
 
-/// One split as bytes, as stored on disk: NCHW, 0..255. What `info` needs, at a quarter of the
-/// memory of a [`Split`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawSplit {
-    pub pixels: Vec<u8>,
-    pub labels: Vec<u8>,
-    pub len: usize,
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
-}
+/// A split as bytes, as stored on disk (0..255): what `info` needs, at a quarter of the memory
+/// of a preprocessed [`Split`].
+pub type RawSplit = Split<u8>;
 
 impl RawSplit {
     /// Images per class, by label.
@@ -260,7 +252,7 @@ impl RawSplit {
         if plane == 0 || self.channels == 0 {
             return hists;
         }
-        for (k, plane_pixels) in self.pixels.chunks_exact(plane).enumerate() {
+        for (k, plane_pixels) in self.images.chunks_exact(plane).enumerate() {
             let hist = &mut hists[k % self.channels];
             for &p in plane_pixels {
                 hist[usize::from(p)] += 1;
@@ -368,7 +360,7 @@ pub(super) fn mnist_split(images: CheckedFile, labels: CheckedFile) -> RawSplit 
     labels.drain(..IDX_LABELS_HEADER);
     RawSplit {
         len: labels.len(),
-        pixels,
+        images: pixels,
         labels,
         channels: 1,
         height: MNIST_SIDE,
@@ -403,7 +395,7 @@ pub(super) fn cifar_split(batches: &[CheckedFile]) -> RawSplit {
         pixels.extend_from_slice(&record[1..]);
     }
     RawSplit {
-        pixels,
+        images: pixels,
         labels,
         len,
         channels: CIFAR_CHANNELS,
@@ -412,10 +404,12 @@ pub(super) fn cifar_split(batches: &[CheckedFile]) -> RawSplit {
     }
 }
 
-/// One split held as f32, NCHW-flattened row-major, ready to upload as a tensor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Split {
-    pub images: Vec<f32>,
+/// One split of a data set: its images NCHW-flattened row-major, and their labels. `T` is how a
+/// value is held: f32 once preprocessed, ready to upload as a tensor, or the bytes on disk
+/// ([`RawSplit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split<T = f32> {
+    pub images: Vec<T>,
     pub labels: Vec<u8>,
     pub len: usize,
     pub channels: usize,
@@ -423,14 +417,14 @@ pub struct Split {
     pub width: usize,
 }
 
-impl Split {
+impl<T> Split<T> {
     /// Values per image: channels × height × width.
     pub fn feature_len(&self) -> usize {
         self.channels * self.height * self.width
     }
 
     /// The values of image `index` (CHW), or `None` past the end.
-    pub fn image(&self, index: usize) -> Option<&[f32]> {
+    pub fn image(&self, index: usize) -> Option<&[T]> {
         let n = self.feature_len();
         self.images.get(index * n..(index + 1) * n)
     }
@@ -508,9 +502,9 @@ pub(super) fn preprocess_pixel(preprocess: Preprocess, pixel: u8, mean: f32, std
 
 pub(super) fn to_f32_split(raw: RawSplit, tables: &[[f32; 256]]) -> Split {
     let plane = raw.height * raw.width;
-    let mut images = Vec::with_capacity(raw.pixels.len());
+    let mut images = Vec::with_capacity(raw.images.len());
     if plane > 0 && !tables.is_empty() {
-        for (k, plane_pixels) in raw.pixels.chunks_exact(plane).enumerate() {
+        for (k, plane_pixels) in raw.images.chunks_exact(plane).enumerate() {
             let table = &tables[k % tables.len()];
             images.extend(plane_pixels.iter().map(|&p| table[usize::from(p)]));
         }

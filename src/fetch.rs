@@ -108,11 +108,15 @@ pub fn fetch(
             kept,
         });
     }
-    let agent = build_agent();
+    let sources = Sources {
+        agent: build_agent(),
+        bases,
+        progress,
+    };
     let staging = Staging::create(data_dir, dataset)?;
     let staged = match dataset {
-        Dataset::Mnist => stage_mnist(&agent, &staging, &bases, &needed, progress)?,
-        Dataset::Cifar10 => stage_cifar(&agent, &staging, &bases, &needed, progress)?,
+        Dataset::Mnist => stage_mnist(&sources, &staging, &needed)?,
+        Dataset::Cifar10 => stage_cifar(&sources, &staging, &needed)?,
     };
     let fetched = staging.commit(&staged)?;
     Ok(FetchOutcome { fetched, kept })
@@ -156,6 +160,31 @@ fn files_to_fetch<'a>(
         }
     }
     (needed, kept)
+}
+
+/// Where a data set's files come from: the base URLs, tried in order, and the one HTTP agent
+/// and progress display every download goes through.
+struct Sources<'a> {
+    agent: ureq::Agent,
+    bases: Vec<String>,
+    progress: &'a dyn Progress,
+}
+
+impl Sources<'_> {
+    /// Try `attempt` with the URL of `file` under each base in turn (see [`first_success`]),
+    /// saying which URL each try downloads.
+    fn try_each<T>(&self, file: &str, mut attempt: impl FnMut(&str) -> Result<T>) -> Result<T> {
+        first_success(&self.bases, self.progress, |base| {
+            let url = join_url(base, file);
+            self.progress.note(&format!("downloading {url}"));
+            attempt(&url)
+        })
+    }
+
+    /// [`download`] through this fetch's agent and progress display.
+    fn download(&self, url: &str, dest: &Path, max_bytes: u64) -> Result<u64> {
+        download(&self.agent, url, dest, max_bytes, self.progress)
+    }
 }
 
 fn build_agent() -> ureq::Agent {
@@ -305,22 +334,19 @@ fn join_url(base: &str, file: &str) -> String {
 
 /// Download each needed MNIST file as `<name>.gz` into the staging folder and check it.
 fn stage_mnist(
-    agent: &ureq::Agent,
+    sources: &Sources,
     staging: &Staging,
-    bases: &[String],
     needed: &[&FileSpec],
-    progress: &dyn Progress,
 ) -> Result<Vec<StagedFile>> {
     let mut staged = Vec::new();
     for spec in needed {
         let remote = format!("{}.gz", spec.name);
         let staged_path = staging.dir.join(&remote);
         let gz_target = staging.dataset_dir.join(&remote);
-        let gzipped = first_success(bases, progress, |base| {
-            let url = join_url(base, &remote);
-            progress.note(&format!("downloading {url}"));
-            let result = download(agent, &url, &staged_path, MNIST_MAX_DOWNLOAD, progress)
-                .and_then(|_| check_download(Dataset::Mnist, spec, &staged_path, &gz_target, &url));
+        let gzipped = sources.try_each(&remote, |url| {
+            let result = sources
+                .download(url, &staged_path, MNIST_MAX_DOWNLOAD)
+                .and_then(|_| check_download(Dataset::Mnist, spec, &staged_path, &gz_target, url));
             if result.is_err() {
                 let _ = fs::remove_file(&staged_path);
             }
@@ -363,23 +389,30 @@ fn check_download(
 /// Download the CIFAR-10 archive, extract the needed members into the staging folder and check
 /// each of them.
 fn stage_cifar(
-    agent: &ureq::Agent,
+    sources: &Sources,
     staging: &Staging,
-    bases: &[String],
     needed: &[&FileSpec],
-    progress: &dyn Progress,
 ) -> Result<Vec<StagedFile>> {
     let archive = staging.dir.join(CIFAR_ARCHIVE);
     let members_dir = staging.dir.join(Dataset::Cifar10.dir_name());
-    first_success(bases, progress, |base| {
-        let url = join_url(base, CIFAR_ARCHIVE);
-        progress.note(&format!("downloading {url}"));
-        let result = download(agent, &url, &archive, CIFAR_MAX_DOWNLOAD, progress)
+    let staged: Vec<StagedFile> = needed
+        .iter()
+        .map(|spec| StagedFile {
+            staged: members_dir.join(spec.name),
+            target: staging.dataset_dir.join(spec.name),
+            stale_twin: None,
+        })
+        .collect();
+    sources.try_each(CIFAR_ARCHIVE, |url| {
+        let result = sources
+            .download(url, &archive, CIFAR_MAX_DOWNLOAD)
             .and_then(|_| {
-                progress.note(&format!("extracting and checking {CIFAR_ARCHIVE}"));
-                extract_cifar_members(&archive, &members_dir, needed, &url)
+                sources
+                    .progress
+                    .note(&format!("extracting and checking {CIFAR_ARCHIVE}"));
+                extract_cifar_members(&archive, &members_dir, needed, url)
             })
-            .and_then(|_| check_cifar_members(&members_dir, &staging.dataset_dir, needed, &url));
+            .and_then(|_| check_cifar_members(needed, &staged, url));
         // The archive is not needed once its members are out: free the 163 MiB at once.
         let _ = fs::remove_file(&archive);
         if result.is_err() {
@@ -387,14 +420,7 @@ fn stage_cifar(
         }
         result
     })?;
-    Ok(needed
-        .iter()
-        .map(|spec| StagedFile {
-            staged: members_dir.join(spec.name),
-            target: staging.dataset_dir.join(spec.name),
-            stale_twin: None,
-        })
-        .collect())
+    Ok(staged)
 }
 
 /// Extract the members `cifar-10-batches-bin/<name>` named in `needed` (and nothing else: no
@@ -468,20 +494,10 @@ fn archive_error(url: &str, err: io::Error) -> anyhow::Error {
     }
 }
 
-fn check_cifar_members(
-    members_dir: &Path,
-    dataset_dir: &Path,
-    needed: &[&FileSpec],
-    url: &str,
-) -> Result<()> {
-    for spec in needed {
-        check_download(
-            Dataset::Cifar10,
-            spec,
-            &members_dir.join(spec.name),
-            &dataset_dir.join(spec.name),
-            url,
-        )?;
+/// Check each extracted member (`staged`, in `needed`'s order) as `verify` would.
+fn check_cifar_members(needed: &[&FileSpec], staged: &[StagedFile], url: &str) -> Result<()> {
+    for (spec, file) in needed.iter().zip(staged) {
+        check_download(Dataset::Cifar10, spec, &file.staged, &file.target, url)?;
     }
     Ok(())
 }

@@ -85,7 +85,7 @@ pub mod reference {
     use burn::tensor::Tensor;
 
     use super::batch_norm::{batch_norm_train_reference, batch_norm_train_with};
-    use super::{Act, DenseOutput, FusedOutput};
+    use super::{Act, FusedOutput};
 
     /// [`super::sigmoid`] through `sigmoid::sigmoid_reference`.
     pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -104,23 +104,9 @@ pub mod reference {
         batch_norm_train_with(batch_norm_train_reference::<Dispatch>, x, gamma, beta, eps)
     }
 
-    /// [`super::dense`] through `dense::dense_reference`.
-    pub fn dense(
-        x: Tensor<2>,
-        weight: Tensor<2>,
-        bias: Option<Tensor<1>>,
-        bn: Option<(Tensor<1>, Tensor<1>, f64)>,
-        act: Act,
-    ) -> DenseOutput {
-        super::dense::dense_with(
-            super::dense::dense_reference::<Dispatch>,
-            x,
-            weight,
-            bias,
-            bn,
-            act,
-        )
-    }
+    /// [`super::dense`] through `dense::dense_reference` (defined beside the op, whose
+    /// signature it shares).
+    pub use super::dense::dense_through_reference as dense;
 
     /// [`super::weight_norm_columns`] through `columns::weight_norm_columns_reference`.
     pub fn weight_norm_columns(v: Tensor<2>, g: Tensor<1>) -> Tensor<2> {

@@ -36,7 +36,7 @@ pub use mlp::{Mlp, MlpConfig};
 
 use crate::norm::{Norm, NormConfig};
 use crate::rng::Rng;
-use block::WeightInit;
+use block::{LayerBuilder, Pass};
 
 /// A classifier of any architecture.
 ///
@@ -89,14 +89,17 @@ impl Net {
             in_channels: image.channels,
             side: image.side,
         };
-        let mut rng = Rng::stream(seed, 0x1A17, 0);
-        let init = WeightInit {
-            kind: model.init,
-            std: model.init_std,
+        let mut build = LayerBuilder {
+            norm,
+            steps,
+            init: model.init,
+            init_std: model.init_std,
+            rng: Rng::stream(seed, 0x1A17, 0),
+            device,
         };
         match &model.arch {
-            ArchConfig::Mlp(c) => Net::Mlp(Mlp::new(c, spec, norm, steps, &init, &mut rng, device)),
-            ArchConfig::Cnn(c) => Net::Cnn(Cnn::new(c, spec, norm, steps, &init, &mut rng, device)),
+            ArchConfig::Mlp(c) => Net::Mlp(Mlp::new(c, spec, &mut build)),
+            ArchConfig::Cnn(c) => Net::Cnn(Cnn::new(c, spec, &mut build)),
         }
     }
 
@@ -112,7 +115,7 @@ impl Net {
         mode: Mode,
         trace: Option<&mut Trace>,
     ) -> Result<Tensor<2>> {
-        each_net!(self, net => net.forward(x, mode, trace))
+        each_net!(self, net => net.forward(x, Pass { mode, trace }))
     }
 
     /// The same function as [`Net::forward`], op by op, with no shortcut: each layer's linear
@@ -124,7 +127,7 @@ impl Net {
         mode: Mode,
         trace: Option<&mut Trace>,
     ) -> Result<Tensor<2>> {
-        each_net!(self, net => net.forward_reference(x, mode, trace))
+        each_net!(self, net => net.forward_reference(x, Pass { mode, trace }))
     }
 
     /// The normalisation layers, input to output (empty without normalisation).

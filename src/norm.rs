@@ -32,6 +32,7 @@
 //! (the methods below, `config.rs`'s conversions). Nothing outside this folder changes unless
 //! the layer needs something no layer offered before.
 
+mod affine;
 mod batch;
 mod config;
 mod ghost;
@@ -43,11 +44,9 @@ mod weight;
 
 use burn::tensor::{Device, Tensor};
 
-pub use batch::{
-    BatchConfig, BatchNorm, BatchStats, BnError, BnMode, InferenceStats, PopulationAccumulator,
-};
+pub use batch::{BatchConfig, BatchNorm, BnError, BnMode, InferenceStats, PopulationAccumulator};
 pub use config::{InferenceSource, LayerConfig, NormConfig, NormKind, Placement};
-pub use ghost::{Split, split};
+pub use ghost::{BatchStats, Split, split};
 pub use group::{GroupConfig, GroupNorm};
 pub use noise::{NoiseConfig, add_noise, noise_values};
 pub use renorm::{BatchRenorm, Correction, RenormConfig, RenormSchedule};
@@ -106,14 +105,8 @@ impl FusedBn<'_> {
 
     /// Take the statistics the kernel computed, as [`BatchNorm::forward_with_stats`] takes its
     /// own (the moving averages absorb them in a real training step).
-    pub fn absorb(
-        &self,
-        mean: Tensor<1>,
-        biased_var: Tensor<1>,
-        count: usize,
-        mode: BnMode,
-    ) -> BatchStats {
-        self.0.absorb_batch(mean, biased_var, count, mode)
+    pub fn absorb(&self, stats: BatchStats, mode: BnMode) -> BatchStats {
+        self.0.absorb_batch(stats, mode)
     }
 }
 
@@ -129,7 +122,7 @@ impl Norm {
             ),
             LayerConfig::Renorm(brn) => Norm::Renorm(
                 BatchRenorm::new(channels, eps, momentum, brn.schedule.clone(), steps, device)
-                    .with_stats_batch(brn.stats_batch),
+                    .with_stats_batch(brn.bn.stats_batch),
             ),
             LayerConfig::Layer => Norm::Group(GroupNorm::new(channels, 1, eps, device)),
             LayerConfig::Group(gn) => Norm::Group(GroupNorm::new(channels, gn.groups, eps, device)),

@@ -443,7 +443,7 @@ fn judge_test(
     let values = |spec: &[(String, Value)]| -> Vec<Option<f64>> {
         records
             .iter()
-            .filter(|r| matches_spec(&r.config, spec))
+            .filter(|r| matches_spec(r.config(), spec))
             .filter_map(|r| metric_value(r, test))
             .collect()
     };
@@ -463,19 +463,19 @@ fn judge_test(
 /// The value of a test's metric for one run: `Some(None)` when the run failed (diverged, or
 /// never reached the threshold), `None` when the run has no such number at all (no probes).
 fn metric_value(run: &RunRecord, test: &ClaimTest) -> Option<Option<f64>> {
-    let diverged = run.status == RunStatus::Diverged;
+    let diverged = run.summary.status == RunStatus::Diverged;
     match test.metric {
         Metric::FinalAcc if diverged => Some(None),
-        Metric::FinalAcc => Some(crate::run::final_acc(&run.evals)),
+        Metric::FinalAcc => Some(crate::run::final_acc(run.evals())),
         Metric::StepsTo if diverged => Some(None),
         Metric::StepsTo => {
-            Some(first_step_reaching(&run.evals, test.threshold.unwrap_or(1.0)).map(|s| s as f64))
+            Some(first_step_reaching(run.evals(), test.threshold.unwrap_or(1.0)).map(|s| s as f64))
         }
         // Probe-based metrics of a diverged run, or ones that are not finite, are missing
         // rather than failures: they describe a distribution, not an outcome.
         Metric::Drift | Metric::Ics if diverged => None,
         Metric::Drift => {
-            let d = run.drift?.all;
+            let d = run.drift()?.all;
             let mean = (d[0] + d[1] + d[2]) / 3.0;
             mean.is_finite().then_some(Some(mean))
         }

@@ -488,7 +488,7 @@ fn metrics_lines_repeated_by_a_resume_replace_the_earlier_ones() {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(dir.join("metrics.jsonl"), text).unwrap();
     let run = load_run(&dir).unwrap();
-    let seen: Vec<(u64, Option<f64>)> = run.evals.iter().map(|e| (e.step, e.test_acc)).collect();
+    let seen: Vec<(u64, Option<f64>)> = run.evals().iter().map(|e| (e.step, e.test_acc)).collect();
     assert_eq!(seen, [(0, Some(0.1)), (100, Some(0.55)), (200, Some(0.65))]);
 }
 

@@ -260,11 +260,11 @@ fn small_cifar_set_loads_with_its_labels_and_pixels() {
     let image = n + 7;
     assert_eq!(raw.train.labels[image], common::small_cifar_label(7));
     assert_eq!(
-        raw.train.pixels[image * 3072 + 1500],
+        raw.train.images[image * 3072 + 1500],
         common::small_cifar_pixel(1, 7, 1500)
     );
     assert_eq!(
-        raw.test.pixels[3 * 3072],
+        raw.test.images[3 * 3072],
         common::small_cifar_pixel(5, 3, 0)
     );
     assert_eq!(raw.train.class_counts(), [15; 10]);

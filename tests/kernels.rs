@@ -30,7 +30,7 @@ use bn_exp::kernels::{
     self, Act, DenseOutput, FusedOutput, batch_norm_train_fused, conv3x3, cross_entropy, dense,
     max_pool2x2, max_pool2x2_then,
 };
-use bn_exp::norm::{BatchNorm, BnMode};
+use bn_exp::norm::{BatchNorm, BatchStats, BnMode};
 use bn_exp::tensor::tensor_to_f64;
 use burn::tensor::activation::{relu, sigmoid, tanh};
 use burn::tensor::module::max_pool2d;
@@ -537,10 +537,13 @@ fn dense_training_bn_matches_pytorch_batch_norm_vectors() {
                 Act::Identity,
             );
             let count = bn.check_train_batch(&[n, c]).unwrap();
-            bn.absorb_batch(
-                out.mean,
-                out.variance,
+            let stats = BatchStats {
+                mean: out.mean,
+                biased_var: out.variance,
                 count,
+            };
+            bn.absorb_batch(
+                stats,
                 BnMode::Train {
                     update_running: true,
                 },

@@ -340,26 +340,28 @@ fn baseline_sentence(cmp: &Comparison) -> String {
     }
 }
 
+/// A table's header: the columns `before`, one "steps to" column per threshold, then `after`.
+fn header_with_thresholds(before: &[&str], thresholds: &[f64], after: &[&str]) -> Vec<String> {
+    let steps_to = thresholds
+        .iter()
+        .map(|&t| format!("steps to {}", percent_label(t)));
+    let before = before.iter().map(|&name| name.to_string());
+    let after = after.iter().map(|&name| name.to_string());
+    before.chain(steps_to).chain(after).collect()
+}
+
 /// Header and cells of the group table, shared by the terminal and Markdown.
 fn table_cells(cmp: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut header: Vec<String> = ["group", "n", "final acc %", "best acc %", "pop. acc %"]
-        .map(String::from)
-        .to_vec();
-    header.extend(
-        cmp.thresholds
-            .iter()
-            .map(|&t| format!("steps to {}", percent_label(t))),
-    );
-    header.extend(
-        [
+    let header = header_with_thresholds(
+        &["group", "n", "final acc %", "best acc %", "pop. acc %"],
+        &cmp.thresholds,
+        &[
             "drift p15/p50/p85",
             "speed-up",
             "diverged",
             "wall s",
             "steps/s",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
     );
     let rows = cmp
         .groups
@@ -465,23 +467,19 @@ fn significant(x: f64) -> String {
 
 /// Per-run table of `comparison.md`: the inputs of every group statistic.
 fn run_cells(cmp: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut header: Vec<String> = [
-        "run",
-        "group",
-        "status",
-        "last step",
-        "final acc %",
-        "best acc % (step)",
-        "pop. acc %",
-    ]
-    .map(String::from)
-    .to_vec();
-    header.extend(
-        cmp.thresholds
-            .iter()
-            .map(|&t| format!("steps to {}", percent_label(t))),
+    let header = header_with_thresholds(
+        &[
+            "run",
+            "group",
+            "status",
+            "last step",
+            "final acc %",
+            "best acc % (step)",
+            "pop. acc %",
+        ],
+        &cmp.thresholds,
+        &["steps to target", "wall s"],
     );
-    header.extend(["steps to target", "wall s"].map(String::from));
     let mut rows = Vec::new();
     for group in &cmp.groups {
         for run in &group.runs {
@@ -583,28 +581,33 @@ mod tests {
     use crate::compare::options::{Baseline, CompareOptions};
     use crate::compare::runs::RunRecord;
     use crate::compare::table::compare_runs;
-    use crate::run::{EvalRecord, MeasureSummary, RunStatus};
+    use crate::run::{EvalRecord, MeasureSummary, Run, Summary};
     use serde_json::json;
 
+    /// A finished run of `kind` with one evaluation; its summary says nothing else.
     fn record(kind: &str, seed: u64, measures: Option<MeasureSummary>) -> RunRecord {
-        RunRecord {
-            name: format!("{kind}-{seed}"),
-            dir: format!("/results/{kind}-{seed}").into(),
+        let name = format!("{kind}-{seed}");
+        let summary = Summary::default();
+        let run = Run {
+            dir: format!("/results/{name}").into(),
+            name,
             config: json!({"norm": {"kind": kind}, "seed": seed}),
-            status: RunStatus::Finished,
-            diverged_at: None,
-            evals: vec![EvalRecord {
+            seed: Some(seed as i64),
+            metrics: vec![EvalRecord {
                 step: 100,
                 test_acc: Some(0.9),
                 test_loss: Some(0.3),
                 ..EvalRecord::default()
             }],
-            wall_s: None,
-            steps_per_s: None,
-            population_acc: None,
-            drift: None,
-            measures,
+            activations: Vec::new(),
+            measures: Vec::new(),
+            summary: Some(summary.clone()),
             notes: Vec::new(),
+        };
+        RunRecord {
+            run,
+            summary,
+            measures,
         }
     }
 

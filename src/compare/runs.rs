@@ -11,7 +11,7 @@ pub use crate::run::{
     CONFIG_FILE, LOG_FILE, METRICS_FILE, RunProgress, SUMMARY_FILE, folder_name, run_progress,
 };
 use crate::run::{
-    Drift, EvalRecord, MeasureSummary, Run, RunStatus, is_run_folder, run_subfolders,
+    Drift, EvalRecord, MeasureSummary, Run, Summary, is_run_folder, run_subfolders,
     summarise_measures,
 };
 
@@ -20,34 +20,70 @@ pub const STUDY_RECORD_FILE: &str = "study.json";
 /// Folder of a study's expanded per-run configs, hidden so it is never taken for a run.
 pub const CONFIGS_DIR: &str = ".configs";
 
-/// A done run, loaded.
+/// A done run, loaded: its folder as read, its summary, and its measures in a table's terms;
+/// the other numbers the table shows are methods on top of [`crate::run`]'s definitions, so
+/// none is copied out of the run.
 #[derive(Debug, Clone)]
 pub struct RunRecord {
-    /// The folder's name, which is the run's name in a study.
-    pub name: String,
-    pub dir: PathBuf,
-    /// `config.json` as written by train (resolved, defaults filled in).
-    pub config: Value,
-    pub status: RunStatus,
-    pub diverged_at: Option<u64>,
-    pub evals: Vec<EvalRecord>,
-    pub wall_s: Option<f64>,
-    pub steps_per_s: Option<f64>,
-    /// Test accuracy with the paper's population statistics (BN runs with the pass on).
-    pub population_acc: Option<f64>,
-    /// The tracked unit's drift (the paper's Figure 1 b, c) over the run.
-    pub drift: Option<Drift>,
+    /// The run folder as [`Run::read`] read it.
+    pub run: Run,
+    /// `summary.json`, which every done run has.
+    pub summary: Summary,
     /// Santurkar et al.'s measures, when the run took them (`measures.jsonl`).
     pub measures: Option<MeasureSummary>,
-    /// What the reader left out of the run's files, and why.
-    pub notes: Vec<String>,
+}
+
+impl RunRecord {
+    /// The folder's name, which is the run's name in a study.
+    pub fn name(&self) -> String {
+        folder_name(&self.run.dir)
+    }
+
+    /// `config.json` as written by train (resolved, defaults filled in).
+    pub fn config(&self) -> &Value {
+        &self.run.config
+    }
+
+    /// The run's evaluations (`metrics.jsonl`), in step order.
+    pub fn evals(&self) -> &[EvalRecord] {
+        &self.run.metrics
+    }
+
+    /// Test accuracy with the paper's population statistics (BN runs with the pass on).
+    pub fn population_acc(&self) -> Option<f64> {
+        self.run.population_acc()
+    }
+
+    /// Wall seconds the run took, when its summary says (0 means unknown).
+    pub fn wall_s(&self) -> Option<f64> {
+        Some(self.summary.wall_s).filter(|w| *w > 0.0)
+    }
+
+    /// Training steps per second, when its summary says (0 means unknown).
+    pub fn steps_per_s(&self) -> Option<f64> {
+        Some(self.summary.steps_per_s).filter(|s| *s > 0.0)
+    }
+
+    /// The tracked unit's drift (the paper's Figure 1 b, c) over the run.
+    pub fn drift(&self) -> Option<Drift> {
+        self.run.drift(total_steps(&self.run.config, &self.summary))
+    }
+}
+
+/// A run's configured length (`steps`; the summary's count if the config lacks it), over which
+/// its drift and its early probes are reckoned.
+fn total_steps(config: &Value, summary: &Summary) -> u64 {
+    config
+        .get("steps")
+        .and_then(Value::as_u64)
+        .unwrap_or(summary.steps)
 }
 
 /// Load a done run folder (one holding a readable `summary.json`).
 pub fn load_run(dir: &Path) -> Result<RunRecord> {
     let run = Run::read(dir);
     let summary_path = dir.join(SUMMARY_FILE);
-    let Some(summary) = &run.summary else {
+    let Some(summary) = run.summary.clone() else {
         bail!(
             "{} is missing or damaged: {}",
             summary_path.display(),
@@ -59,24 +95,11 @@ pub fn load_run(dir: &Path) -> Result<RunRecord> {
         "{} is missing or damaged",
         dir.join(CONFIG_FILE).display()
     );
-    let total_steps = run
-        .config
-        .get("steps")
-        .and_then(Value::as_u64)
-        .unwrap_or(summary.steps);
+    let measures = summarise_measures(&run.measures, total_steps(&run.config, &summary));
     Ok(RunRecord {
-        name: folder_name(dir),
-        dir: dir.to_path_buf(),
-        status: summary.status,
-        diverged_at: summary.diverged_at,
-        wall_s: Some(summary.wall_s).filter(|w| *w > 0.0),
-        steps_per_s: Some(summary.steps_per_s).filter(|s| *s > 0.0),
-        population_acc: run.population_acc(),
-        drift: run.drift(total_steps),
-        measures: summarise_measures(&run.measures, total_steps),
-        config: run.config.clone(),
-        evals: run.metrics.clone(),
-        notes: run.notes.clone(),
+        run,
+        summary,
+        measures,
     })
 }
 

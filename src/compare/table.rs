@@ -298,7 +298,7 @@ pub fn compare_runs(runs: &[RunRecord], options: &CompareOptions) -> Result<Comp
     ensure!(!runs.is_empty(), "no finished runs to compare");
     let conditions: Vec<Leaves> = runs
         .iter()
-        .map(|run| condition(&run.config, &run.name))
+        .map(|run| condition(run.config(), &run.name()))
         .collect();
     let grouping = Grouping::new(&conditions);
     let groups: Vec<Vec<&RunRecord>> = grouping
@@ -383,7 +383,7 @@ fn pick_baseline(
             // a spec that names it (an older study.json's baseline) is resolved too.
             let spec = resolve_legacy_spec(spec.clone())?;
             (0..groups.len())
-                .filter(|&i| matches_spec(&groups[i][0].config, &spec))
+                .filter(|&i| matches_spec(groups[i][0].config(), &spec))
                 .collect()
         }
         Baseline::Label(label) => match_label(groups, labels, label),
@@ -430,7 +430,7 @@ fn match_label(
     };
     (0..groups.len())
         .filter(|&i| {
-            let leaves = flatten(&groups[i][0].config);
+            let leaves = flatten(groups[i][0].config());
             conditions.iter().all(|(key, text)| {
                 leaves
                     .iter()
@@ -478,7 +478,7 @@ fn value_matches_text(value: &Value, text: &str) -> bool {
 /// The speed-up target: the baseline's best test accuracy, averaged over its finished runs.
 fn baseline_target(group: &[&RunRecord]) -> Option<f64> {
     let bests: Vec<f64> = finished(group)
-        .filter_map(|run| best_acc(&run.evals).map(|(acc, _)| acc))
+        .filter_map(|run| best_acc(run.evals()).map(|(acc, _)| acc))
         .collect();
     mean(&bests)
 }
@@ -487,7 +487,7 @@ fn finished<'a>(group: &'a [&'a RunRecord]) -> impl Iterator<Item = &'a RunRecor
     group
         .iter()
         .copied()
-        .filter(|run| run.status == RunStatus::Finished)
+        .filter(|run| run.summary.status == RunStatus::Finished)
 }
 
 /// Every column for one group; the speed-up factor is filled in once the baseline's steps are
@@ -588,26 +588,26 @@ fn drift_over(runs: &[&RunRow]) -> Option<[MeanStd; 3]> {
 }
 
 fn run_row(run: &RunRecord, thresholds: &[f64], target: Option<f64>) -> RunRow {
-    let best = best_acc(&run.evals);
+    let best = best_acc(run.evals());
     RunRow {
-        name: run.name.clone(),
-        dir: run.dir.display().to_string(),
-        seed: run.config.get("seed").cloned(),
-        status: run.status,
-        diverged_at: run.diverged_at,
-        last_step: run.evals.last().map(|eval| eval.step),
-        final_acc: final_acc(&run.evals),
+        name: run.name(),
+        dir: run.run.dir.display().to_string(),
+        seed: run.config().get("seed").cloned(),
+        status: run.summary.status,
+        diverged_at: run.summary.diverged_at,
+        last_step: run.evals().last().map(|eval| eval.step),
+        final_acc: final_acc(run.evals()),
         best_acc: best.map(|(acc, _)| acc),
         best_step: best.map(|(_, step)| step),
-        population_acc: run.population_acc,
-        drift: run.drift.map(|d| d.all),
+        population_acc: run.population_acc(),
+        drift: run.drift().map(|d| d.all),
         measures: run.measures.clone(),
         steps_to: thresholds
             .iter()
-            .map(|&t| first_step_reaching(&run.evals, t))
+            .map(|&t| first_step_reaching(run.evals(), t))
             .collect(),
-        steps_to_target: target.and_then(|t| first_step_reaching(&run.evals, t)),
-        wall_s: run.wall_s,
-        steps_per_s: run.steps_per_s,
+        steps_to_target: target.and_then(|t| first_step_reaching(run.evals(), t)),
+        wall_s: run.wall_s(),
+        steps_per_s: run.steps_per_s(),
     }
 }

@@ -60,25 +60,23 @@ pub enum DataError {
 impl DataError {
     /// The file the error is about.
     pub fn path(&self) -> &Path {
-        match self {
-            DataError::Missing { path, .. }
-            | DataError::Truncated { path, .. }
-            | DataError::WrongMagic { path, .. }
-            | DataError::ChecksumMismatch { path, .. }
-            | DataError::Malformed { path, .. }
-            | DataError::Unreadable { path, .. } => path,
-        }
+        self.file().1
     }
 
     /// The data set the file belongs to.
     pub fn dataset(&self) -> Dataset {
+        self.file().0
+    }
+
+    /// The data set and the file: every kind of error names both.
+    fn file(&self) -> (Dataset, &Path) {
         match self {
-            DataError::Missing { dataset, .. }
-            | DataError::Truncated { dataset, .. }
-            | DataError::WrongMagic { dataset, .. }
-            | DataError::ChecksumMismatch { dataset, .. }
-            | DataError::Malformed { dataset, .. }
-            | DataError::Unreadable { dataset, .. } => *dataset,
+            DataError::Missing { dataset, path, .. }
+            | DataError::Truncated { dataset, path, .. }
+            | DataError::WrongMagic { dataset, path, .. }
+            | DataError::ChecksumMismatch { dataset, path, .. }
+            | DataError::Malformed { dataset, path, .. }
+            | DataError::Unreadable { dataset, path, .. } => (*dataset, path),
         }
     }
 

@@ -36,6 +36,8 @@ use super::common::{Real, backward_node, float_dispatch, split_shape, tensor_fro
 #[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FusedBatchNorm: Backend {
     /// This default body is `batch_norm_train_reference`; Flex overrides it with the kernel.
+    /// (The tuple is spelled out, not `BnTensors`: `#[backend_extension]` reads it to wrap each
+    /// output, and would take an alias for a struct of its own.)
     fn fused_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -45,6 +47,9 @@ pub trait FusedBatchNorm: Backend {
         batch_norm_train_reference::<Self>(x, gamma, beta, eps)
     }
 }
+
+/// The three outputs of [`FusedBatchNorm::fused_batch_norm_train`] on backend `B`: (y, μ_B, σ²_B).
+type BnTensors<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
 /// The reference for [`FusedBatchNorm`]: Burn's own training-mode BN (`ModuleOps::
 /// batch_norm_train`, which autodiff records as one node with Burn's closed-form backward).
@@ -62,7 +67,7 @@ pub(crate) fn batch_norm_train_reference<B: Backend>(
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
     eps: f64,
-) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+) -> BnTensors<B> {
     let out = B::batch_norm_train(x, gamma, beta, eps);
     (
         out.output,
@@ -100,11 +105,7 @@ type BatchNormOp = fn(
     FloatTensor<Dispatch>,
     FloatTensor<Dispatch>,
     f64,
-) -> (
-    FloatTensor<Dispatch>,
-    FloatTensor<Dispatch>,
-    FloatTensor<Dispatch>,
-);
+) -> BnTensors<Dispatch>;
 
 /// Calls `op` (the fast op or its reference) on tensors, and names its outputs.
 pub(super) fn batch_norm_train_with<const D: usize>(
@@ -380,7 +381,7 @@ impl<C: CheckpointStrategy> FusedBatchNorm for Autodiff<Flex, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    ) -> BnTensors<Self> {
         let (y, mean, var) = flex_forward(x.primitive(), gamma.primitive(), beta.primitive(), eps);
         // The statistics leave the graph as constants (they feed only the running averages).
         let stats = (

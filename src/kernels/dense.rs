@@ -163,6 +163,18 @@ pub fn dense(
     )
 }
 
+/// [`dense`] through [`dense_reference`], Burn's ops one by one: `kernels::reference::dense`, the
+/// same signature as the fast op so that a test can take either.
+pub fn dense_through_reference(
+    x: Tensor<2>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    bn: Option<(Tensor<1>, Tensor<1>, f64)>,
+    act: Act,
+) -> DenseOutput {
+    dense_with(dense_reference::<Dispatch>, x, weight, bias, bn, act)
+}
+
 /// The signature of [`FusedDense::fused_dense`] on `Dispatch`.
 type DenseOp = fn(
     FloatTensor<Dispatch>,
@@ -174,7 +186,7 @@ type DenseOp = fn(
 ) -> DenseTensors<Dispatch>;
 
 /// Calls `op` (the fast op or its reference) with [`dense`]'s arguments made into its inputs.
-pub(super) fn dense_with(
+fn dense_with(
     op: DenseOp,
     x: Tensor<2>,
     weight: Tensor<2>,

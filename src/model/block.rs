@@ -15,7 +15,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::kernels::{Act, sigmoid};
-use crate::norm::{BatchStats, BnMode, InferenceStats, NoiseConfig, Norm, Placement, add_noise};
+use crate::norm::{
+    BatchStats, BnMode, InferenceStats, NoiseConfig, Norm, NormConfig, Placement, add_noise,
+};
 use crate::rng::Rng;
 use crate::tensor::tensor_to_f32;
 
@@ -117,14 +119,41 @@ pub struct Trace {
     pub bn_stats: Vec<BatchStats>,
 }
 
-/// Copy a hidden layer's pre-activations (and BN batch statistics, if any) into the trace.
-pub fn record_trace<const D: usize>(trace: &mut Trace, pre: &Tensor<D>, stats: Option<BatchStats>) {
-    trace.pre_activations.push(HostTensor {
-        shape: pre.dims().to_vec(),
-        values: tensor_to_f32(pre.clone().detach()),
-    });
-    if let Some(stats) = stats {
-        trace.bn_stats.push(stats);
+/// One forward pass as it goes down the hidden layers: how it runs, and the trace it records
+/// into, if any. The two always travel together; [`Pass::layer`] lends the pass to one layer.
+pub struct Pass<'t> {
+    pub mode: Mode,
+    pub trace: Option<&'t mut Trace>,
+}
+
+impl Pass<'_> {
+    /// A pass that changes nothing and records nothing ([`Mode::PROBE`]).
+    pub const PROBE: Pass<'static> = Pass {
+        mode: Mode::PROBE,
+        trace: None,
+    };
+
+    /// This pass for one layer, which borrows the trace until it returns.
+    pub fn layer(&mut self) -> Pass<'_> {
+        Pass {
+            mode: self.mode,
+            trace: self.trace.as_deref_mut(),
+        }
+    }
+
+    /// Copy a hidden layer's pre-activations (and BN batch statistics, if any) into the trace,
+    /// when the pass has one.
+    pub fn record<const D: usize>(self, pre: &Tensor<D>, stats: Option<BatchStats>) {
+        let Some(trace) = self.trace else {
+            return;
+        };
+        trace.pre_activations.push(HostTensor {
+            shape: pre.dims().to_vec(),
+            values: tensor_to_f32(pre.clone().detach()),
+        });
+        if let Some(stats) = stats {
+            trace.bn_stats.push(stats);
+        }
     }
 }
 
@@ -160,9 +189,9 @@ impl NetSpec {
         norm: Option<&Norm>,
         i: usize,
         z: Tensor<D>,
-        mode: Mode,
-        trace: Option<&mut Trace>,
+        pass: Pass,
     ) -> Result<Tensor<D>> {
+        let mode = pass.mode;
         let (pre, a, stats) = match (self.placement, norm) {
             (Some(Placement::Before), Some(norm)) => {
                 let (pre, stats) = norm.forward_with_stats(z, mode.bn_mode())?;
@@ -181,7 +210,7 @@ impl NetSpec {
                 (z, a, None)
             }
         };
-        self.finish_block(i, pre, a, stats, mode, trace)
+        self.finish_block(i, pre, a, stats, pass)
     }
 
     /// Record the trace (if any) and apply dropout to a hidden layer's output.
@@ -191,12 +220,10 @@ impl NetSpec {
         pre: Tensor<D>,
         a: Tensor<D>,
         stats: Option<BatchStats>,
-        mode: Mode,
-        trace: Option<&mut Trace>,
+        pass: Pass,
     ) -> Result<Tensor<D>> {
-        if let Some(trace) = trace {
-            record_trace(trace, &pre, stats);
-        }
+        let mode = pass.mode;
+        pass.record(&pre, stats);
         Ok(self.dropout(i, a, mode))
     }
 
@@ -298,9 +325,37 @@ pub fn param_ids<M: Module>(module: &M) -> Vec<ParamId> {
     ids.0
 }
 
+/// Give a hidden layer the data-dependent initialisation (see `Net::with_data_init`) from
+/// `per_unit`, its units' pre-activations t through unit-norm weights, one row per unit: its
+/// normalisation `norm` gets g = 1/σ(t), and the layer's bias, if it has one, b = −μ(t)/σ(t).
+pub fn take_data_init(norm: &mut Norm, bias: Option<&mut Param<Tensor<1>>>, per_unit: Tensor<2>) {
+    let (initialised, b) = norm.clone().with_data_init(per_unit);
+    *norm = initialised;
+    if let Some(bias) = bias {
+        *bias = Param::from_tensor(b);
+    }
+}
+
+/// The weight layers of a net, input to output: each of its `hidden` layers (whose weight
+/// `weight` names) with its normalisation in `norms` (if any), then the `output` layer.
+pub fn weight_layers<M: Module>(
+    hidden: &[M],
+    weight: impl Fn(&M) -> ParamId,
+    norms: &[Norm],
+    output: &Linear,
+) -> Vec<WeightLayer> {
+    let mut layers: Vec<WeightLayer> = hidden
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| hidden_weight_layer(i, weight(layer), layer, norms.get(i)))
+        .collect();
+    layers.push(output_weight_layer(output));
+    layers
+}
+
 /// The weight layer of hidden layer `i`: its weight, its own parameters and its
 /// normalisation's.
-pub fn hidden_weight_layer<M: Module>(
+fn hidden_weight_layer<M: Module>(
     i: usize,
     weight: ParamId,
     layer: &M,
@@ -318,7 +373,7 @@ pub fn hidden_weight_layer<M: Module>(
 }
 
 /// The output layer's weight layer.
-pub fn output_weight_layer(output: &Linear) -> WeightLayer {
+fn output_weight_layer(output: &Linear) -> WeightLayer {
     WeightLayer {
         name: "output".into(),
         weight: output.weight.id,
@@ -326,52 +381,61 @@ pub fn output_weight_layer(output: &Linear) -> WeightLayer {
     }
 }
 
-/// Weight initialisation from bn-exp's generator; biases start at 0.
-pub struct WeightInit {
-    pub kind: Init,
-    pub std: f64,
+/// How a net's layers are built, on `device`: its normalisation layers from the config (for a
+/// run of `steps` steps: Batch Renorm's schedule is in fractions of them), and its weights drawn
+/// from bn-exp's generator layer by layer, in the order the layers are asked for; biases start
+/// at 0.
+pub struct LayerBuilder<'a> {
+    pub norm: &'a NormConfig,
+    pub steps: u64,
+    pub init: Init,
+    /// The standard deviation of [`Init::Gaussian`].
+    pub init_std: f64,
+    pub rng: Rng,
+    pub device: &'a Device,
 }
 
-impl WeightInit {
+impl LayerBuilder<'_> {
+    /// One normalisation layer per hidden layer of these widths; none without normalisation.
+    pub fn norms(&self, widths: &[usize]) -> Vec<Norm> {
+        widths
+            .iter()
+            .filter_map(|&w| Norm::new(self.norm, w, self.steps, self.device))
+            .collect()
+    }
+
+    /// Whether a hidden layer has a bias: not when it feeds a normalisation placed before g,
+    /// whose β subsumes it.
+    pub fn hidden_bias(&self) -> bool {
+        !self.norm.subsumes_bias()
+    }
+
     fn std_for(&self, fan_in: usize, fan_out: usize) -> f64 {
-        match self.kind {
-            Init::Gaussian => self.std,
+        match self.init {
+            Init::Gaussian => self.init_std,
             Init::Xavier => (2.0 / (fan_in + fan_out) as f64).sqrt(),
             Init::He => (2.0 / fan_in as f64).sqrt(),
         }
     }
 
-    fn normal_tensor<const D: usize>(
-        &self,
-        shape: [usize; D],
-        std: f64,
-        rng: &mut Rng,
-        device: &Device,
-    ) -> Tensor<D> {
+    fn normal_tensor<const D: usize>(&mut self, shape: [usize; D], std: f64) -> Tensor<D> {
         let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
-        Tensor::from_data(TensorData::new(values, shape), device)
+        let values: Vec<f32> = (0..n).map(|_| (self.rng.normal() * std) as f32).collect();
+        Tensor::from_data(TensorData::new(values, shape), self.device)
     }
 
     /// A linear layer `[d_in, d_out]` (Burn's layout), with a zero bias if `bias`.
-    pub fn linear(
-        &self,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-        rng: &mut Rng,
-        device: &Device,
-    ) -> Linear {
+    pub fn linear(&mut self, d_in: usize, d_out: usize, bias: bool) -> Linear {
         let std = self.std_for(d_in, d_out);
         Linear {
-            weight: Param::from_tensor(self.normal_tensor([d_in, d_out], std, rng, device)),
-            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+            weight: Param::from_tensor(self.normal_tensor([d_in, d_out], std)),
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], self.device))),
         }
     }
 
     /// A k×k convolution `[c_out, c_in, k, k]` with `padding` on every side and `stride`, with a
     /// zero bias if `bias`.
-    pub fn conv(&self, shape: ConvShape, bias: bool, rng: &mut Rng, device: &Device) -> Conv2d {
+    pub fn conv(&mut self, shape: ConvShape, bias: bool) -> Conv2d {
         let ConvShape {
             c_in,
             c_out,
@@ -383,10 +447,10 @@ impl WeightInit {
             .with_stride([stride, stride])
             .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
             .with_bias(bias)
-            .init(device);
+            .init(self.device);
         let std = self.std_for(c_in * k * k, c_out * k * k);
-        conv.weight = Param::from_tensor(self.normal_tensor([c_out, c_in, k, k], std, rng, device));
-        conv.bias = bias.then(|| Param::from_tensor(Tensor::zeros([c_out], device)));
+        conv.weight = Param::from_tensor(self.normal_tensor([c_out, c_in, k, k], std));
+        conv.bias = bias.then(|| Param::from_tensor(Tensor::zeros([c_out], self.device)));
         conv
     }
 }

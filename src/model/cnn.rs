@@ -4,19 +4,17 @@
 //! Dropout (if any) follows each block's nonlinearity, before its pooling.
 
 use anyhow::{Result, ensure};
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use super::block::{
-    CLASSES, ConvShape, Mode, NetSpec, Trace, WeightInit, WeightLayer, hidden_weight_layer,
-    output_weight_layer, record_trace,
+    CLASSES, ConvShape, LayerBuilder, NetSpec, Pass, WeightLayer, take_data_init, weight_layers,
 };
 use super::geometry::{Architecture, Compute, ImageShape, NetSize, check_widths};
 use crate::kernels::{conv3x3, max_pool2x2, max_pool2x2_then};
-use crate::norm::{LayerShape, Norm, NormConfig, Placement};
-use crate::rng::Rng;
+use crate::norm::{LayerShape, Norm, Placement};
 
 /// The CNN's own setting: `model.channels`.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,31 +118,17 @@ pub struct Cnn {
 }
 
 impl Cnn {
-    /// The CNN `config` describes, with weights drawn from `rng` layer by layer.
-    pub fn new(
-        config: &CnnConfig,
-        spec: NetSpec,
-        norm: &NormConfig,
-        steps: u64,
-        init: &WeightInit,
-        rng: &mut Rng,
-        device: &Device,
-    ) -> Self {
-        // The conv feeding a normalisation placed before g has no bias: its β subsumes it.
-        let hidden_bias = !norm.subsumes_bias();
-        let norms = config
-            .channels
-            .iter()
-            .filter_map(|&w| Norm::new(norm, w, steps, device))
-            .collect();
+    /// The CNN `config` describes, its layers from `build`, input to output.
+    pub fn new(config: &CnnConfig, spec: NetSpec, build: &mut LayerBuilder) -> Self {
+        let norms = build.norms(&config.channels);
         let mut convs = Vec::new();
         let (mut ch, mut side) = (spec.in_channels, spec.side);
         for &w in &config.channels {
-            convs.push(init.conv(ConvShape::same3x3(ch, w), hidden_bias, rng, device));
+            convs.push(build.conv(ConvShape::same3x3(ch, w), build.hidden_bias()));
             ch = w;
             side /= 2;
         }
-        let output = init.linear(ch * side * side, CLASSES, true, rng, device);
+        let output = build.linear(ch * side * side, CLASSES, true);
         Self {
             convs,
             norms,
@@ -160,48 +144,33 @@ impl Cnn {
 
     /// Logits, with max-pooling before g where that is the same function: normalisation before
     /// g (or none) and no dropout ([`Cnn::pool_first`]); op by op otherwise.
-    pub fn forward(
-        &self,
-        x: Tensor<2>,
-        mode: Mode,
-        mut trace: Option<&mut Trace>,
-    ) -> Result<Tensor<2>> {
-        if self.spec.placement == Some(Placement::After) || self.spec.dropout_seed(mode).is_some() {
-            return self.forward_reference(x, mode, trace);
+    pub fn forward(&self, x: Tensor<2>, mut pass: Pass) -> Result<Tensor<2>> {
+        let after = self.spec.placement == Some(Placement::After);
+        if after || self.spec.dropout_seed(pass.mode).is_some() {
+            return self.forward_reference(x, pass);
         }
         let mut h = self.spec.image_batch(x);
         for i in 0..self.convs.len() {
             let z = self.conv(i, h);
-            h = self.pool_first(i, z, mode, trace.as_deref_mut())?;
+            h = self.pool_first(i, z, pass.layer())?;
         }
         Ok(self.output.forward(h.flatten(1, 3)))
     }
 
     /// The same function op by op: each block's convolution, its hidden block, then
     /// max-pooling; then the output layer through Burn's `Linear`.
-    pub fn forward_reference(
-        &self,
-        x: Tensor<2>,
-        mode: Mode,
-        mut trace: Option<&mut Trace>,
-    ) -> Result<Tensor<2>> {
+    pub fn forward_reference(&self, x: Tensor<2>, mut pass: Pass) -> Result<Tensor<2>> {
         let mut h = self.spec.image_batch(x);
         for i in 0..self.convs.len() {
             let z = self.conv(i, h);
-            let a = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
+            let a = self.hidden_block(i, z, pass.layer())?;
             h = max_pool2x2(a);
         }
         Ok(self.output.forward(h.flatten(1, 3)))
     }
 
-    fn hidden_block(
-        &self,
-        i: usize,
-        z: Tensor<4>,
-        mode: Mode,
-        trace: Option<&mut Trace>,
-    ) -> Result<Tensor<4>> {
-        self.spec.hidden_block(self.norms.get(i), i, z, mode, trace)
+    fn hidden_block(&self, i: usize, z: Tensor<4>, pass: Pass) -> Result<Tensor<4>> {
+        self.spec.hidden_block(self.norms.get(i), i, z, pass)
     }
 
     /// Block `i`'s 3×3 convolution (padding 1) with its bias, if any.
@@ -223,34 +192,21 @@ impl Cnn {
     /// the normalisation, then max-pooling with g applied after it. Pooling commutes with every
     /// g bn-exp offers (all are non-decreasing), so this is the same function as g, then
     /// pooling, on a quarter of the values ([`max_pool2x2_then`]).
-    fn pool_first(
-        &self,
-        i: usize,
-        z: Tensor<4>,
-        mode: Mode,
-        trace: Option<&mut Trace>,
-    ) -> Result<Tensor<4>> {
+    fn pool_first(&self, i: usize, z: Tensor<4>, pass: Pass) -> Result<Tensor<4>> {
+        let mode = pass.mode;
         let (pre, stats) = match (self.spec.placement, self.norms.get(i)) {
             (Some(Placement::Before), Some(norm)) => norm.forward_with_stats(z, mode.bn_mode())?,
             _ => (z, None),
         };
         let pre = self.spec.noise(i, pre, mode);
-        if let Some(trace) = trace {
-            record_trace(trace, &pre, stats);
-        }
+        pass.record(&pre, stats);
         Ok(max_pool2x2_then(pre, self.spec.kernel_act()))
     }
 
     /// The weight layers as Santurkar et al.'s ICS measure sees them, input to output.
     pub fn weight_layers(&self) -> Vec<WeightLayer> {
-        let mut layers: Vec<WeightLayer> = (0..self.convs.len())
-            .map(|i| {
-                let conv = &self.convs[i];
-                hidden_weight_layer(i, conv.weight.id, conv, self.norms.get(i))
-            })
-            .collect();
-        layers.push(output_weight_layer(&self.output));
-        layers
+        let weight = |conv: &Conv2d| conv.weight.id;
+        weight_layers(&self.convs, weight, &self.norms, &self.output)
     }
 
     /// The data-dependent initialisation on the batch `x` (see `Net::with_data_init`), block by
@@ -264,14 +220,11 @@ impl Cnn {
                 let t = conv3x3(h.clone(), unit, None);
                 let [n, c, hh, ww] = t.dims();
                 let per_channel = t.swap_dims(0, 1).reshape([c, n * hh * ww]);
-                let (norm, b) = self.norms[i].clone().with_data_init(per_channel);
-                self.norms[i] = norm;
-                if let Some(bias) = self.convs[i].bias.as_mut() {
-                    *bias = Param::from_tensor(b);
-                }
+                let bias = self.convs[i].bias.as_mut();
+                take_data_init(&mut self.norms[i], bias, per_channel);
             }
             let z = self.conv(i, h);
-            let a = self.hidden_block(i, z, Mode::PROBE, None)?;
+            let a = self.hidden_block(i, z, Pass::PROBE)?;
             h = max_pool2x2(a).detach();
         }
         Ok(self)

@@ -11,18 +11,16 @@
 //! layer's output. A linear classifier ends the net.
 
 use anyhow::Result;
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use super::block::{
-    CLASSES, Mode, NetSpec, Trace, WeightInit, WeightLayer, hidden_weight_layer,
-    output_weight_layer, record_trace,
+    CLASSES, LayerBuilder, Mode, NetSpec, Pass, WeightLayer, take_data_init, weight_layers,
 };
 use super::geometry::{Architecture, Compute, ImageShape, NetSize, check_widths};
 use crate::kernels::{Act, dense};
-use crate::norm::{FusedNorm, InferenceStats, LayerShape, Norm, NormConfig, Placement};
-use crate::rng::Rng;
+use crate::norm::{BatchStats, FusedNorm, InferenceStats, LayerShape, Norm, Placement};
 
 /// The MLP's own setting: `model.hidden`.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,30 +102,16 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// The MLP `config` describes, with weights drawn from `rng` layer by layer.
-    pub fn new(
-        config: &MlpConfig,
-        spec: NetSpec,
-        norm: &NormConfig,
-        steps: u64,
-        init: &WeightInit,
-        rng: &mut Rng,
-        device: &Device,
-    ) -> Self {
-        // The layer feeding a normalisation placed before g has no bias: its β subsumes it.
-        let hidden_bias = !norm.subsumes_bias();
-        let norms = config
-            .hidden
-            .iter()
-            .filter_map(|&w| Norm::new(norm, w, steps, device))
-            .collect();
+    /// The MLP `config` describes, its layers from `build`, input to output.
+    pub fn new(config: &MlpConfig, spec: NetSpec, build: &mut LayerBuilder) -> Self {
+        let norms = build.norms(&config.hidden);
         let mut linears = Vec::new();
         let mut fan_in = spec.in_channels * spec.side * spec.side;
         for &w in &config.hidden {
-            linears.push(init.linear(fan_in, w, hidden_bias, rng, device));
+            linears.push(build.linear(fan_in, w, build.hidden_bias()));
             fan_in = w;
         }
-        let output = init.linear(fan_in, CLASSES, true, rng, device);
+        let output = build.linear(fan_in, CLASSES, true);
         Self {
             linears,
             norms,
@@ -145,55 +129,39 @@ impl Mlp {
     /// - in training, each hidden layer as one fused op ([`Mlp::dense_block_train`]);
     /// - in inference with fixed statistics and normalisation before g (or none), the
     ///   normalisation folded into the weights ([`Mlp::dense_block_infer`]).
-    pub fn forward(
-        &self,
-        x: Tensor<2>,
-        mode: Mode,
-        mut trace: Option<&mut Trace>,
-    ) -> Result<Tensor<2>> {
-        if matches!(mode, Mode::Train { .. }) {
+    pub fn forward(&self, x: Tensor<2>, mut pass: Pass) -> Result<Tensor<2>> {
+        if matches!(pass.mode, Mode::Train { .. }) {
             let mut h = x;
             for i in 0..self.linears.len() {
-                h = self.dense_block_train(i, h, mode, trace.as_deref_mut())?;
+                h = self.dense_block_train(i, h, pass.layer())?;
             }
             return Ok(self.classify_fused(h));
         }
-        match self.folded_inference_stats(mode) {
+        match self.folded_inference_stats(pass.mode) {
             Some(stats) => {
                 let mut h = x;
                 for i in 0..self.linears.len() {
-                    h = self.dense_block_infer(i, h, stats, trace.as_deref_mut());
+                    h = self.dense_block_infer(i, h, stats, pass.layer());
                 }
                 Ok(self.classify_fused(h))
             }
-            None => self.forward_reference(x, mode, trace),
+            None => self.forward_reference(x, pass),
         }
     }
 
     /// The same function op by op: each layer's linear map, then the hidden block, then the
     /// output layer through Burn's `Linear`.
-    pub fn forward_reference(
-        &self,
-        x: Tensor<2>,
-        mode: Mode,
-        mut trace: Option<&mut Trace>,
-    ) -> Result<Tensor<2>> {
+    pub fn forward_reference(&self, x: Tensor<2>, mut pass: Pass) -> Result<Tensor<2>> {
         let mut h = x;
         for i in 0..self.linears.len() {
             let z = self.linear_map(i, h);
-            h = self.hidden_block(i, z, mode, trace.as_deref_mut())?;
+            h = self.hidden_block(i, z, pass.layer())?;
         }
         Ok(self.output.forward(h))
     }
 
-    fn hidden_block(
-        &self,
-        i: usize,
-        z: Tensor<2>,
-        mode: Mode,
-        trace: Option<&mut Trace>,
-    ) -> Result<Tensor<2>> {
-        self.spec.hidden_block(self.norms.get(i), i, z, mode, trace)
+    fn hidden_block(&self, i: usize, z: Tensor<2>, pass: Pass) -> Result<Tensor<2>> {
+        self.spec.hidden_block(self.norms.get(i), i, z, pass)
     }
 
     /// The weight `[in, out]` hidden layer `i` computes with (Weight Norm's g·v/‖v‖, or its
@@ -226,19 +194,14 @@ impl Mlp {
     /// normalisation where it sits before g and the kernel can apply it (BN with batch
     /// statistics, [`Norm::fused_dense_parts`]), and g. Numerically the same computation as
     /// [`Mlp::hidden_block`] after the linear map, in fewer graph nodes.
-    fn dense_block_train(
-        &self,
-        i: usize,
-        x: Tensor<2>,
-        mode: Mode,
-        trace: Option<&mut Trace>,
-    ) -> Result<Tensor<2>> {
+    fn dense_block_train(&self, i: usize, x: Tensor<2>, pass: Pass) -> Result<Tensor<2>> {
+        let mode = pass.mode;
         let w = self.linear_weight(i);
         let b = self.linears[i].bias.as_ref().map(|b| b.val());
         if self.spec.draws_noise(mode) {
             // The noise sits between the normalisation and g, where the fused op has no seam.
             let z = dense(x, w, b, None, Act::Identity).output;
-            return self.hidden_block(i, z, mode, trace);
+            return self.hidden_block(i, z, pass);
         }
         let act = self.spec.kernel_act();
         let (pre, a, stats) = match (self.spec.placement, self.norms.get(i)) {
@@ -249,12 +212,17 @@ impl Mlp {
                 }
                 FusedNorm::Unsupported => {
                     let z = dense(x, w, b, None, Act::Identity).output;
-                    return self.hidden_block(i, z, mode, trace);
+                    return self.hidden_block(i, z, pass);
                 }
                 FusedNorm::Batch(bn) => {
                     let count = bn.check(&[x.dims()[0], w.dims()[1]])?;
                     let out = dense(x, w, b, Some(bn.parts()), act);
-                    let stats = bn.absorb(out.mean, out.variance, count, mode.bn_mode());
+                    let batch = BatchStats {
+                        mean: out.mean,
+                        biased_var: out.variance,
+                        count,
+                    };
+                    let stats = bn.absorb(batch, mode.bn_mode());
                     (out.pre, out.output, Some(stats))
                 }
             },
@@ -268,7 +236,7 @@ impl Mlp {
                 (out.pre, out.output, None)
             }
         };
-        self.spec.finish_block(i, pre, a, stats, mode, trace)
+        self.spec.finish_block(i, pre, a, stats, pass)
     }
 
     /// Hidden layer `i` in inference with fixed statistics, as one fused op. A normalisation
@@ -281,7 +249,7 @@ impl Mlp {
         i: usize,
         x: Tensor<2>,
         stats: InferenceStats,
-        trace: Option<&mut Trace>,
+        pass: Pass,
     ) -> Tensor<2> {
         let w = self.linear_weight(i);
         let b = self.linears[i].bias.as_ref().map(|b| b.val());
@@ -301,9 +269,7 @@ impl Mlp {
             None => (w, b),
         };
         let out = dense(x, w, b, None, self.spec.kernel_act());
-        if let Some(trace) = trace {
-            record_trace(trace, &out.pre, None);
-        }
+        pass.record(&out.pre, None);
         out.output
     }
 
@@ -325,14 +291,8 @@ impl Mlp {
 
     /// The weight layers as Santurkar et al.'s ICS measure sees them, input to output.
     pub fn weight_layers(&self) -> Vec<WeightLayer> {
-        let mut layers: Vec<WeightLayer> = (0..self.linears.len())
-            .map(|i| {
-                let linear = &self.linears[i];
-                hidden_weight_layer(i, linear.weight.id, linear, self.norms.get(i))
-            })
-            .collect();
-        layers.push(output_weight_layer(&self.output));
-        layers
+        let weight = |linear: &Linear| linear.weight.id;
+        weight_layers(&self.linears, weight, &self.norms, &self.output)
     }
 
     /// The data-dependent initialisation on the batch `x` (see `Net::with_data_init`), layer
@@ -343,14 +303,11 @@ impl Mlp {
             let v = self.linears[i].weight.val().detach();
             if let Some(unit) = self.norms.get(i).and_then(|n| n.data_init_linear(v)) {
                 let t = h.clone().matmul(unit);
-                let (norm, b) = self.norms[i].clone().with_data_init(t.swap_dims(0, 1));
-                self.norms[i] = norm;
-                if let Some(bias) = self.linears[i].bias.as_mut() {
-                    *bias = Param::from_tensor(b);
-                }
+                let bias = self.linears[i].bias.as_mut();
+                take_data_init(&mut self.norms[i], bias, t.swap_dims(0, 1));
             }
             let z = self.linear_map(i, h);
-            h = self.hidden_block(i, z, Mode::PROBE, None)?.detach();
+            h = self.hidden_block(i, z, Pass::PROBE)?.detach();
         }
         Ok(self)
     }

@@ -56,7 +56,8 @@ use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::ghost::{GroupedOutput, check_stats_batch, normalise_in_groups, tile};
+use super::affine::affine_accessors;
+use super::ghost::{BatchStats, GroupedOutput, check_stats_batch, normalise_in_groups, tile};
 use crate::kernels::batch_norm_train_fused;
 use crate::tensor::tensor_to_f64;
 
@@ -98,6 +99,15 @@ pub enum BnMode {
     Inference(InferenceStats),
 }
 
+impl BnMode {
+    /// Whether the moving averages absorb this batch: only in a real training step.
+    pub fn updates_running(self) -> bool {
+        self == BnMode::Train {
+            update_running: true,
+        }
+    }
+}
+
 /// What can go wrong in a BN forward pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BnError {
@@ -130,15 +140,6 @@ impl std::fmt::Display for BnError {
 }
 
 impl std::error::Error for BnError {}
-
-/// Per-channel statistics of one training mini-batch: μ_B and the biased σ²_B, plus m.
-#[derive(Debug, Clone)]
-pub struct BatchStats {
-    pub mean: Tensor<1>,
-    pub biased_var: Tensor<1>,
-    /// Values per channel the statistics were taken over (N, or N·H·W).
-    pub count: usize,
-}
 
 /// Our BatchNorm layer. See the module documentation for the formulas and conventions.
 #[derive(Module, Debug)]
@@ -203,14 +204,6 @@ impl BatchNorm {
         })
     }
 
-    /// The same layer with γ and β set (fresh trainable parameters): for tests against
-    /// reference vectors, which start from given values.
-    pub fn with_affine(mut self, gamma: Tensor<1>, beta: Tensor<1>) -> Self {
-        self.gamma = Param::from_tensor(gamma);
-        self.beta = Param::from_tensor(beta);
-        self
-    }
-
     /// The same layer with its moving averages set to (mean, var), and its population
     /// statistics to 0 and 1 in their dtype: for tests against reference vectors, which start
     /// from given statistics.
@@ -222,20 +215,7 @@ impl BatchNorm {
         self
     }
 
-    /// Number of channels C.
-    pub fn channels(&self) -> usize {
-        self.gamma.val().dims()[0]
-    }
-
-    /// γ, as the forward pass uses it (its gradient is γ's).
-    pub fn gamma(&self) -> Tensor<1> {
-        self.gamma.val()
-    }
-
-    /// β, as the forward pass uses it.
-    pub fn beta(&self) -> Tensor<1> {
-        self.beta.val()
-    }
+    affine_accessors!();
 
     /// ε inside the square root.
     pub fn eps(&self) -> f64 {
@@ -278,7 +258,7 @@ impl BatchNorm {
             BnMode::Train { .. } => {
                 self.check_train_batch(&x.dims())?;
                 let out = self.normalise_batch(x);
-                let stats = self.absorb_batch(out.mean, out.variance, out.count, mode);
+                let stats = self.absorb_batch(out.stats, mode);
                 Ok((out.output, Some(stats)))
             }
             BnMode::Inference(InferenceStats::Batch) => {
@@ -338,23 +318,9 @@ impl BatchNorm {
     /// Take the batch statistics a fused op computed with this layer's γ and β, exactly as
     /// [`BatchNorm::forward_with_stats`] does with its own: the moving averages absorb them
     /// when `mode` is `Train { update_running: true }`.
-    pub fn absorb_batch(
-        &self,
-        mean: Tensor<1>,
-        biased_var: Tensor<1>,
-        count: usize,
-        mode: BnMode,
-    ) -> BatchStats {
-        let stats = BatchStats {
-            mean: mean.detach(),
-            biased_var: biased_var.detach(),
-            count,
-        };
-        if mode
-            == (BnMode::Train {
-                update_running: true,
-            })
-        {
+    pub fn absorb_batch(&self, stats: BatchStats, mode: BnMode) -> BatchStats {
+        let stats = stats.detach();
+        if mode.updates_running() {
             self.update_running(&stats);
         }
         stats

@@ -388,13 +388,14 @@ impl TryFrom<NormKeys> for NormConfig {
                 return Err(foreign_key_message(key, &default, kinds, kind));
             }
         }
+        let bn = BatchConfig {
+            stats_batch: keys.stats_batch,
+        };
         let layer = match kind {
             NormKind::None => LayerConfig::None,
-            NormKind::Batch => LayerConfig::Batch(BatchConfig {
-                stats_batch: keys.stats_batch,
-            }),
+            NormKind::Batch => LayerConfig::Batch(bn),
             NormKind::Renorm => LayerConfig::Renorm(RenormConfig {
-                stats_batch: keys.stats_batch,
+                bn,
                 schedule: keys.renorm,
             }),
             NormKind::Layer => LayerConfig::Layer,
@@ -454,7 +455,7 @@ impl From<NormConfig> for NormKeys {
             LayerConfig::None | LayerConfig::Layer => {}
             LayerConfig::Batch(bn) => keys.stats_batch = bn.stats_batch,
             LayerConfig::Renorm(brn) => {
-                keys.stats_batch = brn.stats_batch;
+                keys.stats_batch = brn.bn.stats_batch;
                 keys.renorm = brn.schedule;
             }
             LayerConfig::Group(gn) => keys.groups = gn.groups,

@@ -107,14 +107,33 @@ pub fn mean_over_groups(v: Tensor<1>, groups: usize) -> Tensor<1> {
     v.reshape([groups, c]).mean_dim(0).reshape([c])
 }
 
+/// Per-channel statistics of one training mini-batch: μ_B and the biased σ²_B, plus m.
+#[derive(Debug, Clone)]
+pub struct BatchStats {
+    pub mean: Tensor<1>,
+    pub biased_var: Tensor<1>,
+    /// Values per channel the statistics were taken over (N, or N·H·W).
+    pub count: usize,
+}
+
+impl BatchStats {
+    /// The same statistics outside the autodiff graph, as the running averages and the
+    /// population pass take them.
+    pub fn detach(self) -> Self {
+        Self {
+            mean: self.mean.detach(),
+            biased_var: self.biased_var.detach(),
+            count: self.count,
+        }
+    }
+}
+
 /// A training batch normalised per statistics group, with the statistics the running averages
 /// absorb: the per-channel mean over groups of each group's μ_B and biased σ²_B, and m, the
 /// values per channel in one group (k, or k·H·W).
 pub struct GroupedOutput<const D: usize> {
     pub output: Tensor<D>,
-    pub mean: Tensor<1>,
-    pub variance: Tensor<1>,
-    pub count: usize,
+    pub stats: BatchStats,
 }
 
 /// Normalise `x` (`[N, C, …]`) in statistics groups of `k` examples. `normalise` is a
@@ -133,18 +152,22 @@ pub fn normalise_in_groups<const D: usize>(
             let out = normalise(x, 1);
             GroupedOutput {
                 output: out.output,
-                mean: out.mean,
-                variance: out.variance,
-                count: n * inner,
+                stats: BatchStats {
+                    mean: out.mean,
+                    biased_var: out.variance,
+                    count: n * inner,
+                },
             }
         }
         Split::Groups { k, groups } => {
             let out = normalise(to_groups(x, k), groups);
             GroupedOutput {
                 output: from_groups(out.output, k, c),
-                mean: mean_over_groups(out.mean, groups),
-                variance: mean_over_groups(out.variance, groups),
-                count: k * inner,
+                stats: BatchStats {
+                    mean: mean_over_groups(out.mean, groups),
+                    biased_var: mean_over_groups(out.variance, groups),
+                    count: k * inner,
+                },
             }
         }
         Split::HeadAndRest { k, head } => {

@@ -32,6 +32,7 @@ use anyhow::{Result, ensure};
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorCreationOptions};
 
+use super::affine::affine_accessors;
 use super::batch::{BnError, check_channels};
 use super::shape::LayerShape;
 use crate::kernels::batch_norm_train_fused;
@@ -105,27 +106,7 @@ impl GroupNorm {
         }
     }
 
-    /// The same layer with γ and β set (fresh trainable parameters), for tests.
-    pub fn with_affine(mut self, gamma: Tensor<1>, beta: Tensor<1>) -> Self {
-        self.gamma = Param::from_tensor(gamma);
-        self.beta = Param::from_tensor(beta);
-        self
-    }
-
-    /// Number of channels C.
-    pub fn channels(&self) -> usize {
-        self.gamma.val().dims()[0]
-    }
-
-    /// γ, as the forward pass uses it.
-    pub fn gamma(&self) -> Tensor<1> {
-        self.gamma.val()
-    }
-
-    /// β, as the forward pass uses it.
-    pub fn beta(&self) -> Tensor<1> {
-        self.beta.val()
-    }
+    affine_accessors!();
 
     /// Normalise `x` (`[N, C]` or `[N, C, H, W]`), the same in training and inference.
     ///

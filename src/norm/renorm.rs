@@ -34,26 +34,26 @@ use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorCreationOptions, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::affine::affine_accessors;
 use super::batch::{
-    BatchStats, BnError, BnMode, InferenceStats, apply_per_channel, blend_running, check_channels,
+    BatchConfig, BnError, BnMode, InferenceStats, apply_per_channel, blend_running, check_channels,
     check_train_channels, store_running,
 };
-use super::ghost::{GroupedOutput, check_stats_batch, normalise_in_groups, tile};
+use super::ghost::{BatchStats, GroupedOutput, normalise_in_groups, tile};
 use crate::kernels::{FusedOutput, batch_norm_train_fused};
 use crate::tensor::tensor_to_f64;
 
-/// Batch Renorm's own settings in a config: `norm.stats_batch` (as BN's) and `norm.renorm`.
+/// Batch Renorm's own settings in a config: BN's (`norm.stats_batch`) and `norm.renorm`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RenormConfig {
-    /// Examples per statistics group in training ([`super::ghost`]); `None`: the whole batch.
-    pub stats_batch: Option<usize>,
+    pub bn: BatchConfig,
     pub schedule: RenormSchedule,
 }
 
 impl RenormConfig {
     /// The statistics batch against the training batch, and the limits and their schedule.
     pub fn check(&self, batch_size: usize) -> Result<()> {
-        check_stats_batch(self.stats_batch, batch_size)?;
+        self.bn.check(batch_size)?;
         self.schedule.check()
     }
 }
@@ -227,13 +227,6 @@ impl BatchRenorm {
         self
     }
 
-    /// The same layer with γ and β set (fresh trainable parameters), for tests.
-    pub fn with_affine(mut self, gamma: Tensor<1>, beta: Tensor<1>) -> Self {
-        self.gamma = Param::from_tensor(gamma);
-        self.beta = Param::from_tensor(beta);
-        self
-    }
-
     /// The same layer with its moving averages set to (μ, σ), and its population statistics
     /// to 0 and 1 in their dtype, for tests.
     pub fn with_running(mut self, mean: Tensor<1>, std: Tensor<1>) -> Self {
@@ -244,20 +237,7 @@ impl BatchRenorm {
         self
     }
 
-    /// Number of channels C.
-    pub fn channels(&self) -> usize {
-        self.gamma.val().dims()[0]
-    }
-
-    /// γ, as the forward pass uses it.
-    pub fn gamma(&self) -> Tensor<1> {
-        self.gamma.val()
-    }
-
-    /// β, as the forward pass uses it.
-    pub fn beta(&self) -> Tensor<1> {
-        self.beta.val()
-    }
+    affine_accessors!();
 
     /// The moving average μ of μ_B.
     pub fn running_mean(&self) -> Tensor<1> {
@@ -305,11 +285,7 @@ impl BatchRenorm {
             BnMode::Train { update_running } => {
                 check_train_channels(&x.dims(), self.channels())?;
                 let out = self.normalise_batch(x);
-                let stats = BatchStats {
-                    mean: out.mean.detach(),
-                    biased_var: out.variance.detach(),
-                    count: out.count,
-                };
+                let stats = out.stats.detach();
                 if update_running {
                     self.update_running(&stats);
                 }

@@ -31,9 +31,8 @@
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor};
 
-use super::batch::{
-    BatchStats, BnError, BnMode, InferenceStats, blend_running, check_channels, store_running,
-};
+use super::batch::{BnError, BnMode, InferenceStats, blend_running, check_channels, store_running};
+use super::ghost::BatchStats;
 use crate::kernels::{center_columns, weight_norm_columns};
 use crate::tensor::leaf;
 
@@ -242,11 +241,7 @@ impl MeanOnlyBn {
                     biased_var: mean.detach().zeros_like(),
                     count,
                 };
-                if mode
-                    == (BnMode::Train {
-                        update_running: true,
-                    })
-                {
+                if mode.updates_running() {
                     self.update_running(&stats.mean);
                 }
                 let stats = matches!(mode, BnMode::Train { .. }).then_some(stats);

@@ -21,7 +21,7 @@ use super::set::{Diagnostics, PlotSet};
 use super::style::{
     AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, MUTED_TEXT,
     PANEL_TITLE_SIZE, TICK_SIZE, draw_legend, even_size, format_steps, format_tick, legend_height,
-    padded_range, titled_with_legend,
+    legend_with_markers, padded_range, titled_with_legend,
 };
 use crate::run::EvalRecord;
 
@@ -124,33 +124,25 @@ fn divergence_mark(run: &Run) -> Option<(f64, Option<f64>, Option<f64>)> {
 
 impl ConvergenceFigure {
     fn legend(&self) -> Vec<LegendEntry> {
-        let mut entries: Vec<LegendEntry> = self
-            .curves
-            .iter()
-            .map(|c| {
-                let seeds = if c.seeds == 1 { "seed" } else { "seeds" };
-                LegendEntry::new(
-                    format!("{} ({} {seeds})", c.label, c.seeds),
-                    c.colour,
-                    LegendKey::Line,
-                )
-            })
-            .collect();
-        if self.curves.iter().any(|c| c.seeds > 1) {
-            entries.push(LegendEntry::new(
-                "±1 std across seeds",
-                MARKER_GREY,
-                LegendKey::Band,
-            ));
-        }
-        if self.curves.iter().any(|c| !c.divergences.is_empty()) {
-            entries.push(LegendEntry::new(
+        let curves = self.curves.iter().map(|c| {
+            let seeds = if c.seeds == 1 { "seed" } else { "seeds" };
+            LegendEntry::new(
+                format!("{} ({} {seeds})", c.label, c.seeds),
+                c.colour,
+                LegendKey::Line,
+            )
+        });
+        let spread = self.curves.iter().any(|c| c.seeds > 1);
+        let diverged = self.curves.iter().any(|c| !c.divergences.is_empty());
+        let markers = [
+            (spread, "±1 std across seeds", LegendKey::Band),
+            (
+                diverged,
                 "a seed diverged here (dropped from then on)",
-                MARKER_GREY,
                 LegendKey::Cross,
-            ));
-        }
-        entries
+            ),
+        ];
+        legend_with_markers(curves, &markers)
     }
 
     fn draw_accuracy<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>
@@ -186,7 +178,7 @@ impl ConvergenceFigure {
 
     /// One convergence panel: axes, then per group a ±1 std band, the mean line, and a cross
     /// where a seed diverged. `stats` picks the curve, `mark` the divergence's value on it.
-    fn draw_panel<DB, Y>(
+    fn draw_panel<DB, Y: FloatAxis>(
         &self,
         area: &DrawingArea<DB, Shift>,
         panel: &Panel,
@@ -197,8 +189,6 @@ impl ConvergenceFigure {
     where
         DB: DrawingBackend,
         DB::ErrorType: 'static,
-        Y: AsRangedCoord<Value = f64>,
-        Y::CoordDescType: ValueFormatter<f64>,
     {
         let (lo, hi) = (panel.lo, panel.hi);
         let steps = self
@@ -206,7 +196,14 @@ impl ConvergenceFigure {
             .iter()
             .flat_map(|c| c.accuracy.iter().chain(&c.loss));
         let x_max = max_step(steps.map(|s| s.step));
-        let mut chart = steps_chart(area, panel.title, Some(panel.y_desc), x_max, y_range)?;
+        let mut chart = steps_chart(
+            area,
+            panel.title,
+            Some(panel.y_desc),
+            x_max,
+            y_range,
+            PanelSize::FULL,
+        )?;
         for c in &self.curves {
             if let Some(band) = std_band(stats(c), lo, hi) {
                 chart.draw_series(std::iter::once(Polygon::new(
@@ -275,36 +272,92 @@ pub(super) fn max_step(steps: impl IntoIterator<Item = f64>) -> f64 {
     steps.into_iter().fold(0.0, f64::max).max(1.0)
 }
 
-/// Axes for one full-size panel against training steps, from step 0 to `x_max`: the caption,
-/// step ticks along x and `y` (described by `y_desc`, if given) along y.
-pub(super) fn steps_chart<'a, DB, Y>(
+/// A y axis of plain floats with readable ticks: what every panel against training steps plots
+/// along y, a linear range or a log one.
+pub(super) trait FloatAxis:
+    AsRangedCoord<Value = f64, CoordDescType: ValueFormatter<f64>>
+{
+}
+
+impl<Y> FloatAxis for Y
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+}
+
+/// The sizes a panel against training steps is drawn at: text sizes in pixels, margins, the
+/// room for the tick labels, and how many ticks each axis gets.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PanelSize {
+    title: u32,
+    tick: u32,
+    axis_desc: u32,
+    margin: u32,
+    margin_right: u32,
+    x_label_area: u32,
+    y_label_area: u32,
+    x_labels: usize,
+    y_labels: usize,
+}
+
+impl PanelSize {
+    /// A panel of its own, or one of two side by side (the convergence figure).
+    pub(super) const FULL: PanelSize = PanelSize {
+        title: PANEL_TITLE_SIZE,
+        tick: TICK_SIZE,
+        axis_desc: AXIS_DESC_SIZE,
+        margin: 14,
+        margin_right: 28,
+        x_label_area: 56,
+        y_label_area: 72,
+        x_labels: 6,
+        y_labels: 8,
+    };
+
+    /// One panel of a grid of several (the measures figure): smaller text, fewer ticks.
+    pub(super) const SMALL: PanelSize = PanelSize {
+        title: PANEL_TITLE_SIZE - 4,
+        tick: TICK_SIZE - 2,
+        axis_desc: AXIS_DESC_SIZE - 4,
+        margin: 10,
+        margin_right: 20,
+        x_label_area: 44,
+        y_label_area: 64,
+        x_labels: 5,
+        y_labels: 6,
+    };
+}
+
+/// Axes for one panel against training steps, from step 0 to `x_max`, drawn at `size`: the
+/// caption, step ticks along x and `y` (described by `y_desc`, if given) along y.
+pub(super) fn steps_chart<'a, DB, Y: FloatAxis>(
     area: &'a DrawingArea<DB, Shift>,
     title: &str,
     y_desc: Option<&str>,
     x_max: f64,
     y: Y,
+    size: PanelSize,
 ) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y::CoordDescType>>>
 where
     DB: DrawingBackend,
     DB::ErrorType: 'static,
-    Y: AsRangedCoord<Value = f64>,
-    Y::CoordDescType: ValueFormatter<f64>,
 {
     let mut chart = ChartBuilder::on(area)
-        .caption(title, (FONT, PANEL_TITLE_SIZE))
-        .margin(14)
-        .margin_right(28)
-        .x_label_area_size(56)
-        .y_label_area_size(72)
+        .caption(title, (FONT, size.title))
+        .margin(size.margin)
+        .margin_right(size.margin_right)
+        .x_label_area_size(size.x_label_area)
+        .y_label_area_size(size.y_label_area)
         .build_cartesian_2d(0.0..x_max, y)?;
     let mut mesh = chart.configure_mesh();
     mesh.x_desc("training steps")
-        .x_labels(6)
-        .y_labels(8)
+        .x_labels(size.x_labels)
+        .y_labels(size.y_labels)
         .x_label_formatter(&|x| format_steps(*x))
         .y_label_formatter(&|y| format_tick(*y))
-        .label_style((FONT, TICK_SIZE))
-        .axis_desc_style((FONT, AXIS_DESC_SIZE));
+        .label_style((FONT, size.tick))
+        .axis_desc_style((FONT, size.axis_desc));
     if let Some(desc) = y_desc {
         mesh.y_desc(desc);
     }

@@ -15,18 +15,17 @@
 
 use anyhow::Result;
 use plotters::coord::Shift;
-use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
 use super::figures::{
-    FIGURE_WIDTH, draw_note, has_spread, join_nonempty, log_range, max_step, std_band, steps_chart,
+    FIGURE_WIDTH, FloatAxis, PanelSize, draw_note, has_spread, join_nonempty, log_range, max_step,
+    std_band, steps_chart,
 };
 use super::groups::{StepStat, aggregate_by_step};
 use super::load::Run;
 use super::set::{Diagnostics, PlotSet};
 use super::style::{
-    AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, PANEL_TITLE_SIZE,
-    TICK_SIZE, draw_legend, format_steps, format_tick, legend_height, padded_range,
+    Colour, Figure, LegendEntry, LegendKey, MARKER_GREY, draw_legend, legend_height, padded_range,
     titled_with_legend,
 };
 use crate::run::MeasureRecord;
@@ -287,32 +286,39 @@ impl Figure for MeasureFigures {
     where
         DB::ErrorType: 'static,
     {
+        let (title, subtitle, legend) = self.frame();
+        let (charts, legend_area) = titled_with_legend(root, title, subtitle, legend)?;
         match self {
             Self::Curves(f) => {
-                let (charts, legend_area) = titled_with_legend(
-                    root,
-                    "Optimisation measures (Santurkar et al. 2018)",
-                    &f.subtitle,
-                    &f.legend,
-                )?;
                 let areas = charts.split_evenly((rows(f.panels.len()) as usize, COLUMNS));
                 for (panel, area) in f.panels.iter().zip(&areas) {
                     draw_curves(area, panel)?;
                 }
-                draw_legend(&legend_area, &f.legend)
             }
             Self::Landscape(f) => {
-                let (charts, legend_area) = titled_with_legend(
-                    root,
-                    "The landscape along the gradient (Santurkar et al.'s Figure 4)",
-                    &f.subtitle,
-                    &f.legend,
-                )?;
                 let (left, right) = charts.split_horizontally(charts.dim_in_pixel().0 / 2);
                 draw_bands(&left, "loss L(w − η·g) over η (log)", &f.loss)?;
                 draw_bands(&right, "‖∇L(w) − ∇L(w − η·g)‖ over η (log)", &f.grad_change)?;
-                draw_legend(&legend_area, &f.legend)
             }
+        }
+        draw_legend(&legend_area, legend)
+    }
+}
+
+impl MeasureFigures {
+    /// What frames the figure's charts: its title, subtitle and legend.
+    fn frame(&self) -> (&str, &str, &[LegendEntry]) {
+        match self {
+            Self::Curves(f) => (
+                "Optimisation measures (Santurkar et al. 2018)",
+                &f.subtitle,
+                &f.legend,
+            ),
+            Self::Landscape(f) => (
+                "The landscape along the gradient (Santurkar et al.'s Figure 4)",
+                &f.subtitle,
+                &f.legend,
+            ),
         }
     }
 }
@@ -350,7 +356,7 @@ where
     }
 }
 
-fn chart_with_curves<DB, Y>(
+fn chart_with_curves<DB, Y: FloatAxis>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
     x_max: f64,
@@ -362,26 +368,8 @@ fn chart_with_curves<DB, Y>(
 where
     DB: DrawingBackend,
     DB::ErrorType: 'static,
-    Y: AsRangedCoord<Value = f64>,
-    Y::CoordDescType: ValueFormatter<f64>,
 {
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, (FONT, PANEL_TITLE_SIZE - 4))
-        .margin(10)
-        .margin_right(20)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..x_max, y)?;
-    chart
-        .configure_mesh()
-        .x_desc("training steps")
-        .x_labels(5)
-        .y_labels(6)
-        .x_label_formatter(&|x| format_steps(*x))
-        .y_label_formatter(&|y| format_tick(*y))
-        .label_style((FONT, TICK_SIZE - 2))
-        .axis_desc_style((FONT, AXIS_DESC_SIZE - 4))
-        .draw()?;
+    let mut chart = steps_chart(area, title, None, x_max, y, PanelSize::SMALL)?;
     for c in curves {
         if let Some(band) = std_band(&c.stats, lo, hi) {
             chart.draw_series(std::iter::once(Polygon::new(
@@ -411,7 +399,8 @@ where
         return draw_note(area, "no positive values");
     };
     let x_max = max_step(all().map(|s| s.step));
-    let mut chart = steps_chart(area, title, None, x_max, (lo..hi).log_scale())?;
+    let y = (lo..hi).log_scale();
+    let mut chart = steps_chart(area, title, None, x_max, y, PanelSize::FULL)?;
     let clamp = |v: f64| v.clamp(lo, hi);
     for b in bands {
         let upper = b.high.iter().map(|s| (s.step, clamp(s.mean)));

@@ -24,8 +24,9 @@ use super::groups::mean_std;
 use super::load::{Run, finite};
 use super::set::{Diagnostics, PlotSet};
 use super::style::{
-    AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, MARKER_GREY, TICK_SIZE,
-    draw_legend, format_steps, format_tick, legend_height, palette_colour, titled_with_legend,
+    AXIS_DESC_SIZE, Colour, FONT, Figure, LegendEntry, LegendKey, TICK_SIZE, draw_legend,
+    format_steps, format_tick, legend_height, legend_with_markers, palette_colour,
+    titled_with_legend,
 };
 use crate::groups::{Grouping, Leaves, run_condition};
 use crate::labels::{format_float, readable_labels};
@@ -345,37 +346,31 @@ fn dodge(i: usize, n: usize) -> f64 {
 
 impl SweepFigure {
     fn legend(&self) -> Vec<LegendEntry> {
-        let mut entries: Vec<LegendEntry> = self
-            .series
-            .iter()
-            .map(|s| {
-                if s.flat {
-                    LegendEntry::new(
-                        format!("{} (no batch statistics: flat)", s.label),
-                        s.colour,
-                        LegendKey::Line,
-                    )
-                } else {
-                    LegendEntry::new(s.label.clone(), s.colour, LegendKey::LineDot)
-                }
-            })
-            .collect();
+        let series = self.series.iter().map(|s| {
+            if s.flat {
+                LegendEntry::new(
+                    format!("{} (no batch statistics: flat)", s.label),
+                    s.colour,
+                    LegendKey::Line,
+                )
+            } else {
+                LegendEntry::new(s.label.clone(), s.colour, LegendKey::LineDot)
+            }
+        });
         let points = || self.series.iter().flat_map(|s| &s.points);
-        if points().any(|p| p.diverged > 0) {
-            entries.push(LegendEntry::new(
+        let markers = [
+            (
+                points().any(|p| p.diverged > 0),
                 "diverged (at least one seed)",
-                MARKER_GREY,
                 LegendKey::Cross,
-            ));
-        }
-        if points().any(|p| p.not_reached > 0) {
-            entries.push(LegendEntry::new(
+            ),
+            (
+                points().any(|p| p.not_reached > 0),
                 "threshold not reached (at least one seed)",
-                MARKER_GREY,
                 LegendKey::Triangle,
-            ));
-        }
-        entries
+            ),
+        ];
+        legend_with_markers(series, &markers)
     }
 
     fn x_range(&self) -> (f64, f64) {

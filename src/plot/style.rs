@@ -207,6 +207,17 @@ impl LegendEntry {
     }
 }
 
+/// A legend: the `entries` of a figure's groups or series, then a grey key for each marker in
+/// `markers` (whether the figure draws it, its label, its key) that the figure does draw.
+pub fn legend_with_markers(
+    entries: impl Iterator<Item = LegendEntry>,
+    markers: &[(bool, &str, LegendKey)],
+) -> Vec<LegendEntry> {
+    let drawn = markers.iter().filter(|(drawn, _, _)| *drawn);
+    let marker_keys = drawn.map(|&(_, label, key)| LegendEntry::new(label, MARKER_GREY, key));
+    entries.chain(marker_keys).collect()
+}
+
 const LEGEND_ROW: u32 = 30;
 const LEGEND_KEY_WIDTH: u32 = 40;
 const LEGEND_PAD: u32 = 12;

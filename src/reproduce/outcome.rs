@@ -43,13 +43,13 @@ impl StudyRuns {
         let run = self
             .records
             .iter()
-            .find(|r| matches_spec(&r.config, spec))?;
+            .find(|r| matches_spec(r.config(), spec))?;
         let group = self
             .comparison
             .as_ref()?
             .groups
             .iter()
-            .find(|g| g.runs.iter().any(|r| r.name == run.name))?;
+            .find(|g| g.runs.iter().any(|r| r.name == run.name()))?;
         Some(&group.label)
     }
 }

@@ -132,8 +132,8 @@ fn study_section(p: &PlannedStudy, runs: Option<&StudyRuns>) -> StudySection {
         .iter()
         .filter_map(|group| {
             let first = &group.runs.first()?.name;
-            let record = records.iter().find(|r| &r.name == first)?;
-            Some((record.name.clone(), record.config.clone()))
+            let record = records.iter().find(|r| &r.name() == first)?;
+            Some((record.name(), record.config().clone()))
         })
         .collect();
     StudySection {
@@ -144,7 +144,7 @@ fn study_section(p: &PlannedStudy, runs: Option<&StudyRuns>) -> StudySection {
         table,
         study_file: std::fs::read_to_string(&p.source).unwrap_or_default(),
         configs,
-        run_wall_s: records.iter().filter_map(|r| r.wall_s).sum(),
+        run_wall_s: records.iter().filter_map(|r| r.wall_s()).sum(),
     }
 }
 
@@ -187,7 +187,7 @@ fn machine(loaded: &[StudyRuns]) -> String {
     let mut backends: Vec<&str> = loaded
         .iter()
         .flat_map(|s| &s.records)
-        .filter_map(|r| crate::config::config_from_value(r.config.clone()).ok())
+        .filter_map(|r| crate::config::config_from_value(r.config().clone()).ok())
         .map(|c| c.device.backend_name())
         .collect();
     backends.sort_unstable();

@@ -293,15 +293,22 @@ fn step_of(v: &Value) -> Option<u64> {
         .filter(|s| *s <= MAX_STEP)
 }
 
+/// The lines of a JSONL file that carry a usable step, each with it, and how many did not.
+fn with_steps(lines: &[(usize, Value)]) -> (Vec<(u64, &Value)>, usize) {
+    let stepped: Vec<(u64, &Value)> = lines
+        .iter()
+        .filter_map(|(_, v)| Some((step_of(v)?, v)))
+        .collect();
+    let no_step = lines.len() - stepped.len();
+    (stepped, no_step)
+}
+
 fn read_metrics(path: &Path, notes: &mut Vec<String>) -> Vec<EvalRecord> {
     let lines = read_json_lines(path, notes, "no convergence curves for this run");
-    let mut points = Vec::with_capacity(lines.len());
-    let (mut no_step, mut no_acc, mut no_loss) = (0, 0, 0);
-    for (_, v) in &lines {
-        let Some(step) = step_of(v) else {
-            no_step += 1;
-            continue;
-        };
+    let (stepped, no_step) = with_steps(&lines);
+    let mut points = Vec::with_capacity(stepped.len());
+    let (mut no_acc, mut no_loss) = (0, 0);
+    for (step, v) in stepped {
         let record = EvalRecord {
             step,
             train_loss: finite(v.get("train_loss")),
@@ -336,13 +343,10 @@ fn read_activations(path: &Path, notes: &mut Vec<String>) -> Vec<ActivationRecor
         notes,
         "no percentile or distribution plots for this run",
     );
-    let mut points = Vec::with_capacity(lines.len());
-    let (mut no_step, mut no_tracked, mut bad_hist) = (0, 0, 0);
-    for (_, v) in &lines {
-        let Some(step) = step_of(v) else {
-            no_step += 1;
-            continue;
-        };
+    let (stepped, no_step) = with_steps(&lines);
+    let mut points = Vec::with_capacity(stepped.len());
+    let (mut no_tracked, mut bad_hist) = (0, 0);
+    for (step, v) in stepped {
         let tracked = v
             .get("tracked")
             .map_or_else(TrackedUnit::default, |t| TrackedUnit {
