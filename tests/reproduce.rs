@@ -8,7 +8,7 @@ use bn_exp::reproduce::verdict::{Better, Bootstrap, Verdict, combine, judge};
 use scraper::{Html, Selector};
 use serde_json::{Value, json};
 
-use crate::common::{bn_exp, repo, stderr};
+use crate::common::{bn_exp, list_tree, repo, stderr};
 
 const BOOT: Bootstrap = Bootstrap {
     resamples: 10_000,
@@ -336,6 +336,45 @@ fn the_expanded_interval_is_wide_for_few_seeds_and_nominal_for_many() {
     assert!(j.ci_low < 0.0 && j.p_a_better < 1.0);
 }
 
+/// Every file under `dir` with its bytes, sorted by path: what "nothing was written" compares.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    list_tree(dir)
+        .into_iter()
+        .map(|name| {
+            let bytes = std::fs::read(dir.join(&name)).unwrap_or_default();
+            (name, bytes)
+        })
+        .collect()
+}
+
+/// `--dry-run` prints the plan and writes nothing at all: not the quick mode's derived study
+/// files, not a results folder, nothing beside the claims and the studies.
+#[test]
+fn a_dry_run_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let claims = write_claims(tmp.path());
+    let before = snapshot(tmp.path());
+    for mode in ["--quick", "--full"] {
+        let out = reproduce_command(tmp.path(), &claims, &[mode, "--dry-run"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("dry run"),
+            "{mode}"
+        );
+        assert_eq!(
+            list_tree(tmp.path()),
+            before.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+            "{mode} --dry-run wrote files"
+        );
+        assert!(
+            snapshot(tmp.path()) == before,
+            "{mode} --dry-run changed a file"
+        );
+    }
+}
+
 /// A claims file that would count one seed as two, report one claim twice or ask for an
 /// unbounded bootstrap is refused, naming the file and the key, before anything trains or is
 /// written; so is a study grid that lists a seed twice.
@@ -419,5 +458,64 @@ fn a_claims_file_that_counts_twice_or_has_no_bound_is_refused_by_key() {
         "--full",
         "`grid` key `seed` lists value 1 twice",
         &study,
+    );
+}
+
+/// A full report named with `--full-report` must be one: a missing or damaged file stops a
+/// quick reproduction before it trains, naming the file. The committed one, not named, is
+/// used when it can be and warned about when it is damaged.
+#[test]
+fn a_named_full_report_must_be_readable_and_the_default_one_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let claims = write_claims(tmp.path());
+    let damaged = tmp.path().join("damaged.json");
+    std::fs::write(&damaged, "{\"claims\": [{\"id\": \"faster\"").unwrap();
+    let not_a_report = tmp.path().join("not-a-report.json");
+    std::fs::write(
+        &not_a_report,
+        "{\"claims\": [{\"id\": \"faster\", \"verdict\": 3}]}",
+    )
+    .unwrap();
+    let missing = tmp.path().join("missing.json");
+    for (file, says) in [
+        (&missing, "cannot read the full report"),
+        (&damaged, "not JSON"),
+        (&not_a_report, "claims[0].verdict is not one of"),
+    ] {
+        let out = reproduce_command(tmp.path(), &claims, &["--quick", "--dry-run"])
+            .arg("--full-report")
+            .arg(file)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", file.display());
+        assert!(
+            err.contains(says) && err.contains(&file.display().to_string()),
+            "{err}"
+        );
+    }
+    // With --full it would do nothing: refused.
+    let out = reproduce_command(tmp.path(), &claims, &["--full", "--dry-run"])
+        .arg("--full-report")
+        .arg(&damaged)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--full-report"), "{}", stderr(&out));
+
+    // The default, docs/reproduce/report.json under the working folder, damaged: a warning
+    // that names it, and the reproduction goes on.
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(work.join("docs/reproduce")).unwrap();
+    std::fs::write(work.join("docs/reproduce/report.json"), "not json").unwrap();
+    let out = reproduce_command(tmp.path(), &claims, &["--quick", "--dry-run"])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: docs/reproduce/report.json is not a report.json"),
+        "{}",
+        stderr(&out)
     );
 }
