@@ -235,7 +235,13 @@ pub struct CompareArgs {
     pub study: Option<PathBuf>,
     /// With --study: write results/<study>/plan.jsonl (one run per line, for a scheduler to
     /// run with `bn-exp run --plan FILE --index I`) instead of training.
-    #[arg(long, requires = "study")]
+    // Refused beside the flags a plan would ignore (run folders to compare, and what only a
+    // comparison uses): `requires` alone let `--plan DIR` through, and compared DIR instead.
+    #[arg(
+        long,
+        requires = "study",
+        conflicts_with_all = ["dirs", "jobs", "baseline", "thresholds", "out"]
+    )]
     pub plan: bool,
     /// With --plan: also write a scheduler file beside the plan: slurm.sh (an sbatch job
     /// array) or k8s-job.yaml (a Kubernetes indexed Job).

@@ -715,6 +715,55 @@ fn a_grid_or_zip_that_lists_a_point_twice_is_refused() {
     assert_eq!(study.runs.len(), 2);
 }
 
+/// `--plan` writes a study's plan; beside run folders (`compare --plan DIR`), or with the
+/// flags only a comparison reads, it would do nothing, and is refused rather than ignored.
+#[test]
+fn plan_without_a_study_or_with_flags_it_ignores_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let trained = common::smoke_train(&run)
+        .args(["--quiet", "--set", "steps=20", "--set", "eval_every=10"])
+        .output()
+        .unwrap();
+    assert!(trained.status.success(), "{}", describe(&trained));
+    let study = write_study(
+        tmp.path(),
+        json!({"study": "planned", "base": smoke(), "grid": {"seed": [0, 1]}}),
+    );
+    let results = tmp.path().join("results");
+    let dir = run.display().to_string();
+    let study = study.display().to_string();
+    let cases: [&[&str]; 4] = [
+        &["compare", "--plan", &dir],
+        &["compare", &dir, "--plan"],
+        &["compare", "--study", &study, "--plan", "--jobs", "2"],
+        &[
+            "compare",
+            "--study",
+            &study,
+            "--plan",
+            "--baseline",
+            "no BN",
+        ],
+    ];
+    for args in cases {
+        let o = bn_exp()
+            .args(args)
+            .arg("--results-dir")
+            .arg(&results)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", describe(&o));
+        let err = text(&o.stderr);
+        assert!(
+            err.contains("--plan") && err.contains("cannot be used"),
+            "{args:?}: {err}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?} printed: {}", text(&o.stdout));
+        assert!(!results.exists(), "{args:?} wrote {}", results.display());
+    }
+}
+
 #[test]
 fn run_configs_are_checked_with_trains_own_parser() {
     let tmp = tempfile::tempdir().unwrap();
