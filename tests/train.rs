@@ -829,6 +829,76 @@ fn each_bad_config_gets_its_own_clear_error() {
     assert!(stderr(&o).contains("cannot read config file /no/such/config.json"));
 }
 
+/// A `norm` key of another layer than `norm.kind`'s would be ignored by the layer trained, so
+/// a config file that sets one is refused by `bn-exp train --config`, naming the key, before
+/// anything is written: `norm.mean_only` belongs to Weight Norm alone, `norm.groups` to Group
+/// Norm alone.
+#[test]
+fn a_norm_key_another_layer_would_ignore_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let smoke: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("configs/smoke.json")).unwrap())
+            .unwrap();
+    let cases = [
+        (
+            serde_json::json!({"kind": "batch", "mean_only": true}),
+            "norm.mean_only",
+        ),
+        (
+            serde_json::json!({"kind": "layer", "mean_only": true}),
+            "norm.mean_only",
+        ),
+        (
+            serde_json::json!({"kind": "group", "mean_only": true}),
+            "norm.mean_only",
+        ),
+        (
+            serde_json::json!({"kind": "none", "mean_only": true}),
+            "norm.mean_only",
+        ),
+        (
+            serde_json::json!({"kind": "batch", "groups": 8}),
+            "norm.groups",
+        ),
+        (
+            serde_json::json!({"kind": "layer", "groups": 2}),
+            "norm.groups",
+        ),
+        (
+            serde_json::json!({"kind": "weight", "groups": 2}),
+            "norm.groups",
+        ),
+        (
+            serde_json::json!({"kind": "none", "groups": 2}),
+            "norm.groups",
+        ),
+    ];
+    for (i, (norm, key)) in cases.into_iter().enumerate() {
+        let mut config = smoke.clone();
+        config["norm"] = norm.clone();
+        let file = dir.path().join(format!("config-{i}.json"));
+        std::fs::write(&file, config.to_string()).unwrap();
+        let out = dir.path().join(format!("run-{i}"));
+        let o = bn_exp()
+            .args(["train", "--quiet", "--config"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(common::embedded_data())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{norm}: {err}");
+        assert!(
+            err.contains(&format!("{key} is set, but it belongs to"))
+                && err.contains(&file.display().to_string()),
+            "{norm}: {err}"
+        );
+        assert!(!out.exists(), "{norm}: the run folder was created");
+    }
+}
+
 fn smoke_config() -> Config {
     let text = std::fs::read_to_string(repo().join("configs/smoke.json")).unwrap();
     config_from_value(serde_json::from_str(&text).unwrap()).unwrap()
