@@ -384,8 +384,9 @@ fn quick_study(
 ) -> Result<Value> {
     let text = std::fs::read_to_string(source)
         .with_context(|| format!("cannot read {}", source.display()))?;
-    let mut study: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", source.display()))?;
+    // Strictly, as `compare` reads a study: a key given twice is an error, not its last value.
+    let mut study = crate::config::parse_json_strict(&text)
+        .with_context(|| format!("{} is not a valid study file", source.display()))?;
     // Inlined, found as `compare` finds it: the derived file lives in another folder.
     let (base, _) = resolve_base(study.get("base"), source)?;
     study["base"] = base;

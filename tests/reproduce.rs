@@ -459,6 +459,21 @@ fn a_claims_file_that_counts_twice_or_has_no_bound_is_refused_by_key() {
         "`grid` key `seed` lists value 1 twice",
         &study,
     );
+    // A key twice in a study quick mode derives from: refused as compare refuses it.
+    let tiny_bn = tmp.path().join("studies/tiny_bn.json");
+    let text = std::fs::read_to_string(&tiny_bn).unwrap().replacen(
+        "\"steps\":200",
+        "\"steps\":200,\"steps\":100",
+        1,
+    );
+    assert!(text.contains("\"steps\":100"), "{text}");
+    std::fs::write(&tiny_bn, text).unwrap();
+    refused(
+        "a study key twice",
+        "--quick",
+        "\"steps\" is given twice",
+        &tiny_bn,
+    );
 }
 
 /// A full report named with `--full-report` must be one: a missing or damaged file stops a
