@@ -13,7 +13,7 @@ use bn_exp::config::{DeviceKind, load_config};
 use bn_exp::data::{CATALOGUE_ENV, Catalogue, DATA_DIR_ENV, DataSource, Dataset};
 use bn_exp::fetch::{self, FetchOptions};
 use bn_exp::plot::{self, ImageFormat, PlotRequest};
-use bn_exp::reproduce::{self, Mode, ReproduceRequest};
+use bn_exp::reproduce::{self, DEFAULT_FULL_REPORT, FullReport, Mode, ReproduceRequest};
 use bn_exp::train::{self, Outcome, TrainOptions, TrainRequest};
 
 /// Exit status of `compare` when the comparison was made but some runs failed to train.
@@ -131,13 +131,10 @@ pub struct ReproduceArgs {
     /// Folder for the report [default: results/reproduce, or results/reproduce-quick].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// The full report whose verdicts a quick report is set against.
-    #[arg(
-        long,
-        default_value = "docs/reproduce/report.json",
-        value_name = "FILE"
-    )]
-    pub full_report: PathBuf,
+    /// The full report whose verdicts a quick report is set against; one named here must be
+    /// readable [default: docs/reproduce/report.json, when it is there].
+    #[arg(long, value_name = "FILE", conflicts_with = "full")]
+    pub full_report: Option<PathBuf>,
     /// Print the plan and the estimated time, and stop: nothing is trained or written.
     #[arg(long)]
     pub dry_run: bool,
@@ -237,7 +234,13 @@ pub struct CompareArgs {
     pub study: Option<PathBuf>,
     /// With --study: write results/<study>/plan.jsonl (one run per line, for a scheduler to
     /// run with `bn-exp run --plan FILE --index I`) instead of training.
-    #[arg(long, requires = "study")]
+    // Refused beside the flags a plan would ignore (run folders to compare, and what only a
+    // comparison uses): `requires` alone let `--plan DIR` through, and compared DIR instead.
+    #[arg(
+        long,
+        requires = "study",
+        conflicts_with_all = ["dirs", "jobs", "baseline", "thresholds", "out"]
+    )]
     pub plan: bool,
     /// With --plan: also write a scheduler file beside the plan: slurm.sh (an sbatch job
     /// array) or k8s-job.yaml (a Kubernetes indexed Job).
@@ -492,10 +495,16 @@ fn run_reproduce(args: &ReproduceArgs) -> Result<ExitCode> {
         data: args.data.source()?,
         jobs: args.jobs,
         out: args.out.clone(),
-        full_report: Some(args.full_report.clone()),
+        full_report: match &args.full_report {
+            Some(path) => FullReport::Named(path.clone()),
+            None => FullReport::Default(PathBuf::from(DEFAULT_FULL_REPORT)),
+        },
         dry_run: args.dry_run,
     };
     let outcome = reproduce::reproduce(&request, &*terminal(args.quiet))?;
+    for warning in &outcome.warnings {
+        eprintln!("warning: {warning}");
+    }
     let Some(report) = &outcome.report else {
         println!(
             "dry run: estimated {} of wall time; nothing was trained",

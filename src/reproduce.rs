@@ -25,8 +25,9 @@ use serde_json::{Map, Value};
 use crate::bench::estimate;
 pub use crate::bench::estimate::format_duration;
 use crate::compare::{
-    CompareRequest, CompareTarget, PlannedRun, RunRecord, Study, compare, default_jobs,
-    describe_spec, load_study, matches_spec, resolve_base, spec_picks_one_group,
+    CompareRequest, CompareTarget, PlannedRun, RunRecord, Study, check_run_configs, compare,
+    default_jobs, describe_spec, load_study, matches_spec, parse_study, resolve_base,
+    spec_picks_one_group,
 };
 use crate::data::DataSource;
 use crate::progress::Progress;
@@ -50,9 +51,26 @@ pub struct ReproduceRequest {
     /// `<results>/reproduce-quick/` (quick).
     pub out: Option<PathBuf>,
     /// The full report's `report.json`, whose verdicts a quick report is set against.
-    pub full_report: Option<PathBuf>,
+    pub full_report: FullReport,
     /// Plan and estimate only: train nothing, write nothing.
     pub dry_run: bool,
+}
+
+/// Where the committed full report is, from the repository's root: what a quick reproduction
+/// is set against unless told otherwise.
+pub const DEFAULT_FULL_REPORT: &str = "docs/reproduce/report.json";
+
+/// The full report whose verdicts a quick report is set against (a full one sets none).
+#[derive(Debug, Clone)]
+pub enum FullReport {
+    /// None: the quick verdicts stand alone.
+    None,
+    /// A file the user named: it must be a readable report, or the reproduction stops before
+    /// anything trains.
+    Named(PathBuf),
+    /// The committed report (`docs/reproduce/report.json`), used when it is there: a missing
+    /// one is noted, a damaged one is warned about ([`ReproduceOutcome::warnings`]).
+    Default(PathBuf),
 }
 
 /// What a reproduction produced.
@@ -65,6 +83,9 @@ pub struct ReproduceOutcome {
     pub written: Vec<PathBuf>,
     /// Runs that failed to train, by study.
     pub failures: Vec<String>,
+    /// What the person who asked must hear even without a progress bar (a damaged committed
+    /// full report that was left out).
+    pub warnings: Vec<String>,
 }
 
 /// The folder a mode trains into and the folder its report goes to.
@@ -93,8 +114,12 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
         .map(|p| p.join("studies"))
         .unwrap_or_else(|| PathBuf::from("studies"));
     let claims = load_claims(&request.claims_file, &studies_dir)?;
+    let mut warnings = Vec::new();
+    // Read before anything trains: a file the user named and bn-exp cannot use stops the
+    // reproduction now, not after the runs.
+    let full_verdicts = full_verdicts(request, progress, &mut warnings)?;
     let (runs_root, out_dir) = folders(request);
-    let plan = plan_studies(&claims, &studies_dir, &runs_root, request.mode)?;
+    let (plan, derived) = plan_studies(&claims, &studies_dir, &runs_root, request.mode)?;
     let jobs = request.jobs.unwrap_or_else(default_jobs).max(1);
     let costs = estimate::calibrate()?;
     let remaining: Vec<Remaining> = plan
@@ -126,7 +151,11 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
             estimated_s: total,
             written: Vec::new(),
             failures: Vec::new(),
+            warnings,
         });
+    }
+    for study in &derived {
+        study.write()?;
     }
     let suite = SuiteProgress::new(progress, total);
     let mut failures = Vec::new();
@@ -167,10 +196,6 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
         }
     }
     progress.end();
-    let full_verdicts = match (request.mode, &request.full_report) {
-        (Mode::Quick, Some(path)) => report::read_verdicts(path),
-        _ => None,
-    };
     let report = judge_claims(
         &claims,
         &plan,
@@ -185,7 +210,44 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
         estimated_s: total,
         written,
         failures,
+        warnings,
     })
+}
+
+/// The verdicts of the full report a quick reproduction is set against, if any: a file the
+/// user named must be a report (an error otherwise); the committed one is used when it is,
+/// with a warning when it is damaged and a note when it is missing.
+fn full_verdicts(
+    request: &ReproduceRequest,
+    progress: &dyn Progress,
+    warnings: &mut Vec<String>,
+) -> Result<Option<std::collections::BTreeMap<String, String>>> {
+    match (&request.full_report, request.mode) {
+        (FullReport::None, _) => Ok(None),
+        (FullReport::Named(path), Mode::Full) => bail!(
+            "the full report {} is for a quick reproduction, which sets its verdicts against it; \
+             a full one writes its own",
+            path.display()
+        ),
+        (FullReport::Default(_), Mode::Full) => Ok(None),
+        (FullReport::Named(path), Mode::Quick) => Ok(Some(report::read_verdicts(path)?)),
+        (FullReport::Default(path), Mode::Quick) if !path.exists() => {
+            progress.note(&format!(
+                "no full report at {}: the quick verdicts are not set against a full run's",
+                path.display()
+            ));
+            Ok(None)
+        }
+        (FullReport::Default(path), Mode::Quick) => match report::read_verdicts(path) {
+            Ok(verdicts) => Ok(Some(verdicts)),
+            Err(err) => {
+                warnings.push(format!(
+                    "{err:#}; the quick verdicts are not set against a full run's"
+                ));
+                Ok(None)
+            }
+        },
+    }
 }
 
 fn mode_name(mode: Mode) -> &'static str {
@@ -220,23 +282,42 @@ impl Remaining {
     }
 }
 
+/// The studies a mode runs, and, in quick mode, the derived study files it trains from, which
+/// are written only when the reproduction trains: a dry run writes nothing.
 fn plan_studies(
     claims: &ClaimsFile,
     studies_dir: &Path,
     runs_root: &Path,
     mode: Mode,
-) -> Result<Vec<PlannedStudy>> {
+) -> Result<(Vec<PlannedStudy>, Vec<DerivedStudy>)> {
     let mut plan = Vec::new();
+    let mut derived = Vec::new();
     for name in claims.studies() {
         let source = study_file(studies_dir, &name);
-        let file = match mode {
-            Mode::Full => source.clone(),
+        let (file, study) = match mode {
+            Mode::Full => (source.clone(), load_study(&source)?),
             Mode::Quick => match claims.quick.set.get(&name) {
-                Some(set) => quick_study_file(&source, &name, set, &claims.quick.seeds, runs_root)?,
+                Some(set) => {
+                    let study = quick_study(&source, &name, set, &claims.quick.seeds)?;
+                    let text = serde_json::to_string_pretty(&study)?;
+                    let file = runs_root.join("studies").join(format!("{name}.json"));
+                    let parsed = parse_study(&text, &file)
+                        .and_then(|study| check_run_configs(&study).map(|_| study))
+                        .with_context(|| {
+                            format!(
+                                "in study file {} with the claims file's quick settings",
+                                source.display()
+                            )
+                        })?;
+                    derived.push(DerivedStudy {
+                        path: file.clone(),
+                        text,
+                    });
+                    (file, parsed)
+                }
                 None => continue,
             },
         };
-        let study = load_study(&file)?;
         check_groups(claims, &name, &study)?;
         let dir = runs_root.join(&study.name);
         plan.push(PlannedStudy {
@@ -246,7 +327,25 @@ fn plan_studies(
             source,
         });
     }
-    Ok(plan)
+    Ok((plan, derived))
+}
+
+/// A study file quick mode derives from a shipped one, to be written before it trains.
+struct DerivedStudy {
+    path: PathBuf,
+    text: String,
+}
+
+impl DerivedStudy {
+    /// Write the file where [`plan_studies`] placed it.
+    fn write(&self) -> Result<()> {
+        let path = &self.path;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(path, &self.text).with_context(|| format!("cannot write {}", path.display()))
+    }
 }
 
 /// Every test's groups A and B must each pick one group of its study's runs, checked before
@@ -275,19 +374,19 @@ fn spec_of(group: &Map<String, Value>) -> Vec<(String, Value)> {
     group.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-/// Write the quick variant of a study file: its base config inlined (the derived file lives
+/// The quick variant of a study file: its base config inlined (the derived file lives
 /// elsewhere), the quick settings laid over every run, and the quick seeds.
-fn quick_study_file(
+fn quick_study(
     source: &Path,
     name: &str,
     set: &Map<String, Value>,
     seeds: &[u64],
-    runs_root: &Path,
-) -> Result<PathBuf> {
+) -> Result<Value> {
     let text = std::fs::read_to_string(source)
         .with_context(|| format!("cannot read {}", source.display()))?;
-    let mut study: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", source.display()))?;
+    // Strictly, as `compare` reads a study: a key given twice is an error, not its last value.
+    let mut study = crate::config::parse_json_strict(&text)
+        .with_context(|| format!("{} is not a valid study file", source.display()))?;
     // Inlined, found as `compare` finds it: the derived file lives in another folder.
     let (base, _) = resolve_base(study.get("base"), source)?;
     study["base"] = base;
@@ -315,12 +414,7 @@ fn quick_study_file(
         }
         None => bail!("study {name} has no grid to set quick.seeds in"),
     }
-    let dir = runs_root.join("studies");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(&study)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    Ok(study)
 }
 
 /// Scale the `steps` and `eval_every` each run of a zip gives (`large_batch`).

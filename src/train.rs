@@ -271,7 +271,7 @@ fn run(
         config.build_net(&train_device),
         build_optimizer(config),
     )?;
-    truncate_records_after(run_dir, state.step)?;
+    truncate_records_after(run_dir, config, state.step)?;
 
     let probe_indices = Rng::stream(config.seed, STREAM_PROBE, 0)
         .permutation(data.train.len)

@@ -670,6 +670,100 @@ fn study_file_errors_say_what_is_wrong() {
     }
 }
 
+/// A value listed twice on an axis plans one run twice under two names, and every table and
+/// claim counts it twice (one seed judged as two): refused by key, as the same value however
+/// it is written; whole numbers are compared exactly.
+#[test]
+fn a_grid_or_zip_that_lists_a_point_twice_is_refused() {
+    let cases = [
+        (
+            r#"{"base": {}, "grid": {"norm.kind": ["none", "batch"], "seed": [0, 1, 0]}}"#,
+            "`grid` key `seed` lists value 0 twice (entries 1 and 3)",
+        ),
+        (
+            r#"{"base": {}, "grid": {"optim.lr": [1, 0.5, 1.0]}}"#,
+            "`grid` key `optim.lr` lists value 1.0 twice",
+        ),
+        (
+            r#"{"base": {}, "zip": {"batch_size": [2, 4, 2], "optim.lr": [0.1, 0.2, 0.1]},
+                "grid": {"seed": [0, 1]}}"#,
+            "`zip` set (batch_size, optim.lr) lists values (2, 0.1) twice",
+        ),
+        (
+            r#"{"base": {}, "grid": {"model.hidden": [[100, 100], [50], [100, 100]]}}"#,
+            "`grid` key `model.hidden` lists value",
+        ),
+    ];
+    for (text, needle) in cases {
+        let err = study_error(text);
+        assert!(
+            err.contains(needle),
+            "{text}\n  gave: {err}\n  wanted: {needle}"
+        );
+    }
+    // The same seed in two zip points with another key that differs is two runs, and two
+    // seeds a float cannot tell apart are two seeds.
+    let study = study_from(
+        r#"{"base": {}, "zip": {"seed": [0, 0], "optim.lr": [0.1, 0.2]},
+            "grid": {"norm.kind": ["none"]}}"#,
+    )
+    .unwrap();
+    assert_eq!(study.runs.len(), 2);
+    let study =
+        study_from(r#"{"base": {}, "grid": {"seed": [9007199254740992, 9007199254740993]}}"#)
+            .unwrap();
+    assert_eq!(study.runs.len(), 2);
+}
+
+/// `--plan` writes a study's plan; beside run folders (`compare --plan DIR`), or with the
+/// flags only a comparison reads, it would do nothing, and is refused rather than ignored.
+#[test]
+fn plan_without_a_study_or_with_flags_it_ignores_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let trained = common::smoke_train(&run)
+        .args(["--quiet", "--set", "steps=20", "--set", "eval_every=10"])
+        .output()
+        .unwrap();
+    assert!(trained.status.success(), "{}", describe(&trained));
+    let study = write_study(
+        tmp.path(),
+        json!({"study": "planned", "base": smoke(), "grid": {"seed": [0, 1]}}),
+    );
+    let results = tmp.path().join("results");
+    let dir = run.display().to_string();
+    let study = study.display().to_string();
+    let cases: [&[&str]; 4] = [
+        &["compare", "--plan", &dir],
+        &["compare", &dir, "--plan"],
+        &["compare", "--study", &study, "--plan", "--jobs", "2"],
+        &[
+            "compare",
+            "--study",
+            &study,
+            "--plan",
+            "--baseline",
+            "no BN",
+        ],
+    ];
+    for args in cases {
+        let o = bn_exp()
+            .args(args)
+            .arg("--results-dir")
+            .arg(&results)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", describe(&o));
+        let err = text(&o.stderr);
+        assert!(
+            err.contains("--plan") && err.contains("cannot be used"),
+            "{args:?}: {err}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?} printed: {}", text(&o.stdout));
+        assert!(!results.exists(), "{args:?} wrote {}", results.display());
+    }
+}
+
 #[test]
 fn run_configs_are_checked_with_trains_own_parser() {
     let tmp = tempfile::tempdir().unwrap();

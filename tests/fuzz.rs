@@ -255,3 +255,175 @@ fn the_run_folder_reader_never_panics() {
         });
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The claims file (`bn-exp reproduce --claims`).
+
+const CLAIMS_CASES: usize = 3000;
+
+/// The keys of a claims file a reader can look for in an error (the one-letter group keys `a`
+/// and `b` are named in their path, `claims[0].tests[0].a`).
+const CLAIMS_KEYS: [&str; 20] = [
+    "description",
+    "bootstrap",
+    "resamples",
+    "seed",
+    "quick",
+    "seeds",
+    "note",
+    "set",
+    "claims",
+    "id",
+    "statement",
+    "source",
+    "tests",
+    "setting",
+    "study",
+    "metric",
+    "threshold",
+    "better",
+    "min_effect",
+    "min_seeds",
+];
+
+/// The shipped claims file and the folder of the studies it names.
+fn shipped_claims() -> (String, PathBuf) {
+    let text = std::fs::read_to_string(repo().join("configs/claims.json")).unwrap();
+    (text, repo().join("configs/studies"))
+}
+
+/// Parse a claims text as `reproduce` does, and when it is accepted, judge three seeds with its
+/// bootstrap: the bootstrap it allows must run in bounded time. A panic fails the test with the
+/// input; so does a case slower than a few seconds, or an error that names no key and no place.
+fn check_claims_input(input: &str, studies: &Path) -> Result<(), String> {
+    use bn_exp::reproduce::claims::parse_claims;
+    use bn_exp::reproduce::verdict::{Better, judge};
+    let started = std::time::Instant::now();
+    let mut outcome = Err(String::new());
+    no_panic("the claims parser", input, || {
+        outcome = match parse_claims(input, studies) {
+            Ok(claims) => {
+                let seeds = [Some(0.97), Some(0.98), Some(0.975)];
+                judge(&seeds, &seeds, Better::Higher, 0.0, 2, claims.bootstrap);
+                Ok(())
+            }
+            Err(err) => Err(format!("{err:#}")),
+        };
+    });
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the claims parser took {:?} on input:\n{input}",
+        started.elapsed()
+    );
+    if let Err(err) = &outcome {
+        let words: Vec<&str> = err
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        let names_a_key = CLAIMS_KEYS.iter().any(|key| words.contains(key));
+        let names_a_place = err.contains("line ") && err.contains("column ");
+        assert!(
+            names_a_key || names_a_place,
+            "the error names no key and no place: {err}\non input:\n{input}"
+        );
+    }
+    outcome
+}
+
+#[test]
+fn the_claims_parser_never_panics_and_names_what_is_wrong() {
+    let (text, studies) = shipped_claims();
+    check_claims_input(&text, &studies).expect("the shipped claims file is valid");
+    let mut rng = Rng::new(0xC1A1);
+    for case in 0..CLAIMS_CASES {
+        let input = match case % 3 {
+            0 => mutate_text(&mut rng, &text),
+            1 => {
+                let mut value: Value = serde_json::from_str(&text).unwrap();
+                for _ in 0..1 + rng.below(3) {
+                    mutate_value(&mut rng, &mut value);
+                }
+                value.to_string()
+            }
+            // Cut short anywhere: a torn or half-written file.
+            _ => String::from_utf8_lossy(&text.as_bytes()[..rng.below(text.len())]).into_owned(),
+        };
+        let _ = check_claims_input(&input, &studies);
+    }
+}
+
+/// The inputs that used to be accepted and miscounted or exhaust the machine, each refused
+/// with the key it concerns: a seed or a claim id twice, a key twice, and resamples out of
+/// bounds or of the wrong type.
+#[test]
+fn claims_that_count_twice_or_ask_too_much_are_refused_by_key() {
+    let (text, studies) = shipped_claims();
+    let shipped: Value = serde_json::from_str(&text).unwrap();
+    let edited = |edit: &dyn Fn(&mut Value)| {
+        let mut value = shipped.clone();
+        edit(&mut value);
+        value.to_string()
+    };
+    let mut cases: Vec<(String, &str)> = vec![
+        (
+            edited(&|v| v["quick"]["seeds"] = json!([0, 1, 0])),
+            "quick.seeds lists seed 0 twice",
+        ),
+        (
+            edited(&|v| v["quick"]["seeds"] = json!([7, 7])),
+            "quick.seeds lists seed 7 twice",
+        ),
+        (
+            edited(&|v| {
+                let first = v["claims"][0].clone();
+                v["claims"].as_array_mut().unwrap().push(first);
+            }),
+            "the id of claims[0] too",
+        ),
+        (
+            edited(&|v| v["claims"][1]["id"] = v["claims"][0]["id"].clone()),
+            "claims[1].id",
+        ),
+        (
+            text.replacen(
+                "\"resamples\": 10000,",
+                "\"resamples\": 10000, \"resamples\": 1,",
+                1,
+            ),
+            "\"resamples\" is given twice",
+        ),
+        (
+            text.replacen("\"seed\": 2015", "\"seed\": 2015, \"seed\": 2016", 1),
+            "\"seed\" is given twice",
+        ),
+    ];
+    for (resamples, says) in [
+        (json!(1_000_001), "bootstrap.resamples is 1000001"),
+        (json!(u64::MAX), "bootstrap.resamples"),
+        (json!(99), "bootstrap.resamples is 99"),
+        (json!(0), "bootstrap.resamples is 0"),
+        (json!(-1), "bootstrap.resamples"),
+        (json!(1e300), "bootstrap.resamples"),
+        (json!("10000"), "bootstrap.resamples"),
+        (Value::Null, "bootstrap.resamples"),
+    ] {
+        cases.push((
+            edited(&|v| v["bootstrap"]["resamples"] = resamples.clone()),
+            says,
+        ));
+    }
+    for (key, odd) in [
+        ("description", json!(3)),
+        ("bootstrap", json!([1])),
+        ("quick", json!("quick")),
+        ("claims", json!({})),
+    ] {
+        cases.push((edited(&|v| v[key] = odd.clone()), key));
+    }
+    for (input, says) in &cases {
+        let err = check_claims_input(input, &studies).expect_err(says);
+        assert!(err.contains(says), "wanted {says:?}, got: {err}");
+    }
+    // The bound itself is accepted, and judging with it stays quick (check_claims_input).
+    let most = edited(&|v| v["bootstrap"]["resamples"] = json!(1_000_000));
+    check_claims_input(&most, &studies).expect("a million resamples are allowed");
+}

@@ -2,12 +2,13 @@
 //! two small studies of the smoke config, its HTML report read with an HTML parser.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use bn_exp::reproduce::verdict::{Better, Bootstrap, Verdict, combine, judge};
 use scraper::{Html, Selector};
 use serde_json::{Value, json};
 
-use crate::common::{bn_exp, repo};
+use crate::common::{bn_exp, list_tree, repo, stderr};
 
 const BOOT: Bootstrap = Bootstrap {
     resamples: 10_000,
@@ -168,19 +169,32 @@ fn write_claims(dir: &Path) -> PathBuf {
     path
 }
 
+/// `bn-exp reproduce MODE` of `claims` into `<dir>/results`; a quick one is set against the
+/// full report there.
 fn reproduce(dir: &Path, claims: &Path, mode: &str) -> std::process::Output {
-    bn_exp()
+    let mut command = reproduce_command(dir, claims, &[mode]);
+    if mode == "--quick" {
+        command
+            .arg("--full-report")
+            .arg(dir.join("results/reproduce/report.json"));
+    }
+    command.output().unwrap()
+}
+
+/// `bn-exp reproduce` with `extra` flags, of `claims` into `<dir>/results`, to add flags to.
+fn reproduce_command(dir: &Path, claims: &Path, extra: &[&str]) -> Command {
+    let mut command = bn_exp();
+    command
         .current_dir(repo())
-        .args(["reproduce", mode, "--jobs", "2", "--quiet", "--claims"])
+        .arg("reproduce")
+        .args(extra)
+        .args(["--jobs", "2", "--quiet", "--claims"])
         .arg(claims)
         .arg("--results-dir")
         .arg(dir.join("results"))
-        .arg("--full-report")
-        .arg(dir.join("results/reproduce/report.json"))
         .arg("--data-dir")
-        .arg(repo().join("data"))
-        .output()
-        .unwrap()
+        .arg(repo().join("data"));
+    command
 }
 
 #[test]
@@ -320,4 +334,203 @@ fn the_expanded_interval_is_wide_for_few_seeds_and_nominal_for_many() {
     let j = judge(&a, &b, Better::Higher, 0.0, 2, BOOT);
     assert_eq!(j.verdict, Verdict::Inconclusive, "{j:?}");
     assert!(j.ci_low < 0.0 && j.p_a_better < 1.0);
+}
+
+/// Every file under `dir` with its bytes, sorted by path: what "nothing was written" compares.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    list_tree(dir)
+        .into_iter()
+        .map(|name| {
+            let bytes = std::fs::read(dir.join(&name)).unwrap_or_default();
+            (name, bytes)
+        })
+        .collect()
+}
+
+/// `--dry-run` prints the plan and writes nothing at all: not the quick mode's derived study
+/// files, not a results folder, nothing beside the claims and the studies.
+#[test]
+fn a_dry_run_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let claims = write_claims(tmp.path());
+    let before = snapshot(tmp.path());
+    for mode in ["--quick", "--full"] {
+        let out = reproduce_command(tmp.path(), &claims, &[mode, "--dry-run"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("dry run"),
+            "{mode}"
+        );
+        assert_eq!(
+            list_tree(tmp.path()),
+            before.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+            "{mode} --dry-run wrote files"
+        );
+        assert!(
+            snapshot(tmp.path()) == before,
+            "{mode} --dry-run changed a file"
+        );
+    }
+}
+
+/// A claims file that would count one seed as two, report one claim twice or ask for an
+/// unbounded bootstrap is refused, naming the file and the key, before anything trains or is
+/// written; so is a study grid that lists a seed twice.
+#[test]
+fn a_claims_file_that_counts_twice_or_has_no_bound_is_refused_by_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let claims = write_claims(tmp.path());
+    let original: Value = serde_json::from_str(&std::fs::read_to_string(&claims).unwrap()).unwrap();
+    type Edit = fn(&mut Value);
+    let edits: [(&str, Edit, &str); 5] = [
+        (
+            "quick.seeds twice",
+            |c| c["quick"]["seeds"] = json!([0, 1, 0]),
+            "quick.seeds lists seed 0 twice",
+        ),
+        (
+            "a claim id twice",
+            |c| c["claims"][1]["id"] = json!("bn_helps"),
+            "claims[1].id is \"bn_helps\", the id of claims[0] too",
+        ),
+        (
+            "a trillion resamples",
+            |c| c["bootstrap"]["resamples"] = json!(1_000_000_000_000u64),
+            "bootstrap.resamples is 1000000000000: it must be from 100 to 1000000",
+        ),
+        (
+            "resamples of the wrong type",
+            |c| c["bootstrap"]["resamples"] = json!("many"),
+            "bootstrap.resamples",
+        ),
+        (
+            "no seeds",
+            |c| c["quick"]["seeds"] = json!([]),
+            "quick.seeds is empty",
+        ),
+    ];
+    let refused = |what: &str, mode: &str, says: &str, file: &Path| {
+        let out = reproduce_command(tmp.path(), &claims, &[mode, "--dry-run"])
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(
+            err.contains(says) && err.contains(&file.display().to_string()),
+            "{what}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(
+            !tmp.path().join("results").exists(),
+            "{what}: wrote results"
+        );
+    };
+    for (what, edit, says) in edits {
+        let mut edited = original.clone();
+        edit(&mut edited);
+        std::fs::write(&claims, edited.to_string()).unwrap();
+        refused(what, "--quick", says, &claims);
+    }
+    // A key given twice, which serde would read as its last value.
+    let text = serde_json::to_string_pretty(&original).unwrap().replacen(
+        "\"seed\": 1",
+        "\"seed\": 1, \"seed\": 2",
+        1,
+    );
+    std::fs::write(&claims, text).unwrap();
+    refused(
+        "a key twice",
+        "--full",
+        "bootstrap: the key \"seed\" is given twice",
+        &claims,
+    );
+
+    // A study that lists a seed twice: full mode reads its grid as written.
+    std::fs::write(&claims, original.to_string()).unwrap();
+    let study = tmp.path().join("studies/tiny_lr.json");
+    let mut grid: Value = serde_json::from_str(&std::fs::read_to_string(&study).unwrap()).unwrap();
+    grid["grid"]["seed"] = json!([0, 1, 1]);
+    std::fs::write(&study, grid.to_string()).unwrap();
+    refused(
+        "a study seed twice",
+        "--full",
+        "`grid` key `seed` lists value 1 twice",
+        &study,
+    );
+    // A key twice in a study quick mode derives from: refused as compare refuses it.
+    let tiny_bn = tmp.path().join("studies/tiny_bn.json");
+    let text = std::fs::read_to_string(&tiny_bn).unwrap().replacen(
+        "\"steps\":200",
+        "\"steps\":200,\"steps\":100",
+        1,
+    );
+    assert!(text.contains("\"steps\":100"), "{text}");
+    std::fs::write(&tiny_bn, text).unwrap();
+    refused(
+        "a study key twice",
+        "--quick",
+        "\"steps\" is given twice",
+        &tiny_bn,
+    );
+}
+
+/// A full report named with `--full-report` must be one: a missing or damaged file stops a
+/// quick reproduction before it trains, naming the file. The committed one, not named, is
+/// used when it can be and warned about when it is damaged.
+#[test]
+fn a_named_full_report_must_be_readable_and_the_default_one_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let claims = write_claims(tmp.path());
+    let damaged = tmp.path().join("damaged.json");
+    std::fs::write(&damaged, "{\"claims\": [{\"id\": \"faster\"").unwrap();
+    let not_a_report = tmp.path().join("not-a-report.json");
+    std::fs::write(
+        &not_a_report,
+        "{\"claims\": [{\"id\": \"faster\", \"verdict\": 3}]}",
+    )
+    .unwrap();
+    let missing = tmp.path().join("missing.json");
+    for (file, says) in [
+        (&missing, "cannot read the full report"),
+        (&damaged, "not JSON"),
+        (&not_a_report, "claims[0].verdict is not one of"),
+    ] {
+        let out = reproduce_command(tmp.path(), &claims, &["--quick", "--dry-run"])
+            .arg("--full-report")
+            .arg(file)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", file.display());
+        assert!(
+            err.contains(says) && err.contains(&file.display().to_string()),
+            "{err}"
+        );
+    }
+    // With --full it would do nothing: refused.
+    let out = reproduce_command(tmp.path(), &claims, &["--full", "--dry-run"])
+        .arg("--full-report")
+        .arg(&damaged)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--full-report"), "{}", stderr(&out));
+
+    // The default, docs/reproduce/report.json under the working folder, damaged: a warning
+    // that names it, and the reproduction goes on.
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(work.join("docs/reproduce")).unwrap();
+    std::fs::write(work.join("docs/reproduce/report.json"), "not json").unwrap();
+    let out = reproduce_command(tmp.path(), &claims, &["--quick", "--dry-run"])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: docs/reproduce/report.json is not a report.json"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -404,3 +404,86 @@ fn wait_until_stopped(child: &Child) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// `run.lock` is only ever a regular file of the run folder: a symbolic link (to a file
+/// elsewhere, or dangling), a hard link or a FIFO in its place is refused by path, and what it
+/// leads to is left as it was; a link was followed before, its target overwritten with the
+/// holder's name and emptied on release (a dangling one created its target).
+#[test]
+fn a_run_lock_that_is_not_a_regular_file_of_the_run_is_refused_and_left_alone() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("precious.txt");
+    let nowhere = dir.path().join("nowhere.txt");
+    type Make = fn(&Path, &Path, &Path);
+    let cases: [(&str, Make, &str); 4] = [
+        (
+            "a link to a file outside the run",
+            |lock, outside, _| symlink(outside, lock).unwrap(),
+            "is a symbolic link",
+        ),
+        (
+            "a dangling link",
+            |lock, _, nowhere| symlink(nowhere, lock).unwrap(),
+            "is a symbolic link",
+        ),
+        (
+            "a hard link to a file outside the run",
+            |lock, outside, _| fs::hard_link(outside, lock).unwrap(),
+            "(a hard link)",
+        ),
+        (
+            "a FIFO",
+            |lock, _, _| {
+                let made = Command::new("mkfifo").arg(lock).status().unwrap();
+                assert!(made.success(), "mkfifo failed");
+            },
+            "not a regular file",
+        ),
+    ];
+    for (i, (what, make, says)) in cases.into_iter().enumerate() {
+        fs::write(&outside, "my notes\n").unwrap();
+        let run = dir.path().join(format!("run-{i}"));
+        fs::create_dir(&run).unwrap();
+        let lock = run.join("run.lock");
+        make(&lock, &outside, &nowhere);
+        let o = output(smoke_train(&run, &["--stop-after", "10"]));
+        assert_refused(&o, says);
+        assert!(
+            stderr(&o).contains(&lock.display().to_string()),
+            "{what}: {}",
+            stderr(&o)
+        );
+        assert_eq!(
+            fs::read_to_string(&outside).unwrap(),
+            "my notes\n",
+            "{what}"
+        );
+        assert!(!nowhere.exists(), "{what}: the link's target was created");
+        assert_eq!(
+            common::list_dir(&run),
+            ["run.lock"],
+            "{what}: the refused run wrote into its folder"
+        );
+    }
+
+    // The file stealers queue on is held to the same rule.
+    let run = dir.path().join("stolen");
+    let first = output(smoke_train(&run, &["--stop-after", "100"]));
+    assert!(first.status.success(), "{}", stderr(&first));
+    let holder = foreign_holder(&run);
+    age_lock(&run, Duration::from_secs(1000));
+    fs::write(&outside, "my notes\n").unwrap();
+    let guard = run.join("run.lock.steal");
+    symlink(&outside, &guard).unwrap();
+    let o = output(smoke_train(&run, &["--resume", "--steal-after", "60"]));
+    drop(holder);
+    assert_refused(&o, "is a symbolic link");
+    assert!(
+        stderr(&o).contains(&guard.display().to_string()),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(fs::read_to_string(&outside).unwrap(), "my notes\n");
+    assert!(!run.join("summary.json").exists());
+}

@@ -355,6 +355,91 @@ fn resume_refuses_a_damaged_or_missing_record_file() {
     assert!(!out.join("summary.json").exists());
 }
 
+/// Each record file's bytes, by name (`None`: absent).
+fn record_files(run: &Path) -> Vec<(&'static str, Option<Vec<u8>>)> {
+    ["metrics.jsonl", "activations.jsonl", "measures.jsonl"]
+        .into_iter()
+        .map(|f| (f, std::fs::read(run.join(f)).ok()))
+        .collect()
+}
+
+/// A resume never loses a record: a record at or before the checkpoint that is torn, emptied
+/// or deleted (measures included) is refused by file and step, with nothing changed, where it
+/// used to be dropped as a torn write and never written again.
+#[test]
+fn resume_refuses_to_lose_a_record_before_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // Evaluations at 0 and 100, measures at 0, 50 and 100, the checkpoint at 150.
+    let set = ["--set", "measures.every=50"];
+    let stopped = dir.path().join("stopped");
+    assert!(
+        train(&stopped, &[&set[..], &["--stop-after", "150"]].concat())
+            .status
+            .success()
+    );
+    enum Damage {
+        /// The last line cut short: the record of step 100, which the checkpoint follows.
+        Cut,
+        Emptied,
+        Deleted,
+    }
+    let cases = [
+        ("metrics.jsonl", Damage::Cut, "has no record of step 100"),
+        (
+            "activations.jsonl",
+            Damage::Cut,
+            "has no record of step 100",
+        ),
+        ("measures.jsonl", Damage::Cut, "has no record of step 100"),
+        ("measures.jsonl", Damage::Emptied, "holds no whole record"),
+        ("metrics.jsonl", Damage::Emptied, "holds no whole record"),
+        (
+            "measures.jsonl",
+            Damage::Deleted,
+            "measures.jsonl is missing",
+        ),
+    ];
+    for (i, (file, damage, says)) in cases.into_iter().enumerate() {
+        let run = dir.path().join(format!("case-{i}"));
+        std::fs::create_dir_all(run.join("checkpoint")).unwrap();
+        for f in [
+            "config.json",
+            "metrics.jsonl",
+            "activations.jsonl",
+            "measures.jsonl",
+        ] {
+            std::fs::copy(stopped.join(f), run.join(f)).unwrap();
+        }
+        for f in ["state.json", "model.bpk", "optim.bpk"] {
+            let at = Path::new("checkpoint").join(f);
+            std::fs::copy(stopped.join(&at), run.join(&at)).unwrap();
+        }
+        let path = run.join(file);
+        match damage {
+            Damage::Cut => {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let text = text.trim_end();
+                std::fs::write(&path, &text[..text.len() - 5]).unwrap();
+            }
+            Damage::Emptied => std::fs::write(&path, "").unwrap(),
+            Damage::Deleted => std::fs::remove_file(&path).unwrap(),
+        }
+        let before = record_files(&run);
+        let o = train(&run, &[&set[..], &["--resume"]].concat());
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{file} ({says}): {err}");
+        assert!(
+            err.contains(file) && err.contains(says) && err.contains("--force"),
+            "{file} ({says}): {err}"
+        );
+        if !says.contains("missing") {
+            assert!(err.contains("step 150"), "{err}");
+        }
+        assert_eq!(record_files(&run), before, "{file} ({says}): files changed");
+        assert!(!run.join("summary.json").exists());
+    }
+}
+
 #[test]
 fn a_second_process_is_refused_while_the_first_holds_the_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -760,6 +845,76 @@ fn each_bad_config_gets_its_own_clear_error() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cannot read config file /no/such/config.json"));
+}
+
+/// A `norm` key of another layer than `norm.kind`'s would be ignored by the layer trained, so
+/// a config file that sets one is refused by `bn-exp train --config`, naming the key, before
+/// anything is written: `norm.mean_only` belongs to Weight Norm alone, `norm.groups` to Group
+/// Norm alone.
+#[test]
+fn a_norm_key_another_layer_would_ignore_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let smoke: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("configs/smoke.json")).unwrap())
+            .unwrap();
+    let cases = [
+        (
+            serde_json::json!({"kind": "batch", "mean_only": true}),
+            "norm.mean_only",
+        ),
+        (
+            serde_json::json!({"kind": "layer", "mean_only": true}),
+            "norm.mean_only",
+        ),
+        (
+            serde_json::json!({"kind": "group", "mean_only": true}),
+            "norm.mean_only",
+        ),
+        (
+            serde_json::json!({"kind": "none", "mean_only": true}),
+            "norm.mean_only",
+        ),
+        (
+            serde_json::json!({"kind": "batch", "groups": 8}),
+            "norm.groups",
+        ),
+        (
+            serde_json::json!({"kind": "layer", "groups": 2}),
+            "norm.groups",
+        ),
+        (
+            serde_json::json!({"kind": "weight", "groups": 2}),
+            "norm.groups",
+        ),
+        (
+            serde_json::json!({"kind": "none", "groups": 2}),
+            "norm.groups",
+        ),
+    ];
+    for (i, (norm, key)) in cases.into_iter().enumerate() {
+        let mut config = smoke.clone();
+        config["norm"] = norm.clone();
+        let file = dir.path().join(format!("config-{i}.json"));
+        std::fs::write(&file, config.to_string()).unwrap();
+        let out = dir.path().join(format!("run-{i}"));
+        let o = bn_exp()
+            .args(["train", "--quiet", "--config"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(common::embedded_data())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{norm}: {err}");
+        assert!(
+            err.contains(&format!("{key} is set, but it belongs to"))
+                && err.contains(&file.display().to_string()),
+            "{norm}: {err}"
+        );
+        assert!(!out.exists(), "{norm}: the run folder was created");
+    }
 }
 
 fn smoke_config() -> Config {

@@ -17,7 +17,7 @@ use super::keys::{
 };
 use super::options::{describe_spec, matches_spec, normalize_thresholds};
 use crate::config::resolve_legacy_bn;
-use crate::groups::{Grouping, Leaves, condition, flatten};
+use crate::groups::{Grouping, Leaves, condition, flatten, json_equal};
 
 /// Keys compare writes itself into every run's config.
 const RESERVED_KEYS: &[&str] = &["name", "study"];
@@ -292,12 +292,60 @@ fn build_axes(grid: &OrderedMap, zip: &[OrderedMap]) -> Result<Vec<Axis>> {
             points: list.into_iter().map(|v| vec![v]).collect(),
         });
     }
+    for (index, axis) in axes.iter().enumerate() {
+        let section = match index < zip.len() {
+            true => "zip",
+            false => "grid",
+        };
+        check_no_repeated_point(axis, section)?;
+    }
     ensure!(
         !axes.is_empty(),
         "the study has an empty grid, so it has nothing to compare: add e.g. \
 \"grid\": {{\"norm.kind\": [\"none\", \"batch\"], \"seed\": [0, 1, 2]}}"
     );
     Ok(axes)
+}
+
+/// No point of an axis is given twice: a repeated value would plan the same run twice under
+/// two names, which every table and claim then counts as two runs (a seed listed twice, one
+/// seed judged as two).
+fn check_no_repeated_point(axis: &Axis, section: &str) -> Result<()> {
+    for (i, point) in axis.points.iter().enumerate() {
+        let Some(first) = axis.points[..i]
+            .iter()
+            .position(|earlier| same_point(earlier, point))
+        else {
+            continue;
+        };
+        let values: Vec<String> = point.iter().map(display_value).collect();
+        let (what, keys) = match axis.keys.as_slice() {
+            [key] => (format!("value {}", values[0]), format!("key `{key}`")),
+            keys => (
+                format!("values ({})", values.join(", ")),
+                format!("set ({})", keys.join(", ")),
+            ),
+        };
+        bail!(
+            "`{section}` {keys} lists {what} twice (entries {} and {}): the same run would be \
+             trained twice under two names and counted twice; list each value once",
+            first + 1,
+            i + 1
+        );
+    }
+    Ok(())
+}
+
+/// Whether two points of an axis plan the same run: their values equal as configs compare
+/// them ([`json_equal`]: `1` is `1.0`), whole numbers exactly (two seeds a float cannot tell
+/// apart are still two seeds).
+fn same_point(a: &[Value], b: &[Value]) -> bool {
+    a.iter().zip(b).all(|(a, b)| match (a, b) {
+        (Value::Number(x), Value::Number(y)) if !x.is_f64() && !y.is_f64() => {
+            x.as_i128() == y.as_i128()
+        }
+        _ => json_equal(a, b),
+    })
 }
 
 fn value_list(key: &str, value: &Value, section: &str) -> Result<Vec<Value>> {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::verdict::{Better, Bootstrap};
+use crate::config::parse_json_strict;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -95,34 +96,102 @@ impl ClaimsFile {
     }
 }
 
-/// Read and check the claims file; each study must have a file in `studies_dir`.
+/// The most bootstrap resamples a claims file may ask for. The CI's ends are resample
+/// quantiles, and their Monte Carlo error shrinks as 1/√resamples: at a million, the 2.5%
+/// quantile's own level is known to ±0.0003 (95%), far below the seed-to-seed spread the CI
+/// describes, and with the 2 or 3 seeds of the shipped studies there are only 3⁶ = 729
+/// distinct resamples anyway. A million costs 8 MB and about a second per test; an unbounded
+/// value was allocated as asked (a large one aborted bn-exp before anything was judged).
+pub const MAX_RESAMPLES: usize = 1_000_000;
+
+/// The fewest bootstrap resamples a claims file may ask for: fewer leave the CI's ends to a
+/// handful of draws.
+pub const MIN_RESAMPLES: usize = 100;
+
+/// Read and check the claims file; each study must have a file in `studies_dir`. Every error
+/// names the file and the key.
 pub fn load_claims(path: &Path, studies_dir: &Path) -> Result<ClaimsFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the claims file {}", path.display()))?;
-    let claims: ClaimsFile = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid claims file", path.display()))?;
+    parse_claims(&text, studies_dir)
+        .with_context(|| format!("{} is not a valid claims file", path.display()))
+}
+
+/// Parse and check the text of a claims file (as [`load_claims`], without naming the file):
+/// strict JSON (no key given twice), the known keys with their types, and the rules below.
+pub fn parse_claims(text: &str, studies_dir: &Path) -> Result<ClaimsFile> {
+    let value = parse_json_strict(text)?;
+    // serde would read a struct from a list too, and name only an index.
+    ensure!(
+        value.is_object(),
+        "a claims file is an object of description, bootstrap, quick and claims, not {}",
+        match value {
+            Value::Array(_) => "a list",
+            Value::String(_) => "a string",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            _ => "null",
+        }
+    );
+    let claims: ClaimsFile = serde_path_to_error::deserialize(value).map_err(|err| {
+        match err.path().to_string().as_str() {
+            "." => anyhow::anyhow!(
+                "{} (a claims file is an object of description, bootstrap, quick and claims)",
+                err.inner()
+            ),
+            path => anyhow::anyhow!("{path}: {}", err.inner()),
+        }
+    })?;
+    check_claims(&claims, studies_dir)?;
+    Ok(claims)
+}
+
+/// The rules a claims file's values must follow, each error naming its key: one seed or one
+/// claim id listed twice would be counted twice (a single seed judged as two, a claim
+/// reported twice), and resamples are bounded ([`MIN_RESAMPLES`], [`MAX_RESAMPLES`]).
+fn check_claims(claims: &ClaimsFile, studies_dir: &Path) -> Result<()> {
     ensure!(
         !claims.claims.is_empty(),
-        "{} holds no claims",
-        path.display()
+        "claims: the file holds no claims"
     );
+    let resamples = claims.bootstrap.resamples;
     ensure!(
-        claims.bootstrap.resamples >= 100,
-        "bootstrap.resamples must be at least 100"
+        (MIN_RESAMPLES..=MAX_RESAMPLES).contains(&resamples),
+        "bootstrap.resamples is {resamples}: it must be from {MIN_RESAMPLES} to {MAX_RESAMPLES} \
+         (more draws than that no longer change the CI's ends a reader sees)"
     );
-    for claim in &claims.claims {
-        ensure!(!claim.tests.is_empty(), "claim {} has no test", claim.id);
-        for test in &claim.tests {
-            let what = format!("claim {} ({})", claim.id, test.setting);
+    let mut ids = BTreeMap::new();
+    for (i, claim) in claims.claims.iter().enumerate() {
+        ensure!(
+            !claim.id.trim().is_empty(),
+            "claims[{i}].id is empty: every claim needs an id"
+        );
+        if let Some(first) = ids.insert(claim.id.as_str(), i) {
+            bail!(
+                "claims[{i}].id is \"{}\", the id of claims[{first}] too: each claim needs an id \
+                 of its own, or the report lists it twice",
+                claim.id
+            );
+        }
+        ensure!(
+            !claim.tests.is_empty(),
+            "claims[{i}].tests: claim {} has no test",
+            claim.id
+        );
+        for (j, test) in claim.tests.iter().enumerate() {
+            let what = format!(
+                "claims[{i}].tests[{j}] (claim {}, {})",
+                claim.id, test.setting
+            );
             ensure!(
                 study_file(studies_dir, &test.study).is_file(),
-                "{what}: no study file {}",
+                "{what}: study: no study file {}",
                 study_file(studies_dir, &test.study).display()
             );
             if test.metric == Metric::StepsTo {
                 match test.threshold {
                     Some(t) if t > 0.0 && t <= 1.0 => {}
-                    _ => bail!("{what}: steps_to needs a threshold in (0, 1]"),
+                    _ => bail!("{what}: threshold: steps_to needs a threshold in (0, 1]"),
                 }
             }
             ensure!(
@@ -142,7 +211,16 @@ pub fn load_claims(path: &Path, studies_dir: &Path) -> Result<ClaimsFile> {
         );
     }
     ensure!(!claims.quick.seeds.is_empty(), "quick.seeds is empty");
-    Ok(claims)
+    let mut seeds = BTreeMap::new();
+    for (i, seed) in claims.quick.seeds.iter().enumerate() {
+        if let Some(first) = seeds.insert(seed, i) {
+            bail!(
+                "quick.seeds lists seed {seed} twice (at {first} and {i}): its runs would be \
+                 trained once and counted as two seeds, which min_seeds is there to prevent"
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn study_file(studies_dir: &Path, study: &str) -> PathBuf {

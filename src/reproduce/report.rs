@@ -204,22 +204,57 @@ fn machine(loaded: &[StudyRuns]) -> String {
     )
 }
 
-/// The claim verdicts of a report.json, by claim id (a quick report shows the full ones).
-pub fn read_verdicts(path: &Path) -> Option<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let report: Value = serde_json::from_str(&text).ok()?;
-    Some(
-        report["claims"]
-            .as_array()?
-            .iter()
-            .filter_map(|c| {
-                Some((
-                    c["id"].as_str()?.to_string(),
-                    c["verdict"].as_str()?.to_string(),
+/// The claim verdicts of a report.json, by claim id (a quick report shows the full ones). An
+/// error naming the file and what is wrong when it cannot be read, is not JSON, or is not a
+/// report: a claim without an id or a verdict bn-exp gives, or an id twice.
+pub fn read_verdicts(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the full report {}", path.display()))?;
+    let not_a_report = |why: String| {
+        anyhow::anyhow!(
+            "{} is not a report.json of bn-exp reproduce: {why}",
+            path.display()
+        )
+    };
+    let report: Value =
+        serde_json::from_str(&text).map_err(|err| not_a_report(format!("not JSON ({err})")))?;
+    let claims = report
+        .get("claims")
+        .and_then(Value::as_array)
+        .ok_or_else(|| not_a_report("it has no list of claims".to_string()))?;
+    let labels = [
+        Verdict::Supported,
+        Verdict::NotSupported,
+        Verdict::Partially,
+        Verdict::Inconclusive,
+    ]
+    .map(Verdict::label);
+    let mut verdicts = BTreeMap::new();
+    for (i, claim) in claims.iter().enumerate() {
+        let id = claim
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| not_a_report(format!("claims[{i}] has no id")))?;
+        let verdict = claim
+            .get("verdict")
+            .and_then(Value::as_str)
+            .filter(|v| labels.contains(v))
+            .ok_or_else(|| {
+                not_a_report(format!(
+                    "claims[{i}].verdict is not one of {}",
+                    labels.join(", ")
                 ))
-            })
-            .collect(),
-    )
+            })?;
+        if verdicts
+            .insert(id.to_string(), verdict.to_string())
+            .is_some()
+        {
+            return Err(not_a_report(format!(
+                "claims[{i}].id {id:?} is given twice"
+            )));
+        }
+    }
+    Ok(verdicts)
 }
 
 /// Write the three files into `dir`.

@@ -78,10 +78,10 @@ struct HeldLock {
 }
 
 impl HeldLock {
-    /// Whether `path` still names the file this process locked.
+    /// Whether `path` still names the file this process locked (itself, not a link to it).
     fn still_ours(&self) -> bool {
         use std::os::unix::fs::MetadataExt;
-        match (fs::metadata(&self.path), self.file.metadata()) {
+        match (fs::symlink_metadata(&self.path), self.file.metadata()) {
             (Ok(now), Ok(ours)) => now.dev() == ours.dev() && now.ino() == ours.ino(),
             _ => false,
         }
@@ -108,7 +108,7 @@ impl RunLock {
                 (file, took_over)
             }
             false => match steal_after {
-                None => return Err(refusal(dir, &path, &file, None)),
+                None => return Err(refusal(dir, &file, None)),
                 Some(limit) => steal(dir, &path, limit)?,
             },
         };
@@ -148,7 +148,7 @@ impl RunLock {
             return Ok(());
         }
         held.lost.store(true, Ordering::Relaxed);
-        let now = fs::read_to_string(&held.path).unwrap_or_default();
+        let now = read_holder_at(&held.path);
         Err(TakenOver {
             dir: held.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
             by: describe_holder(now.trim()),
@@ -198,14 +198,66 @@ fn beat_until_stopped(held: &HeldLock, stopped: &mpsc::Receiver<()>) {
     }
 }
 
+/// Open a lock file of the run folder (`run.lock`, `run.lock.steal`), creating it if needed:
+/// only a regular file of the folder's own, never through a symbolic link. A link would have
+/// bn-exp lock, write its name into and, on release, empty the file it points to (a dangling
+/// one would create its target), and a hard link is a file outside the run by another name;
+/// both, and anything that is not a regular file, are refused by path.
 fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let refused = |what: &str| {
+        anyhow!(
+            "{} is {what}, not a regular file of the run folder: bn-exp locks, writes and empties \
+             that file, so it would change whatever the name leads to. Remove it (rm {}) and \
+             run bn-exp again",
+            path.display(),
+            path.display()
+        )
+    };
+    let opened = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        // A symbolic link in the last component, dangling or not, fails with ELOOP instead of
+        // being followed (and its target created).
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(refused("a symbolic link"));
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot create {}", path.display())),
+    };
+    // What was opened, not what the path names now: no window between a check and the open.
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.file_type().is_file() {
+        return Err(refused("not a regular file (a FIFO, a socket or a device)"));
+    }
+    if meta.nlink() > 1 {
+        return Err(refused(&format!(
+            "a file with {} names (a hard link)",
+            meta.nlink()
+        )));
+    }
+    Ok(file)
+}
+
+/// The holder line of the lock file at `path`, read without following a link; empty when
+/// there is none to read.
+fn read_holder_at(path: &Path) -> String {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))
+        .ok()
+        .filter(|file| file.metadata().is_ok_and(|m| m.is_file()))
+        .map(|file| read_holder(&file))
+        .unwrap_or_default()
 }
 
 /// `flock` without waiting: `Ok(false)` when another process holds it.
@@ -234,9 +286,9 @@ fn killed_holder(file: &File) -> Option<String> {
     (!previous.is_empty()).then(|| format!("{}, which was killed", describe_holder(&previous)))
 }
 
-/// How long ago the lock file's holder last beat.
-fn silent_for(path: &Path) -> Duration {
-    fs::metadata(path)
+/// How long ago the holder of the open lock file last beat.
+fn silent_for(file: &File) -> Duration {
+    file.metadata()
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| SystemTime::now().duration_since(t).ok())
@@ -244,7 +296,7 @@ fn silent_for(path: &Path) -> Duration {
 }
 
 /// The error a refused process prints: who holds the run and when it last beat.
-fn refusal(dir: &Path, path: &Path, file: &File, why: Option<String>) -> anyhow::Error {
+fn refusal(dir: &Path, file: &File, why: Option<String>) -> anyhow::Error {
     // A holder that has just locked writes its name a moment later: wait for it, briefly.
     let mut holder = read_holder(file);
     for _ in 0..50 {
@@ -258,7 +310,7 @@ fn refusal(dir: &Path, path: &Path, file: &File, why: Option<String>) -> anyhow:
         true => "a process that is just starting".to_string(),
         false => describe_holder(&holder),
     };
-    let silent = silent_for(path).as_secs();
+    let silent = silent_for(file).as_secs();
     let why = why.unwrap_or_else(|| {
         "wait for it to end, or, if that process is gone for good (a crashed node), pass \
          --steal-after SECS to take over a lock silent that long"
@@ -285,11 +337,10 @@ fn steal(dir: &Path, path: &Path, limit: Duration) -> Result<(File, Option<Strin
         let took_over = killed_holder(&file);
         return Ok((file, took_over));
     }
-    let silent = silent_for(path);
+    let silent = silent_for(&file);
     if silent < limit {
         return Err(refusal(
             dir,
-            path,
             &file,
             Some(format!(
                 "it is not stale (--steal-after {} s); wait for it to end",
@@ -301,7 +352,6 @@ fn steal(dir: &Path, path: &Path, limit: Duration) -> Result<(File, Option<Strin
     if holder_is_alive_here(&holder) {
         return Err(refusal(
             dir,
-            path,
             &file,
             Some(
                 "that process is alive on this host (perhaps stopped), so it is not taken over; \

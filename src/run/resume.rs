@@ -1,7 +1,8 @@
 //! What a run folder holds, and whether a training run may start in it, replace it or resume
 //! it: claiming the folder ([`claim_run_dir`]), deciding without writing
 //! ([`inspect_run_dir`]), making it ready ([`set_up_run_dir`]) and trimming the records a
-//! resume continues back to its checkpoint ([`truncate_records_after`]).
+//! resume continues back to its checkpoint, refusing a resume that would leave a hole in them
+//! ([`truncate_records_after`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -117,18 +118,9 @@ pub fn inspect_run_dir(dir: &Path, config: &Config, resume: bool, force: bool) -
             .with_context(|| format!("{} is not a valid summary", summary_path.display()))?;
         return Ok(Found::Finished(Box::new(summary)));
     }
-    let checkpoint_step = checkpoint_step(dir)?;
-    if checkpoint_step > 0 {
-        for file in [METRICS_FILE, ACTIVATIONS_FILE] {
-            ensure!(
-                dir.join(file).is_file(),
-                "{} is missing, so the records of the steps before {checkpoint_step} (where the \
-                 checkpoint resumes) are lost and the run cannot be completed; restore the file, \
-                 or pass --force to start afresh",
-                dir.join(file).display()
-            );
-        }
-    }
+    // Every record the resumed run will not write again must be there: refused now, before
+    // the data is loaded or anything is written, not after a run finished with a hole.
+    trimmed_records(dir, config, checkpoint_step(dir)?)?;
     Ok(Found::Unfinished)
 }
 
@@ -157,27 +149,117 @@ pub fn set_up_run_dir(dir: &Path, config: &Config, found: &Found) -> Result<()> 
 
 /// Drop records after `step` (written after the checkpoint a resume starts from), so the
 /// resumed run's files read as if it had never stopped. Strict, unlike the reader: a damaged
-/// line other than a torn last one stops the resume.
-pub fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
+/// line other than a torn last one stops the resume, and so does a record file that does not
+/// reach the checkpoint (see [`trimmed_records`]). Nothing is written unless every file passes.
+pub fn truncate_records_after(run_dir: &Path, config: &Config, step: u64) -> Result<()> {
+    for (path, kept) in trimmed_records(run_dir, config, step)? {
+        // A new file renamed over the old: a kill mid-write cannot lose the records.
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let tmp = run_dir.join(format!(".{}.tmp", name.unwrap_or_default()));
+        std::fs::write(&tmp, kept)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Which records a run writes at which steps, as `train`'s loop writes them: an evaluation
+/// and a probe at step 0, every `eval_every` steps and at the last step; measures at every
+/// `measures.every`-th step before its update.
+#[derive(Debug, Clone, Copy)]
+enum Schedule {
+    /// `metrics.jsonl` and `activations.jsonl`.
+    Evaluations,
+    /// `measures.jsonl`.
+    Measures,
+}
+
+impl Schedule {
+    fn of(name: &str) -> Self {
+        match name {
+            MEASURES_FILE => Schedule::Measures,
+            _ => Schedule::Evaluations,
+        }
+    }
+
+    /// Whether a record at step `s` was written after the checkpoint at `step`, so that the
+    /// resumed run writes it again. Evaluations at s follow s updates, so the checkpoint's own
+    /// step stays (but a run resumed at 0 redoes its step-0 evaluation); measures at s precede
+    /// update s, which the resumed run does again.
+    fn is_after(self, s: u64, step: u64) -> bool {
+        match self {
+            Schedule::Measures => s >= step,
+            Schedule::Evaluations => s > step || (step == 0 && s == 0),
+        }
+    }
+
+    /// The step of the last record the run wrote before its checkpoint at `step` and will
+    /// not write again, if any: what the file must reach for the resume to lose nothing.
+    fn last_kept(self, config: &Config, step: u64) -> Option<u64> {
+        match self {
+            _ if step == 0 => None,
+            Schedule::Evaluations if step >= config.steps => Some(config.steps),
+            Schedule::Evaluations => Some(step - step % config.eval_every.max(1)),
+            Schedule::Measures => {
+                let every = config.measures.every;
+                (every > 0).then(|| (step - 1) - (step - 1) % every)
+            }
+        }
+    }
+}
+
+/// Each record file of `run_dir` as a resume from the checkpoint at `step` continues it: the
+/// records after `step` dropped (a torn last line with them), in the order read. An error,
+/// naming the file and the step, when a line before the end is damaged, or when the records
+/// kept do not reach the last one the run wrote before its checkpoint (a file deleted or
+/// emptied, or a last line lost at or before the checkpoint): the resumed run would never write
+/// them again, and would finish with a hole no reader notices.
+fn trimmed_records(run_dir: &Path, config: &Config, step: u64) -> Result<Vec<(PathBuf, String)>> {
+    let mut files = Vec::new();
     for name in [METRICS_FILE, ACTIVATIONS_FILE, MEASURES_FILE] {
-        // Evaluations at step s follow s updates, so the checkpoint's own step stays (but a
-        // run resumed at 0 redoes its step-0 evaluation); measures at s precede update s,
-        // which the resumed run does again.
-        let stale = |s: u64| match name {
-            MEASURES_FILE => s >= step,
-            _ => s > step || (step == 0 && s == 0),
-        };
+        let schedule = Schedule::of(name);
+        let due = schedule.last_kept(config, step);
         let path = run_dir.join(name);
+        let lost = |last: Option<u64>, torn: bool| {
+            let holds = match last {
+                Some(last) => format!("its last whole record is of step {last}"),
+                None => "it holds no whole record".to_string(),
+            };
+            let torn = if torn {
+                ", and its last line was cut short"
+            } else {
+                ""
+            };
+            anyhow::anyhow!(
+                "{} has no record of step {} ({holds}{torn}), which the checkpoint (step {step}) \
+                 comes after: the resumed run would never write it again, so the run cannot be \
+                 resumed without a hole in its records. Restore the file, or start the run \
+                 afresh: train again with --force instead of --resume (it replaces bn-exp's \
+                 files in the folder), or delete the folder",
+                path.display(),
+                due.unwrap_or_default()
+            )
+        };
         if !path.exists() {
+            if due.is_some() {
+                bail!(
+                    "{} is missing, so the records of the steps up to {step} (where the \
+                     checkpoint resumes) are lost and the run cannot be completed; restore the \
+                     file, or start the run afresh: train again with --force instead of \
+                     --resume, or delete the folder",
+                    path.display()
+                );
+            }
             continue;
         }
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         // Only a last line written without its newline is a torn write (a crash mid-line); a
         // bad line anywhere else is damage, and dropping what follows it would leave a hole.
-        let torn_tail = !text.ends_with('\n');
+        let torn_tail = !text.is_empty() && !text.ends_with('\n');
         let count = text.lines().count();
         let mut kept = String::new();
+        let (mut last, mut torn) = (None, false);
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -192,23 +274,28 @@ pub fn truncate_records_after(run_dir: &Path, step: u64) -> Result<()> {
             };
             let row: serde_json::Value = match serde_json::from_str(line) {
                 Ok(row) => row,
-                Err(_) if torn_tail && i + 1 == count => break,
+                Err(_) if torn_tail && i + 1 == count => {
+                    torn = true;
+                    break;
+                }
                 Err(err) => return Err(damaged(format!("is not a whole record ({err})"))),
             };
             let Some(s) = row.get("step").and_then(|s| s.as_u64()) else {
                 return Err(damaged("has no step".to_string()));
             };
-            if stale(s) {
+            if schedule.is_after(s, step) {
                 break;
             }
+            last = Some(s);
             kept.push_str(line);
             kept.push('\n');
         }
-        // A new file renamed over the old: a kill mid-write cannot lose the records.
-        let tmp = run_dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, kept)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        if let Some(due) = due
+            && last.is_none_or(|last| last < due)
+        {
+            return Err(lost(last, torn));
+        }
+        files.push((path, kept));
     }
-    Ok(())
+    Ok(files)
 }
