@@ -47,13 +47,18 @@ pub use step::{StepSeeds, build_optimizer, sgd_step};
 
 pub const EXIT_DIVERGED: u8 = 3;
 
-/// Stream identifiers for [`Rng::stream`].
-const STREAM_DATA: u64 = 1;
-const STREAM_PROBE: u64 = 2;
-const STREAM_DROPOUT: u64 = 3;
-const STREAM_POPULATION: u64 = 4;
-const STREAM_NOISE: u64 = 5;
-const STREAM_AUGMENT: u64 = 6;
+/// What each of a run's random streams draws ([`Rng::stream`]'s purpose): one enum, so no two
+/// purposes can share a number. The numbers are part of every run's results: never reuse one.
+#[derive(Clone, Copy)]
+#[repr(u64)]
+enum Stream {
+    Data = 1,
+    Probe = 2,
+    Dropout = 3,
+    Population = 4,
+    Noise = 5,
+    Augment = 6,
+}
 
 /// Settings of one invocation that are not part of the run's config.
 #[derive(Debug, Clone, Default)]
@@ -273,7 +278,7 @@ fn run(
     )?;
     truncate_records_after(run_dir, config, state.step)?;
 
-    let probe_indices = Rng::stream(config.seed, STREAM_PROBE, 0)
+    let probe_indices = Rng::stream(config.seed, Stream::Probe as u64, 0)
         .permutation(data.train.len)
         .into_iter()
         .take(config.probe.batch_size.min(data.train.len))
@@ -298,7 +303,7 @@ fn run(
         // The paper's data-dependent initialisation, on the run's first training batch.
         let first = BatchOrder::new(
             config.seed,
-            STREAM_DATA,
+            Stream::Data as u64,
             runner.train.len,
             config.batch_size,
         )
@@ -315,7 +320,7 @@ fn run(
     let bar_started = Instant::now();
     let mut order = BatchOrder::new(
         config.seed,
-        STREAM_DATA,
+        Stream::Data as u64,
         runner.train.len,
         config.batch_size,
     );
@@ -407,7 +412,7 @@ impl Runner<'_> {
         net.begin_step(step);
         let seeds = StepSeeds {
             dropout: (self.config.model.dropout > 0.0)
-                .then(|| Rng::stream(self.config.seed, STREAM_DROPOUT, step).next_u64()),
+                .then(|| Rng::stream(self.config.seed, Stream::Dropout as u64, step).next_u64()),
             noise: self.noise_seed(step),
         };
         let every = self.config.measures.every;
@@ -425,7 +430,7 @@ impl Runner<'_> {
             return x;
         }
         let image = self.config.image();
-        let mut rng = Rng::stream(self.config.seed, STREAM_AUGMENT, step);
+        let mut rng = Rng::stream(self.config.seed, Stream::Augment as u64, step);
         let draws = data::draws(augment, x.dims()[0], &mut rng);
         data::augment(x, image.channels, image.side, augment.pad, &draws)
     }
@@ -435,7 +440,7 @@ impl Runner<'_> {
         self.config
             .norm
             .noise
-            .then(|| Rng::stream(self.config.seed, STREAM_NOISE, step).next_u64())
+            .then(|| Rng::stream(self.config.seed, Stream::Noise as u64, step).next_u64())
     }
 
     /// Santurkar et al.'s measures on step `step`'s batch, before its update, appended to
@@ -576,8 +581,8 @@ impl Runner<'_> {
         let eval_net = net.valid();
         let k = self.config.norm.population_batches;
         let mut order = BatchOrder::new(
-            self.config.seed ^ STREAM_POPULATION,
-            STREAM_DATA,
+            self.config.seed ^ Stream::Population as u64,
+            Stream::Data as u64,
             self.train.len,
             self.config.batch_size,
         );
