@@ -40,7 +40,7 @@ pub use emit::{Emit, EmitOptions, emit};
 pub use options::{
     Baseline, CompareOptions, DEFAULT_THRESHOLDS, describe_spec, matches_spec, normalize_thresholds,
 };
-pub use plan::{PLAN_FILE, PlanEntry, PlanOutcome, run_entry, task_index, write_plan};
+pub use plan::{PLAN_FILE, PlanEntry, PlanOutcome, read_plan, run_entry, task_index, write_plan};
 use prepare::plan_study;
 pub use render::{Heading, markdown_group_table, percent_label, render_text, write_comparison};
 use runner::{JobResult, TrainOutcome, TrainSettings, train_all};

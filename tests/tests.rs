@@ -23,6 +23,7 @@ mod fuzz;
 mod kernels;
 mod measures;
 mod norm_layers;
+mod plan;
 mod plot;
 mod reproduce;
 mod run_lock;
