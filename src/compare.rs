@@ -36,7 +36,7 @@ use serde_json::Value;
 
 use crate::progress::Progress;
 pub use crate::run::RunStatus;
-pub use emit::{Emit, EmitOptions, emit};
+pub use emit::{EMITTED_STEAL_AFTER_S, Emit, EmitOptions, emit};
 pub use options::{
     Baseline, CompareOptions, DEFAULT_THRESHOLDS, describe_spec, matches_spec, normalize_thresholds,
 };

@@ -17,6 +17,7 @@ mod batch_norm;
 mod compare;
 mod data_errors;
 mod data_real;
+mod emit;
 mod fast_paths;
 mod fetch_loopback;
 mod fuzz;
