@@ -563,6 +563,26 @@ fn run_train(args: &TrainArgs) -> Result<ExitCode> {
 
 fn run_compare(args: CompareArgs) -> Result<ExitCode> {
     if let (true, Some(study)) = (args.plan, &args.study) {
+        let emit = match args.emit {
+            Some(kind) => {
+                let options = compare::EmitOptions {
+                    partition: args.partition.clone(),
+                    account: args.account.clone(),
+                    max_parallel: args.max_parallel,
+                    sbatch_lines: args.sbatch_line.clone(),
+                    data_dir: args.data.source()?.dir,
+                    image: args.image.clone(),
+                };
+                let kind = match kind {
+                    EmitArg::Slurm => compare::Emit::Slurm,
+                    EmitArg::K8s => compare::Emit::K8s,
+                };
+                // Refused flags leave nothing written, not even the plan.
+                options.check(kind, &args.results_dir)?;
+                Some((kind, options))
+            }
+            None => None,
+        };
         let outcome = compare::write_plan(study, &args.results_dir)?;
         println!(
             "wrote {}: {} runs ({} already finished); run entry I with `bn-exp run --plan {} \
@@ -573,19 +593,7 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
             outcome.path.display(),
             outcome.runs.saturating_sub(1)
         );
-        if let Some(kind) = args.emit {
-            let options = compare::EmitOptions {
-                partition: args.partition.clone(),
-                account: args.account.clone(),
-                max_parallel: args.max_parallel,
-                sbatch_lines: args.sbatch_line.clone(),
-                data_dir: args.data.source()?.dir,
-                image: args.image.clone(),
-            };
-            let kind = match kind {
-                EmitArg::Slurm => compare::Emit::Slurm,
-                EmitArg::K8s => compare::Emit::K8s,
-            };
+        if let Some((kind, options)) = emit {
             let path = compare::emit(&outcome.path, kind, &options)?;
             println!("wrote {}", path.display());
             if kind == compare::Emit::Slurm {

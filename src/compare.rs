@@ -8,13 +8,15 @@
 //!   configs, `--set` style);
 //! - `options.rs`: thresholds, the baseline, and the specs that pick a group;
 //! - `prepare.rs`, `runner.rs`: a study's folder made ready, and its unfinished runs trained as
-//!   child processes, N at a time; `plan.rs`: the same runs as a plan a scheduler runs;
+//!   child processes, N at a time; `plan.rs`: the same runs as a plan a scheduler runs, and
+//!   `emit.rs`: the scheduler files beside it;
 //! - `runs.rs`: reading run folders;
 //! - `table.rs`: the comparison of runs grouped by condition ([`crate::groups`]), column by
 //!   column; `render.rs`: the terminal table and `comparison.{md,csv,json}`.
 //!
 //! See docs/studies.md for the study format and how each number can be recomputed by hand.
 
+mod emit;
 mod keys;
 mod options;
 mod plan;
@@ -34,12 +36,11 @@ use serde_json::Value;
 
 use crate::progress::Progress;
 pub use crate::run::RunStatus;
+pub use emit::{EMITTED_STEAL_AFTER_S, Emit, EmitOptions, emit};
 pub use options::{
     Baseline, CompareOptions, DEFAULT_THRESHOLDS, describe_spec, matches_spec, normalize_thresholds,
 };
-pub use plan::{
-    Emit, EmitOptions, PLAN_FILE, PlanEntry, PlanOutcome, emit, run_entry, task_index, write_plan,
-};
+pub use plan::{PLAN_FILE, PlanEntry, PlanOutcome, read_plan, run_entry, task_index, write_plan};
 use prepare::plan_study;
 pub use render::{Heading, markdown_group_table, percent_label, render_text, write_comparison};
 use runner::{JobResult, TrainOutcome, TrainSettings, train_all};

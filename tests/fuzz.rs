@@ -1,10 +1,12 @@
 //! Property tests of everything that reads user input: the config parser, the `--set` parser,
-//! the study parser and the run-folder reader. Inputs are the shipped files, mutated by a
-//! seeded generator (bytes flipped, inserted, deleted, cut; values replaced by values of other
-//! types, huge, negative, non-finite or nested; keys added and removed). The property: every
-//! input gets a result or an error, never a panic. The seed and the case counts are fixed, so a
-//! failure repeats exactly; each case's input is printed when it panics.
-
+//! the study parser, the run-folder reader, the claims parser and the plan reader. Inputs are the
+//! shipped files (and a plan written from them), mutated by a seeded generator (bytes flipped,
+//! inserted, deleted, cut; values replaced by values of other types, huge, negative, non-finite
+//! or nested; keys added and removed; for plans, lines duplicated and run folders pointed
+//! elsewhere). The property: every input gets a result or an error, never a panic (an accepted
+//! claims file judges in bounded time, and a plan the reader accepts trains each line in its own
+//! run folder). The seed and the case counts are fixed, so a failure repeats exactly; each case's
+//! input is printed when it panics.
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
@@ -426,4 +428,168 @@ fn claims_that_count_twice_or_ask_too_much_are_refused_by_key() {
     // The bound itself is accepted, and judging with it stays quick (check_claims_input).
     let most = edited(&|v| v["bootstrap"]["resamples"] = json!(1_000_000));
     check_claims_input(&most, &studies).expect("a million resamples are allowed");
+}
+
+// Plan files: `bn-exp run --plan` reads a file anyone with access to the results folder could
+// have edited, and trains where its lines say.
+
+const PLAN_CASES: usize = 1500;
+
+/// Run folders a line could point to instead of its own.
+fn hostile_run_dir(rng: &mut Rng, study_dir: &Path, names: &[String]) -> Value {
+    let other = &names[rng.below(names.len())];
+    let paths = [
+        String::new(),
+        ".".into(),
+        "..".into(),
+        "../x".into(),
+        "/".into(),
+        "/etc".into(),
+        other.clone(),
+        format!("./{other}"),
+        format!("results/{other}"),
+        study_dir.display().to_string(),
+        format!("{}/", study_dir.display()),
+        study_dir.join("..").display().to_string(),
+        study_dir.join(other).join("..").display().to_string(),
+        study_dir.join("..").join(other).display().to_string(),
+        study_dir.join(other).join("x").display().to_string(),
+        study_dir.join(format!("{other}\n")).display().to_string(),
+        study_dir
+            .with_file_name("other")
+            .join(other)
+            .display()
+            .to_string(),
+        "x".repeat(5000),
+    ];
+    match rng.below(paths.len() + 2) {
+        i if i < paths.len() => json!(paths[i]),
+        i if i == paths.len() => json!(study_dir.join(other)),
+        _ => odd_value(rng),
+    }
+}
+
+/// A mutation of a plan's text: bytes, lines cut, duplicated, swapped or dropped, a line's
+/// run folder, name or config changed.
+fn mutate_plan(rng: &mut Rng, text: &str, study_dir: &Path, names: &[String]) -> String {
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    for _ in 0..1 + rng.below(2) {
+        if lines.is_empty() {
+            break;
+        }
+        let at = rng.below(lines.len());
+        match rng.below(8) {
+            0 => return mutate_text(rng, &lines.join("\n")),
+            1 => {
+                let cut = rng.below(lines[at].len() + 1);
+                lines[at] = String::from_utf8_lossy(&lines[at].as_bytes()[..cut]).into_owned();
+                lines.truncate(at + 1);
+            }
+            2 => {
+                let copy = lines[rng.below(lines.len())].clone();
+                lines.insert(at, copy);
+            }
+            3 => {
+                let other = rng.below(lines.len());
+                lines.swap(at, other);
+            }
+            4 => {
+                lines.remove(at);
+            }
+            _ => {
+                let Ok(mut entry) = serde_json::from_str::<Value>(&lines[at]) else {
+                    continue;
+                };
+                let Some(object) = entry.as_object_mut() else {
+                    continue;
+                };
+                let other = json!(names[rng.below(names.len())]);
+                match rng.below(5) {
+                    0 | 1 => {
+                        object.insert("run_dir".into(), hostile_run_dir(rng, study_dir, names));
+                    }
+                    2 => {
+                        object.insert("name".into(), other);
+                    }
+                    3 => {
+                        let key = ["name", "study"][rng.below(2)];
+                        let value = match rng.below(2) {
+                            0 => other,
+                            _ => odd_value(rng),
+                        };
+                        if let Some(config) =
+                            object.get_mut("config").and_then(Value::as_object_mut)
+                        {
+                            config.insert(key.into(), value);
+                        }
+                    }
+                    _ => mutate_value(rng, &mut entry),
+                }
+                lines[at] = entry.to_string();
+            }
+        }
+    }
+    lines.join("\n")
+}
+
+/// What the reader may accept of a plan: each line its own index, a run named once, trained in
+/// its own folder directly inside the plan's folder, with a config naming that run and study.
+fn assert_plan_is_sound(entries: &[bn_exp::compare::PlanEntry], study_dir: &Path, input: &str) {
+    let mut names = std::collections::HashSet::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let own = study_dir.join(&entry.name);
+        assert!(
+            entry.index == i
+                && entry.run_dir == own
+                && own.parent() == Some(study_dir)
+                && !entry.name.is_empty()
+                && !entry.name.starts_with('.')
+                && entry.config["name"] == json!(entry.name)
+                && entry.config["study"] == json!("fuzzed")
+                && names.insert(entry.name.clone()),
+            "the plan reader accepted entry {i}, {entry:?}, of:\n{input}"
+        );
+    }
+}
+
+#[test]
+fn the_plan_reader_never_panics_and_accepts_only_each_lines_own_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let study = tmp.path().join("fuzzed.json");
+    let spec = json!({
+        "study": "fuzzed", "base": repo().join("configs/smoke.json"),
+        "grid": {"norm.kind": ["none", "batch"], "seed": [0, 1]}
+    });
+    std::fs::write(&study, spec.to_string()).unwrap();
+    common::plan_study(&study, &tmp.path().join("results"));
+    let study_dir = tmp.path().join("results/fuzzed").canonicalize().unwrap();
+    let plan = study_dir.join("plan.jsonl");
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let original = bn_exp::compare::read_plan(&plan).unwrap();
+    let names: Vec<String> = original.iter().map(|e| e.name.clone()).collect();
+    assert_eq!(names.len(), 4);
+    let mut rng = Rng::new(0x91A);
+    let mut accepted = 0;
+    for _ in 0..PLAN_CASES {
+        let input = mutate_plan(&mut rng, &text, &study_dir, &names);
+        std::fs::write(&plan, &input).unwrap();
+        let read = catch_unwind(AssertUnwindSafe(|| bn_exp::compare::read_plan(&plan)));
+        let Ok(read) = read else {
+            panic!("the plan reader panicked on input:\n{input}");
+        };
+        if let Ok(entries) = read {
+            assert_plan_is_sound(&entries, &study_dir, &input);
+            accepted += 1;
+            for entry in entries {
+                no_panic("the config of a plan entry", &input, || {
+                    config_from_value(entry.config)
+                });
+            }
+        }
+    }
+    // Some mutations leave a sound plan (a line cut to its first lines, an unchanged value).
+    assert!(
+        accepted > 0 && accepted < PLAN_CASES,
+        "{accepted} of {PLAN_CASES} accepted"
+    );
 }

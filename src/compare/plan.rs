@@ -2,23 +2,31 @@
 //! per line in the study's order, and `bn-exp run --plan FILE --index I` to train entry I.
 //! Slurm job arrays (`SLURM_ARRAY_TASK_ID`) and Kubernetes indexed Jobs
 //! (`JOB_COMPLETION_INDEX`) give each task its index; `compare --study` then collects the runs
-//! as it would after training them itself.
+//! as it would after training them itself. The scheduler files beside the plan are `emit.rs`'s.
+//!
+//! A plan is read as untrusted input: each line's run folder is absolute (the study folder
+//! canonicalised when the plan was written, so a task started from any folder, or in a pod,
+//! trains where `compare --study` collects), and a task accepts a line only if that folder is
+//! the line's own run folder directly inside the plan's folder and its config names that run
+//! and that study. A line pointing anywhere else is an error naming the plan and the line.
 //!
 //! A task is idempotent: a finished run is left as it is, an interrupted one resumes from its
 //! last checkpoint, and a run another process holds is refused (its lock, `run.lock`, is an
 //! advisory lock that the kernel releases when its holder dies, so a killed task's run can be
 //! taken over by the next attempt at once). Where the kernel cannot see the holder die (a node
 //! that crashed holding a lock on a shared filesystem), `--steal-after` takes over a lock whose
-//! heartbeat has been silent that long; the scheduler files pass [`EMITTED_STEAL_AFTER_S`].
+//! heartbeat has been silent that long; the scheduler files pass `EMITTED_STEAL_AFTER_S`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::prepare::plan_study;
 use super::study::load_study;
+use crate::config::check_folder_name;
 use crate::data::DataSource;
 use crate::progress::Progress;
 use crate::run::write_text_atomic;
@@ -35,15 +43,18 @@ pub const INDEX_VARIABLES: [&str; 2] = ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_I
 pub struct PlanEntry {
     pub index: usize,
     pub name: String,
-    /// The run's folder, as the study's results folder names it.
+    /// The run's folder: `<study folder>/<name>`, the study folder canonicalised (absolute,
+    /// symbolic links resolved) when the plan was written.
     pub run_dir: PathBuf,
-    /// The resolved config (base, `set` and the grid's values).
+    /// The resolved config (base, `set` and the grid's values), whose `name` and `study` are
+    /// the run's and the study's.
     pub config: Value,
 }
 
 /// What writing a plan produced.
 #[derive(Debug)]
 pub struct PlanOutcome {
+    /// The plan file, absolute.
     pub path: PathBuf,
     pub runs: usize,
     /// Runs already finished (a task for them does nothing).
@@ -51,12 +62,16 @@ pub struct PlanOutcome {
 }
 
 /// Write `<results_dir>/<study>/plan.jsonl` for a study file, after the same checks as
-/// `compare --study` (a run folder of another config is refused).
+/// `compare --study` (a run folder of another config is refused). The run folders it names are
+/// absolute, whatever `results_dir` is relative to.
 pub fn write_plan(study_file: &Path, results_dir: &Path) -> Result<PlanOutcome> {
     let study = load_study(study_file)?;
     let study_dir = results_dir.join(&study.name);
     // The same preparation as a local study: configs checked, `study.json` written.
     let jobs = plan_study(&study, &study_dir)?;
+    // plan_study made the folder; from here on it is named as every task will name it.
+    let study_dir = std::fs::canonicalize(&study_dir)
+        .with_context(|| format!("cannot find {}", study_dir.display()))?;
     let mut text = String::new();
     for (index, run) in study.runs.iter().enumerate() {
         let entry = PlanEntry {
@@ -83,11 +98,12 @@ pub fn write_plan(study_file: &Path, results_dir: &Path) -> Result<PlanOutcome> 
 fn read_entry(plan: &Path, index: usize) -> Result<PlanEntry> {
     let entries = read_plan(plan)?;
     let count = entries.len();
+    ensure!(count > 0, "{} holds no runs", plan.display());
     entries.into_iter().nth(index).with_context(|| {
         format!(
             "{} holds {count} runs (indices 0 to {}); there is no index {index}",
             plan.display(),
-            count.saturating_sub(1)
+            count - 1
         )
     })
 }
@@ -137,313 +153,236 @@ pub fn run_entry(
     Ok((entry, outcome))
 }
 
-/// Which scheduler file `--emit` writes beside the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Emit {
-    /// `slurm.sh`: an sbatch job array.
-    Slurm,
-    /// `k8s-job.yaml`: a Kubernetes indexed Job.
-    K8s,
+/// The plan's folder, canonicalised: the study folder its entries must train in.
+pub(super) fn plan_folder(plan: &Path) -> Result<PathBuf> {
+    let plan = std::fs::canonicalize(plan)
+        .with_context(|| format!("cannot read the plan {}", plan.display()))?;
+    plan.parent()
+        .map(Path::to_path_buf)
+        .with_context(|| format!("the plan {} has no folder", plan.display()))
 }
 
-/// What the scheduler file asks for beyond the plan.
-#[derive(Debug, Clone, Default)]
-pub struct EmitOptions {
-    pub partition: Option<String>,
-    pub account: Option<String>,
-    /// Tasks at once (`%P` of the array, `parallelism` of the Job); `None`: no limit.
-    pub max_parallel: Option<usize>,
-    /// Further `#SBATCH` lines, as given (`--sbatch-line "--mem=4G"`).
-    pub sbatch_lines: Vec<String>,
-    /// The data folder every task reads.
-    pub data_dir: PathBuf,
-    /// The container image of the Kubernetes Job.
-    pub image: String,
-}
-
-/// Each task's time limit: three times the longest run's estimate from `bench`'s step timings
-/// (one thread), as [`format_limit`] writes it.
-fn time_limit(entries: &[PlanEntry]) -> Result<String> {
-    let costs = crate::bench::estimate::calibrate()?;
-    let longest = entries
-        .iter()
-        .map(|e| crate::bench::estimate::run_seconds(&e.config, &costs))
-        .fold(0.0, f64::max);
-    Ok(format_limit(3.0 * longest))
-}
-
-/// The shortest time limit a task gets, in seconds.
-const MIN_LIMIT_S: f64 = 600.0;
-
-/// `seconds`, rounded up and at least [`MIN_LIMIT_S`], in Slurm's `D-HH:MM:SS`.
-fn format_limit(seconds: f64) -> String {
-    let seconds = seconds.max(MIN_LIMIT_S).ceil() as u64;
-    format!(
-        "{}-{:02}:{:02}:{:02}",
-        seconds / 86_400,
-        seconds % 86_400 / 3600,
-        seconds % 3600 / 60,
-        seconds % 60
-    )
-}
-
-/// Every entry of a plan file; each line must carry its own index.
-fn read_plan(plan: &Path) -> Result<Vec<PlanEntry>> {
+/// Every entry of a plan file, each one checked: a line is refused, with the plan and the line
+/// named, unless it carries its own index, names a run no other line names, and its run folder
+/// is that run's folder directly inside the plan's folder (the study folder the plan was
+/// written for), with a config that names that run and that study.
+pub fn read_plan(plan: &Path) -> Result<Vec<PlanEntry>> {
     let text = std::fs::read_to_string(plan)
         .with_context(|| format!("cannot read the plan {}", plan.display()))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            let entry: PlanEntry = serde_json::from_str(l)
-                .with_context(|| format!("{} line {} is not a plan entry", plan.display(), i + 1))?;
-            if entry.index != i {
-                bail!(
-                    "{} line {} says index {}: the plan is damaged; write it again with compare --plan",
-                    plan.display(),
-                    i + 1,
-                    entry.index
-                );
-            }
-            Ok(entry)
-        })
-        .collect()
-}
-
-fn absolute(path: &Path) -> Result<PathBuf> {
-    std::fs::canonicalize(path).with_context(|| format!("cannot find {}", path.display()))
-}
-
-/// The `--steal-after` of the emitted task command, in seconds. A requeued task that lands on
-/// a new node after its old node crashed may find the old lock still held on the shared
-/// filesystem; ten minutes of silence (120 missed heartbeats) means its holder is gone.
-pub const EMITTED_STEAL_AFTER_S: u64 = 600;
-
-/// Write the scheduler file for a plan beside it; returns its path.
-pub fn emit(plan: &Path, kind: Emit, options: &EmitOptions) -> Result<PathBuf> {
-    let entries = read_plan(plan)?;
-    anyhow::ensure!(!entries.is_empty(), "{} holds no runs", plan.display());
-    let plan = absolute(plan)?;
-    let dir = plan
-        .parent()
-        .context("the plan has a folder")?
-        .to_path_buf();
-    let exe = std::env::current_exe().context("cannot find the bn-exp executable")?;
-    let data = absolute(&options.data_dir)?;
-    let study = dir
+    let study_dir = plan_folder(plan)?;
+    let study = study_dir
         .file_name()
-        .map_or("study".to_string(), |n| n.to_string_lossy().to_string());
-    // The task's command, one argument each: the Kubernetes Job lists them, the Slurm script
-    // joins them with shell quoting, so paths with spaces survive both.
-    let command: Vec<String> = [
-        exe.to_string_lossy().into_owned(),
-        "run".into(),
-        "--quiet".into(),
-        "--plan".into(),
-        plan.to_string_lossy().into_owned(),
-        "--data-dir".into(),
-        data.to_string_lossy().into_owned(),
-        "--steal-after".into(),
-        EMITTED_STEAL_AFTER_S.to_string(),
-    ]
-    .into();
-    let (name, text) = match kind {
-        Emit::Slurm => (
-            "slurm.sh",
-            slurm_script(&study, &dir, &entries, &command, options)?,
-        ),
-        Emit::K8s => (
-            "k8s-job.yaml",
-            k8s_job(&study, &dir, entries.len(), &command, options),
-        ),
-    };
-    let path = dir.join(name);
-    // A requeued task may be reading the script while it is written again.
-    write_text_atomic(&path, &text)?;
-    Ok(path)
+        .and_then(|name| name.to_str())
+        .filter(|name| check_folder_name(name).is_ok())
+        .with_context(|| {
+            format!(
+                "the plan {} is not in a study's folder ({:?} is not a study name); plans are \
+                 written by `bn-exp compare --study FILE --plan` into <results>/<study>/",
+                plan.display(),
+                study_dir.file_name().unwrap_or_default()
+            )
+        })?;
+    let mut entries: Vec<PlanEntry> = Vec::new();
+    let mut line_of: HashMap<String, usize> = HashMap::new();
+    for (number, line) in (1..).zip(text.lines()) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{} line {number}", plan.display());
+        let entry: PlanEntry =
+            serde_json::from_str(line).with_context(|| format!("{} is not a plan entry", at()))?;
+        if entry.index != entries.len() {
+            bail!(
+                "{} says index {}: the plan is damaged; write it again with compare --plan",
+                at(),
+                entry.index
+            );
+        }
+        check_entry(&entry, &study_dir, study).with_context(|| format!("{} is refused", at()))?;
+        if let Some(first) = line_of.insert(entry.name.clone(), number) {
+            bail!(
+                "{} is refused: it names run {}, as line {first} does; a plan trains each run once",
+                at(),
+                entry.name
+            );
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
 }
 
-/// `word` as one shell word: as it is when it holds only safe characters, else single-quoted.
-fn shell_word(word: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c);
-    if !word.is_empty() && word.chars().all(safe) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
-fn slurm_script(
-    study: &str,
-    dir: &Path,
-    entries: &[PlanEntry],
-    command: &[String],
-    options: &EmitOptions,
-) -> Result<String> {
-    let last = entries.len() - 1;
-    let limit = options
-        .max_parallel
-        .map_or(String::new(), |p| format!("%{p}"));
-    let mut lines = vec![
-        "#!/bin/bash".to_string(),
-        format!("# bn-exp study {study}: one array task per run of plan.jsonl."),
-        "# Submit with `sbatch slurm.sh`, then collect with `bn-exp compare --study ...`.".into(),
-        format!("#SBATCH --job-name=bn-exp-{study}"),
-        format!("#SBATCH --array=0-{last}{limit}"),
-        "#SBATCH --cpus-per-task=1".into(),
-        format!("#SBATCH --time={}", time_limit(entries)?),
-        format!("#SBATCH --output={}/slurm-%A_%a.out", dir.display()),
-        "#SBATCH --requeue".into(),
-    ];
-    if let Some(p) = &options.partition {
-        lines.push(format!("#SBATCH --partition={p}"));
-    }
-    if let Some(a) = &options.account {
-        lines.push(format!("#SBATCH --account={a}"));
-    }
-    lines.extend(
-        options
-            .sbatch_lines
-            .iter()
-            .map(|l| format!("#SBATCH {}", l.trim())),
+/// What a plan line must be to be trained: its run folder is `<study_dir>/<name>` exactly (not
+/// the study folder, not outside it, not relative) and its config names that run and `study`.
+fn check_entry(entry: &PlanEntry, study_dir: &Path, study: &str) -> Result<()> {
+    check_folder_name(&entry.name)
+        .with_context(|| format!("its name {:?} cannot name a run's folder", entry.name))?;
+    let again = "write the plan again with `bn-exp compare --study FILE --plan`";
+    ensure!(
+        entry.run_dir.is_absolute(),
+        "its run_dir {:?} is relative, and would be read from whatever folder the task starts \
+         in; bn-exp writes plans with absolute run folders: {again}",
+        entry.run_dir
     );
-    lines.push(String::new());
-    lines.push("# One thread per task: the scheduler gives each task one core.".into());
-    lines.push("export RAYON_NUM_THREADS=1".into());
-    let command: Vec<String> = command.iter().map(|a| shell_word(a)).collect();
-    lines.push(format!("exec {}", command.join(" ")));
-    lines.push(String::new());
-    Ok(lines.join("\n"))
-}
-
-fn k8s_job(
-    study: &str,
-    dir: &Path,
-    runs: usize,
-    command: &[String],
-    options: &EmitOptions,
-) -> String {
-    let parallelism = options.max_parallel.unwrap_or(runs).min(runs);
-    let image = if options.image.is_empty() {
-        "bn-exp:latest"
-    } else {
-        &options.image
-    };
-    // A JSON string is a YAML double-quoted scalar, escapes and all.
-    let args: Vec<String> = command
-        .iter()
-        .map(|a| serde_json::Value::from(a.as_str()).to_string())
-        .collect();
-    format!(
-        "# bn-exp study {study}: one indexed task per run of plan.jsonl; JOB_COMPLETION_INDEX\n\
-         # picks the entry. The plan, the results ({}) and the data must be on a volume every\n\
-         # pod mounts at the same path.\n\
-         apiVersion: batch/v1\n\
-         kind: Job\n\
-         metadata:\n  name: bn-exp-{}\n\
-         spec:\n  completionMode: Indexed\n  completions: {runs}\n  parallelism: {parallelism}\n  \
-         backoffLimit: {}\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      \
-         - name: bn-exp\n        image: {image}\n        env:\n        - name: RAYON_NUM_THREADS\n          \
-         value: \"1\"\n        command: [{}]\n        resources:\n          requests:\n            cpu: \"1\"\n",
-        dir.display(),
-        study.replace('_', "-"),
-        runs * 2,
-        args.join(", ")
-    )
+    let own = study_dir.join(&entry.name);
+    ensure!(
+        entry.run_dir == own,
+        "its run_dir {:?} is not the folder of run {} in this plan's study ({}): a plan entry \
+         trains only in its own folder beside the plan; if the study folder moved, {again}",
+        entry.run_dir,
+        entry.name,
+        own.display()
+    );
+    let named = |key: &str| entry.config.get(key).and_then(Value::as_str);
+    ensure!(
+        named("name") == Some(entry.name.as_str()) && named("study") == Some(study),
+        "its config names run {:?} of study {:?}, not run {:?} of study {study:?}",
+        named("name").unwrap_or("(none)"),
+        named("study").unwrap_or("(none)"),
+        entry.name
+    );
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn time_limits_read_as_slurm_wants_them() {
-        assert_eq!(format_limit(1_000_000.0), "11-13:46:40");
-        assert_eq!(format_limit(86_399.5), "1-00:00:00");
-        // At least ten minutes, however short the estimate.
-        assert_eq!(format_limit(0.0), "0-00:10:00");
-        assert_eq!(format_limit(599.0), "0-00:10:00");
-        assert_eq!(format_limit(600.5), "0-00:10:01");
+    /// A study folder `s` in `tmp`, canonicalised as write_plan names it.
+    fn study_dir(tmp: &Path) -> PathBuf {
+        let dir = tmp.join("s");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::canonicalize(dir).unwrap()
     }
 
-    fn command() -> Vec<String> {
-        [
-            "/opt/bn exp/bn-exp",
-            "run",
-            "--plan",
-            "/results/my study/plan.jsonl",
-            "it's",
-        ]
-        .map(String::from)
-        .to_vec()
+    /// Entry `index` of a plan for study `s` in `dir`, as write_plan writes it.
+    fn entry(dir: &Path, index: usize) -> PlanEntry {
+        let name = format!("run-{index}");
+        PlanEntry {
+            index,
+            run_dir: dir.join(&name),
+            config: serde_json::json!({"name": name, "study": "s", "seed": index}),
+            name,
+        }
     }
 
-    #[test]
-    fn the_slurm_script_quotes_arguments_with_spaces() {
-        assert_eq!(shell_word("--data-dir"), "--data-dir");
-        assert_eq!(shell_word("/a/b_c.jsonl"), "/a/b_c.jsonl");
-        assert_eq!(shell_word("/a b/c"), "'/a b/c'");
-        assert_eq!(shell_word("it's"), r"'it'\''s'");
-        assert_eq!(shell_word(""), "''");
-        let line = command()
+    fn write(plan: &Path, entries: &[PlanEntry]) {
+        let text: String = entries
             .iter()
-            .map(|a| shell_word(a))
-            .collect::<Vec<_>>()
-            .join(" ");
-        assert_eq!(
-            line,
-            r"'/opt/bn exp/bn-exp' run --plan '/results/my study/plan.jsonl' 'it'\''s'"
-        );
+            .map(|e| serde_json::to_string(e).unwrap() + "\n")
+            .collect();
+        write_text_atomic(plan, &text).unwrap();
     }
 
-    #[test]
-    fn the_kubernetes_job_keeps_each_argument_whole() {
-        let options = EmitOptions {
-            max_parallel: Some(2),
-            ..EmitOptions::default()
-        };
-        let text = k8s_job(
-            "my_study",
-            Path::new("/results/my study"),
-            3,
-            &command(),
-            &options,
-        );
-        let job: Value = serde_yaml::from_str(&text).unwrap();
-        let spec = &job["spec"];
-        assert_eq!(spec["completions"], 3);
-        assert_eq!(spec["parallelism"], 2);
-        assert_eq!(job["metadata"]["name"], "bn-exp-my-study");
-        let args = &spec["template"]["spec"]["containers"][0]["command"];
-        let want: Vec<Value> = command().into_iter().map(Value::from).collect();
-        assert_eq!(args, &Value::from(want));
+    #[track_caller]
+    fn error(plan: &Path) -> String {
+        match read_plan(plan) {
+            Ok(_) => panic!("accepted:\n{}", std::fs::read_to_string(plan).unwrap()),
+            Err(err) => format!("{err:#}"),
+        }
     }
 
     #[test]
     fn a_plan_entry_is_read_by_its_index_and_a_damaged_plan_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let plan = tmp.path().join(PLAN_FILE);
-        let entry = |index: usize| PlanEntry {
-            index,
-            name: format!("run-{index}"),
-            run_dir: tmp.path().join(format!("run-{index}")),
-            config: serde_json::json!({"seed": index}),
-        };
-        let lines = |indices: &[usize]| -> String {
-            indices
-                .iter()
-                .map(|&i| serde_json::to_string(&entry(i)).unwrap() + "\n")
-                .collect()
-        };
-        write_text_atomic(&plan, &lines(&[0, 1, 2])).unwrap();
-        assert_eq!(read_entry(&plan, 1).unwrap(), entry(1));
+        let dir = study_dir(tmp.path());
+        let plan = dir.join(PLAN_FILE);
+        let entries: Vec<PlanEntry> = (0..3).map(|i| entry(&dir, i)).collect();
+        write(&plan, &entries);
+        assert_eq!(read_entry(&plan, 1).unwrap(), entries[1]);
         let err = format!("{:#}", read_entry(&plan, 3).unwrap_err());
         assert!(err.contains("holds 3 runs (indices 0 to 2)"), "{err}");
-        write_text_atomic(&plan, &lines(&[0, 2])).unwrap();
-        let err = format!("{:#}", read_entry(&plan, 0).unwrap_err());
-        assert!(err.contains("line 2 says index 2"), "{err}");
+        write(&plan, &[entries[0].clone(), entries[2].clone()]);
+        assert!(error(&plan).contains("line 2 says index 2"));
         std::fs::write(&plan, "{}\n").unwrap();
+        assert!(error(&plan).contains("line 1 is not a plan entry"));
+        std::fs::write(&plan, "\n").unwrap();
         let err = format!("{:#}", read_entry(&plan, 0).unwrap_err());
-        assert!(err.contains("line 1 is not a plan entry"), "{err}");
+        assert!(err.contains("holds no runs"), "{err}");
+        // Line numbers count blank lines too.
+        let text = format!(
+            "\n{}\n\n{{}}\n",
+            serde_json::to_string(&entries[0]).unwrap()
+        );
+        std::fs::write(&plan, text).unwrap();
+        assert!(error(&plan).contains("line 4 is not a plan entry"));
+    }
+
+    #[test]
+    fn a_line_is_refused_unless_it_trains_its_own_run_folder_beside_the_plan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = study_dir(tmp.path());
+        let plan = dir.join(PLAN_FILE);
+        let outside = tmp.path().canonicalize().unwrap();
+        let elsewhere: Vec<PathBuf> = vec![
+            PathBuf::new(),
+            PathBuf::from("run-0"),
+            PathBuf::from("s/run-0"),
+            PathBuf::from(".."),
+            PathBuf::from("../run-0"),
+            dir.clone(),
+            dir.join("run-1"),
+            dir.join("run-0/.."),
+            dir.join("run-0/sub"),
+            dir.join("../run-0"),
+            dir.join("..").join("s").join("run-0"),
+            outside.join("run-0"),
+            PathBuf::from("/run-0"),
+            PathBuf::from("/tmp/s/run-0"),
+        ];
+        for run_dir in elsewhere {
+            let mut first = entry(&dir, 0);
+            first.run_dir = run_dir.clone();
+            write(&plan, &[first, entry(&dir, 1)]);
+            let err = error(&plan);
+            assert!(
+                err.contains(&format!("{} line 1 is refused", plan.display()))
+                    && err.contains("run_dir"),
+                "{run_dir:?}: {err}"
+            );
+        }
+        // The config must name the run and the study.
+        for (key, value) in [("name", "run-0"), ("study", "t"), ("name", "")] {
+            let mut second = entry(&dir, 1);
+            second.config[key] = value.into();
+            write(&plan, &[entry(&dir, 0), second]);
+            let err = error(&plan);
+            assert!(
+                err.contains("line 2 is refused: its config names run"),
+                "{err}"
+            );
+        }
+        let mut second = entry(&dir, 1);
+        second.config.as_object_mut().unwrap().remove("study");
+        write(&plan, &[entry(&dir, 0), second]);
+        assert!(error(&plan).contains("line 2 is refused"));
+        // A name that is no folder of its own, and a run named twice.
+        for name in ["", "..", ".", "a/b"] {
+            let mut first = entry(&dir, 0);
+            first.name = name.into();
+            write(&plan, &[first]);
+            assert!(
+                error(&plan).contains("line 1 is refused: its name"),
+                "{name:?}"
+            );
+        }
+        let mut second = entry(&dir, 0);
+        second.index = 1;
+        write(&plan, &[entry(&dir, 0), second]);
+        assert!(error(&plan).contains("line 2 is refused: it names run run-0, as line 1 does"));
+        // Through a symbolic link to the study folder, the plan is the same plan.
+        write(&plan, &[entry(&dir, 0), entry(&dir, 1)]);
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert_eq!(read_plan(&link.join(PLAN_FILE)).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_plan_outside_a_study_folder_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(".hidden");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(PLAN_FILE), "").unwrap();
+        let err = format!("{:#}", read_plan(&dir.join(PLAN_FILE)).unwrap_err());
+        assert!(err.contains("is not in a study's folder"), "{err}");
     }
 }
