@@ -128,11 +128,10 @@ impl Cnn {
             ch = w;
             side /= 2;
         }
-        let output = build.linear(ch * side * side, CLASSES, true);
         Self {
             convs,
             norms,
-            output,
+            output: build.classifier(ch * side * side),
             spec,
         }
     }
