@@ -25,7 +25,7 @@ use crate::data::{DataSource, LoadedData};
 use crate::kernels::cross_entropy;
 use crate::measures::{Probe, measure};
 use crate::metrics::{histogram, percentiles_15_50_85, values_mean_std};
-use crate::model::{Mode, Net, Trace};
+use crate::model::{Mode, Net, Pass, Trace};
 use crate::norm::{InferenceSource, InferenceStats, PopulationAccumulator};
 use crate::progress::Progress;
 use crate::rng::Rng;
@@ -427,7 +427,7 @@ impl Runner<'_> {
     ) -> Result<()> {
         let mode = seeds.mode(false);
         let loss_of = |m: &Net| -> Result<Tensor<1>> {
-            let logits = m.forward(x.clone().autodiff(), mode, None)?;
+            let logits = m.forward(x.clone().autodiff(), Pass::untraced(mode))?;
             Ok(cross_entropy(logits, y.clone().autodiff()))
         };
         let layers = net.weight_layers();
@@ -452,7 +452,7 @@ impl Runner<'_> {
         for start in (0..n).step_by(bs) {
             let end = (start + bs).min(n);
             let (x, y) = self.test.range(start, end, &self.device);
-            let logits = eval_net.forward(x, Mode::Infer(stats), None)?;
+            let logits = eval_net.forward(x, Pass::untraced(Mode::Infer(stats)))?;
             let loss = cross_entropy(logits.clone(), y);
             loss_sum += f64::from(loss.into_scalar::<f32>()) * (end - start) as f64;
             let pred = logits.argmax(1).into_data().convert::<i64>();
@@ -506,7 +506,7 @@ impl Runner<'_> {
             dropout_seed: None,
             noise_seed: self.noise_seed(step),
         };
-        eval_net.forward(x, mode, Some(&mut trace))?;
+        eval_net.forward(x, Pass::traced(mode, &mut trace))?;
         let p = &self.config.probe;
         let layer = self.config.probe_layer();
         let mut unit = trace.pre_activations[layer].unit_values(p.unit);
@@ -568,7 +568,7 @@ impl Runner<'_> {
         for b in 0..k as u64 {
             let (x, _) = self.train.batch(order.indices(b), &self.device);
             let mut trace = Trace::default();
-            eval_net.forward(x, mode, Some(&mut trace))?;
+            eval_net.forward(x, Pass::traced(mode, &mut trace))?;
             for (acc, stats) in accs.iter_mut().zip(&trace.bn_stats) {
                 acc.add(stats);
             }
