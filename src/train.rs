@@ -30,9 +30,9 @@ use crate::norm::{InferenceSource, InferenceStats, PopulationAccumulator};
 use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::run::{
-    ActivationRecord, EvalRecord, FinalInference, Found, LayerStats, LoopState, PopulationResult,
-    RecordWriters, Run, RunLock, RunStatus, Summary, TakenOver, TrackedUnit, best_acc,
-    claim_run_dir, first_step_reaching, inspect_run_dir, load_checkpoint, new_run_id,
+    ActivationRecord, EvalRecord, FinalInference, Found, LayerStats, LoopState, Percentiles,
+    PopulationResult, RecordWriters, Run, RunLock, RunStatus, Summary, TakenOver, TrackedUnit,
+    best_acc, claim_run_dir, first_step_reaching, inspect_run_dir, load_checkpoint, new_run_id,
     save_checkpoint, set_up_run_dir, threshold_key, truncate_records_after, write_summary,
 };
 use crate::tensor::vector_tensor;
@@ -510,7 +510,7 @@ impl Runner<'_> {
         let p = &self.config.probe;
         let layer = self.config.probe_layer();
         let mut unit = trace.pre_activations[layer].unit_values(p.unit);
-        let [p15, p50, p85] = percentiles_15_50_85(&mut unit);
+        let tracked = Percentiles::of(percentiles_15_50_85(&mut unit));
         let layers = trace
             .pre_activations
             .iter()
@@ -519,13 +519,10 @@ impl Runner<'_> {
                 let mut values = pre.values.clone();
                 let (mean, std) = values_mean_std(&values);
                 let hist = histogram(&values, p.bins, p.lo, p.hi);
-                let [p15, p50, p85] = percentiles_15_50_85(&mut values);
                 LayerStats {
                     layer: i,
                     units: Some(pre.shape[1]),
-                    p15: Some(p15),
-                    p50: Some(p50),
-                    p85: Some(p85),
+                    percentiles: Percentiles::of(percentiles_15_50_85(&mut values)),
                     mean: Some(mean),
                     std: Some(std),
                     hist,
@@ -537,9 +534,7 @@ impl Runner<'_> {
             tracked: TrackedUnit {
                 layer: Some(layer),
                 unit: Some(p.unit),
-                p15: Some(p15),
-                p50: Some(p50),
-                p85: Some(p85),
+                percentiles: tracked,
             },
             layers,
         })
