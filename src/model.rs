@@ -27,7 +27,7 @@ use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 
 pub use block::{
-    Activation, CLASSES, HostTensor, Init, Mode, NetSpec, Trace, WeightLayer, param_ids,
+    Activation, CLASSES, HostTensor, Init, Mode, NetSpec, Pass, Trace, WeightLayer, param_ids,
 };
 pub use cnn::{Cnn, CnnConfig};
 pub use config::{Arch, ArchConfig, ModelConfig};
@@ -36,7 +36,7 @@ pub use mlp::{Mlp, MlpConfig};
 
 use crate::norm::{Norm, NormConfig};
 use crate::rng::Rng;
-use block::{LayerBuilder, Pass};
+use block::LayerBuilder;
 
 /// A classifier of any architecture.
 ///
@@ -103,31 +103,22 @@ impl Net {
         }
     }
 
-    /// Logits `[N, 10]` for flattened inputs `[N, C·H·W]`. With `trace`, also records each
-    /// hidden layer's pre-activations and BN batch statistics (slow: copies to the host).
+    /// Logits `[N, 10]` for flattened inputs `[N, C·H·W]`, in the pass's mode. A traced pass
+    /// ([`Pass::traced`]) also records each hidden layer's pre-activations and BN batch
+    /// statistics (slow: copies to the host).
     ///
     /// Takes the architecture's fast path where one applies (each file says which), and
     /// otherwise [`Net::forward_reference`]; each fast path computes the same function as the
     /// reference, with different float rounding.
-    pub fn forward(
-        &self,
-        x: Tensor<2>,
-        mode: Mode,
-        trace: Option<&mut Trace>,
-    ) -> Result<Tensor<2>> {
-        each_net!(self, net => net.forward(x, Pass { mode, trace }))
+    pub fn forward(&self, x: Tensor<2>, pass: Pass) -> Result<Tensor<2>> {
+        each_net!(self, net => net.forward(x, pass))
     }
 
     /// The same function as [`Net::forward`], op by op, with no shortcut: each layer's linear
     /// map or convolution, the normalisation through [`Norm::forward_with_stats`], g, pooling,
     /// then the output layer through Burn's `Linear`. The fast paths are tested against it.
-    pub fn forward_reference(
-        &self,
-        x: Tensor<2>,
-        mode: Mode,
-        trace: Option<&mut Trace>,
-    ) -> Result<Tensor<2>> {
-        each_net!(self, net => net.forward_reference(x, Pass { mode, trace }))
+    pub fn forward_reference(&self, x: Tensor<2>, pass: Pass) -> Result<Tensor<2>> {
+        each_net!(self, net => net.forward_reference(x, pass))
     }
 
     /// The normalisation layers, input to output (empty without normalisation).

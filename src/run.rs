@@ -42,7 +42,7 @@ pub use lock::{LOCK_HEARTBEAT, MIN_STEAL_AFTER, RunLock, TakenOver};
 pub use read::{PLOTTABLE_LIMIT, Run, finite, fraction, read_run_config};
 pub use records::{
     ActivationRecord, Drift, EvalRecord, FinalInference, Histogram, LayerIcs, LayerStats,
-    MeasureRecord, PopulationResult, RunStatus, Summary, TrackedUnit, new_run_id,
+    MeasureRecord, Percentiles, PopulationResult, RunStatus, Summary, TrackedUnit, new_run_id,
 };
 pub use report::{
     EARLY_FRACTION, MeanStd, MeasureSummary, best_acc, drift, final_acc, first_step_reaching,

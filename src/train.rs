@@ -25,14 +25,14 @@ use crate::data::{self, DataSource, LoadedData};
 use crate::kernels::cross_entropy;
 use crate::measures::{Probe, measure};
 use crate::metrics::{histogram, percentiles_15_50_85, values_mean_std};
-use crate::model::{Mode, Net, Trace};
+use crate::model::{Mode, Net, Pass, Trace};
 use crate::norm::{InferenceSource, InferenceStats, PopulationAccumulator};
 use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::run::{
-    ActivationRecord, EvalRecord, FinalInference, Found, LayerStats, LoopState, PopulationResult,
-    RecordWriters, Run, RunLock, RunStatus, Summary, TakenOver, TrackedUnit, best_acc,
-    claim_run_dir, first_step_reaching, inspect_run_dir, load_checkpoint, new_run_id,
+    ActivationRecord, EvalRecord, FinalInference, Found, LayerStats, LoopState, Percentiles,
+    PopulationResult, RecordWriters, Run, RunLock, RunStatus, Summary, TakenOver, TrackedUnit,
+    best_acc, claim_run_dir, first_step_reaching, inspect_run_dir, load_checkpoint, new_run_id,
     save_checkpoint, set_up_run_dir, threshold_key, truncate_records_after, write_summary,
 };
 use crate::tensor::vector_tensor;
@@ -457,7 +457,7 @@ impl Runner<'_> {
     ) -> Result<()> {
         let mode = seeds.mode(false);
         let loss_of = |m: &Net| -> Result<Tensor<1>> {
-            let logits = m.forward(x.clone().autodiff(), mode, None)?;
+            let logits = m.forward(x.clone().autodiff(), Pass::untraced(mode))?;
             Ok(cross_entropy(logits, y.clone().autodiff()))
         };
         let layers = net.weight_layers();
@@ -482,7 +482,7 @@ impl Runner<'_> {
         for start in (0..n).step_by(bs) {
             let end = (start + bs).min(n);
             let (x, y) = self.test.range(start, end, &self.device);
-            let logits = eval_net.forward(x, Mode::Infer(stats), None)?;
+            let logits = eval_net.forward(x, Pass::untraced(Mode::Infer(stats)))?;
             let loss = cross_entropy(logits.clone(), y);
             loss_sum += f64::from(loss.into_scalar::<f32>()) * (end - start) as f64;
             let pred = logits.argmax(1).into_data().convert::<i64>();
@@ -536,11 +536,11 @@ impl Runner<'_> {
             dropout_seed: None,
             noise_seed: self.noise_seed(step),
         };
-        eval_net.forward(x, mode, Some(&mut trace))?;
+        eval_net.forward(x, Pass::traced(mode, &mut trace))?;
         let p = &self.config.probe;
         let layer = self.config.probe_layer();
         let mut unit = trace.pre_activations[layer].unit_values(p.unit);
-        let [p15, p50, p85] = percentiles_15_50_85(&mut unit);
+        let tracked = Percentiles::of(percentiles_15_50_85(&mut unit));
         let layers = trace
             .pre_activations
             .iter()
@@ -549,13 +549,10 @@ impl Runner<'_> {
                 let mut values = pre.values.clone();
                 let (mean, std) = values_mean_std(&values);
                 let hist = histogram(&values, p.bins, p.lo, p.hi);
-                let [p15, p50, p85] = percentiles_15_50_85(&mut values);
                 LayerStats {
                     layer: i,
                     units: Some(pre.shape[1]),
-                    p15: Some(p15),
-                    p50: Some(p50),
-                    p85: Some(p85),
+                    percentiles: Percentiles::of(percentiles_15_50_85(&mut values)),
                     mean: Some(mean),
                     std: Some(std),
                     hist,
@@ -567,9 +564,7 @@ impl Runner<'_> {
             tracked: TrackedUnit {
                 layer: Some(layer),
                 unit: Some(p.unit),
-                p15: Some(p15),
-                p50: Some(p50),
-                p85: Some(p85),
+                percentiles: tracked,
             },
             layers,
         })
@@ -599,7 +594,7 @@ impl Runner<'_> {
         for b in 0..k as u64 {
             let (x, _) = self.train.batch(order.indices(b), &self.device);
             let mut trace = Trace::default();
-            eval_net.forward(x, mode, Some(&mut trace))?;
+            eval_net.forward(x, Pass::traced(mode, &mut trace))?;
             for (acc, stats) in accs.iter_mut().zip(&trace.bn_stats) {
                 acc.add(stats);
             }

@@ -10,7 +10,7 @@
 //! would still agree on a freshly built net.
 
 use bn_exp::config::{Config, config_from_value};
-use bn_exp::model::{Mode, Net, Trace};
+use bn_exp::model::{Mode, Net, Pass, Trace};
 use bn_exp::norm::InferenceStats;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Tensor};
@@ -92,9 +92,9 @@ fn input(config: &Config, n: usize) -> Tensor<2> {
 fn pass(net: &Net, x: Tensor<2>, mode: Mode, reference: bool) -> (Vec<f64>, Vec<Vec<f32>>) {
     let mut trace = Trace::default();
     let logits = if reference {
-        net.forward_reference(x, mode, Some(&mut trace))
+        net.forward_reference(x, Pass::traced(mode, &mut trace))
     } else {
-        net.forward(x, mode, Some(&mut trace))
+        net.forward(x, Pass::traced(mode, &mut trace))
     }
     .unwrap();
     let pre = trace
@@ -108,9 +108,9 @@ fn pass(net: &Net, x: Tensor<2>, mode: Mode, reference: bool) -> (Vec<f64>, Vec<
 /// Every parameter's gradient under the loss Σ upstream · logits, in module order.
 fn gradients(net: &Net, x: Tensor<2>, mode: Mode, reference: bool) -> (Vec<f64>, Vec<Vec<f64>>) {
     let logits = if reference {
-        net.forward_reference(x, mode, None)
+        net.forward_reference(x, Pass::untraced(mode))
     } else {
-        net.forward(x, mode, None)
+        net.forward(x, Pass::untraced(mode))
     }
     .unwrap();
     let [n, k] = logits.dims();

@@ -11,7 +11,7 @@ use anyhow::Result;
 use bn_exp::config::{Config, config_from_value};
 use bn_exp::kernels::cross_entropy;
 use bn_exp::measures::{Probe, gradient, measure};
-use bn_exp::model::{Mode, Net, WeightLayer};
+use bn_exp::model::{Mode, Net, Pass, WeightLayer};
 use burn::module::{Module, Param};
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Tensor, TensorCreationOptions, TensorData};
@@ -241,7 +241,7 @@ fn probe_loss(x: &Tensor<2>, y: &Tensor<2>) -> impl Fn(&Net) -> Result<Tensor<1>
             noise_seed: None,
         };
         Ok(cross_entropy(
-            net.forward(x.clone(), mode, None)?,
+            net.forward(x.clone(), Pass::untraced(mode))?,
             y.clone(),
         ))
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use bn_exp::config::{Config, config_from_value};
-use bn_exp::model::Mode;
+use bn_exp::model::{Mode, Pass};
 use bn_exp::tensor::tensor_to_f64;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
@@ -949,7 +949,7 @@ fn evaluation_and_probes_do_not_change_running_statistics() {
         dropout_seed: None,
         noise_seed: None,
     };
-    net.forward(x.clone(), train, None).unwrap();
+    net.forward(x.clone(), Pass::untraced(train)).unwrap();
     let before = running_stats(&net);
     let probe = Mode::Train {
         update_running: false,
@@ -957,22 +957,25 @@ fn evaluation_and_probes_do_not_change_running_statistics() {
         noise_seed: None,
     };
     let mut trace = bn_exp::model::Trace::default();
-    net.forward(x.clone(), probe, Some(&mut trace)).unwrap();
-    net.valid().forward(x.clone().inner(), probe, None).unwrap();
+    net.forward(x.clone(), Pass::traced(probe, &mut trace))
+        .unwrap();
+    net.valid()
+        .forward(x.clone().inner(), Pass::untraced(probe))
+        .unwrap();
     for stats in [
         bn_exp::norm::InferenceStats::Moving,
         bn_exp::norm::InferenceStats::Batch,
         bn_exp::norm::InferenceStats::Population,
     ] {
         net.valid()
-            .forward(x.clone().inner(), Mode::Infer(stats), None)
+            .forward(x.clone().inner(), Pass::untraced(Mode::Infer(stats)))
             .unwrap();
     }
     assert_eq!(before, running_stats(&net));
     assert_eq!(trace.pre_activations.len(), 2);
     assert_eq!(trace.bn_stats.len(), 2);
     // A training step does move them, so the comparison above can fail.
-    net.forward(x, train, None).unwrap();
+    net.forward(x, Pass::untraced(train)).unwrap();
     assert_ne!(before, running_stats(&net));
 }
 

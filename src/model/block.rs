@@ -126,7 +126,20 @@ pub struct Pass<'t> {
     pub trace: Option<&'t mut Trace>,
 }
 
-impl Pass<'_> {
+impl<'t> Pass<'t> {
+    /// A pass in `mode` that records nothing.
+    pub fn untraced(mode: Mode) -> Self {
+        Pass { mode, trace: None }
+    }
+
+    /// A pass in `mode` that records each hidden layer into `trace`.
+    pub fn traced(mode: Mode, trace: &'t mut Trace) -> Self {
+        Pass {
+            mode,
+            trace: Some(trace),
+        }
+    }
+
     /// A pass that changes nothing and records nothing ([`Mode::PROBE`]).
     pub const PROBE: Pass<'static> = Pass {
         mode: Mode::PROBE,
@@ -431,6 +444,12 @@ impl LayerBuilder<'_> {
             weight: Param::from_tensor(self.normal_tensor([d_in, d_out], std)),
             bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], self.device))),
         }
+    }
+
+    /// The output layer: a linear map from `d_in` features to the [`CLASSES`] logits, with a
+    /// bias.
+    pub fn classifier(&mut self, d_in: usize) -> Linear {
+        self.linear(d_in, CLASSES, true)
     }
 
     /// A k×k convolution `[c_out, c_in, k, k]` with `padding` on every side and `stride`, with a

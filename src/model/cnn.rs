@@ -128,11 +128,10 @@ impl Cnn {
             ch = w;
             side /= 2;
         }
-        let output = build.linear(ch * side * side, CLASSES, true);
         Self {
             convs,
             norms,
-            output,
+            output: build.classifier(ch * side * side),
             spec,
         }
     }
@@ -145,8 +144,8 @@ impl Cnn {
     /// Logits, with max-pooling before g where that is the same function: normalisation before
     /// g (or none) and no dropout ([`Cnn::pool_first`]); op by op otherwise.
     pub fn forward(&self, x: Tensor<2>, mut pass: Pass) -> Result<Tensor<2>> {
-        let after = self.spec.placement == Some(Placement::After);
-        if after || self.spec.dropout_seed(pass.mode).is_some() {
+        let norm_after_g = self.spec.placement == Some(Placement::After);
+        if norm_after_g || self.spec.dropout_seed(pass.mode).is_some() {
             return self.forward_reference(x, pass);
         }
         let mut h = self.spec.image_batch(x);

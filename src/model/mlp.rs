@@ -111,11 +111,10 @@ impl Mlp {
             linears.push(build.linear(fan_in, w, build.hidden_bias()));
             fan_in = w;
         }
-        let output = build.linear(fan_in, CLASSES, true);
         Self {
             linears,
             norms,
-            output,
+            output: build.classifier(fan_in),
             spec,
         }
     }

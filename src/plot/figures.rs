@@ -473,7 +473,7 @@ pub fn percentile_figure(
         let has_tracked = |r: &Run| {
             r.activations
                 .iter()
-                .any(|a| a.tracked.percentiles().is_some())
+                .any(|a| a.tracked.percentiles.all().is_some())
         };
         let Some(run) = first_seed_with(set, group, has_tracked) else {
             diag.warn(format!(
@@ -491,7 +491,7 @@ pub fn percentile_figure(
             points: run
                 .activations
                 .iter()
-                .filter_map(|a| Some((a.step as f64, a.tracked.percentiles()?)))
+                .filter_map(|a| Some((a.step as f64, a.tracked.percentiles.all()?)))
                 .collect(),
         });
     }

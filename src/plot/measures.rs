@@ -54,13 +54,12 @@ pub struct MeasuresFigure {
     pub subtitle: String,
 }
 
-/// One group's band: the mean over seeds of the smallest and of the largest value over η.
+/// One group's band: its curve of the smallest and its curve of the largest value over η,
+/// each the mean over seeds. The band is drawn in the low curve's colour, the group's.
 #[derive(Debug, Clone)]
 pub struct Band {
-    pub label: String,
-    pub colour: Colour,
-    pub low: Vec<StepStat>,
-    pub high: Vec<StepStat>,
+    pub low: MeasureCurve,
+    pub high: MeasureCurve,
 }
 
 /// Santurkar et al.'s Figure 4: the loss and gradient-change ranges along the gradient.
@@ -220,12 +219,7 @@ pub fn measure_figures(
         let highs = curves(set, &high, k);
         lows.into_iter()
             .zip(highs)
-            .map(|(l, h)| Band {
-                label: l.label,
-                colour: l.colour,
-                low: l.stats,
-                high: h.stats,
-            })
+            .map(|(low, high)| Band { low, high })
             .collect::<Vec<_>>()
     };
     let landscape = LandscapeFigure {
@@ -393,7 +387,11 @@ fn draw_bands<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let all = || bands.iter().flat_map(|b| b.low.iter().chain(&b.high));
+    let all = || {
+        bands
+            .iter()
+            .flat_map(|b| b.low.stats.iter().chain(&b.high.stats))
+    };
     // The band is drawn from the means of its edges, so they alone set the axis.
     let Some((lo, hi)) = log_range(all().map(|s| s.mean)) else {
         return draw_note(area, "no positive values");
@@ -403,17 +401,17 @@ where
     let mut chart = steps_chart(area, title, None, x_max, y, PanelSize::FULL)?;
     let clamp = |v: f64| v.clamp(lo, hi);
     for b in bands {
-        let upper = b.high.iter().map(|s| (s.step, clamp(s.mean)));
-        let lower = b.low.iter().rev().map(|s| (s.step, clamp(s.mean)));
+        let upper = b.high.stats.iter().map(|s| (s.step, clamp(s.mean)));
+        let lower = b.low.stats.iter().rev().map(|s| (s.step, clamp(s.mean)));
         chart.draw_series(std::iter::once(Polygon::new(
             upper.chain(lower).collect::<Vec<_>>(),
-            b.colour.mix(0.3).filled(),
+            b.low.colour.mix(0.3).filled(),
         )))?;
     }
     for b in bands {
         for edge in [&b.low, &b.high] {
-            let points = edge.iter().map(|s| (s.step, clamp(s.mean)));
-            chart.draw_series(LineSeries::new(points, b.colour.stroke_width(2)))?;
+            let points = edge.stats.iter().map(|s| (s.step, clamp(s.mean)));
+            chart.draw_series(LineSeries::new(points, b.low.colour.stroke_width(2)))?;
         }
     }
     Ok(())

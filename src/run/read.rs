@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use super::files::{ACTIVATIONS_FILE, CONFIG_FILE, MEASURES_FILE, METRICS_FILE, SUMMARY_FILE};
 use super::records::{
-    ActivationRecord, EvalRecord, Histogram, LayerStats, MeasureRecord, Summary, TrackedUnit,
+    ActivationRecord, EvalRecord, Histogram, LayerStats, MeasureRecord, Percentiles, Summary,
+    TrackedUnit,
 };
 
 /// Everything read from one run folder.
@@ -352,11 +353,9 @@ fn read_activations(path: &Path, notes: &mut Vec<String>) -> Vec<ActivationRecor
             .map_or_else(TrackedUnit::default, |t| TrackedUnit {
                 layer: index(t.get("layer")),
                 unit: index(t.get("unit")),
-                p15: finite(t.get("p15")),
-                p50: finite(t.get("p50")),
-                p85: finite(t.get("p85")),
+                percentiles: percentiles(t),
             });
-        no_tracked += usize::from(tracked.percentiles().is_none());
+        no_tracked += usize::from(tracked.percentiles.all().is_none());
         let mut layers = Vec::new();
         for (i, layer) in v
             .get("layers")
@@ -369,9 +368,7 @@ fn read_activations(path: &Path, notes: &mut Vec<String>) -> Vec<ActivationRecor
                 Some(hist) => layers.push(LayerStats {
                     layer: index(layer.get("layer")).unwrap_or(i),
                     units: index(layer.get("units")),
-                    p15: finite(layer.get("p15")),
-                    p50: finite(layer.get("p50")),
-                    p85: finite(layer.get("p85")),
+                    percentiles: percentiles(layer),
                     mean: finite(layer.get("mean")),
                     std: finite(layer.get("std")),
                     hist,
@@ -396,6 +393,15 @@ fn read_activations(path: &Path, notes: &mut Vec<String>) -> Vec<ActivationRecor
     );
     keep_latest_by_step(&mut points, |p| p.step);
     points
+}
+
+/// The `p15`, `p50` and `p85` of a tracked unit or a layer, each a plottable number or `None`.
+fn percentiles(v: &Value) -> Percentiles {
+    Percentiles {
+        p15: finite(v.get("p15")),
+        p50: finite(v.get("p50")),
+        p85: finite(v.get("p85")),
+    }
 }
 
 /// A layer or unit index: a whole number, 0 or more.

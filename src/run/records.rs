@@ -27,26 +27,45 @@ pub struct EvalRecord {
     pub elapsed_s: Option<f64>,
 }
 
+/// 15th, 50th and 85th percentiles over the probe batch, of the tracked unit or of a whole
+/// layer. A record writes them among its own fields: `"p15": …, "p50": …, "p85": …`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p15: Option<f64>,
+    pub p50: Option<f64>,
+    pub p85: Option<f64>,
+}
+
+impl Percentiles {
+    /// The three a probe computed, `[p15, p50, p85]`.
+    pub fn of([p15, p50, p85]: [f64; 3]) -> Self {
+        Self {
+            p15: Some(p15),
+            p50: Some(p50),
+            p85: Some(p85),
+        }
+    }
+
+    /// `[p15, p50, p85]`, when all three are usable.
+    pub fn all(&self) -> Option<[f64; 3]> {
+        Some([self.p15?, self.p50?, self.p85?])
+    }
+}
+
 /// The tracked unit of one line of `activations.jsonl` (`probe.layer`, `probe.unit`) and its
-/// 15th, 50th and 85th percentiles over the probe batch.
+/// percentiles.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrackedUnit {
     pub layer: Option<usize>,
     pub unit: Option<usize>,
-    pub p15: Option<f64>,
-    pub p50: Option<f64>,
-    pub p85: Option<f64>,
+    #[serde(flatten)]
+    pub percentiles: Percentiles,
 }
 
 impl TrackedUnit {
     /// `(layer, unit)`, when the record says both.
     pub fn position(&self) -> Option<(usize, usize)> {
         Some((self.layer?, self.unit?))
-    }
-
-    /// `[p15, p50, p85]`, when all three are usable.
-    pub fn percentiles(&self) -> Option<[f64; 3]> {
-        Some([self.p15?, self.p50?, self.p85?])
     }
 }
 
@@ -76,9 +95,8 @@ pub struct LayerStats {
     pub layer: usize,
     /// Its units (for a conv layer, its channels).
     pub units: Option<usize>,
-    pub p15: Option<f64>,
-    pub p50: Option<f64>,
-    pub p85: Option<f64>,
+    #[serde(flatten)]
+    pub percentiles: Percentiles,
     pub mean: Option<f64>,
     pub std: Option<f64>,
     pub hist: Histogram,

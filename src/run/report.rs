@@ -37,7 +37,7 @@ impl Run {
         let points: Vec<(u64, [f64; 3])> = self
             .activations
             .iter()
-            .filter_map(|a| a.tracked.percentiles().map(|p| (a.step, p)))
+            .filter_map(|a| a.tracked.percentiles.all().map(|p| (a.step, p)))
             .collect();
         drift(&points, total_steps)
     }

@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 
 use crate::config::Config;
 use crate::kernels::cross_entropy;
-use crate::model::{Mode, Net};
+use crate::model::{Mode, Net, Pass};
 
 /// The seeds of a training step's random draws: its dropout masks and its noise (each `None`
 /// when the net has none).
@@ -43,7 +43,7 @@ pub fn sgd_step(
     lr: f64,
 ) -> Result<(f64, Option<Net>)> {
     let mode = seeds.mode(true);
-    let logits = net.forward(x.autodiff(), mode, None)?;
+    let logits = net.forward(x.autodiff(), Pass::untraced(mode))?;
     let loss = cross_entropy(logits, y.autodiff());
     let value = f64::from(loss.clone().into_scalar::<f32>());
     if !value.is_finite() {
