@@ -44,6 +44,7 @@ mod pool;
 mod sigmoid;
 pub use batch_norm::{FusedBatchNorm, FusedOutput, batch_norm_train_fused};
 pub use columns::{FusedColumns, center_columns, weight_norm_columns};
+pub use common::{SIMD_CAP_VAR, SimdLevel, detected_simd_level};
 pub use conv::{FusedConv, conv3x3};
 pub use dense::{Act, DenseOutput, DenseSpec, FusedDense, dense};
 pub use loss::{FusedCrossEntropy, cross_entropy};
