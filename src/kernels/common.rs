@@ -7,7 +7,7 @@
 //!   (take ∂out, compute the inputs' gradients, give each to the input that tracks one), and
 //!   [`OneInputBackward`], the whole node of the ops with one differentiable input;
 //! - [`simd_fn!`]: a loop compiled for AVX-512, AVX2 + FMA and baseline x86-64, the widest the
-//!   CPU has chosen at run time;
+//!   CPU has chosen at run time; [`lane_sum`], a sum whose order does not depend on that choice;
 //! - [`vec_written`]: an output buffer that is not zeroed before the kernel writes all of it.
 //!
 //! This file imports nothing from the other kernel files; they all import from it.
@@ -94,7 +94,7 @@ pub(super) use float_dispatch;
 /// chosen at run time, as the sigmoid does (`super::sigmoid`). bn-exp is built for any x86-64, so
 /// without this every loop of the kernels ran 4 floats wide. The three builds compute the same
 /// bits: Rust never contracts a multiply and an add into an FMA on its own, and a body that
-/// vectorises a sum must fix its order itself. Call it inside a rayon task, not
+/// vectorises a sum must fix its order itself ([`lane_sum`]). Call it inside a rayon task, not
 /// around one: the closures rayon runs are functions of their own, compiled for the baseline.
 macro_rules! simd_fn {
     ($(#[$attr:meta])* $vis:vis fn $name:ident<$t:ident: Real>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
@@ -169,6 +169,39 @@ pub(super) fn simd_level() -> SimdLevel {
         };
         detected_simd_level().min(cap)
     })
+}
+
+/// Lanes of [`lane_sum`]: one AVX-512 register of float32, two of AVX2.
+pub(super) const LANES: usize = 16;
+
+/// Σ f(u[i], v[i]) in `T` (u and v of one length), in a fixed order that vectorises: term i is
+/// added to lane i mod [`LANES`], and the lanes are then added pairwise. A plain left-to-right
+/// sum cannot vectorise (float addition is not associative, so the compiler keeps its order) and
+/// ran one add every four cycles. The order depends only on the length, never on the thread
+/// count or the CPU.
+#[inline(always)]
+pub(super) fn lane_sum<T: Real>(u: &[T], v: &[T], f: impl Fn(T, T) -> T) -> T {
+    assert_eq!(u.len(), v.len(), "lane_sum of two lengths");
+    let mut acc = [T::ZERO; LANES];
+    let (uc, vc) = (u.chunks_exact(LANES), v.chunks_exact(LANES));
+    let (ur, vr) = (uc.remainder(), vc.remainder());
+    for (uc, vc) in uc.zip(vc) {
+        for ((a, &x), &y) in acc.iter_mut().zip(uc).zip(vc) {
+            *a += f(x, y);
+        }
+    }
+    for ((a, &x), &y) in acc.iter_mut().zip(ur).zip(vr) {
+        *a += f(x, y);
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        let (lo, hi) = acc.split_at_mut(width);
+        for (a, &b) in lo.iter_mut().zip(&hi[..width]) {
+            *a += b;
+        }
+    }
+    acc[0]
 }
 
 /// A vector of `len` values that `write` initialises, without zeroing it first: allocating

@@ -336,7 +336,7 @@ fn backward<T: Real>(
         None => (gpre, None, None),
     };
     let db = (want[2] && spec.bias).then(|| {
-        channel_sums(n, m, 1, |i, _| gz[i])
+        channel_sums((n, m, 1), &gz, &gz, |g, _, _| g)
             .into_iter()
             .map(T::from_f64)
             .collect()
