@@ -220,6 +220,15 @@ pub(super) unsafe fn vec_written<T>(
     v
 }
 
+/// `v` as the values it now holds.
+///
+/// # Safety
+/// Every element of `v` must have been written.
+pub(super) unsafe fn assume_written<T>(v: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: MaybeUninit<T> has T's layout, and the caller wrote every element.
+    unsafe { &mut *(v as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
 /// A kernel's result converted to another float dtype: every tensor in it, and nothing else.
 pub(super) trait InDtype: Sized {
     fn in_dtype(self, dtype: DType) -> Self;
