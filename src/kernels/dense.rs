@@ -215,10 +215,9 @@ pub(super) fn activate<T: Real + SigmoidInPlace>(v: &mut [T], act: Act) {
     match act {
         Act::Identity => {}
         // As Burn's relu: values ≤ 0 become 0, a NaN stays NaN (so divergence is still seen).
+        // Compared in `T` (not through f64), so that the loop vectorises.
         Act::Relu => v.iter_mut().for_each(|x| {
-            if x.to_f64() <= 0.0 {
-                *x = T::ZERO;
-            }
+            *x = if *x <= T::ZERO { T::ZERO } else { *x };
         }),
         Act::Tanh => v
             .iter_mut()
