@@ -11,8 +11,9 @@
 //! - `columns`: Weight Norm's w = g·v/‖v‖ and mean-only BN, per column of a matrix;
 //! - `gemm`: the matrix products they share, with a spinning second thread for the big ones;
 //! - `common`: what they all share (the floats they compute in, the one dispatch on a tensor's
-//!   dtype, reading and making Flex tensors, the autodiff nodes' plumbing). It imports none of
-//!   the others, and none of them imports anything from this file.
+//!   dtype, `simd_fn!`, the one dispatch on the CPU's vector width, reading and making Flex
+//!   tensors, the autodiff nodes' plumbing). It imports none of the others, and none of them
+//!   imports anything from this file.
 //!
 //! Numbers before and after each: `docs/performance.md`.
 //!
