@@ -11,8 +11,9 @@
 //! - `columns`: Weight Norm's w = g·v/‖v‖ and mean-only BN, per column of a matrix;
 //! - `gemm`: the matrix products they share, with a spinning second thread for the big ones;
 //! - `common`: what they all share (the floats they compute in, the one dispatch on a tensor's
-//!   dtype, reading and making Flex tensors, the autodiff nodes' plumbing). It imports none of
-//!   the others, and none of them imports anything from this file.
+//!   dtype, `simd_fn!`, the one dispatch on the CPU's vector width, reading and making Flex
+//!   tensors, the autodiff nodes' plumbing). It imports none of the others, and none of them
+//!   imports anything from this file.
 //!
 //! Numbers before and after each: `docs/performance.md`.
 //!
@@ -44,6 +45,7 @@ mod pool;
 mod sigmoid;
 pub use batch_norm::{FusedBatchNorm, FusedOutput, batch_norm_train_fused};
 pub use columns::{FusedColumns, center_columns, weight_norm_columns};
+pub use common::{SIMD_CAP_VAR, SimdLevel, detected_simd_level};
 pub use conv::{FusedConv, conv3x3};
 pub use dense::{Act, DenseOutput, DenseSpec, FusedDense, dense};
 pub use loss::{FusedCrossEntropy, cross_entropy};

@@ -12,7 +12,10 @@
 //!   of the kernel's parallel chunks, with and without bias;
 //! - `max_pool2x2_then`: output and ∂x for every activation, including odd sizes;
 //! - `cross_entropy`: loss and ∂logits (and no ∂targets), for one-hot and soft targets and
-//!   logits large enough to overflow a naive softmax.
+//!   logits large enough to overflow a naive softmax;
+//! - conv, max-pool and BN again on inputs wide enough for their vectorised loops, and in child
+//!   processes under each SIMD build this CPU has (`BN_EXP_SIMD`), the float32 results with the
+//!   same bits in every build.
 //!
 //! Besides the references:
 //! - max-pooling before g against Burn's g before `max_pool2d` (the order the CNN is defined in);
@@ -318,7 +321,15 @@ fn dense_gradients_match_central_finite_differences() {
 /// Output and gradients of Σ upstream·conv(x) for x, W, b, through `kernels::conv3x3` (`fast`)
 /// or `kernels::reference::conv3x3`.
 fn conv_case(fast: bool, bias: bool) -> [Part; 4] {
-    let (n, c, h, w, co) = (11, 3, 5, 7, 4);
+    conv_case_of(fast, bias, (11, 3, 5, 7, 4))
+}
+
+/// [`conv_case`] for (N, C, H, W, C_out).
+fn conv_case_of(
+    fast: bool,
+    bias: bool,
+    (n, c, h, w, co): (usize, usize, usize, usize, usize),
+) -> [Part; 4] {
     let x = input(&values(n * c * h * w, 11), [n, c, h, w]);
     let wt = input(&values(co * c * 9, 12), [co, c, 3, 3]);
     let b = input(&values(co, 13), [co]);
@@ -623,6 +634,138 @@ fn center_columns_matches_its_reference() {
             &["y", "mean", "dx", "dbeta"],
             &center_case(true, n, c),
             &center_case(false, n, c),
+        );
+    }
+}
+
+/// The CNN's kernels on inputs wide enough for their vectorised loops (rows of 32 and more
+/// values, runs longer than the 16 lanes of the sums, with a remainder), against the
+/// references: conv (with and without bias), max-pool then each g, and BN on `[N, C, H, W]`.
+fn wide_cases_match_their_references() {
+    for bias in [true, false] {
+        let case = |fast| conv_case_of(fast, bias, (3, 3, 6, 37, 5));
+        let what = format!("wide conv3x3 bias={bias}");
+        assert_parts_close(
+            &what,
+            &["output", "dx", "dW", "db"],
+            &case(true),
+            &case(false),
+        );
+    }
+    for act in [Act::Identity, Act::Sigmoid, Act::Relu, Act::Tanh] {
+        for shape in [[2, 3, 8, 66], [1, 2, 7, 35]] {
+            let (got, want) = (pool_case(true, shape, act), pool_case(false, shape, act));
+            let what = format!("wide max-pool {shape:?} {act:?}");
+            assert_parts_close(&what, &["output", "dx"], &got, &want);
+        }
+    }
+    const PARTS: [&str; 6] = ["output", "mean", "variance", "dx", "dgamma", "dbeta"];
+    let shape = [3, 4, 9, 41];
+    let (got, want) = (batch_norm_case(true, shape), batch_norm_case(false, shape));
+    assert_parts_close("wide BN", &PARTS, &got, &want);
+}
+
+#[test]
+fn kernels_on_wide_inputs_match_their_references() {
+    wide_cases_match_their_references();
+}
+
+/// The float32 outputs and gradients of the CNN's fast kernels on wide inputs, as one line of
+/// bits: what every SIMD build must reproduce exactly.
+fn f32_kernel_bits() -> String {
+    let f32_input = |v: Vec<f64>, shape: [usize; 4]| {
+        let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
+        Tensor::<4>::from_data(TensorData::new(v, shape), &device()).require_grad()
+    };
+    let (n, c, h, w, co) = (4, 3, 6, 37, 5);
+    let x = f32_input(values(n * c * h * w, 61), [n, c, h, w]);
+    let wt = f32_input(values(co * c * 9, 62), [co, c, 3, 3]);
+    let b = Tensor::<1>::from_data(
+        TensorData::new(values(co, 63).iter().map(|&v| v as f32).collect(), [co]),
+        &device(),
+    )
+    .require_grad();
+    let z = conv3x3(x.clone(), wt.clone(), Some(b.clone()));
+    let gamma = Tensor::<1>::from_data(TensorData::new(vec![1.5f32; co], [co]), &device());
+    let beta = Tensor::<1>::from_data(TensorData::new(vec![0.25f32; co], [co]), &device());
+    let bn = batch_norm_train_fused(z.clone(), gamma, beta, EPS);
+    let y = max_pool2x2_then(bn.output, Act::Relu);
+    let upstream = |dims: [usize; 4], seed| {
+        let v: Vec<f32> = values(dims.iter().product(), seed)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        Tensor::<4>::from_data(TensorData::new(v, dims), &device())
+    };
+    let loss =
+        (y.clone() * upstream(y.dims(), 64)).sum() + (z.clone() * upstream(z.dims(), 65)).sum();
+    let grads = loss.backward();
+    let mut all: Vec<f32> = Vec::new();
+    for t in [y, z, x.grad(&grads).unwrap(), wt.grad(&grads).unwrap()] {
+        all.extend(t.into_data().try_to_vec::<f32>().unwrap());
+    }
+    all.extend(
+        b.grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
+    );
+    let hash = all.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+        (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{} values, bits {hash:016x}", all.len())
+}
+
+#[test]
+fn f32_kernel_bits_of_this_build() {
+    // Printed for `every_simd_build_matches_the_references_with_the_same_bits`.
+    println!("f32 kernel bits: {}", f32_kernel_bits());
+}
+
+/// Runs the test `name` of this binary in a child process with the SIMD builds capped at
+/// `cap`, and returns its output; fails if it fails or runs no test.
+fn run_capped(name: &str, cap: &str) -> String {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(kernels::SIMD_CAP_VAR, cap)
+        .output()
+        .expect("run the test binary");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{name} under {}={cap}:\n{text}\n{}",
+        kernels::SIMD_CAP_VAR,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Every build of the `simd_fn!` loops this CPU runs (baseline, AVX2, AVX-512), each in a child
+/// process capped to it: the float64 kernels within 1e-10 of the references on wide inputs,
+/// and the float32 kernels with the same bits as this process's build.
+#[test]
+fn every_simd_build_matches_the_references_with_the_same_bits() {
+    use kernels::SimdLevel;
+    let here = f32_kernel_bits();
+    let detected = kernels::detected_simd_level();
+    for (level, cap) in [
+        (SimdLevel::Baseline, "baseline"),
+        (SimdLevel::Avx2, "avx2"),
+        (SimdLevel::Avx512, "avx512"),
+    ] {
+        if level > detected {
+            continue;
+        }
+        run_capped(
+            "kernels::kernels_on_wide_inputs_match_their_references",
+            cap,
+        );
+        let text = run_capped("kernels::f32_kernel_bits_of_this_build", cap);
+        assert!(
+            text.contains(&format!("f32 kernel bits: {here}")),
+            "the {cap} build computed other float32 bits than {here}:\n{text}"
         );
     }
 }

@@ -19,6 +19,8 @@
 //! `[N, M]` products, and Group Norm (`crate::norm::group`) runs on this op with each group of
 //! each example as a channel.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -30,7 +32,10 @@ use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::common::{Real, backward_node, float_dispatch, split_shape, tensor_from, values};
+use super::common::{
+    Real, backward_node, float_dispatch, lane_sum, simd_fn, split_shape, tensor_from, values,
+    vec_written,
+};
 
 /// Fused BN training forward: returns (output, batch mean, biased batch variance).
 #[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
@@ -128,44 +133,56 @@ pub(super) fn batch_norm_train_with<const D: usize>(
     }
 }
 
-/// Per-channel sums of `f(x, ...)` over N and the inner positions. For `[N, C]` the rows are
-/// added as vectors (channels contiguous, so the loop vectorises); for `[N, C, H, W]` each
-/// channel's contiguous H·W run is summed in `T` and the runs are accumulated in f64.
+/// Per-channel sums of `f(u, v, channel)` over N and the inner positions, `u` and `v` being
+/// two arrays of the same shape read element by element. For `[N, C]` the rows are added as
+/// vectors (channels contiguous, so the loop vectorises); for `[N, C, H, W]` each channel's
+/// contiguous H·W run is summed in `T` ([`lane_sum`]) and the runs are accumulated in f64.
 pub(super) fn channel_sums<T: Real>(
-    n: usize,
-    c: usize,
-    inner: usize,
-    f: impl Fn(usize, usize) -> T + Sync, // (flat index, channel) -> term
+    (n, c, inner): (usize, usize, usize),
+    u: &[T],
+    v: &[T],
+    f: impl Fn(T, T, usize) -> T + Sync,
 ) -> Vec<f64> {
+    assert!(
+        u.len() == n * c * inner && v.len() == u.len(),
+        "channel_sums: lengths"
+    );
     if inner == 1 {
         let mut acc = vec![T::ZERO; c];
-        for i in 0..n {
-            let base = i * c;
+        for (ur, vr) in u.chunks_exact(c.max(1)).zip(v.chunks_exact(c.max(1))) {
             for (ch, a) in acc.iter_mut().enumerate() {
-                *a += f(base + ch, ch);
+                *a += f(ur[ch], vr[ch], ch);
             }
         }
         acc.into_iter().map(Real::to_f64).collect()
     } else {
         // One task per channel (each sums its runs in the same order as a single thread would,
         // so the result does not depend on the thread count).
-        let channel = |ch: usize| {
-            let mut sum = 0.0f64;
-            for i in 0..n {
-                let start = (i * c + ch) * inner;
-                let mut s = T::ZERO;
-                for k in start..start + inner {
-                    s += f(k, ch);
-                }
-                sum += s.to_f64();
-            }
-            sum
-        };
+        let channel = |ch: usize| channel_sum(u, v, (n, c, inner), ch, &f);
         if n * c * inner >= PARALLEL_MIN_ELEMENTS {
             (0..c).into_par_iter().map(channel).collect()
         } else {
             (0..c).map(channel).collect()
         }
+    }
+}
+
+simd_fn! {
+    /// One channel's sum for [`channel_sums`]: each image's run in `T`, the runs in f64.
+    fn channel_sum<T: Real>(
+        u: &[T],
+        v: &[T],
+        shape: (usize, usize, usize),
+        ch: usize,
+        f: &impl Fn(T, T, usize) -> T,
+    ) -> f64 {
+        let (n, c, inner) = shape;
+        let mut sum = 0.0f64;
+        for i in 0..n {
+            let r = (i * c + ch) * inner..(i * c + ch + 1) * inner;
+            sum += lane_sum(&u[r.clone()], &v[r], |a, b| f(a, b, ch)).to_f64();
+        }
+        sum
     }
 }
 
@@ -193,33 +210,47 @@ fn per_channel_affine2<T: Real>(
     inner: usize,
 ) -> Vec<T> {
     let Coefficients { a, b, mu, d } = coef;
-    let mut out = vec![T::ZERO; u.len()];
-    if inner == 1 {
-        for i in 0..n {
-            let r = i * c..(i + 1) * c;
-            let (o, u, v) = (&mut out[r.clone()], &u[r.clone()], &v[r]);
-            for ch in 0..c {
-                o[ch] = a[ch] * u[ch] + b[ch] * (v[ch] - mu[ch]) + d[ch];
+    assert!(
+        u.len() == n * c * inner && v.len() == u.len(),
+        "affine: lengths"
+    );
+    let write = |out: &mut [MaybeUninit<T>]| {
+        if inner == 1 {
+            for ((o, u), v) in out
+                .chunks_exact_mut(c.max(1))
+                .zip(u.chunks_exact(c.max(1)))
+                .zip(v.chunks_exact(c.max(1)))
+            {
+                for ch in 0..c {
+                    o[ch].write(a[ch] * u[ch] + b[ch] * (v[ch] - mu[ch]) + d[ch]);
+                }
+            }
+        } else {
+            // One run of `inner` values per (image, channel), each independent of the others.
+            let run = |(idx, o): (usize, &mut [MaybeUninit<T>])| {
+                let ch = idx % c;
+                let r = idx * inner..(idx + 1) * inner;
+                affine_run(o, &u[r.clone()], &v[r], [a[ch], b[ch], mu[ch], d[ch]]);
+            };
+            if n * c * inner >= PARALLEL_MIN_ELEMENTS {
+                out.par_chunks_mut(inner).enumerate().for_each(run);
+            } else {
+                out.chunks_mut(inner).enumerate().for_each(run);
             }
         }
-    } else {
-        // One run of `inner` values per (image, channel), each independent of the others.
-        let run = |(idx, o): (usize, &mut [T])| {
-            let ch = idx % c;
-            let r = idx * inner..(idx + 1) * inner;
-            let (u, v) = (&u[r.clone()], &v[r]);
-            let (a, b, mu, d) = (a[ch], b[ch], mu[ch], d[ch]);
-            for k in 0..inner {
-                o[k] = a * u[k] + b * (v[k] - mu) + d;
-            }
-        };
-        if n * c * inner >= PARALLEL_MIN_ELEMENTS {
-            out.par_chunks_mut(inner).enumerate().for_each(run);
-        } else {
-            out.chunks_mut(inner).enumerate().for_each(run);
+    };
+    // SAFETY: both branches write every element: one per (row, channel), or one per run value.
+    unsafe { vec_written(u.len(), write) }
+}
+
+simd_fn! {
+    /// One run of [`per_channel_affine2`], with its channel's (a, b, μ, d).
+    fn affine_run<T: Real>(o: &mut [MaybeUninit<T>], u: &[T], v: &[T], k: [T; 4]) {
+        let [a, b, mu, d] = k;
+        for ((o, &u), &v) in o.iter_mut().zip(u).zip(v) {
+            o.write(a * u + b * (v - mu) + d);
         }
     }
-    out
 }
 
 /// Forward: (y, mean, biased var) as flat vectors.
@@ -232,14 +263,15 @@ pub(super) fn forward<T: Real>(
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (n, c, inner) = split_shape(dims);
     let m = (n * inner) as f64;
-    let mean: Vec<f64> = channel_sums(n, c, inner, |k, _| x[k])
+    let shape = (n, c, inner);
+    let mean: Vec<f64> = channel_sums(shape, x, x, |x, _, _| x)
         .into_iter()
         .map(|s| s / m)
         .collect();
     let mean_t: Vec<T> = mean.iter().map(|&v| T::from_f64(v)).collect();
     // Two passes: the variance of (x − μ) loses nothing to cancellation.
-    let var: Vec<f64> = channel_sums(n, c, inner, |k, ch| {
-        let d = x[k] - mean_t[ch];
+    let var: Vec<f64> = channel_sums(shape, x, x, |x, _, ch| {
+        let d = x - mean_t[ch];
         d * d
     })
     .into_iter()
@@ -274,9 +306,10 @@ pub(super) fn backward<T: Real>(
         .iter()
         .map(|v| 1.0 / (v.to_f64() + eps).sqrt())
         .collect();
-    let dbeta = channel_sums(n, c, inner, |k, _| g[k]);
+    let shape = (n, c, inner);
+    let dbeta = channel_sums(shape, g, g, |g, _, _| g);
     // ∂γ = Σ g·x̂ = Σ g·(x − μ) / σ
-    let dgamma: Vec<f64> = channel_sums(n, c, inner, |k, ch| g[k] * (x[k] - mean[ch]))
+    let dgamma: Vec<f64> = channel_sums(shape, g, x, |g, x, ch| g * (x - mean[ch]))
         .into_iter()
         .zip(&inv_std)
         .map(|(s, is)| s * is)

@@ -5,11 +5,15 @@
 //! - [`values`] and [`tensor_from`]: a Flex tensor's values as a slice, and a tensor from a `Vec`;
 //! - [`backward_node`]: the part of a hand-written backward that is the same for every op
 //!   (take ∂out, compute the inputs' gradients, give each to the input that tracks one), and
-//!   [`OneInputBackward`], the whole node of the ops with one differentiable input.
+//!   [`OneInputBackward`], the whole node of the ops with one differentiable input;
+//! - [`simd_fn!`]: a loop compiled for AVX-512, AVX2 + FMA and baseline x86-64, the widest the
+//!   CPU has chosen at run time; [`lane_sum`], a sum whose order does not depend on that choice;
+//! - [`vec_written`]: an output buffer that is not zeroed before the kernel writes all of it.
 //!
 //! This file imports nothing from the other kernel files; they all import from it.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -27,6 +31,7 @@ pub(super) trait Real:
     + std::ops::Sub<Output = Self>
     + std::ops::Mul<Output = Self>
     + std::ops::AddAssign
+    + PartialOrd
     + Send
     + Sync
     + 'static
@@ -83,6 +88,146 @@ macro_rules! float_dispatch {
     };
 }
 pub(super) use float_dispatch;
+
+/// `simd_fn! { fn name<T: Real>(args) -> R { body } }`: `name` with `body` compiled three
+/// times, for AVX-512F, for AVX2 + FMA and for baseline x86-64 (SSE2), and the widest the CPU has
+/// chosen at run time, as the sigmoid does (`super::sigmoid`). bn-exp is built for any x86-64, so
+/// without this every loop of the kernels ran 4 floats wide. The three builds compute the same
+/// bits: Rust never contracts a multiply and an add into an FMA on its own, and a body that
+/// vectorises a sum must fix its order itself ([`lane_sum`]). Call it inside a rayon task, not
+/// around one: the closures rayon runs are functions of their own, compiled for the baseline.
+macro_rules! simd_fn {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident<$t:ident: Real>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        $vis fn $name<$t: $crate::kernels::common::Real>($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body<$t: $crate::kernels::common::Real>($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512<$t: $crate::kernels::common::Real>($($arg: $ty),*) $(-> $ret)? {
+                    body::<$t>($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$t: $crate::kernels::common::Real>($($arg: $ty),*) $(-> $ret)? {
+                    body::<$t>($($arg),*)
+                }
+                match $crate::kernels::common::simd_level() {
+                    // SAFETY: the CPU has AVX-512F (checked by `simd_level`).
+                    $crate::kernels::common::SimdLevel::Avx512 => return unsafe { avx512::<$t>($($arg),*) },
+                    // SAFETY: the CPU has AVX2 and FMA (checked by `simd_level`).
+                    $crate::kernels::common::SimdLevel::Avx2 => return unsafe { avx2::<$t>($($arg),*) },
+                    $crate::kernels::common::SimdLevel::Baseline => {}
+                }
+            }
+            body::<$t>($($arg),*)
+        }
+    };
+}
+pub(super) use simd_fn;
+
+/// Which build of a [`simd_fn!`] loop runs, from the narrowest to the widest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SimdLevel {
+    Baseline = 1,
+    Avx2 = 2,
+    Avx512 = 3,
+}
+
+/// The widest build this CPU runs: AVX-512F, else AVX2 with FMA, else the baseline.
+pub fn detected_simd_level() -> SimdLevel {
+    static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return SimdLevel::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return SimdLevel::Avx2;
+            }
+        }
+        SimdLevel::Baseline
+    })
+}
+
+/// The environment variable that caps the build [`simd_fn!`] loops run: `baseline` or `avx2`
+/// (read once per process). Every build computes the same bits; the tests use it to hold each
+/// build this CPU has to the references, in child processes.
+pub const SIMD_CAP_VAR: &str = "BN_EXP_SIMD";
+
+/// The build a [`simd_fn!`] loop runs: the detected one, no wider than [`SIMD_CAP_VAR`] says.
+pub(super) fn simd_level() -> SimdLevel {
+    static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = match std::env::var(SIMD_CAP_VAR).as_deref() {
+            Ok("baseline") => SimdLevel::Baseline,
+            Ok("avx2") => SimdLevel::Avx2,
+            _ => SimdLevel::Avx512,
+        };
+        detected_simd_level().min(cap)
+    })
+}
+
+/// Lanes of [`lane_sum`]: one AVX-512 register of float32, two of AVX2.
+pub(super) const LANES: usize = 16;
+
+/// Σ f(u[i], v[i]) in `T` (u and v of one length), in a fixed order that vectorises: term i is
+/// added to lane i mod [`LANES`], and the lanes are then added pairwise. A plain left-to-right
+/// sum cannot vectorise (float addition is not associative, so the compiler keeps its order) and
+/// ran one add every four cycles. The order depends only on the length, never on the thread
+/// count or the CPU.
+#[inline(always)]
+pub(super) fn lane_sum<T: Real>(u: &[T], v: &[T], f: impl Fn(T, T) -> T) -> T {
+    assert_eq!(u.len(), v.len(), "lane_sum of two lengths");
+    let mut acc = [T::ZERO; LANES];
+    let (uc, vc) = (u.chunks_exact(LANES), v.chunks_exact(LANES));
+    let (ur, vr) = (uc.remainder(), vc.remainder());
+    for (uc, vc) in uc.zip(vc) {
+        for ((a, &x), &y) in acc.iter_mut().zip(uc).zip(vc) {
+            *a += f(x, y);
+        }
+    }
+    for ((a, &x), &y) in acc.iter_mut().zip(ur).zip(vr) {
+        *a += f(x, y);
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        let (lo, hi) = acc.split_at_mut(width);
+        for (a, &b) in lo.iter_mut().zip(&hi[..width]) {
+            *a += b;
+        }
+    }
+    acc[0]
+}
+
+/// A vector of `len` values that `write` initialises, without zeroing it first: allocating
+/// zeroed memory and then overwriting all of it was a tenth of a CNN step (`memset`).
+///
+/// # Safety
+/// `write` must initialise every element of the slice it is given.
+pub(super) unsafe fn vec_written<T>(
+    len: usize,
+    write: impl FnOnce(&mut [MaybeUninit<T>]),
+) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    write(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the caller's `write` initialised all `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// `v` as the values it now holds.
+///
+/// # Safety
+/// Every element of `v` must have been written.
+pub(super) unsafe fn assume_written<T>(v: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: MaybeUninit<T> has T's layout, and the caller wrote every element.
+    unsafe { &mut *(v as *mut [MaybeUninit<T>] as *mut [T]) }
+}
 
 /// A kernel's result converted to another float dtype: every tensor in it, and nothing else.
 pub(super) trait InDtype: Sized {

@@ -17,6 +17,8 @@
 //! The chunks (not the threads) decide the order in which ∂W and ∂b are summed, so results do
 //! not depend on the thread count and a resumed run repeats exactly.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -29,7 +31,10 @@ use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Tensor, TensorCreationOptions};
 use rayon::prelude::*;
 
-use super::common::{Real, backward_node, float_dispatch, tensor_from, values};
+use super::common::{
+    Real, assume_written, backward_node, float_dispatch, lane_sum, simd_fn, tensor_from, values,
+    vec_written,
+};
 use super::gemm::{Operand, gemm_into};
 
 /// Images per parallel task: small enough to balance two threads over a batch of 128, large
@@ -146,24 +151,25 @@ impl Dims {
     }
 }
 
-/// The column matrix `[C·9, H·W]` of one image `[C, H, W]`: row (c, ky, kx) holds the image
-/// shifted by (ky − 1, kx − 1), zero where that reads outside it.
-fn im2col<T: Real>(img: &[T], d: Dims, col: &mut [T]) {
-    let (h, w, hw) = (d.h, d.w, d.hw());
-    for c in 0..d.c {
-        let plane = &img[c * hw..(c + 1) * hw];
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let row = &mut col[(c * 9 + ky * 3 + kx) * hw..][..hw];
-                for y in 0..h {
-                    let dst = &mut row[y * w..(y + 1) * w];
-                    let sy = y as isize + ky as isize - 1;
-                    if sy < 0 || sy >= h as isize {
-                        dst.fill(T::ZERO);
-                        continue;
+simd_fn! {
+    /// The column matrix `[C·9, H·W]` of one image `[C, H, W]`: row (c, ky, kx) holds the image
+    /// shifted by (ky − 1, kx − 1), zero where that reads outside it.
+    fn im2col<T: Real>(img: &[T], d: Dims, col: &mut [T]) {
+        let (h, w, hw) = (d.h, d.w, d.hw());
+        for c in 0..d.c {
+            let plane = &img[c * hw..(c + 1) * hw];
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let row = &mut col[(c * 9 + ky * 3 + kx) * hw..][..hw];
+                    for (y, dst) in row.chunks_exact_mut(w).enumerate() {
+                        let sy = y as isize + ky as isize - 1;
+                        if sy < 0 || sy >= h as isize {
+                            dst.fill(T::ZERO);
+                            continue;
+                        }
+                        let src = &plane[sy as usize * w..(sy as usize + 1) * w];
+                        shifted_copy(dst, src, kx);
                     }
-                    let src = &plane[sy as usize * w..(sy as usize + 1) * w];
-                    shifted_copy(dst, src, kx);
                 }
             }
         }
@@ -171,7 +177,7 @@ fn im2col<T: Real>(img: &[T], d: Dims, col: &mut [T]) {
 }
 
 /// dst[x] = src[x + kx − 1], zero outside src.
-#[inline]
+#[inline(always)]
 fn shifted_copy<T: Real>(dst: &mut [T], src: &[T], kx: usize) {
     let w = dst.len();
     match kx {
@@ -187,32 +193,42 @@ fn shifted_copy<T: Real>(dst: &mut [T], src: &[T], kx: usize) {
     }
 }
 
-/// The adjoint of [`im2col`]: adds each column-matrix row back onto the image `[C, H, W]`.
-fn col2im_add<T: Real>(col: &[T], d: Dims, img: &mut [T]) {
-    let (h, w, hw) = (d.h, d.w, d.hw());
-    for c in 0..d.c {
-        let plane = &mut img[c * hw..(c + 1) * hw];
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let row = &col[(c * 9 + ky * 3 + kx) * hw..][..hw];
-                for y in 0..h {
-                    let sy = y as isize + ky as isize - 1;
-                    if sy < 0 || sy >= h as isize {
-                        continue;
-                    }
-                    let src = &row[y * w..(y + 1) * w];
-                    let dst = &mut plane[sy as usize * w..(sy as usize + 1) * w];
-                    // dst[x + kx − 1] += src[x]
-                    let (d_range, s_range) = match kx {
-                        0 => (0..w - 1, 1..w),
-                        1 => (0..w, 0..w),
-                        _ => (1..w, 0..w - 1),
-                    };
-                    for (o, &v) in dst[d_range].iter_mut().zip(&src[s_range]) {
-                        *o += v;
+simd_fn! {
+    /// The adjoint of [`im2col`]: adds each column-matrix row back onto the image `[C, H, W]`.
+    fn col2im_add<T: Real>(col: &[T], d: Dims, img: &mut [T]) {
+        let (h, w, hw) = (d.h, d.w, d.hw());
+        for c in 0..d.c {
+            let plane = &mut img[c * hw..(c + 1) * hw];
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let row = &col[(c * 9 + ky * 3 + kx) * hw..][..hw];
+                    for (y, src) in row.chunks_exact(w).enumerate() {
+                        let sy = y as isize + ky as isize - 1;
+                        if sy < 0 || sy >= h as isize {
+                            continue;
+                        }
+                        let dst = &mut plane[sy as usize * w..(sy as usize + 1) * w];
+                        // dst[x + kx − 1] += src[x]
+                        let (dst, src) = match kx {
+                            0 => (&mut dst[..w - 1], &src[1..]),
+                            1 => (dst, src),
+                            _ => (&mut dst[1..], &src[..w - 1]),
+                        };
+                        for (o, &v) in dst.iter_mut().zip(src) {
+                            *o += v;
+                        }
                     }
                 }
             }
+        }
+    }
+}
+
+simd_fn! {
+    /// ∂b's terms of one image: each channel's Σ_hw ∂z in `T`, added to `db` in f64.
+    fn bias_sums<T: Real>(gi: &[T], hw: usize, db: &mut [f64]) {
+        for (sum, row) in db.iter_mut().zip(gi.chunks_exact(hw)) {
+            *sum += lane_sum(row, row, |a, _| a).to_f64();
         }
     }
 }
@@ -230,46 +246,65 @@ fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
     let (hw, k) = (d.hw(), d.k());
     let img_len = d.c * hw;
     let out_len = d.c_out * hw;
-    let mut z = vec![T::ZERO; d.n * out_len];
-    z.par_chunks_mut(out_len * IMAGES_PER_TASK)
-        .zip(x.par_chunks(img_len * IMAGES_PER_TASK))
-        .for_each(|(z_chunk, x_chunk)| {
-            let mut col = vec![T::ZERO; k * hw];
-            for (zi, xi) in z_chunk.chunks_mut(out_len).zip(x_chunk.chunks(img_len)) {
-                im2col(xi, d, &mut col);
-                if let Some(b) = bias {
+    let task = |(z_chunk, x_chunk): (&mut [MaybeUninit<T>], &[T])| {
+        let mut col = vec![T::ZERO; k * hw];
+        for (zi, xi) in z_chunk.chunks_mut(out_len).zip(x_chunk.chunks(img_len)) {
+            im2col(xi, d, &mut col);
+            // The bias first, for the product to add onto; without one the product writes
+            // every element.
+            let zi = match bias {
+                Some(b) => {
                     for (row, &bv) in zi.chunks_mut(hw).zip(b) {
-                        row.fill(bv);
+                        row.iter_mut().for_each(|v| {
+                            v.write(bv);
+                        });
                     }
+                    // SAFETY: every element was written just above.
+                    unsafe { assume_written(zi) }
                 }
-                let col_op = Operand {
-                    data: &col,
-                    rs: hw as isize,
-                    cs: 1,
-                };
-                gemm_into(
-                    (d.c_out, hw, k),
-                    zi,
-                    weight_op(wt, d),
-                    col_op,
-                    bias.is_some(),
-                );
-            }
-        });
-    z
+                None => {
+                    zi.iter_mut().for_each(|v| {
+                        v.write(T::ZERO);
+                    });
+                    // SAFETY: as above; the product then overwrites these zeros.
+                    unsafe { assume_written(zi) }
+                }
+            };
+            let col_op = Operand {
+                data: &col,
+                rs: hw as isize,
+                cs: 1,
+            };
+            gemm_into(
+                (d.c_out, hw, k),
+                zi,
+                weight_op(wt, d),
+                col_op,
+                bias.is_some(),
+            );
+        }
+    };
+    // SAFETY: each image's output is written above before the product runs on it.
+    unsafe {
+        vec_written(d.n * out_len, |z| {
+            z.par_chunks_mut(out_len * IMAGES_PER_TASK)
+                .zip(x.par_chunks(img_len * IMAGES_PER_TASK))
+                .for_each(task);
+        })
+    }
 }
 
 /// One task's images, upstream gradients and (if wanted) ∂x, as chunks of the batch.
 type ChunkInputs<'a, T> = (&'a [T], (&'a [T], Option<&'a mut [T]>));
 
-/// (∂x if wanted, ∂W, ∂b) from the upstream gradient `gz`.
+/// (∂x if wanted, ∂W, ∂b if wanted) from the upstream gradient `gz`.
 fn backward<T: Real>(
     x: &[T],
     wt: &[T],
     gz: &[T],
     d: Dims,
-    want_dx: bool,
-) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+    (want_dx, want_db): (bool, bool),
+) -> (Option<Vec<T>>, Vec<T>, Option<Vec<T>>) {
     let (hw, k) = (d.hw(), d.k());
     let img_len = d.c * hw;
     let out_len = d.c_out * hw;
@@ -280,11 +315,11 @@ fn backward<T: Real>(
         let mut col = vec![T::ZERO; k * hw];
         let mut dcol = vec![T::ZERO; if want_dx { k * hw } else { 0 }];
         let mut dw = vec![T::ZERO; d.c_out * k];
-        let mut db = vec![0.0f64; d.c_out];
+        let mut db = vec![0.0f64; if want_db { d.c_out } else { 0 }];
         let mut dx_images = dx_chunk.map(|c| c.chunks_mut(img_len));
         for (xi, gi) in x_chunk.chunks(img_len).zip(gz_chunk.chunks(out_len)) {
-            for (sum, row) in db.iter_mut().zip(gi.chunks(hw)) {
-                *sum += row.iter().fold(T::ZERO, |a, &v| a + v).to_f64();
+            if want_db {
+                bias_sums(gi, hw, &mut db);
             }
             im2col(xi, d, &mut col);
             let g_op = Operand {
@@ -331,12 +366,13 @@ fn backward<T: Real>(
     };
     debug_assert_eq!(partials.len(), chunks);
     let mut dw = vec![T::ZERO; d.c_out * k];
-    let mut db = vec![0.0f64; d.c_out];
+    let mut db = vec![0.0f64; if want_db { d.c_out } else { 0 }];
     for (pw, pb) in partials {
         dw.iter_mut().zip(&pw).for_each(|(a, &b)| *a += b);
         db.iter_mut().zip(&pb).for_each(|(a, &b)| *a += b);
     }
-    (dx, dw, db.into_iter().map(T::from_f64).collect())
+    let db = want_db.then(|| db.into_iter().map(T::from_f64).collect());
+    (dx, dw, db)
 }
 
 fn flex_forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, has_bias: bool) -> FlexTensor {
@@ -349,20 +385,20 @@ fn flex_forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, has_bias: bool) 
     })
 }
 
-/// (∂x, ∂W, ∂b) as tensors; ∂x only when `want_dx`.
+/// (∂x, ∂W, ∂b) as tensors; ∂x only when `want.0`, ∂b only when `want.1`.
 fn flex_backward(
     x: &FlexTensor,
     w: &FlexTensor,
     gz: &FlexTensor,
-    want_dx: bool,
-) -> (Option<FlexTensor>, FlexTensor, FlexTensor) {
+    want: (bool, bool),
+) -> (Option<FlexTensor>, FlexTensor, Option<FlexTensor>) {
     let d = Dims::of(x, w);
     float_dispatch!(x.dtype(), |T| {
-        let (dx, dw, db) = backward::<T>(&values(x), &values(w), &values(gz), d, want_dx);
+        let (dx, dw, db) = backward::<T>(&values(x), &values(w), &values(gz), d, want);
         (
             dx.map(|v| tensor_from(v, vec![d.n, d.c, d.h, d.w])),
             tensor_from(dw, vec![d.c_out, d.c, 3, 3]),
-            tensor_from(db, vec![d.c_out]),
+            db.map(|v| tensor_from(v, vec![d.c_out])),
         )
     })
 }
@@ -381,9 +417,9 @@ impl Backward<Flex, 3> for Conv3x3Backward {
     type State = (FlexTensor, FlexTensor);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        backward_node(ops, grads, |(x, w), gz, [want_dx, ..]| {
-            let (dx, dw, db) = flex_backward(&x, &w, &gz, want_dx);
-            [dx, Some(dw), Some(db)]
+        backward_node(ops, grads, |(x, w), gz, [want_dx, _, want_db]| {
+            let (dx, dw, db) = flex_backward(&x, &w, &gz, (want_dx, want_db));
+            [dx, Some(dw), db]
         })
     }
 }

@@ -227,10 +227,9 @@ pub(super) fn activate<T: Real + SigmoidInPlace>(v: &mut [T], act: Act) {
     match act {
         Act::Identity => {}
         // As Burn's relu: values ≤ 0 become 0, a NaN stays NaN (so divergence is still seen).
+        // Compared in `T` (not through f64), so that the loop vectorises.
         Act::Relu => v.iter_mut().for_each(|x| {
-            if x.to_f64() <= 0.0 {
-                *x = T::ZERO;
-            }
+            *x = if *x <= T::ZERO { T::ZERO } else { *x };
         }),
         Act::Tanh => v
             .iter_mut()
@@ -348,7 +347,7 @@ fn backward<T: Real>(
         None => (gpre, None, None),
     };
     let db = (want[2] && spec.bias).then(|| {
-        channel_sums(n, m, 1, |i, _| gz[i])
+        channel_sums((n, m, 1), &gz, &gz, |g, _, _| g)
             .into_iter()
             .map(T::from_f64)
             .collect()
