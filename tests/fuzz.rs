@@ -7,6 +7,7 @@
 //! claims file judges in bounded time, and a plan the reader accepts trains each line in its own
 //! run folder). The seed and the case counts are fixed, so a failure repeats exactly; each case's
 //! input is printed when it panics.
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
