@@ -63,48 +63,27 @@ fn fixture(name: &'static str, placement: &'static str, seed: u64, accs: &[f64])
 /// (1 seed that never gets far). Accuracies are chosen so that thresholds are reached by all,
 /// some (partial) or none of a group's runs, and one run meets the speed-up target exactly.
 fn fixtures() -> Vec<Fixture> {
+    // (placement, seed, accuracy at each evaluation); "before" seed 2 diverges.
+    let finished: [(&str, u64, [f64; 6]); 6] = [
+        ("none", 0, [0.1, 0.85, 0.91, 0.95, 0.96, 0.955]),
+        ("none", 1, [0.1, 0.80, 0.90, 0.93, 0.97, 0.965]),
+        ("none", 2, [0.1, 0.70, 0.88, 0.92, 0.94, 0.95]),
+        ("before", 0, [0.1, 0.95, 0.97, 0.98, 0.985, 0.99]),
+        ("before", 1, [0.1, 0.96, 0.975, 0.98, 0.98, 0.981]),
+        ("after", 0, [0.1, 0.5, 0.6, 0.7, 0.8, 0.85]),
+    ];
+    let mut runs: Vec<Fixture> = finished
+        .iter()
+        .map(|(placement, seed, accs)| {
+            let name = format!("placement-{placement}_seed-{seed}").leak();
+            fixture(name, *placement, *seed, accs)
+        })
+        .collect();
     let mut diverged = fixture("placement-before_seed-2", "before", 2, &[]);
     diverged.accs = vec![Some(0.1), Some(0.5), None];
     diverged.diverged_at = Some(250);
-    vec![
-        fixture(
-            "placement-none_seed-0",
-            "none",
-            0,
-            &[0.1, 0.85, 0.91, 0.95, 0.96, 0.955],
-        ),
-        fixture(
-            "placement-none_seed-1",
-            "none",
-            1,
-            &[0.1, 0.80, 0.90, 0.93, 0.97, 0.965],
-        ),
-        fixture(
-            "placement-none_seed-2",
-            "none",
-            2,
-            &[0.1, 0.70, 0.88, 0.92, 0.94, 0.95],
-        ),
-        fixture(
-            "placement-before_seed-0",
-            "before",
-            0,
-            &[0.1, 0.95, 0.97, 0.98, 0.985, 0.99],
-        ),
-        fixture(
-            "placement-before_seed-1",
-            "before",
-            1,
-            &[0.1, 0.96, 0.975, 0.98, 0.98, 0.981],
-        ),
-        diverged,
-        fixture(
-            "placement-after_seed-0",
-            "after",
-            0,
-            &[0.1, 0.5, 0.6, 0.7, 0.8, 0.85],
-        ),
-    ]
+    runs.insert(5, diverged);
+    runs
 }
 
 fn write_fixture(study_dir: &Path, run: &Fixture) -> PathBuf {

@@ -273,12 +273,18 @@ fn small_cifar_set_loads_with_its_labels_and_pixels() {
     assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
 }
 
-#[test]
-fn cifar_changed_byte_truncation_and_bad_label_are_reported() {
+/// The small CIFAR-format set in a fresh folder, with the path and bytes of its file `name`.
+fn small_cifar_and_file(name: &str) -> (TempDir, common::SmallCifar, std::path::PathBuf, Vec<u8>) {
     let tmp = TempDir::new().unwrap();
     let set = common::write_small_cifar(tmp.path());
-    let target = set.dir.join("data_batch_3.bin");
-    let mut batch = fs::read(&target).unwrap();
+    let target = set.dir.join(name);
+    let batch = fs::read(&target).unwrap();
+    (tmp, set, target, batch)
+}
+
+#[test]
+fn cifar_changed_byte_truncation_and_bad_label_are_reported() {
+    let (_tmp, set, target, mut batch) = small_cifar_and_file("data_batch_3.bin");
     let full_len = (common::SMALL_CIFAR_RECORDS * 3073) as u64;
 
     batch[3073 * 7 + 500] ^= 0x80;
@@ -319,10 +325,7 @@ fn cifar_changed_byte_truncation_and_bad_label_are_reported() {
 fn cifar_label_out_of_range_is_malformed_after_the_checksum() {
     // A catalogue that vouches for a file with label 10: the checksum passes, the label check
     // must still refuse it.
-    let tmp = TempDir::new().unwrap();
-    let set = common::write_small_cifar(tmp.path());
-    let target = set.dir.join("test_batch.bin");
-    let mut batch = fs::read(&target).unwrap();
+    let (_tmp, set, target, mut batch) = small_cifar_and_file("test_batch.bin");
     batch[3073 * 4] = 10;
     fs::write(&target, &batch).unwrap();
     let text = fs::read_to_string(&set.catalogue_path).unwrap();

@@ -272,15 +272,11 @@ fn the_paper_mlp_with_bn_trains_on_the_gpu_as_on_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let train = |device: &str| {
         let out = dir.path().join(device);
-        let o = common::bn_exp()
-            .args(["train", "--quiet", "--config"])
-            .arg(common::repo().join("configs/mnist_mlp_sigmoid_bn.json"))
+        let config = common::repo().join("configs/mnist_mlp_sigmoid_bn.json");
+        let o = common::train_on_embedded(&config, &out)
+            .arg("--quiet")
             .args(["--set", "steps=2000", "--set", "eval_every=500"])
             .args(["--set", "checkpoint_every=0", "--device", device])
-            .arg("--data-dir")
-            .arg(common::embedded_data())
-            .arg("--out")
-            .arg(&out)
             .output()
             .unwrap();
         assert!(

@@ -72,50 +72,25 @@ fn a_plan_line_that_points_anywhere_but_its_own_run_folder_is_refused() {
         |line: usize, to: Value| move |lines: &mut Vec<Value>| lines[line]["run_dir"] = to.clone();
     let path = |p: PathBuf| json!(p);
     type Tamper = Box<dyn Fn(&mut Vec<Value>)>;
-    let tampers: Vec<(&str, usize, Tamper)> = vec![
-        ("../ escapes", 1, Box::new(run_dir(0, json!("../escaped")))),
-        ("relative", 1, Box::new(run_dir(0, json!("seed-0")))),
-        (
-            "relative to the results",
-            1,
-            Box::new(run_dir(0, json!("results/guarded/seed-0"))),
-        ),
-        ("the task's own folder", 1, Box::new(run_dir(0, json!("")))),
-        (
-            "the study folder",
-            1,
-            Box::new(run_dir(0, path(study_dir.clone()))),
-        ),
-        (
-            "elsewhere",
-            1,
-            Box::new(run_dir(0, path(root.join("elsewhere/seed-0")))),
-        ),
-        (
-            "the results folder",
-            1,
-            Box::new(run_dir(0, path(results.join("seed-0")))),
-        ),
-        (
-            "out by ..",
-            1,
-            Box::new(run_dir(0, path(study_dir.join("../escaped")))),
-        ),
-        (
-            "back by ..",
-            1,
-            Box::new(run_dir(0, path(study_dir.join("seed-0/..")))),
-        ),
-        (
-            "inside",
-            1,
-            Box::new(run_dir(0, path(study_dir.join("seed-0/deeper")))),
-        ),
-        (
-            "another run's",
-            1,
-            Box::new(run_dir(0, path(study_dir.join("seed-1")))),
-        ),
+    // Line 1's run folder pointed elsewhere, then the other ways to tamper with a line.
+    let line_1_run_dirs: Vec<(&str, Value)> = vec![
+        ("../ escapes", json!("../escaped")),
+        ("relative", json!("seed-0")),
+        ("relative to the results", json!("results/guarded/seed-0")),
+        ("the task's own folder", json!("")),
+        ("the study folder", path(study_dir.clone())),
+        ("elsewhere", path(root.join("elsewhere/seed-0"))),
+        ("the results folder", path(results.join("seed-0"))),
+        ("out by ..", path(study_dir.join("../escaped"))),
+        ("back by ..", path(study_dir.join("seed-0/.."))),
+        ("inside", path(study_dir.join("seed-0/deeper"))),
+        ("another run's", path(study_dir.join("seed-1"))),
+    ];
+    let mut tampers: Vec<(&str, usize, Tamper)> = line_1_run_dirs
+        .into_iter()
+        .map(|(what, to)| (what, 1, Box::new(run_dir(0, to)) as Tamper))
+        .collect();
+    tampers.extend::<[(&str, usize, Tamper); 6]>([
         (
             "line 2 elsewhere",
             2,
@@ -152,7 +127,7 @@ fn a_plan_line_that_points_anywhere_but_its_own_run_folder_is_refused() {
                 l[1] = again;
             }),
         ),
-    ];
+    ]);
     for (what, line, tamper) in &tampers {
         let mut lines = good.clone();
         tamper(&mut lines);

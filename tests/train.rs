@@ -144,16 +144,12 @@ fn stopped_and_resumed_run_matches_an_uninterrupted_one() {
     let resumed = dir.path().join("resumed");
     // Dropout, noise and augmentation exercise the seeded masks and draws; 150 is between
     // checkpoints and evaluations.
-    let set = [
-        "--set",
+    let set = common::set_flags(&[
         "model.dropout=0.2",
-        "--set",
         "norm.noise=true",
-        "--set",
         "augment.pad=2",
-        "--set",
         "augment.flip=true",
-    ];
+    ]);
     assert!(train(&straight, &set).status.success());
     // The crops and flips change what the net sees: the same run without them differs.
     let plain = dir.path().join("plain");
@@ -582,23 +578,19 @@ fn killed_run_resumes_identically() {
     let killed = dir.path().join("killed");
     // Measures every 100 steps: the resume must drop the ones taken after the checkpoint
     // (1000 to 1400) and take them again, once each.
-    let set = [
-        "--set",
+    let set = common::set_flags(&[
         "steps=4000",
-        "--set",
         "eval_every=200",
-        "--set",
         "checkpoint_every=1000",
-        "--set",
         "measures.every=100",
-    ];
+    ]);
     assert!(train(&straight, &set).status.success());
     // Step 1500: after the checkpoint at 1000 and the evaluations at 1200 and 1400, which the
     // resume must replay from the checkpoint. The run holds there (saving nothing) until the
     // SIGKILL, so the kill point does not depend on how fast this machine is.
     let mut child = smoke_train(&killed)
         .args(["--quiet", "--hold-after", "1500"])
-        .args(set)
+        .args(&set)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -897,13 +889,8 @@ fn a_norm_key_another_layer_would_ignore_is_refused_by_name() {
         let file = dir.path().join(format!("config-{i}.json"));
         std::fs::write(&file, config.to_string()).unwrap();
         let out = dir.path().join(format!("run-{i}"));
-        let o = bn_exp()
-            .args(["train", "--quiet", "--config"])
-            .arg(&file)
-            .arg("--data-dir")
-            .arg(common::embedded_data())
-            .arg("--out")
-            .arg(&out)
+        let o = common::train_on_embedded(&file, &out)
+            .arg("--quiet")
             .output()
             .unwrap();
         let err = stderr(&o);

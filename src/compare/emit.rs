@@ -517,12 +517,17 @@ mod tests {
 
     #[test]
     fn time_limits_read_as_slurm_wants_them() {
-        assert_eq!(format_limit(1_000_000.0), "11-13:46:40");
-        assert_eq!(format_limit(86_399.5), "1-00:00:00");
-        // At least ten minutes, however short the estimate.
-        assert_eq!(format_limit(0.0), "0-00:10:00");
-        assert_eq!(format_limit(599.0), "0-00:10:00");
-        assert_eq!(format_limit(600.5), "0-00:10:01");
+        // Rounded up to the second, and at least ten minutes however short the estimate.
+        let limits = [
+            (1_000_000.0, "11-13:46:40"),
+            (86_399.5, "1-00:00:00"),
+            (0.0, "0-00:10:00"),
+            (599.0, "0-00:10:00"),
+            (600.5, "0-00:10:01"),
+        ];
+        for (seconds, limit) in limits {
+            assert_eq!(format_limit(seconds), limit, "{seconds} s");
+        }
     }
 
     fn command() -> Vec<String> {

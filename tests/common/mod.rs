@@ -147,18 +147,28 @@ pub fn bn_exp() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bn-exp"))
 }
 
-/// `bn-exp train` of `configs/smoke.json` on the embedded MNIST into `out`, to add flags to.
-pub fn smoke_train(out: &Path) -> Command {
+/// `bn-exp train --config CONFIG --data-dir <the embedded MNIST> --out OUT`, to add flags to.
+pub fn train_on_embedded(config: &Path, out: &Path) -> Command {
     let mut command = bn_exp();
     command
         .arg("train")
         .arg("--config")
-        .arg(repo().join("configs/smoke.json"))
+        .arg(config)
         .arg("--data-dir")
         .arg(embedded_data())
         .arg("--out")
         .arg(out);
     command
+}
+
+/// `bn-exp train` of `configs/smoke.json` on the embedded MNIST into `out`, to add flags to.
+pub fn smoke_train(out: &Path) -> Command {
+    train_on_embedded(&repo().join("configs/smoke.json"), out)
+}
+
+/// `--set KEY=VALUE` for each assignment, as arguments.
+pub fn set_flags<'a>(assignments: &[&'a str]) -> Vec<&'a str> {
+    assignments.iter().flat_map(|a| ["--set", a]).collect()
 }
 
 /// `bn-exp compare --study STUDY --results-dir RESULTS`, to add flags to.
