@@ -76,7 +76,7 @@ fn fixtures() -> Vec<Fixture> {
         .iter()
         .map(|(placement, seed, accs)| {
             let name = format!("placement-{placement}_seed-{seed}").leak();
-            fixture(name, *placement, *seed, accs)
+            fixture(name, placement, *seed, accs)
         })
         .collect();
     let mut diverged = fixture("placement-before_seed-2", "before", 2, &[]);

@@ -157,13 +157,16 @@ simd_fn! {
     }
 }
 
+/// One plane's (∂x to write, ∂y) and (y, winners), as the parallel zip hands them out.
+type PlaneOfBackward<'a, T> = ((&'a mut [MaybeUninit<T>], &'a [T]), (&'a [T], &'a [u8]));
+
 /// ∂x from ∂y (of the pooled values, before g), g's derivative from its output `y`, and the
 /// winners, in one pass that writes every element of ∂x (no zeroed buffer, no scatter).
 fn backward<T: Real>(g: &[T], y: &[T], arg: &[u8], act: Act, d: PoolDims) -> Vec<T> {
     let (oh, ow) = d.out_hw();
     let plane_in = d.h * d.w;
     let plane_out = oh * ow;
-    let plane = |((dp, gp), (yp, ap)): ((&mut [MaybeUninit<T>], &[T]), (&[T], &[u8]))| match act {
+    let plane = |((dp, gp), (yp, ap)): PlaneOfBackward<T>| match act {
         Act::Identity => unpool_plane(dp, gp, yp, ap, d.h, d.w, |_, g| g),
         Act::Relu => unpool_plane(dp, gp, yp, ap, d.h, d.w, |y, g| {
             if y > T::ZERO { g } else { T::ZERO }
