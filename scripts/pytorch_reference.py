@@ -5,7 +5,12 @@ Same shapes, init, optimiser and step as `bn-exp bench` (see src/bench.rs and co
   mlp, mlp-bn : 784-100-100-100-10 sigmoid MLP, batch 60, N(0, 0.01^2) init, SGD lr 1.0,
                 BN before the sigmoid (no bias before BN) in mlp-bn;
   cnn, cnn-bn : conv3x3 3->32, [BN], ReLU, maxpool2; conv3x3 32->64, [BN], ReLU, maxpool2;
-                linear 4096->10; batch 128; He init; SGD lr 0.01, momentum 0.9, wd 5e-4.
+                linear 4096->10; batch 128; He init; SGD lr 0.01, momentum 0.9, wd 5e-4;
+  inception, inception-bn : Zhang et al.'s small Inception at width 0.25 (every channel count
+                times 0.25, as configs/cifar10_inception_relu_bn.json): conv modules
+                (conv, [BN], ReLU) in a 3x3 stem, 1x1 and 3x3 modules concatenated, stride-2
+                3x3 modules beside a 3x3 stride-2 max-pool, global average pooling, linear 10;
+                batch 128, He init, SGD as the CNN's.
 A step = gather a batch by index from a pool of random inputs, forward, cross-entropy,
 backward, SGD update, and read the loss (as bn-exp does, to detect divergence).
 
@@ -68,11 +73,56 @@ def cnn(bn: bool) -> nn.Module:
     return net
 
 
+def inception(bn: bool, width: float = 0.25) -> nn.Module:
+    scale = lambda c: max(1, int(c * width + 0.5))
+
+    def conv_module(c_in, c_out, k, stride):
+        pad = 1 if (k == 3 and stride == 1) else 0
+        layers = [nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad, bias=not bn)]
+        if bn:
+            layers.append(nn.BatchNorm2d(c_out, eps=1e-5, momentum=0.1))
+        return nn.Sequential(*layers, nn.ReLU())
+
+    class Side(nn.Module):
+        """Two branches on the same input, concatenated along the channels."""
+
+        def __init__(self, a, b):
+            super().__init__()
+            self.a, self.b = a, b
+
+        def forward(self, x):
+            return torch.cat([self.a(x), self.b(x)], 1)
+
+    stages = [("I", 32, 32), ("I", 32, 48), ("D", 80), ("I", 112, 48), ("I", 96, 64),
+              ("I", 80, 80), ("I", 48, 96), ("D", 96), ("I", 176, 160), ("I", 176, 160)]
+    ch = scale(96)
+    layers = [conv_module(3, ch, 3, 1)]
+    for stage in stages:
+        if stage[0] == "I":
+            c1, c3 = scale(stage[1]), scale(stage[2])
+            layers.append(Side(conv_module(ch, c1, 1, 1), conv_module(ch, c3, 3, 1)))
+            ch = c1 + c3
+        else:
+            c3 = scale(stage[1])
+            layers.append(Side(conv_module(ch, c3, 3, 2), nn.MaxPool2d(3, stride=2)))
+            ch += c3
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ch, 10)]
+    net = nn.Sequential(*layers)
+    for m in net.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return net
+
+
 WORKLOADS = {
     "mlp": dict(make=lambda: mlp(False), shape=(784,), batch=60, lr=1.0, momentum=0.0, wd=0.0),
     "mlp-bn": dict(make=lambda: mlp(True), shape=(784,), batch=60, lr=1.0, momentum=0.0, wd=0.0),
     "cnn": dict(make=lambda: cnn(False), shape=(3, 32, 32), batch=128, lr=0.01, momentum=0.9, wd=5e-4),
     "cnn-bn": dict(make=lambda: cnn(True), shape=(3, 32, 32), batch=128, lr=0.01, momentum=0.9, wd=5e-4),
+    "inception": dict(make=lambda: inception(False), shape=(3, 32, 32), batch=128, lr=0.01, momentum=0.9, wd=5e-4),
+    "inception-bn": dict(make=lambda: inception(True), shape=(3, 32, 32), batch=128, lr=0.01, momentum=0.9, wd=5e-4),
 }
 
 

@@ -378,7 +378,8 @@ pub struct BenchArgs {
     /// Timed repetitions per workload (after warm-up); the median is reported.
     #[arg(long, default_value_t = 50)]
     pub reps: usize,
-    /// Workloads to run (comma separated) [default: all]: mlp, mlp-bn, cnn, cnn-bn, the paper's
+    /// Workloads to run (comma separated) [default: all]: mlp, mlp-bn, cnn, cnn-bn, inception,
+    /// inception-bn (the shipped Inception without and with BN), the paper's
     /// MLP with each other normalisation layer (mlp-renorm, mlp-layer, mlp-group, mlp-weight,
     /// mlp-weight-mean-only, mlp-bn-stats4, mlp-renorm-stats4: printed against mlp-bn), fig1,
     /// measures (what Santurkar et al.'s measures cost a run of the paper's MLP).

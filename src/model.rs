@@ -1,5 +1,5 @@
 //! The networks: each architecture in its own file ([`mlp`]: the paper's sigmoid MLP, [`cnn`]:
-//! a small CNN), each with a normalisation layer N ([`crate::norm`]: BN, Batch Renorm, Layer,
+//! a small CNN, [`inception`]: Zhang et al.'s small Inception for CIFAR-10), each with a normalisation layer N ([`crate::norm`]: BN, Batch Renorm, Layer,
 //! Group or Weight Norm) before or after the nonlinearity, or none, and [`Net`], the one type
 //! training, the bench and the measures hold whichever it is.
 //!
@@ -21,6 +21,7 @@ mod block;
 mod cnn;
 mod config;
 mod geometry;
+mod inception;
 mod mlp;
 
 use anyhow::Result;
@@ -32,6 +33,7 @@ pub use block::{
 pub use cnn::{Cnn, CnnConfig};
 pub use config::{Arch, ArchConfig, ModelConfig};
 pub use geometry::{Architecture, Compute, ImageShape, NetSize};
+pub use inception::{Inception, InceptionConfig};
 pub use mlp::{Mlp, MlpConfig};
 
 use crate::norm::{Norm, NormConfig};
@@ -46,9 +48,14 @@ use block::LayerBuilder;
 pub enum Net {
     Mlp(Mlp),
     Cnn(Cnn),
+    Inception(Inception),
 }
 
-crate::tensor::enum_module!(Net { Mlp, Cnn });
+crate::tensor::enum_module!(Net {
+    Mlp,
+    Cnn,
+    Inception
+});
 
 /// Run `$body` with `$net` bound to the architecture inside `$self`, whichever it is.
 macro_rules! each_net {
@@ -56,6 +63,7 @@ macro_rules! each_net {
         match $self {
             Net::Mlp($net) => $body,
             Net::Cnn($net) => $body,
+            Net::Inception($net) => $body,
         }
     };
 }
@@ -100,6 +108,7 @@ impl Net {
         match &model.arch {
             ArchConfig::Mlp(c) => Net::Mlp(Mlp::new(c, spec, &mut build)),
             ArchConfig::Cnn(c) => Net::Cnn(Cnn::new(c, spec, &mut build)),
+            ArchConfig::Inception(c) => Net::Inception(Inception::new(c, spec, &mut build)),
         }
     }
 
@@ -149,6 +158,7 @@ impl Net {
         Ok(match self {
             Net::Mlp(net) => Net::Mlp(net.with_data_init(x)?),
             Net::Cnn(net) => Net::Cnn(net.with_data_init(x)?),
+            Net::Inception(net) => Net::Inception(net.with_data_init(x)?),
         })
     }
 }

@@ -23,6 +23,7 @@ mod emit;
 mod fast_paths;
 mod fetch_loopback;
 mod fuzz;
+mod inception;
 mod kernels;
 mod measures;
 mod norm_layers;

@@ -10,7 +10,18 @@ use super::steps::{StepResult, device_flag};
 use crate::backend::DeviceKind;
 use crate::progress::Progress;
 
-/// Run `scripts/pytorch_reference.py` (needs PyTorch) and print our time over theirs.
+/// The workloads `scripts/pytorch_reference.py` has, with the same shapes.
+const PYTORCH_WORKLOADS: [&str; 6] = [
+    "mlp",
+    "mlp-bn",
+    "cnn",
+    "cnn-bn",
+    "inception",
+    "inception-bn",
+];
+
+/// Run `scripts/pytorch_reference.py` (needs PyTorch) on the workloads it has among `steps`,
+/// and print our time over theirs.
 pub(super) fn compare_pytorch(
     steps: &[StepResult],
     reps: usize,
@@ -26,9 +37,22 @@ pub(super) fn compare_pytorch(
         ));
         return Ok(None);
     }
+    let theirs_too: Vec<&str> = steps
+        .iter()
+        .map(|s| s.workload.as_str())
+        .filter(|w| PYTORCH_WORKLOADS.contains(w))
+        .collect();
+    if theirs_too.is_empty() {
+        progress.note(&format!(
+            "--compare-pytorch: the script times only {}",
+            PYTORCH_WORKLOADS.join(", ")
+        ));
+        return Ok(None);
+    }
     let python = std::env::var("BN_EXP_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
         .arg(script)
+        .args(["--only", &theirs_too.join(",")])
         .args([
             "--reps",
             &reps.to_string(),
@@ -54,13 +78,13 @@ pub(super) fn compare_pytorch(
         theirs["device"].as_str().unwrap_or("?")
     ));
     progress.result(&format!(
-        "{:<8} {:>14} {:>14} {:>10}",
+        "{:<14} {:>14} {:>14} {:>10}",
         "workload", "bn-exp µs", "PyTorch µs", "ratio"
     ));
     for s in steps {
         if let Some(t) = theirs["steps"][&s.workload]["median_us"].as_f64() {
             progress.result(&format!(
-                "{:<8} {:>14.0} {:>14.0} {:>9.2}x",
+                "{:<14} {:>14.0} {:>14.0} {:>9.2}x",
                 s.workload,
                 s.median_us,
                 t,

@@ -14,13 +14,17 @@ use crate::config::{Config, config_from_value};
 use crate::model::CLASSES;
 use crate::rng::Rng;
 
-/// The step workloads, in the order they run: the shipped nets, then the paper's MLP with each
+/// The step workloads, in the order they run: the shipped nets (the Inception, with its 1×1
+/// convolutions, stride-2 3×3 convolutions, concatenations, 3×3 stride-2 max-pools and global
+/// average pooling, at the shipped width, with and without BN), then the paper's MLP with each
 /// other normalisation layer before its sigmoids, timed against `mlp-bn` (see [`NORM_WORKLOADS`]).
-pub const STEP_WORKLOADS: [&str; 11] = [
+pub const STEP_WORKLOADS: [&str; 13] = [
     "mlp",
     "mlp-bn",
     "cnn",
     "cnn-bn",
+    "inception",
+    "inception-bn",
     "mlp-renorm",
     "mlp-layer",
     "mlp-group",
@@ -94,6 +98,7 @@ pub(super) const MLP_BN: &str = include_str!("../../configs/mnist_mlp_sigmoid_bn
 pub(super) const MLP_NOBN: &str = include_str!("../../configs/mnist_mlp_sigmoid_nobn.json");
 const CNN_BN: &str = include_str!("../../configs/cifar10_cnn_relu_bn.json");
 const CNN_NOBN: &str = include_str!("../../configs/cifar10_cnn_relu_nobn.json");
+const INCEPTION_BN: &str = include_str!("../../configs/cifar10_inception_relu_bn.json");
 
 /// The config a step workload trains (the shipped configs' shapes, init and optimiser).
 pub fn workload_config(name: &str) -> Result<Config> {
@@ -108,11 +113,17 @@ pub fn workload_config(name: &str) -> Result<Config> {
         }
         return config_from_value(value);
     }
+    if name == "inception" {
+        let mut value: serde_json::Value = serde_json::from_str(INCEPTION_BN)?;
+        value["norm"]["kind"] = "none".into();
+        return config_from_value(value);
+    }
     let (base, bn) = match name {
         "mlp" => (MLP_NOBN, false),
         "mlp-bn" => (MLP_BN, true),
         "cnn" => (CNN_NOBN, false),
         "cnn-bn" => (CNN_BN, true),
+        "inception-bn" => (INCEPTION_BN, true),
         other => bail!(
             "unknown workload {other:?}; choose from {}, {FIG1}",
             STEP_WORKLOADS.join(", ")

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::block::{Activation, Init};
 use super::cnn::CnnConfig;
 use super::geometry::Architecture;
+use super::inception::InceptionConfig;
 use super::mlp::MlpConfig;
 
 /// The `model.arch` key: which architecture.
@@ -21,6 +22,8 @@ pub enum Arch {
     Mlp,
     /// A small CNN of 3×3 conv blocks (`cnn.rs`).
     Cnn,
+    /// Zhang et al.'s small Inception for CIFAR-10 (`inception.rs`).
+    Inception,
 }
 
 /// The architecture with its own settings.
@@ -28,6 +31,7 @@ pub enum Arch {
 pub enum ArchConfig {
     Mlp(MlpConfig),
     Cnn(CnnConfig),
+    Inception(InceptionConfig),
 }
 
 impl ArchConfig {
@@ -36,6 +40,7 @@ impl ArchConfig {
         match self {
             ArchConfig::Mlp(mlp) => mlp,
             ArchConfig::Cnn(cnn) => cnn,
+            ArchConfig::Inception(inception) => inception,
         }
     }
 
@@ -43,6 +48,7 @@ impl ArchConfig {
         match self {
             ArchConfig::Mlp(_) => Arch::Mlp,
             ArchConfig::Cnn(_) => Arch::Cnn,
+            ArchConfig::Inception(_) => Arch::Inception,
         }
     }
 }
@@ -75,6 +81,10 @@ struct ModelKeys {
     hidden: Vec<usize>,
     /// Output channels of each conv block of the CNN.
     channels: Vec<usize>,
+    /// The Inception's channel counts times this. Written only when it is not 1, so the
+    /// config.json of every other net keeps its shape.
+    #[serde(skip_serializing_if = "is_one")]
+    width: f64,
     activation: Activation,
     init: Init,
     init_std: f64,
@@ -87,6 +97,7 @@ impl Default for ModelKeys {
             arch: Arch::Mlp,
             hidden: MlpConfig::default().hidden,
             channels: CnnConfig::default().channels,
+            width: InceptionConfig::default().width,
             activation: Activation::Sigmoid,
             init: Init::Gaussian,
             init_std: 0.01,
@@ -122,6 +133,14 @@ impl TryFrom<ModelKeys> for ModelConfig {
                 ));
             }
         }
+        if keys.width != default.width && keys.arch != Arch::Inception {
+            return Err(format!(
+                "model.width is set, but it belongs to model.arch = \"inception\" and \
+                 model.arch is \"{}\", which would ignore it; remove model.width (or set it \
+                 to 1), or set model.arch = \"inception\"",
+                keys.arch.name()
+            ));
+        }
         let arch = match keys.arch {
             Arch::Mlp => ArchConfig::Mlp(MlpConfig {
                 hidden: keys.hidden,
@@ -129,6 +148,7 @@ impl TryFrom<ModelKeys> for ModelConfig {
             Arch::Cnn => ArchConfig::Cnn(CnnConfig {
                 channels: keys.channels,
             }),
+            Arch::Inception => ArchConfig::Inception(InceptionConfig { width: keys.width }),
         };
         Ok(ModelConfig {
             arch,
@@ -154,9 +174,14 @@ impl From<ModelConfig> for ModelKeys {
         match config.arch {
             ArchConfig::Mlp(mlp) => keys.hidden = mlp.hidden,
             ArchConfig::Cnn(cnn) => keys.channels = cnn.channels,
+            ArchConfig::Inception(inception) => keys.width = inception.width,
         }
         keys
     }
+}
+
+fn is_one(width: &f64) -> bool {
+    *width == 1.0
 }
 
 impl Arch {
@@ -165,6 +190,7 @@ impl Arch {
         match self {
             Arch::Mlp => "mlp",
             Arch::Cnn => "cnn",
+            Arch::Inception => "inception",
         }
     }
 }
@@ -190,9 +216,25 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("model.channels"), "{err}");
-        // What every written config.json holds: the other architecture's defaults.
+        let err =
+            serde_json::from_value::<ModelConfig>(serde_json::json!({"arch": "cnn", "width": 0.5}))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("model.width"), "{err}");
+        // What every written config.json holds: the other architecture's defaults, but
+        // `width` only for an Inception whose width is not 1.
         let written = serde_json::to_value(ModelConfig::default()).unwrap();
         assert_eq!(written["channels"], serde_json::json!([32, 64]));
+        assert!(written.get("width").is_none(), "{written}");
+        let narrow: ModelConfig =
+            serde_json::from_value(serde_json::json!({"arch": "inception", "width": 0.25}))
+                .unwrap();
+        let narrow_written = serde_json::to_value(&narrow).unwrap();
+        assert_eq!(narrow_written["width"], serde_json::json!(0.25));
+        assert_eq!(
+            serde_json::from_value::<ModelConfig>(narrow_written).unwrap(),
+            narrow
+        );
         let back: ModelConfig = serde_json::from_value(written).unwrap();
         assert_eq!(back, ModelConfig::default());
     }
