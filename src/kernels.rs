@@ -46,7 +46,7 @@ mod sigmoid;
 pub use batch_norm::{FusedBatchNorm, FusedOutput, batch_norm_train_fused};
 pub use columns::{FusedColumns, center_columns, weight_norm_columns};
 pub use common::{SIMD_CAP_VAR, SimdLevel, detected_simd_level};
-pub use conv::{FusedConv, conv3x3};
+pub use conv::{FusedConv, conv1x1, conv3x3};
 pub use dense::{Act, DenseOutput, DenseSpec, FusedDense, dense};
 pub use loss::{FusedCrossEntropy, cross_entropy};
 pub use pool::{FusedMaxPool, max_pool2x2, max_pool2x2_then};
@@ -120,9 +120,14 @@ pub mod reference {
         super::columns::center_columns_reference_tensors(x, beta)
     }
 
-    /// [`super::conv3x3`] through `conv::conv3x3_reference`.
+    /// [`super::conv3x3`] through `conv::conv_same_reference`.
     pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
-        super::conv::conv3x3_reference_tensors(x, weight, bias)
+        super::conv::conv_same_reference_tensors(x, weight, bias)
+    }
+
+    /// [`super::conv1x1`] through `conv::conv_same_reference`.
+    pub fn conv1x1(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+        super::conv::conv_same_reference_tensors(x, weight, bias)
     }
 
     /// [`super::max_pool2x2_then`] through `pool::max_pool2x2_reference`.

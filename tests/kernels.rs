@@ -9,7 +9,7 @@
 //! - `dense` (linear + optional BN + activation): a, pre, mean, variance and all five gradients,
 //!   for every activation, with and without bias and BN;
 //! - `conv3x3`: output and ∂x, ∂W, ∂b, on odd, non-square images and a batch that spans several
-//!   of the kernel's parallel chunks, with and without bias;
+//!   of the kernel's parallel chunks, with and without bias; `conv1x1` the same, and on wide maps;
 //! - `max_pool2x2_then`: output and ∂x for every activation, including odd sizes;
 //! - `cross_entropy`: loss and ∂logits (and no ∂targets), for one-hot and soft targets and
 //!   logits large enough to overflow a naive softmax;
@@ -30,8 +30,8 @@
 //! tests; float32 results differ from these by rounding only.
 
 use bn_exp::kernels::{
-    self, Act, DenseOutput, FusedOutput, batch_norm_train_fused, conv3x3, cross_entropy, dense,
-    max_pool2x2, max_pool2x2_then,
+    self, Act, DenseOutput, FusedOutput, batch_norm_train_fused, conv1x1, conv3x3, cross_entropy,
+    dense, max_pool2x2, max_pool2x2_then,
 };
 use bn_exp::norm::{BatchNorm, BatchStats, BnMode};
 use bn_exp::tensor::tensor_to_f64;
@@ -325,18 +325,25 @@ fn conv_case(fast: bool, bias: bool) -> [Part; 4] {
 }
 
 /// [`conv_case`] for (N, C, H, W, C_out).
-fn conv_case_of(
+fn conv_case_of(fast: bool, bias: bool, dims: (usize, usize, usize, usize, usize)) -> [Part; 4] {
+    conv_case_k(fast, bias, dims, 3)
+}
+
+/// [`conv_case_of`] with a k×k kernel, k 3 or 1 (`kernels::conv1x1` and its reference).
+fn conv_case_k(
     fast: bool,
     bias: bool,
     (n, c, h, w, co): (usize, usize, usize, usize, usize),
+    k: usize,
 ) -> [Part; 4] {
     let x = input(&values(n * c * h * w, 11), [n, c, h, w]);
-    let wt = input(&values(co * c * 9, 12), [co, c, 3, 3]);
+    let wt = input(&values(co * c * k * k, 12), [co, c, k, k]);
     let b = input(&values(co, 13), [co]);
-    let op = if fast {
-        conv3x3
-    } else {
-        kernels::reference::conv3x3
+    let op = match (k, fast) {
+        (3, true) => conv3x3,
+        (3, false) => kernels::reference::conv3x3,
+        (_, true) => conv1x1,
+        (_, false) => kernels::reference::conv1x1,
     };
     let out = op(x.clone(), wt.clone(), bias.then(|| b.clone()));
     let grads = weighted(out.clone(), 14).backward();
@@ -355,6 +362,20 @@ fn conv3x3_matches_its_reference_with_and_without_bias() {
         let want = conv_case(false, bias);
         let what = format!("conv3x3 bias={bias}");
         assert_parts_close(&what, &["output", "dx", "dW", "db"], &got, &want);
+    }
+}
+
+/// The 1×1 convolution (no column matrix; ∂x written by the product) on a batch that spans
+/// several parallel tasks, odd and wide maps.
+#[test]
+fn conv1x1_matches_its_reference_with_and_without_bias() {
+    for bias in [true, false] {
+        for dims in [(11, 3, 5, 7, 4), (3, 6, 6, 37, 5)] {
+            let got = conv_case_k(true, bias, dims, 1);
+            let want = conv_case_k(false, bias, dims, 1);
+            let what = format!("conv1x1 {dims:?} bias={bias}");
+            assert_parts_close(&what, &["output", "dx", "dW", "db"], &got, &want);
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! The CNN's 3×3 convolution (stride 1, padding 1) plus bias, as one op with a hand-written
-//! backward, parallel over the images of the batch.
+//! The nets' stride-1 convolutions that keep the map's size, 3×3 with padding 1 (the CNN, the
+//! Inception's 3×3 modules) and 1×1 (the Inception's 1×1 modules), plus bias, as one op with a
+//! hand-written backward, parallel over the images of the batch.
 //!
 //! ```text
 //! z[n] = W · col(x[n]) + b          W: [C_out, C·9] (Burn's [C_out, C, 3, 3], row-major)
@@ -8,6 +9,9 @@
 //! ∂W   = Σ_n ∂z[n] · col(x[n])ᵀ
 //! ∂x[n] = col⁻¹(Wᵀ · ∂z[n])         col⁻¹ adds each row back to where it was read from
 //! ```
+//!
+//! A 1×1 convolution is the same with col(x[n]) = x[n] as `[C, H·W]`: no column matrix is
+//! built, and ∂x[n] = Wᵀ · ∂z[n] is written by the product itself.
 //!
 //! Why: Flex's convolution builds the im2col matrix of the whole batch, runs its products in
 //! rayon closures per output block, and its backward goes through a transposed convolution with
@@ -43,29 +47,30 @@ const IMAGES_PER_TASK: usize = 8;
 
 #[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FusedConv: Backend {
-    /// `[N, C, H, W]` ⋆ `[C_out, C, 3, 3]` (+ `[C_out]` when `has_bias`) → `[N, C_out, H, W]`.
+    /// `[N, C, H, W]` ⋆ `[C_out, C, k, k]` (+ `[C_out]` when `has_bias`) → `[N, C_out, H, W]`,
+    /// for k = 3 (padding 1) or k = 1.
     ///
-    /// This default body is `conv3x3_reference`; Flex overrides it with the kernel below.
-    fn conv3x3(
+    /// This default body is `conv_same_reference`; Flex overrides it with the kernel below.
+    fn conv_same(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         has_bias: bool,
     ) -> FloatTensor<Self> {
-        conv3x3_reference::<Self>(x, weight, bias, has_bias)
+        conv_same_reference::<Self>(x, weight, bias, has_bias)
     }
 }
 
-/// The reference for [`FusedConv`]: Burn's own `conv2d` with stride 1, padding 1, dilation 1
-/// and one group,
+/// The reference for [`FusedConv`]: Burn's own `conv2d` with stride 1, padding p = k/2
+/// (1 for 3×3, 0 for 1×1), dilation 1 and one group,
 ///
 /// ```text
-/// z[n, o, i, j] = b[o] + Σ_c Σ_{ky,kx ∈ 0..3} W[o, c, ky, kx] · x[n, c, i + ky − 1, j + kx − 1]
+/// z[n, o, i, j] = b[o] + Σ_c Σ_{ky,kx ∈ 0..k} W[o, c, ky, kx] · x[n, c, i + ky − p, j + kx − p]
 /// ```
 ///
 /// with x read as 0 outside the image. The shape check is the fast op's: `conv2d` would accept
 /// other kernel sizes and return a smaller output.
-pub(crate) fn conv3x3_reference<B: Backend>(
+pub(crate) fn conv_same_reference<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: FloatTensor<B>,
@@ -73,29 +78,52 @@ pub(crate) fn conv3x3_reference<B: Backend>(
 ) -> FloatTensor<B> {
     let (xd, wd) = (x.shape(), weight.shape());
     assert!(
-        xd.num_dims() == 4 && wd.num_dims() == 4 && wd[1] == xd[1] && wd[2] == 3 && wd[3] == 3,
-        "conv3x3: input {xd:?} and weight {wd:?} do not fit (weight must be [C_out, C, 3, 3])"
+        xd.num_dims() == 4 && wd.num_dims() == 4 && wd[1] == xd[1] && fits_kernel(wd[2], wd[3]),
+        "conv: input {xd:?} and weight {wd:?} do not fit (weight must be [C_out, C, k, k], k 1 or 3)"
     );
-    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let p = wd[2] / 2;
+    let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
     B::conv2d(x, weight, has_bias.then_some(bias), options)
+}
+
+/// A square kernel side the op computes: 3 (padding 1) or 1.
+fn fits_kernel(kh: usize, kw: usize) -> bool {
+    kh == kw && (kh == 1 || kh == 3)
 }
 
 /// 3×3 convolution with stride 1 and zero padding 1 (the output has the input's H and W), plus
 /// the bias if given. Panics if the weight is not `[C_out, C, 3, 3]` for the input's C.
 pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
-    conv3x3_with(<Dispatch as FusedConv>::conv3x3, x, weight, bias)
+    assert_eq!(
+        weight.dims()[2..],
+        [3, 3],
+        "conv3x3: the weight must be 3x3"
+    );
+    conv_same_with(<Dispatch as FusedConv>::conv_same, x, weight, bias)
 }
 
-/// [`conv3x3`] through [`conv3x3_reference`] (see `super::reference`).
-pub(super) fn conv3x3_reference_tensors(
+/// 1×1 convolution (a product over the channels at each position), plus the bias if given.
+/// Panics if the weight is not `[C_out, C, 1, 1]` for the input's C.
+pub fn conv1x1(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    assert_eq!(
+        weight.dims()[2..],
+        [1, 1],
+        "conv1x1: the weight must be 1x1"
+    );
+    conv_same_with(<Dispatch as FusedConv>::conv_same, x, weight, bias)
+}
+
+/// [`conv3x3`] or [`conv1x1`], by the weight's shape, through [`conv_same_reference`] (see
+/// `super::reference`).
+pub(super) fn conv_same_reference_tensors(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
 ) -> Tensor<4> {
-    conv3x3_with(conv3x3_reference::<Dispatch>, x, weight, bias)
+    conv_same_with(conv_same_reference::<Dispatch>, x, weight, bias)
 }
 
-/// The signature of [`FusedConv::conv3x3`] on `Dispatch`.
+/// The signature of [`FusedConv::conv_same`] on `Dispatch`.
 type ConvOp = fn(
     FloatTensor<Dispatch>,
     FloatTensor<Dispatch>,
@@ -104,7 +132,12 @@ type ConvOp = fn(
 ) -> FloatTensor<Dispatch>;
 
 /// Calls `op` (the fast op or its reference) with [`conv3x3`]'s arguments made into its inputs.
-fn conv3x3_with(op: ConvOp, x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+fn conv_same_with(
+    op: ConvOp,
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<4> {
     let has_bias = bias.is_some();
     // A placeholder in x's dtype (the kernel reads all inputs as one type).
     let options = TensorCreationOptions::new(x.device()).with_dtype(x.dtype());
@@ -125,6 +158,8 @@ struct Dims {
     h: usize,
     w: usize,
     c_out: usize,
+    /// The kernel's side: 3 or 1.
+    kernel: usize,
 }
 
 impl Dims {
@@ -132,8 +167,9 @@ impl Dims {
         let xd = x.layout().shape().to_vec();
         let wd = weight.layout().shape().to_vec();
         assert!(
-            xd.len() == 4 && wd.len() == 4 && wd[1] == xd[1] && wd[2] == 3 && wd[3] == 3,
-            "conv3x3: input {xd:?} and weight {wd:?} do not fit (weight must be [C_out, C, 3, 3])"
+            xd.len() == 4 && wd.len() == 4 && wd[1] == xd[1] && fits_kernel(wd[2], wd[3]),
+            "conv: input {xd:?} and weight {wd:?} do not fit (weight must be [C_out, C, k, k], \
+             k 1 or 3)"
         );
         Dims {
             n: xd[0],
@@ -141,13 +177,14 @@ impl Dims {
             h: xd[2],
             w: xd[3],
             c_out: wd[0],
+            kernel: wd[2],
         }
     }
     fn hw(&self) -> usize {
         self.h * self.w
     }
     fn k(&self) -> usize {
-        self.c * 9
+        self.c * self.kernel * self.kernel
     }
 }
 
@@ -247,9 +284,9 @@ fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
     let img_len = d.c * hw;
     let out_len = d.c_out * hw;
     let task = |(z_chunk, x_chunk): (&mut [MaybeUninit<T>], &[T])| {
-        let mut col = vec![T::ZERO; k * hw];
+        let mut col = vec![T::ZERO; if d.kernel == 3 { k * hw } else { 0 }];
         for (zi, xi) in z_chunk.chunks_mut(out_len).zip(x_chunk.chunks(img_len)) {
-            im2col(xi, d, &mut col);
+            let col = columns(xi, d, &mut col);
             // The bias first, for the product to add onto; without one the product writes
             // every element.
             let zi = match bias {
@@ -271,7 +308,7 @@ fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
                 }
             };
             let col_op = Operand {
-                data: &col,
+                data: col,
                 rs: hw as isize,
                 cs: 1,
             };
@@ -294,6 +331,16 @@ fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
     }
 }
 
+/// The column matrix of one image `xi`: built in `col` for a 3×3 kernel, the image itself for
+/// a 1×1 one.
+fn columns<'a, T: Real>(xi: &'a [T], d: Dims, col: &'a mut [T]) -> &'a [T] {
+    if d.kernel == 1 {
+        return xi;
+    }
+    im2col(xi, d, col);
+    col
+}
+
 /// One task's images, upstream gradients and (if wanted) ∂x, as chunks of the batch.
 type ChunkInputs<'a, T> = (&'a [T], (&'a [T], Option<&'a mut [T]>));
 
@@ -312,8 +359,9 @@ fn backward<T: Real>(
     let chunks = d.n.div_ceil(IMAGES_PER_TASK);
     // Each task's partial (∂W, ∂b), summed in chunk order below.
     let task = |(x_chunk, (gz_chunk, dx_chunk)): ChunkInputs<T>| {
-        let mut col = vec![T::ZERO; k * hw];
-        let mut dcol = vec![T::ZERO; if want_dx { k * hw } else { 0 }];
+        let three = d.kernel == 3;
+        let mut col = vec![T::ZERO; if three { k * hw } else { 0 }];
+        let mut dcol = vec![T::ZERO; if want_dx && three { k * hw } else { 0 }];
         let mut dw = vec![T::ZERO; d.c_out * k];
         let mut db = vec![0.0f64; if want_db { d.c_out } else { 0 }];
         let mut dx_images = dx_chunk.map(|c| c.chunks_mut(img_len));
@@ -321,7 +369,7 @@ fn backward<T: Real>(
             if want_db {
                 bias_sums(gi, hw, &mut db);
             }
-            im2col(xi, d, &mut col);
+            let col = columns(xi, d, &mut col);
             let g_op = Operand {
                 data: gi,
                 rs: hw as isize,
@@ -329,7 +377,7 @@ fn backward<T: Real>(
             };
             // ∂W += ∂z[n] · colᵀ (col read with swapped strides)
             let col_t = Operand {
-                data: &col,
+                data: col,
                 rs: 1,
                 cs: hw as isize,
             };
@@ -346,8 +394,13 @@ fn backward<T: Real>(
                     rs: hw as isize,
                     cs: 1,
                 };
-                gemm_into((k, hw, d.c_out), &mut dcol, w_t, g_op, false);
-                col2im_add(&dcol, d, dxi);
+                if three {
+                    gemm_into((k, hw, d.c_out), &mut dcol, w_t, g_op, false);
+                    col2im_add(&dcol, d, dxi);
+                } else {
+                    // 1×1: the column matrix is the image, so the product is ∂x[n] itself.
+                    gemm_into((k, hw, d.c_out), dxi, w_t, g_op, false);
+                }
             }
         }
         (dw, db)
@@ -397,22 +450,27 @@ fn flex_backward(
         let (dx, dw, db) = backward::<T>(&values(x), &values(w), &values(gz), d, want);
         (
             dx.map(|v| tensor_from(v, vec![d.n, d.c, d.h, d.w])),
-            tensor_from(dw, vec![d.c_out, d.c, 3, 3]),
+            tensor_from(dw, vec![d.c_out, d.c, d.kernel, d.kernel]),
             db.map(|v| tensor_from(v, vec![d.c_out])),
         )
     })
 }
 
 impl FusedConv for Flex {
-    fn conv3x3(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, has_bias: bool) -> FlexTensor {
+    fn conv_same(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        has_bias: bool,
+    ) -> FlexTensor {
         flex_forward(&x, &weight, &bias, has_bias)
     }
 }
 
 #[derive(Debug)]
-struct Conv3x3Backward;
+struct ConvSameBackward;
 
-impl Backward<Flex, 3> for Conv3x3Backward {
+impl Backward<Flex, 3> for ConvSameBackward {
     /// The input and the weight.
     type State = (FlexTensor, FlexTensor);
 
@@ -425,7 +483,7 @@ impl Backward<Flex, 3> for Conv3x3Backward {
 }
 
 impl<C: CheckpointStrategy> FusedConv for Autodiff<Flex, C> {
-    fn conv3x3(
+    fn conv_same(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -437,7 +495,7 @@ impl<C: CheckpointStrategy> FusedConv for Autodiff<Flex, C> {
             bias.primitive(),
             has_bias,
         );
-        match Conv3x3Backward
+        match ConvSameBackward
             .prepare::<C>([x.node(), weight.node(), bias.node()])
             .compute_bound()
             .stateful()

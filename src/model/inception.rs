@@ -28,7 +28,7 @@ use super::block::{
     CLASSES, ConvShape, LayerBuilder, NetSpec, Pass, WeightLayer, take_data_init, weight_layers,
 };
 use super::geometry::{Architecture, Compute, ImageShape, NetSize};
-use crate::kernels::conv3x3;
+use crate::kernels::{conv1x1, conv3x3};
 use crate::norm::{LayerShape, Norm};
 
 /// The largest `model.width`: four times Zhang et al.'s channels is far beyond what a CPU trains.
@@ -232,7 +232,7 @@ impl Inception {
     }
 
     /// Logits. There is no shortcut yet: the same ops as [`Inception::forward_reference`],
-    /// with the 3×3 stride-1 convolutions through bn-exp's own kernel.
+    /// whose 3×3 stride-1 and 1×1 convolutions go through bn-exp's own kernel.
     pub fn forward(&self, x: Tensor<2>, pass: Pass) -> Result<Tensor<2>> {
         self.forward_reference(x, pass)
     }
@@ -254,8 +254,8 @@ impl Inception {
         Ok(self.output.forward(dropped))
     }
 
-    /// Conv module `i`'s convolution with its bias, if any: bn-exp's 3×3 kernel for the 3×3
-    /// stride-1 convolutions, Burn's `conv2d` for the 1×1 and stride-2 ones.
+    /// Conv module `i`'s convolution with its bias, if any: bn-exp's kernels for the 3×3
+    /// stride-1 and the 1×1 convolutions, Burn's `conv2d` for the stride-2 ones.
     fn conv(&self, i: usize, h: Tensor<4>) -> Tensor<4> {
         let bias = self.convs[i].bias.as_ref().map(|b| b.val());
         let weight = self.conv_weight(i);
@@ -312,6 +312,9 @@ fn conv_with(
 ) -> Tensor<4> {
     if shape == ConvShape::same3x3(shape.c_in, shape.c_out) {
         return conv3x3(h, weight, bias);
+    }
+    if shape.kernel == 1 && shape.stride == 1 {
+        return conv1x1(h, weight, bias);
     }
     let (s, p) = (shape.stride, shape.padding);
     conv2d(h, weight, bias, ConvOptions::new([s, s], [p, p], [1, 1], 1))
