@@ -5,7 +5,8 @@
 //! - `batch_norm`: training-mode BatchNorm (Algorithm 1), which Group and Layer Norm run on too;
 //! - `sigmoid`: a sigmoid whose float32 loop vectorises;
 //! - [`dense`]: a whole MLP layer, `g(BN(x·W + b))`;
-//! - `conv`: the CNN's 3×3 convolution, parallel over images;
+//! - `conv`: the 3×3 (padding 1) and 1×1 convolutions of the CNN and the Inception, parallel
+//!   over images;
 //! - `pool`: 2×2 max-pooling, optionally followed by the nonlinearity;
 //! - `loss`: softmax cross-entropy;
 //! - `columns`: Weight Norm's w = g·v/‖v‖ and mean-only BN, per column of a matrix;
