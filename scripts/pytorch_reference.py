@@ -55,6 +55,16 @@ def mlp(bn: bool) -> nn.Module:
     return net
 
 
+def he_init(net: nn.Module) -> nn.Module:
+    """He-normal weights for every conv and linear layer, zero biases (bn-exp's "he" init)."""
+    for m in net.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return net
+
+
 def cnn(bn: bool) -> nn.Module:
     layers, ch = [], 3
     for width in (32, 64):
@@ -64,13 +74,7 @@ def cnn(bn: bool) -> nn.Module:
         layers += [nn.ReLU(), nn.MaxPool2d(2)]
         ch = width
     layers += [nn.Flatten(), nn.Linear(64 * 8 * 8, 10)]
-    net = nn.Sequential(*layers)
-    for m in net.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-    return net
+    return he_init(nn.Sequential(*layers))
 
 
 def inception(bn: bool, width: float = 0.25) -> nn.Module:
@@ -107,13 +111,7 @@ def inception(bn: bool, width: float = 0.25) -> nn.Module:
             layers.append(Side(conv_module(ch, c3, 3, 2), nn.MaxPool2d(3, stride=2)))
             ch += c3
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ch, 10)]
-    net = nn.Sequential(*layers)
-    for m in net.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-    return net
+    return he_init(nn.Sequential(*layers))
 
 
 WORKLOADS = {

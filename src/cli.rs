@@ -21,8 +21,12 @@ const EXIT_RUNS_FAILED: u8 = 1;
 /// Exit status of `data verify` when a data set is damaged or incomplete, or none is there:
 /// an error, like every other.
 const EXIT_DATA_DAMAGED: u8 = 2;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+/// Exit status of `compare --strict` when a damaged file or line was skipped, and of `plot
+/// --strict` after any warning.
+const EXIT_SKIPPED_DAMAGE: u8 = 2;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::manual;
 use crate::terminal::{Terminal, terminal};
 
 #[derive(Debug, Parser)]
@@ -89,6 +93,20 @@ A finished run is left as it is, an interrupted one resumes, and a run another t
 refused. Exit codes: 0 done, 3 diverged (retrying will not help), 2 error."
     )]
     Run(RunArgs),
+    /// Print a shell completion script for bn-exp to stdout.
+    #[command(
+        after_help = "Examples:\n  bn-exp completions bash > ~/.local/share/bash-completion/completions/bn-exp\n  \
+bn-exp completions zsh > ~/.zfunc/_bn-exp\n  bn-exp completions fish > ~/.config/fish/completions/bn-exp.fish"
+    )]
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print bn-exp's man page (roff; every subcommand is a section) to stdout.
+    #[command(after_help = "Examples:\n  bn-exp man | man -l -\n  \
+bn-exp man > ~/.local/share/man/man1/bn-exp.1")]
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -239,7 +257,7 @@ pub struct CompareArgs {
     #[arg(
         long,
         requires = "study",
-        conflicts_with_all = ["dirs", "jobs", "baseline", "thresholds", "out"]
+        conflicts_with_all = ["dirs", "jobs", "baseline", "thresholds", "out", "strict"]
     )]
     pub plan: bool,
     /// With --plan: also write a scheduler file beside the plan: slurm.sh (an sbatch job
@@ -285,6 +303,10 @@ pub struct CompareArgs {
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Exit with status 2 if a damaged file or line of a run was skipped (each is always
+    /// named in a warning on stderr).
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub data: DataDirArg,
 }
@@ -335,6 +357,10 @@ pub struct PlotArgs {
     /// Image format.
     #[arg(long, value_enum, default_value = "png")]
     pub format: ImageFormatArg,
+    /// Exit with status 2 after the plots if anything was warned about on stderr (a damaged
+    /// file or line skipped, a plot left out).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -427,6 +453,14 @@ pub fn run() -> Result<ExitCode> {
         Command::Bench(args) => run_bench(&args),
         Command::Reproduce(args) => run_reproduce(&args),
         Command::Run(args) => run_plan_entry(&args),
+        Command::Completions { shell } => {
+            manual::print_completions(&mut Cli::command(), shell)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            manual::print_man_page(Cli::command())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -623,6 +657,16 @@ fn run_compare(args: CompareArgs) -> Result<ExitCode> {
         data: args.data.source()?,
     };
     let outcome = compare::compare(&request, &*terminal(request.quiet))?;
+    let skipped = outcome.skipped();
+    for warning in &skipped {
+        eprintln!("warning: {warning}");
+    }
+    if args.strict && !skipped.is_empty() {
+        return Ok(strict_refusal(
+            skipped.len(),
+            "damaged file(s) or line(s) were skipped",
+        ));
+    }
     if outcome.comparison.is_some() {
         print!("{}", outcome.text);
     } else {
@@ -662,7 +706,16 @@ fn run_plot(args: PlotArgs) -> Result<ExitCode> {
         eprintln!("warning: {warning}");
     }
     print!("{}", report.describe(&request.out));
+    if args.strict && !report.warnings.is_empty() {
+        return Ok(strict_refusal(report.warnings.len(), "warning(s)"));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--strict`'s error after `count` warnings, `what` they were.
+fn strict_refusal(count: usize, what: &str) -> ExitCode {
+    eprintln!("error: --strict: {count} {what} (see the warnings above)");
+    ExitCode::from(EXIT_SKIPPED_DAMAGE)
 }
 
 fn run_data(args: &DataArgs) -> Result<ExitCode> {

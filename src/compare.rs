@@ -100,6 +100,17 @@ pub struct CompareOutcome {
     pub failures: Vec<String>,
 }
 
+impl CompareOutcome {
+    /// The damaged files and lines the reader skipped in the compared runs, one sentence each
+    /// naming the file (and the lines): the table is made without them.
+    pub fn skipped(&self) -> Vec<String> {
+        self.records
+            .iter()
+            .flat_map(|r| r.run.damage.iter().cloned())
+            .collect()
+    }
+}
+
 /// Run a comparison: train a study's missing runs first when the target is a study.
 pub fn compare(request: &CompareRequest, progress: &dyn Progress) -> Result<CompareOutcome> {
     let thresholds = request

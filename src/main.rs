@@ -4,6 +4,7 @@
 //! library (`bn_exp`) takes typed requests and returns typed outcomes.
 
 mod cli;
+mod manual;
 mod terminal;
 
 use std::process::ExitCode;

@@ -84,7 +84,7 @@ pub struct ReproduceOutcome {
     /// Runs that failed to train, by study.
     pub failures: Vec<String>,
     /// What the person who asked must hear even without a progress bar (a damaged committed
-    /// full report that was left out).
+    /// full report that was left out, a damaged file or line of a run that was skipped).
     pub warnings: Vec<String>,
 }
 
@@ -184,6 +184,8 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
                 .iter()
                 .map(|f| format!("{}: {f}", planned.study.name)),
         );
+        // What the reader skipped in these runs: the verdicts are judged without it.
+        warnings.extend(outcome.skipped());
         loaded.push(StudyRuns {
             name: planned.study.name.clone(),
             records: outcome.records,

@@ -93,9 +93,14 @@ fn module_imports() -> Graph {
         used.retain(|m| m != module && modules.contains(m));
         graph.insert(module.clone(), used);
     }
-    // The binary: main.rs, cli.rs and terminal.rs, through the library's name.
+    // The binary: main.rs, cli.rs, manual.rs and terminal.rs, through the library's name.
     let mut binary = BTreeSet::new();
-    for file in ["src/main.rs", "src/cli.rs", "src/terminal.rs"] {
+    for file in [
+        "src/main.rs",
+        "src/cli.rs",
+        "src/manual.rs",
+        "src/terminal.rs",
+    ] {
         binary.extend(names_after(&code_of(&repo().join(file)), "bn_exp::"));
     }
     binary.retain(|m| modules.contains(m));

@@ -1446,3 +1446,58 @@ fn a_plan_run_entry_by_entry_matches_the_study_run_locally() {
         .collect();
     common::assert_same_study(&local.join("planned"), &scheduled.join("planned"), &names);
 }
+
+/// A damaged line in a compared run: the table is made without it, a warning on stderr names
+/// the file and the line (also with --quiet), and --strict makes it an error with status 2.
+#[test]
+fn a_damaged_line_is_warned_about_and_strict_refuses_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let study = write_fixture_study(tmp.path(), &fixtures());
+    let metrics = study.join("placement-none_seed-1").join("metrics.jsonl");
+    let text_before = std::fs::read_to_string(&metrics).unwrap();
+    let damaged = text_before.replacen('{', "{\"step\": ", 1);
+    std::fs::write(&metrics, damaged).unwrap();
+
+    let output = bn_exp()
+        .arg("compare")
+        .arg(&study)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let stderr = text(&output.stderr);
+    let warned = format!("warning: {}: line 1 not valid JSON", metrics.display());
+    assert!(stderr.contains(&warned), "{stderr}");
+    assert!(
+        text(&output.stdout).contains("no BN"),
+        "{}",
+        describe(&output)
+    );
+
+    let output = bn_exp()
+        .arg("compare")
+        .arg(&study)
+        .args(["--quiet", "--strict"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains(&warned), "{stderr}");
+    assert!(stderr.contains("--strict: 1 damaged"), "{stderr}");
+    assert!(output.stdout.is_empty(), "{}", describe(&output));
+
+    // The undamaged study passes --strict.
+    std::fs::write(&metrics, text_before).unwrap();
+    let output = bn_exp()
+        .arg("compare")
+        .arg(&study)
+        .args(["--quiet", "--strict"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        !text(&output.stderr).contains("warning"),
+        "{}",
+        describe(&output)
+    );
+}

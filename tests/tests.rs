@@ -16,6 +16,7 @@ mod reference;
 mod architecture;
 mod batch_norm;
 mod bench;
+mod cli;
 mod compare;
 mod data_errors;
 mod data_real;

@@ -6,19 +6,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::steps::{StepResult, device_flag};
+use super::steps::{SHIPPED_NETS, STEP_WORKLOADS, StepResult, device_flag};
 use crate::backend::DeviceKind;
 use crate::progress::Progress;
-
-/// The workloads `scripts/pytorch_reference.py` has, with the same shapes.
-const PYTORCH_WORKLOADS: [&str; 6] = [
-    "mlp",
-    "mlp-bn",
-    "cnn",
-    "cnn-bn",
-    "inception",
-    "inception-bn",
-];
 
 /// Run `scripts/pytorch_reference.py` (needs PyTorch) on the workloads it has among `steps`,
 /// and print our time over theirs.
@@ -40,12 +30,12 @@ pub(super) fn compare_pytorch(
     let theirs_too: Vec<&str> = steps
         .iter()
         .map(|s| s.workload.as_str())
-        .filter(|w| PYTORCH_WORKLOADS.contains(w))
+        .filter(|w| STEP_WORKLOADS[..SHIPPED_NETS].contains(w))
         .collect();
     if theirs_too.is_empty() {
         progress.note(&format!(
             "--compare-pytorch: the script times only {}",
-            PYTORCH_WORKLOADS.join(", ")
+            STEP_WORKLOADS[..SHIPPED_NETS].join(", ")
         ));
         return Ok(None);
     }

@@ -19,6 +19,7 @@ use crate::rng::Rng;
 /// average pooling, at the shipped width, with and without BN), then the paper's MLP with each
 /// other normalisation layer before its sigmoids, timed against `mlp-bn` (see [`NORM_WORKLOADS`]).
 pub const STEP_WORKLOADS: [&str; 13] = [
+    // The shipped nets (`SHIPPED_NETS` of them), which scripts/pytorch_reference.py has too.
     "mlp",
     "mlp-bn",
     "cnn",
@@ -33,6 +34,10 @@ pub const STEP_WORKLOADS: [&str; 13] = [
     "mlp-bn-stats4",
     "mlp-renorm-stats4",
 ];
+
+/// How many of [`STEP_WORKLOADS`] are the shipped nets, first in the list: the workloads
+/// `scripts/pytorch_reference.py` has, with the same shapes.
+pub const SHIPPED_NETS: usize = 6;
 
 /// The paper's MLP with another normalisation layer: workload name, a label people read, and the
 /// config overrides on top of `mlp-bn`. Each step's median is printed against BN's, measured in

@@ -603,6 +603,7 @@ mod tests {
             measures: Vec::new(),
             summary: Some(summary.clone()),
             notes: Vec::new(),
+            damage: Vec::new(),
         };
         RunRecord {
             run,

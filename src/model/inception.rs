@@ -383,6 +383,18 @@ mod tests {
         assert_eq!(modules[1].shape.padding, 0);
     }
 
+    /// The weights of every conv and linear layer, as torch counts them in the same net in
+    /// `scripts/pytorch_reference.py` (`inception(True, width)`): an independent build of the
+    /// architecture. (Zhang et al. give 1,649,402 parameters at full width, with biases and BN.)
+    #[test]
+    fn weight_count_matches_the_pytorch_build_of_the_same_net() {
+        let image = ImageShape::from((3, 32));
+        for (width, weights) in [(0.25, 104_096), (1.0, 1_647_680)] {
+            let size = InceptionConfig { width }.size(image);
+            assert_eq!(size.params, weights, "width {width}");
+        }
+    }
+
     #[test]
     fn width_scales_every_channel_count_and_is_checked() {
         let image = ImageShape::from((3, 32));

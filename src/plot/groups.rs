@@ -136,6 +136,7 @@ mod tests {
             measures: Vec::new(),
             summary: None,
             notes: Vec::new(),
+            damage: Vec::new(),
         }
     }
 

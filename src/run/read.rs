@@ -39,6 +39,30 @@ pub struct Run {
     pub summary: Option<Summary>,
     /// What was left out while reading, and why (damaged lines, missing files, bad values).
     pub notes: Vec<String>,
+    /// Of [`Run::notes`], those about a file or line that is damaged (unreadable, not valid
+    /// JSON, not the record it should be): what `compare --strict` refuses. A missing optional
+    /// file, or the NaN of a diverged run, is a note but not damage.
+    pub damage: Vec<String>,
+}
+
+/// What the reader says while reading a run folder: every note, and which were damage.
+#[derive(Debug, Default)]
+struct Notes {
+    all: Vec<String>,
+    damage: Vec<String>,
+}
+
+impl Notes {
+    /// Something left out that is not damage (a missing optional file, a diverged value).
+    fn note(&mut self, text: String) {
+        self.all.push(text);
+    }
+
+    /// A damaged file or line, skipped.
+    fn damaged(&mut self, text: String) {
+        self.damage.push(text.clone());
+        self.all.push(text);
+    }
 }
 
 impl Run {
@@ -76,7 +100,7 @@ impl Run {
     /// Read one run folder. Never fails on content: whatever cannot be used is left out and
     /// said in [`Run::notes`].
     pub fn read(dir: &Path) -> Run {
-        let mut notes = Vec::new();
+        let mut notes = Notes::default();
         let config_path = dir.join(CONFIG_FILE);
         let config = read_json_object(&config_path, &mut notes, true)
             .map(|config| resolved_or_as_is(config, &config_path, &mut notes))
@@ -86,7 +110,7 @@ impl Run {
             match serde_json::from_value::<Summary>(value) {
                 Ok(summary) => Some(summary),
                 Err(err) => {
-                    notes.push(format!(
+                    notes.damaged(format!(
                         "{}: not a summary ({err}); ignored",
                         summary_path.display()
                     ));
@@ -95,7 +119,7 @@ impl Run {
             }
         });
         if !summary_path.exists() {
-            notes.push(format!(
+            notes.note(format!(
                 "{}: no summary.json (run unfinished or interrupted); its last evaluation stands in for the final one",
                 dir.display()
             ));
@@ -114,7 +138,8 @@ impl Run {
             activations,
             measures,
             summary,
-            notes,
+            notes: notes.all,
+            damage: notes.damage,
         }
     }
 }
@@ -132,12 +157,12 @@ pub fn read_run_config(dir: &Path) -> Result<Value> {
 
 /// `config` with the `bn` key resolved, or as it is (with a note) when the two names
 /// disagree: the reader keeps what it can.
-fn resolved_or_as_is(config: Value, path: &Path, notes: &mut Vec<String>) -> Value {
+fn resolved_or_as_is(config: Value, path: &Path, notes: &mut Notes) -> Value {
     let mut resolved = config.clone();
     match crate::config::resolve_legacy_bn(&mut resolved) {
         Ok(()) => resolved,
         Err(err) => {
-            notes.push(format!(
+            notes.damaged(format!(
                 "{}: its bn key cannot be read as norm ({err:#}); kept as written",
                 path.display()
             ));
@@ -147,7 +172,7 @@ fn resolved_or_as_is(config: Value, path: &Path, notes: &mut Vec<String>) -> Val
 }
 
 /// `measures.jsonl`, if the run has one; a line that is not a record is left out with a note.
-fn read_measures(path: &Path, notes: &mut Vec<String>) -> Vec<MeasureRecord> {
+fn read_measures(path: &Path, notes: &mut Notes) -> Vec<MeasureRecord> {
     if !path.exists() {
         return Vec::new();
     }
@@ -163,7 +188,7 @@ fn read_measures(path: &Path, notes: &mut Vec<String>) -> Vec<MeasureRecord> {
         })
         .collect();
     if bad > 0 {
-        notes.push(format!(
+        notes.damaged(format!(
             "{}: {bad} line(s) are not measure records; skipped",
             path.display()
         ));
@@ -184,12 +209,12 @@ fn run_name(dir: &Path, config: &Value, summary: Option<&Summary>) -> String {
 }
 
 /// Read a whole-file JSON object; `None` (with a warning unless merely absent and optional).
-fn read_json_object(path: &Path, notes: &mut Vec<String>, warn_if_missing: bool) -> Option<Value> {
+fn read_json_object(path: &Path, notes: &mut Notes, warn_if_missing: bool) -> Option<Value> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             if warn_if_missing {
-                notes.push(format!(
+                notes.note(format!(
                     "{}: missing; the run is plotted under its folder name",
                     path.display()
                 ));
@@ -197,14 +222,14 @@ fn read_json_object(path: &Path, notes: &mut Vec<String>, warn_if_missing: bool)
             return None;
         }
         Err(err) => {
-            notes.push(format!("{}: cannot read ({err}); ignored", path.display()));
+            notes.damaged(format!("{}: cannot read ({err}); ignored", path.display()));
             return None;
         }
     };
     match parse_json_lenient(&text) {
         Some(v @ Value::Object(_)) => Some(v),
         _ => {
-            notes.push(format!(
+            notes.damaged(format!(
                 "{}: not a valid JSON object (damaged?); ignored",
                 path.display()
             ));
@@ -228,20 +253,16 @@ fn parse_json_lenient(text: &str) -> Option<Value> {
 }
 
 /// The non-empty lines of a JSON Lines file as `(line number, value)`; bad lines are warned
-/// about once per file (with the first bad line number) and skipped.
-fn read_json_lines(
-    path: &Path,
-    notes: &mut Vec<String>,
-    missing_note: &str,
-) -> Vec<(usize, Value)> {
+/// about once per file (with their line numbers) and skipped.
+fn read_json_lines(path: &Path, notes: &mut Notes, missing_note: &str) -> Vec<(usize, Value)> {
     let text = match fs::read(path) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            notes.push(format!("{}: missing; {missing_note}", path.display()));
+            notes.note(format!("{}: missing; {missing_note}", path.display()));
             return Vec::new();
         }
         Err(err) => {
-            notes.push(format!("{}: cannot read ({err}); ignored", path.display()));
+            notes.damaged(format!("{}: cannot read ({err}); ignored", path.display()));
             return Vec::new();
         }
     };
@@ -256,14 +277,25 @@ fn read_json_lines(
             _ => bad.push(i + 1),
         }
     }
-    if let Some(first) = bad.first() {
-        notes.push(format!(
-            "{}: {} line(s) not valid JSON (cut short?), first at line {first}; skipped",
+    if !bad.is_empty() {
+        notes.damaged(format!(
+            "{}: {} not valid JSON (cut short?); skipped",
             path.display(),
-            bad.len()
+            line_list(&bad)
         ));
     }
     values
+}
+
+/// "line 3", or "lines 3, 7 and 9", or the first ten and how many more.
+fn line_list(lines: &[usize]) -> String {
+    const SHOWN: usize = 10;
+    let shown: Vec<String> = lines.iter().take(SHOWN).map(usize::to_string).collect();
+    match (lines.len(), shown.split_last()) {
+        (1, _) => format!("line {}", shown[0]),
+        (n, Some((last, rest))) if n <= SHOWN => format!("lines {} and {last}", rest.join(", ")),
+        (n, _) => format!("lines {} and {} more", shown.join(", "), n - SHOWN),
+    }
 }
 
 /// Largest magnitude drawn. Beyond it a value means a blown-up network, not a measurement,
@@ -304,7 +336,7 @@ fn with_steps(lines: &[(usize, Value)]) -> (Vec<(u64, &Value)>, usize) {
     (stepped, no_step)
 }
 
-fn read_metrics(path: &Path, notes: &mut Vec<String>) -> Vec<EvalRecord> {
+fn read_metrics(path: &Path, notes: &mut Notes) -> Vec<EvalRecord> {
     let lines = read_json_lines(path, notes, "no convergence curves for this run");
     let (stepped, no_step) = with_steps(&lines);
     let mut points = Vec::with_capacity(stepped.len());
@@ -333,12 +365,12 @@ fn read_metrics(path: &Path, notes: &mut Vec<String>) -> Vec<EvalRecord> {
     );
     keep_latest_by_step(&mut points, |p| p.step);
     if points.is_empty() && !lines.is_empty() {
-        notes.push(format!("{}: no usable evaluation", path.display()));
+        notes.note(format!("{}: no usable evaluation", path.display()));
     }
     points
 }
 
-fn read_activations(path: &Path, notes: &mut Vec<String>) -> Vec<ActivationRecord> {
+fn read_activations(path: &Path, notes: &mut Notes) -> Vec<ActivationRecord> {
     let lines = read_json_lines(
         path,
         notes,
@@ -410,10 +442,10 @@ fn index(v: Option<&Value>) -> Option<usize> {
         .and_then(|i| usize::try_from(i).ok())
 }
 
-fn report_gaps(path: &Path, notes: &mut Vec<String>, gaps: &[(usize, &str)]) {
+fn report_gaps(path: &Path, notes: &mut Notes, gaps: &[(usize, &str)]) {
     for (count, what) in gaps {
         if *count > 0 {
-            notes.push(format!(
+            notes.note(format!(
                 "{}: {count} entr{} without a usable {what} (null, NaN, missing or out of range); left out",
                 path.display(),
                 if *count == 1 { "y" } else { "ies" }
@@ -472,6 +504,17 @@ mod tests {
     use super::*;
     use crate::run::records::{Drift, PopulationResult, RunStatus};
     use crate::run::write::{JsonlWriter, write_json_atomic};
+
+    #[test]
+    fn skipped_lines_are_listed_by_number() {
+        assert_eq!(line_list(&[3]), "line 3");
+        assert_eq!(line_list(&[3, 7, 9]), "lines 3, 7 and 9");
+        let many: Vec<usize> = (1..=12).collect();
+        assert_eq!(
+            line_list(&many),
+            "lines 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 2 more"
+        );
+    }
 
     #[test]
     fn lenient_parse_reads_nan_as_null() {
