@@ -93,6 +93,13 @@ A finished run is left as it is, an interrupted one resumes, and a run another t
 refused. Exit codes: 0 done, 3 diverged (retrying will not help), 2 error."
     )]
     Run(RunArgs),
+    /// Write TensorBoard event files for runs made before bn-exp wrote them (every run writes
+    /// its own now, from its records).
+    #[command(
+        after_help = "Examples:\n  bn-exp export --tensorboard results/paper_fig1\n  \
+bn-exp export --tensorboard results      # every study in it\n  tensorboard --logdir results"
+    )]
+    Export(ExportArgs),
     /// Print a shell completion script for bn-exp to stdout.
     #[command(
         after_help = "Examples:\n  bn-exp completions bash > ~/.local/share/bash-completion/completions/bn-exp\n  \
@@ -107,6 +114,16 @@ bn-exp completions zsh > ~/.zfunc/_bn-exp\n  bn-exp completions fish > ~/.config
     #[command(after_help = "Examples:\n  bn-exp man | man -l -\n  \
 bn-exp man > ~/.local/share/man/man1/bn-exp.1")]
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write each run's TensorBoard event file (events.out.tfevents.bn-exp) from its records.
+    #[arg(long, required = true)]
+    pub tensorboard: bool,
+    /// Run folders, study folders or a results folder of studies.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -453,6 +470,15 @@ pub fn run() -> Result<ExitCode> {
         Command::Bench(args) => run_bench(&args),
         Command::Reproduce(args) => run_reproduce(&args),
         Command::Run(args) => run_plan_entry(&args),
+        Command::Export(args) => {
+            let written = bn_exp::run::export_events(&args.dirs)?;
+            println!(
+                "wrote {} TensorBoard event file(s); view them with `tensorboard --logdir {}`",
+                written.len(),
+                args.dirs[0].display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             manual::print_completions(&mut Cli::command(), shell)?;
             Ok(ExitCode::SUCCESS)

@@ -3,8 +3,8 @@
 //!
 //! A run folder holds `config.json` (the resolved config), `metrics.jsonl` (one line per
 //! evaluation), `activations.jsonl` (one line per probe), `measures.jsonl` (with
-//! `measures.every`), `summary.json` (once the run has finished or diverged), `checkpoint/`
-//! and `run.lock`. Its parts:
+//! `measures.every`), `summary.json` (once the run has finished or diverged), the TensorBoard
+//! event file made from them, `checkpoint/` and `run.lock`. Its parts:
 //!
 //! - `files`: every name in the folder, said once ([`CONFIG_FILE`], …, [`RUN_FILES`]), and
 //!   what counts as a run folder ([`is_run_folder`], [`run_progress`]);
@@ -12,6 +12,7 @@
 //!   ([`EvalRecord`], [`ActivationRecord`], [`MeasureRecord`], [`Summary`] with its
 //!   [`RunStatus`] and [`FinalInference`]);
 //! - `write`: appending JSON lines ([`RecordWriters`]) and replacing files atomically;
+//! - `events`: TensorBoard's event file, rewritten from the records ([`write_events`]);
 //! - `lock`: [`RunLock`], one writer per folder, with the heartbeat `--steal-after` reads;
 //! - `read`: [`Run::read`], the lenient reader, and [`read_run_config`], both giving the config
 //!   with the older `bn` key resolved;
@@ -23,6 +24,7 @@
 //!   trimming the records a resume continues.
 
 mod checkpoint;
+mod events;
 mod files;
 mod lock;
 mod read;
@@ -32,11 +34,12 @@ mod resume;
 mod write;
 
 pub use checkpoint::{LoopState, checkpoint_step, load_checkpoint, save_checkpoint};
+pub use events::{event_file, export_events, write_events};
 pub use files::{
     ACTIVATIONS_FILE, CHECKPOINT_DIR, CHECKPOINT_OLD_DIR, CHECKPOINT_TMP_DIR, CONFIG_FILE,
-    LOCK_FILE, LOG_FILE, MEASURES_FILE, METRICS_FILE, MODEL_FILE, OPTIM_FILE, PLOTS_DIR, RUN_FILES,
-    RunProgress, STATE_FILE, STEAL_GUARD_FILE, SUMMARY_FILE, folder_name, is_run_folder,
-    run_progress, run_subfolders,
+    EVENTS_FILE, LOCK_FILE, LOG_FILE, MEASURES_FILE, METRICS_FILE, MODEL_FILE, OPTIM_FILE,
+    PLOTS_DIR, RUN_FILES, RunProgress, STATE_FILE, STEAL_GUARD_FILE, SUMMARY_FILE, folder_name,
+    is_run_folder, run_progress, run_subfolders,
 };
 pub use lock::{LOCK_HEARTBEAT, MIN_STEAL_AFTER, RunLock, TakenOver};
 pub use read::{PLOTTABLE_LIMIT, Run, finite, fraction, read_run_config};

@@ -33,7 +33,8 @@ use crate::run::{
     ActivationRecord, EvalRecord, FinalInference, Found, LayerStats, LoopState, Percentiles,
     PopulationResult, RecordWriters, Run, RunLock, RunStatus, Summary, TakenOver, TrackedUnit,
     best_acc, claim_run_dir, first_step_reaching, inspect_run_dir, load_checkpoint, new_run_id,
-    save_checkpoint, set_up_run_dir, threshold_key, truncate_records_after, write_summary,
+    save_checkpoint, set_up_run_dir, threshold_key, truncate_records_after, write_events,
+    write_summary,
 };
 use crate::tensor::vector_tensor;
 
@@ -277,6 +278,8 @@ fn run(
         build_optimizer(config),
     )?;
     truncate_records_after(run_dir, config, state.step)?;
+    // The event file follows the trimmed records: no step twice, none the records lost.
+    write_events(run_dir)?;
 
     let probe_indices = Rng::stream(config.seed, Stream::Probe as u64, 0)
         .permutation(data.train.len)
@@ -520,6 +523,7 @@ impl Runner<'_> {
         self.records.eval(&record)?;
         let activations = self.probe(net, state.step)?;
         self.records.activations(&activations)?;
+        write_events(self.run_dir)?;
         Ok(test_acc)
     }
 
@@ -650,6 +654,7 @@ impl Runner<'_> {
         };
         self.lock.ensure_held()?;
         write_summary(self.run_dir, &summary)?;
+        write_events(self.run_dir)?;
         Ok(summary)
     }
 
@@ -667,6 +672,7 @@ impl Runner<'_> {
         };
         self.lock.ensure_held()?;
         write_summary(self.run_dir, &summary)?;
+        write_events(self.run_dir)?;
         Ok(summary)
     }
 

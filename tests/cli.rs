@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::common::{bn_exp, describe, text};
 
 /// The subcommands a user sees in `bn-exp --help`.
-const SUBCOMMANDS: [&str; 9] = [
+const SUBCOMMANDS: [&str; 10] = [
     "train",
     "compare",
     "plot",
@@ -15,6 +15,7 @@ const SUBCOMMANDS: [&str; 9] = [
     "bench",
     "reproduce",
     "run",
+    "export",
     "completions",
     "man",
 ];

@@ -33,6 +33,7 @@ mod plot;
 mod reproduce;
 mod run_lock;
 mod slurm;
+mod tensorboard;
 mod train;
 
 /// With `autotests = false`, a test file that nobody names here would never be compiled, and its

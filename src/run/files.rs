@@ -15,6 +15,9 @@ pub const ACTIVATIONS_FILE: &str = "activations.jsonl";
 pub const MEASURES_FILE: &str = "measures.jsonl";
 /// Written once the run has finished or diverged.
 pub const SUMMARY_FILE: &str = "summary.json";
+/// TensorBoard's view of the records, rewritten from them (`events.rs`). TensorBoard reads
+/// every file whose name holds `tfevents`.
+pub const EVENTS_FILE: &str = "events.out.tfevents.bn-exp";
 /// Where `compare` sends a child run's stdout and stderr.
 pub const LOG_FILE: &str = "train.log";
 /// The lock file that marks a run folder as in use by one bn-exp process.
@@ -39,12 +42,13 @@ pub const PLOTS_DIR: &str = "plots";
 
 /// Every file and folder bn-exp writes into a run folder: what `--force` removes, and nothing
 /// else (a user's notes beside them stay).
-pub const RUN_FILES: [&str; 10] = [
+pub const RUN_FILES: [&str; 11] = [
     CONFIG_FILE,
     METRICS_FILE,
     ACTIVATIONS_FILE,
     MEASURES_FILE,
     SUMMARY_FILE,
+    EVENTS_FILE,
     LOG_FILE,
     CHECKPOINT_DIR,
     CHECKPOINT_TMP_DIR,

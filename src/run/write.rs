@@ -108,13 +108,19 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 /// Write `text` to `path` through a temporary file beside it and a rename, so that a reader
 /// (a resume, another array task reading a plan) never sees half a file.
 pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
+    write_bytes_atomic(path, text.as_bytes())
+}
+
+/// Write `bytes` to `path` through a temporary file beside it and a rename (see
+/// [`write_text_atomic`]).
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(text.as_bytes())
+    tmp.write_all(bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
     // Temporary files are created owner-only; results are for everyone who can read the folder.
     #[cfg(unix)]
