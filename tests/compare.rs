@@ -1458,12 +1458,15 @@ fn a_damaged_line_is_warned_about_and_strict_refuses_it() {
     let damaged = text_before.replacen('{', "{\"step\": ", 1);
     std::fs::write(&metrics, damaged).unwrap();
 
-    let output = bn_exp()
-        .arg("compare")
-        .arg(&study)
-        .arg("--quiet")
-        .output()
-        .unwrap();
+    let compare = |flags: &[&str]| {
+        bn_exp()
+            .arg("compare")
+            .arg(&study)
+            .args(flags)
+            .output()
+            .unwrap()
+    };
+    let output = compare(&["--quiet"]);
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = text(&output.stderr);
     let warned = format!("warning: {}: line 1 not valid JSON", metrics.display());
@@ -1474,12 +1477,7 @@ fn a_damaged_line_is_warned_about_and_strict_refuses_it() {
         describe(&output)
     );
 
-    let output = bn_exp()
-        .arg("compare")
-        .arg(&study)
-        .args(["--quiet", "--strict"])
-        .output()
-        .unwrap();
+    let output = compare(&["--quiet", "--strict"]);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = text(&output.stderr);
     assert!(stderr.contains(&warned), "{stderr}");
@@ -1488,12 +1486,7 @@ fn a_damaged_line_is_warned_about_and_strict_refuses_it() {
 
     // The undamaged study passes --strict.
     std::fs::write(&metrics, text_before).unwrap();
-    let output = bn_exp()
-        .arg("compare")
-        .arg(&study)
-        .args(["--quiet", "--strict"])
-        .output()
-        .unwrap();
+    let output = compare(&["--quiet", "--strict"]);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(
         !text(&output.stderr).contains("warning"),

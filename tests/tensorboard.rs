@@ -171,15 +171,18 @@ fn export_writes_the_event_files_of_older_runs() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    let export = |dir: &Path| {
+        bn_exp()
+            .args(["export", "--tensorboard"])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
     let events = run.join("events.out.tfevents.bn-exp");
     let written = std::fs::read(&events).unwrap();
     std::fs::remove_file(&events).unwrap();
     // A results folder of studies: the runs two levels down.
-    let o = bn_exp()
-        .args(["export", "--tensorboard"])
-        .arg(dir.path().join("results"))
-        .output()
-        .unwrap();
+    let o = export(&dir.path().join("results"));
     assert!(o.status.success(), "{}", describe(&o));
     assert!(common::text(&o.stdout).contains("wrote 1 TensorBoard event file"));
     assert_eq!(
@@ -188,20 +191,12 @@ fn export_writes_the_event_files_of_older_runs() {
         "export differs from the run's own"
     );
     // A study folder: its runs.
-    let o = bn_exp()
-        .args(["export", "--tensorboard"])
-        .arg(&study)
-        .output()
-        .unwrap();
+    let o = export(&study);
     assert!(o.status.success(), "{}", describe(&o));
     assert_eq!(std::fs::read(&events).unwrap(), written);
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let o = bn_exp()
-        .args(["export", "--tensorboard"])
-        .arg(&empty)
-        .output()
-        .unwrap();
+    let o = export(&empty);
     assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
     assert!(
         stderr(&o).contains("holds no run folder"),

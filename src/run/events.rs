@@ -122,15 +122,12 @@ pub fn event_file(run: &Run, start: f64) -> Vec<u8> {
     for m in &run.metrics {
         let elapsed = m.elapsed_s.unwrap_or(last_elapsed);
         last_elapsed = elapsed;
-        let values = [
+        let values = scalar_values(&[
             ("accuracy/test", m.test_acc),
             ("loss/train", m.train_loss),
             ("loss/test", m.test_loss),
             ("learning rate", m.lr),
-        ]
-        .into_iter()
-        .filter_map(|(tag, v)| Some(scalar_value(tag, v?)))
-        .collect();
+        ]);
         event(m.step, elapsed, values);
     }
     if let Some(population) = run.summary.as_ref().and_then(|s| s.population.as_ref()) {
@@ -154,16 +151,13 @@ pub fn event_file(run: &Run, start: f64) -> Vec<u8> {
         event(a.step, elapsed, values);
     }
     for m in &run.measures {
-        let mut values: Vec<Vec<u8>> = [
+        let mut values = scalar_values(&[
             ("measures/loss", m.loss),
             ("measures/gradient norm", m.grad_norm),
             ("measures/loss range along the gradient", m.loss_range),
             ("measures/gradient change (max)", m.grad_change_max),
             ("measures/beta-smoothness", m.beta_smoothness),
-        ]
-        .into_iter()
-        .filter_map(|(tag, v)| Some(scalar_value(tag, v?)))
-        .collect();
+        ]);
         for ics in &m.ics {
             if let Some(v) = ics.relative {
                 values.push(scalar_value(&format!("ics/{} (relative)", ics.name), v));
@@ -189,10 +183,17 @@ fn elapsed_at(run: &Run, step: u64) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `name/p15`, `name/p50` and `name/p85`, those that are known.
 fn percentile_values(name: &str, p: &Percentiles) -> Vec<Vec<u8>> {
-    [("p15", p.p15), ("p50", p.p50), ("p85", p.p85)]
-        .into_iter()
-        .filter_map(|(q, v)| Some(scalar_value(&format!("{name}/{q}"), v?)))
+    let tags = ["p15", "p50", "p85"].map(|q| format!("{name}/{q}"));
+    scalar_values(&[(&tags[0], p.p15), (&tags[1], p.p50), (&tags[2], p.p85)])
+}
+
+/// A scalar value for each tag whose value is known.
+fn scalar_values(tagged: &[(&str, Option<f64>)]) -> Vec<Vec<u8>> {
+    tagged
+        .iter()
+        .filter_map(|&(tag, v)| Some(scalar_value(tag, v?)))
         .collect()
 }
 
