@@ -4,7 +4,7 @@
 //! library (`bn_exp`) takes typed requests and returns typed outcomes.
 
 mod cli;
-mod manual;
+mod outcomes;
 mod terminal;
 
 use std::process::ExitCode;
