@@ -11,8 +11,10 @@
 //! - `records`: one type per record, which train writes and the reader reads back
 //!   ([`EvalRecord`], [`ActivationRecord`], [`MeasureRecord`], [`Summary`] with its
 //!   [`RunStatus`] and [`FinalInference`]);
-//! - `write`: appending JSON lines ([`RecordWriters`]) and replacing files atomically;
-//! - `events`: TensorBoard's event file, rewritten from the records ([`write_events`]);
+//! - `write`: appending JSON lines and their events ([`RecordWriters`]);
+//! - `atomic`: replacing a file whole ([`write_json_atomic`], [`write_text_atomic`]);
+//! - `events`: TensorBoard's event file, made from the records ([`write_events`]) and appended
+//!   to while a run trains;
 //! - `lock`: [`RunLock`], one writer per folder, with the heartbeat `--steal-after` reads;
 //! - `read`: [`Run::read`], the lenient reader, and [`read_run_config`], both giving the config
 //!   with the older `bn` key resolved;
@@ -23,6 +25,7 @@
 //! - `resume`: whether a training run may start in a folder, replace it or resume it, and
 //!   trimming the records a resume continues.
 
+mod atomic;
 mod checkpoint;
 mod events;
 mod files;
@@ -33,6 +36,7 @@ mod report;
 mod resume;
 mod write;
 
+pub use atomic::{write_json_atomic, write_text_atomic};
 pub use checkpoint::{LoopState, checkpoint_step, load_checkpoint, save_checkpoint};
 pub use events::{event_file, export_events, write_events};
 pub use files::{
@@ -54,7 +58,4 @@ pub use report::{
 pub use resume::{
     Claimed, Found, claim_run_dir, inspect_run_dir, set_up_run_dir, truncate_records_after,
 };
-pub use write::{
-    JsonlWriter, RecordWriters, write_json_atomic, write_summary, write_text_atomic,
-    write_text_files,
-};
+pub use write::{JsonlWriter, RecordWriters, write_summary, write_text_files};

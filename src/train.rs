@@ -278,8 +278,6 @@ fn run(
         build_optimizer(config),
     )?;
     truncate_records_after(run_dir, config, state.step)?;
-    // The event file follows the trimmed records: no step twice, none the records lost.
-    write_events(run_dir)?;
 
     let probe_indices = Rng::stream(config.seed, Stream::Probe as u64, 0)
         .permutation(data.train.len)
@@ -523,7 +521,6 @@ impl Runner<'_> {
         self.records.eval(&record)?;
         let activations = self.probe(net, state.step)?;
         self.records.activations(&activations)?;
-        write_events(self.run_dir)?;
         Ok(test_acc)
     }
 

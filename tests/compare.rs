@@ -482,6 +482,17 @@ fn study_error(text: &str) -> String {
     format!("{:#}", study_from(text).unwrap_err())
 }
 
+/// Each study text is refused with an error that holds its needle.
+fn assert_studies_refused(cases: &[(&str, &str)]) {
+    for (text, needle) in cases {
+        let err = study_error(text);
+        assert!(
+            err.contains(needle),
+            "{text}\n  gave: {err}\n  wanted: {needle}"
+        );
+    }
+}
+
 fn names(study: &Study) -> Vec<&str> {
     study.runs.iter().map(|r| r.name.as_str()).collect()
 }
@@ -640,13 +651,7 @@ fn study_file_errors_say_what_is_wrong() {
             "not an object",
         ),
     ];
-    for (text, needle) in cases {
-        let err = study_error(text);
-        assert!(
-            err.contains(needle),
-            "{text}\n  gave: {err}\n  wanted: {needle}"
-        );
-    }
+    assert_studies_refused(&cases);
 }
 
 /// A value listed twice on an axis plans one run twice under two names, and every table and
@@ -673,13 +678,7 @@ fn a_grid_or_zip_that_lists_a_point_twice_is_refused() {
             "`grid` key `model.hidden` lists value",
         ),
     ];
-    for (text, needle) in cases {
-        let err = study_error(text);
-        assert!(
-            err.contains(needle),
-            "{text}\n  gave: {err}\n  wanted: {needle}"
-        );
-    }
+    assert_studies_refused(&cases);
     // The same seed in two zip points with another key that differs is two runs, and two
     // seeds a float cannot tell apart are two seeds.
     let study = study_from(

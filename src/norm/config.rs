@@ -478,30 +478,25 @@ mod tests {
 
     #[test]
     fn a_key_of_another_layer_is_refused_by_name_and_its_default_is_not() {
+        // Each key with a layer that would ignore it (every kind for the keys of one layer).
         let cases = [
+            (r#"{"kind": "batch", "groups": 8}"#, "norm.groups"),
+            (r#"{"kind": "layer", "groups": 2}"#, "norm.groups"),
+            (r#"{"kind": "weight", "groups": 2}"#, "norm.groups"),
+            (r#"{"kind": "none", "groups": 2}"#, "norm.groups"),
+            (r#"{"kind": "batch", "mean_only": true}"#, "norm.mean_only"),
+            (r#"{"kind": "layer", "mean_only": true}"#, "norm.mean_only"),
+            (r#"{"kind": "group", "mean_only": true}"#, "norm.mean_only"),
+            (r#"{"kind": "none", "mean_only": true}"#, "norm.mean_only"),
+            (r#"{"kind": "group", "data_init": false}"#, "norm.data_init"),
+            (r#"{"kind": "layer", "stats_batch": 4}"#, "norm.stats_batch"),
             (
-                serde_json::json!({"kind": "batch", "groups": 8}),
-                "norm.groups",
-            ),
-            (
-                serde_json::json!({"kind": "batch", "mean_only": true}),
-                "norm.mean_only",
-            ),
-            (
-                serde_json::json!({"kind": "group", "data_init": false}),
-                "norm.data_init",
-            ),
-            (
-                serde_json::json!({"kind": "layer", "stats_batch": 4}),
-                "norm.stats_batch",
-            ),
-            (
-                serde_json::json!({"kind": "batch", "renorm": {"r_max": 2}}),
+                r#"{"kind": "batch", "renorm": {"r_max": 2}}"#,
                 "norm.renorm",
             ),
         ];
         for (json, key) in cases {
-            let err = read(json.clone()).unwrap_err();
+            let err = read(serde_json::from_str(json).unwrap()).unwrap_err();
             assert!(
                 err.contains(key) && err.contains("belongs to"),
                 "{json}: {err}"

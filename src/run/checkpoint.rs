@@ -10,11 +10,11 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
+use super::atomic::write_json_atomic;
 use super::files::{
     CHECKPOINT_DIR, CHECKPOINT_OLD_DIR, CHECKPOINT_TMP_DIR, MODEL_FILE, OPTIM_FILE, STATE_FILE,
 };
 use super::lock::RunLock;
-use super::write::write_json_atomic;
 
 /// The training loop's state, saved in every checkpoint beside the model and optimiser.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

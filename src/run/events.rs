@@ -3,10 +3,11 @@
 //! over other runs, zoomed, and watched while it trains.
 //!
 //! The event file is made from the run's record files (`metrics.jsonl`, `activations.jsonl`,
-//! `measures.jsonl`, `config.json`, `summary.json`) as [`Run::read`] reads them, and written
-//! whole (to a temporary file, then renamed) after every evaluation, at the end, and after a
-//! resume has trimmed the records: so it says exactly what they say, and never holds a step
-//! twice or a step the records lost. `bn-exp export --tensorboard` makes it for runs of older
+//! `measures.jsonl`, `config.json`, `summary.json`) as [`Run::read`] reads them: written whole
+//! (to a temporary file, then renamed) when training starts or resumes, after the resume has
+//! trimmed the records, then each new record's event appended as the record is written
+//! ([`EventAppender`]), and written whole again at the end. So it says what the records say,
+//! and never holds a step twice or a step the records lost. `bn-exp export --tensorboard` makes it for runs of older
 //! versions the same way.
 //!
 //! What it holds, by tag: `accuracy/test` and `loss/train`, `loss/test`, `learning rate` per
@@ -32,10 +33,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::atomic::write_bytes_atomic;
 use super::files::{CONFIG_FILE, EVENTS_FILE, is_run_folder, run_subfolders};
 use super::read::Run;
-use super::records::{Histogram, Percentiles};
-use super::write::write_bytes_atomic;
+use super::records::{ActivationRecord, EvalRecord, Histogram, MeasureRecord, Percentiles};
 
 /// Write `dir`'s event file from its record files, replacing any older one.
 pub fn write_events(dir: &Path) -> Result<PathBuf> {
@@ -44,6 +45,71 @@ pub fn write_events(dir: &Path) -> Result<PathBuf> {
     write_bytes_atomic(&path, &event_file(&run, start_time(dir)))
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
+}
+
+/// The event file of a run that is training: written whole from the records when it opens
+/// (after a resume's trim, so it holds what they hold), then each record's event appended as
+/// train writes the record, so an evaluation costs one event, not a rewrite. [`write_events`]
+/// makes it whole again at the end.
+pub struct EventAppender {
+    file: std::fs::File,
+    path: PathBuf,
+    start: f64,
+    /// The last evaluation's `elapsed_s`: the wall time of the probes and measures after it.
+    elapsed: f64,
+}
+
+impl EventAppender {
+    /// Write `dir`'s event file from its records and open it to append to.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let run = Run::read(dir);
+        let start = start_time(dir);
+        let path = dir.join(EVENTS_FILE);
+        write_bytes_atomic(&path, &event_file(&run, start))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {} for writing", path.display()))?;
+        let elapsed = run.metrics.iter().rev().find_map(|m| m.elapsed_s);
+        Ok(Self {
+            file,
+            path,
+            start,
+            elapsed: elapsed.unwrap_or(0.0),
+        })
+    }
+
+    /// The event of an evaluation.
+    pub fn eval(&mut self, m: &EvalRecord) -> Result<()> {
+        self.elapsed = m.elapsed_s.unwrap_or(self.elapsed);
+        self.append(m.step, &eval_values(m))
+    }
+
+    /// The event of a probe.
+    pub fn probe(&mut self, a: &ActivationRecord) -> Result<()> {
+        self.append(a.step, &probe_values(a))
+    }
+
+    /// The event of a probe of the measures.
+    pub fn measures(&mut self, m: &MeasureRecord) -> Result<()> {
+        self.append(m.step, &measure_values(m))
+    }
+
+    fn append(&mut self, step: u64, values: &[Vec<u8>]) -> Result<()> {
+        use std::io::Write;
+        if values.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        record(
+            &mut bytes,
+            &summary_event(self.start + self.elapsed, step, values),
+        );
+        self.file
+            .write_all(&bytes)
+            .with_context(|| format!("cannot write to {}", self.path.display()))
+    }
 }
 
 /// Write the event file of every run `inputs` name: a run folder stands for itself, any other
@@ -120,15 +186,8 @@ pub fn event_file(run: &Run, start: f64) -> Vec<u8> {
     }
     let mut last_elapsed = 0.0;
     for m in &run.metrics {
-        let elapsed = m.elapsed_s.unwrap_or(last_elapsed);
-        last_elapsed = elapsed;
-        let values = scalar_values(&[
-            ("accuracy/test", m.test_acc),
-            ("loss/train", m.train_loss),
-            ("loss/test", m.test_loss),
-            ("learning rate", m.lr),
-        ]);
-        event(m.step, elapsed, values);
+        last_elapsed = m.elapsed_s.unwrap_or(last_elapsed);
+        event(m.step, last_elapsed, eval_values(m));
     }
     if let Some(population) = run.summary.as_ref().and_then(|s| s.population.as_ref()) {
         let step = run.summary.as_ref().map_or(0, |s| s.steps);
@@ -140,30 +199,10 @@ pub fn event_file(run: &Run, start: f64) -> Vec<u8> {
         );
     }
     for a in &run.activations {
-        let elapsed = elapsed_at(run, a.step);
-        let mut values = percentile_values("tracked unit", &a.tracked.percentiles);
-        for layer in &a.layers {
-            let name = format!("layer {}", layer.layer + 1);
-            values.extend(percentile_values(&name, &layer.percentiles));
-            let tag = format!("activations/{name}");
-            values.push(histogram_value(&tag, &layer.hist));
-        }
-        event(a.step, elapsed, values);
+        event(a.step, elapsed_at(run, a.step), probe_values(a));
     }
     for m in &run.measures {
-        let mut values = scalar_values(&[
-            ("measures/loss", m.loss),
-            ("measures/gradient norm", m.grad_norm),
-            ("measures/loss range along the gradient", m.loss_range),
-            ("measures/gradient change (max)", m.grad_change_max),
-            ("measures/beta-smoothness", m.beta_smoothness),
-        ]);
-        for ics in &m.ics {
-            if let Some(v) = ics.relative {
-                values.push(scalar_value(&format!("ics/{} (relative)", ics.name), v));
-            }
-        }
-        event(m.step, elapsed_at(run, m.step), values);
+        event(m.step, elapsed_at(run, m.step), measure_values(m));
     }
     // Stable: at one step, the evaluation, then the population pass, the probe, the measures.
     events.sort_by_key(|e| e.0);
@@ -171,6 +210,44 @@ pub fn event_file(run: &Run, start: f64) -> Vec<u8> {
         record(&mut out, &summary_event(start + elapsed, step, &values));
     }
     out
+}
+
+/// An evaluation's scalars.
+fn eval_values(m: &EvalRecord) -> Vec<Vec<u8>> {
+    scalar_values(&[
+        ("accuracy/test", m.test_acc),
+        ("loss/train", m.train_loss),
+        ("loss/test", m.test_loss),
+        ("learning rate", m.lr),
+    ])
+}
+
+/// A probe's percentiles (the tracked unit's and each layer's) and each layer's histogram.
+fn probe_values(a: &ActivationRecord) -> Vec<Vec<u8>> {
+    let mut values = percentile_values("tracked unit", &a.tracked.percentiles);
+    for layer in &a.layers {
+        let name = format!("layer {}", layer.layer + 1);
+        values.extend(percentile_values(&name, &layer.percentiles));
+        values.push(histogram_value(&format!("activations/{name}"), &layer.hist));
+    }
+    values
+}
+
+/// Santurkar et al.'s measures of one probe, with each weight layer's relative ICS.
+fn measure_values(m: &MeasureRecord) -> Vec<Vec<u8>> {
+    let mut values = scalar_values(&[
+        ("measures/loss", m.loss),
+        ("measures/gradient norm", m.grad_norm),
+        ("measures/loss range along the gradient", m.loss_range),
+        ("measures/gradient change (max)", m.grad_change_max),
+        ("measures/beta-smoothness", m.beta_smoothness),
+    ]);
+    for ics in &m.ics {
+        if let Some(v) = ics.relative {
+            values.push(scalar_value(&format!("ics/{} (relative)", ics.name), v));
+        }
+    }
+    values
 }
 
 /// The wall time of `step`, from the last evaluation at or before it.

@@ -15,7 +15,7 @@ pub const ACTIVATIONS_FILE: &str = "activations.jsonl";
 pub const MEASURES_FILE: &str = "measures.jsonl";
 /// Written once the run has finished or diverged.
 pub const SUMMARY_FILE: &str = "summary.json";
-/// TensorBoard's view of the records, rewritten from them (`events.rs`). TensorBoard reads
+/// TensorBoard's view of the records, made from them and appended to beside them (`events.rs`). TensorBoard reads
 /// every file whose name holds `tfevents`.
 pub const EVENTS_FILE: &str = "events.out.tfevents.bn-exp";
 /// Where `compare` sends a child run's stdout and stderr.

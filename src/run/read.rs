@@ -502,8 +502,9 @@ fn count(c: &Value) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::atomic::write_json_atomic;
     use crate::run::records::{Drift, PopulationResult, RunStatus};
-    use crate::run::write::{JsonlWriter, write_json_atomic};
+    use crate::run::write::JsonlWriter;
 
     #[test]
     fn skipped_lines_are_listed_by_number() {

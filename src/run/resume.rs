@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
+use super::atomic::write_json_atomic;
 use super::checkpoint::checkpoint_step;
 use super::files::{
     ACTIVATIONS_FILE, CONFIG_FILE, MEASURES_FILE, METRICS_FILE, RUN_FILES, SUMMARY_FILE,
@@ -17,7 +18,6 @@ use super::files::{
 use super::lock::RunLock;
 use super::read::read_run_config;
 use super::records::Summary;
-use super::write::write_json_atomic;
 use crate::config::{Config, config_from_value};
 
 /// A run folder this process has locked ([`claim_run_dir`]).

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::atomic::{write_json_atomic, write_text_atomic};
+use super::events::EventAppender;
 use super::files::{ACTIVATIONS_FILE, MEASURES_FILE, METRICS_FILE, SUMMARY_FILE};
 use super::records::{ActivationRecord, EvalRecord, MeasureRecord, Summary};
 
@@ -47,12 +49,16 @@ pub struct RecordWriters {
     metrics: JsonlWriter,
     activations: JsonlWriter,
     measures: Option<JsonlWriter>,
+    /// TensorBoard's view of the same records, each event appended beside its line.
+    events: EventAppender,
 }
 
 impl RecordWriters {
     /// Open the record files of `run_dir` for appending; `measures.jsonl` only with `measures`.
+    /// The event file is first written whole from the records already there.
     pub fn open(run_dir: &Path, measures: bool) -> Result<Self> {
         Ok(Self {
+            events: EventAppender::open(run_dir)?,
             metrics: JsonlWriter::append(&run_dir.join(METRICS_FILE))?,
             activations: JsonlWriter::append(&run_dir.join(ACTIVATIONS_FILE))?,
             measures: match measures {
@@ -64,12 +70,14 @@ impl RecordWriters {
 
     /// One line of `metrics.jsonl`.
     pub fn eval(&mut self, record: &EvalRecord) -> Result<()> {
-        self.metrics.write(record)
+        self.metrics.write(record)?;
+        self.events.eval(record)
     }
 
     /// One line of `activations.jsonl`.
     pub fn activations(&mut self, record: &ActivationRecord) -> Result<()> {
-        self.activations.write(record)
+        self.activations.write(record)?;
+        self.events.probe(record)
     }
 
     /// One line of `measures.jsonl` (an error if the writers were opened without it).
@@ -77,7 +85,8 @@ impl RecordWriters {
         self.measures
             .as_mut()
             .context("measures are on but measures.jsonl is not open")?
-            .write(record)
+            .write(record)?;
+        self.events.measures(record)
     }
 }
 
@@ -97,41 +106,4 @@ pub fn write_text_files(dir: &Path, files: &[(&str, String)]) -> Result<Vec<Path
             Ok(path)
         })
         .collect()
-}
-
-/// Write JSON to `path` atomically (a temporary file beside it, then rename), pretty-printed, so a
-/// reader or a crash never sees half a file.
-pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    write_text_atomic(path, &(serde_json::to_string_pretty(value)? + "\n"))
-}
-
-/// Write `text` to `path` through a temporary file beside it and a rename, so that a reader
-/// (a resume, another array task reading a plan) never sees half a file.
-pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
-    write_bytes_atomic(path, text.as_bytes())
-}
-
-/// Write `bytes` to `path` through a temporary file beside it and a rename (see
-/// [`write_text_atomic`]).
-pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    // Temporary files are created owner-only; results are for everyone who can read the folder.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
