@@ -83,6 +83,7 @@ fn run_reproduce(args: &ReproduceArgs) -> Result<ExitCode> {
             None => FullReport::Default(PathBuf::from(DEFAULT_FULL_REPORT)),
         },
         dry_run: args.dry_run,
+        studies: args.studies.clone(),
     };
     let outcome = reproduce::reproduce(&request, &*terminal(args.quiet))?;
     Ok(outcomes::print_reproduce(&outcome))
@@ -447,6 +448,10 @@ pub struct ReproduceArgs {
     /// Print the plan and the estimated time, and stop: nothing is trained or written.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run only these studies (comma separated, e.g. `inception_accelerate`) and judge only
+    /// the tests that use them; the report lists the tests left out.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub studies: Option<Vec<String>>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,

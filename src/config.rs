@@ -33,6 +33,11 @@ pub struct Config {
     pub name: String,
     /// Study the run belongs to: the folder under `results/`.
     pub study: String,
+    /// A name for the run's condition that people read ("BN-x5"), which `compare`, `plot` and
+    /// TensorBoard show instead of the label made from the settings that differ. It changes
+    /// nothing in training; unset, it is not written to a run's `config.json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// Seeds weight init, data order, dropout masks and the probe batch.
     pub seed: u64,
     pub dataset: Dataset,
@@ -144,6 +149,7 @@ impl Default for Config {
         Self {
             name: "run".into(),
             study: "default".into(),
+            label: None,
             seed: 0,
             dataset: Dataset::Mnist,
             preprocess: Preprocess::Scale,
@@ -263,6 +269,9 @@ impl Config {
         }
         check_folder_name(&self.name).context("name")?;
         check_folder_name(&self.study).context("study")?;
+        if let Some(label) = &self.label {
+            check_label(label)?;
+        }
         self.check_sizes()
     }
 
@@ -408,6 +417,21 @@ fn check_fraction(key: &str, value: f64) -> Result<()> {
     ensure!(
         value.is_finite() && (0.0..1.0).contains(&value),
         "{key} must be in [0, 1), got {value}"
+    );
+    Ok(())
+}
+
+/// A condition's readable name: one short line that a table cell, a legend and a terminal show
+/// as it is.
+fn check_label(label: &str) -> Result<()> {
+    let length = label.chars().count();
+    ensure!(
+        (1..=80).contains(&length) && label.trim() == label,
+        "label must be 1 to 80 characters without leading or trailing spaces, got {label:?}"
+    );
+    ensure!(
+        !label.chars().any(char::is_control),
+        "label {label:?} may not hold control characters"
     );
     Ok(())
 }

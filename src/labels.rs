@@ -70,6 +70,13 @@ pub fn key_value_label(config: &Leaves, varying: &[String]) -> String {
 
 fn readable_label(config: &Leaves, varying: &[String], none_label: &str) -> String {
     let varies = |key: &str| varying.iter().any(|k| k == key);
+    // A condition its author named ("BN-x5") reads as that name: a study that varies several
+    // settings together names each set of them once, instead of listing all of them.
+    if varies("label")
+        && let Some(label) = config.get("label").and_then(Value::as_str)
+    {
+        return label.to_string();
+    }
     let placement_varies = varies("norm.placement") || varies("bn.placement");
     let norm_varies = NORM_KEYS.iter().any(|k| varies(k));
     let kind = norm_kind(config);
@@ -81,7 +88,10 @@ fn readable_label(config: &Leaves, varying: &[String], none_label: &str) -> Stri
         parts.push(norm_phrase(config, varying, none_label, activation_in_norm));
     }
     for key in varying {
-        if NORM_KEYS.contains(&key.as_str()) || (activation_in_norm && key == "model.activation") {
+        if key == "label"
+            || NORM_KEYS.contains(&key.as_str())
+            || (activation_in_norm && key == "model.activation")
+        {
             continue;
         }
         parts.push(other_phrase(key, config.get(key)));

@@ -54,6 +54,8 @@ pub struct ReproduceRequest {
     pub full_report: FullReport,
     /// Plan and estimate only: train nothing, write nothing.
     pub dry_run: bool,
+    /// Only these studies (`--studies`); `None`: every study a claim uses.
+    pub studies: Option<Vec<String>>,
 }
 
 /// Where the committed full report is, from the repository's root: what a quick reproduction
@@ -119,7 +121,8 @@ pub fn reproduce(request: &ReproduceRequest, progress: &dyn Progress) -> Result<
     // reproduction now, not after the runs.
     let full_verdicts = full_verdicts(request, progress, &mut warnings)?;
     let (runs_root, out_dir) = folders(request);
-    let (plan, derived) = plan_studies(&claims, &studies_dir, &runs_root, request.mode)?;
+    let only = request.studies.as_deref();
+    let (plan, derived) = plan_studies(&claims, &studies_dir, &runs_root, request.mode, only)?;
     let jobs = request.jobs.unwrap_or_else(default_jobs).max(1);
     let costs = estimate::calibrate()?;
     let remaining: Vec<Remaining> = plan
@@ -291,10 +294,24 @@ fn plan_studies(
     studies_dir: &Path,
     runs_root: &Path,
     mode: Mode,
+    only: Option<&[String]>,
 ) -> Result<(Vec<PlannedStudy>, Vec<DerivedStudy>)> {
     let mut plan = Vec::new();
     let mut derived = Vec::new();
-    for name in claims.studies() {
+    let studies = claims.studies();
+    if let Some(only) = only {
+        for name in only {
+            anyhow::ensure!(
+                studies.contains(name),
+                "--studies: no claim uses a study named {name:?}; the claims use {}",
+                studies.join(", ")
+            );
+        }
+    }
+    for name in studies {
+        if only.is_some_and(|only| !only.contains(&name)) {
+            continue;
+        }
         let source = study_file(studies_dir, &name);
         let (file, study) = match mode {
             Mode::Full => (source.clone(), load_study(&source)?),
@@ -474,6 +491,7 @@ fn judge_claims(
             id: claim.id.clone(),
             statement: claim.statement.clone(),
             source: claim.source.clone(),
+            registered: report::registering_commit(&request.claims_file, &claim.id),
             verdict,
             tests,
             full_verdict: full_verdicts
@@ -488,6 +506,7 @@ fn judge_claims(
         plan,
         loaded,
         wall_s,
+        request.studies.as_deref(),
     )
 }
 

@@ -445,10 +445,15 @@ fn cartesian_product(axes: &[Axis]) -> Vec<Vec<usize>> {
 /// names. Should two runs still get the same name (values that differ only in characters a file
 /// name cannot hold), later ones get `-2`, `-3`, ... in grid order, which is stable.
 pub fn run_names(axes: &[Axis], overrides: &[Vec<(String, Value)>]) -> Vec<String> {
+    // A zip that names its conditions (`label`) is named by the label alone, not by every
+    // setting the label stands for.
     let varying: Vec<String> = axes
         .iter()
         .filter(|axis| axis.points.len() > 1)
-        .flat_map(|axis| axis.keys.iter().cloned())
+        .flat_map(|axis| match axis.keys.iter().find(|k| *k == "label") {
+            Some(label) => vec![label.clone()],
+            None => axis.keys.clone(),
+        })
         .collect();
     let labels = short_names(&varying);
     let raw: Vec<String> = overrides

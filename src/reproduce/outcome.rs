@@ -88,6 +88,10 @@ pub struct ClaimOutcome {
     pub id: String,
     pub statement: String,
     pub source: String,
+    /// The commit that added the claim to the claims file, so a reader can check that it was
+    /// written before the runs that judge it (`git log` on the file; "unknown" outside a
+    /// checkout).
+    pub registered: String,
     pub verdict: Verdict,
     pub tests: Vec<TestOutcome>,
     /// The full report's verdict, on a quick report.

@@ -81,6 +81,7 @@ impl Report {
         plan: &[PlannedStudy],
         loaded: &[StudyRuns],
         wall_s: f64,
+        only: Option<&[String]>,
     ) -> Self {
         let studies: Vec<StudySection> = plan
             .iter()
@@ -107,11 +108,15 @@ impl Report {
                 wall_s,
                 run_wall_s,
                 command: format!(
-                    "bn-exp reproduce --{}",
+                    "bn-exp reproduce --{}{}",
                     match mode {
                         Mode::Quick => "quick",
                         Mode::Full => "full",
-                    }
+                    },
+                    only.map_or(String::new(), |names| format!(
+                        " --studies {}",
+                        names.join(",")
+                    ))
                 ),
             },
             differences: DIFFERENCES.iter().map(|s| s.to_string()).collect(),
@@ -146,6 +151,38 @@ fn study_section(p: &PlannedStudy, runs: Option<&StudyRuns>) -> StudySection {
         configs,
         run_wall_s: records.iter().filter_map(|r| r.wall_s()).sum(),
     }
+}
+
+/// The oldest commit whose change to `claims_file` added the text `"id": "<id>"`: where the
+/// claim was registered. "unknown" when git or the history cannot tell (a copy, not a clone).
+pub fn registering_commit(claims_file: &Path, id: &str) -> String {
+    let (dir, name) = match (claims_file.parent(), claims_file.file_name()) {
+        (Some(dir), Some(name)) => (
+            if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            },
+            name,
+        ),
+        _ => return "unknown".to_string(),
+    };
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["log", "--reverse", "--format=%h %cs"])
+        .arg(format!("-S\"id\": \"{id}\""))
+        .arg("--")
+        .arg(name)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            text.lines().next().map(|l| l.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 fn git_commit() -> String {
@@ -489,8 +526,9 @@ fn markdown(r: &Report) -> String {
         let _ = writeln!(out, "## {}\n", claim_title(c, i));
         let _ = writeln!(
             out,
-            "Source: {}. **Verdict: {}.**\n",
+            "Source: {}. Registered in commit {}. **Verdict: {}.**\n",
             c.source,
+            c.registered,
             verdict_text(c)
         );
         let _ = writeln!(out, "| {} |", TEST_HEADER.join(" | "));
@@ -616,11 +654,12 @@ fn html(r: &Report) -> String {
         let v = verdict_text(c);
         let _ = writeln!(
             out,
-            "<section class=\"claim\" id=\"claim-{}\">\n<h2>{}</h2>\n<p>Source: {}.</p>\n<p \
-             class=\"{}\"><b>Verdict: {}</b></p>",
+            "<section class=\"claim\" id=\"claim-{}\">\n<h2>{}</h2>\n<p>Source: {}. Registered in commit \
+             {}.</p>\n<p class=\"{}\"><b>Verdict: {}</b></p>",
             escape(&c.id),
             escape(&claim_title(c, i)),
             escape(&c.source),
+            escape(&c.registered),
             verdict_class(&v),
             escape(&v)
         );
