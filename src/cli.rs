@@ -703,8 +703,9 @@ pub struct BenchArgs {
     /// Workloads to run (comma separated) [default: all]: mlp, mlp-bn, cnn, cnn-bn, inception,
     /// inception-bn (the shipped Inception without and with BN), the paper's
     /// MLP with each other normalisation layer (mlp-renorm, mlp-layer, mlp-group, mlp-weight,
-    /// mlp-weight-mean-only, mlp-bn-stats4, mlp-renorm-stats4: printed against mlp-bn), fig1,
-    /// measures (what Santurkar et al.'s measures cost a run of the paper's MLP).
+    /// mlp-weight-mean-only, mlp-bn-stats4, mlp-renorm-stats4: printed against mlp-bn),
+    /// inception-study (the `inception_accelerate` study's BN-x5 net: width 0.125, batch 64),
+    /// fig1, measures (what Santurkar et al.'s measures cost a run of the paper's MLP).
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
     /// Write the numbers as JSON here too.

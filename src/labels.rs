@@ -379,6 +379,32 @@ mod tests {
     }
 
     #[test]
+    fn a_named_condition_reads_as_its_name() {
+        // The paper's BN-x5 against its baseline: several settings differ, the names say it.
+        let base = leaves(&[
+            ("label", json!("Inception")),
+            ("norm.kind", json!("none")),
+            ("optim.lr", json!(0.005)),
+        ]);
+        let x5 = leaves(&[
+            ("label", json!("BN-x5")),
+            ("norm.kind", json!("batch")),
+            ("optim.lr", json!(0.025)),
+        ]);
+        let varying = ["label", "norm.kind", "optim.lr"];
+        assert_eq!(
+            labels(&[base, x5.clone()], &varying),
+            ["Inception", "BN-x5"]
+        );
+        // A group without a label beside a named one reads by its settings, the label left out.
+        let unnamed = leaves(&[("norm.kind", json!("none")), ("optim.lr", json!(0.005))]);
+        assert_eq!(
+            labels(&[unnamed, x5], &varying),
+            ["no BN, lr 0.005", "BN-x5"]
+        );
+    }
+
+    #[test]
     fn nothing_varying_reads_all() {
         let one = [leaves(&[("norm.kind", json!("batch"))])];
         assert_eq!(labels(&one, &[]), ["all"]);

@@ -478,6 +478,7 @@ fn judge_claims(
                 planned,
                 claims.bootstrap,
                 request.mode,
+                request.studies.as_deref(),
             ));
         }
         // A test whose study was not run (quick mode) does not count either way.
@@ -516,6 +517,7 @@ fn judge_test(
     planned: Option<&PlannedStudy>,
     bootstrap: verdict::Bootstrap,
     mode: Mode,
+    only: Option<&[String]>,
 ) -> TestOutcome {
     let (spec_a, spec_b) = (spec_of(&test.a), spec_of(&test.b));
     let mut outcome = TestOutcome {
@@ -535,9 +537,10 @@ fn judge_test(
         figure: None,
     };
     let (Some(runs), Some(planned)) = (runs, planned) else {
-        outcome.note = Some(match mode {
-            Mode::Quick => format!("{} is not run in quick mode", test.study),
-            Mode::Full => format!("{} was not run", test.study),
+        outcome.note = Some(match (only, mode) {
+            (Some(_), _) => format!("{} is not among --studies", test.study),
+            (None, Mode::Quick) => format!("{} is not run in quick mode", test.study),
+            (None, Mode::Full) => format!("{} was not run", test.study),
         });
         return outcome;
     };

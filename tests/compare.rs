@@ -589,6 +589,25 @@ fn run_names_use_varying_keys_and_stay_unique() {
     );
 }
 
+/// A zip that names its conditions (`label`) names its runs by the label alone.
+#[test]
+fn a_labelled_zip_names_runs_by_its_label() {
+    let study = study_from(
+        r#"{"base": {}, "zip": {"label": ["Inception", "BN-x5"], "bn.placement": ["none", "before"],
+            "optim.lr": [0.005, 0.025]}, "grid": {"seed": [0, 1]}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        names(&study),
+        [
+            "label-Inception_seed-0",
+            "label-Inception_seed-1",
+            "label-BN-x5_seed-0",
+            "label-BN-x5_seed-1",
+        ]
+    );
+}
+
 #[test]
 fn study_file_errors_say_what_is_wrong() {
     let cases = [

@@ -534,3 +534,74 @@ fn a_named_full_report_must_be_readable_and_the_default_one_is_warned_about() {
         stderr(&out)
     );
 }
+
+/// `--studies` trains and judges only the named studies: the tests of the others say they were
+/// left out, the report's command says what ran, a study no claim uses is refused by name, and
+/// each claim names the commit of the claims file that added it.
+#[test]
+fn studies_limits_the_reproduction_and_claims_name_their_registering_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let claims = write_claims(tmp.path());
+    // The claims file in a repository of its own, committed once: that commit registers both.
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(tmp.path())
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "claims.json"]);
+    git(&["commit", "-q", "-m", "claims"]);
+    let commit = git(&["rev-parse", "--short", "HEAD"]);
+
+    let out = reproduce_command(tmp.path(), &claims, &["--full", "--studies", "tiny_lr"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !tmp.path().join("results/tiny_bn").exists(),
+        "tiny_bn trained"
+    );
+    assert!(tmp.path().join("results/tiny_lr").exists());
+    let report = std::fs::read_to_string(tmp.path().join("results/reproduce/report.md")).unwrap();
+    assert!(
+        report.contains("tiny_bn is not among --studies"),
+        "{report}"
+    );
+    assert!(
+        report.contains("bn-exp reproduce --full --studies tiny_lr"),
+        "{report}"
+    );
+    assert_eq!(
+        report
+            .matches(&format!("Registered in commit {commit} "))
+            .count(),
+        2,
+        "{report}"
+    );
+
+    let out = reproduce_command(
+        tmp.path(),
+        &claims,
+        &["--full", "--studies", "tiny_x", "--dry-run"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no claim uses a study named \"tiny_x\""),
+        "{}",
+        stderr(&out)
+    );
+}

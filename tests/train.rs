@@ -831,6 +831,11 @@ fn each_bad_config_gets_its_own_clear_error() {
             &["--set", "optim.lr=1e309"],
             "optim.lr: 1e309 is not a finite number",
         ),
+        (
+            &["--set", "label=\"BN\\nx5\""],
+            "may not hold control characters",
+        ),
+        (&["--set", "label=\"\""], "label must be 1 to 80 characters"),
     ];
     for (i, (extra, needle)) in cases.iter().enumerate() {
         let o = train(&dir.path().join(format!("r{i}")), extra);

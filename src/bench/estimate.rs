@@ -5,12 +5,15 @@ use anyhow::Result;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::model::Compute;
+use crate::model::{ArchConfig, Compute};
 
 /// Seconds per forward FLOP of a training step, for each kind of net, measured on this machine.
 pub struct Costs {
     dense_s_per_flop: f64,
     conv_s_per_flop: f64,
+    /// The Inception's many thin layers run at a lower rate per FLOP than the CNN's: timed on
+    /// the study's own net (workload `inception-study`).
+    inception_s_per_flop: f64,
     /// The timed steps themselves, for people: (MLP µs at batch 60, CNN ms at batch 128).
     steps: (f64, f64),
 }
@@ -36,9 +39,11 @@ pub fn calibrate() -> Result<Costs> {
     };
     let (mlp_us, dense_s_per_flop) = time("mlp-bn", 60)?;
     let (cnn_us, conv_s_per_flop) = time("cnn-bn", 4)?;
+    let (_, inception_s_per_flop) = time("inception-study", 4)?;
     Ok(Costs {
         dense_s_per_flop,
         conv_s_per_flop,
+        inception_s_per_flop,
         steps: (mlp_us, cnn_us / 1000.0),
     })
 }
@@ -64,6 +69,9 @@ pub fn run_seconds(config: &Value, costs: &Costs) -> f64 {
     let arch = config.model.arch.geometry();
     let per_flop = match arch.compute() {
         Compute::Dense => costs.dense_s_per_flop,
+        Compute::Conv if matches!(config.model.arch, ArchConfig::Inception(_)) => {
+            costs.inception_s_per_flop
+        }
         Compute::Conv => costs.conv_s_per_flop,
     };
     let per_example = per_flop * arch.forward_flops(config.image()) as f64;

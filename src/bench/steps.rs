@@ -17,8 +17,10 @@ use crate::rng::Rng;
 /// The step workloads, in the order they run: the shipped nets (the Inception, with its 1×1
 /// convolutions, stride-2 3×3 convolutions, concatenations, 3×3 stride-2 max-pools and global
 /// average pooling, at the shipped width, with and without BN), then the paper's MLP with each
-/// other normalisation layer before its sigmoids, timed against `mlp-bn` (see [`NORM_WORKLOADS`]).
-pub const STEP_WORKLOADS: [&str; 13] = [
+/// other normalisation layer before its sigmoids, timed against `mlp-bn` (see [`NORM_WORKLOADS`]),
+/// then the Inception of the `inception_accelerate` study (BN-x5: width 0.125, batch 64), whose
+/// step `reproduce` times to estimate that study.
+pub const STEP_WORKLOADS: [&str; 14] = [
     // The shipped nets (`SHIPPED_NETS` of them), which scripts/pytorch_reference.py has too.
     "mlp",
     "mlp-bn",
@@ -33,6 +35,7 @@ pub const STEP_WORKLOADS: [&str; 13] = [
     "mlp-weight-mean-only",
     "mlp-bn-stats4",
     "mlp-renorm-stats4",
+    "inception-study",
 ];
 
 /// How many of [`STEP_WORKLOADS`] are the shipped nets, first in the list: the workloads
@@ -104,6 +107,7 @@ pub(super) const MLP_NOBN: &str = include_str!("../../configs/mnist_mlp_sigmoid_
 const CNN_BN: &str = include_str!("../../configs/cifar10_cnn_relu_bn.json");
 const CNN_NOBN: &str = include_str!("../../configs/cifar10_cnn_relu_nobn.json");
 const INCEPTION_BN: &str = include_str!("../../configs/cifar10_inception_relu_bn.json");
+const INCEPTION_STUDY: &str = include_str!("../../configs/cifar10_inception_bn_x5.json");
 
 /// The config a step workload trains (the shipped configs' shapes, init and optimiser).
 pub fn workload_config(name: &str) -> Result<Config> {
@@ -129,6 +133,7 @@ pub fn workload_config(name: &str) -> Result<Config> {
         "cnn" => (CNN_NOBN, false),
         "cnn-bn" => (CNN_BN, true),
         "inception-bn" => (INCEPTION_BN, true),
+        "inception-study" => (INCEPTION_STUDY, true),
         other => bail!(
             "unknown workload {other:?}; choose from {}, {FIG1}",
             STEP_WORKLOADS.join(", ")
