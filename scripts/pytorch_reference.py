@@ -21,7 +21,7 @@ Prints one JSON object on stdout. Usage:
   python3 scripts/pytorch_reference.py [--reps 50] [--threads 2] [--only mlp,mlp-bn] [--fig1]
                                       [--device cpu|cuda]
 On --device cuda the step is the same, on the GPU: the loss read-back ends each timed step.
-Needs torch and numpy (see README, "Benchmarks").
+Needs torch and numpy (see docs/performance.md).
 """
 import argparse
 import gzip

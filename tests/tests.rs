@@ -20,6 +20,7 @@ mod cli;
 mod compare;
 mod data_errors;
 mod data_real;
+mod docs_tables;
 mod emit;
 mod fast_paths;
 mod fetch_loopback;
