@@ -78,7 +78,9 @@ fn the_readme_verdict_table_is_the_reports() {
     let marked = marked_tables("README.md");
     let verdicts = marked
         .iter()
-        .find(|(source, heading, _)| source == "docs/reproduce/report.md" && heading == "## Verdicts")
+        .find(|(source, heading, _)| {
+            source == "docs/reproduce/report.md" && heading == "## Verdicts"
+        })
         .expect("README.md marks its verdict table as docs/reproduce/report.md ## Verdicts");
     assert!(verdicts.2.len() >= 2 + 9, "{:?}", verdicts.2);
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();

@@ -1,5 +1,5 @@
 //! bn-exp on the GPU (cargo feature `gpu`, Burn's wgpu backend) against the CPU. Run with
-//! `cargo test --release --features gpu --test gpu`; cargo builds this harness only with the
+//! `cargo test --profile gpu-test --features gpu --test gpu`; cargo builds this harness only with the
 //! feature (`required-features` in Cargo.toml).
 //! CI runs it on Mesa's software Vulkan driver (lavapipe); on a machine with a GPU it runs on
 //! the GPU. Each test prints the adapter it ran on, and the first one fails unless the wgpu

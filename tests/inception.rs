@@ -142,4 +142,17 @@ fn a_small_inception_trains_the_same_on_one_thread_and_two_and_resumes_exactly()
     let o = train_small(&set, &resumed, "2", &["--resume"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(metrics_lines(&resumed), metrics, "resumed against straight");
+
+    // Its curves are the paper's Figure 2, not the MLP's Figure 1(a).
+    let o = bn_exp()
+        .args(["plot", "--study"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(dir.path().join("plots"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let index = std::fs::read_to_string(dir.path().join("plots/index.md")).unwrap();
+    assert!(index.contains("Figure 2: test accuracy"), "{index}");
+    assert!(!index.contains("Figure 1(a)"), "{index}");
 }

@@ -57,6 +57,8 @@ struct Panel {
 pub struct ConvergenceFigure {
     pub curves: Vec<GroupCurves>,
     pub subtitle: String,
+    /// "Figure 1(a)", or "Figure 2" for the Inception: the paper's figure these curves redraw.
+    pub paper_figure: &'static str,
 }
 
 /// Build Figure 1 (a) from every group with at least one test accuracy or loss.
@@ -104,11 +106,21 @@ pub fn convergence_figure(
         "one seed per group"
     };
     let subtitle = join_nonempty(&[set.context(), spread.to_string()]);
+    // The paper draws the MLP's curves in Figure 1(a) and the Inception's in Figure 2.
+    let paper_figure = match set.common_value("model.arch").as_deref() {
+        Some("inception") => "Figure 2",
+        _ => "Figure 1(a)",
+    };
     let caption = format!(
-        "Figure 1(a): test accuracy and test loss (log scale) against training steps for {} group(s); {spread}.",
+        "{paper_figure}: test accuracy and test loss (log scale) against training steps for {} group(s); {spread}.",
         curves.len()
     );
-    Some((ConvergenceFigure { curves, subtitle }, caption))
+    let figure = ConvergenceFigure {
+        curves,
+        subtitle,
+        paper_figure,
+    };
+    Some((figure, caption))
 }
 
 /// Where to mark a diverged seed: at its divergence step, at its last healthy values.
@@ -247,7 +259,10 @@ impl Figure for ConvergenceFigure {
         let legend = self.legend();
         let (charts, legend_area) = titled_with_legend(
             root,
-            "Figure 1(a): test accuracy and loss vs training steps",
+            &format!(
+                "{}: test accuracy and loss vs training steps",
+                self.paper_figure
+            ),
             &self.subtitle,
             &legend,
         )?;
