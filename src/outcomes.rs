@@ -100,10 +100,10 @@ pub fn print_reproduce(outcome: &ReproduceOutcome) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     };
-    for (i, claim) in report.claims.iter().enumerate() {
+    for claim in &report.claims {
         println!(
             "{:>2}. {:<14} {}",
-            i + 1,
+            claim.number,
             claim.verdict.label(),
             claim.statement
         );

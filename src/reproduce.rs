@@ -467,7 +467,14 @@ fn judge_claims(
     full_verdicts: Option<std::collections::BTreeMap<String, String>>,
 ) -> report::Report {
     let mut outcomes = Vec::new();
-    for claim in &claims.claims {
+    for (index, claim) in claims.claims.iter().enumerate() {
+        // With --studies, a claim none of whose tests use a chosen study is left out of the
+        // report rather than listed as Inconclusive.
+        if let Some(only) = request.studies.as_deref()
+            && !claim.tests.iter().any(|t| only.contains(&t.study))
+        {
+            continue;
+        }
         let mut tests = Vec::new();
         for test in &claim.tests {
             let runs = loaded.iter().find(|s| s.name == test.study);
@@ -489,6 +496,7 @@ fn judge_claims(
             .collect();
         let verdict = combine(&run);
         outcomes.push(ClaimOutcome {
+            number: index + 1,
             id: claim.id.clone(),
             statement: claim.statement.clone(),
             source: claim.source.clone(),

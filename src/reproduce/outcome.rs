@@ -85,6 +85,9 @@ impl TestOutcome {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ClaimOutcome {
+    /// The claim's place in the claims file, from 1: its number in every report, also one
+    /// that `--studies` leaves claims out of.
+    pub number: usize,
     pub id: String,
     pub statement: String,
     pub source: String,
