@@ -833,6 +833,8 @@ fn shipped_studies_are_valid() {
             "batch_size",
             "cifar_cnn",
             "dropout",
+            "inception_accelerate",
+            "inception_lr_search",
             "large_batch",
             "lr_multipliers",
             "norm_zoo",
