@@ -91,6 +91,8 @@ pub fn run_seconds(config: &Value, costs: &Costs) -> f64 {
 }
 
 pub fn format_duration(seconds: f64) -> String {
+    // A sum of nothing can be -0.0, which would print as "-0 s".
+    let seconds = seconds.max(0.0);
     if seconds < 90.0 {
         format!("{seconds:.0} s")
     } else if seconds < 5400.0 {
