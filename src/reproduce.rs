@@ -12,6 +12,7 @@
 
 pub mod claims;
 pub mod outcome;
+pub mod provenance;
 pub mod report;
 pub mod verdict;
 
@@ -500,7 +501,7 @@ fn judge_claims(
             id: claim.id.clone(),
             statement: claim.statement.clone(),
             source: claim.source.clone(),
-            registered: report::registering_commit(&request.claims_file, &claim.id),
+            registered: provenance::registering_commit(&request.claims_file, &claim.id),
             verdict,
             tests,
             full_verdict: full_verdicts

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::claims::Metric;
 use super::outcome::{ClaimOutcome, Mode, PlannedStudy, StudyRuns, TestOutcome};
+use super::provenance::git_commit;
 use super::verdict::{Better, Judged, Verdict};
 use crate::backend::DeviceKind;
 
@@ -152,49 +153,6 @@ fn study_section(p: &PlannedStudy, runs: Option<&StudyRuns>) -> StudySection {
         configs,
         run_wall_s: records.iter().filter_map(|r| r.wall_s()).sum(),
     }
-}
-
-/// The oldest commit whose change to `claims_file` added the text `"id": "<id>"`: where the
-/// claim was registered. "unknown" when git or the history cannot tell (a copy, not a clone).
-pub fn registering_commit(claims_file: &Path, id: &str) -> String {
-    let (dir, name) = match (claims_file.parent(), claims_file.file_name()) {
-        (Some(dir), Some(name)) => (
-            if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            },
-            name,
-        ),
-        _ => return "unknown".to_string(),
-    };
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["log", "--reverse", "--format=%h %cs"])
-        .arg(format!("-S\"id\": \"{id}\""))
-        .arg("--")
-        .arg(name)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| {
-            let text = String::from_utf8_lossy(&o.stdout).to_string();
-            text.lines().next().map(|l| l.trim().to_string())
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
-}
-
-fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown (not a git checkout)".to_string())
 }
 
 /// The machine, and Burn's backends the runs computed on (their configs' `device`).
