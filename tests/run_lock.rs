@@ -355,7 +355,14 @@ fn a_holder_frozen_mid_checkpoint_does_not_put_it_in_place() {
         "{line}"
     );
     wait_until_stopped(&first.0);
-    assert!(run.join("checkpoint.tmp/state.json").is_file());
+    // Frozen with its checkpoint staged in a folder of its own.
+    let staged = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|name| name.starts_with("checkpoint.tmp."))
+        .collect::<Vec<_>>();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    assert!(run.join(&staged[0]).join("state.json").is_file());
     let finished = take_over_and_finish(&run, first.0.id(), &straight);
 
     signal(&first.0, "CONT");
@@ -367,9 +374,14 @@ fn a_holder_frozen_mid_checkpoint_does_not_put_it_in_place() {
         rest.contains("was taken over by") && rest.contains("without writing"),
         "{rest}"
     );
+    // It removed what it had staged, and nothing else: the finished run without that folder.
+    let without_staged: Vec<(String, String)> = finished
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with(&format!("{}/", staged[0])))
+        .collect();
     assert_eq!(
         snapshot(&run),
-        finished,
+        without_staged,
         "the frozen holder changed the folder"
     );
 }

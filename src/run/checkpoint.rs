@@ -45,13 +45,38 @@ pub fn save_checkpoint<M: Module>(
     before_put_in_place: impl FnOnce(),
 ) -> Result<()> {
     let dir = run_dir.join(CHECKPOINT_DIR);
-    let tmp = run_dir.join(CHECKPOINT_TMP_DIR);
-    let io = |what: &str, path: &Path| format!("cannot {what} {}", path.display());
+    // A staging folder of this save's own: a holder frozen mid-save that wakes to find the run
+    // taken over removes what it staged, and can never remove what the new holder stages.
+    let tmp = run_dir.join(staging_name());
     lock.ensure_held()?;
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).with_context(|| io("remove", &tmp))?;
+    let staged = stage_checkpoint(&tmp, model, optim, state, before_put_in_place)
+        .and_then(|()| lock.ensure_held());
+    if let Err(err) = staged {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(err);
     }
-    std::fs::create_dir_all(&tmp).with_context(|| io("create", &tmp))?;
+    put_in_place(run_dir, &dir, &tmp)
+}
+
+/// `checkpoint.tmp.<pid>-<nanoseconds>`: unique to one save of one process, also across the
+/// hosts that share a results folder.
+fn staging_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{CHECKPOINT_TMP_DIR}.{}-{nanos}", std::process::id())
+}
+
+/// Write the model, the optimiser and the loop state into the staging folder `tmp`.
+fn stage_checkpoint<M: Module>(
+    tmp: &Path,
+    model: M,
+    optim: &ModuleOptimizer,
+    state: &LoopState,
+    before_put_in_place: impl FnOnce(),
+) -> Result<()> {
+    let io = |what: &str, path: &Path| format!("cannot {what} {}", path.display());
+    std::fs::create_dir_all(tmp).with_context(|| io("create", tmp))?;
     model
         .save_file(tmp.join(MODEL_FILE))
         .map_err(|e| anyhow!("{e:?}"))
@@ -62,15 +87,21 @@ pub fn save_checkpoint<M: Module>(
         .with_context(|| io("save the optimiser checkpoint to", &tmp.join(OPTIM_FILE)))?;
     write_json_atomic(&tmp.join(STATE_FILE), state)?;
     before_put_in_place();
-    lock.ensure_held()?;
+    Ok(())
+}
+
+/// Replace the run's checkpoint with the staged one: the old one is moved aside first, so a
+/// crash between the renames leaves one of the two whole.
+fn put_in_place(run_dir: &Path, dir: &Path, tmp: &Path) -> Result<()> {
+    let io = |what: &str, path: &Path| format!("cannot {what} {}", path.display());
     let old = run_dir.join(CHECKPOINT_OLD_DIR);
     if dir.exists() {
         if old.exists() {
             std::fs::remove_dir_all(&old).with_context(|| io("remove", &old))?;
         }
-        std::fs::rename(&dir, &old).with_context(|| io("move aside", &dir))?;
+        std::fs::rename(dir, &old).with_context(|| io("move aside", dir))?;
     }
-    std::fs::rename(&tmp, &dir).with_context(|| io("move into place", &dir))?;
+    std::fs::rename(tmp, dir).with_context(|| io("move into place", dir))?;
     if old.exists() {
         std::fs::remove_dir_all(&old).with_context(|| io("remove", &old))?;
     }
