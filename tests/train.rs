@@ -254,6 +254,12 @@ fn force_removes_only_what_bn_exp_wrote() {
     assert!(train(&out, &["--stop-after", "50"]).status.success());
     std::fs::write(out.join("notes.txt"), "my notes").unwrap();
     std::fs::create_dir(out.join("analysis")).unwrap();
+    // What a crash mid-save leaves: a staging folder of its own, and the older shared one.
+    let staged = ["checkpoint.tmp.4242-17", "checkpoint.tmp"];
+    for name in staged {
+        std::fs::create_dir(out.join(name)).unwrap();
+        std::fs::write(out.join(name).join("state.json"), "{}").unwrap();
+    }
     let o = train(&out, &["--force", "--stop-after", "50"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
@@ -261,6 +267,16 @@ fn force_removes_only_what_bn_exp_wrote() {
         "my notes"
     );
     assert!(out.join("analysis").is_dir() && out.join("config.json").is_file());
+    assert!(
+        staged.iter().all(|name| !out.join(name).exists()),
+        "{:?}",
+        folder(&out)
+    );
+    // A resume, holding the lock, clears a crashed save's staging folder too.
+    std::fs::create_dir(out.join(staged[0])).unwrap();
+    let o = train(&out, &["--resume", "--stop-after", "100"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.join(staged[0]).exists(), "{:?}", folder(&out));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::atomic::write_json_atomic;
 use super::files::{
-    CHECKPOINT_DIR, CHECKPOINT_OLD_DIR, CHECKPOINT_TMP_DIR, MODEL_FILE, OPTIM_FILE, STATE_FILE,
+    CHECKPOINT_DIR, CHECKPOINT_OLD_DIR, MODEL_FILE, OPTIM_FILE, STATE_FILE, checkpoint_staging_name,
 };
 use super::lock::RunLock;
 
@@ -47,24 +47,17 @@ pub fn save_checkpoint<M: Module>(
     let dir = run_dir.join(CHECKPOINT_DIR);
     // A staging folder of this save's own: a holder frozen mid-save that wakes to find the run
     // taken over removes what it staged, and can never remove what the new holder stages.
-    let tmp = run_dir.join(staging_name());
+    let tmp = run_dir.join(checkpoint_staging_name());
     lock.ensure_held()?;
     let staged = stage_checkpoint(&tmp, model, optim, state, before_put_in_place)
         .and_then(|()| lock.ensure_held());
     if let Err(err) = staged {
         let _ = std::fs::remove_dir_all(&tmp);
+        // A write that failed because the new holder cleared the folder is the take-over.
+        lock.ensure_held()?;
         return Err(err);
     }
     put_in_place(run_dir, &dir, &tmp)
-}
-
-/// `checkpoint.tmp.<pid>-<nanoseconds>`: unique to one save of one process, also across the
-/// hosts that share a results folder.
-fn staging_name() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{CHECKPOINT_TMP_DIR}.{}-{nanos}", std::process::id())
 }
 
 /// Write the model, the optimiser and the loop state into the staging folder `tmp`.

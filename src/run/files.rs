@@ -29,7 +29,8 @@ pub const STEAL_GUARD_FILE: &str = "run.lock.steal";
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 /// The previous checkpoint, moved aside while a new one is put in place.
 pub const CHECKPOINT_OLD_DIR: &str = "checkpoint.old";
-/// A checkpoint being written, before it is put in place.
+/// A checkpoint being written, before it is put in place: the prefix of each save's own
+/// staging folder ([`checkpoint_staging_name`]), and the one folder of versions before that.
 pub const CHECKPOINT_TMP_DIR: &str = "checkpoint.tmp";
 /// In a checkpoint: the training loop's state (step, loss sums, timings).
 pub const STATE_FILE: &str = "state.json";
@@ -116,4 +117,40 @@ pub fn folder_name(dir: &Path) -> String {
     dir.file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| dir.display().to_string())
+}
+
+/// `checkpoint.tmp.<pid>-<nanoseconds>`: the staging folder of one save of one process, unique
+/// also across the hosts that share a results folder, so that a holder that lost its run can
+/// remove what it staged without touching what the new holder stages.
+pub fn checkpoint_staging_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{CHECKPOINT_TMP_DIR}.{}-{nanos}", std::process::id())
+}
+
+/// Whether `name` is a checkpoint's staging folder ([`checkpoint_staging_name`], or the
+/// `checkpoint.tmp` of earlier versions): what a crash mid-save leaves behind.
+pub fn is_checkpoint_staging(name: &str) -> bool {
+    name.strip_prefix(CHECKPOINT_TMP_DIR)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_folders_are_recognised_and_nothing_else() {
+        assert!(is_checkpoint_staging(&checkpoint_staging_name()));
+        assert!(is_checkpoint_staging("checkpoint.tmp"));
+        for other in [
+            "checkpoint",
+            "checkpoint.old",
+            "checkpoint.tmpx",
+            "notes.tmp",
+        ] {
+            assert!(!is_checkpoint_staging(other), "{other}");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use super::atomic::write_json_atomic;
 use super::checkpoint::checkpoint_step;
 use super::files::{
     ACTIVATIONS_FILE, CONFIG_FILE, MEASURES_FILE, METRICS_FILE, RUN_FILES, SUMMARY_FILE,
-    is_run_folder,
+    is_checkpoint_staging, is_run_folder,
 };
 use super::lock::RunLock;
 use super::read::read_run_config;
@@ -128,8 +128,11 @@ pub fn inspect_run_dir(dir: &Path, config: &Config, resume: bool, force: bool) -
 /// replaced run, and the config written for a new one.
 pub fn set_up_run_dir(dir: &Path, config: &Config, found: &Found) -> Result<()> {
     match found {
-        Found::Unfinished | Found::Finished(_) => Ok(()),
+        Found::Finished(_) => Ok(()),
+        // What a crash mid-save staged is no one's now: this process holds the lock.
+        Found::Unfinished => remove_checkpoint_staging(dir),
         Found::Replace => {
+            remove_checkpoint_staging(dir)?;
             for name in RUN_FILES {
                 let path = dir.join(name);
                 let removed = if path.is_dir() {
@@ -145,6 +148,20 @@ pub fn set_up_run_dir(dir: &Path, config: &Config, found: &Found) -> Result<()> 
         }
         Found::Fresh => write_json_atomic(&dir.join(CONFIG_FILE), config),
     }
+}
+
+/// Remove every checkpoint staging folder in `dir` ([`is_checkpoint_staging`]).
+fn remove_checkpoint_staging(dir: &Path) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries.flatten() {
+        if is_checkpoint_staging(&entry.file_name().to_string_lossy()) {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove the old {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Drop records after `step` (written after the checkpoint a resume starts from), so the
