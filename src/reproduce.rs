@@ -546,10 +546,11 @@ fn judge_test(
         figure: None,
     };
     let (Some(runs), Some(planned)) = (runs, planned) else {
-        outcome.note = Some(match (only, mode) {
-            (Some(_), _) => format!("{} is not among --studies", test.study),
-            (None, Mode::Quick) => format!("{} is not run in quick mode", test.study),
-            (None, Mode::Full) => format!("{} was not run", test.study),
+        let left_out = only.is_some_and(|only| !only.contains(&test.study));
+        outcome.note = Some(match (left_out, mode) {
+            (true, _) => format!("{} is not among --studies", test.study),
+            (false, Mode::Quick) => format!("{} is not run in quick mode", test.study),
+            (false, Mode::Full) => format!("{} was not run", test.study),
         });
         return outcome;
     };

@@ -602,6 +602,19 @@ fn studies_limits_the_reproduction_and_claims_name_their_registering_commit() {
         "{report}"
     );
 
+    // Named but skipped by quick mode, a study's tests say quick mode left it out.
+    let out = reproduce_command(tmp.path(), &claims, &["--quick", "--studies", "tiny_lr"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let quick =
+        std::fs::read_to_string(tmp.path().join("results/reproduce-quick/report.md")).unwrap();
+    assert!(
+        quick.contains("tiny_lr is not run in quick mode"),
+        "{quick}"
+    );
+    assert!(quick.contains("tiny_bn is not among --studies"), "{quick}");
+
     let out = reproduce_command(
         tmp.path(),
         &claims,
