@@ -5,9 +5,10 @@
 //! - `batch_norm`: training-mode BatchNorm (Algorithm 1), which Group and Layer Norm run on too;
 //! - `sigmoid`: a sigmoid whose float32 loop vectorises;
 //! - [`dense`]: a whole MLP layer, `g(BN(x·W + b))`;
-//! - `conv`: the 3×3 (padding 1) and 1×1 convolutions of the CNN and the Inception, parallel
-//!   over images;
-//! - `pool`: 2×2 max-pooling, optionally followed by the nonlinearity;
+//! - `conv`: the 3×3 (stride 1, padding 1; stride 2, no padding) and 1×1 convolutions of the
+//!   CNN and the Inception, parallel over images;
+//! - `pool`: 2×2 max-pooling, optionally followed by the nonlinearity, and 3×3 stride-2
+//!   max-pooling;
 //! - `loss`: softmax cross-entropy;
 //! - `columns`: Weight Norm's w = g·v/‖v‖ and mean-only BN, per column of a matrix;
 //! - `gemm`: the matrix products they share, with a spinning second thread for the big ones;
@@ -47,10 +48,10 @@ mod sigmoid;
 pub use batch_norm::{FusedBatchNorm, FusedOutput, batch_norm_train_fused};
 pub use columns::{FusedColumns, center_columns, weight_norm_columns};
 pub use common::{SIMD_CAP_VAR, SimdLevel, detected_simd_level};
-pub use conv::{FusedConv, conv1x1, conv3x3};
+pub use conv::{FusedConv, conv1x1, conv3x3, conv3x3_stride2};
 pub use dense::{Act, DenseOutput, DenseSpec, FusedDense, dense};
 pub use loss::{FusedCrossEntropy, cross_entropy};
-pub use pool::{FusedMaxPool, max_pool2x2, max_pool2x2_then};
+pub use pool::{FusedMaxPool, max_pool2x2, max_pool2x2_then, max_pool3x3_stride2};
 pub use sigmoid::{FastSigmoid, sigmoid};
 
 /// On the GPU (`Cube`, every cubecl runtime, wgpu among them), each fused op is its trait's
@@ -121,14 +122,19 @@ pub mod reference {
         super::columns::center_columns_reference_tensors(x, beta)
     }
 
-    /// [`super::conv3x3`] through `conv::conv_same_reference`.
+    /// [`super::conv3x3`] through `conv::conv_reference`.
     pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
-        super::conv::conv_same_reference_tensors(x, weight, bias)
+        super::conv::conv_reference_tensors(x, weight, bias, 1)
     }
 
-    /// [`super::conv1x1`] through `conv::conv_same_reference`.
+    /// [`super::conv1x1`] through `conv::conv_reference`.
     pub fn conv1x1(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
-        super::conv::conv_same_reference_tensors(x, weight, bias)
+        super::conv::conv_reference_tensors(x, weight, bias, 1)
+    }
+
+    /// [`super::conv3x3_stride2`] through `conv::conv_reference`.
+    pub fn conv3x3_stride2(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+        super::conv::conv_reference_tensors(x, weight, bias, 2)
     }
 
     /// [`super::max_pool2x2_then`] through `pool::max_pool2x2_reference`.
@@ -136,6 +142,13 @@ pub mod reference {
         Tensor::from_dispatch(super::pool::max_pool2x2_reference::<Dispatch>(
             x.into_dispatch(),
             act,
+        ))
+    }
+
+    /// [`super::max_pool3x3_stride2`] through `pool::max_pool3x3_stride2_reference`.
+    pub fn max_pool3x3_stride2(x: Tensor<4>) -> Tensor<4> {
+        Tensor::from_dispatch(super::pool::max_pool3x3_stride2_reference::<Dispatch>(
+            x.into_dispatch(),
         ))
     }
 

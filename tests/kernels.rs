@@ -30,8 +30,8 @@
 //! tests; float32 results differ from these by rounding only.
 
 use bn_exp::kernels::{
-    self, Act, DenseOutput, FusedOutput, batch_norm_train_fused, conv1x1, conv3x3, cross_entropy,
-    dense, max_pool2x2, max_pool2x2_then,
+    self, Act, DenseOutput, FusedOutput, batch_norm_train_fused, conv1x1, conv3x3, conv3x3_stride2,
+    cross_entropy, dense, max_pool2x2, max_pool2x2_then, max_pool3x3_stride2,
 };
 use bn_exp::norm::{BatchNorm, BatchStats, BnMode};
 use bn_exp::tensor::tensor_to_f64;
@@ -333,17 +333,29 @@ fn conv_case_of(fast: bool, bias: bool, dims: (usize, usize, usize, usize, usize
 fn conv_case_k(
     fast: bool,
     bias: bool,
-    (n, c, h, w, co): (usize, usize, usize, usize, usize),
+    dims: (usize, usize, usize, usize, usize),
     k: usize,
+) -> [Part; 4] {
+    conv_case_strided(fast, bias, dims, (k, 1))
+}
+
+/// [`conv_case_k`] with (kernel, stride): (3, 2) is `kernels::conv3x3_stride2`.
+fn conv_case_strided(
+    fast: bool,
+    bias: bool,
+    (n, c, h, w, co): (usize, usize, usize, usize, usize),
+    (k, stride): (usize, usize),
 ) -> [Part; 4] {
     let x = input(&values(n * c * h * w, 11), [n, c, h, w]);
     let wt = input(&values(co * c * k * k, 12), [co, c, k, k]);
     let b = input(&values(co, 13), [co]);
-    let op = match (k, fast) {
-        (3, true) => conv3x3,
-        (3, false) => kernels::reference::conv3x3,
-        (_, true) => conv1x1,
-        (_, false) => kernels::reference::conv1x1,
+    let op = match (k, stride, fast) {
+        (3, 2, true) => conv3x3_stride2,
+        (3, 2, false) => kernels::reference::conv3x3_stride2,
+        (3, _, true) => conv3x3,
+        (3, _, false) => kernels::reference::conv3x3,
+        (_, _, true) => conv1x1,
+        (_, _, false) => kernels::reference::conv1x1,
     };
     let out = op(x.clone(), wt.clone(), bias.then(|| b.clone()));
     let grads = weighted(out.clone(), 14).backward();
@@ -355,6 +367,9 @@ fn conv_case_k(
     ]
 }
 
+/// The stride-1 3×3 convolution, on a batch that spans several parallel tasks, on maps of one
+/// or two rows or columns, where each shifted row of the column matrix is mostly padding, and on
+/// maps of under and over 256 positions (several images to a product, and one).
 #[test]
 fn conv3x3_matches_its_reference_with_and_without_bias() {
     for bias in [true, false] {
@@ -362,18 +377,54 @@ fn conv3x3_matches_its_reference_with_and_without_bias() {
         let want = conv_case(false, bias);
         let what = format!("conv3x3 bias={bias}");
         assert_parts_close(&what, &["output", "dx", "dW", "db"], &got, &want);
+        for dims in [
+            (2, 2, 1, 5, 3),
+            (2, 2, 4, 1, 3),
+            (1, 3, 2, 2, 2),
+            (1, 1, 1, 1, 1),
+        ] {
+            let got = conv_case_of(true, bias, dims);
+            let want = conv_case_of(false, bias, dims);
+            let what = format!("conv3x3 {dims:?} bias={bias}");
+            assert_parts_close(&what, &["output", "dx", "dW", "db"], &got, &want);
+        }
     }
 }
 
-/// The 1×1 convolution (no column matrix; ∂x written by the product) on a batch that spans
-/// several parallel tasks, odd and wide maps.
+/// The 1×1 convolution on a batch that spans several parallel tasks, odd and wide maps, and
+/// maps of 256 positions and more (one image to a product: no column matrix, ∂x written by
+/// the product).
 #[test]
 fn conv1x1_matches_its_reference_with_and_without_bias() {
     for bias in [true, false] {
-        for dims in [(11, 3, 5, 7, 4), (3, 6, 6, 37, 5)] {
+        for dims in [(11, 3, 5, 7, 4), (3, 6, 6, 37, 5), (9, 3, 16, 16, 4)] {
             let got = conv_case_k(true, bias, dims, 1);
             let want = conv_case_k(false, bias, dims, 1);
             let what = format!("conv1x1 {dims:?} bias={bias}");
+            assert_parts_close(&what, &["output", "dx", "dW", "db"], &got, &want);
+        }
+    }
+}
+
+/// The downsample modules' 3×3 stride-2 convolution without padding, on odd and even sides
+/// (the last row and column read or left out), the smallest image it takes, and a batch that
+/// spans several parallel tasks.
+#[test]
+fn conv3x3_stride2_matches_its_reference_with_and_without_bias() {
+    for bias in [true, false] {
+        for dims in [
+            (11, 3, 7, 9, 4),
+            (2, 5, 8, 6, 3),
+            (3, 2, 3, 3, 2),
+            (2, 3, 15, 33, 5),
+        ] {
+            let got = conv_case_strided(true, bias, dims, (3, 2));
+            let want = conv_case_strided(false, bias, dims, (3, 2));
+            assert_eq!(
+                got[0].dims[2..],
+                [(dims.2 - 3) / 2 + 1, (dims.3 - 3) / 2 + 1]
+            );
+            let what = format!("conv3x3_stride2 {dims:?} bias={bias}");
             assert_parts_close(&what, &["output", "dx", "dW", "db"], &got, &want);
         }
     }
@@ -411,6 +462,41 @@ fn max_pool2x2_matches_its_reference_for_every_activation_including_odd_sizes() 
                 let what = format!("{shape:?} {act:?}");
                 assert_parts_close(&what, &["output", "dx"], &got, &want);
             }
+        }
+    }
+}
+
+/// Output and ∂x of Σ upstream·pool(x) through `kernels::max_pool3x3_stride2` (`fast`) or its
+/// reference, on `x`'s values.
+fn pool3_case(fast: bool, x: &[f64], shape: [usize; 4]) -> [Part; 2] {
+    let x = input(x, shape);
+    let op = if fast {
+        max_pool3x3_stride2
+    } else {
+        kernels::reference::max_pool3x3_stride2
+    };
+    output_and_dx(op(x.clone()), &x, 24)
+}
+
+/// The downsample modules' overlapping windows: odd and even sides, the smallest image, wide
+/// rows, and inputs full of ties (values 0, 1, 2), where the winner must be the window's first
+/// maximum in row-major order, as in Burn's max-pool, for ∂x to go to the same input.
+#[test]
+fn max_pool3x3_stride2_matches_its_reference_including_ties() {
+    for shape in [[2, 3, 7, 9], [3, 2, 8, 6], [1, 1, 3, 3], [2, 2, 15, 37]] {
+        let n: usize = shape.iter().product();
+        let random = values(n, 25);
+        let ties: Vec<f64> = (0..n).map(|i| ((i * 7 + i / 5) % 3) as f64).collect();
+        for (what, x) in [("random", random), ("ties", ties)] {
+            let (got, want) = (pool3_case(true, &x, shape), pool3_case(false, &x, shape));
+            assert_eq!(
+                got[0].dims[2..],
+                [(shape[2] - 3) / 2 + 1, (shape[3] - 3) / 2 + 1]
+            );
+            let what = format!("max_pool3x3_stride2 {shape:?} {what}");
+            // An input that wins several overlapping windows sums their gradients, in an order
+            // that may differ from Burn's.
+            assert_parts_close(&what, &["output", "dx"], &got, &want);
         }
     }
 }

@@ -1,10 +1,12 @@
-//! The nets' stride-1 convolutions that keep the map's size, 3×3 with padding 1 (the CNN, the
-//! Inception's 3×3 modules) and 1×1 (the Inception's 1×1 modules), plus bias, as one op with a
-//! hand-written backward, parallel over the images of the batch.
+//! The nets' convolutions, plus bias, as one op with a hand-written backward, parallel over the
+//! images of the batch: 3×3 with stride 1 and padding 1, which keeps the map's size (the CNN, the
+//! Inception's 3×3 modules); 1×1 (the Inception's 1×1 modules); and 3×3 with stride 2 and no
+//! padding (the Inception's downsample modules).
 //!
 //! ```text
-//! z[n] = W · col(x[n]) + b          W: [C_out, C·9] (Burn's [C_out, C, 3, 3], row-major)
-//!                                   col(x[n]): [C·9, H·W], row (c, ky, kx) = x[n, c] shifted
+//! z[n] = W · col(x[n]) + b          W: [C_out, C·k²] (Burn's [C_out, C, k, k], row-major)
+//!                                   col(x[n]): [C·k², H'·W'], row (c, ky, kx) holds
+//!                                   x[n, c, s·i + ky − p, s·j + kx − p] at column (i, j)
 //! ∂b   = Σ_n Σ_hw ∂z[n]
 //! ∂W   = Σ_n ∂z[n] · col(x[n])ᵀ
 //! ∂x[n] = col⁻¹(Wᵀ · ∂z[n])         col⁻¹ adds each row back to where it was read from
@@ -47,96 +49,176 @@ const IMAGES_PER_TASK: usize = 8;
 
 #[backend_extension(Autodiff, Flex, Cube: cfg(feature = "gpu"))]
 pub trait FusedConv: Backend {
-    /// `[N, C, H, W]` ⋆ `[C_out, C, k, k]` (+ `[C_out]` when `has_bias`) → `[N, C_out, H, W]`,
-    /// for k = 3 (padding 1) or k = 1.
+    /// `[N, C, H, W]` ⋆ `[C_out, C, k, k]` with `stride` (+ `[C_out]` when `has_bias`) →
+    /// `[N, C_out, H', W']`, for the shapes of [`Geometry`]: k = 3 with stride 1 (padding 1,
+    /// H' = H), k = 1 (H' = H), k = 3 with stride 2 (no padding, H' = ⌊(H − 3)/2⌋ + 1).
     ///
-    /// This default body is `conv_same_reference`; Flex overrides it with the kernel below.
-    fn conv_same(
+    /// This default body is `conv_reference`; Flex overrides it with the kernel below.
+    fn conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         has_bias: bool,
+        stride: usize,
     ) -> FloatTensor<Self> {
-        conv_same_reference::<Self>(x, weight, bias, has_bias)
+        conv_reference::<Self>(x, weight, bias, has_bias, stride)
     }
 }
 
-/// The reference for [`FusedConv`]: Burn's own `conv2d` with stride 1, padding p = k/2
-/// (1 for 3×3, 0 for 1×1), dilation 1 and one group,
+/// The reference for [`FusedConv`]: Burn's own `conv2d` with stride s, the padding p of
+/// [`Geometry`] (1 for 3×3 stride 1, else 0), dilation 1 and one group,
 ///
 /// ```text
-/// z[n, o, i, j] = b[o] + Σ_c Σ_{ky,kx ∈ 0..k} W[o, c, ky, kx] · x[n, c, i + ky − p, j + kx − p]
+/// z[n, o, i, j] = b[o] + Σ_c Σ_{ky,kx ∈ 0..k} W[o, c, ky, kx] · x[n, c, s·i + ky − p, s·j + kx − p]
 /// ```
 ///
 /// with x read as 0 outside the image. The shape check is the fast op's: `conv2d` would accept
-/// other kernel sizes and return a smaller output.
-pub(crate) fn conv_same_reference<B: Backend>(
+/// other kernel sizes.
+pub(crate) fn conv_reference<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: FloatTensor<B>,
     has_bias: bool,
+    stride: usize,
 ) -> FloatTensor<B> {
     let (xd, wd) = (x.shape(), weight.shape());
-    assert!(
-        xd.num_dims() == 4 && wd.num_dims() == 4 && wd[1] == xd[1] && fits_kernel(wd[2], wd[3]),
-        "conv: input {xd:?} and weight {wd:?} do not fit (weight must be [C_out, C, k, k], k 1 or 3)"
-    );
-    let p = wd[2] / 2;
-    let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+    let geometry = (xd.num_dims() == 4 && wd.num_dims() == 4 && wd[1] == xd[1] && wd[2] == wd[3])
+        .then(|| Geometry::of(wd[2], stride))
+        .flatten();
+    let Some(g) = geometry else {
+        panic!("conv: input {xd:?}, weight {wd:?} and stride {stride} do not fit ({SHAPES})")
+    };
+    let (s, p) = (g.stride, g.pad);
+    let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
     B::conv2d(x, weight, has_bias.then_some(bias), options)
 }
 
-/// A square kernel side the op computes: 3 (padding 1) or 1.
-fn fits_kernel(kh: usize, kw: usize) -> bool {
-    kh == kw && (kh == 1 || kh == 3)
+/// What the op computes, for the panics of a misuse.
+const SHAPES: &str = "weight [C_out, C, k, k] for the input's C, with k 3 and stride 1 or 2, or \
+                      k 1 and stride 1";
+
+/// A kernel's side, stride and padding: the three the nets use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Geometry {
+    /// 3×3 stride 1 (padding 1), 1×1, or 3×3 stride 2 (no padding); `None` for anything else.
+    fn of(kernel: usize, stride: usize) -> Option<Self> {
+        let pad = match (kernel, stride) {
+            (3, 1) => 1,
+            (1, 1) | (3, 2) => 0,
+            _ => return None,
+        };
+        Some(Geometry {
+            kernel,
+            stride,
+            pad,
+        })
+    }
+
+    /// An output side from an input side.
+    fn out(&self, side: usize) -> usize {
+        (side + 2 * self.pad).saturating_sub(self.kernel) / self.stride + 1
+    }
 }
 
 /// 3×3 convolution with stride 1 and zero padding 1 (the output has the input's H and W), plus
 /// the bias if given. Panics if the weight is not `[C_out, C, 3, 3]` for the input's C.
 pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
-    assert_eq!(
-        weight.dims()[2..],
-        [3, 3],
-        "conv3x3: the weight must be 3x3"
-    );
-    conv_same_with(<Dispatch as FusedConv>::conv_same, x, weight, bias)
+    conv_checked(
+        "conv3x3",
+        3,
+        1,
+        <Dispatch as FusedConv>::conv,
+        x,
+        weight,
+        bias,
+    )
 }
 
 /// 1×1 convolution (a product over the channels at each position), plus the bias if given.
 /// Panics if the weight is not `[C_out, C, 1, 1]` for the input's C.
 pub fn conv1x1(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
-    assert_eq!(
-        weight.dims()[2..],
-        [1, 1],
-        "conv1x1: the weight must be 1x1"
-    );
-    conv_same_with(<Dispatch as FusedConv>::conv_same, x, weight, bias)
+    conv_checked(
+        "conv1x1",
+        1,
+        1,
+        <Dispatch as FusedConv>::conv,
+        x,
+        weight,
+        bias,
+    )
 }
 
-/// [`conv3x3`] or [`conv1x1`], by the weight's shape, through [`conv_same_reference`] (see
-/// `super::reference`).
-pub(super) fn conv_same_reference_tensors(
+/// 3×3 convolution with stride 2 and no padding (`[N, C, H, W]` → `[N, C_out, ⌊(H − 3)/2⌋ + 1,
+/// ⌊(W − 3)/2⌋ + 1]`), plus the bias if given. Panics if the weight is not `[C_out, C, 3, 3]`
+/// for the input's C, or the image is smaller than 3×3.
+pub fn conv3x3_stride2(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    assert!(
+        h >= 3 && w >= 3,
+        "conv3x3_stride2: the image is {h}x{w}, under 3x3"
+    );
+    conv_checked(
+        "conv3x3_stride2",
+        3,
+        2,
+        <Dispatch as FusedConv>::conv,
+        x,
+        weight,
+        bias,
+    )
+}
+
+/// [`conv3x3`], [`conv1x1`] or [`conv3x3_stride2`] (by the weight's shape and `stride`)
+/// through [`conv_reference`] (see `super::reference`).
+pub(super) fn conv_reference_tensors(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
+    stride: usize,
 ) -> Tensor<4> {
-    conv_same_with(conv_same_reference::<Dispatch>, x, weight, bias)
+    conv_with(conv_reference::<Dispatch>, x, weight, bias, stride)
 }
 
-/// The signature of [`FusedConv::conv_same`] on `Dispatch`.
+/// The signature of [`FusedConv::conv`] on `Dispatch`.
 type ConvOp = fn(
     FloatTensor<Dispatch>,
     FloatTensor<Dispatch>,
     FloatTensor<Dispatch>,
     bool,
+    usize,
 ) -> FloatTensor<Dispatch>;
 
-/// Calls `op` (the fast op or its reference) with [`conv3x3`]'s arguments made into its inputs.
-fn conv_same_with(
+/// `op` after checking that the weight is `kernel`×`kernel`, for the public functions' panics.
+fn conv_checked(
+    name: &str,
+    kernel: usize,
+    stride: usize,
     op: ConvOp,
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
+) -> Tensor<4> {
+    assert_eq!(
+        weight.dims()[2..],
+        [kernel, kernel],
+        "{name}: the weight must be {kernel}x{kernel}"
+    );
+    conv_with(op, x, weight, bias, stride)
+}
+
+/// Calls `op` (the fast op or its reference) with [`conv3x3`]'s arguments made into its inputs.
+fn conv_with(
+    op: ConvOp,
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    stride: usize,
 ) -> Tensor<4> {
     let has_bias = bias.is_some();
     // A placeholder in x's dtype (the kernel reads all inputs as one type).
@@ -147,6 +229,7 @@ fn conv_same_with(
         weight.into_dispatch(),
         bias.into_dispatch(),
         has_bias,
+        stride,
     ))
 }
 
@@ -158,54 +241,105 @@ struct Dims {
     h: usize,
     w: usize,
     c_out: usize,
-    /// The kernel's side: 3 or 1.
-    kernel: usize,
+    g: Geometry,
+    /// The output's side: `g.out(h)` by `g.out(w)`.
+    ho: usize,
+    wo: usize,
 }
 
 impl Dims {
-    fn of(x: &FlexTensor, weight: &FlexTensor) -> Self {
+    fn of(x: &FlexTensor, weight: &FlexTensor, stride: usize) -> Self {
         let xd = x.layout().shape().to_vec();
         let wd = weight.layout().shape().to_vec();
-        assert!(
-            xd.len() == 4 && wd.len() == 4 && wd[1] == xd[1] && fits_kernel(wd[2], wd[3]),
-            "conv: input {xd:?} and weight {wd:?} do not fit (weight must be [C_out, C, k, k], \
-             k 1 or 3)"
-        );
+        let geometry = (xd.len() == 4 && wd.len() == 4 && wd[1] == xd[1] && wd[2] == wd[3])
+            .then(|| Geometry::of(wd[2], stride))
+            .flatten()
+            .filter(|g| xd[2] + 2 * g.pad >= g.kernel && xd[3] + 2 * g.pad >= g.kernel);
+        let Some(g) = geometry else {
+            panic!("conv: input {xd:?}, weight {wd:?} and stride {stride} do not fit ({SHAPES})")
+        };
         Dims {
             n: xd[0],
             c: xd[1],
             h: xd[2],
             w: xd[3],
             c_out: wd[0],
-            kernel: wd[2],
+            g,
+            ho: g.out(xd[2]),
+            wo: g.out(xd[3]),
         }
     }
+    /// The input map's size.
     fn hw(&self) -> usize {
         self.h * self.w
     }
+    /// The output map's size: the column matrix's width.
+    fn hw_out(&self) -> usize {
+        self.ho * self.wo
+    }
+    /// The column matrix's height.
     fn k(&self) -> usize {
-        self.c * self.kernel * self.kernel
+        self.c * self.g.kernel * self.g.kernel
     }
 }
 
+/// The output rows `y0..y1` whose source row y + ky − 1 lies inside an image of `h` rows (a 3×3
+/// kernel with padding 1); the others read only padding.
+fn inside_rows(h: usize, ky: usize) -> (usize, usize) {
+    (1usize.saturating_sub(ky), (h + 1 - ky).min(h))
+}
+
+/// The column of the output map (x = 0 for kx = 0, x = w − 1 for kx = 2) whose reads fall
+/// outside the image; none for kx = 1.
+fn outside_column(kx: usize, w: usize) -> Option<usize> {
+    match kx {
+        0 => Some(0),
+        2 => Some(w - 1),
+        _ => None,
+    }
+}
+
+/// For row (ky, kx) of a 3×3 column matrix with padding 1 on a `h`×`w` plane: the run of the
+/// row `from..to` that reads the plane, and where in the plane that run starts. The row is
+/// the plane shifted by (ky − 1)·w + kx − 1 as one flat run, whose ends at x = 0 (kx = 0) or
+/// x = w − 1 (kx = 2) are left out. `None` when the row reads only padding (an image of one
+/// row).
+fn shifted_run(h: usize, w: usize, ky: usize, kx: usize) -> Option<(usize, usize, usize)> {
+    let (y0, y1) = inside_rows(h, ky);
+    if y0 == y1 {
+        return None;
+    }
+    let (from, to) = (y0 * w + usize::from(kx == 0), y1 * w - usize::from(kx == 2));
+    let start = (from + (ky * w + kx)) - (w + 1);
+    Some((from, to, start))
+}
+
 simd_fn! {
-    /// The column matrix `[C·9, H·W]` of one image `[C, H, W]`: row (c, ky, kx) holds the image
-    /// shifted by (ky − 1, kx − 1), zero where that reads outside it.
-    fn im2col<T: Real>(img: &[T], d: Dims, col: &mut [T]) {
+    /// The column matrix `[C·9, H·W]` of one image `[C, H, W]` for a 3×3 kernel with stride 1
+    /// and padding 1: row (c, ky, kx) holds the image shifted by (ky − 1, kx − 1), zero where
+    /// that reads outside it. Rows start `ld` apart in `col` (`ld` ≥ H·W: the image's columns
+    /// within a matrix of several images' columns).
+    ///
+    /// Each row is one copy of the whole shifted plane, then the column the shift wrapped
+    /// around is zeroed: a copy per image row cost a `memcpy` call per 7 to 32 floats.
+    fn im2col<T: Real>(img: &[T], d: Dims, col: &mut [T], ld: usize) {
         let (h, w, hw) = (d.h, d.w, d.hw());
         for c in 0..d.c {
             let plane = &img[c * hw..(c + 1) * hw];
             for ky in 0..3 {
+                let (y0, y1) = inside_rows(h, ky);
                 for kx in 0..3 {
-                    let row = &mut col[(c * 9 + ky * 3 + kx) * hw..][..hw];
-                    for (y, dst) in row.chunks_exact_mut(w).enumerate() {
-                        let sy = y as isize + ky as isize - 1;
-                        if sy < 0 || sy >= h as isize {
-                            dst.fill(T::ZERO);
-                            continue;
+                    let row = &mut col[(c * 9 + ky * 3 + kx) * ld..][..hw];
+                    row[..y0 * w].fill(T::ZERO);
+                    row[y1 * w..].fill(T::ZERO);
+                    let Some((from, to, start)) = shifted_run(h, w, ky, kx) else {
+                        continue;
+                    };
+                    row[from..to].copy_from_slice(&plane[start..start + (to - from)]);
+                    if let Some(x) = outside_column(kx, w) {
+                        for y in y0..y1 {
+                            row[y * w + x] = T::ZERO;
                         }
-                        let src = &plane[sy as usize * w..(sy as usize + 1) * w];
-                        shifted_copy(dst, src, kx);
                     }
                 }
             }
@@ -213,46 +347,77 @@ simd_fn! {
     }
 }
 
-/// dst[x] = src[x + kx − 1], zero outside src.
-#[inline(always)]
-fn shifted_copy<T: Real>(dst: &mut [T], src: &[T], kx: usize) {
-    let w = dst.len();
-    match kx {
-        0 => {
-            dst[0] = T::ZERO;
-            dst[1..].copy_from_slice(&src[..w - 1]);
-        }
-        1 => dst.copy_from_slice(src),
-        _ => {
-            dst[..w - 1].copy_from_slice(&src[1..]);
-            dst[w - 1] = T::ZERO;
+simd_fn! {
+    /// The adjoint of [`im2col`]: adds each column-matrix row (`ld` apart in `dcol`) back onto
+    /// the image `[C, H, W]`.
+    ///
+    /// As in [`im2col`], each row is added as one shifted run over the plane. The row's entries
+    /// for reads outside the image (its wrapped column) are zeroed first, so that the run adds
+    /// 0 where the shift wraps onto the neighbouring row: every element of the image receives
+    /// the same additions in the same order as row by row.
+    fn col2im_add<T: Real>(dcol: &mut [T], d: Dims, img: &mut [T], ld: usize) {
+        let (h, w, hw) = (d.h, d.w, d.hw());
+        for c in 0..d.c {
+            let plane = &mut img[c * hw..(c + 1) * hw];
+            for ky in 0..3 {
+                let (y0, y1) = inside_rows(h, ky);
+                for kx in 0..3 {
+                    let row = &mut dcol[(c * 9 + ky * 3 + kx) * ld..][..hw];
+                    if let Some(x) = outside_column(kx, w) {
+                        for y in y0..y1 {
+                            row[y * w + x] = T::ZERO;
+                        }
+                    }
+                    let Some((from, to, start)) = shifted_run(h, w, ky, kx) else {
+                        continue;
+                    };
+                    let dst = &mut plane[start..start + (to - from)];
+                    for (o, &v) in dst.iter_mut().zip(&row[from..to]) {
+                        *o += v;
+                    }
+                }
+            }
         }
     }
 }
 
 simd_fn! {
-    /// The adjoint of [`im2col`]: adds each column-matrix row back onto the image `[C, H, W]`.
-    fn col2im_add<T: Real>(col: &[T], d: Dims, img: &mut [T]) {
-        let (h, w, hw) = (d.h, d.w, d.hw());
+    /// The column matrix `[C·9, H'·W']` of one image for a 3×3 kernel with stride 2 and no
+    /// padding: row (c, ky, kx), column (i, j) holds x[c, 2i + ky, 2j + kx]. Every read is
+    /// inside the image. Rows start `ld` apart in `col`, as in [`im2col`].
+    fn im2col_stride2<T: Real>(img: &[T], d: Dims, col: &mut [T], ld: usize) {
+        let (w, hw_out) = (d.w, d.hw_out());
         for c in 0..d.c {
-            let plane = &mut img[c * hw..(c + 1) * hw];
+            let plane = &img[c * d.hw()..(c + 1) * d.hw()];
             for ky in 0..3 {
                 for kx in 0..3 {
-                    let row = &col[(c * 9 + ky * 3 + kx) * hw..][..hw];
-                    for (y, src) in row.chunks_exact(w).enumerate() {
-                        let sy = y as isize + ky as isize - 1;
-                        if sy < 0 || sy >= h as isize {
-                            continue;
+                    let row = &mut col[(c * 9 + ky * 3 + kx) * ld..][..hw_out];
+                    for (i, dst) in row.chunks_exact_mut(d.wo).enumerate() {
+                        let src = &plane[(2 * i + ky) * w + kx..];
+                        for (j, v) in dst.iter_mut().enumerate() {
+                            *v = src[2 * j];
                         }
-                        let dst = &mut plane[sy as usize * w..(sy as usize + 1) * w];
-                        // dst[x + kx − 1] += src[x]
-                        let (dst, src) = match kx {
-                            0 => (&mut dst[..w - 1], &src[1..]),
-                            1 => (dst, src),
-                            _ => (&mut dst[1..], &src[..w - 1]),
-                        };
-                        for (o, &v) in dst.iter_mut().zip(src) {
-                            *o += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// The adjoint of [`im2col_stride2`]: adds each column-matrix row (`ld` apart in `dcol`)
+    /// back onto the image.
+    fn col2im_add_stride2<T: Real>(dcol: &[T], d: Dims, img: &mut [T], ld: usize) {
+        let (w, hw_out) = (d.w, d.hw_out());
+        for c in 0..d.c {
+            let plane = &mut img[c * d.hw()..(c + 1) * d.hw()];
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let row = &dcol[(c * 9 + ky * 3 + kx) * ld..][..hw_out];
+                    for (i, src) in row.chunks_exact(d.wo).enumerate() {
+                        let dst = &mut plane[(2 * i + ky) * w + kx..];
+                        for (j, &v) in src.iter().enumerate() {
+                            dst[2 * j] += v;
                         }
                     }
                 }
@@ -279,66 +444,187 @@ fn weight_op<T>(w: &[T], d: Dims) -> Operand<'_, T> {
     }
 }
 
+/// How many images' column matrices side by side make one product. A map of at least 256
+/// positions (the CNN's 32×32 and 16×16) is a product wide enough on its own; the Inception's
+/// 15×15 and 7×7 maps with 8 to 44 output channels made products so small that gemm's set-up,
+/// its edge kernels and packing the weights again per image cost more than the arithmetic.
+/// So those take all of a task's images (1,800 and 392 columns). Grouping changes only the
+/// order in which ∂W sums over positions; the CNN's maps never group, so its numbers stay.
+fn images_per_product(hw_out: usize) -> usize {
+    if hw_out >= 256 { 1 } else { IMAGES_PER_TASK }
+}
+
+/// Writes the column matrix of image `xi` into `col` (rows `ld` apart): the image itself for a
+/// 1×1 kernel, else its im2col.
+fn write_columns<T: Real>(xi: &[T], d: Dims, col: &mut [T], ld: usize) {
+    match (d.g.kernel, d.g.stride) {
+        (1, _) => {
+            let hw = d.hw();
+            for (c, row) in xi.chunks_exact(hw).enumerate() {
+                col[c * ld..][..hw].copy_from_slice(row);
+            }
+        }
+        (3, 1) => im2col(xi, d, col, ld),
+        _ => im2col_stride2(xi, d, col, ld),
+    }
+}
+
+/// The column matrix `[K, g·H'·W']` of the images `xs` (g of them, each `img_len` long) side by
+/// side, in `col`; for one image with a 1×1 kernel, the image itself without a copy.
+fn group_columns<'a, T: Real>(xs: &'a [T], d: Dims, col: &'a mut [T]) -> &'a [T] {
+    let (hw, img_len) = (d.hw_out(), d.c * d.hw());
+    let g = xs.len() / img_len;
+    if g == 1 && d.g.kernel == 1 {
+        return xs;
+    }
+    let ld = g * hw;
+    for (i, xi) in xs.chunks_exact(img_len).enumerate() {
+        write_columns(xi, d, &mut col[i * hw..], ld);
+    }
+    &col[..d.k() * ld]
+}
+
+/// `[C_out, g·HW]` (the images' maps side by side) from `g` images' `[C_out, HW]` in `from`.
+fn gather_maps<T: Real>(from: &[T], rows: usize, hw: usize, to: &mut [T]) {
+    let g = from.len() / (rows * hw);
+    for (i, map) in from.chunks_exact(rows * hw).enumerate() {
+        for (r, row) in map.chunks_exact(hw).enumerate() {
+            to[r * g * hw + i * hw..][..hw].copy_from_slice(row);
+        }
+    }
+}
+
+/// The inverse of [`gather_maps`]: each image's `[rows, HW]` from `[rows, g·HW]`.
+fn scatter_maps<T: Copy>(from: &[T], rows: usize, hw: usize, to: &mut [MaybeUninit<T>]) {
+    let g = to.len() / (rows * hw);
+    for (i, map) in to.chunks_exact_mut(rows * hw).enumerate() {
+        for (r, row) in map.chunks_exact_mut(hw).enumerate() {
+            for (o, &v) in row.iter_mut().zip(&from[r * g * hw + i * hw..][..hw]) {
+                o.write(v);
+            }
+        }
+    }
+}
+
+/// `out` (`[C_out, cols]`) set to each channel's bias, or to 0, for the product to add onto.
+fn fill_bias<'a, T: Real>(
+    out: &'a mut [MaybeUninit<T>],
+    bias: Option<&[T]>,
+    cols: usize,
+) -> &'a mut [T] {
+    for (c, row) in out.chunks_mut(cols).enumerate() {
+        let v = bias.map_or(T::ZERO, |b| b[c]);
+        row.iter_mut().for_each(|o| {
+            o.write(v);
+        });
+    }
+    // SAFETY: every element was written just above.
+    unsafe { assume_written(out) }
+}
+
 fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
-    let (hw, k) = (d.hw(), d.k());
-    let img_len = d.c * hw;
+    let (hw, k) = (d.hw_out(), d.k());
+    let img_len = d.c * d.hw();
     let out_len = d.c_out * hw;
-    let task = |(z_chunk, x_chunk): (&mut [MaybeUninit<T>], &[T])| {
-        let mut col = vec![T::ZERO; if d.kernel == 3 { k * hw } else { 0 }];
-        for (zi, xi) in z_chunk.chunks_mut(out_len).zip(x_chunk.chunks(img_len)) {
-            let col = columns(xi, d, &mut col);
+    let group = images_per_product(hw);
+    let col_len = if group == 1 && d.g.kernel == 1 {
+        0
+    } else {
+        k * hw * group
+    };
+    let task = |scratch: &mut Scratch<T>, (z_chunk, x_chunk): (&mut [MaybeUninit<T>], &[T])| {
+        let col = scratch.col(col_len);
+        let mut grouped = Vec::with_capacity(if group > 1 { out_len * group } else { 0 });
+        for (zg, xg) in z_chunk
+            .chunks_mut(out_len * group)
+            .zip(x_chunk.chunks(img_len * group))
+        {
+            let cols = xg.len() / img_len * hw;
+            let col = group_columns(xg, d, col);
             // The bias first, for the product to add onto; without one the product writes
             // every element.
-            let zi = match bias {
-                Some(b) => {
-                    for (row, &bv) in zi.chunks_mut(hw).zip(b) {
-                        row.iter_mut().for_each(|v| {
-                            v.write(bv);
-                        });
-                    }
-                    // SAFETY: every element was written just above.
-                    unsafe { assume_written(zi) }
-                }
-                None => {
-                    zi.iter_mut().for_each(|v| {
-                        v.write(T::ZERO);
-                    });
-                    // SAFETY: as above; the product then overwrites these zeros.
-                    unsafe { assume_written(zi) }
-                }
+            let product = |out: &mut [T]| {
+                let col_op = Operand {
+                    data: col,
+                    rs: cols as isize,
+                    cs: 1,
+                };
+                gemm_into(
+                    (d.c_out, cols, k),
+                    out,
+                    weight_op(wt, d),
+                    col_op,
+                    bias.is_some(),
+                );
             };
-            let col_op = Operand {
-                data: col,
-                rs: hw as isize,
-                cs: 1,
-            };
-            gemm_into(
-                (d.c_out, hw, k),
-                zi,
-                weight_op(wt, d),
-                col_op,
-                bias.is_some(),
-            );
+            // One image writes its output in place; a group writes `[C_out, g·HW]`, then each
+            // image's part is copied out.
+            if group == 1 {
+                product(fill_bias(zg, bias, cols));
+            } else {
+                let out = fill_bias(
+                    &mut grouped.spare_capacity_mut()[..d.c_out * cols],
+                    bias,
+                    cols,
+                );
+                product(out);
+                scatter_maps(out, d.c_out, hw, zg);
+            }
         }
     };
-    // SAFETY: each image's output is written above before the product runs on it.
+    // SAFETY: each image's output is written above (in place, or copied from its group's).
     unsafe {
         vec_written(d.n * out_len, |z| {
             z.par_chunks_mut(out_len * IMAGES_PER_TASK)
                 .zip(x.par_chunks(img_len * IMAGES_PER_TASK))
-                .for_each(task);
+                .for_each_init(Scratch::default, task);
         })
     }
 }
 
-/// The column matrix of one image `xi`: built in `col` for a 3×3 kernel, the image itself for
-/// a 1×1 one.
-fn columns<'a, T: Real>(xi: &'a [T], d: Dims, col: &'a mut [T]) -> &'a [T] {
-    if d.kernel == 1 {
-        return xi;
+/// Adds the column matrix's gradient `dcol` (rows `ld` apart) back onto one image's ∂x (3×3
+/// kernels); `dcol` is scratch, and is left changed.
+fn add_columns<T: Real>(dcol: &mut [T], d: Dims, dxi: &mut [T], ld: usize) {
+    if d.g.stride == 1 {
+        col2im_add(dcol, d, dxi, ld);
+    } else {
+        col2im_add_stride2(dcol, d, dxi, ld);
     }
-    im2col(xi, d, col);
-    col
+}
+
+/// A thread's working memory for the tasks it runs: the column matrix, its gradient and the
+/// gathered ∂z. Every use writes the part it reads first (`gemm` does not read an output it
+/// overwrites), so the buffers are made once per rayon job and reused across its tasks
+/// instead of zeroed for each task, which was 5% of an Inception step (`memset`).
+#[derive(Default)]
+struct Scratch<T> {
+    col: Vec<T>,
+    dcol: Vec<T>,
+    gz: Vec<T>,
+}
+
+impl<T: Real> Scratch<T> {
+    /// The column-matrix buffer, at least `len` long.
+    fn col(&mut self, len: usize) -> &mut [T] {
+        grown(&mut self.col, len)
+    }
+
+    /// The backward's three buffers, at least these lengths.
+    fn backward(&mut self, col: usize, dcol: usize, gz: usize) -> (&mut [T], &mut [T], &mut [T]) {
+        (
+            grown(&mut self.col, col),
+            grown(&mut self.dcol, dcol),
+            grown(&mut self.gz, gz),
+        )
+    }
+}
+
+/// `v`, grown with zeros to at least `len` values.
+fn grown<T: Real>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    if v.len() < len {
+        v.resize(len, T::ZERO);
+    }
+    v
 }
 
 /// One task's images, upstream gradients and (if wanted) ∂x, as chunks of the batch.
@@ -352,54 +638,77 @@ fn backward<T: Real>(
     d: Dims,
     (want_dx, want_db): (bool, bool),
 ) -> (Option<Vec<T>>, Vec<T>, Option<Vec<T>>) {
-    let (hw, k) = (d.hw(), d.k());
-    let img_len = d.c * hw;
+    let (hw, k) = (d.hw_out(), d.k());
+    let img_len = d.c * d.hw();
     let out_len = d.c_out * hw;
+    let group = images_per_product(hw);
     let mut dx = want_dx.then(|| vec![T::ZERO; d.n * img_len]);
     let chunks = d.n.div_ceil(IMAGES_PER_TASK);
     // Each task's partial (∂W, ∂b), summed in chunk order below.
-    let task = |(x_chunk, (gz_chunk, dx_chunk)): ChunkInputs<T>| {
-        let three = d.kernel == 3;
-        let mut col = vec![T::ZERO; if three { k * hw } else { 0 }];
-        let mut dcol = vec![T::ZERO; if want_dx && three { k * hw } else { 0 }];
+    let task = |scratch: &mut Scratch<T>, (x_chunk, (gz_chunk, dx_chunk)): ChunkInputs<T>| {
+        let three = d.g.kernel == 3;
+        let grouped = group > 1;
+        let wide = if three || grouped { k * hw * group } else { 0 };
+        let (col, dcol, gz_wide) = scratch.backward(
+            wide,
+            if want_dx { wide } else { 0 },
+            if grouped { out_len * group } else { 0 },
+        );
         let mut dw = vec![T::ZERO; d.c_out * k];
         let mut db = vec![0.0f64; if want_db { d.c_out } else { 0 }];
-        let mut dx_images = dx_chunk.map(|c| c.chunks_mut(img_len));
-        for (xi, gi) in x_chunk.chunks(img_len).zip(gz_chunk.chunks(out_len)) {
+        let mut dx_groups = dx_chunk.map(|c| c.chunks_mut(img_len * group));
+        for (xg, gg) in x_chunk
+            .chunks(img_len * group)
+            .zip(gz_chunk.chunks(out_len * group))
+        {
+            let cols = xg.len() / img_len * hw;
             if want_db {
-                bias_sums(gi, hw, &mut db);
+                for gi in gg.chunks(out_len) {
+                    bias_sums(gi, hw, &mut db);
+                }
             }
-            let col = columns(xi, d, &mut col);
-            let g_op = Operand {
-                data: gi,
-                rs: hw as isize,
+            let col = group_columns(xg, d, col);
+            let g_data = if grouped {
+                gather_maps(gg, d.c_out, hw, gz_wide);
+                &gz_wide[..d.c_out * cols]
+            } else {
+                gg
+            };
+            let g_op = || Operand {
+                data: g_data,
+                rs: cols as isize,
                 cs: 1,
             };
-            // ∂W += ∂z[n] · colᵀ (col read with swapped strides)
+            // ∂W += ∂z · colᵀ (col read with swapped strides)
             let col_t = Operand {
                 data: col,
                 rs: 1,
-                cs: hw as isize,
+                cs: cols as isize,
             };
-            gemm_into((d.c_out, k, hw), &mut dw, g_op, col_t, true);
-            if let Some(dxi) = dx_images.as_mut().and_then(Iterator::next) {
-                // ∂col = Wᵀ · ∂z[n], then scattered back onto the image.
-                let w_t = Operand {
-                    data: wt,
-                    rs: 1,
-                    cs: k as isize,
-                };
-                let g_op = Operand {
-                    data: gi,
-                    rs: hw as isize,
-                    cs: 1,
-                };
+            gemm_into((d.c_out, k, cols), &mut dw, g_op(), col_t, true);
+            let Some(dxg) = dx_groups.as_mut().and_then(Iterator::next) else {
+                continue;
+            };
+            // ∂col = Wᵀ · ∂z, then scattered back onto each image.
+            let w_t = Operand {
+                data: wt,
+                rs: 1,
+                cs: k as isize,
+            };
+            if !three && !grouped {
+                // 1×1, one image: the column matrix is the image, so the product is ∂x itself.
+                gemm_into((k, cols, d.c_out), dxg, w_t, g_op(), false);
+                continue;
+            }
+            let dcol = &mut dcol[..k * cols];
+            gemm_into((k, cols, d.c_out), dcol, w_t, g_op(), false);
+            for (i, dxi) in dxg.chunks_mut(img_len).enumerate() {
                 if three {
-                    gemm_into((k, hw, d.c_out), &mut dcol, w_t, g_op, false);
-                    col2im_add(&dcol, d, dxi);
+                    add_columns(&mut dcol[i * hw..], d, dxi, cols);
                 } else {
-                    // 1×1: the column matrix is the image, so the product is ∂x[n] itself.
-                    gemm_into((k, hw, d.c_out), dxi, w_t, g_op, false);
+                    for (c, row) in dxi.chunks_exact_mut(hw).enumerate() {
+                        row.copy_from_slice(&dcol[c * cols + i * hw..][..hw]);
+                    }
                 }
             }
         }
@@ -410,11 +719,11 @@ fn backward<T: Real>(
     let partials: Vec<(Vec<T>, Vec<f64>)> = match dx.as_mut() {
         Some(dx) => x_chunks
             .zip(gz_chunks.zip(dx.par_chunks_mut(img_len * IMAGES_PER_TASK).map(Some)))
-            .map(task)
+            .map_init(Scratch::default, task)
             .collect(),
         None => x_chunks
             .zip(gz_chunks.map(|g| (g, None)))
-            .map(task)
+            .map_init(Scratch::default, task)
             .collect(),
     };
     debug_assert_eq!(partials.len(), chunks);
@@ -428,9 +737,15 @@ fn backward<T: Real>(
     (dx, dw, db)
 }
 
-fn flex_forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, has_bias: bool) -> FlexTensor {
-    let d = Dims::of(x, w);
-    let shape = vec![d.n, d.c_out, d.h, d.w];
+fn flex_forward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    b: &FlexTensor,
+    has_bias: bool,
+    stride: usize,
+) -> FlexTensor {
+    let d = Dims::of(x, w, stride);
+    let shape = vec![d.n, d.c_out, d.ho, d.wo];
     float_dispatch!(x.dtype(), |T| {
         let bv = values::<T>(b);
         let z = forward::<T>(&values(x), &values(w), has_bias.then_some(&bv[..]), d);
@@ -443,59 +758,67 @@ fn flex_backward(
     x: &FlexTensor,
     w: &FlexTensor,
     gz: &FlexTensor,
+    stride: usize,
     want: (bool, bool),
 ) -> (Option<FlexTensor>, FlexTensor, Option<FlexTensor>) {
-    let d = Dims::of(x, w);
+    let d = Dims::of(x, w, stride);
     float_dispatch!(x.dtype(), |T| {
         let (dx, dw, db) = backward::<T>(&values(x), &values(w), &values(gz), d, want);
         (
             dx.map(|v| tensor_from(v, vec![d.n, d.c, d.h, d.w])),
-            tensor_from(dw, vec![d.c_out, d.c, d.kernel, d.kernel]),
+            tensor_from(dw, vec![d.c_out, d.c, d.g.kernel, d.g.kernel]),
             db.map(|v| tensor_from(v, vec![d.c_out])),
         )
     })
 }
 
 impl FusedConv for Flex {
-    fn conv_same(
+    fn conv(
         x: FlexTensor,
         weight: FlexTensor,
         bias: FlexTensor,
         has_bias: bool,
+        stride: usize,
     ) -> FlexTensor {
-        flex_forward(&x, &weight, &bias, has_bias)
+        flex_forward(&x, &weight, &bias, has_bias, stride)
     }
 }
 
+/// The backward node, with the convolution's stride.
 #[derive(Debug)]
-struct ConvSameBackward;
+struct ConvBackward {
+    stride: usize,
+}
 
-impl Backward<Flex, 3> for ConvSameBackward {
+impl Backward<Flex, 3> for ConvBackward {
     /// The input and the weight.
     type State = (FlexTensor, FlexTensor);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let stride = self.stride;
         backward_node(ops, grads, |(x, w), gz, [want_dx, _, want_db]| {
-            let (dx, dw, db) = flex_backward(&x, &w, &gz, (want_dx, want_db));
+            let (dx, dw, db) = flex_backward(&x, &w, &gz, stride, (want_dx, want_db));
             [dx, Some(dw), db]
         })
     }
 }
 
 impl<C: CheckpointStrategy> FusedConv for Autodiff<Flex, C> {
-    fn conv_same(
+    fn conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         has_bias: bool,
+        stride: usize,
     ) -> FloatTensor<Self> {
         let z = flex_forward(
             x.primitive(),
             weight.primitive(),
             bias.primitive(),
             has_bias,
+            stride,
         );
-        match ConvSameBackward
+        match (ConvBackward { stride })
             .prepare::<C>([x.node(), weight.node(), bias.node()])
             .compute_bound()
             .stateful()

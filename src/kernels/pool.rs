@@ -1,5 +1,6 @@
-//! 2×2 max-pooling with stride 2 as one op, parallel over the (image, channel) planes, with an
-//! optional nonlinearity g applied after it.
+//! Max-pooling as one op, parallel over the (image, channel) planes: the CNN's 2×2 windows with
+//! stride 2, with an optional nonlinearity g applied after it, and the Inception's overlapping
+//! 3×3 windows with stride 2 (see [`max_pool3x3_stride2`]).
 //!
 //! ```text
 //! y[n, c, i, j] = g(max of x[n, c, 2i..2i+2, 2j..2j+2])     (odd trailing rows/columns dropped)
@@ -41,6 +42,24 @@ pub trait FusedMaxPool: Backend {
     fn max_pool2x2(x: FloatTensor<Self>, act: Act) -> FloatTensor<Self> {
         max_pool2x2_reference::<Self>(x, act)
     }
+
+    /// `[N, C, H, W]` → `[N, C, ⌊(H − 3)/2⌋ + 1, ⌊(W − 3)/2⌋ + 1]`: 3×3 windows, stride 2.
+    ///
+    /// This default body is `max_pool3x3_stride2_reference`; Flex overrides it with the kernel
+    /// below.
+    fn max_pool3x3_stride2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        max_pool3x3_stride2_reference::<Self>(x)
+    }
+}
+
+/// The reference for [`FusedMaxPool::max_pool3x3_stride2`]: Burn's `max_pool2d` with kernel 3,
+/// stride 2, no padding, floor mode:
+///
+/// ```text
+/// y[n, c, i, j] = max of x[n, c, 2i..2i+3, 2j..2j+3]
+/// ```
+pub(crate) fn max_pool3x3_stride2_reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    B::max_pool2d(x, [3, 3], [2, 2], [0, 0], [1, 1], false)
 }
 
 /// The reference for [`FusedMaxPool`], in the op's own order: Burn's `max_pool2d` (kernel 2,
@@ -67,6 +86,139 @@ pub fn max_pool2x2_then(x: Tensor<4>, act: Act) -> Tensor<4> {
         x.into_dispatch(),
         act,
     ))
+}
+
+/// 3×3 max-pooling with stride 2 and no padding: the Inception's downsample modules. Panics if
+/// the image is smaller than 3×3.
+///
+/// Why its own kernel: Flex's max-pool records indices and scatters the gradient back with a
+/// scalar, bounds-checked add, about 10% of a one-thread Inception step. Here the forward
+/// records each window's winner (0–8, the first maximum in row-major order; a NaN wins) and
+/// the backward adds ∂y at the winners plane by plane, in a fixed order. The windows overlap,
+/// so an input can win up to four of them and receive the sum of their gradients.
+pub fn max_pool3x3_stride2(x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    assert!(
+        h >= 3 && w >= 3,
+        "max_pool3x3_stride2: the image is {h}x{w}, under 3x3"
+    );
+    Tensor::from_dispatch(<Dispatch as FusedMaxPool>::max_pool3x3_stride2(
+        x.into_dispatch(),
+    ))
+}
+
+/// The output side of a 3×3 window with stride 2 on a side of `side` (at least 3).
+fn windows3(side: usize) -> usize {
+    side.saturating_sub(3) / 2 + 1
+}
+
+/// Each window's maximum and its winner (0–8, row-major), for every plane.
+fn forward3<T: Real>(x: &[T], d: PoolDims) -> (Vec<T>, Vec<u8>) {
+    let (oh, ow) = (windows3(d.h), windows3(d.w));
+    let (plane_in, plane_out) = (d.h * d.w, oh * ow);
+    let len = d.planes * plane_out;
+    let mut arg = Vec::with_capacity(len);
+    // SAFETY: `pool3_plane` writes every output and winner of its plane.
+    let y = unsafe {
+        vec_written(len, |y| {
+            y.par_chunks_mut(plane_out.max(1))
+                .zip(arg.spare_capacity_mut()[..len].par_chunks_mut(plane_out.max(1)))
+                .zip(x.par_chunks(plane_in.max(1)))
+                .for_each(|((yp, ap), xp)| pool3_plane(xp, yp, ap, d.w, oh, ow));
+        })
+    };
+    // SAFETY: written above, with `y`.
+    unsafe { arg.set_len(len) };
+    (y, arg)
+}
+
+simd_fn! {
+    /// One plane of 3×3 windows with stride 2: the window scanned in row-major order, each
+    /// value taking over when it [`wins`] (as a select, not a branch on the values).
+    fn pool3_plane<T: Real>(
+        xp: &[T],
+        yp: &mut [MaybeUninit<T>],
+        ap: &mut [MaybeUninit<u8>],
+        w: usize,
+        oh: usize,
+        ow: usize,
+    ) {
+        for i in 0..oh {
+            let rows = [0, 1, 2].map(|dy| &xp[(2 * i + dy) * w..][..w]);
+            let out = yp[i * ow..][..ow].iter_mut().zip(&mut ap[i * ow..][..ow]);
+            for (j, (y, k)) in out.enumerate() {
+                let (mut best, mut at) = (rows[0][2 * j], 0u8);
+                for (idx, v) in (1u8..9).map(|idx| (idx, rows[idx as usize / 3][2 * j + idx as usize % 3])) {
+                    let take = wins(best, v);
+                    best = if take { v } else { best };
+                    at = if take { idx } else { at };
+                }
+                y.write(best);
+                k.write(at);
+            }
+        }
+    }
+}
+
+/// ∂x from ∂y and the winners: each plane zeroed, then ∂y added at each window's winner,
+/// windows in row-major order.
+fn backward3<T: Real>(g: &[T], arg: &[u8], d: PoolDims) -> Vec<T> {
+    let (oh, ow) = (windows3(d.h), windows3(d.w));
+    let (plane_in, plane_out) = (d.h * d.w, oh * ow);
+    let mut dx = vec![T::ZERO; d.planes * plane_in];
+    dx.par_chunks_mut(plane_in.max(1))
+        .zip(
+            g.par_chunks(plane_out.max(1))
+                .zip(arg.par_chunks(plane_out.max(1))),
+        )
+        .for_each(|(dp, (gp, ap))| {
+            for (o, (&gv, &k)) in gp.iter().zip(ap).enumerate() {
+                let (i, j) = (o / ow, o % ow);
+                let (ky, kx) = (usize::from(k) / 3, usize::from(k) % 3);
+                dp[(2 * i + ky) * d.w + 2 * j + kx] += gv;
+            }
+        });
+    dx
+}
+
+/// What the 3×3 pool's backward keeps: the winners, the input's shape and dtype.
+#[derive(Debug, Clone)]
+struct Winners3 {
+    arg: Arc<Vec<u8>>,
+    dims: Vec<usize>,
+    dtype: DType,
+}
+
+impl InDtype for Winners3 {
+    fn in_dtype(self, dtype: DType) -> Self {
+        Winners3 { dtype, ..self }
+    }
+}
+
+fn flex_forward3(x: &FlexTensor) -> (FlexTensor, Winners3) {
+    let d = PoolDims::of(x);
+    let dims = x.layout().shape().to_vec();
+    let out_shape = vec![dims[0], dims[1], windows3(d.h), windows3(d.w)];
+    float_dispatch!(x.dtype(), |T| {
+        let (y, arg) = forward3::<T>(&values(x), d);
+        let winners = Winners3 {
+            arg: Arc::new(arg),
+            dims,
+            dtype: x.dtype(),
+        };
+        (tensor_from(y, out_shape), winners)
+    })
+}
+
+fn flex_backward3(g: &FlexTensor, w: &Winners3) -> FlexTensor {
+    let d = PoolDims {
+        planes: w.dims[0] * w.dims[1],
+        h: w.dims[2],
+        w: w.dims[3],
+    };
+    float_dispatch!(w.dtype, |T| {
+        tensor_from(backward3::<T>(&values(g), &w.arg, d), w.dims.clone())
+    })
 }
 
 /// Input shape and the pooled plane's size.
@@ -285,12 +437,28 @@ impl FusedMaxPool for Flex {
     fn max_pool2x2(x: FlexTensor, act: Act) -> FlexTensor {
         flex_forward(&x, act).0
     }
+
+    fn max_pool3x3_stride2(x: FlexTensor) -> FlexTensor {
+        flex_forward3(&x).0
+    }
 }
 
 impl<C: CheckpointStrategy> FusedMaxPool for Autodiff<Flex, C> {
     fn max_pool2x2(x: FloatTensor<Self>, act: Act) -> FloatTensor<Self> {
         let (y, winners) = flex_forward(x.primitive(), act);
         match OneInputBackward::new(|winners: Winners, g| flex_backward(&g, &winners))
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(winners, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn max_pool3x3_stride2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (y, winners) = flex_forward3(x.primitive());
+        match OneInputBackward::new(|winners: Winners3, g| flex_backward3(&g, &winners))
             .prepare::<C>([x.node()])
             .compute_bound()
             .stateful()

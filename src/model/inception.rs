@@ -21,14 +21,14 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
-use burn::tensor::module::{conv2d, max_pool2d};
-use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 
 use super::block::{
     CLASSES, ConvShape, LayerBuilder, NetSpec, Pass, WeightLayer, take_data_init, weight_layers,
 };
 use super::geometry::{Architecture, Compute, ImageShape, NetSize};
-use crate::kernels::{conv1x1, conv3x3};
+use crate::kernels::{conv1x1, conv3x3, conv3x3_stride2, max_pool3x3_stride2};
 use crate::norm::{LayerShape, Norm};
 
 /// The largest `model.width`: four times Zhang et al.'s channels is far beyond what a CPU trains.
@@ -232,7 +232,7 @@ impl Inception {
     }
 
     /// Logits. There is no shortcut yet: the same ops as [`Inception::forward_reference`],
-    /// whose 3×3 stride-1 and 1×1 convolutions go through bn-exp's own kernel.
+    /// whose convolutions and max-pools go through bn-exp's own kernels.
     pub fn forward(&self, x: Tensor<2>, pass: Pass) -> Result<Tensor<2>> {
         self.forward_reference(x, pass)
     }
@@ -254,8 +254,7 @@ impl Inception {
         Ok(self.output.forward(dropped))
     }
 
-    /// Conv module `i`'s convolution with its bias, if any: bn-exp's kernels for the 3×3
-    /// stride-1 and the 1×1 convolutions, Burn's `conv2d` for the stride-2 ones.
+    /// Conv module `i`'s convolution with its bias, if any, through bn-exp's kernels.
     fn conv(&self, i: usize, h: Tensor<4>) -> Tensor<4> {
         let bias = self.convs[i].bias.as_ref().map(|b| b.val());
         let weight = self.conv_weight(i);
@@ -316,6 +315,9 @@ fn conv_with(
     if shape.kernel == 1 && shape.stride == 1 {
         return conv1x1(h, weight, bias);
     }
+    if (shape.kernel, shape.stride, shape.padding) == (3, 2, 0) {
+        return conv3x3_stride2(h, weight, bias);
+    }
     let (s, p) = (shape.stride, shape.padding);
     conv2d(h, weight, bias, ConvOptions::new([s, s], [p, p], [1, 1], 1))
 }
@@ -339,16 +341,11 @@ fn walk(
             Stage::Down(_) => {
                 let conv = module(i, h.clone())?;
                 i += 1;
-                Tensor::cat(vec![conv, max_pool_3x3_stride2(h)], 1)
+                Tensor::cat(vec![conv, max_pool3x3_stride2(h)], 1)
             }
         };
     }
     Ok(h)
-}
-
-/// The 3×3 stride-2 max-pool of a downsample module, without padding.
-fn max_pool_3x3_stride2(h: Tensor<4>) -> Tensor<4> {
-    max_pool2d(h, MaxPoolOptions::new([3, 3]).with_stride([2, 2]))
 }
 
 /// Each channel's mean over its map: `[N, C, H, W]` → `[N, C]`.
