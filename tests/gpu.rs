@@ -152,11 +152,23 @@ fn dense_case(d: &Device, bias: bool, bn: bool, act: Act) -> Vec<Vec<f64>> {
 }
 
 fn conv_case(d: &Device) -> Vec<Vec<f64>> {
+    conv_case_with(conv3x3, d)
+}
+
+/// The downsample modules' convolution (3×3, stride 2, no padding) on an odd-sided image.
+fn conv_stride2_case(d: &Device) -> Vec<Vec<f64>> {
+    conv_case_with(kernels::conv3x3_stride2, d)
+}
+
+fn conv_case_with(
+    conv: fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>) -> Tensor<4>,
+    d: &Device,
+) -> Vec<Vec<f64>> {
     let (n, c, h, w, co) = (5, 3, 6, 7, 4);
     let x = input(&values(n * c * h * w, 11), [n, c, h, w], d);
     let wt = input(&values(co * c * 9, 12), [co, c, 3, 3], d);
     let b = input(&values(co, 13), [co], d);
-    let out = conv3x3(x.clone(), wt.clone(), Some(b.clone()));
+    let out = conv(x.clone(), wt.clone(), Some(b.clone()));
     let grads = weighted(out.clone(), 14, d).backward();
     vec![
         flat(out),
@@ -170,6 +182,14 @@ fn pool_case(d: &Device) -> Vec<Vec<f64>> {
     let x = input(&values(4 * 3 * 6 * 8, 21), [4, 3, 6, 8], d);
     let out = kernels::max_pool2x2_then(x.clone(), Act::Relu);
     let grads = weighted(out.clone(), 22, d).backward();
+    vec![flat(out), grad(&x, &grads)]
+}
+
+/// The downsample modules' max-pool: overlapping 3×3 windows with stride 2.
+fn pool3_case(d: &Device) -> Vec<Vec<f64>> {
+    let x = input(&values(4 * 3 * 7 * 8, 23), [4, 3, 7, 8], d);
+    let out = kernels::max_pool3x3_stride2(x.clone());
+    let grads = weighted(out.clone(), 24, d).backward();
     vec![flat(out), grad(&x, &grads)]
 }
 
@@ -223,7 +243,7 @@ fn the_gpu_is_wgpu_and_says_which_adapter_it_is() {
 
 #[test]
 fn every_fused_op_on_the_gpu_matches_its_cpu_kernel() {
-    let cases: [(&str, &[&str], Case); 8] = [
+    let cases: [(&str, &[&str], Case); 10] = [
         ("sigmoid", &["y", "dx"], sigmoid_case),
         (
             "batch norm [N, C]",
@@ -236,7 +256,13 @@ fn every_fused_op_on_the_gpu_matches_its_cpu_kernel() {
             |d| batch_norm_case([6, 4, 5, 3], d),
         ),
         ("conv3x3", &["y", "dx", "dW", "db"], conv_case),
+        (
+            "conv3x3 stride 2",
+            &["y", "dx", "dW", "db"],
+            conv_stride2_case,
+        ),
         ("max-pool then ReLU", &["y", "dx"], pool_case),
+        ("max-pool 3x3 stride 2", &["y", "dx"], pool3_case),
         ("cross-entropy", &["loss", "dlogits"], loss_case),
         ("weight norm", &["w", "dv", "dg"], weight_norm_case),
         ("mean-only BN", &["y", "mean", "dx", "dbeta"], center_case),

@@ -114,22 +114,7 @@ fn windows3(side: usize) -> usize {
 
 /// Each window's maximum and its winner (0–8, row-major), for every plane.
 fn forward3<T: Real>(x: &[T], d: PoolDims) -> (Vec<T>, Vec<u8>) {
-    let (oh, ow) = (windows3(d.h), windows3(d.w));
-    let (plane_in, plane_out) = (d.h * d.w, oh * ow);
-    let len = d.planes * plane_out;
-    let mut arg = Vec::with_capacity(len);
-    // SAFETY: `pool3_plane` writes every output and winner of its plane.
-    let y = unsafe {
-        vec_written(len, |y| {
-            y.par_chunks_mut(plane_out.max(1))
-                .zip(arg.spare_capacity_mut()[..len].par_chunks_mut(plane_out.max(1)))
-                .zip(x.par_chunks(plane_in.max(1)))
-                .for_each(|((yp, ap), xp)| pool3_plane(xp, yp, ap, d.w, oh, ow));
-        })
-    };
-    // SAFETY: written above, with `y`.
-    unsafe { arg.set_len(len) };
-    (y, arg)
+    pool_planes(x, d, (windows3(d.h), windows3(d.w)), pool3_plane::<T>)
 }
 
 simd_fn! {
@@ -246,18 +231,31 @@ impl PoolDims {
 
 /// Pooled values and, per output, which of the window's four inputs won (row-major 0–3).
 fn forward<T: Real>(x: &[T], d: PoolDims) -> (Vec<T>, Vec<u8>) {
-    let (oh, ow) = d.out_hw();
+    pool_planes(x, d, d.out_hw(), pool_plane::<T>)
+}
+
+/// One plane's pooling: (input, outputs, winners, input width, output height and width).
+type PoolPlane<T> = fn(&[T], &mut [MaybeUninit<T>], &mut [MaybeUninit<u8>], usize, usize, usize);
+
+/// Pooled values `[planes, oh, ow]` and each window's winner, with `plane` run on every plane,
+/// planes spread over threads.
+fn pool_planes<T: Real>(
+    x: &[T],
+    d: PoolDims,
+    (oh, ow): (usize, usize),
+    plane: PoolPlane<T>,
+) -> (Vec<T>, Vec<u8>) {
     let plane_in = d.h * d.w;
     let plane_out = oh * ow;
     let len = d.planes * plane_out;
     let mut arg = Vec::with_capacity(len);
-    // SAFETY: every plane's `oh·ow` outputs and winners are written by `pool_plane`.
+    // SAFETY: every plane's `oh·ow` outputs and winners are written by `plane`.
     let y = unsafe {
         vec_written(len, |y| {
             y.par_chunks_mut(plane_out.max(1))
                 .zip(arg.spare_capacity_mut()[..len].par_chunks_mut(plane_out.max(1)))
                 .zip(x.par_chunks(plane_in.max(1)))
-                .for_each(|((yp, ap), xp)| pool_plane(xp, yp, ap, d.w, oh, ow));
+                .for_each(|((yp, ap), xp)| plane(xp, yp, ap, d.w, oh, ow));
         })
     };
     // SAFETY: written above, with `y`.
