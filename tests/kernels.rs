@@ -367,9 +367,8 @@ fn conv_case_strided(
     ]
 }
 
-/// The stride-1 3×3 convolution, on a batch that spans several parallel tasks, on maps of one
-/// or two rows or columns, where each shifted row of the column matrix is mostly padding, and on
-/// maps of under and over 256 positions (several images to a product, and one).
+/// The stride-1 3×3 convolution, on a batch that spans several parallel tasks, and on maps of
+/// one or two rows or columns, where each shifted row of the column matrix is mostly padding.
 #[test]
 fn conv3x3_matches_its_reference_with_and_without_bias() {
     for bias in [true, false] {
@@ -391,9 +390,8 @@ fn conv3x3_matches_its_reference_with_and_without_bias() {
     }
 }
 
-/// The 1×1 convolution on a batch that spans several parallel tasks, odd and wide maps, and
-/// maps of 256 positions and more (one image to a product: no column matrix, ∂x written by
-/// the product).
+/// The 1×1 convolution (no column matrix; ∂x written by the product) on a batch that spans
+/// several parallel tasks, odd and wide maps.
 #[test]
 fn conv1x1_matches_its_reference_with_and_without_bias() {
     for bias in [true, false] {

@@ -317,19 +317,18 @@ fn shifted_run(h: usize, w: usize, ky: usize, kx: usize) -> Option<(usize, usize
 simd_fn! {
     /// The column matrix `[C·9, H·W]` of one image `[C, H, W]` for a 3×3 kernel with stride 1
     /// and padding 1: row (c, ky, kx) holds the image shifted by (ky − 1, kx − 1), zero where
-    /// that reads outside it. Rows start `ld` apart in `col` (`ld` ≥ H·W: the image's columns
-    /// within a matrix of several images' columns).
+    /// that reads outside it.
     ///
     /// Each row is one copy of the whole shifted plane, then the column the shift wrapped
     /// around is zeroed: a copy per image row cost a `memcpy` call per 7 to 32 floats.
-    fn im2col<T: Real>(img: &[T], d: Dims, col: &mut [T], ld: usize) {
+    fn im2col<T: Real>(img: &[T], d: Dims, col: &mut [T]) {
         let (h, w, hw) = (d.h, d.w, d.hw());
         for c in 0..d.c {
             let plane = &img[c * hw..(c + 1) * hw];
             for ky in 0..3 {
                 let (y0, y1) = inside_rows(h, ky);
                 for kx in 0..3 {
-                    let row = &mut col[(c * 9 + ky * 3 + kx) * ld..][..hw];
+                    let row = &mut col[(c * 9 + ky * 3 + kx) * hw..][..hw];
                     row[..y0 * w].fill(T::ZERO);
                     row[y1 * w..].fill(T::ZERO);
                     let Some((from, to, start)) = shifted_run(h, w, ky, kx) else {
@@ -348,21 +347,20 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// The adjoint of [`im2col`]: adds each column-matrix row (`ld` apart in `dcol`) back onto
-    /// the image `[C, H, W]`.
+    /// The adjoint of [`im2col`]: adds each column-matrix row back onto the image `[C, H, W]`.
     ///
     /// As in [`im2col`], each row is added as one shifted run over the plane. The row's entries
     /// for reads outside the image (its wrapped column) are zeroed first, so that the run adds
     /// 0 where the shift wraps onto the neighbouring row: every element of the image receives
     /// the same additions in the same order as row by row.
-    fn col2im_add<T: Real>(dcol: &mut [T], d: Dims, img: &mut [T], ld: usize) {
+    fn col2im_add<T: Real>(dcol: &mut [T], d: Dims, img: &mut [T]) {
         let (h, w, hw) = (d.h, d.w, d.hw());
         for c in 0..d.c {
             let plane = &mut img[c * hw..(c + 1) * hw];
             for ky in 0..3 {
                 let (y0, y1) = inside_rows(h, ky);
                 for kx in 0..3 {
-                    let row = &mut dcol[(c * 9 + ky * 3 + kx) * ld..][..hw];
+                    let row = &mut dcol[(c * 9 + ky * 3 + kx) * hw..][..hw];
                     if let Some(x) = outside_column(kx, w) {
                         for y in y0..y1 {
                             row[y * w + x] = T::ZERO;
@@ -384,14 +382,14 @@ simd_fn! {
 simd_fn! {
     /// The column matrix `[C·9, H'·W']` of one image for a 3×3 kernel with stride 2 and no
     /// padding: row (c, ky, kx), column (i, j) holds x[c, 2i + ky, 2j + kx]. Every read is
-    /// inside the image. Rows start `ld` apart in `col`, as in [`im2col`].
-    fn im2col_stride2<T: Real>(img: &[T], d: Dims, col: &mut [T], ld: usize) {
+    /// inside the image.
+    fn im2col_stride2<T: Real>(img: &[T], d: Dims, col: &mut [T]) {
         let (w, hw_out) = (d.w, d.hw_out());
         for c in 0..d.c {
             let plane = &img[c * d.hw()..(c + 1) * d.hw()];
             for ky in 0..3 {
                 for kx in 0..3 {
-                    let row = &mut col[(c * 9 + ky * 3 + kx) * ld..][..hw_out];
+                    let row = &mut col[(c * 9 + ky * 3 + kx) * hw_out..][..hw_out];
                     for (i, dst) in row.chunks_exact_mut(d.wo).enumerate() {
                         let src = &plane[(2 * i + ky) * w + kx..];
                         for (j, v) in dst.iter_mut().enumerate() {
@@ -405,15 +403,14 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// The adjoint of [`im2col_stride2`]: adds each column-matrix row (`ld` apart in `dcol`)
-    /// back onto the image.
-    fn col2im_add_stride2<T: Real>(dcol: &[T], d: Dims, img: &mut [T], ld: usize) {
+    /// The adjoint of [`im2col_stride2`]: adds each column-matrix row back onto the image.
+    fn col2im_add_stride2<T: Real>(dcol: &[T], d: Dims, img: &mut [T]) {
         let (w, hw_out) = (d.w, d.hw_out());
         for c in 0..d.c {
             let plane = &mut img[c * d.hw()..(c + 1) * d.hw()];
             for ky in 0..3 {
                 for kx in 0..3 {
-                    let row = &dcol[(c * 9 + ky * 3 + kx) * ld..][..hw_out];
+                    let row = &dcol[(c * 9 + ky * 3 + kx) * hw_out..][..hw_out];
                     for (i, src) in row.chunks_exact(d.wo).enumerate() {
                         let dst = &mut plane[(2 * i + ky) * w + kx..];
                         for (j, &v) in src.iter().enumerate() {
@@ -444,178 +441,41 @@ fn weight_op<T>(w: &[T], d: Dims) -> Operand<'_, T> {
     }
 }
 
-/// How many images' column matrices side by side make one product. A map of at least 256
-/// positions (the CNN's 32×32 and 16×16) is a product wide enough on its own; the Inception's
-/// 15×15 and 7×7 maps with 8 to 44 output channels made products so small that gemm's set-up,
-/// its edge kernels and packing the weights again per image cost more than the arithmetic.
-/// So those take all of a task's images (1,800 and 392 columns). Grouping changes only the
-/// order in which ∂W sums over positions; the CNN's maps never group, so its numbers stay.
-fn images_per_product(hw_out: usize) -> usize {
-    if hw_out >= 256 { 1 } else { IMAGES_PER_TASK }
-}
-
-/// Writes the column matrix of image `xi` into `col` (rows `ld` apart): the image itself for a
-/// 1×1 kernel, else its im2col.
-fn write_columns<T: Real>(xi: &[T], d: Dims, col: &mut [T], ld: usize) {
+/// The column matrix of one image `xi`: built in `col` for a 3×3 kernel, the image itself for
+/// a 1×1 one.
+fn columns<'a, T: Real>(xi: &'a [T], d: Dims, col: &'a mut [T]) -> &'a [T] {
     match (d.g.kernel, d.g.stride) {
-        (1, _) => {
-            let hw = d.hw();
-            for (c, row) in xi.chunks_exact(hw).enumerate() {
-                col[c * ld..][..hw].copy_from_slice(row);
-            }
-        }
-        (3, 1) => im2col(xi, d, col, ld),
-        _ => im2col_stride2(xi, d, col, ld),
+        (1, _) => return xi,
+        (3, 1) => im2col(xi, d, col),
+        _ => im2col_stride2(xi, d, col),
     }
+    col
 }
 
-/// The column matrix `[K, g·H'·W']` of the images `xs` (g of them, each `img_len` long) side by
-/// side, in `col`; for one image with a 1×1 kernel, the image itself without a copy.
-fn group_columns<'a, T: Real>(xs: &'a [T], d: Dims, col: &'a mut [T]) -> &'a [T] {
-    let (hw, img_len) = (d.hw_out(), d.c * d.hw());
-    let g = xs.len() / img_len;
-    if g == 1 && d.g.kernel == 1 {
-        return xs;
-    }
-    let ld = g * hw;
-    for (i, xi) in xs.chunks_exact(img_len).enumerate() {
-        write_columns(xi, d, &mut col[i * hw..], ld);
-    }
-    &col[..d.k() * ld]
-}
-
-/// `[C_out, g·HW]` (the images' maps side by side) from `g` images' `[C_out, HW]` in `from`.
-fn gather_maps<T: Real>(from: &[T], rows: usize, hw: usize, to: &mut [T]) {
-    let g = from.len() / (rows * hw);
-    for (i, map) in from.chunks_exact(rows * hw).enumerate() {
-        for (r, row) in map.chunks_exact(hw).enumerate() {
-            to[r * g * hw + i * hw..][..hw].copy_from_slice(row);
-        }
-    }
-}
-
-/// The inverse of [`gather_maps`]: each image's `[rows, HW]` from `[rows, g·HW]`.
-fn scatter_maps<T: Copy>(from: &[T], rows: usize, hw: usize, to: &mut [MaybeUninit<T>]) {
-    let g = to.len() / (rows * hw);
-    for (i, map) in to.chunks_exact_mut(rows * hw).enumerate() {
-        for (r, row) in map.chunks_exact_mut(hw).enumerate() {
-            for (o, &v) in row.iter_mut().zip(&from[r * g * hw + i * hw..][..hw]) {
-                o.write(v);
-            }
-        }
-    }
-}
-
-/// `out` (`[C_out, cols]`) set to each channel's bias, or to 0, for the product to add onto.
-fn fill_bias<'a, T: Real>(
-    out: &'a mut [MaybeUninit<T>],
-    bias: Option<&[T]>,
-    cols: usize,
-) -> &'a mut [T] {
-    for (c, row) in out.chunks_mut(cols).enumerate() {
-        let v = bias.map_or(T::ZERO, |b| b[c]);
-        row.iter_mut().for_each(|o| {
-            o.write(v);
-        });
-    }
-    // SAFETY: every element was written just above.
-    unsafe { assume_written(out) }
-}
-
-fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
-    let (hw, k) = (d.hw_out(), d.k());
-    let img_len = d.c * d.hw();
-    let out_len = d.c_out * hw;
-    let group = images_per_product(hw);
-    let col_len = if group == 1 && d.g.kernel == 1 {
-        0
-    } else {
-        k * hw * group
-    };
-    let task = |scratch: &mut Scratch<T>, (z_chunk, x_chunk): (&mut [MaybeUninit<T>], &[T])| {
-        let col = scratch.col(col_len);
-        let mut grouped = Vec::with_capacity(if group > 1 { out_len * group } else { 0 });
-        for (zg, xg) in z_chunk
-            .chunks_mut(out_len * group)
-            .zip(x_chunk.chunks(img_len * group))
-        {
-            let cols = xg.len() / img_len * hw;
-            let col = group_columns(xg, d, col);
-            // The bias first, for the product to add onto; without one the product writes
-            // every element.
-            let product = |out: &mut [T]| {
-                let col_op = Operand {
-                    data: col,
-                    rs: cols as isize,
-                    cs: 1,
-                };
-                gemm_into(
-                    (d.c_out, cols, k),
-                    out,
-                    weight_op(wt, d),
-                    col_op,
-                    bias.is_some(),
-                );
-            };
-            // One image writes its output in place; a group writes `[C_out, g·HW]`, then each
-            // image's part is copied out.
-            if group == 1 {
-                product(fill_bias(zg, bias, cols));
-            } else {
-                let out = fill_bias(
-                    &mut grouped.spare_capacity_mut()[..d.c_out * cols],
-                    bias,
-                    cols,
-                );
-                product(out);
-                scatter_maps(out, d.c_out, hw, zg);
-            }
-        }
-    };
-    // SAFETY: each image's output is written above (in place, or copied from its group's).
-    unsafe {
-        vec_written(d.n * out_len, |z| {
-            z.par_chunks_mut(out_len * IMAGES_PER_TASK)
-                .zip(x.par_chunks(img_len * IMAGES_PER_TASK))
-                .for_each_init(Scratch::default, task);
-        })
-    }
-}
-
-/// Adds the column matrix's gradient `dcol` (rows `ld` apart) back onto one image's ∂x (3×3
-/// kernels); `dcol` is scratch, and is left changed.
-fn add_columns<T: Real>(dcol: &mut [T], d: Dims, dxi: &mut [T], ld: usize) {
+/// Adds the column matrix's gradient `dcol` back onto one image's ∂x (3×3 kernels); `dcol` is
+/// scratch, and is left changed.
+fn add_columns<T: Real>(dcol: &mut [T], d: Dims, dxi: &mut [T]) {
     if d.g.stride == 1 {
-        col2im_add(dcol, d, dxi, ld);
+        col2im_add(dcol, d, dxi);
     } else {
-        col2im_add_stride2(dcol, d, dxi, ld);
+        col2im_add_stride2(dcol, d, dxi);
     }
 }
 
-/// A thread's working memory for the tasks it runs: the column matrix, its gradient and the
-/// gathered ∂z. Every use writes the part it reads first (`gemm` does not read an output it
-/// overwrites), so the buffers are made once per rayon job and reused across its tasks
-/// instead of zeroed for each task, which was 5% of an Inception step (`memset`).
+/// A thread's working memory for the images it runs: the column matrix and its gradient. Each
+/// use writes what it reads first (`gemm` does not read an output it overwrites), so the
+/// buffers are made once per rayon job and reused across its tasks instead of zeroed for every
+/// task, which was 5% of an Inception step (`memset`).
 #[derive(Default)]
 struct Scratch<T> {
     col: Vec<T>,
     dcol: Vec<T>,
-    gz: Vec<T>,
 }
 
 impl<T: Real> Scratch<T> {
-    /// The column-matrix buffer, at least `len` long.
-    fn col(&mut self, len: usize) -> &mut [T] {
-        grown(&mut self.col, len)
-    }
-
-    /// The backward's three buffers, at least these lengths.
-    fn backward(&mut self, col: usize, dcol: usize, gz: usize) -> (&mut [T], &mut [T], &mut [T]) {
-        (
-            grown(&mut self.col, col),
-            grown(&mut self.dcol, dcol),
-            grown(&mut self.gz, gz),
-        )
+    /// The column matrix's buffer and its gradient's, at least these lengths.
+    fn buffers(&mut self, col: usize, dcol: usize) -> (&mut [T], &mut [T]) {
+        (grown(&mut self.col, col), grown(&mut self.dcol, dcol))
     }
 }
 
@@ -625,6 +485,49 @@ fn grown<T: Real>(v: &mut Vec<T>, len: usize) -> &mut [T] {
         v.resize(len, T::ZERO);
     }
     v
+}
+
+fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
+    let (hw, k) = (d.hw_out(), d.k());
+    let img_len = d.c * d.hw();
+    let out_len = d.c_out * hw;
+    let col_len = if d.g.kernel == 3 { k * hw } else { 0 };
+    let task = |scratch: &mut Scratch<T>, (z_chunk, x_chunk): (&mut [MaybeUninit<T>], &[T])| {
+        let (col, _) = scratch.buffers(col_len, 0);
+        for (zi, xi) in z_chunk.chunks_mut(out_len).zip(x_chunk.chunks(img_len)) {
+            let col = columns(xi, d, col);
+            // The bias first, for the product to add onto; without one the product writes
+            // every element.
+            for (row, c) in zi.chunks_mut(hw).zip(0..) {
+                let v = bias.map_or(T::ZERO, |b| b[c]);
+                row.iter_mut().for_each(|o| {
+                    o.write(v);
+                });
+            }
+            // SAFETY: every element was written just above.
+            let zi = unsafe { assume_written(zi) };
+            let col_op = Operand {
+                data: col,
+                rs: hw as isize,
+                cs: 1,
+            };
+            gemm_into(
+                (d.c_out, hw, k),
+                zi,
+                weight_op(wt, d),
+                col_op,
+                bias.is_some(),
+            );
+        }
+    };
+    // SAFETY: each image's output is written above before the product runs on it.
+    unsafe {
+        vec_written(d.n * out_len, |z| {
+            z.par_chunks_mut(out_len * IMAGES_PER_TASK)
+                .zip(x.par_chunks(img_len * IMAGES_PER_TASK))
+                .for_each_init(Scratch::default, task);
+        })
+    }
 }
 
 /// One task's images, upstream gradients and (if wanted) ∂x, as chunks of the batch.
@@ -641,74 +544,47 @@ fn backward<T: Real>(
     let (hw, k) = (d.hw_out(), d.k());
     let img_len = d.c * d.hw();
     let out_len = d.c_out * hw;
-    let group = images_per_product(hw);
+    let three = d.g.kernel == 3;
+    let col_len = if three { k * hw } else { 0 };
+    let dcol_len = if want_dx { col_len } else { 0 };
     let mut dx = want_dx.then(|| vec![T::ZERO; d.n * img_len]);
     let chunks = d.n.div_ceil(IMAGES_PER_TASK);
     // Each task's partial (∂W, ∂b), summed in chunk order below.
     let task = |scratch: &mut Scratch<T>, (x_chunk, (gz_chunk, dx_chunk)): ChunkInputs<T>| {
-        let three = d.g.kernel == 3;
-        let grouped = group > 1;
-        let wide = if three || grouped { k * hw * group } else { 0 };
-        let (col, dcol, gz_wide) = scratch.backward(
-            wide,
-            if want_dx { wide } else { 0 },
-            if grouped { out_len * group } else { 0 },
-        );
+        let (col, dcol) = scratch.buffers(col_len, dcol_len);
         let mut dw = vec![T::ZERO; d.c_out * k];
         let mut db = vec![0.0f64; if want_db { d.c_out } else { 0 }];
-        let mut dx_groups = dx_chunk.map(|c| c.chunks_mut(img_len * group));
-        for (xg, gg) in x_chunk
-            .chunks(img_len * group)
-            .zip(gz_chunk.chunks(out_len * group))
-        {
-            let cols = xg.len() / img_len * hw;
+        let mut dx_images = dx_chunk.map(|c| c.chunks_mut(img_len));
+        for (xi, gi) in x_chunk.chunks(img_len).zip(gz_chunk.chunks(out_len)) {
             if want_db {
-                for gi in gg.chunks(out_len) {
-                    bias_sums(gi, hw, &mut db);
-                }
+                bias_sums(gi, hw, &mut db);
             }
-            let col = group_columns(xg, d, col);
-            let g_data = if grouped {
-                gather_maps(gg, d.c_out, hw, gz_wide);
-                &gz_wide[..d.c_out * cols]
-            } else {
-                gg
-            };
+            let col = columns(xi, d, col);
             let g_op = || Operand {
-                data: g_data,
-                rs: cols as isize,
+                data: gi,
+                rs: hw as isize,
                 cs: 1,
             };
-            // ∂W += ∂z · colᵀ (col read with swapped strides)
+            // ∂W += ∂z[n] · colᵀ (col read with swapped strides)
             let col_t = Operand {
                 data: col,
                 rs: 1,
-                cs: cols as isize,
+                cs: hw as isize,
             };
-            gemm_into((d.c_out, k, cols), &mut dw, g_op(), col_t, true);
-            let Some(dxg) = dx_groups.as_mut().and_then(Iterator::next) else {
-                continue;
-            };
-            // ∂col = Wᵀ · ∂z, then scattered back onto each image.
-            let w_t = Operand {
-                data: wt,
-                rs: 1,
-                cs: k as isize,
-            };
-            if !three && !grouped {
-                // 1×1, one image: the column matrix is the image, so the product is ∂x itself.
-                gemm_into((k, cols, d.c_out), dxg, w_t, g_op(), false);
-                continue;
-            }
-            let dcol = &mut dcol[..k * cols];
-            gemm_into((k, cols, d.c_out), dcol, w_t, g_op(), false);
-            for (i, dxi) in dxg.chunks_mut(img_len).enumerate() {
+            gemm_into((d.c_out, k, hw), &mut dw, g_op(), col_t, true);
+            if let Some(dxi) = dx_images.as_mut().and_then(Iterator::next) {
+                // ∂col = Wᵀ · ∂z[n], then scattered back onto the image.
+                let w_t = Operand {
+                    data: wt,
+                    rs: 1,
+                    cs: k as isize,
+                };
                 if three {
-                    add_columns(&mut dcol[i * hw..], d, dxi, cols);
+                    gemm_into((k, hw, d.c_out), &mut dcol[..k * hw], w_t, g_op(), false);
+                    add_columns(dcol, d, dxi);
                 } else {
-                    for (c, row) in dxi.chunks_exact_mut(hw).enumerate() {
-                        row.copy_from_slice(&dcol[c * cols + i * hw..][..hw]);
-                    }
+                    // 1×1: the column matrix is the image, so the product is ∂x[n] itself.
+                    gemm_into((k, hw, d.c_out), dxi, w_t, g_op(), false);
                 }
             }
         }
