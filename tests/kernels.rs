@@ -428,6 +428,25 @@ fn conv3x3_stride2_matches_its_reference_with_and_without_bias() {
     }
 }
 
+/// An image smaller than the kernel is refused by the one shape check of the fast op and its
+/// reference, naming the shapes, rather than indexing out of bounds.
+#[test]
+fn conv3x3_stride2_refuses_an_image_under_3x3_in_both_paths() {
+    for fast in [true, false] {
+        let caught =
+            std::panic::catch_unwind(|| conv_case_strided(fast, true, (1, 2, 2, 5, 3), (3, 2)));
+        let message = caught.expect_err("a 2x5 image must be refused");
+        let text = message
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            text.contains("do not fit") && text.contains("[1, 2, 2, 5]"),
+            "fast={fast}: {text}"
+        );
+    }
+}
+
 /// Output and ∂x of Σ upstream·pool(x) through `kernels::max_pool2x2_then` (`fast`) or
 /// `kernels::reference::max_pool2x2_then`.
 fn pool_case(fast: bool, shape: [usize; 4], act: Act) -> [Part; 2] {

@@ -181,6 +181,12 @@ fn reproduce(dir: &Path, claims: &Path, mode: &str) -> std::process::Output {
     command.output().unwrap()
 }
 
+/// The report a `reproduce` into `<dir>/results` wrote in `folder` (`reproduce` or
+/// `reproduce-quick`).
+fn report_in(dir: &Path, folder: &str) -> String {
+    std::fs::read_to_string(dir.join("results").join(folder).join("report.md")).unwrap()
+}
+
 /// `bn-exp reproduce` with `extra` flags, of `claims` into `<dir>/results`, to add flags to.
 fn reproduce_command(dir: &Path, claims: &Path, extra: &[&str]) -> Command {
     let mut command = bn_exp();
@@ -202,11 +208,7 @@ fn reproduce_writes_a_report_a_reader_and_a_parser_can_follow() {
     let tmp = tempfile::tempdir().unwrap();
     let claims = write_claims(tmp.path());
     let out = reproduce(tmp.path(), &claims, "--full");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let report_dir = tmp.path().join("results/reproduce");
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).unwrap())
@@ -268,13 +270,8 @@ fn reproduce_writes_a_report_a_reader_and_a_parser_can_follow() {
 
     // The quick mode is titled as such and sets each verdict against the full report's.
     let out = reproduce(tmp.path(), &claims, "--quick");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let quick =
-        std::fs::read_to_string(tmp.path().join("results/reproduce-quick/report.md")).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let quick = report_in(tmp.path(), "reproduce-quick");
     assert!(
         quick.starts_with("# bn-exp: Batch Normalization's claims, QUICK"),
         "{quick}"
@@ -582,7 +579,7 @@ fn studies_limits_the_reproduction_and_claims_name_their_registering_commit() {
         "tiny_bn trained"
     );
     assert!(tmp.path().join("results/tiny_lr").exists());
-    let report = std::fs::read_to_string(tmp.path().join("results/reproduce/report.md")).unwrap();
+    let report = report_in(tmp.path(), "reproduce");
     assert!(
         report.contains("tiny_bn is not among --studies"),
         "{report}"
@@ -607,8 +604,7 @@ fn studies_limits_the_reproduction_and_claims_name_their_registering_commit() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let quick =
-        std::fs::read_to_string(tmp.path().join("results/reproduce-quick/report.md")).unwrap();
+    let quick = report_in(tmp.path(), "reproduce-quick");
     assert!(
         quick.contains("tiny_lr is not run in quick mode"),
         "{quick}"

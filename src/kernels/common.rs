@@ -16,10 +16,13 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use burn::backend::Flex;
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
 use burn::tensor::{DType, TensorData};
 
 /// A float the kernels run in: f32 in training, f64 in the reference tests.
@@ -328,9 +331,23 @@ pub(super) struct OneInputBackward<S> {
     grad: fn(S, FlexTensor) -> FlexTensor,
 }
 
-impl<S> OneInputBackward<S> {
+impl<S: Clone + Send + std::fmt::Debug + 'static> OneInputBackward<S> {
     pub(super) fn new(grad: fn(S, FlexTensor) -> FlexTensor) -> Self {
         Self { grad }
+    }
+
+    /// `out`, computed by the kernel from `input`, as an autodiff tensor whose node keeps
+    /// `state` for the backward when `input` tracks a gradient.
+    pub(super) fn record<C: CheckpointStrategy>(
+        self,
+        input: &FloatTensor<Autodiff<Flex, C>>,
+        state: S,
+        out: FlexTensor,
+    ) -> FloatTensor<Autodiff<Flex, C>> {
+        match self.prepare::<C>([input.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(state, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
     }
 }
 

@@ -81,13 +81,7 @@ pub(crate) fn conv_reference<B: Backend>(
     has_bias: bool,
     stride: usize,
 ) -> FloatTensor<B> {
-    let (xd, wd) = (x.shape(), weight.shape());
-    let geometry = (xd.num_dims() == 4 && wd.num_dims() == 4 && wd[1] == xd[1] && wd[2] == wd[3])
-        .then(|| Geometry::of(wd[2], stride))
-        .flatten();
-    let Some(g) = geometry else {
-        panic!("conv: input {xd:?}, weight {wd:?} and stride {stride} do not fit ({SHAPES})")
-    };
+    let g = Geometry::fitting(&x.shape(), &weight.shape(), stride);
     let (s, p) = (g.stride, g.pad);
     let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
     B::conv2d(x, weight, has_bias.then_some(bias), options)
@@ -95,7 +89,7 @@ pub(crate) fn conv_reference<B: Backend>(
 
 /// What the op computes, for the panics of a misuse.
 const SHAPES: &str = "weight [C_out, C, k, k] for the input's C, with k 3 and stride 1 or 2, or \
-                      k 1 and stride 1";
+                      k 1 and stride 1, on an image of at least k x k";
 
 /// A kernel's side, stride and padding: the three the nets use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +114,21 @@ impl Geometry {
         })
     }
 
+    /// The geometry of a convolution of an input of shape `xd` with a weight of shape `wd`,
+    /// checked: both `[·, C, ·, ·]` for the same C, a square kernel the op computes, and an
+    /// image at least as large as the kernel (after padding). Panics otherwise, naming the
+    /// shapes: the one check of the fast op and its reference.
+    fn fitting(xd: &[usize], wd: &[usize], stride: usize) -> Self {
+        let geometry = (xd.len() == 4 && wd.len() == 4 && wd[1] == xd[1] && wd[2] == wd[3])
+            .then(|| Geometry::of(wd[2], stride))
+            .flatten()
+            .filter(|g| xd[2] + 2 * g.pad >= g.kernel && xd[3] + 2 * g.pad >= g.kernel);
+        let Some(g) = geometry else {
+            panic!("conv: input {xd:?}, weight {wd:?} and stride {stride} do not fit ({SHAPES})")
+        };
+        g
+    }
+
     /// An output side from an input side.
     fn out(&self, side: usize) -> usize {
         (side + 2 * self.pad).saturating_sub(self.kernel) / self.stride + 1
@@ -129,49 +138,20 @@ impl Geometry {
 /// 3×3 convolution with stride 1 and zero padding 1 (the output has the input's H and W), plus
 /// the bias if given. Panics if the weight is not `[C_out, C, 3, 3]` for the input's C.
 pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
-    conv_checked(
-        "conv3x3",
-        3,
-        1,
-        <Dispatch as FusedConv>::conv,
-        x,
-        weight,
-        bias,
-    )
+    conv_checked("conv3x3", 3, 1, x, weight, bias)
 }
 
 /// 1×1 convolution (a product over the channels at each position), plus the bias if given.
 /// Panics if the weight is not `[C_out, C, 1, 1]` for the input's C.
 pub fn conv1x1(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
-    conv_checked(
-        "conv1x1",
-        1,
-        1,
-        <Dispatch as FusedConv>::conv,
-        x,
-        weight,
-        bias,
-    )
+    conv_checked("conv1x1", 1, 1, x, weight, bias)
 }
 
 /// 3×3 convolution with stride 2 and no padding (`[N, C, H, W]` → `[N, C_out, ⌊(H − 3)/2⌋ + 1,
 /// ⌊(W − 3)/2⌋ + 1]`), plus the bias if given. Panics if the weight is not `[C_out, C, 3, 3]`
 /// for the input's C, or the image is smaller than 3×3.
 pub fn conv3x3_stride2(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    assert!(
-        h >= 3 && w >= 3,
-        "conv3x3_stride2: the image is {h}x{w}, under 3x3"
-    );
-    conv_checked(
-        "conv3x3_stride2",
-        3,
-        2,
-        <Dispatch as FusedConv>::conv,
-        x,
-        weight,
-        bias,
-    )
+    conv_checked("conv3x3_stride2", 3, 2, x, weight, bias)
 }
 
 /// [`conv3x3`], [`conv1x1`] or [`conv3x3_stride2`] (by the weight's shape and `stride`)
@@ -194,12 +174,12 @@ type ConvOp = fn(
     usize,
 ) -> FloatTensor<Dispatch>;
 
-/// `op` after checking that the weight is `kernel`×`kernel`, for the public functions' panics.
+/// The fast op after checking that the weight is `kernel`×`kernel`: a 1×1 weight given to
+/// [`conv3x3`] would otherwise run as a 1×1 convolution.
 fn conv_checked(
     name: &str,
     kernel: usize,
     stride: usize,
-    op: ConvOp,
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
@@ -209,7 +189,7 @@ fn conv_checked(
         [kernel, kernel],
         "{name}: the weight must be {kernel}x{kernel}"
     );
-    conv_with(op, x, weight, bias, stride)
+    conv_with(<Dispatch as FusedConv>::conv, x, weight, bias, stride)
 }
 
 /// Calls `op` (the fast op or its reference) with [`conv3x3`]'s arguments made into its inputs.
@@ -251,13 +231,7 @@ impl Dims {
     fn of(x: &FlexTensor, weight: &FlexTensor, stride: usize) -> Self {
         let xd = x.layout().shape().to_vec();
         let wd = weight.layout().shape().to_vec();
-        let geometry = (xd.len() == 4 && wd.len() == 4 && wd[1] == xd[1] && wd[2] == wd[3])
-            .then(|| Geometry::of(wd[2], stride))
-            .flatten()
-            .filter(|g| xd[2] + 2 * g.pad >= g.kernel && xd[3] + 2 * g.pad >= g.kernel);
-        let Some(g) = geometry else {
-            panic!("conv: input {xd:?}, weight {wd:?} and stride {stride} do not fit ({SHAPES})")
-        };
+        let g = Geometry::fitting(&xd, &wd, stride);
         Dims {
             n: xd[0],
             c: xd[1],

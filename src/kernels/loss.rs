@@ -12,7 +12,6 @@
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, Scalar, TensorMetadata, backend_extension};
@@ -141,13 +140,6 @@ impl<C: CheckpointStrategy> FusedCrossEntropy for Autodiff<Flex, C> {
         // State: the softmax and the targets.
         let grad =
             |(softmax, targets): (FlexTensor, FlexTensor), g| flex_backward(&softmax, &targets, &g);
-        match OneInputBackward::new(grad)
-            .prepare::<C>([logits.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((softmax, targets.into_primitive()), loss),
-            OpsKind::UnTracked(prep) => prep.finish(loss),
-        }
+        OneInputBackward::new(grad).record::<C>(&logits, (softmax, targets.into_primitive()), loss)
     }
 }

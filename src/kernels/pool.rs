@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
@@ -196,11 +195,7 @@ fn flex_forward3(x: &FlexTensor) -> (FlexTensor, Winners3) {
 }
 
 fn flex_backward3(g: &FlexTensor, w: &Winners3) -> FlexTensor {
-    let d = PoolDims {
-        planes: w.dims[0] * w.dims[1],
-        h: w.dims[2],
-        w: w.dims[3],
-    };
+    let d = PoolDims::of_dims(&w.dims);
     float_dispatch!(w.dtype, |T| {
         tensor_from(backward3::<T>(&values(g), &w.arg, d), w.dims.clone())
     })
@@ -215,6 +210,15 @@ struct PoolDims {
 }
 
 impl PoolDims {
+    /// The shape `[N, C, H, W]` a backward keeps.
+    fn of_dims(dims: &[usize]) -> Self {
+        PoolDims {
+            planes: dims[0] * dims[1],
+            h: dims[2],
+            w: dims[3],
+        }
+    }
+
     fn of(x: &FlexTensor) -> Self {
         let d = x.layout().shape().to_vec();
         assert!(d.len() == 4, "max_pool2x2 takes [N, C, H, W], got {d:?}");
@@ -420,11 +424,7 @@ fn flex_forward(x: &FlexTensor, act: Act) -> (FlexTensor, Winners) {
 }
 
 fn flex_backward(g: &FlexTensor, w: &Winners) -> FlexTensor {
-    let d = PoolDims {
-        planes: w.dims[0] * w.dims[1],
-        h: w.dims[2],
-        w: w.dims[3],
-    };
+    let d = PoolDims::of_dims(&w.dims);
     float_dispatch!(w.dtype, |T| {
         let dx = backward::<T>(&values(g), &values(&w.output), &w.arg, w.act, d);
         tensor_from(dx, w.dims.clone())
@@ -444,25 +444,13 @@ impl FusedMaxPool for Flex {
 impl<C: CheckpointStrategy> FusedMaxPool for Autodiff<Flex, C> {
     fn max_pool2x2(x: FloatTensor<Self>, act: Act) -> FloatTensor<Self> {
         let (y, winners) = flex_forward(x.primitive(), act);
-        match OneInputBackward::new(|winners: Winners, g| flex_backward(&g, &winners))
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(winners, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        OneInputBackward::new(|winners: Winners, g| flex_backward(&g, &winners))
+            .record::<C>(&x, winners, y)
     }
 
     fn max_pool3x3_stride2(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let (y, winners) = flex_forward3(x.primitive());
-        match OneInputBackward::new(|winners: Winners3, g| flex_backward3(&g, &winners))
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(winners, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        OneInputBackward::new(|winners: Winners3, g| flex_backward3(&g, &winners))
+            .record::<C>(&x, winners, y)
     }
 }

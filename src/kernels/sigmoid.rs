@@ -7,7 +7,6 @@
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
@@ -139,14 +138,11 @@ impl FastSigmoid for Flex {
 impl<C: CheckpointStrategy> FastSigmoid for Autodiff<Flex, C> {
     fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let y = flex_sigmoid(x.primitive());
-        match OneInputBackward::new(|y: FlexTensor, g| Flex::sigmoid_backward(y, g))
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        OneInputBackward::new(|y: FlexTensor, g| Flex::sigmoid_backward(y, g)).record::<C>(
+            &x,
+            y.clone(),
+            y,
+        )
     }
 }
 

@@ -21,8 +21,6 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 
 use super::block::{
     CLASSES, ConvShape, LayerBuilder, NetSpec, Pass, WeightLayer, take_data_init, weight_layers,
@@ -309,17 +307,12 @@ fn conv_with(
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
 ) -> Tensor<4> {
-    if shape == ConvShape::same3x3(shape.c_in, shape.c_out) {
-        return conv3x3(h, weight, bias);
+    // [`conv_modules`] makes only these three; each kernel panics on a weight of another size.
+    match (shape.kernel, shape.stride) {
+        (1, _) => conv1x1(h, weight, bias),
+        (_, 1) => conv3x3(h, weight, bias),
+        _ => conv3x3_stride2(h, weight, bias),
     }
-    if shape.kernel == 1 && shape.stride == 1 {
-        return conv1x1(h, weight, bias);
-    }
-    if (shape.kernel, shape.stride, shape.padding) == (3, 2, 0) {
-        return conv3x3_stride2(h, weight, bias);
-    }
-    let (s, p) = (shape.stride, shape.padding);
-    conv2d(h, weight, bias, ConvOptions::new([s, s], [p, p], [1, 1], 1))
 }
 
 /// The net's stages on the first conv module's input `h`: conv module `i` is `module(i, its

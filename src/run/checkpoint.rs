@@ -60,6 +60,11 @@ pub fn save_checkpoint<M: Module>(
     put_in_place(run_dir, &dir, &tmp)
 }
 
+/// The context of a failed file operation: "cannot <what> <path>".
+fn io(what: &str, path: &Path) -> String {
+    format!("cannot {what} {}", path.display())
+}
+
 /// Write the model, the optimiser and the loop state into the staging folder `tmp`.
 fn stage_checkpoint<M: Module>(
     tmp: &Path,
@@ -68,7 +73,6 @@ fn stage_checkpoint<M: Module>(
     state: &LoopState,
     before_put_in_place: impl FnOnce(),
 ) -> Result<()> {
-    let io = |what: &str, path: &Path| format!("cannot {what} {}", path.display());
     std::fs::create_dir_all(tmp).with_context(|| io("create", tmp))?;
     model
         .save_file(tmp.join(MODEL_FILE))
@@ -86,7 +90,6 @@ fn stage_checkpoint<M: Module>(
 /// Replace the run's checkpoint with the staged one: the old one is moved aside first, so a
 /// crash between the renames leaves one of the two whole.
 fn put_in_place(run_dir: &Path, dir: &Path, tmp: &Path) -> Result<()> {
-    let io = |what: &str, path: &Path| format!("cannot {what} {}", path.display());
     let old = run_dir.join(CHECKPOINT_OLD_DIR);
     if dir.exists() {
         if old.exists() {

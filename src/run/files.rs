@@ -41,9 +41,10 @@ pub const OPTIM_FILE: &str = "optim.bpk";
 /// The figures `plot` draws of a run or a study.
 pub const PLOTS_DIR: &str = "plots";
 
-/// Every file and folder bn-exp writes into a run folder: what `--force` removes, and nothing
-/// else (a user's notes beside them stay).
-pub const RUN_FILES: [&str; 11] = [
+/// Every file and folder bn-exp writes into a run folder under a fixed name: what `--force`
+/// removes, with the checkpoint staging folders ([`is_checkpoint_staging`]), and nothing else
+/// (a user's notes beside them stay).
+pub const RUN_FILES: [&str; 10] = [
     CONFIG_FILE,
     METRICS_FILE,
     ACTIVATIONS_FILE,
@@ -52,7 +53,6 @@ pub const RUN_FILES: [&str; 11] = [
     EVENTS_FILE,
     LOG_FILE,
     CHECKPOINT_DIR,
-    CHECKPOINT_TMP_DIR,
     CHECKPOINT_OLD_DIR,
     PLOTS_DIR,
 ];
