@@ -38,10 +38,16 @@ use burn::tensor::{Tensor, TensorCreationOptions};
 use rayon::prelude::*;
 
 use super::common::{
-    Real, assume_written, backward_node, float_dispatch, lane_sum, simd_fn, tensor_from, values,
-    vec_written,
+    Real, assume_written, backward_node, float_dispatch, lane_sum, simd_fn, tensor_from,
+    transpose_into, values, vec_written,
 };
 use super::gemm::{Operand, gemm_into};
+
+/// The largest output (elements) that `gemm` 0.19 computes as dot products along the depth when
+/// both operands are contiguous along it, summing in lanes: a different order from its other
+/// kernels. ∂W's products up to this size keep ∂z untransposed, so that they go that way as
+/// they always have and a run's bits do not change.
+const GEMM_HORIZONTAL_MAX: usize = 16 * 16;
 
 /// Images per parallel task: small enough to balance two threads over a batch of 128, large
 /// enough that a task's ∂W partial sum is worth its memory.
@@ -444,12 +450,18 @@ fn add_columns<T: Real>(dcol: &mut [T], d: Dims, dxi: &mut [T]) {
 struct Scratch<T> {
     col: Vec<T>,
     dcol: Vec<T>,
+    /// One image's ∂z transposed, `[H'·W', C_out]` (the backward's).
+    gzt: Vec<T>,
 }
 
 impl<T: Real> Scratch<T> {
-    /// The column matrix's buffer and its gradient's, at least these lengths.
-    fn buffers(&mut self, col: usize, dcol: usize) -> (&mut [T], &mut [T]) {
-        (grown(&mut self.col, col), grown(&mut self.dcol, dcol))
+    /// The column matrix's buffer, its gradient's and ∂z's, at least these lengths.
+    fn buffers(&mut self, col: usize, dcol: usize, gzt: usize) -> [&mut [T]; 3] {
+        [
+            grown(&mut self.col, col),
+            grown(&mut self.dcol, dcol),
+            grown(&mut self.gzt, gzt),
+        ]
     }
 }
 
@@ -467,7 +479,7 @@ fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
     let out_len = d.c_out * hw;
     let col_len = if d.g.kernel == 3 { k * hw } else { 0 };
     let task = |scratch: &mut Scratch<T>, (z_chunk, x_chunk): (&mut [MaybeUninit<T>], &[T])| {
-        let (col, _) = scratch.buffers(col_len, 0);
+        let [col, ..] = scratch.buffers(col_len, 0, 0);
         for (zi, xi) in z_chunk.chunks_mut(out_len).zip(x_chunk.chunks(img_len)) {
             let col = columns(xi, d, col);
             // The bias first, for the product to add onto; without one the product writes
@@ -525,8 +537,9 @@ fn backward<T: Real>(
     let chunks = d.n.div_ceil(IMAGES_PER_TASK);
     // Each task's partial (∂W, ∂b), summed in chunk order below.
     let task = |scratch: &mut Scratch<T>, (x_chunk, (gz_chunk, dx_chunk)): ChunkInputs<T>| {
-        let (col, dcol) = scratch.buffers(col_len, dcol_len);
-        let mut dw = vec![T::ZERO; d.c_out * k];
+        let [col, dcol, gzt] = scratch.buffers(col_len, dcol_len, out_len);
+        // ∂W transposed, `[C·k², C_out]`.
+        let mut dwt = vec![T::ZERO; k * d.c_out];
         let mut db = vec![0.0f64; if want_db { d.c_out } else { 0 }];
         let mut dx_images = dx_chunk.map(|c| c.chunks_mut(img_len));
         for (xi, gi) in x_chunk.chunks(img_len).zip(gz_chunk.chunks(out_len)) {
@@ -539,13 +552,34 @@ fn backward<T: Real>(
                 rs: hw as isize,
                 cs: 1,
             };
-            // ∂W += ∂z[n] · colᵀ (col read with swapped strides)
-            let col_t = Operand {
+            // ∂Wᵀ += col · ∂z[n]ᵀ, not ∂W += ∂z[n] · colᵀ: `gemm` vectorises along its
+            // output's rows and copies that operand into panels, so it wants it contiguous
+            // along them. In this orientation that operand is ∂z[n]ᵀ, transposed here in
+            // register blocks, and col's rows are read in place. The other orientation had
+            // `gemm` gather the whole column matrix (C·k² rows, each H'·W' floats apart) one
+            // float at a time: about a third of an Inception step; gathering ∂z[n] so was
+            // still 10% of a CNN step. Each element of ∂W is the same sum in the same order
+            // (the same bits, `scripts/same_behaviour.sh`).
+            let col_op = Operand {
                 data: col,
-                rs: 1,
-                cs: hw as isize,
+                rs: hw as isize,
+                cs: 1,
             };
-            gemm_into((d.c_out, k, hw), &mut dw, g_op(), col_t, true);
+            let gz_t = if d.c_out * k > GEMM_HORIZONTAL_MAX {
+                transpose_into(gi, d.c_out, hw, &mut gzt[..out_len]);
+                Operand {
+                    data: &gzt[..out_len],
+                    rs: d.c_out as isize,
+                    cs: 1,
+                }
+            } else {
+                Operand {
+                    data: gi,
+                    rs: 1,
+                    cs: hw as isize,
+                }
+            };
+            gemm_into((k, d.c_out, hw), &mut dwt, col_op, gz_t, true);
             if let Some(dxi) = dx_images.as_mut().and_then(Iterator::next) {
                 // ∂col = Wᵀ · ∂z[n], then scattered back onto the image.
                 let w_t = Operand {
@@ -562,7 +596,7 @@ fn backward<T: Real>(
                 }
             }
         }
-        (dw, db)
+        (transposed(&dwt, d.c_out), db)
     };
     let x_chunks = x.par_chunks(img_len * IMAGES_PER_TASK);
     let gz_chunks = gz.par_chunks(out_len * IMAGES_PER_TASK);
@@ -585,6 +619,14 @@ fn backward<T: Real>(
     }
     let db = want_db.then(|| db.into_iter().map(T::from_f64).collect());
     (dx, dw, db)
+}
+
+/// The `[cols, rows]` matrix that `m` (row-major, `rows` columns) holds transposed.
+fn transposed<T: Real>(m: &[T], rows: usize) -> Vec<T> {
+    let cols = m.len() / rows;
+    (0..rows * cols)
+        .map(|i| m[(i % cols) * rows + i / cols])
+        .collect()
 }
 
 fn flex_forward(
