@@ -8,7 +8,9 @@
 //!   [`OneInputBackward`], the whole node of the ops with one differentiable input;
 //! - [`simd_fn!`]: a loop compiled for AVX-512, AVX2 + FMA and baseline x86-64, the widest the
 //!   CPU has chosen at run time; [`lane_sum`], a sum whose order does not depend on that choice;
-//! - [`vec_written`]: an output buffer that is not zeroed before the kernel writes all of it.
+//! - [`vec_written`]: an output buffer that is not zeroed before the kernel writes all of it;
+//! - [`transpose_into`]: a matrix transposed in 8×8 register blocks (float32 with AVX2), beside
+//!   its plain reference [`transpose_plain`].
 //!
 //! This file imports nothing from the other kernel files; they all import from it.
 

@@ -44,9 +44,9 @@ use super::common::{
 use super::gemm::{Operand, gemm_into};
 
 /// The largest output (elements) that `gemm` 0.19 computes as dot products along the depth when
-/// both operands are contiguous along it, summing in lanes: a different order from its other
-/// kernels. ∂W's products up to this size keep ∂z untransposed, so that they go that way as
-/// they always have and a run's bits do not change.
+/// both operands are contiguous along it, summing in lanes, a different order from its other
+/// kernels (`m · n <= 16 · 16` in gemm-common's `gemm_basic_generic`). ∂W's products up to this
+/// size keep ∂z untransposed, so that they still go that way and a run's bits do not change.
 const GEMM_HORIZONTAL_MAX: usize = 16 * 16;
 
 /// Images per parallel task: small enough to balance two threads over a batch of 128, large
@@ -596,7 +596,9 @@ fn backward<T: Real>(
                 }
             }
         }
-        (transposed(&dwt, d.c_out), db)
+        let mut dw = vec![T::ZERO; d.c_out * k];
+        transpose_into(&dwt, k, d.c_out, &mut dw);
+        (dw, db)
     };
     let x_chunks = x.par_chunks(img_len * IMAGES_PER_TASK);
     let gz_chunks = gz.par_chunks(out_len * IMAGES_PER_TASK);
@@ -619,14 +621,6 @@ fn backward<T: Real>(
     }
     let db = want_db.then(|| db.into_iter().map(T::from_f64).collect());
     (dx, dw, db)
-}
-
-/// The `[cols, rows]` matrix that `m` (row-major, `rows` columns) holds transposed.
-fn transposed<T: Real>(m: &[T], rows: usize) -> Vec<T> {
-    let cols = m.len() / rows;
-    (0..rows * cols)
-        .map(|i| m[(i % cols) * rows + i / cols])
-        .collect()
 }
 
 fn flex_forward(
