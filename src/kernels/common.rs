@@ -216,7 +216,7 @@ pub(super) fn transpose_into<T: Real>(src: &[T], rows: usize, cols: usize, dst: 
 }
 
 /// [`transpose_into`] one element at a time, on the `(rows, columns)` ranges of `src`.
-pub(super) fn transpose_plain<T: Real>(
+fn transpose_plain<T: Real>(
     src: &[T],
     (rows_in, cols_in): (std::ops::Range<usize>, std::ops::Range<usize>),
     rows: usize,
@@ -282,6 +282,21 @@ unsafe fn transpose_8x8_f32_avx2(
             );
         }
     }
+}
+
+/// Deterministic values in [-1, 1) that use the whole mantissa, so that sums taken in another
+/// order round differently: the kernels' unit tests' inputs.
+#[cfg(test)]
+pub(super) fn test_values<T: Real>(n: usize, seed: u64) -> Vec<T> {
+    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            T::from_f64(((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
+        })
+        .collect()
 }
 
 /// Lanes of [`lane_sum`]: one AVX-512 register of float32, two of AVX2.

@@ -41,13 +41,7 @@ use super::common::{
     Real, assume_written, backward_node, float_dispatch, lane_sum, simd_fn, tensor_from,
     transpose_into, values, vec_written,
 };
-use super::gemm::{Operand, gemm_into};
-
-/// The largest output (elements) that `gemm` 0.19 computes as dot products along the depth when
-/// both operands are contiguous along it, summing in lanes, a different order from its other
-/// kernels (`m · n <= 16 · 16` in gemm-common's `gemm_basic_generic`). ∂W's products up to this
-/// size keep ∂z untransposed, so that they still go that way and a run's bits do not change.
-const GEMM_HORIZONTAL_MAX: usize = 16 * 16;
+use super::gemm::{Operand, gemm_into, sums_in_lanes};
 
 /// Images per parallel task: small enough to balance two threads over a batch of 128, large
 /// enough that a task's ∂W partial sum is worth its memory.
@@ -516,6 +510,48 @@ fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
     }
 }
 
+/// ∂Wᵀ (`[K, C_out]`, K = C·k²) += col · ∂zᵀ for one image: `col` its column matrix `[K, H'·W']`,
+/// `gz` its ∂z `[C_out, H'·W']`, `gzt` scratch for ∂z transposed.
+///
+/// Why ∂Wᵀ = col · ∂zᵀ and not ∂W = ∂z · colᵀ: `gemm` vectorises along its output's rows and
+/// copies the operand that runs along them into panels, so it wants that operand contiguous
+/// along them. In this orientation the operand is ∂zᵀ, transposed here in register blocks, and
+/// col's rows are read in place. The other orientation had `gemm` gather the whole column matrix
+/// (K rows, each H'·W' floats apart) one float at a time: about a third of an Inception step;
+/// gathering ∂z so was still 10% of a CNN step. Each element is the same sum in the same order,
+/// so ∂W has the same bits as `∂z · colᵀ` (tested below), except that products `gemm` sums in
+/// lanes ([`sums_in_lanes`]) keep ∂z as it is, for they only go that way with both operands
+/// running along the depth.
+fn add_weight_gradient<T: Real>(
+    col: &[T],
+    gz: &[T],
+    (k, c_out, hw): (usize, usize, usize),
+    gzt: &mut [T],
+    dwt: &mut [T],
+) {
+    let col_op = Operand {
+        data: col,
+        rs: hw as isize,
+        cs: 1,
+    };
+    let gz_t = if sums_in_lanes(k, c_out) {
+        Operand {
+            data: gz,
+            rs: 1,
+            cs: hw as isize,
+        }
+    } else {
+        let gzt = &mut gzt[..c_out * hw];
+        transpose_into(gz, c_out, hw, gzt);
+        Operand {
+            data: gzt,
+            rs: c_out as isize,
+            cs: 1,
+        }
+    };
+    gemm_into((k, c_out, hw), dwt, col_op, gz_t, true);
+}
+
 /// One task's images, upstream gradients and (if wanted) ∂x, as chunks of the batch.
 type ChunkInputs<'a, T> = (&'a [T], (&'a [T], Option<&'a mut [T]>));
 
@@ -538,7 +574,7 @@ fn backward<T: Real>(
     // Each task's partial (∂W, ∂b), summed in chunk order below.
     let task = |scratch: &mut Scratch<T>, (x_chunk, (gz_chunk, dx_chunk)): ChunkInputs<T>| {
         let [col, dcol, gzt] = scratch.buffers(col_len, dcol_len, out_len);
-        // ∂W transposed, `[C·k², C_out]`.
+        // ∂W transposed, `[C·k², C_out]` (see `add_weight_gradient`).
         let mut dwt = vec![T::ZERO; k * d.c_out];
         let mut db = vec![0.0f64; if want_db { d.c_out } else { 0 }];
         let mut dx_images = dx_chunk.map(|c| c.chunks_mut(img_len));
@@ -552,34 +588,7 @@ fn backward<T: Real>(
                 rs: hw as isize,
                 cs: 1,
             };
-            // ∂Wᵀ += col · ∂z[n]ᵀ, not ∂W += ∂z[n] · colᵀ: `gemm` vectorises along its
-            // output's rows and copies that operand into panels, so it wants it contiguous
-            // along them. In this orientation that operand is ∂z[n]ᵀ, transposed here in
-            // register blocks, and col's rows are read in place. The other orientation had
-            // `gemm` gather the whole column matrix (C·k² rows, each H'·W' floats apart) one
-            // float at a time: about a third of an Inception step; gathering ∂z[n] so was
-            // still 10% of a CNN step. Each element of ∂W is the same sum in the same order
-            // (the same bits, `scripts/same_behaviour.sh`).
-            let col_op = Operand {
-                data: col,
-                rs: hw as isize,
-                cs: 1,
-            };
-            let gz_t = if d.c_out * k > GEMM_HORIZONTAL_MAX {
-                transpose_into(gi, d.c_out, hw, &mut gzt[..out_len]);
-                Operand {
-                    data: &gzt[..out_len],
-                    rs: d.c_out as isize,
-                    cs: 1,
-                }
-            } else {
-                Operand {
-                    data: gi,
-                    rs: 1,
-                    cs: hw as isize,
-                }
-            };
-            gemm_into((k, d.c_out, hw), &mut dwt, col_op, gz_t, true);
+            add_weight_gradient(col, gi, (k, d.c_out, hw), gzt, &mut dwt);
             if let Some(dxi) = dx_images.as_mut().and_then(Iterator::next) {
                 // ∂col = Wᵀ · ∂z[n], then scattered back onto the image.
                 let w_t = Operand {
@@ -596,9 +605,7 @@ fn backward<T: Real>(
                 }
             }
         }
-        let mut dw = vec![T::ZERO; d.c_out * k];
-        transpose_into(&dwt, k, d.c_out, &mut dw);
-        (dw, db)
+        (dwt, db)
     };
     let x_chunks = x.par_chunks(img_len * IMAGES_PER_TASK);
     let gz_chunks = gz.par_chunks(out_len * IMAGES_PER_TASK);
@@ -613,12 +620,15 @@ fn backward<T: Real>(
             .collect(),
     };
     debug_assert_eq!(partials.len(), chunks);
-    let mut dw = vec![T::ZERO; d.c_out * k];
+    // The tasks' ∂Wᵀ are summed in that layout, element by element, and transposed once.
+    let mut dwt = vec![T::ZERO; k * d.c_out];
     let mut db = vec![0.0f64; if want_db { d.c_out } else { 0 }];
     for (pw, pb) in partials {
-        dw.iter_mut().zip(&pw).for_each(|(a, &b)| *a += b);
+        dwt.iter_mut().zip(&pw).for_each(|(a, &b)| *a += b);
         db.iter_mut().zip(&pb).for_each(|(a, &b)| *a += b);
     }
+    let mut dw = vec![T::ZERO; d.c_out * k];
+    transpose_into(&dwt, k, d.c_out, &mut dw);
     let db = want_db.then(|| db.into_iter().map(T::from_f64).collect());
     (dx, dw, db)
 }
@@ -714,6 +724,60 @@ impl<C: CheckpointStrategy> FusedConv for Autodiff<Flex, C> {
                 prep.finish(state, z)
             }
             OpsKind::UnTracked(prep) => prep.finish(z),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::common::test_values;
+    use super::*;
+
+    /// ∂W through [`add_weight_gradient`] and one transpose has the bits of ∂W = ∂z · colᵀ
+    /// summed image by image, the orientation the conv had before: on shapes `gemm` sums in
+    /// lanes (C_out·K at most 256) and shapes it does not, on maps whose depth `gemm` blocks
+    /// (1,024 positions) and does not (225).
+    #[test]
+    fn weight_gradient_has_the_bits_of_dz_times_col_transposed() {
+        for (c_out, k, hw) in [
+            (3, 18, 1024),
+            (8, 24, 1024),
+            (8, 24, 225),
+            (8, 24, 49),
+            (12, 20, 49),
+            (16, 72, 1024),
+            (12, 216, 225),
+            (44, 756, 49),
+        ] {
+            let mut old = vec![0.0f32; c_out * k];
+            let mut dwt = vec![0.0f32; k * c_out];
+            let mut gzt = vec![0.0f32; c_out * hw];
+            for image in 0..3 {
+                let col = test_values::<f32>(k * hw, 2 * image as u64);
+                let gz = test_values::<f32>(c_out * hw, 2 * image as u64 + 1);
+                let (gz_op, col_t) = (
+                    Operand {
+                        data: &gz[..],
+                        rs: hw as isize,
+                        cs: 1,
+                    },
+                    Operand {
+                        data: &col[..],
+                        rs: 1,
+                        cs: hw as isize,
+                    },
+                );
+                gemm_into((c_out, k, hw), &mut old, gz_op, col_t, true);
+                add_weight_gradient(&col, &gz, (k, c_out, hw), &mut gzt, &mut dwt);
+            }
+            let mut new = vec![0.0f32; c_out * k];
+            transpose_into(&dwt, k, c_out, &mut new);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&new),
+                bits(&old),
+                "C_out {c_out}, K {k}, {hw} positions"
+            );
         }
     }
 }

@@ -52,6 +52,14 @@ pub(super) struct Operand<'a, T> {
     pub(super) cs: isize,
 }
 
+/// Whether `gemm` 0.19 computes an `m×n` product as dot products along the depth, summing each
+/// in lanes, when both operands are contiguous along the depth (`m · n <= 16 · 16` in
+/// gemm-common's `gemm_basic_generic`). Its other kernels sum in another order, so a caller that
+/// changes an operand's layout keeps a run's bits only if it leaves such products as they were.
+pub(super) fn sums_in_lanes(m: usize, n: usize) -> bool {
+    m * n <= 16 * 16
+}
+
 /// `dst[m×n] (+)= lhs[m×k]·rhs[k×n]`, dst row-major and contiguous. With `accumulate`, the
 /// product is added to what `dst` holds (used to add the bias for free). Products of at least
 /// [`SPLIT_MIN_MACS`] are computed as two halves, one of them on the helper thread when one
@@ -414,18 +422,7 @@ impl Helper {
 mod tests {
     use super::*;
 
-    /// Deterministic values in [-1, 1).
-    fn values<T: Real>(n: usize, seed: u64) -> Vec<T> {
-        let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                T::from_f64(((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
-            })
-            .collect()
-    }
+    use crate::kernels::common::test_values as values;
 
     /// `dst` after `dst (+)= lhs·rhs`, with `lhs` read transposed when `lhs_t` (the layout of
     /// the ∂W = xᵀ·∂z products), on the given helper or on this thread alone.
