@@ -8,5 +8,5 @@
 set -eu
 bin=${1:-target/release/bn-exp}
 reps=${2:-200}
-"$bin" bench --device gpu --only mlp,mlp-bn,cnn,cnn-bn --reps "$reps" --compare-pytorch \
+"$bin" bench --device gpu --only mlp,mlp-bn,cnn,cnn-bn,inception,inception-bn --reps "$reps" --compare-pytorch \
     --json gpu-bench.json

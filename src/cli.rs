@@ -344,9 +344,12 @@ bn-exp plot --study results/paper_fig1 --format svg")]
 bn-exp data fetch cifar10 --data-dir ~/bn-data"
     )]
     Data(DataArgs),
-    /// Time training steps of the paper's MLP and the CIFAR CNN, with and without BN.
+    /// Time training steps of the paper's MLP, the CIFAR CNN and the Inception, with and without
+    /// BN, against PyTorch if asked, with FLOPs and the share of this machine's peak.
     #[command(
-        after_help = "Examples:\n  bn-exp bench --json results/bench.json\n  bn-exp bench --only mlp-bn,mlp-layer,mlp-group,mlp-renorm --reps 200"
+        after_help = "Examples:\n  bn-exp bench --json results/bench.json\n  bn-exp bench --only mlp-bn,mlp-layer,mlp-group,mlp-renorm --reps 200\n  \
+bn-exp bench --only cnn,cnn-bn,inception,inception-bn --compare-pytorch --threads 1\n  \
+bn-exp bench --only cnn-bn --contended"
     )]
     Bench(BenchArgs),
     /// Run every study the paper's claims need and write a report with a verdict per claim.

@@ -41,6 +41,7 @@ mod columns;
 mod common;
 mod conv;
 mod dense;
+mod direct;
 mod gemm;
 mod loss;
 mod pool;

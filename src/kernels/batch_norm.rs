@@ -33,7 +33,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::common::{
-    Real, backward_node, float_dispatch, lane_sum, simd_fn, split_shape, tensor_from, values,
+    Real, backward_node, float_dispatch, lane_sums, simd_fn, split_shape, tensor_from, values,
     vec_written,
 };
 
@@ -136,7 +136,8 @@ pub(super) fn batch_norm_train_with<const D: usize>(
 /// Per-channel sums of `f(u, v, channel)` over N and the inner positions, `u` and `v` being
 /// two arrays of the same shape read element by element. For `[N, C]` the rows are added as
 /// vectors (channels contiguous, so the loop vectorises); for `[N, C, H, W]` each channel's
-/// contiguous H·W run is summed in `T` ([`lane_sum`]) and the runs are accumulated in f64.
+/// contiguous H·W run is summed in `T` ([`lane_sum`](super::common::lane_sum)) and the runs are
+/// accumulated in f64.
 pub(super) fn channel_sums<T: Real>(
     (n, c, inner): (usize, usize, usize),
     u: &[T],
@@ -156,33 +157,56 @@ pub(super) fn channel_sums<T: Real>(
         }
         acc.into_iter().map(Real::to_f64).collect()
     } else {
-        // One task per channel (each sums its runs in the same order as a single thread would,
-        // so the result does not depend on the thread count).
-        let channel = |ch: usize| channel_sum(u, v, (n, c, inner), ch, &f);
-        if n * c * inner >= PARALLEL_MIN_ELEMENTS {
-            (0..c).into_par_iter().map(channel).collect()
-        } else {
-            (0..c).map(channel).collect()
-        }
+        channel_sums_of((n, c, inner), u, v, |u, v, ch| [f(u, v, ch)])
+            .into_iter()
+            .map(|[sum]| sum)
+            .collect()
+    }
+}
+
+/// [`channel_sums`] of `S` functions at once on `[N, C, H, W]` (`f` returns their `S` terms),
+/// in one pass over `u` and `v`. Each sum is taken in the order [`channel_sums`] takes it alone,
+/// so it has the same bits. Why: BN's backward needs Σ g and Σ g·(x − μ) over the same conv
+/// activations, passes that wait on memory; one pass reads g once instead of twice.
+pub(super) fn channel_sums_of<T: Real, const S: usize>(
+    (n, c, inner): (usize, usize, usize),
+    u: &[T],
+    v: &[T],
+    f: impl Fn(T, T, usize) -> [T; S] + Sync,
+) -> Vec<[f64; S]> {
+    assert!(
+        inner > 1 && u.len() == n * c * inner && v.len() == u.len(),
+        "channel_sums_of: lengths"
+    );
+    // One task per channel (each sums its runs in the same order as a single thread would,
+    // so the result does not depend on the thread count).
+    let channel = |ch: usize| channel_sum(u, v, (n, c, inner), ch, &f);
+    if n * c * inner >= PARALLEL_MIN_ELEMENTS {
+        (0..c).into_par_iter().map(channel).collect()
+    } else {
+        (0..c).map(channel).collect()
     }
 }
 
 simd_fn! {
-    /// One channel's sum for [`channel_sums`]: each image's run in `T`, the runs in f64.
-    fn channel_sum<T: Real>(
+    /// One channel's sums for [`channel_sums_of`]: each image's run in `T`, the runs in f64.
+    fn channel_sum<T: Real, const S: usize>(
         u: &[T],
         v: &[T],
         shape: (usize, usize, usize),
         ch: usize,
-        f: &impl Fn(T, T, usize) -> T,
-    ) -> f64 {
+        f: &impl Fn(T, T, usize) -> [T; S],
+    ) -> [f64; S] {
         let (n, c, inner) = shape;
-        let mut sum = 0.0f64;
+        let mut sums = [0.0f64; S];
         for i in 0..n {
             let r = (i * c + ch) * inner..(i * c + ch + 1) * inner;
-            sum += lane_sum(&u[r.clone()], &v[r], |a, b| f(a, b, ch)).to_f64();
+            let run = lane_sums(&u[r.clone()], &v[r], |a, b| f(a, b, ch));
+            for (sum, s) in sums.iter_mut().zip(run) {
+                *sum += s.to_f64();
+            }
         }
-        sum
+        sums
     }
 }
 
@@ -307,9 +331,21 @@ pub(super) fn backward<T: Real>(
         .map(|v| 1.0 / (v.to_f64() + eps).sqrt())
         .collect();
     let shape = (n, c, inner);
-    let dbeta = channel_sums(shape, g, g, |g, _, _| g);
-    // ∂γ = Σ g·x̂ = Σ g·(x − μ) / σ
-    let dgamma: Vec<f64> = channel_sums(shape, g, x, |g, x, ch| g * (x - mean[ch]))
+    // ∂β = Σ g and ∂γ = Σ g·x̂ = Σ g·(x − μ) / σ: on conv activations in one pass over g and
+    // x, on `[N, C]` (in cache) one sum at a time.
+    let centred = |g: T, x: T, ch: usize| g * (x - mean[ch]);
+    let (dbeta, dgamma_sums): (Vec<f64>, Vec<f64>) = if inner > 1 {
+        channel_sums_of(shape, g, x, |g, x, ch| [g, centred(g, x, ch)])
+            .into_iter()
+            .map(|[b, g]| (b, g))
+            .unzip()
+    } else {
+        (
+            channel_sums(shape, g, g, |g, _, _| g),
+            channel_sums(shape, g, x, centred),
+        )
+    };
+    let dgamma: Vec<f64> = dgamma_sums
         .into_iter()
         .zip(&inv_std)
         .map(|(s, is)| s * is)

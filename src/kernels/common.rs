@@ -44,6 +44,8 @@ pub(super) trait Real:
     const ZERO: Self;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
+    /// self·a + b rounded once (an FMA instruction where the CPU has one).
+    fn mul_add(self, a: Self, b: Self) -> Self;
 }
 
 impl Real for f32 {
@@ -54,6 +56,10 @@ impl Real for f32 {
     fn from_f64(v: f64) -> Self {
         v as f32
     }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
+    }
 }
 
 impl Real for f64 {
@@ -63,6 +69,10 @@ impl Real for f64 {
     }
     fn from_f64(v: f64) -> Self {
         v
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
     }
 }
 
@@ -102,30 +112,30 @@ pub(super) use float_dispatch;
 /// vectorises a sum must fix its order itself ([`lane_sum`]). Call it inside a rayon task, not
 /// around one: the closures rayon runs are functions of their own, compiled for the baseline.
 macro_rules! simd_fn {
-    ($(#[$attr:meta])* $vis:vis fn $name:ident<$t:ident: Real>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident<$t:ident: Real $(, const $s:ident: usize)?>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$attr])*
-        $vis fn $name<$t: $crate::kernels::common::Real>($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name<$t: $crate::kernels::common::Real $(, const $s: usize)?>($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn body<$t: $crate::kernels::common::Real>($($arg: $ty),*) $(-> $ret)? $body
+            fn body<$t: $crate::kernels::common::Real $(, const $s: usize)?>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                unsafe fn avx512<$t: $crate::kernels::common::Real>($($arg: $ty),*) $(-> $ret)? {
-                    body::<$t>($($arg),*)
+                unsafe fn avx512<$t: $crate::kernels::common::Real $(, const $s: usize)?>($($arg: $ty),*) $(-> $ret)? {
+                    body::<$t $(, $s)?>($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2<$t: $crate::kernels::common::Real>($($arg: $ty),*) $(-> $ret)? {
-                    body::<$t>($($arg),*)
+                unsafe fn avx2<$t: $crate::kernels::common::Real $(, const $s: usize)?>($($arg: $ty),*) $(-> $ret)? {
+                    body::<$t $(, $s)?>($($arg),*)
                 }
                 match $crate::kernels::common::simd_level() {
                     // SAFETY: the CPU has AVX-512F (checked by `simd_level`).
-                    $crate::kernels::common::SimdLevel::Avx512 => return unsafe { avx512::<$t>($($arg),*) },
+                    $crate::kernels::common::SimdLevel::Avx512 => return unsafe { avx512::<$t $(, $s)?>($($arg),*) },
                     // SAFETY: the CPU has AVX2 and FMA (checked by `simd_level`).
-                    $crate::kernels::common::SimdLevel::Avx2 => return unsafe { avx2::<$t>($($arg),*) },
+                    $crate::kernels::common::SimdLevel::Avx2 => return unsafe { avx2::<$t $(, $s)?>($($arg),*) },
                     $crate::kernels::common::SimdLevel::Baseline => {}
                 }
             }
-            body::<$t>($($arg),*)
+            body::<$t $(, $s)?>($($arg),*)
         }
     };
 }
@@ -309,27 +319,49 @@ pub(super) const LANES: usize = 16;
 /// count or the CPU.
 #[inline(always)]
 pub(super) fn lane_sum<T: Real>(u: &[T], v: &[T], f: impl Fn(T, T) -> T) -> T {
+    let [sum] = lane_sums(u, v, |x, y| [f(x, y)]);
+    sum
+}
+
+/// `S` sums of [`lane_sum`] in one pass over u and v: Σ f(u[i], v[i])[s] for each s, each in
+/// [`lane_sum`]'s order, so each has the bits [`lane_sum`] gives it alone. Why: BN's backward
+/// needs Σ g and Σ g·(x − μ) over the same activations, memory-bound passes; one pass reads g
+/// once instead of twice.
+#[inline(always)]
+pub(super) fn lane_sums<T: Real, const S: usize>(
+    u: &[T],
+    v: &[T],
+    f: impl Fn(T, T) -> [T; S],
+) -> [T; S] {
     assert_eq!(u.len(), v.len(), "lane_sum of two lengths");
-    let mut acc = [T::ZERO; LANES];
+    let mut acc = [[T::ZERO; LANES]; S];
     let (uc, vc) = (u.chunks_exact(LANES), v.chunks_exact(LANES));
     let (ur, vr) = (uc.remainder(), vc.remainder());
     for (uc, vc) in uc.zip(vc) {
-        for ((a, &x), &y) in acc.iter_mut().zip(uc).zip(vc) {
-            *a += f(x, y);
+        for (lane, (&x, &y)) in uc.iter().zip(vc).enumerate() {
+            let terms = f(x, y);
+            for (a, t) in acc.iter_mut().zip(terms) {
+                a[lane] += t;
+            }
         }
     }
-    for ((a, &x), &y) in acc.iter_mut().zip(ur).zip(vr) {
-        *a += f(x, y);
-    }
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        let (lo, hi) = acc.split_at_mut(width);
-        for (a, &b) in lo.iter_mut().zip(&hi[..width]) {
-            *a += b;
+    for (lane, (&x, &y)) in ur.iter().zip(vr).enumerate() {
+        let terms = f(x, y);
+        for (a, t) in acc.iter_mut().zip(terms) {
+            a[lane] += t;
         }
     }
-    acc[0]
+    acc.map(|mut lanes| {
+        let mut width = LANES;
+        while width > 1 {
+            width /= 2;
+            let (lo, hi) = lanes.split_at_mut(width);
+            for (a, &b) in lo.iter_mut().zip(&hi[..width]) {
+                *a += b;
+            }
+        }
+        lanes[0]
+    })
 }
 
 /// A vector of `len` values that `write` initialises, without zeroing it first: allocating

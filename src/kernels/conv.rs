@@ -13,7 +13,9 @@
 //! ```
 //!
 //! A 1×1 convolution is the same with col(x[n]) = x[n] as `[C, H·W]`: no column matrix is
-//! built, and ∂x[n] = Wᵀ · ∂z[n] is written by the product itself.
+//! built, and ∂x[n] = Wᵀ · ∂z[n] is written by the product itself. A 3×3 stride-1 convolution
+//! with few output channels, on a CPU with AVX-512, computes z and ∂x from the image and ∂z
+//! directly (`super::direct`), with the same bits as the column-matrix path.
 //!
 //! Why: Flex's convolution builds the im2col matrix of the whole batch, runs its products in
 //! rayon closures per output block, and its backward goes through a transposed convolution with
@@ -41,6 +43,7 @@ use super::common::{
     Real, assume_written, backward_node, float_dispatch, lane_sum, simd_fn, tensor_from,
     transpose_into, values, vec_written,
 };
+use super::direct;
 use super::gemm::{Operand, gemm_into, sums_in_lanes};
 
 /// Images per parallel task: small enough to balance two threads over a batch of 128, large
@@ -471,10 +474,22 @@ fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
     let (hw, k) = (d.hw_out(), d.k());
     let img_len = d.c * d.hw();
     let out_len = d.c_out * hw;
-    let col_len = if d.g.kernel == 3 { k * hw } else { 0 };
+    // 3×3 with stride 1 straight from the image where that is faster and keeps the bits
+    // (`super::direct`); `col` then holds the padded image and the output's grid.
+    let direct = d.g == Geometry::of(3, 1).expect("3x3 stride 1") && direct::applies(d.c, d.c_out);
+    let col_len = match (direct, d.g.kernel) {
+        (true, _) => direct::scratch_len(d.c, d.h, d.w, d.c_out),
+        (false, 3) => k * hw,
+        _ => 0,
+    };
     let task = |scratch: &mut Scratch<T>, (z_chunk, x_chunk): (&mut [MaybeUninit<T>], &[T])| {
         let [col, ..] = scratch.buffers(col_len, 0, 0);
         for (zi, xi) in z_chunk.chunks_mut(out_len).zip(x_chunk.chunks(img_len)) {
+            if direct {
+                let dims = (d.c, d.h, d.w, d.c_out);
+                direct::conv3x3_direct(xi, wt, bias, dims, col, zi);
+                continue;
+            }
             let col = columns(xi, d, col);
             // The bias first, for the product to add onto; without one the product writes
             // every element.
@@ -500,7 +515,8 @@ fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
             );
         }
     };
-    // SAFETY: each image's output is written above before the product runs on it.
+    // SAFETY: each image's output is written above: every element by the direct kernel, or the
+    // bias (or zero) before the product runs on it.
     unsafe {
         vec_written(d.n * out_len, |z| {
             z.par_chunks_mut(out_len * IMAGES_PER_TASK)
@@ -568,7 +584,16 @@ fn backward<T: Real>(
     let out_len = d.c_out * hw;
     let three = d.g.kernel == 3;
     let col_len = if three { k * hw } else { 0 };
-    let dcol_len = if want_dx { col_len } else { 0 };
+    // ∂x of a 3×3 stride-1 convolution straight from ∂z where that is faster and keeps the
+    // bits (`super::direct`); `dcol` then holds ∂z padded and ∂x's grid.
+    let direct_dx = want_dx
+        && d.g == Geometry::of(3, 1).expect("3x3 stride 1")
+        && direct::applies_input_grad(d.c_out);
+    let dcol_len = match (want_dx, direct_dx) {
+        (true, true) => direct::input_grad_scratch_len(d.c, d.h, d.w, d.c_out),
+        (true, false) => col_len,
+        (false, _) => 0,
+    };
     let mut dx = want_dx.then(|| vec![T::ZERO; d.n * img_len]);
     let chunks = d.n.div_ceil(IMAGES_PER_TASK);
     // Each task's partial (∂W, ∂b), summed in chunk order below.
@@ -596,7 +621,10 @@ fn backward<T: Real>(
                     rs: 1,
                     cs: k as isize,
                 };
-                if three {
+                if direct_dx {
+                    let dims = (d.c, d.h, d.w, d.c_out);
+                    direct::conv3x3_direct_input_grad(gi, wt, dims, dcol, dxi);
+                } else if three {
                     gemm_into((k, hw, d.c_out), &mut dcol[..k * hw], w_t, g_op(), false);
                     add_columns(dcol, d, dxi);
                 } else {

@@ -1,0 +1,461 @@
+//! The forward of a 3×3 convolution with stride 1 and padding 1, computed from the image itself
+//! rather than from its column matrix, with the bits of the column-matrix product.
+//!
+//! ```text
+//! z[o, y, x] = b[o] + Σ_{c, ky, kx} W[o, c, ky, kx] · x[c, y + ky − 1, x + kx − 1]
+//! ```
+//!
+//! Why: the column-matrix path writes nine shifted copies of the image (`memmove` was a tenth of
+//! an Inception step) and `gemm` then copies them again into its panels. Here each channel of the
+//! image is copied once into a zero-padded plane of side (H + 2) × (W + 2), and the output is
+//! computed on the same padded grid, one flat run of positions at a time: at flat position
+//! f = y·(W + 2) + x the tap (ky, kx) reads the padded plane at f + ky·(W + 2) + kx, so every
+//! tap of a run of positions is one contiguous load. A tile is 4 output channels by 64 flat
+//! positions, 16 AVX-512 accumulators. The outputs are stored on the padded grid and its valid
+//! columns copied out at the end: the two columns past W are computed and dropped.
+//!
+//! Why the same bits: `gemm` computes each output element of `W · col` as one chain of FMAs over
+//! the depth, in order, from zero, and adds the chain to the output (the bias) once. For a depth
+//! of at most 512 the chain is one block ([`DEPTH_MAX`]). Here each element is the same chain,
+//! over the taps in the column matrix's (c, ky, kx) order, with the padding read as the same
+//! zeros. The test below holds the two paths to the same bits, in f32 and f64, and `scripts/
+//! same_behaviour.sh` holds whole runs to the same records.
+
+use std::mem::MaybeUninit;
+
+use super::common::{Real, SimdLevel, simd_fn, simd_level};
+
+/// The deepest product (C·9) this path computes: `gemm` (0.19) sums deeper ones in blocks,
+/// whose bounds depend on the product's shape.
+pub(super) const DEPTH_MAX: usize = 512;
+
+/// Positions per vector of a tile: one AVX-512 register of f32.
+const LANES: usize = 16;
+
+/// Vectors of positions per tile.
+const RUNS: usize = 4;
+
+/// Positions a tile computes.
+const TILE: usize = LANES * RUNS;
+
+/// Output channels per tile: with [`RUNS`], 16 AVX-512 accumulators, which stay in registers
+/// (a tile of 8 × 2 was as fast; wider ones spilled).
+const NR: usize = 4;
+
+/// The most output channels for which the direct kernels are faster than the column-matrix
+/// path. Side by side on one core each (`bench --threads 1`): the Inception's steps (C_out 8 to
+/// 44) 6 to 11% faster with both kernels; the CIFAR CNN's 64-channel convolution 3% slower
+/// (forward) and 4 to 6% (∂x) through them, its 32-channel one the same either way.
+const C_OUT_MAX: usize = 48;
+
+/// Whether [`conv3x3_direct`] computes a 3×3, stride-1 convolution of `c` input and `c_out`
+/// output channels with the column-matrix path's bits, faster: the depth fits one of `gemm`'s
+/// blocks, the output channels are few ([`C_OUT_MAX`]), and the CPU has AVX-512 (with FMA, as
+/// `gemm`'s own kernels use). With AVX2 only, a tile's 16-float vectors would not fit in
+/// registers; such CPUs keep the column-matrix path, whose bits are the same.
+pub(super) fn applies(c: usize, c_out: usize) -> bool {
+    c * 9 <= DEPTH_MAX && c_out <= C_OUT_MAX && simd_level() >= SimdLevel::Avx512
+}
+
+/// The scratch [`conv3x3_direct`] needs for `c` input and `c_out` output channels of h × w:
+/// the padded image, then the output on the padded grid.
+pub(super) fn scratch_len(c: usize, h: usize, w: usize, c_out: usize) -> usize {
+    c * padded_plane(h, w) + c_out * grid_len(h, w)
+}
+
+/// One padded plane, (h + 2) × (w + 2), with the last tile's overreach (at most `TILE` + 2
+/// values past it).
+fn padded_plane(h: usize, w: usize) -> usize {
+    (h + 2) * (w + 2) + TILE + 2
+}
+
+/// One output channel on the padded grid: h rows of w + 2, rounded up to whole tiles.
+fn grid_len(h: usize, w: usize) -> usize {
+    (h * (w + 2)).next_multiple_of(TILE)
+}
+
+/// The sums of one tile, `N` output channels from `o0` on by `TILE` flat positions from `f0`
+/// on, stored into `grid` (the output on the padded grid, `grid_len` apart per channel).
+/// `xp` holds the padded planes, `plane` values apart, rows `wp` apart; `wt` is `[C_out, C·9]`.
+#[inline(always)]
+fn tile<T: Real, const N: usize>(
+    (xp, wt): (&[T], &[T]),
+    (c, plane, wp, stride): (usize, usize, usize, usize),
+    (o0, f0): (usize, usize),
+    grid: &mut [T],
+) {
+    let k = c * 9;
+    let mut acc = [[[T::ZERO; LANES]; RUNS]; N];
+    for ch in 0..c {
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let tap = ch * 9 + ky * 3 + kx;
+                let at = ch * plane + f0 + ky * wp + kx;
+                let mut xv = [[T::ZERO; LANES]; RUNS];
+                for (r, v) in xv.iter_mut().enumerate() {
+                    v.copy_from_slice(&xp[at + r * LANES..][..LANES]);
+                }
+                for (n, acc) in acc.iter_mut().enumerate() {
+                    let wv = wt[(o0 + n) * k + tap];
+                    for (a, v) in acc.iter_mut().zip(&xv) {
+                        for (a, &v) in a.iter_mut().zip(v) {
+                            *a = wv.mul_add(v, *a);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (n, acc) in acc.iter().enumerate() {
+        for (r, a) in acc.iter().enumerate() {
+            grid[(o0 + n) * stride + f0 + r * LANES..][..LANES].copy_from_slice(a);
+        }
+    }
+}
+
+simd_fn! {
+    /// One image's output `z` (`[C_out, H, W]`, every element written) of a 3×3 convolution
+    /// with stride 1 and padding 1 of `x` (`[C, H, W]`) by `wt` (`[C_out, C·9]`), plus `bias`:
+    /// the column-matrix product's bits where [`applies`]. `scratch` is of [`scratch_len`].
+    pub(super) fn conv3x3_direct<T: Real>(
+        x: &[T],
+        wt: &[T],
+        bias: Option<&[T]>,
+        dims: (usize, usize, usize, usize),
+        scratch: &mut [T],
+        z: &mut [MaybeUninit<T>],
+    ) {
+        let (c, h, w, c_out) = dims;
+        let (wp, plane, stride) = (w + 2, padded_plane(h, w), grid_len(h, w));
+        let (xp, grid) = scratch[..scratch_len(c, h, w, c_out)].split_at_mut(c * plane);
+        pad_planes(x, (h, w), xp);
+        let ops = (&*xp, wt);
+        let geometry = (c, plane, wp, stride);
+        // Positions outside, output channels inside: a tile's rows of the padded image stay in
+        // the L1 cache across the output channels.
+        for f0 in (0..h * wp).step_by(TILE) {
+            let mut o0 = 0;
+            while o0 + NR <= c_out {
+                tile::<T, NR>(ops, geometry, (o0, f0), grid);
+                o0 += NR;
+            }
+            for o in o0..c_out {
+                tile::<T, 1>(ops, geometry, (o, f0), grid);
+            }
+        }
+        // The valid columns of the grid, plus the bias: the same single addition `gemm` makes.
+        for (o, (zo, go)) in z.chunks_exact_mut(h * w).zip(grid.chunks_exact(stride)).enumerate() {
+            for (zr, gr) in zo.chunks_exact_mut(w).zip(go.chunks(wp)) {
+                for (v, &sum) in zr.iter_mut().zip(gr) {
+                    v.write(bias.map_or(sum, |b| b[o] + sum));
+                }
+            }
+        }
+    }
+}
+
+/// Whether [`conv3x3_direct_input_grad`] computes ∂x of a 3×3, stride-1 convolution with
+/// `c_out` output channels with the column-matrix path's bits (∂col = Wᵀ · ∂z has depth
+/// C_out), faster: as for [`applies`].
+pub(super) fn applies_input_grad(c_out: usize) -> bool {
+    // C_OUT_MAX is below DEPTH_MAX, so the chain over the output channels is one block.
+    c_out <= C_OUT_MAX && simd_level() >= SimdLevel::Avx512
+}
+
+/// The scratch [`conv3x3_direct_input_grad`] needs: ∂z padded, then ∂x on the padded grid.
+pub(super) fn input_grad_scratch_len(c: usize, h: usize, w: usize, c_out: usize) -> usize {
+    c_out * padded_plane(h, w) + c * grid_len(h, w)
+}
+
+/// Input channels per tile of ∂x: a tap's sums, 4 × 4 vectors, 16 AVX-512 registers; the
+/// running ∂x stays in the grid (in L1), as two sets of accumulators spilled.
+const NR_DX: usize = 4;
+
+/// Vectors of positions per tile of ∂x.
+const RUNS_DX: usize = 4;
+
+/// One tile of ∂x: `N` input channels from `c0` on by `LANES · RUNS_DX` flat positions from
+/// `f0` on, accumulated in `grid`. `gzp` holds ∂z's padded planes; `wt` is `[C_out, C·9]`.
+///
+/// For each tap in (ky, kx) order: its sum over the output channels, a chain of FMAs from zero
+/// (∂col's element, as `gemm` computes it), then added to the running ∂x, which starts at zero
+/// (`col2im_add`'s additions, in its order). Position f reads tap (ky, kx) of the output
+/// position (y − ky + 1, x − kx + 1), which lies at f + (2 − ky)·(W + 2) + 2 − kx of a padded
+/// plane; outside the map it reads the padding, so that tap's sum is +0 and adds nothing, as
+/// `col2im_add` adds nothing there.
+#[inline(always)]
+fn input_grad_tile<T: Real, const N: usize>(
+    (gzp, wt): (&[T], &[T]),
+    (c, c_out, plane, wp, stride): (usize, usize, usize, usize, usize),
+    (c0, f0): (usize, usize),
+    grid: &mut [T],
+) {
+    let k = c * 9;
+    for ky in 0..3 {
+        for kx in 0..3 {
+            let tap = ky * 3 + kx;
+            let shift = (2 - ky) * wp + 2 - kx;
+            let mut sums = [[[T::ZERO; LANES]; RUNS_DX]; N];
+            for o in 0..c_out {
+                let at = o * plane + f0 + shift;
+                let mut gv = [[T::ZERO; LANES]; RUNS_DX];
+                for (r, v) in gv.iter_mut().enumerate() {
+                    v.copy_from_slice(&gzp[at + r * LANES..][..LANES]);
+                }
+                for (n, sums) in sums.iter_mut().enumerate() {
+                    let wv = wt[o * k + (c0 + n) * 9 + tap];
+                    for (a, v) in sums.iter_mut().zip(&gv) {
+                        for (a, &v) in a.iter_mut().zip(v) {
+                            *a = wv.mul_add(v, *a);
+                        }
+                    }
+                }
+            }
+            for (n, sums) in sums.iter().enumerate() {
+                for (r, s) in sums.iter().enumerate() {
+                    let run = &mut grid[(c0 + n) * stride + f0 + r * LANES..][..LANES];
+                    for (d, &s) in run.iter_mut().zip(s) {
+                        // The first tap adds onto zero, as onto ∂x's zeroed buffer.
+                        let before = if tap == 0 { T::ZERO } else { *d };
+                        *d = before + s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `src` (`planes` planes of h × w) copied into zero-padded planes of (h + 2) × (w + 2) in
+/// `dst`, `padded_plane(h, w)` apart.
+fn pad_planes<T: Real>(src: &[T], (h, w): (usize, usize), dst: &mut [T]) {
+    let (wp, plane) = (w + 2, padded_plane(h, w));
+    dst.fill(T::ZERO);
+    for (dst, src) in dst.chunks_exact_mut(plane).zip(src.chunks_exact(h * w)) {
+        for (y, row) in src.chunks_exact(w).enumerate() {
+            dst[(y + 1) * wp + 1..][..w].copy_from_slice(row);
+        }
+    }
+}
+
+simd_fn! {
+    /// One image's ∂x (`[C, H, W]`, every element written) of a 3×3 convolution with stride 1
+    /// and padding 1, from its ∂z (`[C_out, H, W]`) and `wt` (`[C_out, C·9]`): the bits of
+    /// ∂col = Wᵀ · ∂z through `gemm` scattered back by `col2im_add`, where
+    /// [`applies_input_grad`]. `scratch` is of [`input_grad_scratch_len`].
+    pub(super) fn conv3x3_direct_input_grad<T: Real>(
+        gz: &[T],
+        wt: &[T],
+        dims: (usize, usize, usize, usize),
+        scratch: &mut [T],
+        dx: &mut [T],
+    ) {
+        let (c, h, w, c_out) = dims;
+        let (wp, plane, stride) = (w + 2, padded_plane(h, w), grid_len(h, w));
+        let len = input_grad_scratch_len(c, h, w, c_out);
+        let (gzp, grid) = scratch[..len].split_at_mut(c_out * plane);
+        pad_planes(gz, (h, w), gzp);
+        let ops = (&*gzp, wt);
+        let geometry = (c, c_out, plane, wp, stride);
+        let tile_len = LANES * RUNS_DX;
+        for f0 in (0..h * wp).step_by(tile_len) {
+            let mut c0 = 0;
+            while c0 + NR_DX <= c {
+                input_grad_tile::<T, NR_DX>(ops, geometry, (c0, f0), grid);
+                c0 += NR_DX;
+            }
+            for ch in c0..c {
+                input_grad_tile::<T, 1>(ops, geometry, (ch, f0), grid);
+            }
+        }
+        for (dc, gc) in dx.chunks_exact_mut(h * w).zip(grid.chunks_exact(stride)) {
+            for (dr, gr) in dc.chunks_exact_mut(w).zip(gc.chunks(wp)) {
+                dr.copy_from_slice(&gr[..w]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::common::test_values;
+    use super::super::gemm::{Operand, gemm_into};
+    use super::*;
+
+    /// (C, H, W, C_out): the Inception's and the CNN's shapes, the deepest product this path
+    /// takes (C·9 = 504), tile remainders of output and input channels, and odd small maps.
+    const SHAPES: [(usize, usize, usize, usize); 10] = [
+        (3, 32, 32, 24),
+        (24, 32, 32, 8),
+        (16, 32, 32, 12),
+        (32, 16, 16, 64),
+        (40, 15, 15, 28),
+        (40, 15, 15, 12),
+        (56, 7, 7, 44),
+        (2, 5, 4, 3),
+        (5, 3, 17, 13),
+        (1, 1, 1, 1),
+    ];
+
+    /// The column matrix of one image, element by element: the plain reference.
+    fn column_matrix<T: Real>(x: &[T], (c, h, w): (usize, usize, usize)) -> Vec<T> {
+        let mut col = vec![T::ZERO; c * 9 * h * w];
+        for (row, (ch, ky, kx)) in (0..c)
+            .flat_map(|ch| (0..3).flat_map(move |ky| (0..3).map(move |kx| (ch, ky, kx))))
+            .enumerate()
+        {
+            for y in 0..h {
+                for xx in 0..w {
+                    let (sy, sx) = ((y + ky).checked_sub(1), (xx + kx).checked_sub(1));
+                    if let (Some(sy), Some(sx)) = (sy.filter(|&v| v < h), sx.filter(|&v| v < w)) {
+                        col[row * h * w + y * w + xx] = x[ch * h * w + sy * w + sx];
+                    }
+                }
+            }
+        }
+        col
+    }
+
+    /// The column-matrix path as the conv op runs it: the bias (or zero) written, then
+    /// `W · col` added by `gemm`.
+    fn through_columns<T: Real>(
+        x: &[T],
+        wt: &[T],
+        bias: Option<&[T]>,
+        (c, h, w, c_out): (usize, usize, usize, usize),
+    ) -> Vec<T> {
+        let (k, hw) = (c * 9, h * w);
+        let col = column_matrix(x, (c, h, w));
+        let mut z: Vec<T> = (0..c_out * hw)
+            .map(|i| bias.map_or(T::ZERO, |b| b[i / hw]))
+            .collect();
+        let lhs = Operand {
+            data: wt,
+            rs: k as isize,
+            cs: 1,
+        };
+        let rhs = Operand {
+            data: &col[..],
+            rs: hw as isize,
+            cs: 1,
+        };
+        gemm_into((c_out, hw, k), &mut z, lhs, rhs, bias.is_some());
+        z
+    }
+
+    fn bits_agree<T: Real>(seed: u64) {
+        assert!(
+            simd_level() >= SimdLevel::Avx2,
+            "this CPU has no FMA, so the direct convolution never runs on it"
+        );
+        for (c, h, w, c_out) in SHAPES {
+            let dims = (c, h, w, c_out);
+            let x = test_values::<T>(c * h * w, seed);
+            let wt = test_values::<T>(c_out * c * 9, seed + 1);
+            let b = test_values::<T>(c_out, seed + 2);
+            for bias in [None, Some(&b[..])] {
+                let want = through_columns(&x, &wt, bias, dims);
+                let mut xp = vec![T::ZERO; scratch_len(c, h, w, c_out)];
+                // NaN where the kernel writes nothing, which no output of the reference is.
+                let mut z = vec![MaybeUninit::new(T::from_f64(f64::NAN)); c_out * h * w];
+                conv3x3_direct(&x, &wt, bias, dims, &mut xp, &mut z);
+                // SAFETY: every element was initialised above.
+                let got: Vec<T> = z.iter().map(|v| unsafe { v.assume_init() }).collect();
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(a, b)| bytemuck::bytes_of(*a) == bytemuck::bytes_of(*b))
+                    .count();
+                assert_eq!(
+                    same,
+                    want.len(),
+                    "C {c}, {h}x{w}, C_out {c_out}, bias {}: {} of {} outputs differ",
+                    bias.is_some(),
+                    want.len() - same,
+                    want.len()
+                );
+            }
+        }
+    }
+
+    /// ∂x through the column matrix as the conv op's backward computes it: ∂col = Wᵀ · ∂z by
+    /// `gemm`, then each ∂col row added back where its column matrix row was read from, row by
+    /// row in (c, ky, kx) order.
+    fn input_grad_through_columns<T: Real>(
+        gz: &[T],
+        wt: &[T],
+        (c, h, w, c_out): (usize, usize, usize, usize),
+    ) -> Vec<T> {
+        let (k, hw) = (c * 9, h * w);
+        let mut dcol = vec![T::ZERO; k * hw];
+        let w_t = Operand {
+            data: wt,
+            rs: 1,
+            cs: k as isize,
+        };
+        let g = Operand {
+            data: gz,
+            rs: hw as isize,
+            cs: 1,
+        };
+        gemm_into((k, hw, c_out), &mut dcol, w_t, g, false);
+        let mut dx = vec![T::ZERO; c * hw];
+        for ch in 0..c {
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let row = &dcol[(ch * 9 + ky * 3 + kx) * hw..][..hw];
+                    for y in 0..h {
+                        for xx in 0..w {
+                            let (sy, sx) = ((y + ky).checked_sub(1), (xx + kx).checked_sub(1));
+                            if let (Some(sy), Some(sx)) =
+                                (sy.filter(|&v| v < h), sx.filter(|&v| v < w))
+                            {
+                                dx[ch * hw + sy * w + sx] += row[y * w + xx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    fn input_grad_bits_agree<T: Real>(seed: u64) {
+        for (c, h, w, c_out) in SHAPES {
+            let dims = (c, h, w, c_out);
+            let gz = test_values::<T>(c_out * h * w, seed);
+            let wt = test_values::<T>(c_out * c * 9, seed + 1);
+            let want = input_grad_through_columns(&gz, &wt, dims);
+            let mut scratch = vec![T::ZERO; input_grad_scratch_len(c, h, w, c_out)];
+            let mut got = vec![T::from_f64(f64::NAN); c * h * w];
+            conv3x3_direct_input_grad(&gz, &wt, dims, &mut scratch, &mut got);
+            let same = got
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| bytemuck::bytes_of(*a) == bytemuck::bytes_of(*b))
+                .count();
+            assert_eq!(
+                same,
+                want.len(),
+                "dx: C {c}, {h}x{w}, C_out {c_out}: {} of {} differ",
+                want.len() - same,
+                want.len()
+            );
+        }
+    }
+
+    /// The direct ∂x has the bits of ∂col = Wᵀ · ∂z through `gemm` scattered back by the
+    /// column matrix's adjoint, in f32 and f64.
+    #[test]
+    fn direct_input_gradient_has_the_bits_of_the_column_matrix_adjoint() {
+        input_grad_bits_agree::<f32>(31);
+        input_grad_bits_agree::<f64>(37);
+    }
+
+    /// The direct convolution has the bits of the column-matrix product through `gemm`, in
+    /// f32 and f64, with and without the bias.
+    #[test]
+    fn direct_convolution_has_the_bits_of_the_column_matrix_product() {
+        bits_agree::<f32>(11);
+        bits_agree::<f64>(23);
+    }
+}
