@@ -14,7 +14,7 @@
 //!
 //! A 1×1 convolution is the same with col(x[n]) = x[n] as `[C, H·W]`: no column matrix is
 //! built, and ∂x[n] = Wᵀ · ∂z[n] is written by the product itself. A 3×3 stride-1 convolution
-//! with few output channels, on a CPU with AVX-512, computes z and ∂x from the image and ∂z
+//! with few output channels, on a CPU with AVX-512, computes z, ∂x and ∂W from the image and ∂z
 //! directly (`super::direct`), with the same bits as the column-matrix path.
 //!
 //! Why: Flex's convolution builds the im2col matrix of the whole batch, runs its products in
@@ -583,12 +583,18 @@ fn backward<T: Real>(
     let img_len = d.c * d.hw();
     let out_len = d.c_out * hw;
     let three = d.g.kernel == 3;
-    let col_len = if three { k * hw } else { 0 };
+    let stride1 = d.g == Geometry::of(3, 1).expect("3x3 stride 1");
+    // ∂W of a 3×3 stride-1 convolution straight from the image where that is faster and keeps
+    // the bits (`super::direct`); `col` then holds the padded image and ∂z transposed.
+    let direct_dw = stride1 && direct::applies_weight_grad(d.c, d.c_out, hw);
+    let col_len = match (direct_dw, three) {
+        (true, _) => direct::weight_grad_scratch_len(d.c, d.h, d.w, d.c_out),
+        (false, true) => k * hw,
+        (false, false) => 0,
+    };
     // ∂x of a 3×3 stride-1 convolution straight from ∂z where that is faster and keeps the
     // bits (`super::direct`); `dcol` then holds ∂z padded and ∂x's grid.
-    let direct_dx = want_dx
-        && d.g == Geometry::of(3, 1).expect("3x3 stride 1")
-        && direct::applies_input_grad(d.c_out);
+    let direct_dx = want_dx && stride1 && direct::applies_input_grad(d.c_out);
     let dcol_len = match (want_dx, direct_dx) {
         (true, true) => direct::input_grad_scratch_len(d.c, d.h, d.w, d.c_out),
         (true, false) => col_len,
@@ -607,13 +613,18 @@ fn backward<T: Real>(
             if want_db {
                 bias_sums(gi, hw, &mut db);
             }
-            let col = columns(xi, d, col);
+            if direct_dw {
+                let dims = (d.c, d.h, d.w, d.c_out);
+                direct::conv3x3_direct_weight_grad(xi, gi, dims, col, &mut dwt);
+            } else {
+                let col = columns(xi, d, col);
+                add_weight_gradient(col, gi, (k, d.c_out, hw), gzt, &mut dwt);
+            }
             let g_op = || Operand {
                 data: gi,
                 rs: hw as isize,
                 cs: 1,
             };
-            add_weight_gradient(col, gi, (k, d.c_out, hw), gzt, &mut dwt);
             if let Some(dxi) = dx_images.as_mut().and_then(Iterator::next) {
                 // ∂col = Wᵀ · ∂z[n], then scattered back onto the image.
                 let w_t = Operand {

@@ -1,29 +1,37 @@
-//! The forward of a 3×3 convolution with stride 1 and padding 1, computed from the image itself
-//! rather than from its column matrix, with the bits of the column-matrix product.
+//! A 3×3 convolution with stride 1 and padding 1 (its forward, ∂x and ∂W) computed from the
+//! image and ∂z themselves rather than from the column matrix, with the bits of the
+//! column-matrix path.
 //!
 //! ```text
-//! z[o, y, x] = b[o] + Σ_{c, ky, kx} W[o, c, ky, kx] · x[c, y + ky − 1, x + kx − 1]
+//! z[o, y, x]     = b[o] + Σ_{c, ky, kx} W[o, c, ky, kx] · x[c, y + ky − 1, x + kx − 1]
+//! ∂x[c, y, x]    = Σ_{ky, kx} Σ_o W[o, c, ky, kx] · ∂z[o, y − ky + 1, x − kx + 1]
+//! ∂W[o, c, ky, kx] = Σ_{y, x} ∂z[o, y, x] · x[c, y + ky − 1, x + kx − 1]
 //! ```
 //!
 //! Why: the column-matrix path writes nine shifted copies of the image (`memmove` was a tenth of
-//! an Inception step) and `gemm` then copies them again into its panels. Here each channel of the
-//! image is copied once into a zero-padded plane of side (H + 2) × (W + 2), and the output is
-//! computed on the same padded grid, one flat run of positions at a time: at flat position
-//! f = y·(W + 2) + x the tap (ky, kx) reads the padded plane at f + ky·(W + 2) + kx, so every
-//! tap of a run of positions is one contiguous load. A tile is 4 output channels by 64 flat
-//! positions, 16 AVX-512 accumulators. The outputs are stored on the padded grid and its valid
-//! columns copied out at the end: the two columns past W are computed and dropped.
+//! an Inception step), builds them again for ∂W, writes ∂col and scatters it back, and `gemm`
+//! copies each into its panels. Here each channel of the image (or of ∂z) is copied once into a
+//! zero-padded plane of side (H + 2) × (W + 2). The forward and ∂x are computed on the same
+//! padded grid, one flat run of positions at a time: at flat position f = y·(W + 2) + x the tap
+//! (ky, kx) reads the padded plane at f + ky·(W + 2) + kx, so every tap of a run of positions is
+//! one contiguous load. A tile is 4 channels by 64 (forward) or 32 (∂x) flat positions. The
+//! outputs are stored on the padded grid and its valid columns copied out at the end: the two
+//! columns past W are computed and dropped. ∂W runs along the output channels, as `gemm` does,
+//! one input channel's nine taps at a time, reading the taps from the padded plane.
 //!
-//! Why the same bits: `gemm` computes each output element of `W · col` as one chain of FMAs over
-//! the depth, in order, from zero, and adds the chain to the output (the bias) once. For a depth
-//! of at most 512 the chain is one block ([`DEPTH_MAX`]). Here each element is the same chain,
-//! over the taps in the column matrix's (c, ky, kx) order, with the padding read as the same
-//! zeros. The test below holds the two paths to the same bits, in f32 and f64, and `scripts/
-//! same_behaviour.sh` holds whole runs to the same records.
+//! Why the same bits: `gemm` computes each output element of a product as one chain of FMAs
+//! over the depth, in order, from zero, in blocks, and adds each block's chain to the output
+//! once. For a depth of at most 512 the chain is one block ([`DEPTH_MAX`]); above it, the
+//! blocks depend on the product's shape, so the kernels take only shapes whose blocks are
+//! known. Here each element is the same chain: the forward's over the taps in the column
+//! matrix's (c, ky, kx) order, ∂x's over the output channels (∂col's element) then added tap by
+//! tap in the order `col2im_add` adds them, ∂W's over the positions, with the padding read as
+//! the same zeros. The tests below hold the three to the column-matrix path bit for bit, in f32
+//! and f64, and `scripts/same_behaviour.sh` holds whole runs to the same records.
 
 use std::mem::MaybeUninit;
 
-use super::common::{Real, SimdLevel, simd_fn, simd_level};
+use super::common::{Real, SimdLevel, simd_fn, simd_level, transpose_into};
 
 /// The deepest product (C·9) this path computes: `gemm` (0.19) sums deeper ones in blocks,
 /// whose bounds depend on the product's shape.
@@ -283,6 +291,113 @@ simd_fn! {
     }
 }
 
+/// Taps per tile of ∂W: one input channel's nine, so that a tile never straddles channels.
+const TAPS: usize = 9;
+
+/// Whether [`conv3x3_direct_weight_grad`] computes ∂W of a 3×3, stride-1 convolution with the
+/// column-matrix path's bits, faster: as for [`applies`], with a map whose positions `gemm`
+/// sums in blocks of one rule (at most 512 positions, one block; else a multiple of 512, blocks
+/// of 512: `gemm` cuts other depths by a rule that depends on the product's shape), and not a
+/// product `gemm` sums in lanes (`super::gemm::sums_in_lanes`), which keeps its own order.
+pub(super) fn applies_weight_grad(c: usize, c_out: usize, positions: usize) -> bool {
+    weight_grad_fits(c, c_out, positions) && simd_level() >= SimdLevel::Avx512
+}
+
+/// The shapes [`conv3x3_direct_weight_grad`] computes with `gemm`'s bits (at most
+/// [`C_OUT_MAX`] output channels: three vectors).
+fn weight_grad_fits(c: usize, c_out: usize, positions: usize) -> bool {
+    let blocks_of_one_rule = positions <= DEPTH_MAX || positions.is_multiple_of(DEPTH_MAX);
+    blocks_of_one_rule && !super::gemm::sums_in_lanes(c * 9, c_out) && c_out <= C_OUT_MAX
+}
+
+/// The scratch [`conv3x3_direct_weight_grad`] needs: the padded image, then ∂z transposed
+/// (with one vector of slack: a tile's last vector of output channels reads past a row).
+pub(super) fn weight_grad_scratch_len(c: usize, h: usize, w: usize, c_out: usize) -> usize {
+    c * padded_plane(h, w) + h * w * c_out + LANES
+}
+
+/// One channel's nine taps of ∂Wᵀ, for `V` vectors of output channels, over the positions
+/// `from..to` of one block, added to `dwt` (`[C·9, C_out]`): for each element, a chain of FMAs
+/// over the positions in order, from zero, then one addition to what `dwt` holds, as `gemm`
+/// computes col · ∂zᵀ. `xp` is the channel's padded plane; `gzt` is ∂z transposed.
+#[inline(always)]
+fn weight_grad_tile<T: Real, const V: usize>(
+    (xp, gzt): (&[T], &[T]),
+    (w, wp, c_out): (usize, usize, usize),
+    (from, to): (usize, usize),
+    dwt: &mut [T],
+) {
+    let mut acc = [[[T::ZERO; LANES]; V]; TAPS];
+    let mut p = from;
+    // A run of positions along one output row at a time: its three padded rows are sliced once.
+    while p < to {
+        let (y, x0) = (p / w, p % w);
+        let n = (w - x0).min(to - p);
+        let rows: [&[T]; 3] = std::array::from_fn(|ky| &xp[(y + ky) * wp + x0..][..n + 2]);
+        // The run's ∂z rows, with a vector of slack for the last one's last vector.
+        let grads = &gzt[p * c_out..][..(n - 1) * c_out + V * LANES];
+        for i in 0..n {
+            // SAFETY: i < n, so i·C_out + V·LANES ≤ (n − 1)·C_out + V·LANES = grads.len(), and
+            // i + 2 < n + 2 = each row's length. Unchecked, because the bounds checks of these
+            // twelve reads a position were half of this loop's instructions.
+            let g: [[T; LANES]; V] = std::array::from_fn(|v| {
+                std::array::from_fn(|l| unsafe { *grads.get_unchecked(i * c_out + v * LANES + l) })
+            });
+            // Tap (ky, kx) of output position (y, x) reads the padded plane at (y + ky, x + kx).
+            for (tap, acc) in acc.iter_mut().enumerate() {
+                let xv = unsafe { *rows[tap / 3].get_unchecked(i + tap % 3) };
+                for (a, g) in acc.iter_mut().zip(&g) {
+                    for (a, &g) in a.iter_mut().zip(g) {
+                        *a = xv.mul_add(g, *a);
+                    }
+                }
+            }
+        }
+        p += n;
+    }
+    for (row, acc) in dwt.chunks_exact_mut(c_out).zip(&acc) {
+        for (d, &a) in row.iter_mut().zip(acc.iter().flatten()) {
+            *d += a;
+        }
+    }
+}
+
+simd_fn! {
+    /// Adds one image's term of ∂Wᵀ (`[C·9, C_out]`) of a 3×3 convolution with stride 1 and
+    /// padding 1, from the image `x` (`[C, H, W]`) and its ∂z (`[C_out, H, W]`): the bits of
+    /// col · ∂zᵀ through `gemm` added onto `dwt`, where [`applies_weight_grad`]. `scratch` is
+    /// of [`weight_grad_scratch_len`].
+    pub(super) fn conv3x3_direct_weight_grad<T: Real>(
+        x: &[T],
+        gz: &[T],
+        dims: (usize, usize, usize, usize),
+        scratch: &mut [T],
+        dwt: &mut [T],
+    ) {
+        let (c, h, w, c_out) = dims;
+        assert!(weight_grad_fits(c, c_out, h * w), "direct dW: shape {dims:?}");
+        let (wp, plane, hw) = (w + 2, padded_plane(h, w), h * w);
+        let len = weight_grad_scratch_len(c, h, w, c_out);
+        let (xp, gzt) = scratch[..len].split_at_mut(c * plane);
+        pad_planes(x, (h, w), xp);
+        transpose_into(gz, c_out, hw, &mut gzt[..hw * c_out]);
+        let gzt = &*gzt;
+        let block = if hw <= DEPTH_MAX { hw } else { DEPTH_MAX };
+        for from in (0..hw).step_by(block) {
+            let to = (from + block).min(hw);
+            for (ch, dwt) in dwt.chunks_exact_mut(TAPS * c_out).enumerate() {
+                let ops = (&xp[ch * plane..(ch + 1) * plane], gzt);
+                let geometry = (w, wp, c_out);
+                match c_out.div_ceil(LANES) {
+                    1 => weight_grad_tile::<T, 1>(ops, geometry, (from, to), dwt),
+                    2 => weight_grad_tile::<T, 2>(ops, geometry, (from, to), dwt),
+                    _ => weight_grad_tile::<T, 3>(ops, geometry, (from, to), dwt),
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::common::test_values;
@@ -452,6 +567,73 @@ mod tests {
     fn direct_input_gradient_has_the_bits_of_the_column_matrix_adjoint() {
         input_grad_bits_agree::<f32>(31);
         input_grad_bits_agree::<f64>(37);
+    }
+
+    /// ∂Wᵀ over three images through the column matrix as the conv op's backward computes it:
+    /// col · ∂zᵀ by `gemm`, added image by image.
+    fn weight_grad_through_columns<T: Real>(
+        images: &[(Vec<T>, Vec<T>)],
+        (c, h, w, c_out): (usize, usize, usize, usize),
+    ) -> Vec<T> {
+        let (k, hw) = (c * 9, h * w);
+        let mut dwt = vec![T::ZERO; k * c_out];
+        for (x, gz) in images {
+            let col = column_matrix(x, (c, h, w));
+            let mut gzt = vec![T::ZERO; hw * c_out];
+            for o in 0..c_out {
+                for p in 0..hw {
+                    gzt[p * c_out + o] = gz[o * hw + p];
+                }
+            }
+            let col_op = Operand {
+                data: &col[..],
+                rs: hw as isize,
+                cs: 1,
+            };
+            let gzt_op = Operand {
+                data: &gzt[..],
+                rs: c_out as isize,
+                cs: 1,
+            };
+            gemm_into((k, c_out, hw), &mut dwt, col_op, gzt_op, true);
+        }
+        dwt
+    }
+
+    fn weight_grad_bits_agree<T: Real>(seed: u64) {
+        for (c, h, w, c_out) in SHAPES {
+            if !weight_grad_fits(c, c_out, h * w) {
+                // Products `gemm` sums in lanes, and wide ones, keep the column-matrix path.
+                continue;
+            }
+            let dims = (c, h, w, c_out);
+            let images: Vec<(Vec<T>, Vec<T>)> = (0..3)
+                .map(|i| {
+                    let s = seed + 2 * i;
+                    let x = test_values::<T>(c * h * w, s);
+                    (x, test_values::<T>(c_out * h * w, s + 1))
+                })
+                .collect();
+            let want = weight_grad_through_columns(&images, dims);
+            let mut scratch = vec![T::ZERO; weight_grad_scratch_len(c, h, w, c_out)];
+            let mut got = vec![T::ZERO; want.len()];
+            for (x, gz) in &images {
+                conv3x3_direct_weight_grad(x, gz, dims, &mut scratch, &mut got);
+            }
+            assert_eq!(
+                differing(&got, &want),
+                0,
+                "dW: C {c}, {h}x{w}, C_out {c_out}: values differ"
+            );
+        }
+    }
+
+    /// The direct ∂W has the bits of col · ∂zᵀ through `gemm`, added over three images, in f32
+    /// and f64: on maps of one block of positions and of two (32 × 32).
+    #[test]
+    fn direct_weight_gradient_has_the_bits_of_the_column_matrix_product() {
+        weight_grad_bits_agree::<f32>(41);
+        weight_grad_bits_agree::<f64>(43);
     }
 
     /// The direct convolution has the bits of the column-matrix product through `gemm`, in
