@@ -39,12 +39,15 @@ use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Tensor, TensorCreationOptions};
 use rayon::prelude::*;
 
+mod im2col;
+
 use super::common::{
     Real, assume_written, backward_node, float_dispatch, lane_sum, simd_fn, tensor_from,
     transpose_into, values, vec_written,
 };
 use super::direct;
 use super::gemm::{Operand, gemm_into, sums_in_lanes};
+use im2col::{Dims, Geometry, add_columns, columns};
 
 /// Images per parallel task: small enough to balance two threads over a batch of 128, large
 /// enough that a task's ∂W partial sum is worth its memory.
@@ -88,54 +91,6 @@ pub(crate) fn conv_reference<B: Backend>(
     let (s, p) = (g.stride, g.pad);
     let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
     B::conv2d(x, weight, has_bias.then_some(bias), options)
-}
-
-/// What the op computes, for the panics of a misuse.
-const SHAPES: &str = "weight [C_out, C, k, k] for the input's C, with k 3 and stride 1 or 2, or \
-                      k 1 and stride 1, on an image of at least k x k";
-
-/// A kernel's side, stride and padding: the three the nets use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geometry {
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-}
-
-impl Geometry {
-    /// 3×3 stride 1 (padding 1), 1×1, or 3×3 stride 2 (no padding); `None` for anything else.
-    fn of(kernel: usize, stride: usize) -> Option<Self> {
-        let pad = match (kernel, stride) {
-            (3, 1) => 1,
-            (1, 1) | (3, 2) => 0,
-            _ => return None,
-        };
-        Some(Geometry {
-            kernel,
-            stride,
-            pad,
-        })
-    }
-
-    /// The geometry of a convolution of an input of shape `xd` with a weight of shape `wd`,
-    /// checked: both `[·, C, ·, ·]` for the same C, a square kernel the op computes, and an
-    /// image at least as large as the kernel (after padding). Panics otherwise, naming the
-    /// shapes: the one check of the fast op and its reference.
-    fn fitting(xd: &[usize], wd: &[usize], stride: usize) -> Self {
-        let geometry = (xd.len() == 4 && wd.len() == 4 && wd[1] == xd[1] && wd[2] == wd[3])
-            .then(|| Geometry::of(wd[2], stride))
-            .flatten()
-            .filter(|g| xd[2] + 2 * g.pad >= g.kernel && xd[3] + 2 * g.pad >= g.kernel);
-        let Some(g) = geometry else {
-            panic!("conv: input {xd:?}, weight {wd:?} and stride {stride} do not fit ({SHAPES})")
-        };
-        g
-    }
-
-    /// An output side from an input side.
-    fn out(&self, side: usize) -> usize {
-        (side + 2 * self.pad).saturating_sub(self.kernel) / self.stride + 1
-    }
 }
 
 /// 3×3 convolution with stride 1 and zero padding 1 (the output has the input's H and W), plus
@@ -216,190 +171,6 @@ fn conv_with(
     ))
 }
 
-/// Shapes of one convolution.
-#[derive(Debug, Clone, Copy)]
-struct Dims {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    c_out: usize,
-    g: Geometry,
-    /// The output's side: `g.out(h)` by `g.out(w)`.
-    ho: usize,
-    wo: usize,
-}
-
-impl Dims {
-    fn of(x: &FlexTensor, weight: &FlexTensor, stride: usize) -> Self {
-        let xd = x.layout().shape().to_vec();
-        let wd = weight.layout().shape().to_vec();
-        let g = Geometry::fitting(&xd, &wd, stride);
-        Dims {
-            n: xd[0],
-            c: xd[1],
-            h: xd[2],
-            w: xd[3],
-            c_out: wd[0],
-            g,
-            ho: g.out(xd[2]),
-            wo: g.out(xd[3]),
-        }
-    }
-    /// The input map's size.
-    fn hw(&self) -> usize {
-        self.h * self.w
-    }
-    /// The output map's size: the column matrix's width.
-    fn hw_out(&self) -> usize {
-        self.ho * self.wo
-    }
-    /// The column matrix's height.
-    fn k(&self) -> usize {
-        self.c * self.g.kernel * self.g.kernel
-    }
-}
-
-/// The output rows `y0..y1` whose source row y + ky − 1 lies inside an image of `h` rows (a 3×3
-/// kernel with padding 1); the others read only padding.
-fn inside_rows(h: usize, ky: usize) -> (usize, usize) {
-    (1usize.saturating_sub(ky), (h + 1 - ky).min(h))
-}
-
-/// The column of the output map (x = 0 for kx = 0, x = w − 1 for kx = 2) whose reads fall
-/// outside the image; none for kx = 1.
-fn outside_column(kx: usize, w: usize) -> Option<usize> {
-    match kx {
-        0 => Some(0),
-        2 => Some(w - 1),
-        _ => None,
-    }
-}
-
-/// For row (ky, kx) of a 3×3 column matrix with padding 1 on a `h`×`w` plane: the run of the
-/// row `from..to` that reads the plane, and where in the plane that run starts. The row is
-/// the plane shifted by (ky − 1)·w + kx − 1 as one flat run, whose ends at x = 0 (kx = 0) or
-/// x = w − 1 (kx = 2) are left out. `None` when the row reads only padding (an image of one
-/// row).
-fn shifted_run(h: usize, w: usize, ky: usize, kx: usize) -> Option<(usize, usize, usize)> {
-    let (y0, y1) = inside_rows(h, ky);
-    if y0 == y1 {
-        return None;
-    }
-    let (from, to) = (y0 * w + usize::from(kx == 0), y1 * w - usize::from(kx == 2));
-    let start = (from + (ky * w + kx)) - (w + 1);
-    Some((from, to, start))
-}
-
-simd_fn! {
-    /// The column matrix `[C·9, H·W]` of one image `[C, H, W]` for a 3×3 kernel with stride 1
-    /// and padding 1: row (c, ky, kx) holds the image shifted by (ky − 1, kx − 1), zero where
-    /// that reads outside it.
-    ///
-    /// Each row is one copy of the whole shifted plane, then the column the shift wrapped
-    /// around is zeroed: a copy per image row cost a `memcpy` call per 7 to 32 floats.
-    fn im2col<T: Real>(img: &[T], d: Dims, col: &mut [T]) {
-        let (h, w, hw) = (d.h, d.w, d.hw());
-        for c in 0..d.c {
-            let plane = &img[c * hw..(c + 1) * hw];
-            for ky in 0..3 {
-                let (y0, y1) = inside_rows(h, ky);
-                for kx in 0..3 {
-                    let row = &mut col[(c * 9 + ky * 3 + kx) * hw..][..hw];
-                    row[..y0 * w].fill(T::ZERO);
-                    row[y1 * w..].fill(T::ZERO);
-                    let Some((from, to, start)) = shifted_run(h, w, ky, kx) else {
-                        continue;
-                    };
-                    row[from..to].copy_from_slice(&plane[start..start + (to - from)]);
-                    if let Some(x) = outside_column(kx, w) {
-                        for y in y0..y1 {
-                            row[y * w + x] = T::ZERO;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-simd_fn! {
-    /// The adjoint of [`im2col`]: adds each column-matrix row back onto the image `[C, H, W]`.
-    ///
-    /// As in [`im2col`], each row is added as one shifted run over the plane. The row's entries
-    /// for reads outside the image (its wrapped column) are zeroed first, so that the run adds
-    /// 0 where the shift wraps onto the neighbouring row: every element of the image receives
-    /// the same additions in the same order as row by row.
-    fn col2im_add<T: Real>(dcol: &mut [T], d: Dims, img: &mut [T]) {
-        let (h, w, hw) = (d.h, d.w, d.hw());
-        for c in 0..d.c {
-            let plane = &mut img[c * hw..(c + 1) * hw];
-            for ky in 0..3 {
-                let (y0, y1) = inside_rows(h, ky);
-                for kx in 0..3 {
-                    let row = &mut dcol[(c * 9 + ky * 3 + kx) * hw..][..hw];
-                    if let Some(x) = outside_column(kx, w) {
-                        for y in y0..y1 {
-                            row[y * w + x] = T::ZERO;
-                        }
-                    }
-                    let Some((from, to, start)) = shifted_run(h, w, ky, kx) else {
-                        continue;
-                    };
-                    let dst = &mut plane[start..start + (to - from)];
-                    for (o, &v) in dst.iter_mut().zip(&row[from..to]) {
-                        *o += v;
-                    }
-                }
-            }
-        }
-    }
-}
-
-simd_fn! {
-    /// The column matrix `[C·9, H'·W']` of one image for a 3×3 kernel with stride 2 and no
-    /// padding: row (c, ky, kx), column (i, j) holds x[c, 2i + ky, 2j + kx]. Every read is
-    /// inside the image.
-    fn im2col_stride2<T: Real>(img: &[T], d: Dims, col: &mut [T]) {
-        let (w, hw_out) = (d.w, d.hw_out());
-        for c in 0..d.c {
-            let plane = &img[c * d.hw()..(c + 1) * d.hw()];
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let row = &mut col[(c * 9 + ky * 3 + kx) * hw_out..][..hw_out];
-                    for (i, dst) in row.chunks_exact_mut(d.wo).enumerate() {
-                        let src = &plane[(2 * i + ky) * w + kx..];
-                        for (j, v) in dst.iter_mut().enumerate() {
-                            *v = src[2 * j];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-simd_fn! {
-    /// The adjoint of [`im2col_stride2`]: adds each column-matrix row back onto the image.
-    fn col2im_add_stride2<T: Real>(dcol: &[T], d: Dims, img: &mut [T]) {
-        let (w, hw_out) = (d.w, d.hw_out());
-        for c in 0..d.c {
-            let plane = &mut img[c * d.hw()..(c + 1) * d.hw()];
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let row = &dcol[(c * 9 + ky * 3 + kx) * hw_out..][..hw_out];
-                    for (i, src) in row.chunks_exact(d.wo).enumerate() {
-                        let dst = &mut plane[(2 * i + ky) * w + kx..];
-                        for (j, &v) in src.iter().enumerate() {
-                            dst[2 * j] += v;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 simd_fn! {
     /// ∂b's terms of one image: each channel's Σ_hw ∂z in `T`, added to `db` in f64.
     fn bias_sums<T: Real>(gi: &[T], hw: usize, db: &mut [f64]) {
@@ -415,27 +186,6 @@ fn weight_op<T>(w: &[T], d: Dims) -> Operand<'_, T> {
         data: w,
         rs: d.k() as isize,
         cs: 1,
-    }
-}
-
-/// The column matrix of one image `xi`: built in `col` for a 3×3 kernel, the image itself for
-/// a 1×1 one.
-fn columns<'a, T: Real>(xi: &'a [T], d: Dims, col: &'a mut [T]) -> &'a [T] {
-    match (d.g.kernel, d.g.stride) {
-        (1, _) => return xi,
-        (3, 1) => im2col(xi, d, col),
-        _ => im2col_stride2(xi, d, col),
-    }
-    col
-}
-
-/// Adds the column matrix's gradient `dcol` back onto one image's ∂x (3×3 kernels); `dcol` is
-/// scratch, and is left changed.
-fn add_columns<T: Real>(dcol: &mut [T], d: Dims, dxi: &mut [T]) {
-    if d.g.stride == 1 {
-        col2im_add(dcol, d, dxi);
-    } else {
-        col2im_add_stride2(dcol, d, dxi);
     }
 }
 
@@ -476,7 +226,7 @@ fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
     let out_len = d.c_out * hw;
     // 3×3 with stride 1 straight from the image where that is faster and keeps the bits
     // (`super::direct`); `col` then holds the padded image and the output's grid.
-    let direct = d.g == Geometry::of(3, 1).expect("3x3 stride 1") && direct::applies(d.c, d.c_out);
+    let direct = d.g == Geometry::THREE_STRIDE_ONE && direct::applies(d.c, d.c_out);
     let col_len = match (direct, d.g.kernel) {
         (true, _) => direct::scratch_len(d.c, d.h, d.w, d.c_out),
         (false, 3) => k * hw,
@@ -583,7 +333,7 @@ fn backward<T: Real>(
     let img_len = d.c * d.hw();
     let out_len = d.c_out * hw;
     let three = d.g.kernel == 3;
-    let stride1 = d.g == Geometry::of(3, 1).expect("3x3 stride 1");
+    let stride1 = d.g == Geometry::THREE_STRIDE_ONE;
     // ∂W of a 3×3 stride-1 convolution straight from the image where that is faster and keeps
     // the bits (`super::direct`); `col` then holds the padded image and ∂z transposed.
     let direct_dw = stride1 && direct::applies_weight_grad(d.c, d.c_out, hw);

@@ -249,11 +249,17 @@ fn tiles_of(
 /// `dst`, `padded_plane(h, w)` apart.
 fn pad_planes<T: Real>(src: &[T], (h, w): (usize, usize), dst: &mut [T]) {
     let (wp, plane) = (w + 2, padded_plane(h, w));
-    dst.fill(T::ZERO);
     for (dst, src) in dst.chunks_exact_mut(plane).zip(src.chunks_exact(h * w)) {
+        // Only the padding is zeroed: the top row, each row's two ends, the bottom row and the
+        // slack past it. Each value is written once.
+        dst[..wp].fill(T::ZERO);
         for (y, row) in src.chunks_exact(w).enumerate() {
-            dst[(y + 1) * wp + 1..][..w].copy_from_slice(row);
+            let padded = &mut dst[(y + 1) * wp..][..wp];
+            padded[0] = T::ZERO;
+            padded[1..=w].copy_from_slice(row);
+            padded[w + 1] = T::ZERO;
         }
+        dst[(h + 1) * wp..].fill(T::ZERO);
     }
 }
 
@@ -419,6 +425,11 @@ mod tests {
         (1, 1, 1, 1),
     ];
 
+    /// `data` as a `gemm` operand with row stride `rs` and column stride `cs`.
+    fn operand<T>(data: &[T], rs: isize, cs: isize) -> Operand<'_, T> {
+        Operand { data, rs, cs }
+    }
+
     /// How many of `got` differ from `want` in their bits.
     fn differing<T: Real>(got: &[T], want: &[T]) -> usize {
         assert_eq!(got.len(), want.len(), "lengths");
@@ -460,16 +471,8 @@ mod tests {
         let mut z: Vec<T> = (0..c_out * hw)
             .map(|i| bias.map_or(T::ZERO, |b| b[i / hw]))
             .collect();
-        let lhs = Operand {
-            data: wt,
-            rs: k as isize,
-            cs: 1,
-        };
-        let rhs = Operand {
-            data: &col[..],
-            rs: hw as isize,
-            cs: 1,
-        };
+        let lhs = operand(wt, k as isize, 1);
+        let rhs = operand(&col[..], hw as isize, 1);
         gemm_into((c_out, hw, k), &mut z, lhs, rhs, bias.is_some());
         z
     }
@@ -486,7 +489,9 @@ mod tests {
             let b = test_values::<T>(c_out, seed + 2);
             for bias in [None, Some(&b[..])] {
                 let want = through_columns(&x, &wt, bias, dims);
-                let mut xp = vec![T::ZERO; scratch_len(c, h, w, c_out)];
+                // NaN in the scratch, as garbage left by another image would be: the kernel must
+                // write every value it reads, the padding's zeros included.
+                let mut xp = vec![T::from_f64(f64::NAN); scratch_len(c, h, w, c_out)];
                 // NaN where the kernel writes nothing, which no output of the reference is.
                 let mut z = vec![MaybeUninit::new(T::from_f64(f64::NAN)); c_out * h * w];
                 conv3x3_direct(&x, &wt, bias, dims, &mut xp, &mut z);
@@ -512,16 +517,8 @@ mod tests {
     ) -> Vec<T> {
         let (k, hw) = (c * 9, h * w);
         let mut dcol = vec![T::ZERO; k * hw];
-        let w_t = Operand {
-            data: wt,
-            rs: 1,
-            cs: k as isize,
-        };
-        let g = Operand {
-            data: gz,
-            rs: hw as isize,
-            cs: 1,
-        };
+        let w_t = operand(wt, 1, k as isize);
+        let g = operand(gz, hw as isize, 1);
         gemm_into((k, hw, c_out), &mut dcol, w_t, g, false);
         let mut dx = vec![T::ZERO; c * hw];
         for ch in 0..c {
@@ -550,7 +547,7 @@ mod tests {
             let gz = test_values::<T>(c_out * h * w, seed);
             let wt = test_values::<T>(c_out * c * 9, seed + 1);
             let want = input_grad_through_columns(&gz, &wt, dims);
-            let mut scratch = vec![T::ZERO; input_grad_scratch_len(c, h, w, c_out)];
+            let mut scratch = vec![T::from_f64(f64::NAN); input_grad_scratch_len(c, h, w, c_out)];
             let mut got = vec![T::from_f64(f64::NAN); c * h * w];
             conv3x3_direct_input_grad(&gz, &wt, dims, &mut scratch, &mut got);
             assert_eq!(
@@ -585,16 +582,8 @@ mod tests {
                     gzt[p * c_out + o] = gz[o * hw + p];
                 }
             }
-            let col_op = Operand {
-                data: &col[..],
-                rs: hw as isize,
-                cs: 1,
-            };
-            let gzt_op = Operand {
-                data: &gzt[..],
-                rs: c_out as isize,
-                cs: 1,
-            };
+            let col_op = operand(&col[..], hw as isize, 1);
+            let gzt_op = operand(&gzt[..], c_out as isize, 1);
             gemm_into((k, c_out, hw), &mut dwt, col_op, gzt_op, true);
         }
         dwt
@@ -615,7 +604,7 @@ mod tests {
                 })
                 .collect();
             let want = weight_grad_through_columns(&images, dims);
-            let mut scratch = vec![T::ZERO; weight_grad_scratch_len(c, h, w, c_out)];
+            let mut scratch = vec![T::from_f64(f64::NAN); weight_grad_scratch_len(c, h, w, c_out)];
             let mut got = vec![T::ZERO; want.len()];
             for (x, gz) in &images {
                 conv3x3_direct_weight_grad(x, gz, dims, &mut scratch, &mut got);
