@@ -117,8 +117,13 @@ fn forward3<T: Real>(x: &[T], d: PoolDims) -> (Vec<T>, Vec<u8>) {
 }
 
 simd_fn! {
-    /// One plane of 3×3 windows with stride 2: the window scanned in row-major order, each
-    /// value taking over when it [`wins`] (as a select, not a branch on the values).
+    /// One plane of 3×3 windows with stride 2: each window scanned in row-major order, each
+    /// value taking over when it [`wins`] (as a select, not a branch on the values). Window
+    /// (i, j) reads columns 2j, 2j + 1 and 2j + 2 of rows 2i to 2i + 2, every other value, so
+    /// the nine values of all windows are first copied into nine runs of `oh · ow`, one per
+    /// place in the window: the scan is then one loop over contiguous runs, which LLVM
+    /// vectorises 16 windows at a time (scanning the plane in place, one window at a time, was
+    /// 6% of an Inception step).
     fn pool3_plane<T: Real>(
         xp: &[T],
         yp: &mut [MaybeUninit<T>],
@@ -127,19 +132,38 @@ simd_fn! {
         oh: usize,
         ow: usize,
     ) {
-        for i in 0..oh {
-            let rows = [0, 1, 2].map(|dy| &xp[(2 * i + dy) * w..][..w]);
-            let out = yp[i * ow..][..ow].iter_mut().zip(&mut ap[i * ow..][..ow]);
-            for (j, (y, k)) in out.enumerate() {
-                let (mut best, mut at) = (rows[0][2 * j], 0u8);
-                for (idx, v) in (1u8..9).map(|idx| (idx, rows[idx as usize / 3][2 * j + idx as usize % 3])) {
-                    let take = wins(best, v);
-                    best = if take { v } else { best };
-                    at = if take { idx } else { at };
+        let n = oh * ow;
+        let mut taps = vec![T::ZERO; 9 * n];
+        let (t012, t345678) = taps.split_at_mut(3 * n);
+        let (t345, t678) = t345678.split_at_mut(3 * n);
+        for (dy, t) in [t012, t345, t678].into_iter().enumerate() {
+            let (left, rest) = t.split_at_mut(n);
+            let (middle, right) = rest.split_at_mut(n);
+            for i in 0..oh {
+                let row = &xp[(2 * i + dy) * w..][..2 * ow + 1];
+                let (l, m, r) = (&mut left[i * ow..][..ow], &mut middle[i * ow..][..ow], &mut right[i * ow..][..ow]);
+                for j in 0..ow {
+                    l[j] = row[2 * j];
+                    m[j] = row[2 * j + 1];
+                    r[j] = row[2 * j + 2];
                 }
-                y.write(best);
-                k.write(at);
             }
+        }
+        // Named one by one, each of length n: through an array of slices LLVM kept the scan
+        // scalar.
+        let [t0, t1, t2, t3, t4, t5, t6, t7, t8]: [&[T]; 9] = std::array::from_fn(|k| &taps[k * n..][..n]);
+        let (yp, ap) = (&mut yp[..n], &mut ap[..n]);
+        for o in 0..n {
+            // The winner as a u32 while scanning, as wide as the values: with a u8, LLVM
+            // vectorised 4 windows at a time instead of 16.
+            let (mut best, mut at) = (t0[o], 0u32);
+            for (idx, v) in (1u32..).zip([t1[o], t2[o], t3[o], t4[o], t5[o], t6[o], t7[o], t8[o]]) {
+                let take = wins(best, v);
+                best = if take { v } else { best };
+                at = if take { idx } else { at };
+            }
+            yp[o].write(best);
+            ap[o].write(at as u8);
         }
     }
 }
@@ -452,5 +476,78 @@ impl<C: CheckpointStrategy> FusedMaxPool for Autodiff<Flex, C> {
         let (y, winners) = flex_forward3(x.primitive());
         OneInputBackward::new(|winners: Winners3, g| flex_backward3(&g, &winners))
             .record::<C>(&x, winners, y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::common::test_values;
+    use super::*;
+
+    /// Each 3×3 window's maximum and winner by definition: its nine values in row-major order,
+    /// each taking over when it wins over the best before it. The plain reference for
+    /// [`pool3_plane`].
+    fn scan<T: Real>(x: &[T], w: usize, (oh, ow): (usize, usize)) -> (Vec<T>, Vec<u8>) {
+        let window = |i: usize, j: usize| {
+            let at = |k: u8| x[(2 * i + usize::from(k) / 3) * w + 2 * j + usize::from(k) % 3];
+            (1..9u8).fold((at(0), 0u8), |best, k| {
+                if wins(best.0, at(k)) {
+                    (at(k), k)
+                } else {
+                    best
+                }
+            })
+        };
+        (0..oh)
+            .flat_map(|i| (0..ow).map(move |j| (i, j)))
+            .map(|(i, j)| window(i, j))
+            .unzip()
+    }
+
+    /// Random values, ties (0, 1, 2), NaNs in every position of the window, and signed zeros.
+    fn planes<T: Real>(n: usize, seed: u64) -> [Vec<T>; 4] {
+        let random = test_values::<T>(n, seed);
+        let ties = (0..n)
+            .map(|i| T::from_f64(((i * 7 + i / 5) % 3) as f64))
+            .collect();
+        let mut nans = random.clone();
+        for v in nans.iter_mut().step_by(11) {
+            *v = T::from_f64(f64::NAN);
+        }
+        let zeros = (0..n)
+            .map(|i| T::from_f64(if i % 3 == 0 { -0.0 } else { 0.0 }))
+            .collect();
+        [random, ties, nans, zeros]
+    }
+
+    fn pool3_agrees<T: Real>(seed: u64) {
+        for (h, w) in [(3, 3), (7, 9), (8, 6), (15, 15), (32, 32), (33, 36)] {
+            let (oh, ow) = (windows3(h), windows3(w));
+            for (case, x) in planes::<T>(h * w, seed).iter().enumerate() {
+                let (want_y, want_at) = scan(x, w, (oh, ow));
+                let mut y = vec![MaybeUninit::new(T::ZERO); oh * ow];
+                let mut at = vec![MaybeUninit::new(9u8); oh * ow];
+                pool3_plane(x, &mut y, &mut at, w, oh, ow);
+                // SAFETY: initialised above.
+                let (y, at): (Vec<T>, Vec<u8>) = y
+                    .iter()
+                    .zip(&at)
+                    .map(|(v, a)| unsafe { (v.assume_init(), a.assume_init()) })
+                    .unzip();
+                let same = |a: &T, b: &T| bytemuck::bytes_of(a) == bytemuck::bytes_of(b);
+                let values_agree = y.iter().zip(&want_y).all(|(a, b)| same(a, b));
+                assert!(values_agree, "{h}x{w}, case {case}: maxima differ");
+                assert_eq!(at, want_at, "{h}x{w}, case {case}: winners differ");
+            }
+        }
+    }
+
+    /// The vectorised 3×3 pool picks each window's first maximum (or first NaN), with the
+    /// value's bits, as scanning the window in row-major order does: in f32 and f64, on odd
+    /// and even sides.
+    #[test]
+    fn pool3_plane_picks_each_windows_first_maximum() {
+        pool3_agrees::<f32>(3);
+        pool3_agrees::<f64>(5);
     }
 }
