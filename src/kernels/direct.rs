@@ -57,12 +57,20 @@ const NR: usize = 4;
 const C_OUT_MAX: usize = 48;
 
 /// Whether [`conv3x3_direct`] computes a 3×3, stride-1 convolution of `c` input and `c_out`
-/// output channels with the column-matrix path's bits, faster: the depth fits one of `gemm`'s
-/// blocks, the output channels are few ([`C_OUT_MAX`]), and the CPU has AVX-512 (with FMA, as
-/// `gemm`'s own kernels use). With AVX2 only, a tile's 16-float vectors would not fit in
-/// registers; such CPUs keep the column-matrix path, whose bits are the same.
-pub(super) fn applies(c: usize, c_out: usize) -> bool {
-    c * 9 <= DEPTH_MAX && c_out <= C_OUT_MAX && simd_level() >= SimdLevel::Avx512
+/// output channels on a map of `positions` with the column-matrix path's bits, faster: as
+/// [`forward_fits`], on a CPU with AVX-512 (with FMA, as `gemm`'s own kernels use). With AVX2
+/// only, a tile's 16-float vectors would not fit in registers; such CPUs keep the column-matrix
+/// path, whose bits are the same.
+pub(super) fn applies(c: usize, c_out: usize, positions: usize) -> bool {
+    forward_fits(c, c_out, positions) && simd_level() >= SimdLevel::Avx512
+}
+
+/// The shapes [`conv3x3_direct`] computes with `gemm`'s bits, faster: the depth fits one of
+/// `gemm`'s blocks, the output channels are few ([`C_OUT_MAX`]), and the map has more than one
+/// position (a 1 × 1 map's product has one column, which `gemm` sums in lanes, in another order:
+/// `super::gemm::sums_in_lanes`).
+fn forward_fits(c: usize, c_out: usize, positions: usize) -> bool {
+    c * 9 <= DEPTH_MAX && c_out <= C_OUT_MAX && positions > 1
 }
 
 /// The scratch [`conv3x3_direct`] needs for `c` input and `c_out` output channels of h × w:
@@ -273,7 +281,7 @@ simd_fn! {
         wt: &[T],
         dims: (usize, usize, usize, usize),
         scratch: &mut [T],
-        dx: &mut [T],
+        dx: &mut [MaybeUninit<T>],
     ) {
         let (c, h, w, c_out) = dims;
         let (wp, plane, stride) = (w + 2, padded_plane(h, w), grid_len(h, w));
@@ -291,7 +299,9 @@ simd_fn! {
         }
         for (dc, gc) in dx.chunks_exact_mut(h * w).zip(grid.chunks_exact(stride)) {
             for (dr, gr) in dc.chunks_exact_mut(w).zip(gc.chunks(wp)) {
-                dr.copy_from_slice(&gr[..w]);
+                for (d, &v) in dr.iter_mut().zip(&gr[..w]) {
+                    d.write(v);
+                }
             }
         }
     }
@@ -420,8 +430,10 @@ mod tests {
 
     /// (C, H, W, C_out): the Inception's and the CNN's shapes, the deepest product this path
     /// takes (C·9 = 504), tile remainders of output and input channels, ∂W's vectors of 8 and
-    /// 16 lanes full and part-empty, and odd small maps.
-    const SHAPES: [(usize, usize, usize, usize); 12] = [
+    /// 16 lanes full and part-empty, and odd small maps (a 1 × 1 one, which the forward leaves
+    /// to the column matrix: through the direct kernel its outputs differed).
+    const SHAPES: [(usize, usize, usize, usize); 13] = [
+        (5, 1, 1, 7),
         (3, 32, 32, 24),
         (40, 15, 15, 20),
         (16, 9, 9, 6),
@@ -494,6 +506,10 @@ mod tests {
             "this CPU has no FMA, so the direct convolution never runs on it"
         );
         for (c, h, w, c_out) in SHAPES {
+            if !forward_fits(c, c_out, h * w) {
+                // A 1 × 1 map, whose product `gemm` sums in lanes, keeps the column matrix.
+                continue;
+            }
             let dims = (c, h, w, c_out);
             let x = test_values::<T>(c * h * w, seed);
             let wt = test_values::<T>(c_out * c * 9, seed + 1);
@@ -559,8 +575,10 @@ mod tests {
             let wt = test_values::<T>(c_out * c * 9, seed + 1);
             let want = input_grad_through_columns(&gz, &wt, dims);
             let mut scratch = vec![T::from_f64(f64::NAN); input_grad_scratch_len(c, h, w, c_out)];
-            let mut got = vec![T::from_f64(f64::NAN); c * h * w];
+            let mut got = vec![MaybeUninit::new(T::from_f64(f64::NAN)); c * h * w];
             conv3x3_direct_input_grad(&gz, &wt, dims, &mut scratch, &mut got);
+            // SAFETY: every element was initialised above.
+            let got: Vec<T> = got.iter().map(|v| unsafe { v.assume_init() }).collect();
             assert_eq!(
                 differing(&got, &want),
                 0,
