@@ -141,7 +141,9 @@ simd_fn! {
             let (middle, right) = rest.split_at_mut(n);
             for i in 0..oh {
                 let row = &xp[(2 * i + dy) * w..][..2 * ow + 1];
-                let (l, m, r) = (&mut left[i * ow..][..ow], &mut middle[i * ow..][..ow], &mut right[i * ow..][..ow]);
+                let l = &mut left[i * ow..][..ow];
+                let m = &mut middle[i * ow..][..ow];
+                let r = &mut right[i * ow..][..ow];
                 for j in 0..ow {
                     l[j] = row[2 * j];
                     m[j] = row[2 * j + 1];
@@ -151,13 +153,15 @@ simd_fn! {
         }
         // Named one by one, each of length n: through an array of slices LLVM kept the scan
         // scalar.
-        let [t0, t1, t2, t3, t4, t5, t6, t7, t8]: [&[T]; 9] = std::array::from_fn(|k| &taps[k * n..][..n]);
+        let [t0, t1, t2, t3, t4, t5, t6, t7, t8]: [&[T]; 9] =
+            std::array::from_fn(|k| &taps[k * n..][..n]);
         let (yp, ap) = (&mut yp[..n], &mut ap[..n]);
         for o in 0..n {
             // The winner as a u32 while scanning, as wide as the values: with a u8, LLVM
             // vectorised 4 windows at a time instead of 16.
             let (mut best, mut at) = (t0[o], 0u32);
-            for (idx, v) in (1u32..).zip([t1[o], t2[o], t3[o], t4[o], t5[o], t6[o], t7[o], t8[o]]) {
+            let rest = [t1[o], t2[o], t3[o], t4[o], t5[o], t6[o], t7[o], t8[o]];
+            for (idx, v) in (1u32..).zip(rest) {
                 let take = wins(best, v);
                 best = if take { v } else { best };
                 at = if take { idx } else { at };

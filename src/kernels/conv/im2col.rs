@@ -216,9 +216,7 @@ simd_fn! {
                 for kx in 0..3 {
                     let row = &mut col[(c * 9 + ky * 3 + kx) * hw_out..][..hw_out];
                     for (i, dst) in row.chunks_exact_mut(d.wo).enumerate() {
-                        // Sliced to the last value read, so that the reads need no bounds
-                        // checks and LLVM vectorises them.
-                        let src = &plane[(2 * i + ky) * w + kx..][..2 * d.wo - 1];
+                        let src = &plane[(2 * i + ky) * w + kx..];
                         for (j, v) in dst.iter_mut().enumerate() {
                             *v = src[2 * j];
                         }
@@ -239,7 +237,7 @@ simd_fn! {
                 for kx in 0..3 {
                     let row = &dcol[(c * 9 + ky * 3 + kx) * hw_out..][..hw_out];
                     for (i, src) in row.chunks_exact(d.wo).enumerate() {
-                        let dst = &mut plane[(2 * i + ky) * w + kx..][..2 * d.wo - 1];
+                        let dst = &mut plane[(2 * i + ky) * w + kx..];
                         for (j, &v) in src.iter().enumerate() {
                             dst[2 * j] += v;
                         }
