@@ -294,6 +294,17 @@ unsafe fn transpose_8x8_f32_avx2(
     }
 }
 
+/// How many of `got` differ from `want` in their bits (a NaN equals a NaN of the same bits,
+/// +0 and −0 differ): the unit tests' check of a fast kernel against its plain form.
+#[cfg(test)]
+pub(super) fn differing_bits<T: Real>(got: &[T], want: &[T]) -> usize {
+    assert_eq!(got.len(), want.len(), "lengths");
+    got.iter()
+        .zip(want)
+        .filter(|(a, b)| bytemuck::bytes_of(*a) != bytemuck::bytes_of(*b))
+        .count()
+}
+
 /// Deterministic values in [-1, 1) that use the whole mantissa, so that sums taken in another
 /// order round differently: the kernels' unit tests' inputs.
 #[cfg(test)]

@@ -228,7 +228,7 @@ fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
     // (`super::direct`); `col` then holds the padded image and the output's grid.
     let direct = d.g == Geometry::THREE_STRIDE_ONE && direct::applies(d.c, d.c_out, hw);
     let col_len = match (direct, d.g.kernel) {
-        (true, _) => direct::scratch_len(d.c, d.h, d.w, d.c_out),
+        (true, _) => direct::scratch_len(d.image()),
         (false, 3) => k * hw,
         _ => 0,
     };
@@ -236,8 +236,7 @@ fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, d: Dims) -> Vec<T> {
         let [col, ..] = scratch.buffers(col_len, 0, 0);
         for (zi, xi) in z_chunk.chunks_mut(out_len).zip(x_chunk.chunks(img_len)) {
             if direct {
-                let dims = (d.c, d.h, d.w, d.c_out);
-                direct::conv3x3_direct(xi, wt, bias, dims, col, zi);
+                direct::conv3x3_direct(xi, wt, bias, d.image(), col, zi);
                 continue;
             }
             let col = columns(xi, d, col);
@@ -338,17 +337,17 @@ fn backward<T: Real>(
     // the bits (`super::direct`); `col` then holds the padded image and ∂z transposed.
     let direct_dw = stride1 && direct::applies_weight_grad(d.c, d.c_out, hw);
     let col_len = match (direct_dw, three) {
-        (true, _) => direct::weight_grad_scratch_len(d.c, d.h, d.w, d.c_out),
+        (true, _) => direct::weight_grad_scratch_len(d.image()),
         (false, true) => k * hw,
         (false, false) => 0,
     };
     // ∂x of a 3×3 stride-1 convolution straight from ∂z where that is faster and keeps the
     // bits (`super::direct`); `dcol` then holds ∂z padded and ∂x's grid.
     let direct_dx = want_dx && stride1 && direct::applies_input_grad(d.c_out);
-    let dcol_len = match (want_dx, direct_dx) {
-        (true, true) => direct::input_grad_scratch_len(d.c, d.h, d.w, d.c_out),
-        (true, false) => col_len,
-        (false, _) => 0,
+    let dcol_len = match (want_dx, direct_dx, three) {
+        (true, true, _) => direct::input_grad_scratch_len(d.image()),
+        (true, false, true) => k * hw,
+        _ => 0,
     };
     let chunks = d.n.div_ceil(IMAGES_PER_TASK);
     // Each task's partial (∂W, ∂b), summed in chunk order below.
@@ -363,40 +362,38 @@ fn backward<T: Real>(
                 bias_sums(gi, hw, &mut db);
             }
             if direct_dw {
-                let dims = (d.c, d.h, d.w, d.c_out);
-                direct::conv3x3_direct_weight_grad(xi, gi, dims, col, &mut dwt);
+                direct::conv3x3_direct_weight_grad(xi, gi, d.image(), col, &mut dwt);
             } else {
                 let col = columns(xi, d, col);
                 add_weight_gradient(col, gi, (k, d.c_out, hw), gzt, &mut dwt);
             }
-            let g_op = || Operand {
+            let Some(dxi) = dx_images.as_mut().and_then(Iterator::next) else {
+                continue;
+            };
+            if direct_dx {
+                direct::conv3x3_direct_input_grad(gi, wt, d.image(), dcol, dxi);
+                continue;
+            }
+            // ∂col = Wᵀ · ∂z[n], added back onto ∂x, zeroed first.
+            dxi.fill(MaybeUninit::new(T::ZERO));
+            // SAFETY: every element was written just above.
+            let dxi = unsafe { assume_written(dxi) };
+            let w_t = Operand {
+                data: wt,
+                rs: 1,
+                cs: k as isize,
+            };
+            let g = Operand {
                 data: gi,
                 rs: hw as isize,
                 cs: 1,
             };
-            if let Some(dxi) = dx_images.as_mut().and_then(Iterator::next) {
-                // ∂col = Wᵀ · ∂z[n], then scattered back onto the image.
-                let w_t = Operand {
-                    data: wt,
-                    rs: 1,
-                    cs: k as isize,
-                };
-                if direct_dx {
-                    let dims = (d.c, d.h, d.w, d.c_out);
-                    direct::conv3x3_direct_input_grad(gi, wt, dims, dcol, dxi);
-                    continue;
-                }
-                // The product and the column matrix's adjoint add onto ∂x: zeroed first.
-                dxi.fill(MaybeUninit::new(T::ZERO));
-                // SAFETY: every element was written just above.
-                let dxi = unsafe { assume_written(dxi) };
-                if three {
-                    gemm_into((k, hw, d.c_out), &mut dcol[..k * hw], w_t, g_op(), false);
-                    add_columns(dcol, d, dxi);
-                } else {
-                    // 1×1: the column matrix is the image, so the product is ∂x[n] itself.
-                    gemm_into((k, hw, d.c_out), dxi, w_t, g_op(), false);
-                }
+            if three {
+                gemm_into((k, hw, d.c_out), &mut dcol[..k * hw], w_t, g, false);
+                add_columns(dcol, d, dxi);
+            } else {
+                // 1×1: the column matrix is the image, so the product is ∂x[n] itself.
+                gemm_into((k, hw, d.c_out), dxi, w_t, g, false);
             }
         }
         (dwt, db)

@@ -56,6 +56,9 @@ const NR: usize = 4;
 /// (forward) and 4 to 6% (∂x) through them, its 32-channel one the same either way.
 const C_OUT_MAX: usize = 48;
 
+/// One image's convolution as the kernels take it: (C, H, W, C_out).
+pub(super) type Image = (usize, usize, usize, usize);
+
 /// Whether [`conv3x3_direct`] computes a 3×3, stride-1 convolution of `c` input and `c_out`
 /// output channels on a map of `positions` with the column-matrix path's bits, faster: as
 /// [`forward_fits`], on a CPU with AVX-512 (with FMA, as `gemm`'s own kernels use). With AVX2
@@ -75,7 +78,7 @@ fn forward_fits(c: usize, c_out: usize, positions: usize) -> bool {
 
 /// The scratch [`conv3x3_direct`] needs for `c` input and `c_out` output channels of h × w:
 /// the padded image, then the output on the padded grid.
-pub(super) fn scratch_len(c: usize, h: usize, w: usize, c_out: usize) -> usize {
+pub(super) fn scratch_len((c, h, w, c_out): Image) -> usize {
     c * padded_plane(h, w) + c_out * grid_len(h, w)
 }
 
@@ -137,13 +140,13 @@ simd_fn! {
         x: &[T],
         wt: &[T],
         bias: Option<&[T]>,
-        dims: (usize, usize, usize, usize),
+        dims: Image,
         scratch: &mut [T],
         z: &mut [MaybeUninit<T>],
     ) {
         let (c, h, w, c_out) = dims;
         let (wp, plane, stride) = (w + 2, padded_plane(h, w), grid_len(h, w));
-        let (xp, grid) = scratch[..scratch_len(c, h, w, c_out)].split_at_mut(c * plane);
+        let (xp, grid) = scratch[..scratch_len(dims)].split_at_mut(c * plane);
         pad_planes(x, (h, w), xp);
         let ops = (&*xp, wt);
         let geometry = (c, plane, wp, stride);
@@ -174,7 +177,7 @@ pub(super) fn applies_input_grad(c_out: usize) -> bool {
 }
 
 /// The scratch [`conv3x3_direct_input_grad`] needs: ∂z padded, then ∂x on the padded grid.
-pub(super) fn input_grad_scratch_len(c: usize, h: usize, w: usize, c_out: usize) -> usize {
+pub(super) fn input_grad_scratch_len((c, h, w, c_out): Image) -> usize {
     c_out * padded_plane(h, w) + c * grid_len(h, w)
 }
 
@@ -279,13 +282,13 @@ simd_fn! {
     pub(super) fn conv3x3_direct_input_grad<T: Real>(
         gz: &[T],
         wt: &[T],
-        dims: (usize, usize, usize, usize),
+        dims: Image,
         scratch: &mut [T],
         dx: &mut [MaybeUninit<T>],
     ) {
         let (c, h, w, c_out) = dims;
         let (wp, plane, stride) = (w + 2, padded_plane(h, w), grid_len(h, w));
-        let len = input_grad_scratch_len(c, h, w, c_out);
+        let len = input_grad_scratch_len(dims);
         let (gzp, grid) = scratch[..len].split_at_mut(c_out * plane);
         pad_planes(gz, (h, w), gzp);
         let ops = (&*gzp, wt);
@@ -328,7 +331,7 @@ fn weight_grad_fits(c: usize, c_out: usize, positions: usize) -> bool {
 
 /// The scratch [`conv3x3_direct_weight_grad`] needs: the padded image, then ∂z transposed
 /// (with one vector of slack: a tile's last vector of output channels reads past a row).
-pub(super) fn weight_grad_scratch_len(c: usize, h: usize, w: usize, c_out: usize) -> usize {
+pub(super) fn weight_grad_scratch_len((c, h, w, c_out): Image) -> usize {
     c * padded_plane(h, w) + h * w * c_out + LANES
 }
 
@@ -389,14 +392,14 @@ simd_fn! {
     pub(super) fn conv3x3_direct_weight_grad<T: Real>(
         x: &[T],
         gz: &[T],
-        dims: (usize, usize, usize, usize),
+        dims: Image,
         scratch: &mut [T],
         dwt: &mut [T],
     ) {
         let (c, h, w, c_out) = dims;
         assert!(weight_grad_fits(c, c_out, h * w), "direct dW: shape {dims:?}");
         let (wp, plane, hw) = (w + 2, padded_plane(h, w), h * w);
-        let len = weight_grad_scratch_len(c, h, w, c_out);
+        let len = weight_grad_scratch_len(dims);
         let (xp, gzt) = scratch[..len].split_at_mut(c * plane);
         pad_planes(x, (h, w), xp);
         transpose_into(gz, c_out, hw, &mut gzt[..hw * c_out]);
@@ -424,7 +427,7 @@ simd_fn! {
 
 #[cfg(test)]
 mod tests {
-    use super::super::common::test_values;
+    use super::super::common::{differing_bits, test_values};
     use super::super::gemm::{Operand, gemm_into};
     use super::*;
 
@@ -453,13 +456,16 @@ mod tests {
         Operand { data, rs, cs }
     }
 
-    /// How many of `got` differ from `want` in their bits.
-    fn differing<T: Real>(got: &[T], want: &[T]) -> usize {
-        assert_eq!(got.len(), want.len(), "lengths");
-        got.iter()
-            .zip(want)
-            .filter(|(a, b)| bytemuck::bytes_of(*a) != bytemuck::bytes_of(*b))
-            .count()
+    /// `got` has `want`'s bits, every element; `what` names the case.
+    fn assert_same_bits<T: Real>(got: &[T], want: &[T], what: std::fmt::Arguments) {
+        let n = differing_bits(got, want);
+        assert_eq!(n, 0, "{what}: {n} of {} values differ", want.len());
+    }
+
+    /// The values a kernel wrote, each element of `v` initialised by the test beforehand.
+    fn written<T: Copy>(v: &[MaybeUninit<T>]) -> Vec<T> {
+        // SAFETY: every test creates its output with `MaybeUninit::new`.
+        v.iter().map(|v| unsafe { v.assume_init() }).collect()
     }
 
     /// The column matrix of one image, element by element: the plain reference.
@@ -487,7 +493,7 @@ mod tests {
         x: &[T],
         wt: &[T],
         bias: Option<&[T]>,
-        (c, h, w, c_out): (usize, usize, usize, usize),
+        (c, h, w, c_out): Image,
     ) -> Vec<T> {
         let (k, hw) = (c * 9, h * w);
         let col = column_matrix(x, (c, h, w));
@@ -518,18 +524,12 @@ mod tests {
                 let want = through_columns(&x, &wt, bias, dims);
                 // NaN in the scratch, as garbage left by another image would be: the kernel must
                 // write every value it reads, the padding's zeros included.
-                let mut xp = vec![T::from_f64(f64::NAN); scratch_len(c, h, w, c_out)];
+                let mut xp = vec![T::from_f64(f64::NAN); scratch_len(dims)];
                 // NaN where the kernel writes nothing, which no output of the reference is.
                 let mut z = vec![MaybeUninit::new(T::from_f64(f64::NAN)); c_out * h * w];
                 conv3x3_direct(&x, &wt, bias, dims, &mut xp, &mut z);
-                // SAFETY: every element was initialised above.
-                let got: Vec<T> = z.iter().map(|v| unsafe { v.assume_init() }).collect();
-                assert_eq!(
-                    differing(&got, &want),
-                    0,
-                    "C {c}, {h}x{w}, C_out {c_out}, bias {}: outputs differ",
-                    bias.is_some()
-                );
+                let what = format_args!("C {c}, {h}x{w}, C_out {c_out}, bias {}", bias.is_some());
+                assert_same_bits(&written(&z), &want, what);
             }
         }
     }
@@ -537,11 +537,7 @@ mod tests {
     /// ∂x through the column matrix as the conv op's backward computes it: ∂col = Wᵀ · ∂z by
     /// `gemm`, then each ∂col row added back where its column matrix row was read from, row by
     /// row in (c, ky, kx) order.
-    fn input_grad_through_columns<T: Real>(
-        gz: &[T],
-        wt: &[T],
-        (c, h, w, c_out): (usize, usize, usize, usize),
-    ) -> Vec<T> {
+    fn input_grad_through_columns<T: Real>(gz: &[T], wt: &[T], (c, h, w, c_out): Image) -> Vec<T> {
         let (k, hw) = (c * 9, h * w);
         let mut dcol = vec![T::ZERO; k * hw];
         let w_t = operand(wt, 1, k as isize);
@@ -574,16 +570,11 @@ mod tests {
             let gz = test_values::<T>(c_out * h * w, seed);
             let wt = test_values::<T>(c_out * c * 9, seed + 1);
             let want = input_grad_through_columns(&gz, &wt, dims);
-            let mut scratch = vec![T::from_f64(f64::NAN); input_grad_scratch_len(c, h, w, c_out)];
+            let mut scratch = vec![T::from_f64(f64::NAN); input_grad_scratch_len(dims)];
             let mut got = vec![MaybeUninit::new(T::from_f64(f64::NAN)); c * h * w];
             conv3x3_direct_input_grad(&gz, &wt, dims, &mut scratch, &mut got);
-            // SAFETY: every element was initialised above.
-            let got: Vec<T> = got.iter().map(|v| unsafe { v.assume_init() }).collect();
-            assert_eq!(
-                differing(&got, &want),
-                0,
-                "dx: C {c}, {h}x{w}, C_out {c_out}: values differ"
-            );
+            let what = format_args!("dx: C {c}, {h}x{w}, C_out {c_out}");
+            assert_same_bits(&written(&got), &want, what);
         }
     }
 
@@ -599,7 +590,7 @@ mod tests {
     /// col · ∂zᵀ by `gemm`, added image by image.
     fn weight_grad_through_columns<T: Real>(
         images: &[(Vec<T>, Vec<T>)],
-        (c, h, w, c_out): (usize, usize, usize, usize),
+        (c, h, w, c_out): Image,
     ) -> Vec<T> {
         let (k, hw) = (c * 9, h * w);
         let mut dwt = vec![T::ZERO; k * c_out];
@@ -633,16 +624,13 @@ mod tests {
                 })
                 .collect();
             let want = weight_grad_through_columns(&images, dims);
-            let mut scratch = vec![T::from_f64(f64::NAN); weight_grad_scratch_len(c, h, w, c_out)];
+            let mut scratch = vec![T::from_f64(f64::NAN); weight_grad_scratch_len(dims)];
             let mut got = vec![T::ZERO; want.len()];
             for (x, gz) in &images {
                 conv3x3_direct_weight_grad(x, gz, dims, &mut scratch, &mut got);
             }
-            assert_eq!(
-                differing(&got, &want),
-                0,
-                "dW: C {c}, {h}x{w}, C_out {c_out}: values differ"
-            );
+            let what = format_args!("dW: C {c}, {h}x{w}, C_out {c_out}");
+            assert_same_bits(&got, &want, what);
         }
     }
 

@@ -485,7 +485,7 @@ impl<C: CheckpointStrategy> FusedMaxPool for Autodiff<Flex, C> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::common::test_values;
+    use super::super::common::{differing_bits, test_values};
     use super::*;
 
     /// Each 3×3 window's maximum and winner by definition: its nine values in row-major order,
@@ -538,9 +538,8 @@ mod tests {
                     .zip(&at)
                     .map(|(v, a)| unsafe { (v.assume_init(), a.assume_init()) })
                     .unzip();
-                let same = |a: &T, b: &T| bytemuck::bytes_of(a) == bytemuck::bytes_of(b);
-                let values_agree = y.iter().zip(&want_y).all(|(a, b)| same(a, b));
-                assert!(values_agree, "{h}x{w}, case {case}: maxima differ");
+                let n = differing_bits(&y, &want_y);
+                assert_eq!(n, 0, "{h}x{w}, case {case}: {n} maxima differ");
                 assert_eq!(at, want_at, "{h}x{w}, case {case}: winners differ");
             }
         }

@@ -98,6 +98,10 @@ impl Dims {
     pub(super) fn hw(&self) -> usize {
         self.h * self.w
     }
+    /// One image's convolution as the direct kernels take it (`kernels::direct::Image`).
+    pub(super) fn image(&self) -> (usize, usize, usize, usize) {
+        (self.c, self.h, self.w, self.c_out)
+    }
     /// The output map's size: the column matrix's width.
     pub(super) fn hw_out(&self) -> usize {
         self.ho * self.wo
