@@ -4,6 +4,8 @@
 //! `tests/batch_norm.rs`). One file each:
 //! - `batch_norm`: training-mode BatchNorm (Algorithm 1), which Group and Layer Norm run on too;
 //! - `sigmoid`: a sigmoid whose float32 loop vectorises;
+//! - `concat`: two maps joined along the channels, each through its nonlinearity (the
+//!   Inception's modules);
 //! - [`dense`]: a whole MLP layer, `g(BN(x·W + b))`;
 //! - `conv`: the 3×3 (stride 1, padding 1; stride 2, no padding) and 1×1 convolutions of the
 //!   CNN and the Inception, parallel over images;
@@ -39,6 +41,7 @@ use burn::backend::{Cube, autodiff::Autodiff, autodiff::checkpoint::strategy::Ch
 mod batch_norm;
 mod columns;
 mod common;
+mod concat;
 mod conv;
 mod dense;
 mod direct;
@@ -49,6 +52,7 @@ mod sigmoid;
 pub use batch_norm::{FusedBatchNorm, FusedOutput, batch_norm_train_fused};
 pub use columns::{FusedColumns, center_columns, weight_norm_columns};
 pub use common::{SIMD_CAP_VAR, SimdLevel, detected_simd_level};
+pub use concat::{FusedConcat, concat_channels};
 pub use conv::{FusedConv, conv1x1, conv3x3, conv3x3_stride2};
 pub use dense::{Act, DenseOutput, DenseSpec, FusedDense, dense};
 pub use loss::{FusedCrossEntropy, cross_entropy};
@@ -70,6 +74,7 @@ references_on_the_gpu!(
     FusedBatchNorm,
     FastSigmoid,
     FusedColumns,
+    FusedConcat,
     FusedConv,
     FusedDense,
     FusedCrossEntropy,
@@ -150,6 +155,16 @@ pub mod reference {
     pub fn max_pool3x3_stride2(x: Tensor<4>) -> Tensor<4> {
         Tensor::from_dispatch(super::pool::max_pool3x3_stride2_reference::<Dispatch>(
             x.into_dispatch(),
+        ))
+    }
+
+    /// [`super::concat_channels`] through `concat::concat_channels_reference`.
+    pub fn concat_channels(a: Tensor<4>, b: Tensor<4>, acts: [super::Act; 2]) -> Tensor<4> {
+        Tensor::from_dispatch(super::concat::concat_channels_reference::<Dispatch>(
+            a.into_dispatch(),
+            b.into_dispatch(),
+            acts[0],
+            acts[1],
         ))
     }
 

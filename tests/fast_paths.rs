@@ -3,7 +3,9 @@
 //! - the MLP's inference with BN folded into W and b, for every placement, activation and kind
 //!   of fixed statistics, logits and traced pre-activations;
 //! - the MLP's fused training layers, logits and the gradients of every parameter;
-//! - the CNN's max-pool-before-g, in training and inference, logits and every gradient.
+//! - the CNN's max-pool-before-g, in training and inference, logits and every gradient;
+//! - the Inception's g applied as each stage concatenates, the same: and in float32 with the
+//!   same bits, for the g it is taken for (ReLU, the sigmoid), as the studies train.
 //!
 //! Every parameter and BN statistic is perturbed away from its initial value first, so that
 //! γ ≠ 1, β ≠ 0 and the running statistics are not (0, 1): a folding that dropped any of them
@@ -114,7 +116,8 @@ fn gradients(net: &Net, x: Tensor<2>, mode: Mode, reference: bool) -> (Vec<f64>,
     }
     .unwrap();
     let [n, k] = logits.dims();
-    let upstream = f64_tensor(&values(n * k, 9), [n, k]);
+    // In the logits' own float: float64 here, float32 for the bit-for-bit checks.
+    let upstream = f64_tensor(&values(n * k, 9), [n, k]).cast(logits.dtype());
     let out = flat(logits.clone());
     let grads = (logits * upstream).sum().backward();
     struct Collect<'a> {
@@ -220,6 +223,50 @@ fn cnn_pool_before_activation_equals_activation_then_pool_on_a_whole_net() {
             for (k, (f, s)) in fast_grads.iter().zip(&slow_grads).enumerate() {
                 assert_close(&format!("{what} gradient {k}"), f, s);
             }
+        }
+    }
+}
+
+/// A tiny Inception (width 0.05: 5 stem channels, 1 to 9 per module) with BN at `placement`
+/// (or none) and `activation`.
+fn inception_config(placement: &str, activation: &str) -> Config {
+    let norm = match placement {
+        "none" => json!({"kind": "none"}),
+        _ => json!({"kind": "batch", "placement": placement}),
+    };
+    config_from_value(json!({
+        "dataset": "cifar10", "seed": 5, "batch_size": 3, "probe": {"batch_size": 3},
+        "model": {"arch": "inception", "width": 0.05, "activation": activation, "init": "he"},
+        "norm": norm,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn inception_g_applied_while_concatenating_equals_g_then_cat_on_a_whole_net() {
+    for placement in ["none", "before", "after"] {
+        for activation in ACTIVATIONS {
+            let config = inception_config(placement, activation);
+            let what = format!("inception {placement}/{activation}");
+            let net64 = net(&config);
+            for mode in [train_mode(), Mode::Infer(InferenceStats::Moving)] {
+                let (fast, fast_pre) = pass(&net64, input(&config, 2), mode, false);
+                let (slow, slow_pre) = pass(&net64, input(&config, 2), mode, true);
+                assert_close(&format!("{what} {mode:?} logits"), &fast, &slow);
+                assert_eq!(fast_pre, slow_pre, "{what} {mode:?}: pre-activations");
+            }
+            let (_, fast_grads) = gradients(&net64, input(&config, 2), train_mode(), false);
+            let (_, slow_grads) = gradients(&net64, input(&config, 2), train_mode(), true);
+            assert_eq!(fast_grads.len(), slow_grads.len(), "{what}");
+            for (k, (f, s)) in fast_grads.iter().zip(&slow_grads).enumerate() {
+                assert_close(&format!("{what} gradient {k}"), f, s);
+            }
+            // Float32, as training runs: the fused path must not change a study's numbers.
+            let net32 = config.build_net(&device());
+            let x32 = || input(&config, 2).cast(DType::F32);
+            let fast = gradients(&net32, x32(), train_mode(), false);
+            let slow = gradients(&net32, x32(), train_mode(), true);
+            assert!(fast == slow, "{what}: float32 logits or gradients differ");
         }
     }
 }

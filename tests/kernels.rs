@@ -11,11 +11,13 @@
 //! - `conv3x3`: output and ∂x, ∂W, ∂b, on odd, non-square images and a batch that spans several
 //!   of the kernel's parallel chunks, with and without bias; `conv1x1` the same, and on wide maps;
 //! - `max_pool2x2_then`: output and ∂x for every activation, including odd sizes;
+//! - `concat_channels`: output, ∂a and ∂b for every pair of activations, on parts of unequal
+//!   channels;
 //! - `cross_entropy`: loss and ∂logits (and no ∂targets), for one-hot and soft targets and
 //!   logits large enough to overflow a naive softmax;
-//! - conv, max-pool and BN again on inputs wide enough for their vectorised loops, and in child
-//!   processes under each SIMD build this CPU has (`BN_EXP_SIMD`), the float32 results with the
-//!   same bits in every build.
+//! - conv, max-pool, the concatenation and BN again on inputs wide enough for their vectorised
+//!   loops, and in child processes under each SIMD build this CPU has (`BN_EXP_SIMD`), the
+//!   float32 results with the same bits in every build.
 //!
 //! Besides the references:
 //! - max-pooling before g against Burn's g before `max_pool2d` (the order the CNN is defined in);
@@ -30,8 +32,8 @@
 //! tests; float32 results differ from these by rounding only.
 
 use bn_exp::kernels::{
-    self, Act, DenseOutput, FusedOutput, batch_norm_train_fused, conv1x1, conv3x3, conv3x3_stride2,
-    cross_entropy, dense, max_pool2x2, max_pool2x2_then, max_pool3x3_stride2,
+    self, Act, DenseOutput, FusedOutput, batch_norm_train_fused, concat_channels, conv1x1, conv3x3,
+    conv3x3_stride2, cross_entropy, dense, max_pool2x2, max_pool2x2_then, max_pool3x3_stride2,
 };
 use bn_exp::norm::{BatchNorm, BatchStats, BnMode};
 use bn_exp::tensor::tensor_to_f64;
@@ -518,6 +520,48 @@ fn max_pool3x3_stride2_matches_its_reference_including_ties() {
     }
 }
 
+/// Output, ∂a and ∂b of Σ upstream·concat(a, b) through `kernels::concat_channels` (`fast`)
+/// or its reference, for parts of `channels` on `[n, ·, h, w]` maps.
+fn concat_case(
+    fast: bool,
+    [n, h, w]: [usize; 3],
+    channels: [usize; 2],
+    acts: [Act; 2],
+) -> [Part; 3] {
+    let [sa, sb] = channels.map(|c| [n, c, h, w]);
+    let a = input(&values(n * channels[0] * h * w, 31), sa);
+    let b = input(&values(n * channels[1] * h * w, 32), sb);
+    let op = if fast {
+        concat_channels
+    } else {
+        kernels::reference::concat_channels
+    };
+    let out = op(a.clone(), b.clone(), acts);
+    let grads = weighted(out.clone(), 33).backward();
+    [part(out), grad_part(&a, &grads), grad_part(&b, &grads)]
+}
+
+/// Every pair of nonlinearities, parts of unequal channels, an odd map, and a batch of several
+/// images (one task each).
+#[test]
+fn concat_channels_matches_its_reference_for_every_pair_of_activations() {
+    const ACTS: [Act; 4] = [Act::Identity, Act::Sigmoid, Act::Relu, Act::Tanh];
+    for act_a in ACTS {
+        for act_b in ACTS {
+            for (map, channels) in [([3, 5, 7], [2, 4]), ([2, 4, 37], [3, 1])] {
+                let case = |fast| concat_case(fast, map, channels, [act_a, act_b]);
+                let (got, want) = (case(true), case(false));
+                assert_eq!(
+                    got[0].dims,
+                    [map[0], channels[0] + channels[1], map[1], map[2]]
+                );
+                let what = format!("concat {map:?} {channels:?} {act_a:?}/{act_b:?}");
+                assert_parts_close(&what, &["output", "da", "db"], &got, &want);
+            }
+        }
+    }
+}
+
 #[test]
 fn pooling_then_activation_equals_activation_then_pooling() {
     // The CNN pools before g: same values and gradients as Burn's g followed by max_pool2d.
@@ -764,7 +808,8 @@ fn center_columns_matches_its_reference() {
 
 /// The CNN's kernels on inputs wide enough for their vectorised loops (rows of 32 and more
 /// values, runs longer than the 16 lanes of the sums, with a remainder), against the
-/// references: conv (with and without bias), max-pool then each g, and BN on `[N, C, H, W]`.
+/// references: conv (with and without bias), max-pool then each g, the concatenation with g,
+/// and BN on `[N, C, H, W]`.
 fn wide_cases_match_their_references() {
     for bias in [true, false] {
         let case = |fast| conv_case_of(fast, bias, (3, 3, 6, 37, 5));
@@ -782,6 +827,11 @@ fn wide_cases_match_their_references() {
             let what = format!("wide max-pool {shape:?} {act:?}");
             assert_parts_close(&what, &["output", "dx"], &got, &want);
         }
+    }
+    for acts in [[Act::Relu, Act::Identity], [Act::Sigmoid, Act::Tanh]] {
+        let case = |fast| concat_case(fast, [2, 5, 41], [3, 2], acts);
+        let what = format!("wide concat {acts:?}");
+        assert_parts_close(&what, &["output", "da", "db"], &case(true), &case(false));
     }
     const PARTS: [&str; 6] = ["output", "mean", "variance", "dx", "dgamma", "dbeta"];
     let shape = [3, 4, 9, 41];
@@ -813,7 +863,8 @@ fn f32_kernel_bits() -> String {
     let gamma = Tensor::<1>::from_data(TensorData::new(vec![1.5f32; co], [co]), &device());
     let beta = Tensor::<1>::from_data(TensorData::new(vec![0.25f32; co], [co]), &device());
     let bn = batch_norm_train_fused(z.clone(), gamma, beta, EPS);
-    let y = max_pool2x2_then(bn.output, Act::Relu);
+    let y = max_pool2x2_then(bn.output.clone(), Act::Relu);
+    let joined = concat_channels(z.clone(), bn.output, [Act::Sigmoid, Act::Relu]);
     let upstream = |dims: [usize; 4], seed| {
         let v: Vec<f32> = values(dims.iter().product(), seed)
             .iter()
@@ -821,11 +872,18 @@ fn f32_kernel_bits() -> String {
             .collect();
         Tensor::<4>::from_data(TensorData::new(v, dims), &device())
     };
-    let loss =
-        (y.clone() * upstream(y.dims(), 64)).sum() + (z.clone() * upstream(z.dims(), 65)).sum();
+    let loss = (y.clone() * upstream(y.dims(), 64)).sum()
+        + (z.clone() * upstream(z.dims(), 65)).sum()
+        + (joined.clone() * upstream(joined.dims(), 66)).sum();
     let grads = loss.backward();
     let mut all: Vec<f32> = Vec::new();
-    for t in [y, z, x.grad(&grads).unwrap(), wt.grad(&grads).unwrap()] {
+    for t in [
+        y,
+        z,
+        joined,
+        x.grad(&grads).unwrap(),
+        wt.grad(&grads).unwrap(),
+    ] {
         all.extend(t.into_data().try_to_vec::<f32>().unwrap());
     }
     all.extend(

@@ -226,6 +226,32 @@ impl NetSpec {
         self.finish_block(i, pre, a, stats, pass)
     }
 
+    /// Hidden layer `i`'s pre-activation, for a net whose normalisation sits before g (or that
+    /// has none), recorded as [`NetSpec::hidden_block`] records it: N(z) (or z), then the
+    /// noise. For a fused kernel to apply g after it; dropout is the caller's.
+    pub fn pre_activation<const D: usize>(
+        &self,
+        norm: Option<&Norm>,
+        i: usize,
+        z: Tensor<D>,
+        pass: Pass,
+    ) -> Result<Tensor<D>> {
+        let mode = pass.mode;
+        let (pre, stats) = match (self.placement, norm) {
+            (Some(Placement::Before), Some(norm)) => norm.forward_with_stats(z, mode.bn_mode())?,
+            _ => (z, None),
+        };
+        let pre = self.noise(i, pre, mode);
+        pass.record(&pre, stats);
+        Ok(pre)
+    }
+
+    /// Whether `crate::kernels::concat_channels` applies g with the bits of [`Self::activate`]:
+    /// for ReLU and the sigmoid (its tanh computes in float64, Burn's in float32).
+    pub fn g_fuses_exactly(&self) -> bool {
+        matches!(self.activation, Activation::Relu | Activation::Sigmoid)
+    }
+
     /// Record the trace (if any) and apply dropout to a hidden layer's output.
     pub fn finish_block<const D: usize>(
         &self,

@@ -192,13 +192,7 @@ impl Cnn {
     /// g bn-exp offers (all are non-decreasing), so this is the same function as g, then
     /// pooling, on a quarter of the values ([`max_pool2x2_then`]).
     fn pool_first(&self, i: usize, z: Tensor<4>, pass: Pass) -> Result<Tensor<4>> {
-        let mode = pass.mode;
-        let (pre, stats) = match (self.spec.placement, self.norms.get(i)) {
-            (Some(Placement::Before), Some(norm)) => norm.forward_with_stats(z, mode.bn_mode())?,
-            _ => (z, None),
-        };
-        let pre = self.spec.noise(i, pre, mode);
-        pass.record(&pre, stats);
+        let pre = self.spec.pre_activation(self.norms.get(i), i, z, pass)?;
         Ok(max_pool2x2_then(pre, self.spec.kernel_act()))
     }
 

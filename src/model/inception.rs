@@ -23,11 +23,14 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
 use super::block::{
-    CLASSES, ConvShape, LayerBuilder, NetSpec, Pass, WeightLayer, take_data_init, weight_layers,
+    CLASSES, ConvShape, LayerBuilder, Mode, NetSpec, Pass, WeightLayer, take_data_init,
+    weight_layers,
 };
 use super::geometry::{Architecture, Compute, ImageShape, NetSize};
-use crate::kernels::{conv1x1, conv3x3, conv3x3_stride2, max_pool3x3_stride2};
-use crate::norm::{LayerShape, Norm};
+use crate::kernels::{
+    Act, concat_channels, conv1x1, conv3x3, conv3x3_stride2, max_pool3x3_stride2,
+};
+use crate::norm::{LayerShape, Norm, Placement};
 
 /// The largest `model.width`: four times Zhang et al.'s channels is far beyond what a CPU trains.
 pub const MAX_WIDTH_SCALE: f64 = 4.0;
@@ -229,10 +232,23 @@ impl Inception {
         &self.norms
     }
 
-    /// Logits. There is no shortcut yet: the same ops as [`Inception::forward_reference`],
-    /// whose convolutions and max-pools go through bn-exp's own kernels.
-    pub fn forward(&self, x: Tensor<2>, pass: Pass) -> Result<Tensor<2>> {
-        self.forward_reference(x, pass)
+    /// Logits, with each stage applying g as it concatenates its parts
+    /// ([`concat_channels`], one op over threads instead of Burn's `cat` and g one part at a
+    /// time) where that computes the same numbers as [`Inception::forward_reference`]:
+    /// normalisation before g (or none), and a g the kernel applies with the same bits
+    /// (`NetSpec::g_fuses_exactly`). Op by op otherwise.
+    pub fn forward(&self, x: Tensor<2>, mut pass: Pass) -> Result<Tensor<2>> {
+        let spec = &self.modules_spec;
+        if spec.placement == Some(Placement::After) || !spec.g_fuses_exactly() {
+            return self.forward_reference(x, pass);
+        }
+        let mode = pass.mode;
+        let h = self.spec.image_batch(x);
+        let h = walk(h, Join::Activating(spec), &mut |i, h| {
+            let z = self.conv(i, h);
+            spec.pre_activation(self.norms.get(i), i, z, pass.layer())
+        })?;
+        Ok(self.head(h, mode))
     }
 
     /// The net op by op: each conv module's convolution and hidden block, the concatenations
@@ -241,15 +257,20 @@ impl Inception {
     pub fn forward_reference(&self, x: Tensor<2>, mut pass: Pass) -> Result<Tensor<2>> {
         let mode = pass.mode;
         let h = self.spec.image_batch(x);
-        let h = walk(h, &mut |i, h| {
+        let h = walk(h, Join::AsComputed, &mut |i, h| {
             let z = self.conv(i, h);
             let layer = pass.layer();
             self.modules_spec
                 .hidden_block(self.norms.get(i), i, z, layer)
         })?;
+        Ok(self.head(h, mode))
+    }
+
+    /// Logits from the last stage's output: global average pooling, dropout, the output layer.
+    fn head(&self, h: Tensor<4>, mode: Mode) -> Tensor<2> {
         let pooled = global_average(h);
         let dropped = self.spec.dropout(self.shapes.len(), pooled, mode);
-        Ok(self.output.forward(dropped))
+        self.output.forward(dropped)
     }
 
     /// Conv module `i`'s convolution with its bias, if any, through bn-exp's kernels.
@@ -280,7 +301,7 @@ impl Inception {
     pub fn with_data_init(mut self, x: Tensor<2>) -> Result<Self> {
         let h = self.spec.image_batch(x.detach());
         let shapes = self.shapes.clone();
-        walk(h, &mut |i, h| {
+        walk(h, Join::AsComputed, &mut |i, h| {
             let h = h.detach();
             let v = self.convs[i].weight.val().detach();
             if let Some(unit) = self.norms.get(i).and_then(|n| n.data_init_conv(v)) {
@@ -315,13 +336,49 @@ fn conv_with(
     }
 }
 
-/// The net's stages on the first conv module's input `h`: conv module `i` is `module(i, its
-/// input)`, in the order of [`conv_modules`]. Returns the last stage's output.
+/// How a pass makes the stages' outputs from its conv modules' results.
+#[derive(Clone, Copy)]
+enum Join<'a> {
+    /// Each result is the module's output, g applied; a stage concatenates its parts with
+    /// Burn's `cat`.
+    AsComputed,
+    /// Each result is the module's pre-activation; a stage applies g (these settings') to its
+    /// conv modules' parts as it concatenates them ([`concat_channels`]), and passes a
+    /// max-pool's part as it is (its input is a stage's output, g already applied).
+    Activating(&'a NetSpec),
+}
+
+impl Join<'_> {
+    /// The first conv module's output from its result.
+    fn stem(self, h: Tensor<4>) -> Tensor<4> {
+        match self {
+            Join::AsComputed => h,
+            Join::Activating(spec) => spec.activate(h),
+        }
+    }
+
+    /// A stage's output from a conv module's result and the part beside it: another conv
+    /// module's result (`pool` false) or a max-pool's output.
+    fn stage(self, conv: Tensor<4>, beside: Tensor<4>, pool: bool) -> Tensor<4> {
+        match self {
+            Join::AsComputed => Tensor::cat(vec![conv, beside], 1),
+            Join::Activating(spec) => {
+                let g = spec.kernel_act();
+                concat_channels(conv, beside, [g, if pool { Act::Identity } else { g }])
+            }
+        }
+    }
+}
+
+/// The net's stages on the first conv module's input `h`: conv module `i`'s result is
+/// `module(i, its input)`, in the order of [`conv_modules`], and `join` makes each stage's
+/// output from its parts. Returns the last stage's output.
 fn walk(
     h: Tensor<4>,
+    join: Join,
     module: &mut dyn FnMut(usize, Tensor<4>) -> Result<Tensor<4>>,
 ) -> Result<Tensor<4>> {
-    let mut h = module(0, h)?;
+    let mut h = join.stem(module(0, h)?);
     let mut i = 1;
     for stage in STAGES {
         h = match stage {
@@ -329,12 +386,12 @@ fn walk(
                 let one = module(i, h.clone())?;
                 let three = module(i + 1, h)?;
                 i += 2;
-                Tensor::cat(vec![one, three], 1)
+                join.stage(one, three, false)
             }
             Stage::Down(_) => {
                 let conv = module(i, h.clone())?;
                 i += 1;
-                Tensor::cat(vec![conv, max_pool3x3_stride2(h)], 1)
+                join.stage(conv, max_pool3x3_stride2(h), true)
             }
         };
     }
