@@ -193,6 +193,16 @@ fn pool3_case(d: &Device) -> Vec<Vec<f64>> {
     vec![flat(out), grad(&x, &grads)]
 }
 
+/// An Inception stage's end: ReLU of a conv module's part, a max-pool's part as it is, joined
+/// along the channels.
+fn concat_case(d: &Device) -> Vec<Vec<f64>> {
+    let a = input(&values(3 * 2 * 5 * 6, 41), [3, 2, 5, 6], d);
+    let b = input(&values(3 * 4 * 5 * 6, 42), [3, 4, 5, 6], d);
+    let out = kernels::concat_channels(a.clone(), b.clone(), [Act::Relu, Act::Identity]);
+    let grads = weighted(out.clone(), 43, d).backward();
+    vec![flat(out), grad(&a, &grads), grad(&b, &grads)]
+}
+
 fn loss_case(d: &Device) -> Vec<Vec<f64>> {
     let (n, c) = (9, 10);
     let z: Vec<f32> = values(n * c, 31).iter().map(|v| 8.0 * v).collect();
@@ -243,7 +253,7 @@ fn the_gpu_is_wgpu_and_says_which_adapter_it_is() {
 
 #[test]
 fn every_fused_op_on_the_gpu_matches_its_cpu_kernel() {
-    let cases: [(&str, &[&str], Case); 10] = [
+    let cases: [(&str, &[&str], Case); 11] = [
         ("sigmoid", &["y", "dx"], sigmoid_case),
         (
             "batch norm [N, C]",
@@ -263,6 +273,7 @@ fn every_fused_op_on_the_gpu_matches_its_cpu_kernel() {
         ),
         ("max-pool then ReLU", &["y", "dx"], pool_case),
         ("max-pool 3x3 stride 2", &["y", "dx"], pool3_case),
+        ("concatenation with ReLU", &["y", "da", "db"], concat_case),
         ("cross-entropy", &["loss", "dlogits"], loss_case),
         ("weight norm", &["w", "dv", "dg"], weight_norm_case),
         ("mean-only BN", &["y", "mean", "dx", "dbeta"], center_case),

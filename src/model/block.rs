@@ -205,30 +205,19 @@ impl NetSpec {
         pass: Pass,
     ) -> Result<Tensor<D>> {
         let mode = pass.mode;
-        let (pre, a, stats) = match (self.placement, norm) {
-            (Some(Placement::Before), Some(norm)) => {
-                let (pre, stats) = norm.forward_with_stats(z, mode.bn_mode())?;
-                let pre = self.noise(i, pre, mode);
-                let a = self.activate(pre.clone());
-                (pre, a, stats)
-            }
-            (Some(Placement::After), Some(norm)) => {
-                let a = self.activate(z.clone());
-                let (a, stats) = norm.forward_with_stats(a, mode.bn_mode())?;
-                (z, self.noise(i, a, mode), stats)
-            }
-            _ => {
-                let z = self.noise(i, z, mode);
-                let a = self.activate(z.clone());
-                (z, a, None)
-            }
-        };
-        self.finish_block(i, pre, a, stats, pass)
+        if let (Some(Placement::After), Some(norm)) = (self.placement, norm) {
+            let a = self.activate(z.clone());
+            let (a, stats) = norm.forward_with_stats(a, mode.bn_mode())?;
+            return self.finish_block(i, z, self.noise(i, a, mode), stats, pass);
+        }
+        let pre = self.pre_activation(norm, i, z, pass)?;
+        Ok(self.dropout(i, self.activate(pre), mode))
     }
 
-    /// Hidden layer `i`'s pre-activation, for a net whose normalisation sits before g (or that
-    /// has none), recorded as [`NetSpec::hidden_block`] records it: N(z) (or z), then the
-    /// noise. For a fused kernel to apply g after it; dropout is the caller's.
+    /// Hidden layer `i`'s pre-activation where the normalisation sits before g (or there is
+    /// none): N(z) (or z), then the noise, recorded in the pass's trace. The part of
+    /// [`NetSpec::hidden_block`] before g, for it and for the fused kernels that apply g
+    /// themselves; dropout is the caller's.
     pub fn pre_activation<const D: usize>(
         &self,
         norm: Option<&Norm>,
