@@ -641,6 +641,11 @@ mod tests {
         assert_half_is_single_rounded(&images, |t| {
             vec![kernels::max_pool2x2_then(t[0].clone(), Act::Relu)]
         });
+        let parts = [images[0].clone(), (values(2 * 5 * 4, 17), [2, 1, 5, 4])];
+        assert_half_is_single_rounded(&parts, |t| {
+            let acts = [Act::Sigmoid, Act::Relu];
+            vec![kernels::concat_channels(t[0].clone(), t[1].clone(), acts)]
+        });
         let conv = [images[0].clone(), (values(3 * 2 * 3 * 3, 16), [3, 2, 3, 3])];
         assert_half_is_single_rounded(&conv, |t| {
             vec![kernels::conv3x3(t[0].clone(), t[1].clone(), None)]

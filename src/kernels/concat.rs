@@ -28,12 +28,11 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::common::{
-    InDtype, Real, assume_written, backward_node, float_dispatch, simd_fn, tensor_from, values,
-    vec_written,
+    Real, assume_written, backward_node, float_dispatch, simd_fn, tensor_from, values, vec_written,
 };
 use super::dense::{Act, activate, activation_reference};
 use super::sigmoid::SigmoidInPlace;
@@ -132,51 +131,55 @@ fn activate_into<T: Real + SigmoidInPlace>(x: &[T], y: &mut [MaybeUninit<T>], ac
     }
 }
 
-/// The shape of the op: images and each input's values per image.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The shape of the op: images, and each input's values per image.
+#[derive(Debug, Clone, Copy)]
 struct Parts {
     n: usize,
-    a: usize,
-    b: usize,
+    per_image: [usize; 2],
 }
 
 impl Parts {
-    fn of(a: &FlexTensor, b: &FlexTensor) -> Self {
-        let (da, db) = (a.layout().shape(), b.layout().shape());
-        let n = da[0];
+    /// From the two inputs' shapes, `[N, C, H, W]` each.
+    fn of(a: &[usize], b: &[usize]) -> Self {
         let per_image = |dims: &[usize]| dims[1..].iter().product();
         Parts {
-            n,
-            a: per_image(da),
-            b: per_image(db),
+            n: a[0],
+            per_image: [per_image(a), per_image(b)],
         }
     }
 
     /// Values per image of the output.
     fn image(self) -> usize {
-        self.a + self.b
+        self.per_image[0] + self.per_image[1]
+    }
+
+    /// Where input `part`'s values start within an image of the output, and how many there are.
+    fn within_image(self, part: usize) -> (usize, usize) {
+        let [a, b] = self.per_image;
+        if part == 0 { (0, a) } else { (a, b) }
     }
 }
 
 fn forward<T: Real + SigmoidInPlace>(a: &[T], b: &[T], p: Parts, acts: [Act; 2]) -> Vec<T> {
-    // SAFETY: each image's task writes its whole chunk, the first `p.a` values from `a` and the
+    let [la, lb] = p.per_image;
+    // SAFETY: each image's task writes its whole chunk, the first `la` values from `a` and the
     // rest from `b`; the chunks cover the output.
     unsafe {
         vec_written(p.n * p.image(), |y| {
             y.par_chunks_mut(p.image().max(1))
                 .enumerate()
                 .for_each(|(i, y)| {
-                    let (ya, yb) = y.split_at_mut(p.a);
-                    activate_into(&a[i * p.a..][..p.a], ya, acts[0]);
-                    activate_into(&b[i * p.b..][..p.b], yb, acts[1]);
+                    let (ya, yb) = y.split_at_mut(la);
+                    activate_into(&a[i * la..][..la], ya, acts[0]);
+                    activate_into(&b[i * lb..][..lb], yb, acts[1]);
                 });
         })
     }
 }
 
-/// One input's gradient: its channels of each image's ∂y, through g'.
-fn input_grad<T: Real>(y: &[T], g: &[T], p: Parts, second: bool, act: Act) -> Vec<T> {
-    let (skip, len) = if second { (p.a, p.b) } else { (0, p.a) };
+/// Input `part`'s gradient: its channels of each image's ∂y, through g'.
+fn input_grad<T: Real>(y: &[T], g: &[T], p: Parts, part: usize, act: Act) -> Vec<T> {
+    let (skip, len) = p.within_image(part);
     // SAFETY: each image's task writes its whole chunk of `len` values.
     unsafe {
         vec_written(p.n * len, |d| {
@@ -188,50 +191,33 @@ fn input_grad<T: Real>(y: &[T], g: &[T], p: Parts, second: bool, act: Act) -> Ve
     }
 }
 
-/// What the backward keeps: the output (for g'), the inputs' shapes, the nonlinearities and
-/// the dtype.
+/// What the backward keeps: the output (for g'; in the inputs' dtype), the inputs' shapes and
+/// the nonlinearities.
 #[derive(Debug, Clone)]
 struct Saved {
     output: FlexTensor,
     dims: [Vec<usize>; 2],
     acts: [Act; 2],
-    dtype: DType,
-}
-
-/// Only the dtype changes: the output the backward reads stays as the kernel computed it.
-impl InDtype for Saved {
-    fn in_dtype(self, dtype: DType) -> Self {
-        Saved { dtype, ..self }
-    }
 }
 
 fn flex_forward(a: &FlexTensor, b: &FlexTensor, acts: [Act; 2]) -> FlexTensor {
-    let p = Parts::of(a, b);
-    let mut shape = a.layout().shape().to_vec();
-    shape[1] += b.layout().shape()[1];
+    let (da, db) = (a.layout().shape(), b.layout().shape());
+    let p = Parts::of(da, db);
+    let mut shape = da.to_vec();
+    shape[1] += db[1];
     float_dispatch!(a.dtype(), |T| {
         tensor_from(forward::<T>(&values(a), &values(b), p, acts), shape)
     })
 }
 
 fn flex_backward(s: &Saved, g: &FlexTensor, wanted: [bool; 2]) -> [Option<FlexTensor>; 2] {
-    let n = s.dims[0][0];
-    let per_image = |dims: &[usize]| dims[1..].iter().product::<usize>();
-    let p = Parts {
-        n,
-        a: per_image(&s.dims[0]),
-        b: per_image(&s.dims[1]),
-    };
-    float_dispatch!(s.dtype, |T| {
+    let p = Parts::of(&s.dims[0], &s.dims[1]);
+    float_dispatch!(s.output.dtype(), |T| {
         let (y, g) = (values::<T>(&s.output), values::<T>(g));
-        let side = |second: bool| {
-            let i = usize::from(second);
-            wanted[i].then(|| {
-                let d = input_grad(&y, &g, p, second, s.acts[i]);
-                tensor_from(d, s.dims[i].clone())
-            })
+        let part = |i: usize| {
+            wanted[i].then(|| tensor_from(input_grad(&y, &g, p, i, s.acts[i]), s.dims[i].clone()))
         };
-        [side(false), side(true)]
+        [part(0), part(1)]
     })
 }
 
@@ -275,7 +261,6 @@ impl<C: CheckpointStrategy> FusedConcat for Autodiff<Flex, C> {
                         b.primitive().layout().shape().to_vec(),
                     ],
                     acts: [act_a, act_b],
-                    dtype: a.primitive().dtype(),
                 };
                 prep.finish(saved, y)
             }

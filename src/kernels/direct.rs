@@ -435,7 +435,7 @@ mod tests {
     /// takes (C·9 = 504), tile remainders of output and input channels, ∂W's vectors of 8 and
     /// 16 lanes full and part-empty, and odd small maps (a 1 × 1 one, which the forward leaves
     /// to the column matrix: through the direct kernel its outputs differed).
-    const SHAPES: [(usize, usize, usize, usize); 13] = [
+    const SHAPES: [Image; 13] = [
         (5, 1, 1, 7),
         (3, 32, 32, 24),
         (40, 15, 15, 20),

@@ -7,6 +7,7 @@
 use burn::backend::flex::FlexTensor;
 
 use crate::kernels::common::{Real, simd_fn};
+use crate::kernels::direct::Image;
 
 /// What the op computes, for the panics of a misuse.
 const SHAPES: &str = "weight [C_out, C, k, k] for the input's C, with k 3 and stride 1 or 2, or \
@@ -98,8 +99,8 @@ impl Dims {
     pub(super) fn hw(&self) -> usize {
         self.h * self.w
     }
-    /// One image's convolution as the direct kernels take it (`kernels::direct::Image`).
-    pub(super) fn image(&self) -> (usize, usize, usize, usize) {
+    /// One image's convolution as the direct kernels take it.
+    pub(super) fn image(&self) -> Image {
         (self.c, self.h, self.w, self.c_out)
     }
     /// The output map's size: the column matrix's width.
